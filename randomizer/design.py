@@ -211,21 +211,24 @@ def shipped_designs() -> list[str]:
                   if p.name.endswith(".toml"))
 
 
-def load_design(name_or_path: str) -> TrialDesign:
-    """Load a design by shipped name (``exosome-ms``) or by file path."""
+def design_text(name_or_path: str) -> str:
+    """The TOML text of a shipped design name (``exosome-ms``) or a design file path."""
     if name_or_path in shipped_designs():
-        resource = resources.files("randomizer").joinpath("designs").joinpath(f"{name_or_path}.toml")
-        return parse_design(resource.read_text(encoding="utf-8"), source=name_or_path)
-    path = Path(name_or_path)
+        resource = resources.files("randomizer").joinpath("designs")
+        return resource.joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(name_or_path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DesignError(f"design {name_or_path!r} not found: give a file path or one of "
                           f"{', '.join(shipped_designs())}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DesignError(f"cannot read design file {name_or_path!r}: "
                           f"{getattr(exc, 'strerror', None) or exc}") from None
-    return parse_design(text, source=str(path))
+
+
+def load_design(name_or_path: str) -> TrialDesign:
+    """Load a design by shipped name (``exosome-ms``) or by file path."""
+    return parse_design(design_text(name_or_path), source=name_or_path)
 
 
 def parse_design(text: str, source: str = "<design>") -> TrialDesign:

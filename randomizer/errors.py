@@ -61,6 +61,10 @@ class AuditError(RandomizerError):
     """The audit trail failed verification or could not be written."""
 
 
+class ListMismatch(RandomizerError):
+    """The stored list or kits differ from what the sealed seed regenerates."""
+
+
 class StoreError(RandomizerError):
     """The database cannot be opened, reached or used (schema version, connection)."""
 

@@ -1,0 +1,141 @@
+"""Users, roles, password hashing and permission checks (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import re
+from enum import StrEnum
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from randomizer.errors import InvalidInput
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+USER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+
+# scrypt cost: 2**15 x 8 x 128 bytes = 32 MiB and ~0.1 s per login on one core.
+# Parameters are stored beside each hash, so raising them later keeps old hashes valid.
+SCRYPT_N = 2**15
+SCRYPT_R = 8
+SCRYPT_P = 1
+
+
+class Role(StrEnum):
+    """The roles of DESIGN.md section 2."""
+
+    ADMIN = "admin"
+    INVESTIGATOR = "investigator"
+    PHARMACIST = "pharmacist"
+    STATISTICIAN = "statistician"
+    MONITOR = "monitor"
+
+
+class Permission(StrEnum):
+    """Things a role may do; checked before anything is read."""
+
+    MANAGE_USERS = "manage users"
+    ROTATE_KEY = "rotate the trial key"
+    GENERATE_LIST = "generate the allocation list"
+    VERIFY_LIST = "verify the allocation list"
+    RANDOMIZE = "randomize participants"
+    DISPENSE = "request or replace kits"
+    PREPARE = "prepare kits in the pharmacy"
+    EMERGENCY_UNBLIND = "break the code for one participant"
+    UNBLIND_ALL = "unblind the whole trial"
+    LOCK = "lock the database"
+    READ_AUDIT = "read the audit trail"
+    CHECKPOINT_AUDIT = "sign audit checkpoints"
+    REPORT = "see blinded reports"
+    REPORT_ARMS = "see balance by arm"
+    READ_PARTICIPANTS = "see participants and kit codes"
+
+
+BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
+
+_ALL = set(Role)
+ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
+    Permission.MANAGE_USERS: frozenset({Role.ADMIN}),
+    Permission.ROTATE_KEY: frozenset({Role.ADMIN}),
+    Permission.GENERATE_LIST: frozenset({Role.ADMIN}),
+    Permission.VERIFY_LIST: frozenset({Role.ADMIN, Role.STATISTICIAN}),
+    Permission.RANDOMIZE: frozenset({Role.INVESTIGATOR}),
+    Permission.DISPENSE: frozenset({Role.INVESTIGATOR}),
+    Permission.PREPARE: frozenset({Role.PHARMACIST}),
+    Permission.EMERGENCY_UNBLIND: frozenset({Role.INVESTIGATOR, Role.ADMIN}),
+    Permission.UNBLIND_ALL: frozenset({Role.STATISTICIAN}),
+    Permission.LOCK: frozenset({Role.ADMIN}),
+    Permission.READ_AUDIT: frozenset({Role.ADMIN, Role.MONITOR}),
+    Permission.CHECKPOINT_AUDIT: frozenset({Role.ADMIN}),
+    Permission.REPORT: frozenset(_ALL),
+    Permission.REPORT_ARMS: frozenset({Role.ADMIN, Role.STATISTICIAN}),
+    Permission.READ_PARTICIPANTS: frozenset({Role.ADMIN, Role.INVESTIGATOR, Role.MONITOR,
+                                             Role.PHARMACIST}),
+}
+"""Which roles hold each permission. Statisticians' arm-revealing permissions
+(VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;
+the service layer enforces that state check."""
+
+UNLOCK_GATED = frozenset({Permission.VERIFY_LIST, Permission.UNBLIND_ALL,
+                          Permission.REPORT_ARMS})
+"""Permissions a statistician holds only once the trial is locked."""
+
+
+def allowed(role: str, permission: Permission, locked: bool) -> bool:
+    """Whether ``role`` holds ``permission`` in a trial that is (or is not) locked."""
+    if role not in ROLE_PERMISSIONS[permission]:
+        return False
+    return not (role == Role.STATISTICIAN and permission in UNLOCK_GATED and not locked)
+
+
+def parse_role(text: str) -> Role:
+    """The role named by ``text``; unknown names are bad input."""
+    try:
+        return Role(text.strip().lower())
+    except ValueError:
+        raise InvalidInput(f"unknown role {text!r}: use one of "
+                           f"{', '.join(r.value for r in Role)}") from None
+
+
+def check_user_name(name: str) -> str:
+    """Validate a user name (letter first; letters, digits, . _ -; at most 64)."""
+    if not USER_NAME.match(name):
+        raise InvalidInput(f"user name {name!r} is not valid: start with a letter, then "
+                           "letters, digits, '.', '_' or '-' (at most 64)")
+    return name
+
+
+def check_password(password: str) -> str:
+    """Refuse empty, short or absurdly long passwords."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"password too long: at most {MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R,
+                  p: int = SCRYPT_P, salt: bytes | None = None) -> str:
+    """A salted scrypt hash, stored as ``scrypt$n$r$p$salt$hash`` (base64 parts)."""
+    salt = os.urandom(16) if salt is None else salt
+    digest = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode("utf-8"))
+    return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(digest)])
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether ``password`` matches a hash from :func:`hash_password` (constant time)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        candidate = Scrypt(salt=base64.b64decode(salt), length=32, n=int(n), r=int(r),
+                           p=int(p)).derive(password.encode("utf-8", "surrogatepass"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return hmac.compare_digest(candidate, base64.b64decode(digest))
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,262 @@
+"""Append-only, hash-chained, MAC'd audit trail with signed checkpoints (DESIGN.md section 7).
+
+Each event's MAC is HMAC-SHA256(audit key, previous MAC || canonical JSON of
+the event). Whoever holds the key could recompute a whole chain, and no chain
+shows a cut tail, so the head is also anchored outside the database by an
+Ed25519-signed checkpoint note kept by someone else (QA, say).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.hmac import HMAC
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from randomizer.errors import AuditError, InvalidInput
+from randomizer.models import AuditEvent as AuditRow
+from randomizer.models import AuditHead
+
+GENESIS_MAC = "0" * 64
+NOTE_HEADER = "randomizer audit checkpoint v1"
+VERIFY_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit event as shown to a reader."""
+
+    seq: int
+    at: str
+    user: str
+    role: str
+    action: str
+    subject: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    mac: str = ""
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The result of a successful verification."""
+
+    events: int
+    head_seq: int
+    head_mac: str
+    checkpoint_seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement that the trail held ``head_mac`` at ``seq``."""
+
+    trial: str
+    seq: int
+    head_mac: str
+    at: str
+
+
+def utc_text(now: datetime) -> str:
+    """ISO 8601 UTC text with microseconds and a Z, the trail's time format."""
+    if now.tzinfo is None:
+        raise ValueError("audit times must be timezone-aware")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical(seq: int, at: str, user: str, role: str, action: str, subject: str,
+              reason: str, details: Mapping[str, Any]) -> bytes:
+    """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8)."""
+    event = {"seq": seq, "at": at, "user": user, "role": role, "action": action,
+             "subject": subject, "reason": reason, "details": details}
+    return json.dumps(event, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def event_mac(key: bytes, prev_mac: str, body: bytes) -> str:
+    """HMAC-SHA256(key, previous MAC || body), hex."""
+    mac = HMAC(key, hashes.SHA256())
+    mac.update(bytes.fromhex(prev_mac))
+    mac.update(body)
+    return mac.finalize().hex()
+
+
+def start_chain(session: Session) -> None:
+    """Create the head row of an empty trail (once, at init)."""
+    session.add(AuditHead(id=1, seq=0, mac=GENESIS_MAC))
+
+
+def append(session: Session, key: bytes, *, now: datetime, user: str, role: str,
+           action: str, subject: str = "", reason: str = "",
+           details: Mapping[str, Any] | None = None) -> AuditEvent:
+    """Append one event inside the caller's transaction; the head row lock serialises writers."""
+    head = session.scalars(select(AuditHead).where(AuditHead.id == 1)
+                           .with_for_update()).one_or_none()
+    if head is None:
+        raise AuditError("the audit trail has no head row: the database is damaged")
+    detail_map = dict(details or {})
+    seq = head.seq + 1
+    at = utc_text(now)
+    body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+    mac = event_mac(key, head.mac, body)
+    session.add(AuditRow(seq=seq, at=at, user=user, role=role, action=action, subject=subject,
+                         reason=reason, details=json.dumps(detail_map, sort_keys=True,
+                                                           ensure_ascii=False),
+                         prev_mac=head.mac, mac=mac))
+    head.seq = seq
+    head.mac = mac
+    session.flush()
+    return AuditEvent(seq=seq, at=at, user=user, role=role, action=action, subject=subject,
+                      reason=reason, details=detail_map, mac=mac)
+
+
+def events(session: Session, since: int = 0, limit: int | None = None) -> list[AuditEvent]:
+    """Events with ``seq > since`` in order."""
+    query = select(AuditRow).where(AuditRow.seq > since).order_by(AuditRow.seq)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_to_event(row) for row in session.scalars(query)]
+
+
+def _to_event(row: AuditRow) -> AuditEvent:
+    try:
+        details = json.loads(row.details)
+    except ValueError:
+        details = {"unreadable": row.details}
+    return AuditEvent(seq=row.seq, at=row.at, user=row.user, role=row.role, action=row.action,
+                      subject=row.subject, reason=row.reason, details=details, mac=row.mac)
+
+
+def _rows(session: Session) -> Iterator[tuple[Any, ...]]:
+    last = None
+    while True:
+        query = select(AuditRow.seq, AuditRow.at, AuditRow.user, AuditRow.role,
+                       AuditRow.action, AuditRow.subject, AuditRow.reason, AuditRow.details,
+                       AuditRow.prev_mac, AuditRow.mac).order_by(AuditRow.seq).limit(VERIFY_BATCH)
+        if last is not None:
+            query = query.where(AuditRow.seq > last)
+        batch = session.execute(query).all()
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1][0]
+
+
+def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -> ChainReport:
+    """Recompute the chain; raise :class:`AuditError` naming the first broken event.
+
+    With a (signature-checked) ``checkpoint``, also prove that the trail still
+    holds that head unchanged: this catches a cut tail and a chain rewritten
+    with the key.
+    """
+    prev_mac = GENESIS_MAC
+    expected_seq = 1
+    checkpoint_found = False
+    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in _rows(session):
+        if seq != expected_seq:
+            where = expected_seq if seq > expected_seq else seq
+            raise AuditError(f"audit trail broken at event {where}: events are missing "
+                             "or out of order")
+        try:
+            detail_map = json.loads(details)
+        except ValueError:
+            raise AuditError(f"audit trail broken at event {seq}: details are not JSON") \
+                from None
+        body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+        if stored_prev != prev_mac or event_mac(key, prev_mac, body) != mac:
+            raise AuditError(f"audit trail broken at event {seq}: it was altered, inserted "
+                             "or reordered")
+        if checkpoint is not None and seq == checkpoint.seq:
+            if mac != checkpoint.head_mac:
+                raise AuditError(f"audit trail differs from the signed checkpoint at event "
+                                 f"{seq}: the trail was rewritten")
+            checkpoint_found = True
+        prev_mac = mac
+        expected_seq += 1
+    head = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one_or_none()
+    last = expected_seq - 1
+    if head is None or head.seq != last or head.mac != prev_mac:
+        raise AuditError(f"audit trail broken after event {last}: the head does not match "
+                         "the last event (events were cut or the head was edited)")
+    if checkpoint is not None and not checkpoint_found:
+        raise AuditError(f"audit trail ends at event {last} but the signed checkpoint names "
+                         f"event {checkpoint.seq}: the tail was cut")
+    return ChainReport(events=last, head_seq=last, head_mac=prev_mac,
+                       checkpoint_seq=checkpoint.seq if checkpoint else None)
+
+
+def head(session: Session) -> tuple[int, str]:
+    """The current head: (sequence number, MAC)."""
+    row = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one()
+    return row.seq, row.mac
+
+
+def new_signing_key() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair as (private PEM, public PEM)."""
+    private = Ed25519PrivateKey.generate()
+    private_pem = private.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private_pem, public_pem
+
+
+def _statement(checkpoint: Checkpoint) -> str:
+    return (f"{NOTE_HEADER}\ntrial: {checkpoint.trial}\nsequence: {checkpoint.seq}\n"
+            f"head: {checkpoint.head_mac}\ntime: {checkpoint.at}\n")
+
+
+def sign_checkpoint(checkpoint: Checkpoint, private_pem: bytes) -> str:
+    """The note to file outside the database: the statement plus its Ed25519 signature."""
+    try:
+        key = serialization.load_pem_private_key(private_pem, password=None)
+    except (ValueError, TypeError):
+        raise InvalidInput("the signing key is not an unencrypted Ed25519 private key PEM") \
+            from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise InvalidInput("the signing key is not an Ed25519 private key")
+    statement = _statement(checkpoint)
+    signature = base64.b64encode(key.sign(statement.encode("utf-8"))).decode("ascii")
+    return f"{statement}signature: {signature}\n"
+
+
+def read_checkpoint(note: str, public_pem: bytes) -> Checkpoint:
+    """Parse a note and check its signature; a forged or altered note is refused."""
+    try:
+        key = serialization.load_pem_public_key(public_pem)
+    except (ValueError, TypeError):
+        raise InvalidInput("the public key is not an Ed25519 public key PEM") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InvalidInput("the public key is not an Ed25519 public key")
+    lines = note.strip("\n").split("\n")
+    try:
+        if len(lines) != 6 or lines[0] != NOTE_HEADER:
+            raise ValueError
+        fields = dict(line.split(": ", 1) for line in lines[1:])
+        checkpoint = Checkpoint(trial=fields["trial"], seq=int(fields["sequence"]),
+                                head_mac=fields["head"], at=fields["time"])
+        signature = base64.b64decode(fields["signature"], validate=True)
+    except (ValueError, KeyError):
+        raise InvalidInput("the checkpoint note is malformed: give the file that "
+                           "'randomizer audit checkpoint' printed") from None
+    try:
+        key.verify(signature, _statement(checkpoint).encode("utf-8"))
+    except InvalidSignature:
+        raise AuditError("the checkpoint note's signature does not verify with this public "
+                         "key: the note is forged or altered") from None
+    return checkpoint
+
+
+def now_utc() -> datetime:
+    """The current UTC time (the one clock the CLI injects)."""
+    return datetime.now(UTC)

@@ -1,0 +1,131 @@
+"""The operations the CLI needs, as one object per database.
+
+:class:`LocalBackend` calls the library directly, one transaction per call
+(see :mod:`randomizer.context`). A later HTTP client can offer the same
+methods and return the same dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from randomizer import audit, trial
+from randomizer.access import Permission, Role
+from randomizer.context import Credentials, Operation, operation
+from randomizer.design import design_text, parse_design
+from randomizer.errors import InvalidInput
+from randomizer.store import Store
+
+T = TypeVar("T")
+
+
+class LocalBackend:
+    """Runs each operation in-process against ``db_url`` with the trial key in ``key_file``."""
+
+    def __init__(self, db_url: str, key_file: Path,
+                 credentials: Callable[[], Credentials],
+                 clock: Callable[[], datetime] = audit.now_utc) -> None:
+        self.db_url = db_url
+        self.key_file = key_file
+        self._credentials = credentials
+        self._clock = clock
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        """The database, opened on first use."""
+        if self._store is None:
+            self._store = Store(self.db_url)
+        return self._store
+
+    def close(self) -> None:
+        """Release database connections."""
+        if self._store is not None:
+            self._store.dispose()
+
+    def _run(self, permission: Permission, action: str, body: Callable[[Operation], T],
+             subject: str = "") -> T:
+        with operation(self.store, self.key_file, self._credentials(), permission, action,
+                       self._clock(), subject=subject) as op:
+            return body(op)
+
+    # setup and custody -------------------------------------------------
+
+    def init(self, design_ref: str, admin: str, password: str) -> trial.InitResult:
+        """Create the trial database, key file and first admin."""
+        text = design_text(design_ref)
+        design = parse_design(text, source=design_ref)
+        return trial.init_trial(self.store, self.key_file, design, text,
+                                admin, password, self._clock())
+
+    def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
+        """Add a user with a role."""
+        return self._run(Permission.MANAGE_USERS, "user.add",
+                         lambda op: trial.add_user(op, name, role, password), name)
+
+    def list_users(self) -> list[trial.UserInfo]:
+        """All users."""
+        return self._run(Permission.MANAGE_USERS, "user.list", trial.list_users)
+
+    def disable_user(self, name: str, reason: str) -> trial.UserInfo:
+        """Disable a user."""
+        return self._run(Permission.MANAGE_USERS, "user.disable",
+                         lambda op: trial.disable_user(op, name, reason), name)
+
+    def change_password(self, name: str | None, password: str) -> trial.UserInfo:
+        """Change one's own password, or (admin) another user's."""
+        return self._run(Permission.REPORT, "user.passwd",
+                         lambda op: trial.change_password(op, name or op.user.name, password),
+                         name or "")
+
+    def rotate_key(self, new_key_file: Path) -> str:
+        """Re-wrap the data key under a new key file."""
+        return self._run(Permission.ROTATE_KEY, "key.rotate",
+                         lambda op: trial.rotate_key(op, self.key_file, new_key_file))
+
+    def generate_list(self) -> trial.ListSummary:
+        """Generate the sealed list and kits."""
+        return self._run(Permission.GENERATE_LIST, "list.generate", trial.generate_list)
+
+    def verify_list(self) -> trial.ListSummary:
+        """Regenerate from the sealed seed and compare."""
+        return self._run(Permission.VERIFY_LIST, "list.verify", trial.verify_list)
+
+    # audit ---------------------------------------------------------------
+
+    def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
+        """Read audit events after ``since``."""
+        return self._run(Permission.READ_AUDIT, "audit.show",
+                         lambda op: audit.events(op.session, since, limit))
+
+    def audit_verify(self, note: str | None = None,
+                     public_key: bytes | None = None) -> audit.ChainReport:
+        """Verify the chain and, given a signed note, that its head is still there."""
+        checkpoint = None
+        if note is not None:
+            if public_key is None:
+                raise InvalidInput("--checkpoint needs --public-key")
+            checkpoint = audit.read_checkpoint(note, public_key)
+
+        def body(op: Operation) -> audit.ChainReport:
+            if checkpoint is not None and checkpoint.trial != op.trial.id:
+                raise InvalidInput(f"the checkpoint is for trial {checkpoint.trial!r}, "
+                                   f"not {op.trial.id!r}")
+            report = audit.verify(op.session, op.vault.audit_key(), checkpoint)
+            op.audit("audit.verify", details={"events": report.events,
+                                              "checkpoint": report.checkpoint_seq})
+            return report
+        return self._run(Permission.READ_AUDIT, "audit.verify", body)
+
+    def audit_checkpoint(self, private_pem: bytes) -> str:
+        """A signed note of the current head, to file outside the database."""
+        def body(op: Operation) -> str:
+            audit.verify(op.session, op.vault.audit_key())
+            event = op.audit("audit.checkpoint")
+            return audit.sign_checkpoint(audit.Checkpoint(op.trial.id, event.seq, event.mac,
+                                                          event.at), private_pem)
+        return self._run(Permission.CHECKPOINT_AUDIT, "audit.checkpoint", body)
+

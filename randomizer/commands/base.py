@@ -1,0 +1,180 @@
+"""What every command group shares: the root group, the error boundary, output, credentials.
+
+This is the only place a :class:`~randomizer.errors.RandomizerError` becomes
+an exit code: 1 for a refusal, 2 for bad usage or malformed input, always as
+one line starting ``Error:`` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from randomizer.backend import LocalBackend
+from randomizer.context import Credentials
+from randomizer.errors import InvalidInput, RandomizerError
+from randomizer.store import DEFAULT_URL
+
+DEBUG_ENV = "RANDOMIZER_DEBUG"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    text = " ".join(str(message).split()) or "failed"
+    click.echo(f"Error: {text}", err=True)
+    sys.exit(code)
+
+
+class RandomizerGroup(click.Group):
+    """Root group whose ``main`` is the single error boundary of the CLI."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """Run the CLI, turning every failure into one ``Error:`` line and an exit code."""
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  **extra)
+        except RandomizerError as exc:
+            _fail(str(exc), exc.exit_code)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            _fail(exc.format_message() + where, 2)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except (click.Abort, EOFError, KeyboardInterrupt):
+            _fail("aborted; nothing was changed by the unfinished command", 1)
+        except SQLAlchemyError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _fail(f"database error: {str(getattr(exc, 'orig', exc) or exc).splitlines()[0]}", 1)
+        except OSError as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _fail(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "), 1)
+        except Exception as exc:  # the boundary: never show a traceback to a user
+            if os.environ.get(DEBUG_ENV):
+                raise
+            _fail(f"internal error ({type(exc).__name__}); nothing was committed. "
+                  f"Set {DEBUG_ENV}=1 for details and report it", 1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@dataclass
+class Settings:
+    """Global options, shared by every command through the click context."""
+
+    db: str
+    key_file: Path
+    user: str | None
+    as_json: bool
+    backend_factory: Callable[[Settings], LocalBackend] | None = None
+
+    def backend(self) -> LocalBackend:
+        """The backend for this invocation."""
+        if self.backend_factory is not None:
+            return self.backend_factory(self)
+        return LocalBackend(self.db, self.key_file, self.credentials)
+
+    def credentials(self) -> Credentials:
+        """The acting user's name and password (environment or prompt)."""
+        if not self.user:
+            raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
+        return Credentials(self.user, read_password(f"Password for {self.user}"))
+
+
+def read_password(prompt: str, confirm: bool = False) -> str:
+    """RANDOMIZER_PASSWORD, or a hidden prompt on a terminal."""
+    password = os.environ.get("RANDOMIZER_PASSWORD")
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        raise InvalidInput("no password: set RANDOMIZER_PASSWORD or run on a terminal")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def emit(settings: Settings, data: Any, text: Callable[[], str] | str) -> None:
+    """Print ``data`` as JSON with --json, else the readable text."""
+    if settings.as_json:
+        click.echo(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False))
+    else:
+        click.echo(text() if callable(text) else text)
+
+
+def to_jsonable(data: Any) -> Any:
+    """Dataclasses, tuples and paths as plain JSON values."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        return {f.name: to_jsonable(getattr(data, f.name)) for f in dataclasses.fields(data)}
+    if isinstance(data, dict):
+        return {str(k): to_jsonable(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [to_jsonable(v) for v in data]
+    if isinstance(data, Path):
+        return str(data)
+    return data
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def root_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The global options of DESIGN.md section 8."""
+    decorators = [
+        click.option("--db", envvar="RANDOMIZER_DB", default=DEFAULT_URL, show_default=True,
+                     help="Database URL (RANDOMIZER_DB)."),
+        click.option("--key-file", envvar="RANDOMIZER_KEY_FILE", default="randomizer.key",
+                     show_default=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Trial key file, kept outside the database (RANDOMIZER_KEY_FILE)."),
+        click.option("--user", envvar="RANDOMIZER_USER",
+                     help="Acting user (RANDOMIZER_USER); password from RANDOMIZER_PASSWORD "
+                          "or a prompt."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Machine-readable JSON output."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    settings = ctx.find_object(Settings)
+    if value and settings is not None:
+        settings.as_json = True
+
+
+json_option = click.option("--json", "as_json", is_flag=True, expose_value=False,
+                           callback=_set_json, is_eager=True,
+                           help="Machine-readable JSON output (same as the global --json).")
+"""The per-command --json flag, equivalent to the global one."""
+
+
+def reason_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A --reason TEXT option whose value must not be blank."""
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise InvalidInput("--reason must not be empty: say why")
+        if len(value) > 2000:
+            raise InvalidInput("--reason is too long: at most 2000 characters")
+        return value.strip()
+    return click.option("--reason", required=required, callback=check,
+                        help="Why (recorded in the audit trail).")

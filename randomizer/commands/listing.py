@@ -1,0 +1,141 @@
+"""Commands on designs and the allocation list: design show|check, list preview|generate|verify."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from randomizer.allocation.generator import generate_schedule
+from randomizer.allocation.stream import format_seed, parse_seed
+from randomizer.commands.base import Settings, emit, json_option, pass_settings, table
+from randomizer.design import TrialDesign, load_design
+from randomizer.trial import ListSummary
+
+
+def _design_text(design: TrialDesign) -> str:
+    lines = [f"{design.id}: {design.title}",
+             f"Planned participants: {design.planned_participants} "
+             f"(list length per stratum: {design.stratum_length})",
+             "Arms (ratio): " + ", ".join(f"{a.id} = {a.label} ({r})"
+                                          for a, r in zip(design.arms, design.ratio,
+                                                          strict=True)),
+             "Block sizes: " + ", ".join(str(s) for s in design.block_sizes),
+             "Strata: " + ", ".join(design.strata())]
+    if design.sites:
+        lines.append("Sites: " + ", ".join(design.sites))
+    lines.append("Eligibility:")
+    for c in design.criteria:
+        rule = {"must_be_yes": "must be yes", "must_be_no": "must be no"}.get(c.kind, "")
+        if c.kind == "range":
+            rule = f"between {c.minimum} and {c.maximum}"
+        lines.append(f"  {c.id}: {c.question} [{rule}]")
+    lines.append("Dosing visits:")
+    for v in design.visits:
+        lines.append(f"  {v.number}. {v.name}: day {v.day} (window +/-{v.window} days)")
+    lines.append(f"Spare kits per arm: {design.spares_per_arm()} "
+                 f"(spare fraction {design.spare_fraction})")
+    return "\n".join(lines)
+
+
+@click.group()
+def design() -> None:
+    """Show or check trial designs (no database needed)."""
+
+
+@design.command("show")
+@click.argument("name_or_file")
+@json_option
+@pass_settings
+def design_show(settings: Settings, name_or_file: str) -> None:
+    """Show a design: arms, ratio, blocks, strata, eligibility, visits, kits.
+
+    Example: randomizer design show exosome-ms
+    """
+    loaded = load_design(name_or_file)
+    emit(settings, loaded.to_dict(), lambda: _design_text(loaded))
+
+
+@design.command("check")
+@click.argument("file")
+@json_option
+@pass_settings
+def design_check(settings: Settings, file: str) -> None:
+    """Validate a design file; exit 2 with the field named if it is wrong.
+
+    Example: randomizer design check my-trial.toml
+    """
+    loaded = load_design(file)
+    emit(settings, {"design": loaded.id, "valid": True, "digest": loaded.digest()},
+         f"{file}: valid design {loaded.id} (digest {loaded.digest()})")
+
+
+@click.group("list")
+def list_group() -> None:
+    """Preview, generate and verify the allocation list."""
+
+
+@list_group.command("preview")
+@click.option("--design", "design_ref", required=True, help="Design name or file.")
+@click.option("--seed", required=True, help="The seed as 64 hexadecimal digits.")
+@click.option("--participants", type=int, default=None,
+              help="List length per stratum (default: the design's).")
+@json_option
+@pass_settings
+def list_preview(settings: Settings, design_ref: str, seed: str,
+                 participants: int | None) -> None:
+    """Print the list a seed gives, without any database (validation and dummy runs).
+
+    Example: randomizer list preview --design exosome-ms --seed 00...01 --participants 20
+    """
+    loaded = load_design(design_ref)
+    seed_bytes = parse_seed(seed)
+    schedule = generate_schedule(loaded, seed_bytes, participants)
+    data: dict[str, Any] = {
+        "design": loaded.id, "seed": format_seed(seed_bytes),
+        "slots": [{"stratum": s.stratum, "sequence": s.sequence, "block": s.block,
+                   "block_size": s.block_size, "arm": s.arm} for s in schedule.slots()]}
+
+    def text() -> str:
+        parts = [table([(s.stratum, s.sequence, s.block, s.block_size, s.arm)
+                        for s in schedule.slots()],
+                       ["stratum", "sequence", "block", "block_size", "arm"]), "",
+                 "Balance per stratum:"]
+        for stratum, counts in schedule.counts().items():
+            parts.append(f"  {stratum}: " + ", ".join(f"{a} {n}" for a, n in counts.items()))
+        parts.append(f"List digest: {schedule.digest()}")
+        return "\n".join(parts)
+    emit(settings, data, text)
+
+
+def _summary_text(summary: ListSummary, verb: str) -> str:
+    rows = [(s.stratum, s.planned, s.generated) for s in summary.strata]
+    return (f"{verb}\n" + table(rows, ["stratum", "planned", "generated"]) +
+            f"\nKits: {summary.kits} ({summary.spare_kits} spares)"
+            f"\nList commitment: {summary.commitment}")
+
+
+@list_group.command("generate")
+@json_option
+@pass_settings
+def list_generate(settings: Settings) -> None:
+    """Generate the sealed list and kits from a fresh secret seed (admin, once).
+
+    Prints counts and the list commitment, never the sequence.
+    Example: randomizer --user alice list generate
+    """
+    summary = settings.backend().generate_list()
+    emit(settings, summary, lambda: _summary_text(summary, "Allocation list generated."))
+
+
+@list_group.command("verify")
+@json_option
+@pass_settings
+def list_verify(settings: Settings) -> None:
+    """Regenerate the list from its sealed seed and compare every slot and kit.
+
+    Admin, or statistician after the lock. Example: randomizer list verify
+    """
+    summary = settings.backend().verify_list()
+    emit(settings, summary, lambda: _summary_text(summary, "Allocation list verified: "
+                                                  "it matches its seed."))

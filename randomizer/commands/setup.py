@@ -1,0 +1,138 @@
+"""Commands of trial setup and custody: init, user, key."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from randomizer.access import Role, parse_role
+from randomizer.commands.base import (
+    Settings,
+    emit,
+    json_option,
+    pass_settings,
+    read_password,
+    reason_option,
+    table,
+)
+from randomizer.errors import InvalidInput
+
+
+@click.command()
+@click.option("--design", "design_ref", required=True,
+              help="Shipped design name (exosome-ms) or a design TOML file.")
+@click.option("--admin", required=True, help="Name of the first admin (list custodian).")
+@json_option
+@pass_settings
+def init(settings: Settings, design_ref: str, admin: str) -> None:
+    """Create the trial database, its key file (mode 0600) and the first admin.
+
+    Example: RANDOMIZER_PASSWORD=... randomizer init --design exosome-ms --admin alice
+    """
+    password = read_password(f"Password for new admin {admin}", confirm=True)
+    result = settings.backend().init(design_ref, admin, password)
+    emit(settings, result, lambda: (
+        f"Trial {result.trial} created in {result.database}\n"
+        f"Key file {result.key_file} written (mode 0600): keep it outside the database "
+        "host's backups; without it nothing sealed can be read.\n"
+        f"Admin {result.admin} can now add users and generate the list."))
+
+
+@click.group()
+def user() -> None:
+    """Manage users and roles (admin)."""
+
+
+def _new_password(password_stdin: bool, name: str) -> str:
+    if password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise InvalidInput("--password-stdin: no password on standard input")
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise InvalidInput("no password for the new user: use --password-stdin")
+    return str(click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True))
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", "role_text", required=True,
+              help="admin, investigator, pharmacist, statistician or monitor.")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
+@json_option
+@pass_settings
+def user_add(settings: Settings, name: str, role_text: str, password_stdin: bool) -> None:
+    """Add a user.
+
+    Example: echo "$PW" | randomizer user add bob --role investigator --password-stdin
+    """
+    role: Role = parse_role(role_text)
+    password = _new_password(password_stdin, name)
+    info = settings.backend().add_user(name, role, password)
+    emit(settings, info, f"User {info.name} added as {info.role}.")
+
+
+@user.command("list")
+@json_option
+@pass_settings
+def user_list(settings: Settings) -> None:
+    """List users and their roles.
+
+    Example: randomizer user list --json
+    """
+    users = settings.backend().list_users()
+    emit(settings, users, lambda: table(
+        [(u.name, u.role, "disabled" if u.disabled else "active", u.created_at) for u in users],
+        ["user", "role", "status", "created"]))
+
+
+@user.command("disable")
+@click.argument("name")
+@reason_option(required=False)
+@json_option
+@pass_settings
+def user_disable(settings: Settings, name: str, reason: str | None) -> None:
+    """Disable a user; the account stays in the audit trail.
+
+    Example: randomizer user disable bob --reason "left the study team"
+    """
+    info = settings.backend().disable_user(name, reason or "")
+    emit(settings, info, f"User {info.name} disabled.")
+
+
+@user.command("passwd")
+@click.argument("name", required=False)
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
+@json_option
+@pass_settings
+def user_passwd(settings: Settings, name: str | None, password_stdin: bool) -> None:
+    """Change your own password, or (admin) another user's.
+
+    Example: echo "$NEW" | randomizer user passwd --password-stdin
+    """
+    password = _new_password(password_stdin, name or settings.user or "you")
+    info = settings.backend().change_password(name, password)
+    emit(settings, info, f"Password of {info.name} changed.")
+
+
+@click.group()
+def key() -> None:
+    """Manage the trial key (admin)."""
+
+
+@key.command("rotate")
+@click.option("--new-key-file", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the new key file (must not exist).")
+@json_option
+@pass_settings
+def key_rotate(settings: Settings, new_key_file: str) -> None:
+    """Re-wrap the data key under a new trial key; the old key file stops working.
+
+    Example: randomizer key rotate --new-key-file /secure/trial-2026.key
+    """
+    from pathlib import Path
+
+    path = settings.backend().rotate_key(Path(new_key_file))
+    emit(settings, {"new_key_file": path}, f"Key rotated: use {path} from now on and destroy "
+         "the old key file (backups made before now still need it).")

@@ -1,0 +1,199 @@
+"""Typed ORM tables. No business rules here: the service layer owns them.
+
+Blinded values (a slot's arm, a kit's content, the seed) exist here only as
+sealed bytes of one fixed length per kind; everything else is plain data that
+reveals no arm (kit codes are random, slot order is the list order).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every engine (SQLite keeps no zone of its own)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store as naive UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("times must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Read back as aware UTC."""
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class SchemaInfo(Base):
+    """Key/value facts about the database itself, such as the schema version."""
+
+    __tablename__ = "schema_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class Trial(Base):
+    """The one trial a database serves, its design, wrapped data key and state."""
+
+    __tablename__ = "trial"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    design_toml: Mapped[str] = mapped_column(Text)
+    design_digest: Mapped[str] = mapped_column(String(64))
+    wrapped_data_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    seed_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    list_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    list_generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(),
+                                                               default=None)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    lock_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class User(Base):
+    """A person who uses the tool, with one role and a salted password hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(512))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Stratum(Base):
+    """A stratum of the list; ``next_sequence`` is the counter row locked to randomize."""
+
+    __tablename__ = "strata"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    position: Mapped[int] = mapped_column(Integer)
+    planned: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    next_sequence: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Slot(Base):
+    """One entry of the allocation list.
+
+    Its arm, block number and block size are sealed together: block boundaries
+    in plain text would help predict the last arms of each block.
+    """
+
+    __tablename__ = "slots"
+    __table_args__ = (UniqueConstraint("stratum_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stratum_id: Mapped[int] = mapped_column(ForeignKey("strata.id"))
+    sequence: Mapped[int] = mapped_column(Integer)
+    allocation_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Participant(Base):
+    """A randomized participant and the slot it took (exactly one, never shared)."""
+
+    __tablename__ = "participants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    site: Mapped[str] = mapped_column(String(32))
+    stratum_id: Mapped[int] = mapped_column(ForeignKey("strata.id"))
+    slot_id: Mapped[int] = mapped_column(ForeignKey("slots.id"), unique=True)
+    randomization_number: Mapped[str] = mapped_column(String(32), unique=True)
+    randomized_on: Mapped[date] = mapped_column(Date)
+    randomized_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    randomized_by: Mapped[str] = mapped_column(String(64))
+    answers: Mapped[dict[str, str]] = mapped_column(JSON)
+    emergency_unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(),
+                                                                    default=None)
+    emergency_unblinded_by: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class Kit(Base):
+    """A kit: a random code and its sealed content.
+
+    Dosing kits belong to a slot and a visit; spares have neither until issued
+    as a replacement. Status: ``available``, ``dispensed``, ``prepared``, ``voided``.
+    """
+
+    __tablename__ = "kits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(9), unique=True)
+    content_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    slot_id: Mapped[int | None] = mapped_column(ForeignKey("slots.id"), default=None)
+    visit: Mapped[int | None] = mapped_column(Integer, default=None)
+    spare: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="available")
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"),
+                                                      default=None)
+    dispensed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    visit_date: Mapped[date | None] = mapped_column(Date, default=None)
+    prepared_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    prepared_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    replaces_kit_id: Mapped[int | None] = mapped_column(ForeignKey("kits.id"), default=None)
+    void_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class AuditEvent(Base):
+    """One event of the hash-chained audit trail (append-only)."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32))
+    user: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[str] = mapped_column(Text)
+    prev_mac: Mapped[str] = mapped_column(String(64))
+    mac: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The single head row of the audit chain, locked to serialise appends."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    mac: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,111 @@
+"""Database engine and transactions: SQLite by default, any SQLAlchemy URL accepted.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a committed randomization
+survives power loss), foreign keys on, and every transaction opened with
+``BEGIN IMMEDIATE`` so writers queue instead of failing half-way. PostgreSQL
+runs at READ COMMITTED with explicit row locks (``SELECT ... FOR UPDATE``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from randomizer.errors import Busy, RandomizerError, StoreError
+from randomizer.models import SCHEMA_VERSION, Base, SchemaInfo
+
+DEFAULT_URL = "sqlite:///randomizer.db"
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook issue BEGIN IMMEDIATE instead of pysqlite's
+    # deferred BEGIN, which would fail with SQLITE_BUSY on the first write.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = FULL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _on_sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """An open database: engine, session factory and one-transaction helper."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        try:
+            parsed = make_url(url)
+            self.engine: Engine = create_engine(parsed)
+        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
+            raise StoreError(f"cannot use database URL {url!r}: {_first_line(exc)}") from None
+        self.url = url
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _on_sqlite_connect)
+            event.listen(self.engine, "begin", _on_sqlite_begin)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any exception."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise _store_error(exc) from None
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreError(f"lost the database connection: {_first_line(exc.orig)}") \
+                    from None
+            raise
+
+    def has_schema(self) -> bool:
+        """Whether the database already holds randomizer tables."""
+        try:
+            with self.engine.connect() as conn:
+                return inspect(conn).has_table(SchemaInfo.__tablename__)
+        except OperationalError as exc:
+            raise _store_error(exc) from None
+
+    def create_schema(self, session: Session) -> None:
+        """Create every table and record the schema version (inside ``session``'s transaction)."""
+        Base.metadata.create_all(session.connection())
+        session.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    def check_schema(self, session: Session) -> None:
+        """Refuse a database that is empty or of another schema version."""
+        if not inspect(session.connection()).has_table(SchemaInfo.__tablename__):
+            raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' first")
+        found = session.scalar(select(SchemaInfo.value).where(SchemaInfo.key == "schema_version"))
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(f"database schema version {found} is not the version this "
+                             f"randomizer understands ({SCHEMA_VERSION}); "
+                             "use the matching randomizer release")
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc) if exc is not None else "unknown error"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _store_error(exc: OperationalError) -> RandomizerError:
+    message = _first_line(exc.orig)
+    if "locked" in message or "busy" in message:
+        return Busy(f"the database stayed busy for {BUSY_TIMEOUT_MS // 1000} s: try again")
+    return StoreError(f"database error: {message}")

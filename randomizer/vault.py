@@ -1,0 +1,309 @@
+"""Keys and sealing: the key file, the wrapped data key and sealed values.
+
+DESIGN.md section 3. The *trial key* lives in a key file outside the database
+(32 random bytes, base64, mode 0600). The database holds a random *data key*
+wrapped by the trial key (AES key wrap with padding, RFC 5649), so rotating the
+trial key re-wraps the data key only. Every blinded value is sealed under the
+data key with AES-256-GCM, a fresh 96-bit nonce and associated data naming the
+trial, the kind of value and the row, so a ciphertext copied elsewhere fails to
+open. Values of one kind are padded to one width, so a sealed value's length
+says nothing about it.
+
+Every failure to open, whatever its cause (wrong key, flipped bit, moved or
+truncated ciphertext), raises the same :class:`~randomizer.errors.SealedDataError`
+with the same message, as Fernet's ``InvalidToken`` does.
+
+Keys and nonces always come from the OS CSPRNG: unlike the list seed they are
+deliberately not injectable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import (
+    InvalidUnwrap,
+    aes_key_unwrap_with_padding,
+    aes_key_wrap_with_padding,
+)
+
+from randomizer.errors import InvalidInput, KeyFileError, SealedDataError
+
+KEY_SIZE = 32
+"""Bytes in the trial key and in the data key (AES-256)."""
+
+NONCE_SIZE = 12
+"""Bytes in an AES-GCM nonce (96 bits), stored in front of the ciphertext."""
+
+TAG_SIZE = 16
+"""Bytes in an AES-GCM authentication tag, at the end of the ciphertext."""
+
+SEALED_WIDTHS: Mapping[str, int] = MappingProxyType(
+    {
+        "slot.allocation": 64,
+        "kit.content": 32,
+        "trial.seed": 64,
+    }
+)
+"""Kinds of sealed value and the UTF-8 bytes each may hold.
+
+Arm ids are at most 32 characters; a slot's allocation is ``arm;block;block size``
+(at most 32 + 1 + 20 + 1 + 4 bytes, in 64); a seed is 64 hexadecimal digits. Every
+value of a kind is padded to its width, so all sealed values of one kind have
+the same length, :func:`sealed_size`. A new kind of blinded value gets an
+entry here; there is no fallback width, so a misspelt kind fails loudly.
+"""
+
+AUDIT_MAC_INFO = b"randomizer/v1 audit-mac"
+"""HKDF info label of the audit MAC key."""
+
+_ASSOCIATED_DATA_PREFIX = b"randomizer/v1\0"
+_KEY_FILE_MAX = 4096
+_OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
+
+
+def create_key_file(path: Path) -> bytes:
+    """Write a new trial key to ``path`` (base64 and a newline, mode 0600) and return it.
+
+    The file is created exclusively, so an existing file, or a symlink in its
+    place, is never overwritten: that raises :class:`~randomizer.errors.KeyFileError`.
+    """
+    key = secrets.token_bytes(KEY_SIZE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(
+            f"key file {path} already exists: refusing to overwrite it; "
+            "choose another path or move the old file away"
+        ) from None
+    except OSError as error:
+        raise KeyFileError(f"cannot create key file {path}: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as key_file:
+            # the umask may have taken bits away from 0o600; set the mode exactly
+            os.fchmod(key_file.fileno(), 0o600)
+            key_file.write(base64.b64encode(key) + b"\n")
+            key_file.flush()
+            os.fsync(key_file.fileno())
+    except OSError as error:
+        path.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write key file {path}: {error.strerror}") from None
+    return key
+
+
+def read_key_file(path: Path) -> bytes:
+    """Read the trial key from ``path``.
+
+    Refused with :class:`~randomizer.errors.KeyFileError`, as ssh refuses a
+    private key: a missing file, a file that group or others may access, and a
+    file that does not hold exactly 32 base64-encoded bytes.
+    """
+    try:
+        # O_NONBLOCK: a FIFO in the key file's place is refused below, not waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"key file {path} not found: pass --key-file or set RANDOMIZER_KEY_FILE"
+        ) from None
+    except OSError as error:
+        raise KeyFileError(f"cannot read key file {path}: {error.strerror}") from None
+    try:
+        # check the file that was opened, not whatever the path names by now
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        mode = stat.S_IMODE(status.st_mode)
+        if mode & 0o077:
+            who, read_bit = ("others", 0o004) if mode & 0o007 else ("its group", 0o040)
+            access = "readable" if mode & read_bit else "accessible"
+            raise KeyFileError(
+                f"key file {path} is {access} by {who} (mode {mode:04o}): chmod 600 {path}"
+            )
+        content = _read_at_most(fd, _KEY_FILE_MAX + 1)
+    except OSError as error:
+        raise KeyFileError(f"cannot read key file {path}: {error.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(content) > _KEY_FILE_MAX:
+        raise KeyFileError(f"key file {path} is too large to be a key file: is it the right file?")
+    try:
+        key = base64.b64decode(content.strip(), validate=True)
+    except binascii.Error:
+        raise KeyFileError(
+            f"key file {path} does not hold a base64-encoded key: is it the right file?"
+        ) from None
+    if len(key) != KEY_SIZE:
+        raise KeyFileError(
+            f"key file {path} holds a {len(key)}-byte key, not {KEY_SIZE} bytes: "
+            "is it the right file?"
+        )
+    return key
+
+
+def new_data_key() -> bytes:
+    """Draw a new random 32-byte data key from the OS CSPRNG."""
+    return secrets.token_bytes(KEY_SIZE)
+
+
+def wrap_data_key(trial_key: bytes, data_key: bytes) -> bytes:
+    """Wrap ``data_key`` under ``trial_key`` (AES key wrap with padding, RFC 5649)."""
+    _check_key_size(trial_key, "trial key")
+    _check_key_size(data_key, "data key")
+    return aes_key_wrap_with_padding(trial_key, data_key)
+
+
+def unwrap_data_key(trial_key: bytes, wrapped: bytes) -> bytes:
+    """Unwrap a data key wrapped by :func:`wrap_data_key`.
+
+    A wrong trial key or altered wrapped bytes raise the opaque
+    :class:`~randomizer.errors.SealedDataError`.
+    """
+    _check_key_size(trial_key, "trial key")
+    try:
+        data_key = aes_key_unwrap_with_padding(trial_key, bytes(wrapped))
+    except (InvalidUnwrap, ValueError):
+        # ValueError: a length that is not a multiple of 8 bytes
+        raise SealedDataError(_OPAQUE) from None
+    if len(data_key) != KEY_SIZE:
+        raise SealedDataError(_OPAQUE)
+    return data_key
+
+
+def sealed_size(kind: str) -> int:
+    """Return the length in bytes of every sealed value of ``kind``."""
+    return NONCE_SIZE + 1 + _width(kind) + TAG_SIZE
+
+
+class Vault:
+    """Seals and opens one trial's blinded values under its unwrapped data key.
+
+    Build it with ``Vault(unwrap_data_key(read_key_file(path), wrapped), trial_id)``.
+    A sealed value is ``nonce || AES-256-GCM ciphertext and tag``; its associated
+    data is ``b"randomizer/v1\\0" + trial id + b"\\0" + kind + b"\\0" + row``
+    (UTF-8), and its plaintext is one length byte, the UTF-8 value and zero
+    padding up to the kind's width in :data:`SEALED_WIDTHS`.
+    """
+
+    def __init__(self, data_key: bytes, trial_id: str) -> None:
+        """Hold ``data_key`` (32 bytes) for the trial ``trial_id``."""
+        _check_key_size(data_key, "data key")
+        if "\0" in trial_id:
+            raise ValueError("a trial id must not contain NUL")
+        self._trial_id = trial_id
+        self._aead = AESGCM(data_key)
+        self._audit_key = HKDF(
+            algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=AUDIT_MAC_INFO
+        ).derive(data_key)
+
+    @property
+    def trial_id(self) -> str:
+        """The trial whose values this vault seals."""
+        return self._trial_id
+
+    def __repr__(self) -> str:
+        """Name the trial and nothing of the key."""
+        return f"Vault(trial_id={self._trial_id!r})"
+
+    def seal(self, kind: str, row: str, value: str) -> bytes:
+        """Seal ``value`` as the ``kind`` of ``row``, under a fresh nonce.
+
+        A value longer than the kind's width (UTF-8 bytes) raises
+        :class:`~randomizer.errors.InvalidInput`; the message does not show it.
+        """
+        width = _width(kind)
+        encoded = value.encode("utf-8")
+        if len(encoded) > width:
+            raise InvalidInput(
+                f"a value is too long to seal as {kind}: at most {width} bytes of UTF-8"
+            )
+        plaintext = bytes([len(encoded)]) + encoded + bytes(width - len(encoded))
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        return nonce + self._aead.encrypt(nonce, plaintext, self._associated_data(kind, row))
+
+    def open(self, kind: str, row: str, sealed: bytes) -> str:
+        """Open a value sealed by :meth:`seal` as the ``kind`` of ``row``.
+
+        Every failure raises :class:`~randomizer.errors.SealedDataError` with
+        one message that does not say what failed.
+        """
+        width = _width(kind)
+        sealed = bytes(sealed)
+        if len(sealed) != sealed_size(kind):
+            raise SealedDataError(_OPAQUE)
+        nonce, ciphertext = sealed[:NONCE_SIZE], sealed[NONCE_SIZE:]
+        try:
+            plaintext = self._aead.decrypt(nonce, ciphertext, self._associated_data(kind, row))
+        except InvalidTag:
+            raise SealedDataError(_OPAQUE) from None
+        size = plaintext[0]
+        if size > width or any(plaintext[1 + size :]):
+            raise SealedDataError(_OPAQUE)
+        try:
+            return plaintext[1 : 1 + size].decode("utf-8")
+        except UnicodeDecodeError:
+            raise SealedDataError(_OPAQUE) from None
+
+    def audit_key(self) -> bytes:
+        """Return the audit MAC key: HKDF-SHA256 of the data key, info :data:`AUDIT_MAC_INFO`."""
+        return self._audit_key
+
+    def mac(self, data: bytes) -> bytes:
+        """Return HMAC-SHA256 of ``data`` under :meth:`audit_key`."""
+        authenticator = hmac.HMAC(self._audit_key, hashes.SHA256())
+        authenticator.update(data)
+        return authenticator.finalize()
+
+    def verify_mac(self, data: bytes, mac: bytes) -> bool:
+        """Tell, in constant time, whether ``mac`` is :meth:`mac` of ``data``."""
+        authenticator = hmac.HMAC(self._audit_key, hashes.SHA256())
+        authenticator.update(data)
+        try:
+            authenticator.verify(mac)
+        except InvalidSignature:
+            return False
+        return True
+
+    def _associated_data(self, kind: str, row: str) -> bytes:
+        return (
+            _ASSOCIATED_DATA_PREFIX
+            + self._trial_id.encode("utf-8")
+            + b"\0"
+            + kind.encode("utf-8")
+            + b"\0"
+            + row.encode("utf-8")
+        )
+
+
+def _width(kind: str) -> int:
+    try:
+        return SEALED_WIDTHS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown kind of sealed value {kind!r}: add it to SEALED_WIDTHS"
+        ) from None
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    content = b""
+    while len(content) < limit:
+        chunk = os.read(fd, limit - len(content))
+        if not chunk:
+            break
+        content += chunk
+    return content
+
+
+def _check_key_size(key: bytes, name: str) -> None:
+    if len(key) != KEY_SIZE:
+        raise ValueError(f"a {name} has {KEY_SIZE} bytes, not {len(key)}")
