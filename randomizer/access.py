@@ -116,9 +116,13 @@ def check_password(password: str) -> str:
     return password
 
 
-def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R,
+def hash_password(password: str, *, n: int | None = None, r: int = SCRYPT_R,
                   p: int = SCRYPT_P, salt: bytes | None = None) -> str:
-    """A salted scrypt hash, stored as ``scrypt$n$r$p$salt$hash`` (base64 parts)."""
+    """A salted scrypt hash, stored as ``scrypt$n$r$p$salt$hash`` (base64 parts).
+
+    ``n`` defaults to the module's ``SCRYPT_N`` at call time.
+    """
+    n = SCRYPT_N if n is None else n
     salt = os.urandom(16) if salt is None else salt
     digest = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode("utf-8"))
     return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(digest)])
