@@ -7,10 +7,13 @@ from pathlib import Path
 import click
 
 from randomizer import __version__
+from randomizer.commands.allocation import kit, pharmacy, randomize
 from randomizer.commands.audit import audit_group
 from randomizer.commands.base import RandomizerGroup, Settings, root_options
+from randomizer.commands.demo import demo
 from randomizer.commands.listing import design, list_group
 from randomizer.commands.setup import init, key, user
+from randomizer.commands.unblinding import lock, report, unblind
 
 
 @click.group(cls=RandomizerGroup)
@@ -25,7 +28,8 @@ def cli(ctx: click.Context, db: str, key_file: Path, user: str | None, as_json: 
     ctx.obj = Settings(db=db, key_file=key_file, user=user, as_json=as_json)
 
 
-for command in (init, user, key, design, list_group, audit_group):
+for command in (init, user, key, design, list_group, randomize, kit, pharmacy, unblind, lock,
+                report, audit_group, demo):
     cli.add_command(command)
 
 

@@ -8,16 +8,19 @@ methods and return the same dataclasses.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, trial
+from randomizer import audit, reports, trial
 from randomizer.access import Permission, Role
-from randomizer.context import Credentials, Operation, operation
-from randomizer.design import design_text, parse_design
+from randomizer.allocation import service
+from randomizer.context import Credentials, Operation, load_trial, operation
+from randomizer.design import TrialDesign, design_text, parse_design
 from randomizer.errors import InvalidInput
 from randomizer.store import Store
+from randomizer.unblinding import emergency
+from randomizer.unblinding import lock as locking
 
 T = TypeVar("T")
 
@@ -129,3 +132,59 @@ class LocalBackend:
                                                           event.at), private_pem)
         return self._run(Permission.CHECKPOINT_AUDIT, "audit.checkpoint", body)
 
+
+    # the blinded path ------------------------------------------------------
+
+    def trial_design(self) -> TrialDesign:
+        """The trial's design (not blinded: arms, criteria and visits are public)."""
+        with self.store.transaction() as session:
+            self.store.check_schema(session)
+            return parse_design(load_trial(session).design_toml)
+
+    def today(self) -> date:
+        """Today's UTC date by the backend's clock."""
+        return self._clock().date()
+
+    def randomize(self, participant: str, site: str, levels: dict[str, str],
+                  answers: dict[str, str], on: date | None = None) -> service.Randomization:
+        """Randomize one participant (investigator)."""
+        return self._run(Permission.RANDOMIZE, "randomize", lambda op: service.randomize(
+            op, participant, site, levels, answers, on or op.now.date()), participant)
+
+    def request_kit(self, participant: str, visit: int, on: date | None = None,
+                    override_reason: str | None = None) -> service.KitIssue:
+        """The kit of one dosing visit (investigator)."""
+        return self._run(Permission.DISPENSE, "kit.request", lambda op: service.request_kit(
+            op, participant, visit, on or op.now.date(), override_reason), participant)
+
+    def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
+        """Void a kit and issue a spare of the same content (investigator)."""
+        return self._run(Permission.DISPENSE, "kit.replace",
+                         lambda op: service.replace_kit(op, code, reason), code)
+
+    def prepare_kit(self, code: str) -> service.Preparation:
+        """What a kit holds; records its preparation (pharmacist)."""
+        return self._run(Permission.PREPARE, "pharmacy.prepare",
+                         lambda op: service.prepare_kit(op, code), code)
+
+    def pharmacy_list(self) -> list[service.PharmacyKit]:
+        """Every kit with content and status (pharmacist)."""
+        return self._run(Permission.PREPARE, "pharmacy.list", service.pharmacy_list)
+
+    def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
+        """Break the code for one participant (investigator, admin)."""
+        return self._run(Permission.EMERGENCY_UNBLIND, "unblind.emergency",
+                         lambda op: emergency.emergency_unblind(op, participant, reason),
+                         participant)
+
+    def lock(self, reason: str) -> locking.LockResult:
+        """Lock the database (admin)."""
+        return self._run(Permission.LOCK, "lock", lambda op: locking.lock(op, reason))
+
+    def unblind_all(self) -> locking.Export:
+        """The full unblinding as CSV (statistician, after lock). Audited before returned."""
+        return self._run(Permission.UNBLIND_ALL, "unblind.all", locking.unblind_all)
+
+    def report(self) -> reports.Report:
+        """The report the caller's role may see."""
+        return self._run(Permission.REPORT, "report", reports.report)

@@ -134,6 +134,10 @@ class TrialDesign:
         share = max(self.ratio) / sum(self.ratio)
         return math.ceil(kits * share * self.spare_fraction)
 
+    def imbalance_bound(self) -> float:
+        """The largest ``count / ratio`` spread between arms permuted blocks allow at any point."""
+        return max(self.block_sizes) / sum(self.ratio)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready form of the design."""
         return asdict(self)

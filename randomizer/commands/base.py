@@ -82,7 +82,10 @@ class Settings:
         """The backend for this invocation."""
         if self.backend_factory is not None:
             return self.backend_factory(self)
-        return LocalBackend(self.db, self.key_file, self.credentials)
+        backend = LocalBackend(self.db, self.key_file, self.credentials)
+        # release pooled connections when the command ends (in-process callers, tests)
+        click.get_current_context().call_on_close(backend.close)
+        return backend
 
     def credentials(self) -> Credentials:
         """The acting user's name and password (environment or prompt)."""

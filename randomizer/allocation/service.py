@@ -1,0 +1,339 @@
+"""The blinded allocation path: randomize, request and replace kits, pharmacy views.
+
+Each function runs inside one :class:`~randomizer.context.Operation` (one
+transaction) and writes its audit event before it returns anything. Results
+shown to blinded roles carry kit codes and randomization numbers only; the
+pharmacy functions (unblinded role) are the only ones here that open a sealed
+arm. Refusals never differ between arms.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import select
+
+from randomizer.allocation.kits import parse_code
+from randomizer.context import Operation
+from randomizer.design import TrialDesign, Visit
+from randomizer.errors import Ineligible, InvalidInput, NotFound, StateError
+from randomizer.models import Kit, Participant, Slot, Stratum
+from randomizer.trial import KIT_KIND, kit_row
+
+PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
+"""Participant ids: a letter or digit, then letters, digits and dashes; 1-32 characters."""
+
+SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """What an investigator learns on randomizing: a number and the visit-1 kit code."""
+
+    participant: str
+    randomization_number: str
+    site: str
+    visit: int
+    kit: str
+
+
+@dataclass(frozen=True)
+class KitIssue:
+    """The kit for one participant's dosing visit."""
+
+    participant: str
+    randomization_number: str
+    visit: int
+    visit_name: str
+    kit: str
+    visit_date: str
+    repeat: bool
+
+
+@dataclass(frozen=True)
+class KitReplacement:
+    """A voided kit and the spare issued in its place."""
+
+    voided: str
+    kit: str
+    participant: str
+    visit: int
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What the pharmacy prepares for one kit (unblinded)."""
+
+    kit: str
+    arm: str
+    label: str
+    description: str
+    instructions: str
+    participant: str
+    randomization_number: str
+    visit: int
+    visit_name: str
+    prepared_at: str
+
+
+@dataclass(frozen=True)
+class PharmacyKit:
+    """A kit row of the pharmacy list (unblinded)."""
+
+    kit: str
+    arm: str
+    label: str
+    status: str
+    spare: bool
+    participant: str
+    visit: int | None
+
+
+def check_participant_id(participant: str) -> str:
+    """Validate a participant id against :data:`PARTICIPANT_ID`."""
+    if not PARTICIPANT_ID.match(participant):
+        raise InvalidInput(f"participant id {participant[:40]!r} is not valid: use 1-32 "
+                           "letters, digits and dashes, starting with a letter or digit")
+    return participant
+
+
+def _check_site(design: TrialDesign, site: str) -> str:
+    if not SITE_ID.match(site):
+        raise InvalidInput(f"site {site[:40]!r} is not valid: use 1-32 letters, digits, "
+                           "'.', '_', '+' or '-'")
+    if design.sites and site not in design.sites:
+        raise InvalidInput(f"site {site!r} is not a site of this trial: use one of "
+                           f"{', '.join(design.sites)}")
+    return site
+
+
+def _refuse_if_locked(op: Operation, what: str) -> None:
+    if op.locked:
+        raise StateError(f"the database is locked: no more {what}")
+
+
+def _participant(op: Operation, participant: str) -> Participant:
+    check_participant_id(participant)
+    found = op.session.scalars(select(Participant).where(Participant.code == participant)) \
+        .one_or_none()
+    if found is None:
+        raise NotFound(f"participant {participant} is not randomized in this trial")
+    return found
+
+
+def _kit(op: Operation, code: str) -> Kit:
+    canonical = parse_code(code)
+    kit = op.session.scalars(select(Kit).where(Kit.code == canonical)).one_or_none()
+    if kit is None:
+        raise NotFound(f"no kit {canonical} in this trial: check the label")
+    return kit
+
+
+def randomization_number(stratum_position: int, strata: int, sequence: int) -> str:
+    """``R-007`` unstratified; ``R-2-007`` in stratum 2 of a stratified trial."""
+    if strata == 1:
+        return f"R-{sequence:03d}"
+    return f"R-{stratum_position}-{sequence:03d}"
+
+
+def randomize(op: Operation, participant: str, site: str, levels: dict[str, str],
+              answers: dict[str, str], on: date) -> Randomization:
+    """Randomize one eligible participant into the next free slot of its stratum."""
+    check_participant_id(participant)
+    design = op.design
+    _check_site(design, site)
+    stratum_key = design.stratum_of(levels)
+    failures = design.check_answers(answers)
+    _check_not_future(op, on)
+    _refuse_if_locked(op, "randomization")
+    if op.trial.seed_sealed is None:
+        raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
+    existing = op.session.scalars(select(Participant).where(Participant.code == participant)) \
+        .one_or_none()
+    if existing is not None:
+        raise StateError(f"participant {participant} is already randomized as "
+                         f"{existing.randomization_number}")
+    if failures:
+        raise Ineligible(f"participant {participant} is not eligible, no slot used: "
+                         + "; ".join(failures))
+    # The counter row lock serialises randomizations per stratum: FOR UPDATE on
+    # PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the database.
+    stratum = op.session.scalars(select(Stratum).where(Stratum.key == stratum_key)
+                                 .with_for_update()).one()
+    sequence = stratum.next_sequence
+    if sequence > stratum.size:
+        raise StateError(f"stratum {stratum_key} is full: all {stratum.size} slots are used; "
+                         "no participant can be randomized into it")
+    slot = op.session.scalars(select(Slot).where(Slot.stratum_id == stratum.id,
+                                                 Slot.sequence == sequence)).one()
+    stratum.next_sequence = sequence + 1
+    number = randomization_number(stratum.position, len(design.strata()), sequence)
+    row = Participant(code=participant, site=site, stratum_id=stratum.id, slot_id=slot.id,
+                      randomization_number=number, randomized_on=on, randomized_at=op.now,
+                      randomized_by=op.user.name, answers=dict(sorted(answers.items())))
+    op.session.add(row)
+    op.session.flush()
+    kit = _dosing_kit(op, slot.id, 1)
+    _dispense(op, kit, row, on)
+    op.audit("randomize", subject=participant, details={
+        "randomization_number": number, "site": site, "stratum": stratum_key,
+        "date": on.isoformat(), "kit": kit.code, "visit": 1})
+    return Randomization(participant=participant, randomization_number=number, site=site,
+                         visit=1, kit=kit.code)
+
+
+def _check_not_future(op: Operation, on: date) -> None:
+    if on > op.now.date():
+        raise InvalidInput(f"date {on.isoformat()} is in the future")
+
+
+def _dosing_kit(op: Operation, slot_id: int, visit: int) -> Kit:
+    kit = op.session.scalars(select(Kit).where(Kit.slot_id == slot_id, Kit.visit == visit,
+                                               Kit.spare.is_(False))).one_or_none()
+    if kit is None or kit.status != "available":
+        raise StateError("the kit list is damaged: the slot's kit is missing or already used; "
+                         "ask the admin to run 'randomizer list verify'")
+    return kit
+
+
+def _dispense(op: Operation, kit: Kit, participant: Participant, on: date) -> None:
+    kit.status = "dispensed"
+    kit.participant_id = participant.id
+    kit.dispensed_at = op.now
+    kit.visit_date = on
+
+
+def _current_kit(op: Operation, participant: Participant, visit: int) -> Kit | None:
+    """The participant's live (not voided) kit of a visit, if one was issued."""
+    return op.session.scalars(select(Kit).where(
+        Kit.participant_id == participant.id, Kit.visit == visit,
+        Kit.status != "voided")).one_or_none()
+
+
+def window_of(design: TrialDesign, visit: Visit, randomized_on: date) -> tuple[date, date]:
+    """The first and last allowed date of a visit."""
+    target = randomized_on + timedelta(days=visit.day)
+    return target - timedelta(days=visit.window), target + timedelta(days=visit.window)
+
+
+def request_kit(op: Operation, participant: str, visit_number: int, on: date,
+                override_reason: str | None) -> KitIssue:
+    """The kit of a dosing visit: the same code on a repeat request; visits in order."""
+    design = op.design
+    visit = design.visit(visit_number)
+    _check_not_future(op, on)
+    row = _participant(op, participant)
+    existing = _current_kit(op, row, visit_number)
+    if existing is not None:
+        op.audit("kit.request", subject=participant,
+                 details={"visit": visit_number, "kit": existing.code, "repeat": True})
+        return _issue(row, visit, existing, repeat=True)
+    _refuse_if_locked(op, "dispensing")
+    previous = _current_kit(op, row, visit_number - 1) if visit_number > 1 else None
+    if visit_number > 1 and previous is None:
+        raise StateError(f"visit {visit_number} comes after visit {visit_number - 1}, whose "
+                         f"kit has not been requested for {participant}: request visits in order")
+    if previous is not None and previous.visit_date is not None and on <= previous.visit_date:
+        raise InvalidInput(f"date {on.isoformat()} is not after visit {visit_number - 1} "
+                           f"({previous.visit_date.isoformat()})")
+    first, last = window_of(design, visit, row.randomized_on)
+    details: dict[str, object] = {"visit": visit_number, "date": on.isoformat()}
+    if not first <= on <= last:
+        if override_reason is None:
+            raise StateError(f"{on.isoformat()} is outside the window of visit {visit_number} "
+                             f"({visit.name}) for {participant}: {first.isoformat()} to "
+                             f"{last.isoformat()}; to dose anyway use --override-window "
+                             "--reason TEXT")
+        details["window_override"] = {"from": first.isoformat(), "to": last.isoformat()}
+    kit = _dosing_kit(op, row.slot_id, visit_number)
+    _dispense(op, kit, row, on)
+    details["kit"] = kit.code
+    op.audit("kit.request", subject=participant, reason=override_reason or "", details=details)
+    return _issue(row, visit, kit, repeat=False)
+
+
+def _issue(row: Participant, visit: Visit, kit: Kit, repeat: bool) -> KitIssue:
+    return KitIssue(participant=row.code, randomization_number=row.randomization_number,
+                    visit=visit.number, visit_name=visit.name, kit=kit.code,
+                    visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
+                    repeat=repeat)
+
+
+def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
+    """Void an issued kit and issue a spare of the same content in its place."""
+    old = _kit(op, code)
+    _refuse_if_locked(op, "dispensing")
+    if old.status == "voided":
+        raise StateError(f"kit {old.code} is already voided")
+    if old.participant_id is None or old.visit is None:
+        raise StateError(f"kit {old.code} has not been issued to a participant: only issued "
+                         "kits can be replaced")
+    content = op.vault.open(KIT_KIND, kit_row(old.code), old.content_sealed)
+    spare = None
+    for candidate in op.session.scalars(select(Kit).where(
+            Kit.spare.is_(True), Kit.status == "available").order_by(Kit.id)):
+        if op.vault.open(KIT_KIND, kit_row(candidate.code), candidate.content_sealed) == content:
+            spare = candidate
+            break
+    if spare is None:
+        raise StateError(f"no spare kit left to replace {old.code}: the admin must add spare "
+                         "kits before this kit can be replaced")
+    participant = op.session.get(Participant, old.participant_id)
+    assert participant is not None
+    old.status = "voided"
+    old.void_reason = reason
+    spare.slot_id = old.slot_id
+    spare.visit = old.visit
+    spare.replaces_kit_id = old.id
+    _dispense(op, spare, participant, old.visit_date or op.now.date())
+    op.audit("kit.replace", subject=old.code, reason=reason,
+             details={"new_kit": spare.code, "participant": participant.code,
+                      "visit": old.visit})
+    return KitReplacement(voided=old.code, kit=spare.code, participant=participant.code,
+                          visit=old.visit)
+
+
+def prepare_kit(op: Operation, code: str) -> Preparation:
+    """Show the pharmacist what a kit holds and record its preparation (once)."""
+    kit = _kit(op, code)
+    _refuse_if_locked(op, "dispensing")
+    if kit.status == "voided":
+        raise StateError(f"kit {kit.code} is VOIDED ({kit.void_reason or 'no reason'}): do NOT "
+                         "prepare it; ask the investigator for the replacement kit code")
+    if kit.status == "prepared":
+        when = kit.prepared_at.date().isoformat() if kit.prepared_at else "earlier"
+        raise StateError(f"kit {kit.code} was already prepared on {when} by "
+                         f"{kit.prepared_by}: a kit is prepared once")
+    if kit.participant_id is None or kit.visit is None:
+        raise StateError(f"kit {kit.code} has not been issued to a participant: prepare only "
+                         "kits an investigator has requested")
+    participant = op.session.get(Participant, kit.participant_id)
+    assert participant is not None
+    op.audit("pharmacy.prepare", subject=kit.code,
+             details={"participant": participant.code, "visit": kit.visit})
+    arm = op.design.arm(op.vault.open(KIT_KIND, kit_row(kit.code), kit.content_sealed))
+    kit.status = "prepared"
+    kit.prepared_at = op.now
+    kit.prepared_by = op.user.name
+    visit = op.design.visit(kit.visit)
+    return Preparation(kit=kit.code, arm=arm.id, label=arm.label, description=arm.description,
+                       instructions=arm.preparation, participant=participant.code,
+                       randomization_number=participant.randomization_number,
+                       visit=visit.number, visit_name=visit.name,
+                       prepared_at=op.now.isoformat())
+
+
+def pharmacy_list(op: Operation) -> list[PharmacyKit]:
+    """Every kit with its content and status, sorted by code (pharmacist)."""
+    op.audit("pharmacy.list")
+    codes = {p.id: p.code for p in op.session.scalars(select(Participant))}
+    rows = []
+    for kit in op.session.scalars(select(Kit).order_by(Kit.code)):
+        arm = op.design.arm(op.vault.open(KIT_KIND, kit_row(kit.code), kit.content_sealed))
+        rows.append(PharmacyKit(kit=kit.code, arm=arm.id, label=arm.label, status=kit.status,
+                                spare=kit.spare,
+                                participant=codes.get(kit.participant_id or -1, ""),
+                                visit=kit.visit))
+    return rows

@@ -1,0 +1,206 @@
+"""Commands of the blinded path: randomize, kit request|replace, pharmacy prepare|list."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tomllib
+from datetime import date, datetime
+from pathlib import Path
+
+import click
+
+from randomizer.commands.base import (
+    Settings,
+    emit,
+    json_option,
+    pass_settings,
+    reason_option,
+    table,
+)
+from randomizer.errors import InvalidInput
+
+date_option = click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), default=None,
+                           help="Date of the visit, YYYY-MM-DD (default: today, UTC).")
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, level = value.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"{option} {value[:40]!r} must look like NAME=VALUE")
+        if name.strip() in pairs:
+            raise InvalidInput(f"{option} {name.strip()!r} is given twice")
+        pairs[name.strip()] = level.strip()
+    return pairs
+
+
+def _answers_file(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read answers file {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"answers file {path} is not valid "
+                           f"{'JSON' if path.suffix == '.json' else 'TOML'}: "
+                           f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"answers file {path} must map criterion ids to answers")
+    answers: dict[str, str] = {}
+    for name, value in data.items():
+        if isinstance(value, bool):
+            answers[name] = "yes" if value else "no"
+        elif isinstance(value, int | float | str):
+            answers[name] = str(value)
+        else:
+            raise InvalidInput(f"answers file {path}: {name} must be a number, yes/no or text")
+    return answers
+
+
+def _date(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
+@click.command()
+@click.argument("participant")
+@click.option("--site", required=True, help="Site code, e.g. WAW.")
+@click.option("--stratum", "strata", multiple=True, metavar="FACTOR=LEVEL",
+              help="Stratification factor level (repeat for each factor).")
+@click.option("--answer", "answer_pairs", multiple=True, metavar="CRITERION=VALUE",
+              help="Eligibility answer (repeat); numbers or yes/no.")
+@click.option("--answers", "answers_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML or JSON file of eligibility answers.")
+@date_option
+@json_option
+@pass_settings
+def randomize(settings: Settings, participant: str, site: str, strata: tuple[str, ...],
+              answer_pairs: tuple[str, ...], answers_path: Path | None,
+              on: datetime | None) -> None:
+    """Check eligibility and randomize a participant; prints the visit-1 kit code.
+
+    Example: randomizer randomize P-001 --site WAW --answer age=45 --answer progressive_ms=yes
+    --answer edss=4.5 --answer recent_relapse_or_steroids=no --answer other_neuro_autoimmune=no
+    --answer infection_malignancy_systemic=no
+    """
+    answers = _answers_file(answers_path) if answers_path else {}
+    answers.update(_pairs(answer_pairs, "--answer"))
+    levels = _pairs(strata, "--stratum")
+    backend = settings.backend()
+    if sys.stdin.isatty():
+        for criterion in backend.trial_design().criteria:
+            if criterion.id not in answers:
+                answers[criterion.id] = str(click.prompt(f"{criterion.question} "
+                                                         f"[{criterion.id}]"))
+    result = backend.randomize(participant, site, levels, answers, _date(on))
+    emit(settings, result, lambda: (
+        f"Participant {result.participant} randomized at {result.site}: "
+        f"randomization number {result.randomization_number}.\n"
+        f"Visit 1 kit: {result.kit}"))
+
+
+@click.group()
+def kit() -> None:
+    """Request and replace kits (investigator)."""
+
+
+@kit.command("request")
+@click.argument("participant")
+@click.option("--visit", type=click.IntRange(min=1), required=True, help="Dosing visit number.")
+@date_option
+@click.option("--override-window", is_flag=True,
+              help="Dose outside the visit window (needs --reason).")
+@reason_option(required=False)
+@json_option
+@pass_settings
+def kit_request(settings: Settings, participant: str, visit: int, on: datetime | None,
+                override_window: bool, reason: str | None) -> None:
+    """The kit code for a participant's dosing visit (the same code if asked again).
+
+    Example: randomizer kit request P-001 --visit 2 --date 2027-03-01
+    """
+    if override_window and reason is None:
+        raise InvalidInput("--override-window needs --reason TEXT")
+    if reason is not None and not override_window:
+        raise InvalidInput("--reason is only used with --override-window")
+    issued = settings.backend().request_kit(participant, visit, _date(on),
+                                            reason if override_window else None)
+    again = " (issued earlier)" if issued.repeat else ""
+    emit(settings, issued, f"{issued.participant} ({issued.randomization_number}) visit "
+         f"{issued.visit} ({issued.visit_name}) on {issued.visit_date}: kit {issued.kit}{again}")
+
+
+@kit.command("replace")
+@click.argument("code")
+@reason_option()
+@json_option
+@pass_settings
+def kit_replace(settings: Settings, code: str, reason: str) -> None:
+    """Void a damaged or lost kit and issue a spare of the same content.
+
+    Example: randomizer kit replace ABCD-EFGC --reason "bag punctured"
+    """
+    result = settings.backend().replace_kit(code, reason)
+    emit(settings, result, f"Kit {result.voided} voided. {result.participant} visit "
+         f"{result.visit}: use kit {result.kit}")
+
+
+@click.group()
+def pharmacy() -> None:
+    """Kit contents and preparation (pharmacist, unblinded)."""
+
+
+@pharmacy.command("prepare")
+@click.argument("code")
+@json_option
+@pass_settings
+def pharmacy_prepare(settings: Settings, code: str) -> None:
+    """Show what a kit holds and how to prepare it; records the preparation.
+
+    Example: randomizer pharmacy prepare ABCD-EFGC
+    """
+    prep = settings.backend().prepare_kit(code)
+    emit(settings, prep, lambda: (
+        f"Kit {prep.kit} for {prep.participant} ({prep.randomization_number}), visit "
+        f"{prep.visit} ({prep.visit_name})\n"
+        f"CONTENT: {prep.label} [{prep.arm}]\n{prep.description}\n"
+        f"Preparation: {prep.instructions}\n"
+        "Label the infusion with the kit code only; never tell blinded staff the content."))
+
+
+@pharmacy.command("list")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the list as CSV (new file, mode 0600).")
+@json_option
+@pass_settings
+def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
+    """List every kit with its content and status, sorted by code.
+
+    Example: randomizer pharmacy list --csv kits.csv
+    """
+    kits = settings.backend().pharmacy_list()
+    if csv_path is not None:
+        fd = _create_private(csv_path)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])
+            for k in kits:
+                writer.writerow([k.kit, k.arm, k.label, k.status, "yes" if k.spare else "no",
+                                 k.participant, k.visit or ""])
+    emit(settings, kits, lambda: table(
+        [(k.kit, k.label, k.status, "spare" if k.spare else "", k.participant, k.visit or "")
+         for k in kits], ["kit", "content", "status", "spare", "participant", "visit"]))
+
+
+def _create_private(path: Path) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InvalidInput(f"{path} already exists: refusing to overwrite it") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None

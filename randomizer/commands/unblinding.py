@@ -1,0 +1,116 @@
+"""Commands that end blinding: unblind emergency|all, lock, and the report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from randomizer.commands.allocation import _create_private
+from randomizer.commands.base import (
+    Settings,
+    emit,
+    json_option,
+    pass_settings,
+    reason_option,
+    table,
+)
+from randomizer.reports import Report
+
+
+@click.group()
+def unblind() -> None:
+    """Emergency unblinding of one participant; full unblinding after lock."""
+
+
+@unblind.command("emergency")
+@click.argument("participant")
+@reason_option()
+@json_option
+@pass_settings
+def unblind_emergency(settings: Settings, participant: str, reason: str) -> None:
+    """Break the code for ONE participant now (investigator or admin; reason required).
+
+    Never waits for approval; it is audited and reviewed afterwards.
+    Example: randomizer unblind emergency P-007 --reason "anaphylaxis, treating physician needs arm"
+    """
+    result = settings.backend().emergency_unblind(participant, reason)
+    emit(settings, {"participant": result.participant, "arm": result.arm,
+                    "label": result.label, "randomization_number": result.randomization_number,
+                    "unblinded_at": result.unblinded_at},
+         f"EMERGENCY UNBLINDING of {result.participant} ({result.randomization_number}): "
+         f"{result.label} [{result.arm}]. This has been recorded with your reason.")
+
+
+@unblind.command("all")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV file to write (must not exist; mode 0600).")
+@json_option
+@pass_settings
+def unblind_all(settings: Settings, out: Path) -> None:
+    """Write every participant's arm and kits as CSV (statistician, after lock only).
+
+    Example: randomizer unblind all --out final-unblinding.csv
+    """
+    fd = _create_private(out)
+    try:
+        export = settings.backend().unblind_all()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(export.csv)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    emit(settings, {"file": str(out), "sha256": export.sha256,
+                    "participants": export.participants},
+         f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}")
+
+
+@click.command()
+@reason_option()
+@json_option
+@pass_settings
+def lock(settings: Settings, reason: str) -> None:
+    """Lock the database: no more randomization or dispensing (admin).
+
+    Example: randomizer lock --reason "database lock after last participant's week 48 visit"
+    """
+    result = settings.backend().lock(reason)
+    emit(settings, result, f"Trial {result.trial} locked at {result.locked_at} by "
+         f"{result.locked_by} with {result.participants} participants. Statisticians may now "
+         "run 'randomizer unblind all'.")
+
+
+def _report_text(rep: Report) -> str:
+    lines = [f"Trial {rep.trial}: {rep.randomized} of {rep.planned} planned randomized"
+             f"{' (LOCKED)' if rep.locked else ''}; {rep.screen_failures} screen failures; "
+             f"{rep.emergency_unblindings} emergency unblindings",
+             "", "Recruitment by site:",
+             table(list(rep.by_site.items()), ["site", "participants"]),
+             "", "Recruitment by date:",
+             table(list(rep.by_date.items()), ["date", "participants"]),
+             "", "Kits by status:", table(list(rep.kits.items()), ["status", "kits"])]
+    if rep.arms_shown:
+        arms = list(next(iter(rep.by_arm.values())).keys()) if rep.by_arm else []
+        lines += ["", "Balance by arm (unblinded view):",
+                  table([(s, *c.values()) for s, c in rep.by_arm.items()], ["stratum", *arms]),
+                  "", "Balance by block:",
+                  table([(b.stratum, b.block, b.block_size, *b.assigned.values())
+                         for b in rep.by_block], ["stratum", "block", "size", *arms]),
+                  f"Imbalance now: {rep.imbalance:g} (the design allows at most "
+                  f"{rep.imbalance_bound:g})"]
+    return "\n".join(lines)
+
+
+@click.command()
+@json_option
+@pass_settings
+def report(settings: Settings) -> None:
+    """Recruitment and kit status; balance by arm only for admins (and statisticians after lock).
+
+    Example: randomizer report --json
+    """
+    rep = settings.backend().report()
+    emit(settings, rep, lambda: _report_text(rep))

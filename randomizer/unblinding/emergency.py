@@ -1,0 +1,55 @@
+"""Emergency unblinding of one participant (DESIGN.md section 6, step 7).
+
+Never gated on anyone's approval and never delayed: an authorised user with a
+non-empty reason gets the arm at once. The audit event is written in the same
+transaction before the arm is opened, so a failed audit write reveals nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from randomizer.allocation.service import check_participant_id
+from randomizer.context import Operation
+from randomizer.errors import InvalidInput, NotFound
+from randomizer.models import Participant, Slot, Stratum
+from randomizer.trial import open_allocation
+
+
+@dataclass(frozen=True)
+class Unblinding:
+    """One participant's arm, revealed in an emergency."""
+
+    participant: str
+    randomization_number: str
+    arm: str
+    label: str
+    unblinded_at: str
+
+
+def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblinding:
+    """Reveal one participant's arm, mark the participant unblinded, audit who/when/why."""
+    check_participant_id(participant)
+    if not reason or not reason.strip():
+        raise InvalidInput("a reason is required to break the code: give --reason TEXT")
+    row = op.session.scalars(select(Participant).where(Participant.code == participant)) \
+        .one_or_none()
+    if row is None:
+        raise NotFound(f"participant {participant} is not randomized in this trial")
+    op.audit("unblind.emergency", subject=participant, reason=reason.strip(),
+             details={"randomization_number": row.randomization_number,
+                      "previously_unblinded": row.emergency_unblinded_at is not None})
+    slot = op.session.get(Slot, row.slot_id)
+    stratum = op.session.get(Stratum, row.stratum_id)
+    assert slot is not None and stratum is not None
+    arm_id, _block, _size = open_allocation(op.vault, stratum.key, slot.sequence,
+                                            slot.allocation_sealed)
+    arm = op.design.arm(arm_id)
+    if row.emergency_unblinded_at is None:
+        row.emergency_unblinded_at = op.now
+        row.emergency_unblinded_by = op.user.name
+    op.session.flush()
+    return Unblinding(participant=participant, randomization_number=row.randomization_number,
+                      arm=arm.id, label=arm.label, unblinded_at=op.now.isoformat())
