@@ -12,6 +12,7 @@ from randomizer.commands.audit import audit_group
 from randomizer.commands.base import RandomizerGroup, Settings, root_options
 from randomizer.commands.demo import demo
 from randomizer.commands.listing import design, list_group
+from randomizer.commands.maintenance import backup, db, restore
 from randomizer.commands.setup import init, key, user
 from randomizer.commands.unblinding import lock, report, unblind
 
@@ -29,7 +30,7 @@ def cli(ctx: click.Context, db: str, key_file: Path, user: str | None, as_json: 
 
 
 for command in (init, user, key, design, list_group, randomize, kit, pharmacy, unblind, lock,
-                report, audit_group, demo):
+                report, audit_group, demo, db, backup, restore):
     cli.add_command(command)
 
 

@@ -51,6 +51,7 @@ class Permission(StrEnum):
     REPORT = "see blinded reports"
     REPORT_ARMS = "see balance by arm"
     READ_PARTICIPANTS = "see participants and kit codes"
+    MAINTAIN = "back up, restore or upgrade the database"
 
 
 BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
@@ -71,6 +72,7 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.CHECKPOINT_AUDIT: frozenset({Role.ADMIN}),
     Permission.REPORT: frozenset(_ALL),
     Permission.REPORT_ARMS: frozenset({Role.ADMIN, Role.STATISTICIAN}),
+    Permission.MAINTAIN: frozenset({Role.ADMIN}),
     Permission.READ_PARTICIPANTS: frozenset({Role.ADMIN, Role.INVESTIGATOR, Role.MONITOR,
                                              Role.PHARMACIST}),
 }
@@ -113,6 +115,11 @@ def check_password(password: str) -> str:
         raise InvalidInput(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise InvalidInput(f"password too long: at most {MAX_PASSWORD_LENGTH} characters")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        # invalid UTF-8 from the environment or stdin arrives as lone surrogates
+        raise InvalidInput("password is not valid text: use UTF-8 characters") from None
     return password
 
 

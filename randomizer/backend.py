@@ -7,18 +7,19 @@ methods and return the same dataclasses.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, reports, trial
+from randomizer import audit, maintenance, reports, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
-from randomizer.context import Credentials, Operation, load_trial, operation
+from randomizer.context import Credentials, Operation, load_trial, open_vault, operation
 from randomizer.design import TrialDesign, design_text, parse_design
 from randomizer.errors import InvalidInput
-from randomizer.store import Store
+from randomizer.store import SchemaStatus, Store
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
 
@@ -50,9 +51,9 @@ class LocalBackend:
             self._store.dispose()
 
     def _run(self, permission: Permission, action: str, body: Callable[[Operation], T],
-             subject: str = "") -> T:
+             subject: str = "", schema_check: bool = True) -> T:
         with operation(self.store, self.key_file, self._credentials(), permission, action,
-                       self._clock(), subject=subject) as op:
+                       self._clock(), subject=subject, schema_check=schema_check) as op:
             return body(op)
 
     # setup and custody -------------------------------------------------
@@ -188,3 +189,56 @@ class LocalBackend:
     def report(self) -> reports.Report:
         """The report the caller's role may see."""
         return self._run(Permission.REPORT, "report", reports.report)
+
+    # maintenance -----------------------------------------------------------
+
+    def db_status(self) -> SchemaStatus:
+        """Schema revision of the database against this release (no login needed)."""
+        with self.store.transaction() as session:
+            return self.store.status(session)
+
+    def db_upgrade(self) -> maintenance.UpgradeResult:
+        """Migrate the schema to this release (admin)."""
+        return self._run(Permission.MAINTAIN, "db.upgrade",
+                         lambda op: maintenance.upgrade(op, self.store), schema_check=False)
+
+    def backup(self, out: Path) -> maintenance.BackupResult:
+        """A consistent online copy of a SQLite database, verified with the key (admin)."""
+        source = maintenance.sqlite_path(self.store)
+        self._run(Permission.MAINTAIN, "backup",
+                  lambda op: maintenance.record_backup(op, self.store, out), str(out))
+        maintenance.copy_sqlite(source, out)
+        copy = Store(f"sqlite:///{out}")
+        try:
+            with copy.transaction() as session:
+                copy.check_schema(session)
+                vault = open_vault(load_trial(session), self.key_file)
+                events = audit.verify(session, vault.audit_key()).events
+        except BaseException:
+            copy.dispose()
+            out.unlink(missing_ok=True)
+            raise
+        copy.dispose()
+        return maintenance.BackupResult(file=str(out), sha256=maintenance.settle(out),
+                                        audit_events=events)
+
+    def restore(self, backup_file: Path) -> maintenance.BackupResult:
+        """Bring a backup back as this backend's (new) database, verified, audited (admin)."""
+        target = maintenance.sqlite_path(self.store)
+        if not backup_file.is_file():
+            raise InvalidInput(f"backup file {backup_file} not found")
+        digest = hashlib.sha256(backup_file.read_bytes()).hexdigest()
+        maintenance.copy_sqlite(backup_file, target)
+        try:
+            def body(op: Operation) -> int:
+                events = maintenance.verify_copy(op)
+                trial.verify_list(op)
+                op.audit("restore", subject=str(backup_file), details={"sha256": digest})
+                return events
+            events = self._run(Permission.MAINTAIN, "restore", body)
+        except BaseException:
+            self.store.dispose()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{target}{suffix}").unlink(missing_ok=True)
+            raise
+        return maintenance.BackupResult(file=str(target), sha256=digest, audit_events=events)

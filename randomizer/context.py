@@ -97,16 +97,19 @@ def open_vault(trial: Trial, key_file: Path) -> Vault:
 
 @contextmanager
 def operation(store: Store, key_file: Path, credentials: Credentials, permission: Permission,
-              action: str, now: datetime, subject: str = "") -> Iterator[Operation]:
+              action: str, now: datetime, subject: str = "",
+              schema_check: bool = True) -> Iterator[Operation]:
     """Run one user action: authenticate, authorise, then yield the open transaction.
 
     ``action`` and ``subject`` name what is attempted in refusal events.
+    ``schema_check=False`` is for ``db upgrade`` alone, which runs on an older schema.
     """
     read_key_file(key_file)  # a key-file problem is reported before the database is touched
     refusal: tuple[RandomizerError, str, str] | None = None
     try:
         with store.transaction() as session:
-            store.check_schema(session)
+            if schema_check:
+                store.check_schema(session)
             trial = load_trial(session)
             vault = open_vault(trial, key_file)
             user = session.scalars(select(User).where(User.name == credentials.user)) \

@@ -26,8 +26,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every engine (SQLite keeps no zone of its own)."""
@@ -54,15 +52,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     """Declarative base of every table."""
-
-
-class SchemaInfo(Base):
-    """Key/value facts about the database itself, such as the schema version."""
-
-    __tablename__ = "schema_info"
-
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(256))
 
 
 class Trial(Base):
@@ -134,7 +123,7 @@ class Participant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
     site: Mapped[str] = mapped_column(String(32))
-    stratum_id: Mapped[int] = mapped_column(ForeignKey("strata.id"))
+    stratum_id: Mapped[int] = mapped_column(ForeignKey("strata.id"), index=True)
     slot_id: Mapped[int] = mapped_column(ForeignKey("slots.id"), unique=True)
     randomization_number: Mapped[str] = mapped_column(String(32), unique=True)
     randomized_on: Mapped[date] = mapped_column(Date)
@@ -158,12 +147,13 @@ class Kit(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(9), unique=True)
     content_sealed: Mapped[bytes] = mapped_column(LargeBinary)
-    slot_id: Mapped[int | None] = mapped_column(ForeignKey("slots.id"), default=None)
+    slot_id: Mapped[int | None] = mapped_column(ForeignKey("slots.id"), default=None,
+                                                index=True)
     visit: Mapped[int | None] = mapped_column(Integer, default=None)
     spare: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="available")
     participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"),
-                                                      default=None)
+                                                      default=None, index=True)
     dispensed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     visit_date: Mapped[date | None] = mapped_column(Date, default=None)
     prepared_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -11,15 +11,20 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from randomizer.errors import Busy, RandomizerError, StoreError
-from randomizer.models import SCHEMA_VERSION, Base, SchemaInfo
 
 DEFAULT_URL = "sqlite:///randomizer.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -50,7 +55,7 @@ class Store:
             self.engine: Engine = create_engine(parsed)
         except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
             raise StoreError(f"cannot use database URL {url!r}: {_first_line(exc)}") from None
-        self.url = url
+        self.url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
             event.listen(self.engine, "connect", _on_sqlite_connect)
@@ -79,24 +84,70 @@ class Store:
         """Whether the database already holds randomizer tables."""
         try:
             with self.engine.connect() as conn:
-                return inspect(conn).has_table(SchemaInfo.__tablename__)
+                found = inspect(conn)
+                return found.has_table("alembic_version") or found.has_table("trial")
         except OperationalError as exc:
             raise _store_error(exc) from None
 
     def create_schema(self, session: Session) -> None:
-        """Create every table and record the schema version (inside ``session``'s transaction)."""
-        Base.metadata.create_all(session.connection())
-        session.add(SchemaInfo(key="schema_version", value=str(SCHEMA_VERSION)))
+        """Create every table by running all migrations (inside ``session``'s transaction)."""
+        command.upgrade(_alembic_config(session.connection()), "head")
+
+    def status(self, session: Session) -> SchemaStatus:
+        """The database's schema revision and the one this randomizer expects."""
+        connection = session.connection()
+        current = MigrationContext.configure(connection).get_current_revision()
+        script = ScriptDirectory.from_config(_alembic_config(connection))
+        head = script.get_current_head()
+        assert head is not None
+        known = {rev.revision for rev in script.walk_revisions()}
+        return SchemaStatus(current=current, head=head,
+                            state="current" if current == head else
+                            "empty" if current is None else
+                            "behind" if current in known else "ahead")
 
     def check_schema(self, session: Session) -> None:
-        """Refuse a database that is empty or of another schema version."""
-        if not inspect(session.connection()).has_table(SchemaInfo.__tablename__):
+        """Refuse a database that is empty, behind or ahead of this randomizer's schema."""
+        status = self.status(session)
+        if status.state == "empty":
             raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' first")
-        found = session.scalar(select(SchemaInfo.value).where(SchemaInfo.key == "schema_version"))
-        if found != str(SCHEMA_VERSION):
-            raise StoreError(f"database schema version {found} is not the version this "
-                             f"randomizer understands ({SCHEMA_VERSION}); "
-                             "use the matching randomizer release")
+        if status.state == "behind":
+            raise StoreError(f"the database schema ({status.current}) is behind this "
+                             f"randomizer ({status.head}): take a backup, then run "
+                             "'randomizer db upgrade'")
+        if status.state == "ahead":
+            raise StoreError(f"the database schema ({status.current}) is newer than this "
+                             f"randomizer knows ({status.head}): use the newer release")
+
+    def upgrade(self) -> tuple[SchemaStatus, SchemaStatus]:
+        """Migrate to the newest schema in one transaction; (before, after)."""
+        with self.transaction() as session:
+            before = self.status(session)
+            if before.state == "empty":
+                raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' "
+                                 "first")
+            if before.state == "ahead":
+                raise StoreError(f"the database schema ({before.current}) is newer than this "
+                                 f"randomizer knows ({before.head}): use the newer release")
+            command.upgrade(_alembic_config(session.connection()), "head")
+            return before, self.status(session)
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands: ``current``, ``behind``, ``ahead`` or ``empty``."""
+
+    current: str | None
+    head: str
+    state: str
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location",
+                           str(resources.files("randomizer").joinpath("migrations")))
+    config.attributes["connection"] = connection
+    return config
 
 
 def _first_line(exc: BaseException | None) -> str:

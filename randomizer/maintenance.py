@@ -1,0 +1,110 @@
+"""Schema upgrades, online backups and restores.
+
+SQLite backups use SQLite's online backup API, so they are consistent while
+other processes keep writing. PostgreSQL is backed up with ``pg_dump`` (see
+docs/operations.md); either way a backup is checked the same way: the audit
+chain and the allocation list must verify in the copy with the trial key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from sqlalchemy.engine import make_url
+
+from randomizer import audit
+from randomizer.context import Operation
+from randomizer.errors import InvalidInput, StateError
+from randomizer.store import SchemaStatus, Store, _alembic_config
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """A finished, verified backup file."""
+
+    file: str
+    sha256: str
+    audit_events: int
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    """Schema revision before and after ``db upgrade``."""
+
+    before: str | None
+    after: str
+
+
+def sqlite_path(store: Store) -> Path:
+    """The file of a SQLite store; other engines are refused."""
+    url = make_url(store.engine.url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        raise StateError("randomizer backup/restore handle SQLite files; for PostgreSQL use "
+                         "pg_dump/pg_restore as docs/operations.md describes, then check the "
+                         "copy with 'audit verify' and 'list verify'")
+    return Path(url.database)
+
+
+def upgrade(op: Operation, store: Store) -> UpgradeResult:
+    """Migrate the schema to this release's head inside the operation's transaction."""
+    before: SchemaStatus = store.status(op.session)
+    if before.state == "ahead":
+        raise StateError(f"the database schema ({before.current}) is newer than this "
+                         f"randomizer knows ({before.head}): use the newer release")
+    if before.state != "current":
+        command.upgrade(_alembic_config(op.session.connection()), "head")
+    after = store.status(op.session)
+    op.audit("db.upgrade", details={"before": before.current, "after": after.current})
+    return UpgradeResult(before=before.current, after=after.head)
+
+
+def record_backup(op: Operation, store: Store, out: Path) -> None:
+    """Check the target and write the backup's audit event (so the copy contains it)."""
+    sqlite_path(store)
+    if out.exists():
+        raise InvalidInput(f"{out} already exists: refusing to overwrite a backup")
+    op.audit("backup", subject=str(out))
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """Copy a live SQLite database with the online backup API and check the copy."""
+    if target.exists():
+        raise InvalidInput(f"{target} already exists: refusing to overwrite it")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    try:
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        dst = sqlite3.connect(target)
+        try:
+            with dst:
+                src.backup(dst)
+            dst.execute("PRAGMA journal_mode = DELETE")
+            check = dst.execute("PRAGMA integrity_check").fetchone()
+        finally:
+            src.close()
+            dst.close()
+        if check is None or check[0] != "ok":
+            raise StateError(f"the copy in {target} fails SQLite's integrity check")
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def settle(path: Path) -> str:
+    """Fold a SQLite file's WAL back into it (no side files) and return its SHA-256."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        connection.close()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verify_copy(op: Operation) -> int:
+    """Verify the audit chain of the database ``op`` runs on; the number of events."""
+    return audit.verify(op.session, op.vault.audit_key()).events
