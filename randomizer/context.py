@@ -11,6 +11,8 @@ changes nothing but the trail. Malformed input (exit 2) records nothing.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +37,17 @@ from randomizer.models import Trial, User
 from randomizer.store import Store
 from randomizer.vault import Vault, read_key_file, unwrap_data_key
 
-AUDIT_HOOK_NAME = "RANDOMIZER_TEST_FAIL_AUDIT"
+FAULT_ENV = "RANDOMIZER_TEST_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: SIGKILL this process when RANDOMIZER_TEST_FAULT names this point.
+
+    Only the crash-safety tests set the variable. Killing the process (never
+    raising) is the point: no cleanup code runs, exactly as in a power cut.
+    """
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,7 @@ def operation(store: Store, key_file: Path, credentials: Credentials, permission
             op.audit("auth.login", subject=action)
             try:
                 yield op
+                fault_point(f"{action}:before-commit")
             except RandomizerError as exc:
                 if exc.exit_code == 1:
                     kind = "screen_failure" if isinstance(exc, Ineligible) else "refused"

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from sqlalchemy import select
 
 from randomizer.allocation.kits import parse_code
-from randomizer.context import Operation
+from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
@@ -175,6 +175,7 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
                       randomized_by=op.user.name, answers=dict(sorted(answers.items())))
     op.session.add(row)
     op.session.flush()
+    fault_point("randomize:slot-taken")
     kit = _dosing_kit(op, slot.id, 1)
     _dispense(op, kit, row, on)
     op.audit("randomize", subject=participant, details={
@@ -284,6 +285,7 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     assert participant is not None
     old.status = "voided"
     old.void_reason = reason
+    fault_point("kit.replace:voided")
     spare.slot_id = old.slot_id
     spare.visit = old.visit
     spare.replaces_kit_id = old.id

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from randomizer.allocation.service import check_participant_id
-from randomizer.context import Operation
+from randomizer.context import Operation, fault_point
 from randomizer.errors import InvalidInput, NotFound
 from randomizer.models import Participant, Slot, Stratum
 from randomizer.trial import open_allocation
@@ -47,6 +47,7 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
     arm_id, _block, _size = open_allocation(op.vault, stratum.key, slot.sequence,
                                             slot.allocation_sealed)
     arm = op.design.arm(arm_id)
+    fault_point("unblind.emergency:opened")
     if row.emergency_unblinded_at is None:
         row.emergency_unblinded_at = op.now
         row.emergency_unblinded_by = op.user.name
