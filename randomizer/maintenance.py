@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from randomizer import audit
 from randomizer.context import Operation
 from randomizer.errors import InvalidInput, StateError
-from randomizer.store import SchemaStatus, Store, _alembic_config
+from randomizer.store import SchemaStatus, Store, _alembic_config, unversioned_message
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ def upgrade(op: Operation, store: Store) -> UpgradeResult:
     if before.state == "ahead":
         raise StateError(f"the database schema ({before.current}) is newer than this "
                          f"randomizer knows ({before.head}): use the newer release")
+    if before.state == "unversioned":
+        raise StateError(unversioned_message(store.url))
     if before.state != "current":
         command.upgrade(_alembic_config(op.session.connection()), "head")
     after = store.status(op.session)

@@ -50,11 +50,13 @@ class Store:
     """An open database: engine, session factory and one-transaction helper."""
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
+        shown = url
         try:
             parsed = make_url(url)
+            shown = parsed.render_as_string(hide_password=True)  # never echo a password
             self.engine: Engine = create_engine(parsed)
         except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
-            raise StoreError(f"cannot use database URL {url!r}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot use database URL {shown!r}: {_first_line(exc)}") from None
         self.url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
@@ -101,16 +103,20 @@ class Store:
         head = script.get_current_head()
         assert head is not None
         known = {rev.revision for rev in script.walk_revisions()}
-        return SchemaStatus(current=current, head=head,
-                            state="current" if current == head else
-                            "empty" if current is None else
-                            "behind" if current in known else "ahead")
+        if current is None:
+            # tables without a revision row are not "empty": 'init' would refuse them
+            state = "unversioned" if inspect(connection).has_table("trial") else "empty"
+        else:
+            state = "current" if current == head else "behind" if current in known else "ahead"
+        return SchemaStatus(current=current, head=head, state=state)
 
     def check_schema(self, session: Session) -> None:
         """Refuse a database that is empty, behind or ahead of this randomizer's schema."""
         status = self.status(session)
         if status.state == "empty":
             raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' first")
+        if status.state == "unversioned":
+            raise StoreError(unversioned_message(self.url))
         if status.state == "behind":
             raise StoreError(f"the database schema ({status.current}) is behind this "
                              f"randomizer ({status.head}): take a backup, then run "
@@ -133,9 +139,16 @@ class Store:
             return before, self.status(session)
 
 
+def unversioned_message(url: str) -> str:
+    """The refusal of a database that holds tables but no schema revision."""
+    return (f"{url} holds randomizer tables but no schema revision (alembic_version is "
+            "empty): restore a backup, see docs/operations.md")
+
+
 @dataclass(frozen=True)
 class SchemaStatus:
-    """Where a database's schema stands: ``current``, ``behind``, ``ahead`` or ``empty``."""
+    """Where a database's schema stands: ``current``, ``behind``, ``ahead``, ``empty``,
+    or ``unversioned`` (tables but no revision row)."""
 
     current: str | None
     head: str

@@ -25,7 +25,8 @@ def db_status(settings: Settings) -> None:
     status = settings.backend().db_status()
     advice = {"current": "up to date", "behind": "run 'randomizer db upgrade'",
               "ahead": "use the newer randomizer release",
-              "empty": "run 'randomizer init'"}[status.state]
+              "empty": "run 'randomizer init'",
+              "unversioned": "restore a backup (see docs/operations.md)"}[status.state]
     emit(settings, status, f"schema {status.current or '(none)'}; this release expects "
          f"{status.head}: {status.state}, {advice}")
 

@@ -1,0 +1,320 @@
+"""Schema migrations: revision 0001 is the ORM schema; behind, ahead and ``db upgrade``.
+
+A database whose schema is behind this release is refused with the command
+that fixes it (``randomizer db upgrade``); one that is ahead is refused with
+"use the newer release". Since this release has one revision only, "behind"
+is staged by giving the code a copy of its migration scripts with one more
+revision (``0002``), as the next release will.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Connection, Integer, MetaData, create_engine, inspect
+from sqlalchemy.engine import make_url
+
+from randomizer import maintenance, store
+from randomizer.models import Base
+from tests.conftest import (
+    ADMIN,
+    Run,
+    TrialFiles,
+    assert_error,
+    assert_ok,
+    audit_rows,
+    dump_database,
+    execute,
+    write_key_file,
+)
+
+HEAD = "0001"
+
+NEXT_REVISION = '''
+"""A later release's schema change, for the tests.
+
+Revision ID: 0002
+Revises: 0001
+"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("upgrade_probe", sa.Column("id", sa.Integer(), primary_key=True))
+    {fail}
+
+
+def downgrade() -> None:
+    raise NotImplementedError
+'''
+
+
+def _compare(db_url: str, metadata: MetaData) -> list[Any]:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True})
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def _tables(db_url: str) -> set[str]:
+    engine = create_engine(db_url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _without_trail(dump: dict[str, Any]) -> dict[str, Any]:
+    return {name: rows for name, rows in dump.items() if not name.startswith("audit_")}
+
+
+def _revision(db_url: str) -> str:
+    [(revision,)] = execute(db_url, "SELECT version_num FROM alembic_version")
+    return str(revision)
+
+
+# the initial revision ---------------------------------------------------------------------
+
+
+def test_revision_0001_creates_exactly_the_orm_schema(initialized_trial: TrialFiles) -> None:
+    assert _revision(initialized_trial.db_url) == HEAD
+    assert _compare(initialized_trial.db_url, Base.metadata) == []
+    assert _tables(initialized_trial.db_url) == set(Base.metadata.tables) | {"alembic_version"}
+
+
+def test_the_schema_comparison_sees_a_difference(initialized_trial: TrialFiles) -> None:
+    """The comparison above can fail: one extra model column is reported."""
+    changed = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["kits"].append_column(Column("batch", Integer, nullable=True))
+    [difference] = _compare(initialized_trial.db_url, changed)
+    assert difference[0] == "add_column"
+    assert (difference[2], difference[3].name) == ("kits", "batch")
+
+
+def test_db_status_of_a_current_database(initialized_trial: TrialFiles, run: Run) -> None:
+    result = run("db", "status")
+    assert_ok(result)
+    assert result.stdout == (f"schema {HEAD}; this release expects {HEAD}: current, "
+                             "up to date\n")
+    assert json.loads(run.ok("db", "status", "--json").stdout) == {
+        "current": HEAD, "head": HEAD, "state": "current"}
+
+
+def test_db_status_of_an_empty_database(db_url: str, run: Run) -> None:
+    write_key_file(run.files.key_file, os.urandom(32))
+    result = run.ok("db", "status")
+    assert result.stdout == (f"schema (none); this release expects {HEAD}: empty, "
+                             "run 'randomizer init'\n")
+    assert_error(run("user", "list", user=ADMIN), 1, "no randomizer trial in ",
+                 "run 'randomizer init' first")
+
+
+def test_db_upgrade_of_a_current_database_changes_only_the_trail(initialized_trial: TrialFiles,
+                                                                 run: Run) -> None:
+    before = dump_database(initialized_trial.db_url)
+    result = run.ok("db", "upgrade", user=ADMIN)
+    assert result.stdout == f"schema {HEAD} -> {HEAD}\n"
+    assert _without_trail(dump_database(initialized_trial.db_url)) == _without_trail(before)
+    assert audit_rows(initialized_trial.db_url)[-1]["details"] == {"before": HEAD,
+                                                                   "after": HEAD}
+
+
+def test_a_database_without_its_revision_row_is_not_called_empty(initialized_trial: TrialFiles,
+                                                                 run: Run) -> None:
+    """Tables without a revision: 'run init' would be refused, so it must not be advised."""
+    execute(initialized_trial.db_url, "DELETE FROM alembic_version")
+    before = dump_database(initialized_trial.db_url)
+    status = run.ok("db", "status")
+    assert "run 'randomizer init'" not in status.stdout
+    assert "unversioned" in status.stdout
+    for argv, user in ((("user", "list"), ADMIN), (("db", "upgrade"), ADMIN)):
+        message = assert_error(run(*argv, user=user), 1, "no schema revision")
+        assert "run 'randomizer init'" not in message
+    assert _without_trail(dump_database(initialized_trial.db_url)) == _without_trail(before)
+
+
+# ahead: a newer release wrote this database -------------------------------------------------
+
+AHEAD = ("the database schema (9999) is newer than this randomizer knows (0001): "
+         "use the newer release")
+
+# every command that opens the trial, with a user allowed to run it
+COMMANDS: list[tuple[tuple[str, ...], str]] = [
+    (("user", "list"), ADMIN),
+    (("user", "add", "zoe", "--role", "monitor", "--password-stdin"), ADMIN),
+    (("user", "disable", "mona"), ADMIN),
+    (("user", "passwd", "--password-stdin"), "mona"),
+    (("key", "rotate", "--new-key-file", "{dir}/new.key"), ADMIN),
+    (("list", "generate"), ADMIN),
+    (("list", "verify"), ADMIN),
+    (("randomize", "P-001", "--site", "WAW", "--answer", "age=40"), "ivan"),
+    (("kit", "request", "P-001", "--visit", "1"), "ivan"),
+    (("kit", "replace", "ABCD-EFGH", "--reason", "torn"), "ivan"),
+    (("pharmacy", "prepare", "ABCD-EFGH"), "petra"),
+    (("pharmacy", "list"), "petra"),
+    (("unblind", "emergency", "P-001", "--reason", "anaphylaxis"), "ivan"),
+    (("unblind", "all", "--out", "{dir}/all.csv"), "stan"),
+    (("lock", "--reason", "end"), ADMIN),
+    (("report",), "stan"),
+    (("audit", "show"), "mona"),
+    (("audit", "verify"), ADMIN),
+    (("audit", "checkpoint", "--signing-key", "{dir}/signing.pem"), ADMIN),
+]
+
+
+def _argv(argv: tuple[str, ...], directory: Path) -> list[str]:
+    return [a.replace("{dir}", str(directory)) for a in argv]
+
+
+def _refused_everywhere(files: TrialFiles, run: Run, message: str) -> None:
+    """Every command of COMMANDS exits 1 with ``message`` and changes nothing at all.
+
+    One trial serves all commands (a PostgreSQL trial takes a second to build).
+    """
+    run.ok("audit", "keygen", "--out", str(files.directory / "signing.pem"))
+    before = dump_database(files.db_url)
+    for argv, user in COMMANDS:
+        result = run(*_argv(argv, files.directory), user=user, input="new-pw-1234567\n")
+        assert assert_error(result, 1) == message, argv
+    # the check comes before the login: not even a refusal event is written
+    assert dump_database(files.db_url) == before
+    assert not (files.directory / "all.csv").exists()
+    assert not (files.directory / "new.key").exists()
+
+
+def test_every_command_refuses_a_database_that_is_ahead(trial_with_users: TrialFiles,
+                                                        run: Run) -> None:
+    execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
+    _refused_everywhere(trial_with_users, run, AHEAD)
+
+
+def test_db_status_and_upgrade_of_a_database_that_is_ahead(trial_with_users: TrialFiles,
+                                                           run: Run) -> None:
+    execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
+    result = run.ok("db", "status")
+    assert result.stdout == ("schema 9999; this release expects 0001: ahead, "
+                             "use the newer randomizer release\n")
+    before = dump_database(trial_with_users.db_url)
+    assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
+    assert _revision(trial_with_users.db_url) == "9999"
+    # the schema is untouched; at most the refusal itself joins the trail
+    assert _without_trail(dump_database(trial_with_users.db_url)) == _without_trail(before)
+
+
+# behind: this release is newer than the database ----------------------------------------
+
+
+def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+    """Make this process a release whose migrations end at 0002 (a copy of the scripts)."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(str(resources.files("randomizer").joinpath("migrations")), scripts,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    failure = 'raise RuntimeError("migration 0002 failed half-way")' if fail else "pass"
+    (scripts / "versions" / "0002_probe.py").write_text(NEXT_REVISION.format(fail=failure))
+    original = store._alembic_config
+
+    def config(connection: Connection) -> Any:
+        settings = original(connection)
+        settings.set_main_option("script_location", str(scripts))
+        return settings
+    monkeypatch.setattr(store, "_alembic_config", config)
+    monkeypatch.setattr(maintenance, "_alembic_config", config)
+
+
+@pytest.fixture
+def behind(trial_with_list: TrialFiles, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[TrialFiles]:
+    """The trial at schema 0001, run by a release whose head is 0002."""
+    _newer_release(tmp_path, monkeypatch)
+    yield trial_with_list
+
+
+BEHIND = ("the database schema (0001) is behind this randomizer (0002): take a backup, "
+          "then run 'randomizer db upgrade'")
+
+
+def test_every_command_refuses_a_database_that_is_behind(behind: TrialFiles,
+                                                         run: Run) -> None:
+    _refused_everywhere(behind, run, BEHIND)
+
+
+def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(behind: TrialFiles,
+                                                                 run: Run) -> None:
+    result = run.ok("db", "status")
+    assert result.stdout == ("schema 0001; this release expects 0002: behind, "
+                             "run 'randomizer db upgrade'\n")
+    trail = len(audit_rows(behind.db_url))
+
+    upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
+    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
+    assert _revision(behind.db_url) == "0002"
+    assert "upgrade_probe" in _tables(behind.db_url)
+    events = audit_rows(behind.db_url)[trail:]
+    assert [(e["action"], e["user"], e["subject"]) for e in events] == [
+        ("auth.login", ADMIN, "db.upgrade"), ("db.upgrade", ADMIN, "")]
+    assert events[-1]["details"] == {"before": "0001", "after": "0002"}
+
+    assert run.ok("db", "status").stdout == ("schema 0002; this release expects 0002: "
+                                             "current, up to date\n")
+    assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
+    assert "it matches its seed" in run.ok("list", "verify", user=ADMIN).stdout
+    run.ok("randomize", "P-001", "--site", "WAW", "--answer", "age=40",
+           "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
+           "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
+           "--answer", "infection_malignancy_systemic=no", user="ivan")
+
+
+def test_only_an_admin_may_upgrade(behind: TrialFiles, run: Run) -> None:
+    for user, role in (("ivan", "investigator"), ("petra", "pharmacist"),
+                       ("stan", "statistician"), ("mona", "monitor")):
+        trail = len(audit_rows(behind.db_url))
+        assert assert_error(run("db", "upgrade", user=user), 1) == (
+            f"role {role} may not back up, restore or upgrade the database")
+        [refusal] = audit_rows(behind.db_url)[trail:]
+        assert (refusal["action"], refusal["user"], refusal["details"]["command"]) == (
+            "refused", user, "db.upgrade")
+    assert _revision(behind.db_url) == "0001"
+    assert "upgrade_probe" not in _tables(behind.db_url)
+
+
+def test_a_failing_migration_changes_nothing(trial_with_list: TrialFiles, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
+    _newer_release(tmp_path, monkeypatch, fail=True)
+    before = dump_database(trial_with_list.db_url)
+    assert_error(run("db", "upgrade", user=ADMIN), 1, "internal error (RuntimeError)",
+                 "nothing was committed")
+    assert _revision(trial_with_list.db_url) == "0001"
+    assert "upgrade_probe" not in _tables(trial_with_list.db_url)
+    assert dump_database(trial_with_list.db_url) == before
+
+
+def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run) -> None:
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("only a server URL carries a password")
+    write_key_file(run.files.key_file, os.urandom(32))
+    with_password = url.set(password="hunter2-secret").render_as_string(hide_password=False)
+    result = run("user", "list", user=ADMIN, db=with_password)
+    assert "hunter2-secret" not in result.output
+    assert_error(result, 1, "no randomizer trial in ", "***")
