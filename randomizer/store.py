@@ -46,6 +46,14 @@ def _on_sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _on_postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Bounded waits: a row lock held too long (a stuck client) ends in a clear
+    # "busy" error instead of a hang; psycopg 3 runs this outside a transaction.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {BUSY_TIMEOUT_MS}")
+    dbapi_connection.commit()
+
+
 class Store:
     """An open database: engine, session factory and one-transaction helper."""
 
@@ -62,6 +70,8 @@ class Store:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
+        elif self.engine.dialect.name == "postgresql":
+            event.listen(self.engine, "connect", _on_postgresql_connect)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def dispose(self) -> None:
@@ -170,6 +180,6 @@ def _first_line(exc: BaseException | None) -> str:
 
 def _store_error(exc: OperationalError) -> RandomizerError:
     message = _first_line(exc.orig)
-    if "locked" in message or "busy" in message:
+    if "locked" in message or "busy" in message or "lock timeout" in message:
         return Busy(f"the database stayed busy for {BUSY_TIMEOUT_MS // 1000} s: try again")
     return StoreError(f"database error: {message}")
