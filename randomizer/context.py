@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
     AuthenticationFailed,
     Ineligible,
+    InvalidInput,
     NotAuthorized,
     RandomizerError,
     StoreError,
@@ -41,13 +43,17 @@ FAULT_ENV = "RANDOMIZER_TEST_FAULT"
 
 
 def fault_point(name: str) -> None:
-    """Crash-test hook: SIGKILL this process when RANDOMIZER_TEST_FAULT names this point.
+    """Crash-test hook, enabled only by the tests through RANDOMIZER_TEST_FAULT.
 
-    Only the crash-safety tests set the variable. Killing the process (never
-    raising) is the point: no cleanup code runs, exactly as in a power cut.
+    ``NAME`` SIGKILLs this process at that point: no cleanup code runs, exactly
+    as in a power cut. ``pause:NAME`` sleeps 5 s there instead, so a test can
+    take the database server away in the middle of the command.
     """
-    if os.environ.get(FAULT_ENV) == name:
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif wanted == f"pause:{name}":
+        time.sleep(5)
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,11 @@ def operation(store: Store, key_file: Path, credentials: Credentials, permission
     ``action`` and ``subject`` name what is attempted in refusal events.
     ``schema_check=False`` is for ``db upgrade`` alone, which runs on an older schema.
     """
+    try:
+        credentials.user.encode("utf-8")
+    except UnicodeEncodeError:
+        # undecodable bytes in --user arrive as lone surrogates, which no database stores
+        raise InvalidInput("the user name is not valid text: use UTF-8 characters") from None
     read_key_file(key_file)  # a key-file problem is reported before the database is touched
     refusal: tuple[RandomizerError, str, str] | None = None
     try:
