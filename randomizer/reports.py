@@ -53,8 +53,8 @@ def report(op: Operation) -> Report:
     participants = session.scalars(select(Participant)).all()
     by_site = Counter(p.site for p in participants)
     by_date = Counter(p.randomized_on.isoformat() for p in participants)
-    kits = Counter(dict(session.execute(select(Kit.status, func.count()).group_by(Kit.status))
-                        .tuples().all()))
+    kits = Counter({status: count for status, count in session.execute(
+        select(Kit.status, func.count()).group_by(Kit.status))})
     failures = session.scalar(select(func.count()).select_from(AuditEvent).where(
         AuditEvent.action == "screen_failure")) or 0
     show_arms = allowed(op.user.role, Permission.REPORT_ARMS, op.locked)

@@ -10,6 +10,7 @@ arm. Refusals never differ between arms.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -273,12 +274,20 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
                          "kits can be replaced")
     content = op.vault.open(KIT_KIND, kit_row(old.code), old.content_sealed)
     spare = None
-    for candidate in op.session.scalars(select(Kit).where(
-            Kit.spare.is_(True), Kit.status == "available").order_by(Kit.id)):
-        if op.vault.open(KIT_KIND, kit_row(candidate.code), candidate.content_sealed) == content:
+    stock: Counter[str] = Counter()
+    issued = 0
+    for candidate in op.session.scalars(select(Kit).where(Kit.spare.is_(True))
+                                        .order_by(Kit.id)):
+        arm = op.vault.open(KIT_KIND, kit_row(candidate.code), candidate.content_sealed)
+        stock[arm] += 1
+        if candidate.status != "available":
+            issued += 1
+        elif spare is None and arm == content:
             spare = candidate
-            break
-    if spare is None:
+    # Spares run out when any arm could have run out, whichever arms were replaced:
+    # refusing only when this kit's own arm has none left would tell a blinded
+    # investigator which kits share an arm.
+    if spare is None or issued >= min(stock[arm] for arm in op.design.arm_ids):
         raise StateError(f"no spare kit left to replace {old.code}: the admin must add spare "
                          "kits before this kit can be replaced")
     participant = op.session.get(Participant, old.participant_id)

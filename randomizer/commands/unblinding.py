@@ -54,15 +54,15 @@ def unblind_all(settings: Settings, out: Path) -> None:
     Example: randomizer unblind all --out final-unblinding.csv
     """
     fd = _create_private(out)
-    try:
-        export = settings.backend().unblind_all()
-        with os.fdopen(fd, "wb") as handle:
+    with os.fdopen(fd, "wb") as handle:  # closed on every path, a refusal included
+        try:
+            export = settings.backend().unblind_all()
             handle.write(export.csv)
             handle.flush()
             os.fsync(handle.fileno())
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
     emit(settings, {"file": str(out), "sha256": export.sha256,
                     "participants": export.participants},
          f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}")

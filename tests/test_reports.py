@@ -1,0 +1,117 @@
+"""``randomizer report``: blinded recruitment and kit status; balance by arm only when allowed."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.blinded_path import (
+    DESIGN,
+    FOUR_DAY0,
+    answer_args,
+    arm_words_in,
+    four_participants,
+    live_kit,
+    participant_arms,
+)
+from tests.conftest import Run, TrialFiles, audit_rows, execute
+
+BLINDED_KEYS = {"trial", "locked", "planned", "randomized", "screen_failures",
+                "emergency_unblindings", "by_site", "by_date", "kits", "arms_shown"}
+DAY0 = FOUR_DAY0
+
+
+@pytest.fixture
+def busy_trial(run: Run, tmp_path_factory: pytest.TempPathFactory) -> TrialFiles:
+    """Four participants (both arms), a screen failure, a replaced and a prepared kit,
+    one emergency unblinding."""
+    by_arm = four_participants(run, tmp_path_factory.getbasetemp())
+    files = run.files
+    run("randomize", "P-900", "--site", "WAW", *answer_args(age="80"), "--date",
+        DAY0.isoformat(), user="ivan")
+    first = sorted(by_arm.values())[0]
+    run.ok("kit", "replace", live_kit(files, first, 1), "--reason", "damaged",
+           user="ivan")
+    run.ok("pharmacy", "prepare", live_kit(files, first, 1), user="petra")
+    run.ok("unblind", "emergency", first, "--reason", "rash", user="ivan")
+    return files
+
+
+def report(run: Run, user: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(run.ok("report", "--json", user=user).stdout)
+    return data
+
+
+def kit_counts(files: TrialFiles) -> dict[str, int]:
+    counts = Counter(status for (status,) in execute(files.db_url, "SELECT status FROM kits"))
+    return {s: counts.get(s, 0) for s in ("available", "dispensed", "prepared", "voided")}
+
+
+@pytest.mark.parametrize("user", ["ivan", "mona", "stan", "petra"])
+def test_roles_without_arm_balance_see_recruitment_and_kits_only(
+        run: Run, busy_trial: TrialFiles, user: str) -> None:
+    data = report(run, user)
+    assert data == {
+        "trial": "exosome-ms", "locked": False, "planned": 20, "randomized": 4,
+        "screen_failures": 1, "emergency_unblindings": 1, "by_site": {"WAW": 4},
+        "by_date": {DAY0.isoformat(): 4}, "kits": kit_counts(busy_trial),
+        "arms_shown": False, "by_arm": {}, "by_block": [], "imbalance": None,
+        "imbalance_bound": None}
+    assert data["kits"]["voided"] == 1 and data["kits"]["prepared"] == 1
+    assert data["kits"]["dispensed"] == 3
+    text = run.ok("report", user=user).stdout
+    assert arm_words_in(text) == []
+    assert "Balance" not in text and "Imbalance" not in text
+    assert "Trial exosome-ms: 4 of 20 planned randomized; 1 screen failures; 1 emergency " \
+           "unblindings" in text
+    event = audit_rows(busy_trial.db_url)[-1]
+    assert (event["action"], event["user"], event["details"]) == ("report", user,
+                                                                  {"arms_shown": False})
+
+
+def test_the_blinded_report_does_not_move_with_the_arms(run: Run,
+                                                        trial_with_list: TrialFiles) -> None:
+    """After each randomization, the blinded report differs only by the count and the date."""
+    seen = []
+    for n in range(1, 7):
+        run.ok("randomize", f"P-{n:03d}", "--site", "WAW", *answer_args(), "--date",
+               DAY0.isoformat(), user="ivan")
+        data = report(run, "mona")
+        seen.append(data)
+        assert set(data) - {"by_arm", "by_block", "imbalance", "imbalance_bound"} == \
+            BLINDED_KEYS
+        assert (data["by_arm"], data["by_block"], data["imbalance"]) == ({}, [], None)
+        assert data["randomized"] == n and data["by_date"] == {DAY0.isoformat(): n}
+    arms = participant_arms(trial_with_list)
+    assert len(set(arms.values())) == 2  # the reports above spanned both arms
+
+
+def test_an_admin_sees_the_balance_by_arm_and_block(run: Run, busy_trial: TrialFiles) -> None:
+    arms = participant_arms(busy_trial)
+    data = report(run, "alice")
+    counts = Counter(arms.values())
+    expected = {a: counts.get(a, 0) for a in DESIGN.arm_ids}
+    assert data["arms_shown"] is True
+    assert data["by_arm"] == {"all": expected, "total": expected}
+    assert data["imbalance"] == abs(expected["exosome"] - expected["saline"])
+    assert data["imbalance_bound"] == DESIGN.imbalance_bound() == 3
+    assert data["by_block"][0]["block"] == 1 and data["by_block"][0]["block_size"] in (4, 6)
+    assert sum(sum(b["assigned"].values()) for b in data["by_block"]) == 4
+    text = run.ok("report", user="alice").stdout
+    assert "Balance by arm (unblinded view):" in text
+    assert f"Imbalance now: {data['imbalance']:g} (the design allows at most 3)" in text
+    assert audit_rows(busy_trial.db_url)[-1]["details"] == {"arms_shown": True}
+
+
+def test_a_statistician_sees_the_balance_only_after_the_lock(run: Run,
+                                                             busy_trial: TrialFiles) -> None:
+    assert report(run, "stan")["arms_shown"] is False
+    run.ok("lock", "--reason", "end of trial", user="alice")
+    data = report(run, "stan")
+    assert data["arms_shown"] is True and data["locked"] is True
+    assert sum(data["by_arm"]["total"].values()) == 4
+    # the monitor stays blinded after the lock
+    assert report(run, "mona")["arms_shown"] is False
