@@ -143,20 +143,20 @@ class LocalBackend:
             return parse_design(load_trial(session).design_toml)
 
     def today(self) -> date:
-        """Today's UTC date by the backend's clock."""
-        return self._clock().date()
+        """Today's local date by the backend's clock."""
+        return self._clock().astimezone().date()
 
     def randomize(self, participant: str, site: str, levels: dict[str, str],
                   answers: dict[str, str], on: date | None = None) -> service.Randomization:
         """Randomize one participant (investigator)."""
         return self._run(Permission.RANDOMIZE, "randomize", lambda op: service.randomize(
-            op, participant, site, levels, answers, on or op.now.date()), participant)
+            op, participant, site, levels, answers, on or op.today), participant)
 
     def request_kit(self, participant: str, visit: int, on: date | None = None,
                     override_reason: str | None = None) -> service.KitIssue:
         """The kit of one dosing visit (investigator)."""
         return self._run(Permission.DISPENSE, "kit.request", lambda op: service.request_kit(
-            op, participant, visit, on or op.now.date(), override_reason), participant)
+            op, participant, visit, on or op.today, override_reason), participant)
 
     def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
         """Void a kit and issue a spare of the same content (investigator)."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,11 @@ class Operation:
     vault: Vault
     user: User
     now: datetime
+
+    @property
+    def today(self) -> date:
+        """Today's date where this runs (the site's local calendar, not UTC's)."""
+        return self.now.astimezone().date()
 
     @property
     def locked(self) -> bool:

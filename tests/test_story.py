@@ -322,8 +322,8 @@ def test_the_whole_story(story: Story) -> None:
     unblind_all = [e for e in _events(story) if e["action"] == "unblind.all"]
     assert len(unblind_all) == 1
     assert unblind_all[0]["user"] == "stan"
-    assert unblind_all[0]["details"] == {"participants": 20, "sha256": digest}
-
+    mac = open_trial_vault(story.files).mac(data).hex()
+    assert unblind_all[0]["details"] == {"participants": 20, "file_mac": mac}
 
 REFUSALS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     # name: (exit code, command recorded in the refusal event, message fragments)

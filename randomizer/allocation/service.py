@@ -187,7 +187,8 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
 
 
 def _check_not_future(op: Operation, on: date) -> None:
-    if on > op.now.date():
+    # Local "today" may run up to 14 hours ahead of UTC (UTC+14): never refuse it.
+    if on > max(op.today, (op.now + timedelta(hours=14)).date()):
         raise InvalidInput(f"date {on.isoformat()} is in the future")
 
 
@@ -298,7 +299,7 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     spare.slot_id = old.slot_id
     spare.visit = old.visit
     spare.replaces_kit_id = old.id
-    _dispense(op, spare, participant, old.visit_date or op.now.date())
+    _dispense(op, spare, participant, old.visit_date or op.today)
     op.audit("kit.replace", subject=old.code, reason=reason,
              details={"new_kit": spare.code, "participant": participant.code,
                       "visit": old.visit})
