@@ -103,7 +103,7 @@ def parse_role(text: str) -> Role:
 
 def check_user_name(name: str) -> str:
     """Validate a user name (letter first; letters, digits, . _ -; at most 64)."""
-    if not USER_NAME.match(name):
+    if not USER_NAME.fullmatch(name):  # match() would let "alice\n" through
         raise InvalidInput(f"user name {name!r} is not valid: start with a letter, then "
                            "letters, digits, '.', '_' or '-' (at most 64)")
     return name

@@ -105,6 +105,10 @@ def append(session: Session, key: bytes, *, now: datetime, user: str, role: str,
         raise AuditError("the audit trail has no head row: the database is damaged")
     detail_map = dict(details or {})
     seq = head.seq + 1
+    if session.get(AuditRow, seq) is not None:
+        # an event beyond the head: without this check the insert dies on the primary key
+        raise AuditError(f"audit trail broken after event {head.seq}: event {seq} already "
+                         "exists beyond the head (events were inserted or the head was edited)")
     at = utc_text(now)
     body = canonical(seq, at, user, role, action, subject, reason, detail_map)
     mac = event_mac(key, head.mac, body)
@@ -178,7 +182,7 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
         if checkpoint is not None and seq == checkpoint.seq:
             if mac != checkpoint.head_mac:
                 raise AuditError(f"audit trail differs from the signed checkpoint at event "
-                                 f"{seq}: the trail was rewritten")
+                                 f"{seq}: the trail was rewritten or cut")
             checkpoint_found = True
         prev_mac = mac
         expected_seq += 1

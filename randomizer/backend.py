@@ -86,9 +86,15 @@ class LocalBackend:
                          name or "")
 
     def rotate_key(self, new_key_file: Path) -> str:
-        """Re-wrap the data key under a new key file."""
-        return self._run(Permission.ROTATE_KEY, "key.rotate",
-                         lambda op: trial.rotate_key(op, self.key_file, new_key_file))
+        """Re-wrap the data key under a new key file (removed again if the commit fails)."""
+        existed = new_key_file.exists()
+        try:
+            return self._run(Permission.ROTATE_KEY, "key.rotate",
+                             lambda op: trial.rotate_key(op, self.key_file, new_key_file))
+        except BaseException:
+            if not existed:
+                new_key_file.unlink(missing_ok=True)
+            raise
 
     def generate_list(self) -> trial.ListSummary:
         """Generate the sealed list and kits."""

@@ -85,7 +85,7 @@ class Store:
             with self._sessions() as session, session.begin():
                 yield session
         except OperationalError as exc:
-            raise _store_error(exc) from None
+            raise _store_error(exc, self.url) from None
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise StoreError(f"lost the database connection: {_first_line(exc.orig)}") \
@@ -99,7 +99,7 @@ class Store:
                 found = inspect(conn)
                 return found.has_table("alembic_version") or found.has_table("trial")
         except OperationalError as exc:
-            raise _store_error(exc) from None
+            raise _store_error(exc, self.url) from None
 
     def create_schema(self, session: Session) -> None:
         """Create every table by running all migrations (inside ``session``'s transaction)."""
@@ -178,8 +178,8 @@ def _first_line(exc: BaseException | None) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
-def _store_error(exc: OperationalError) -> RandomizerError:
+def _store_error(exc: OperationalError, url: str) -> RandomizerError:
     message = _first_line(exc.orig)
     if "locked" in message or "busy" in message or "lock timeout" in message:
         return Busy(f"the database stayed busy for {BUSY_TIMEOUT_MS // 1000} s: try again")
-    return StoreError(f"database error: {message}")
+    return StoreError(f"database error in {url}: {message}")

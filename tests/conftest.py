@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, MetaData, create_engine, select, text
@@ -308,6 +309,17 @@ def trial_with_users(run: Run, _templates: _Templates) -> TrialFiles:
 def trial_with_list(run: Run, _templates: _Templates) -> TrialFiles:
     """The trial with its users and the generated allocation list."""
     return _prepared("list", run, _templates)
+
+
+def all_commands() -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command and group of the CLI with its path (the root is the empty path)."""
+    def walk(command: click.Command,
+             path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+        yield path, command
+        if isinstance(command, click.Group):
+            for name, sub in sorted(command.commands.items()):
+                yield from walk(sub, (*path, name))
+    yield from walk(cli.cli, ())
 
 
 # assertions ---------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from tests.conftest import (
     USERS,
     Run,
     TrialFiles,
+    all_commands,
     assert_error,
     assert_ok,
     audit_rows,
@@ -167,11 +170,7 @@ def test_password_hash_is_salted_and_stores_its_parameters(
 
 def test_default_scrypt_cost_is_the_documented_one() -> None:
     # the fast_scrypt fixture patches the module; the shipped default stays high
-    import importlib.util
-
-    spec = importlib.util.find_spec("randomizer.access")
-    assert spec is not None and spec.origin is not None
-    assert "SCRYPT_N = 2**15" in Path(spec.origin).read_text(encoding="utf-8")
+    assert "\nSCRYPT_N = 2**15\n" in inspect.getsource(access)
 
 
 @pytest.mark.parametrize("stored", ["", "scrypt", "bcrypt$1$2$3$AAAA$AAAA",
@@ -305,8 +304,6 @@ def test_role_matrix(command: str, role: str, request: pytest.FixtureRequest,
 
 
 def test_the_matrix_covers_every_setup_and_audit_command() -> None:
-    from tests.test_setup_cli import all_commands
-
     no_login = {"list preview", "audit keygen"}
     covered = {case.path for case in COMMANDS.values()}
     # the groups of trial setup and custody; later groups have their own matrices
@@ -395,8 +392,6 @@ def test_a_disabled_user_stays_locked_out_and_listed(trial_with_users: TrialFile
     assert_error(run("user", "passwd", "--password-stdin", user="ivan",
                      input=NEW_PASSWORD + "\n"), 1, "login refused for user 'ivan'")
     listing = run.ok("user", "list", "--json", user=ADMIN)
-    import json
-
     users = {u["name"]: u for u in json.loads(listing.stdout)}
     assert users["ivan"]["disabled"] is True and users["ivan"]["role"] == "investigator"
     assert set(users) == set(USERS)

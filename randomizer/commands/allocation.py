@@ -106,7 +106,10 @@ def randomize(settings: Settings, participant: str, site: str, strata: tuple[str
 
 @click.group()
 def kit() -> None:
-    """Request and replace kits (investigator)."""
+    """Request and replace kits (investigator).
+
+    Example: randomizer --user ivan kit request P-001 --visit 2
+    """
 
 
 @kit.command("request")
@@ -152,7 +155,10 @@ def kit_replace(settings: Settings, code: str, reason: str) -> None:
 
 @click.group()
 def pharmacy() -> None:
-    """Kit contents and preparation (pharmacist, unblinded)."""
+    """Kit contents and preparation (pharmacist, unblinded).
+
+    Example: randomizer --user petra pharmacy prepare ABCD-EFGC
+    """
 
 
 @pharmacy.command("prepare")
@@ -183,9 +189,16 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
 
     Example: randomizer pharmacy list --csv kits.csv
     """
-    kits = settings.backend().pharmacy_list()
-    if csv_path is not None:
-        fd = _create_private(csv_path)
+    # create the file first: a path that cannot be written must not leave an audited listing
+    fd = _create_private(csv_path) if csv_path is not None else None
+    try:
+        kits = settings.backend().pharmacy_list()
+    except BaseException:
+        if fd is not None and csv_path is not None:
+            os.close(fd)
+            csv_path.unlink(missing_ok=True)
+        raise
+    if fd is not None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])

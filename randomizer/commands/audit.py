@@ -12,10 +12,18 @@ from randomizer.audit import new_signing_key
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
 from randomizer.errors import InvalidInput
 
+SEQ_MAX = 2**31 - 1
+"""The largest sequence number: audit_events.seq is a 32-bit INTEGER on PostgreSQL. Larger
+--since/--limit values are clamped to it (they mean the same), not sent to the database,
+where they overflowed (an internal error on SQLite, a database error on PostgreSQL)."""
+
 
 @click.group("audit")
 def audit_group() -> None:
-    """Read, verify and anchor the audit trail."""
+    """Read, verify and anchor the audit trail.
+
+    Example: randomizer --user alice audit verify
+    """
 
 
 @audit_group.command("show")
@@ -29,7 +37,8 @@ def audit_show(settings: Settings, since: int, limit: int | None) -> None:
 
     Example: randomizer audit show --since 100 --json
     """
-    events = settings.backend().audit_events(since, limit)
+    events = settings.backend().audit_events(min(since, SEQ_MAX),
+                                             None if limit is None else min(limit, SEQ_MAX))
 
     def text() -> str:
         lines = []

@@ -40,6 +40,10 @@ class RandomizerGroup(click.Group):
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
         """Run the CLI, turning every failure into one ``Error:`` line and an exit code."""
+        if args is not None and any("\0" in str(arg) for arg in args):
+            # only in-process callers can pass NUL (no real argv holds one); PostgreSQL
+            # stores no NUL in text and the OS takes none in a file name: refuse it here
+            _fail("an argument holds a NUL character, which no command accepts", 2)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False,
                                   **extra)

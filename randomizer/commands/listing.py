@@ -40,7 +40,10 @@ def _design_text(design: TrialDesign) -> str:
 
 @click.group()
 def design() -> None:
-    """Show or check trial designs (no database needed)."""
+    """Show or check trial designs (no database needed).
+
+    Example: randomizer design show exosome-ms
+    """
 
 
 @design.command("show")
@@ -72,7 +75,10 @@ def design_check(settings: Settings, file: str) -> None:
 
 @click.group("list")
 def list_group() -> None:
-    """Preview, generate and verify the allocation list."""
+    """Preview, generate and verify the allocation list.
+
+    Example: randomizer --user alice list generate
+    """
 
 
 @list_group.command("preview")

@@ -11,7 +11,10 @@ from randomizer.commands.base import Settings, emit, json_option, pass_settings
 
 @click.group()
 def db() -> None:
-    """Schema status and upgrades."""
+    """Schema status and upgrades.
+
+    Example: randomizer db status
+    """
 
 
 @db.command("status")

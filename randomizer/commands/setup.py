@@ -41,7 +41,10 @@ def init(settings: Settings, design_ref: str, admin: str) -> None:
 
 @click.group()
 def user() -> None:
-    """Manage users and roles (admin)."""
+    """Manage users and roles (admin).
+
+    Example: randomizer --user alice user list
+    """
 
 
 def _new_password(password_stdin: bool, name: str) -> str:
@@ -118,7 +121,10 @@ def user_passwd(settings: Settings, name: str | None, password_stdin: bool) -> N
 
 @click.group()
 def key() -> None:
-    """Manage the trial key (admin)."""
+    """Manage the trial key (admin).
+
+    Example: randomizer --user alice key rotate --new-key-file /secure/trial-2026.key
+    """
 
 
 @key.command("rotate")

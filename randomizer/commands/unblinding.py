@@ -21,7 +21,10 @@ from randomizer.reports import Report
 
 @click.group()
 def unblind() -> None:
-    """Emergency unblinding of one participant; full unblinding after lock."""
+    """Emergency unblinding of one participant; full unblinding after lock.
+
+    Example: randomizer --user ivan unblind emergency P-007 --reason "anaphylaxis"
+    """
 
 
 @unblind.command("emergency")
