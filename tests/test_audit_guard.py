@@ -98,7 +98,7 @@ def test_the_triggers_are_installed_by_the_migration(trial_with_users: TrialFile
 def _grants_from_docs() -> str:
     blocks = re.findall(r"```sql\n(.*?)```", OPERATIONS.read_text(encoding="utf-8"), re.S)
     [grants] = [block for block in blocks if "CREATE ROLE randomizer_app" in block]
-    return grants
+    return str(grants)
 
 
 def _schema(url: str) -> str:
