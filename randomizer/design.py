@@ -24,6 +24,9 @@ from randomizer.errors import DesignError, InvalidInput
 CriterionKind = Literal["range", "must_be_yes", "must_be_no"]
 CRITERION_KINDS: tuple[CriterionKind, ...] = ("range", "must_be_yes", "must_be_no")
 
+MAX_LIST_LENGTH = 10_000_000
+"""The most slots (per-stratum length x strata) a design may plan."""
+
 _ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 _YES = {"yes", "y", "true", "1"}
@@ -241,6 +244,8 @@ def parse_design(text: str, source: str = "<design>") -> TrialDesign:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise DesignError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise DesignError(f"{source}: not valid TOML: nested too deeply") from None
     return _Validator(source).design(data)
 
 
@@ -336,6 +341,10 @@ class _Validator:
         spare = self.number(kits.get("spare_fraction", 0.1), "kits.spare_fraction")
         if not 0 <= spare <= 1:
             raise self.fail("kits.spare_fraction", f"must be between 0 and 1, got {spare}")
+        strata = math.prod(len(f.levels) for f in factors)
+        if length * strata > MAX_LIST_LENGTH:
+            raise self.fail("trial.stratum_length", f"{length} per stratum x {strata} strata "
+                            f"is more than {MAX_LIST_LENGTH} slots")
         return TrialDesign(id=trial_id, title=title, arms=arms, ratio=ratio,
                            block_sizes=block_sizes, planned_participants=planned,
                            stratum_length=length, factors=factors, criteria=criteria,

@@ -9,6 +9,7 @@ runs at READ COMMITTED with explicit row locks (``SELECT ... FOR UPDATE``).
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SAWarning,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from randomizer.errors import Busy, RandomizerError, StoreError
@@ -62,8 +69,11 @@ class Store:
         try:
             parsed = make_url(url)
             shown = parsed.render_as_string(hide_password=True)  # never echo a password
-            self.engine: Engine = create_engine(parsed)
-        except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
+            with warnings.catch_warnings():
+                # e.g. "?mode=ro" on SQLite, silently ignored: refuse it, not warn on stderr
+                warnings.simplefilter("error", SAWarning)
+                self.engine: Engine = create_engine(parsed)
+        except (ArgumentError, NoSuchModuleError, ValueError, ImportError, SAWarning) as exc:
             raise StoreError(f"cannot use database URL {shown!r}: {_first_line(exc)}") from None
         self.url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
@@ -180,6 +190,18 @@ def _first_line(exc: BaseException | None) -> str:
 
 def _store_error(exc: OperationalError, url: str) -> RandomizerError:
     message = _first_line(exc.orig)
-    if "locked" in message or "busy" in message or "lock timeout" in message:
+    if _is_busy(exc.orig):
         return Busy(f"the database stayed busy for {BUSY_TIMEOUT_MS // 1000} s: try again")
     return StoreError(f"database error in {url}: {message}")
+
+
+def _is_busy(error: BaseException | None) -> bool:
+    """Whether the engine gave up waiting for a lock, told by its error code.
+
+    Not by the message: a server's refusal quotes names the user chose, so
+    'role "locked_out" does not exist' must not pass for a busy database.
+    """
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:  # the primary code is the low byte (SQLITE_BUSY_SNAPSHOT is 517)
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return getattr(error, "sqlstate", None) == "55P03"  # lock_not_available (lock_timeout)

@@ -157,6 +157,8 @@ RULES = [
     ("spare fraction out of range", '[[visits]]\nname = "Day 0"',
      '[kits]\nspare_fraction = 1.5\n\n[[visits]]\nname = "Day 0"',
      "kits.spare_fraction: must be between 0 and 1, got 1.5"),
+    ("list too long", "planned_participants = 12", "planned_participants = 6000000",
+     "trial.stratum_length: 6000000 per stratum x 2 strata is more than 10000000 slots"),
     ("wrong type", "planned_participants = 12", 'planned_participants = "twelve"',
      "trial.planned_participants: must be an integer"),
 ]

@@ -23,22 +23,25 @@ positionals after ``--``, so a value that starts with a dash is still a value.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import Result
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from sqlalchemy import Engine, MetaData, create_engine, select
+from sqlalchemy.engine import make_url
 
 import cli
-from randomizer.design import design_text
+from randomizer.design import design_text, parse_design
 from tests.conftest import (
     ARM_LABELS,
     ARMS,
@@ -47,10 +50,17 @@ from tests.conftest import (
     USERS,
     Run,
     TrialFiles,
+    write_key_file,
 )
 
+# a failing example that holds a 10,000-character value must still be reported
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
+EXAMPLES = int(os.environ.get("RANDOMIZER_FUZZ_EXAMPLES", "100"))
+"""Examples per test: 100 keeps the file under a minute per engine; raise it for a long hunt."""
+
 fuzz_settings = settings(
-    max_examples=100, deadline=None,
+    max_examples=EXAMPLES, deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large, HealthCheck.large_base_example])
 
@@ -72,6 +82,8 @@ SQL = [
     "%", "_", "%%", "\\", "\\'", "'", "\"", ";", "--", "/*", "*/",
     "NULL", "null", "None", "$1", ":name", "?", "%s", "{0}", "%(x)s",
 ]
+NESTED = ["[" * 5000 + "]" * 5000, '{"a": ' * 5000 + "1" + "}" * 5000]
+"""Arrays and tables nested past Python's recursion limit (JSON and TOML files)."""
 TRICKY = [
     "", " ", "  ", "\t", "\n", "\r\n", " \t\n ", "\x00", "P-001\x00", "\x00P-001",
     "\u00a0", "\u200b", "\u2028", "\u2029", "\u0085", "\ufeff", "\u202e", "\x1b[31m",
@@ -80,6 +92,7 @@ TRICKY = [
     "9" * 400, "-" * 40, "--help", "-h", "--version", "-", "=", "==", "a=b=c",
     "../../../../etc/passwd", "/dev/null", "/", ".", "..", "~", "$HOME", "$(id)", "`id`",
     "CON", "<script>alert(1)</script>", "A" * 33, "A" * 65, "A" * 257, "A" * 2001,
+    *NESTED,
 ]
 HOSTILE = SQL + TRICKY
 
@@ -139,6 +152,8 @@ def _describe(args: Sequence[str], result: Result) -> str:
 def assert_clean(args: Sequence[str], result: Result, allowed: Sequence[int] = (0, 1, 2)) -> None:
     """Exit code in ``allowed``, no traceback, and a one-line ``Error:`` on failure."""
     why = _describe(args, result)
+    with contextlib.suppress(InvalidArgument):  # outside a hypothesis test: no statistics
+        event(f"exit {result.exit_code}")  # shown by pytest --hypothesis-show-statistics
     assert result.exit_code in allowed, why
     assert result.exception is None or isinstance(result.exception, SystemExit), why
     assert "Traceback" not in result.output, why
@@ -151,12 +166,15 @@ def assert_clean(args: Sequence[str], result: Result, allowed: Sequence[int] = (
     assert "internal error" not in lines[0], why  # an exception no handler expected
 
 
+TITLE = parse_design(design_text(TRIAL_ID)).title  # names both treatments, as it may
+
+
 def assert_no_arm(args: Sequence[str], result: Result) -> None:
     """Nothing a blinded role sees names an arm (unless the input itself did)."""
     words = (*ARMS, *ARM_LABELS)
     if any(w.lower() in a.lower() for a in args for w in words):
         return
-    shown = (result.stdout + result.stderr).replace(TRIAL_ID, "<trial>")
+    shown = (result.stdout + result.stderr).replace(TITLE, "<title>").replace(TRIAL_ID, "<id>")
     for word in words:
         assert word.lower() not in shown.lower(), _describe(args, result)
 
@@ -217,7 +235,7 @@ class Fuzz:
     kit: str
     snapshots: Snapshots
     last: Dump = field(default_factory=dict)
-    codes: dict[int, int] = field(default_factory=dict)
+    signing: Signing | None = None
 
     def check(self, *args: str, user: str | None = None, input: str = "",
               blinded: bool = False, password: str | None = None,
@@ -225,14 +243,13 @@ class Fuzz:
         """Run one command and assert every property of this module's docstring."""
         before = self.last
         result = self.run(*args, user=user, input=input, password=password, env=env)
+        # the next example compares with this state, even if an assertion below fails
+        after = self.last = self.snapshots.dump()
         assert_clean(args, result)
-        after = self.snapshots.dump()
         assert_refusal_changed_nothing(before, after, result.exit_code, self.snapshots.columns,
                                        _describe(args, result))
         if blinded:
             assert_no_arm(args, result)
-        self.last = after
-        self.codes[result.exit_code] = self.codes.get(result.exit_code, 0) + 1
         return result
 
 
@@ -251,6 +268,25 @@ def fuzz(run: Run, trial_with_list: TrialFiles) -> Iterator[Fuzz]:
         snapshots.dispose()
 
 
+@st.composite
+def one_hostile(draw: st.DrawFn, /,
+                **fields: tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]) -> dict[str, Any]:
+    """Each field as (valid, hostile) strategies: all valid but one (now and then two, or none).
+
+    Throwing hostile values at every field at once would stop nearly every run at
+    the first argument parsed; one at a time, the others carry it to the database.
+    """
+    names = sorted(fields)
+    fuzzed = {draw(st.sampled_from(names))}
+    extra = draw(st.integers(0, 5))
+    if extra == 0:
+        fuzzed.add(draw(st.sampled_from(names)))
+    elif extra == 1:
+        fuzzed = set()  # all valid now and then: successes and refusals change the state
+    return {name: draw(fields[name][1] if name in fuzzed else fields[name][0])
+            for name in names}
+
+
 # the blinded path --------------------------------------------------------------------------
 
 
@@ -258,10 +294,11 @@ def fuzz(run: Run, trial_with_list: TrialFiles) -> Iterator[Fuzz]:
 def answer_options(draw: st.DrawFn) -> list[str]:
     """The eligibility answers, one of them (or the set) made hostile."""
     answers = dict(ELIGIBLE)
-    how = draw(st.sampled_from(["value", "value", "name", "drop", "raw", "valid"]))
+    how = draw(st.sampled_from(["value", "value", "name", "drop", "raw"]))
     if how == "value":
         criterion = draw(st.sampled_from(sorted(ELIGIBLE)))
-        answers[criterion] = draw(hostile("45", "18", "65", "4.5", "yes", "no", "y", "TRUE"))
+        answers[criterion] = draw(hostile("45", "18", "65", "17.99", "4.5", "yes", "no", "y",
+                                          "TRUE", "N"))
     elif how == "name":
         answers[draw(hostile(*ELIGIBLE))] = draw(hostile("45", "yes", "no"))
     elif how == "drop":
@@ -272,41 +309,56 @@ def answer_options(draw: st.DrawFn) -> list[str]:
     return [f"--answer={pair}" for pair in pairs]
 
 
+ELIGIBLE_OPTIONS = [f"--answer={name}={value}" for name, value in ELIGIBLE.items()]
+INELIGIBLE = st.sampled_from(  # well-formed answers that fail one criterion
+    [("age", "17"), ("age", "65.5"), ("edss", "7"), ("progressive_ms", "no"),
+     ("other_neuro_autoimmune", "yes")]).map(
+    lambda fail: [f"--answer={k}={fail[1] if k == fail[0] else v}" for k, v in ELIGIBLE.items()])
+NEW_IDS = st.integers(2, 999).map(lambda n: f"P-{n:03d}")
+
+
 @fuzz_settings
-@given(participant=hostile("P-002", "P-001", "P-100", "X1"),
-       site=hostile("WAW"),
-       answers=answer_options(),
-       strata=st.lists(hostile("type=PPMS", "=", "type="), max_size=2),
-       on=st.none() | dates(TODAY.isoformat(), (TODAY - timedelta(days=3)).isoformat()),
-       as_json=st.booleans())
-def test_randomize(fuzz: Fuzz, participant: str, site: str, answers: list[str],
-                   strata: list[str], on: str | None, as_json: bool) -> None:
-    args = ["randomize", f"--site={site}", *answers, *(f"--stratum={s}" for s in strata)]
-    if on is not None:
-        args.append(f"--date={on}")
+@given(fields=one_hostile(
+    participant=(NEW_IDS | st.just("P-001"), hostile("P-002", "P-001", "p-003", "X1")),
+    site=(st.just("WAW"), hostile("WAW", "waw")),
+    answers=(st.just(ELIGIBLE_OPTIONS) | INELIGIBLE, answer_options()),
+    strata=(st.just([]), st.lists(hostile("type=PPMS", "=", "type="), min_size=1, max_size=2)),
+    on=(st.sampled_from([None, TODAY.isoformat(), "2020-01-31"]),
+        dates(TODAY.isoformat(), "2026-01-15"))),
+    as_json=st.booleans())
+def test_randomize(fuzz: Fuzz, fields: dict[str, Any], as_json: bool) -> None:
+    args = ["randomize", f"--site={fields['site']}", *fields["answers"],
+            *(f"--stratum={s}" for s in fields["strata"])]
+    if fields["on"] is not None:
+        args.append(f"--date={fields['on']}")
     if as_json:
         args.append("--json")
-    fuzz.check(*args, "--", participant, user="ivan", blinded=True)
+    fuzz.check(*args, "--", fields["participant"], user="ivan", blinded=True)
 
 
 @st.composite
 def kit_commands(draw: st.DrawFn, kit: str) -> tuple[list[str], str]:
     """kit request | kit replace | pharmacy prepare with hostile arguments; (argv, user)."""
-    codes = hostile(kit, kit.lower(), kit.replace("-", ""), f" {kit} ", "ABCD-EFGC")
-    which = draw(st.sampled_from(["request", "replace", "prepare"]))
+    codes = (st.sampled_from([kit, kit.lower(), kit.replace("-", ""), f" {kit} "]),
+             hostile(kit, kit.lower(), "ABCD-EFGC", "0000-0000"))
+    reasons = (st.just("bag damaged"), hostile("bag damaged"))
+    which = draw(st.sampled_from(["request", "request", "replace", "prepare"]))
     if which == "request":
-        args = ["kit", "request", f"--visit={draw(numbers(1, 2, 4, 5))}"]
-        if draw(st.booleans()):
-            args.append(f"--date={draw(dates(TODAY.isoformat()))}")
-        if draw(st.booleans()):
-            args.append("--override-window")
-        if draw(st.booleans()):
-            args.append(f"--reason={draw(hostile('dose delayed by illness'))}")
-        return [*args, "--", draw(hostile("P-001", "P-002"))], "ivan"
+        f = draw(one_hostile(
+            participant=(st.just("P-001"), hostile("P-001", "P-002")),
+            visit=(st.sampled_from(["1", "2"]), numbers(1, 2, 4, 5)),
+            on=(st.sampled_from([None, TODAY.isoformat()]), dates(TODAY.isoformat())),
+            reason=(st.sampled_from([None, "illness"]), hostile("dose delayed by illness"))))
+        args = ["kit", "request", f"--visit={f['visit']}"]
+        if f["on"] is not None:
+            args.append(f"--date={f['on']}")
+        if f["reason"] is not None:
+            args += ["--override-window", f"--reason={f['reason']}"]
+        return [*args, "--", f["participant"]], "ivan"
     if which == "replace":
-        return ["kit", "replace", f"--reason={draw(hostile('bag damaged'))}", "--",
-                draw(codes)], "ivan"
-    return ["pharmacy", "prepare", "--", draw(codes)], "petra"
+        f = draw(one_hostile(code=codes, reason=reasons))
+        return ["kit", "replace", f"--reason={f['reason']}", "--", f["code"]], "ivan"
+    return ["pharmacy", "prepare", "--", draw(codes[1])], "petra"
 
 
 @fuzz_settings
@@ -317,9 +369,11 @@ def test_kits(fuzz: Fuzz, data: st.DataObject) -> None:
 
 
 @fuzz_settings
-@given(participant=hostile("P-001", "P-002"), reason=hostile("SAE: anaphylaxis"),
-       as_role=st.sampled_from(["ivan", "mona"]))
-def test_emergency_unblinding(fuzz: Fuzz, participant: str, reason: str, as_role: str) -> None:
+@given(fields=one_hostile(participant=(st.just("P-001"), hostile("P-001", "P-002")),
+                          reason=(st.just("SAE: anaphylaxis"), hostile("SAE: anaphylaxis"))),
+       as_role=st.sampled_from(["ivan", "ivan", "mona"]))
+def test_emergency_unblinding(fuzz: Fuzz, fields: dict[str, str], as_role: str) -> None:
+    participant, reason = fields["participant"], fields["reason"]
     result = fuzz.check("unblind", "emergency", f"--reason={reason}", "--", participant,
                         user=as_role)
     if result.exit_code != 0:
@@ -394,25 +448,52 @@ def test_audit_show(fuzz: Fuzz, since: str | None, limit: str | None, as_role: s
     fuzz.check(*args, user=as_role, blinded=as_role != "alice")
 
 
+@dataclass(frozen=True)
+class Signing:
+    """A real checkpoint note and the key pair that signed it, to mutate."""
+
+    note: str
+    public: str
+    private: str
+
+
+def signing_material(fuzz: Fuzz) -> Signing:
+    """Made once per trial through the CLI: audit keygen, then audit checkpoint."""
+    if fuzz.signing is None:
+        pem = fuzz.files.directory / "qa-signing.pem"
+        fuzz.check("audit", "keygen", f"--out={pem}")
+        note = fuzz.check("audit", "checkpoint", f"--signing-key={pem}", user="alice").stdout
+        fuzz.signing = Signing(note=note, private=pem.read_text(),
+                               public=Path(f"{pem}.pub").read_text())
+    return fuzz.signing
+
+
+def _pem_like(pem: str) -> st.SearchStrategy[str]:
+    lines = pem.splitlines(keepends=True)
+    return st.one_of(hostile(pem), st.builds(  # one line of the base64 body changed
+        lambda i, piece: "".join(lines[:i] + [piece] + lines[i + 1:]),
+        st.integers(0, len(lines) - 1), hostile(*lines)))
+
+
 @fuzz_settings
-@given(note=hostile("randomizer audit checkpoint\n"), key=hostile("-----BEGIN PUBLIC KEY-----"),
-       signing=hostile("-----BEGIN PRIVATE KEY-----\n"), raw=st.binary(max_size=200),
-       which=st.sampled_from(["verify", "checkpoint", "checkpoint-binary"]))
-def test_audit_files(fuzz: Fuzz, note: str, key: str, signing: str, raw: bytes,
-                     which: str) -> None:
+@given(data=st.data(), which=st.sampled_from(["verify", "checkpoint"]),
+       raw=st.none() | st.binary(max_size=200))
+def test_audit_files(fuzz: Fuzz, data: st.DataObject, which: str, raw: bytes | None) -> None:
+    real = signing_material(fuzz)
     folder = fuzz.files.directory
-    note_file, key_file, signing_file = folder / "c.note", folder / "k.pub", folder / "s.pem"
-    note_file.write_text(note, encoding="utf-8")
-    key_file.write_text(key, encoding="utf-8")
-    if which == "checkpoint-binary":
-        signing_file.write_bytes(raw)
-    else:
-        signing_file.write_text(signing, encoding="utf-8")
+    note_file, public_file, private_file = folder / "c.note", folder / "k.pub", folder / "s.pem"
     if which == "verify":
-        fuzz.check("audit", "verify", f"--checkpoint={note_file}", f"--public-key={key_file}",
-                   user="alice")
+        f = data.draw(one_hostile(note=(st.just(real.note), hostile(real.note)),
+                                  public=(st.just(real.public), _pem_like(real.public))))
+        note_file.write_bytes(raw if raw is not None else f["note"].encode("utf-8"))
+        public_file.write_text(f["public"], encoding="utf-8")
+        fuzz.check("audit", "verify", f"--checkpoint={note_file}",
+                   f"--public-key={public_file}", user=data.draw(st.sampled_from(["alice",
+                                                                                  "mona"])))
     else:
-        fuzz.check("audit", "checkpoint", f"--signing-key={signing_file}", user="alice")
+        private = data.draw(_pem_like(real.private))
+        private_file.write_bytes(raw if raw is not None else private.encode("utf-8"))
+        fuzz.check("audit", "checkpoint", f"--signing-key={private_file}", user="alice")
 
 
 # files and URLs ----------------------------------------------------------------------------
@@ -425,17 +506,17 @@ def test_audit_files(fuzz: Fuzz, note: str, key: str, signing: str, raw: bytes,
        content=hostile('age = 45\nprogressive_ms = "yes"\n', '{"age": 45}'),
        suffix=st.sampled_from([".toml", ".json", ""]))
 def test_paths(fuzz: Fuzz, name: str, which: str, content: str, suffix: str) -> None:
-    """Path options, each below a directory of its own; nothing may appear outside it."""
+    """Path options below a folder of their own: a refusal leaves the folder empty."""
     folder = fuzz.files.directory / "fuzzed-paths"
-    folder.mkdir(exist_ok=True)
+    _empty(folder)
     name = name.replace("/", "_")  # stay inside folder: no "../../etc/passwd" here
     path = f"{folder}/{name}{suffix}"
-    before = _listing(folder)
     if which == "key-file":
         result = fuzz.check(f"--key-file={path}", "report", user="alice")
     elif which == "new-key-file":
-        # the new key file goes to a directory that does not exist: rotation must fail
-        result = fuzz.check("key", "rotate", f"--new-key-file={folder}/missing/{name}",
+        # into a directory that does not exist, so rotation must fail ("k" first: pathlib
+        # reads "missing/" and "missing/." as the file "missing")
+        result = fuzz.check("key", "rotate", f"--new-key-file={folder}/missing/k{name}",
                             user="alice")
         assert result.exit_code != 0
     elif which == "unblind-out":
@@ -445,16 +526,18 @@ def test_paths(fuzz: Fuzz, name: str, which: str, content: str, suffix: str) -> 
     elif which == "keygen-out":
         result = fuzz.check("audit", "keygen", f"--out={path}")
     else:
-        answers = folder / f"answers{suffix}"
+        answers = fuzz.files.directory / f"answers{suffix}"
         answers.write_text(content, encoding="utf-8")
         result = fuzz.check("randomize", "--site=WAW", f"--answers={answers}", "--", "P-003",
                             user="ivan", blinded=True)
-        answers.unlink()
     if result.exit_code != 0:
-        assert _listing(folder) == before, "a refused command left a file behind"
-    for leftover in folder.iterdir():  # keep the folder empty for the next example
-        if leftover.is_file():
-            leftover.unlink()
+        assert _listing(folder) == [], "a refused command left a file behind"
+
+
+def _empty(folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def _listing(folder: Path) -> list[str]:
@@ -463,25 +546,51 @@ def _listing(folder: Path) -> list[str]:
 
 @fuzz_settings
 @given(url=st.one_of(
-    hostile("sqlite://", "sqlite:///", "postgresql+psycopg://", "mysql://x", "sqlite:////"),
+    # no "postgresql://" + random text: a random host name would wait on DNS
+    hostile("sqlite://", "sqlite:///", "mysql://x", "sqlite:////", "sqlite:///:memory:"),
     st.builds(lambda prefix, tail: prefix + tail,
-              st.sampled_from(["sqlite:///{tmp}/missing/", "sqlite:///{tmp}/",
+              st.sampled_from(["sqlite:///{tmp}/missing/", "sqlite:///{tmp}/", "sqlite:///",
                                "postgresql+psycopg://x:y@127.0.0.1:1/",
-                               "postgresql+psycopg://127.0.0.1:1/?", "sqlite:///file:"]),
-              hostile("trial.db", "db"))))
+                               "postgresql+psycopg://127.0.0.1:1/db?", "sqlite:///file:"]),
+              hostile("trial.db", "db", "x?mode=ro"))))
 def test_database_urls(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                        url: str) -> None:
-    """A hostile --db: a clean refusal, and no database left behind."""
-    monkeypatch.chdir(tmp_path)  # a relative SQLite path must not land in the repository
-    url = url.replace("{tmp}", str(tmp_path))
-    args = ("--db", url, "--user", "alice", "audit", "verify")
-    environment = {name: None for name in os.environ if name.startswith("RANDOMIZER_")}
+    """A hostile --db, with a valid key file so that the database is reached: a clean
+    refusal (no trial is there), and no file left behind but, on SQLite, the one the URL
+    names: SQLite creates a missing file on connecting, and the refusal leaves it there."""
+    work = tmp_path / "work"
+    _empty(work)
+    monkeypatch.chdir(work)  # a relative SQLite path must not land in the repository
+    key_file = tmp_path / "fuzz.key"
+    if not key_file.exists():
+        write_key_file(key_file, b"k" * 32)
+    url = url.replace("{tmp}", str(work))
+    args = ("--db", url, "--key-file", str(key_file), "--user", "alice", "audit", "verify")
+    environment: dict[str, str | None] = {
+        name: None for name in os.environ if name.startswith("RANDOMIZER_")}
     environment["RANDOMIZER_PASSWORD"] = PASSWORDS["alice"]
     result = run.runner.invoke(cli.cli, args, input="", env=environment,
                                prog_name="randomizer")
     assert_clean(args, result, allowed=(1, 2))
-    assert not [p for p in tmp_path.rglob("*") if p.name != "trial.db"], \
-        "a refused --db left a file behind"
+    named = _sqlite_file(url)
+    left = [p for p in work.rglob("*")
+            if named is None or p.resolve() not in {named, *_siblings(named)}]
+    assert not left, f"a refused --db left {left}\n{_describe(args, result)}"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    try:
+        parsed = make_url(url)
+    except Exception:  # any parse failure: then nothing may be created at all
+        return None
+    if not parsed.drivername.startswith("sqlite") or not parsed.database \
+            or "\0" in parsed.database:
+        return None
+    return Path(parsed.database).resolve()
+
+
+def _siblings(path: Path) -> set[Path]:
+    return {Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal")}
 
 
 # designs and list previews (no database) -------------------------------------------------
@@ -524,9 +633,9 @@ def design_files(draw: st.DrawFn) -> str | bytes:
             key = lines[i].split(" = ")[0]
             lines[i] = f"{key} = {draw(TOML_VALUES)}\n"
         return "".join(lines)
-    if how == "splice":
+    if how == "splice":  # (deep nesting has a test of its own below)
         return _splice(VALID_DESIGN, draw(st.integers(0, len(VALID_DESIGN))),
-                       draw(st.integers(0, 20)), draw(PIECES))
+                       draw(st.integers(0, 20)), draw(PIECES.filter(lambda p: p not in NESTED)))
     if how == "truncate":
         return VALID_DESIGN[:draw(st.integers(0, len(VALID_DESIGN)))]
     if how == "bytes":  # not necessarily UTF-8
@@ -555,6 +664,16 @@ def test_design_check(run: Run, tmp_path: Path, text: str | bytes, as_json: bool
     assert shown.exit_code == result.exit_code  # check and show agree on validity
 
 
+@pytest.mark.parametrize("value", ["[" * 5000 + "]" * 5000, "{a=" * 3000 + "1" + "}" * 3000],
+                         ids=["arrays", "tables"])
+def test_a_deeply_nested_design_is_malformed_input(run: Run, tmp_path: Path, value: str) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text(VALID_DESIGN.replace("block_sizes = [4, 6]", f"block_sizes = {value}"),
+                    encoding="utf-8")
+    args = ["design", "check", "--", str(path)]
+    assert_clean(args, run(*args, input=""), allowed=(2,))
+
+
 @fuzz_settings
 @given(name=hostile("exosome-ms", "exosome-ms.toml"),
        command=st.sampled_from(["show", "check"]))
@@ -577,28 +696,35 @@ def _as_int(text: str) -> int:
 
 
 @fuzz_settings
-@given(seed=hostile(SEED, SEED.upper(), "00" * 32),
-       participants=st.none() | numbers(1, 20, 200, 10_000_000),
-       design=hostile("exosome-ms"), as_json=st.booleans())
-def test_list_preview(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: str,
-                      participants: str | None, design: str, as_json: bool) -> None:
+@given(fields=one_hostile(
+    seed=(st.sampled_from([SEED, SEED.upper(), "f" * 64]), hostile(SEED, SEED.upper())),
+    participants=(st.sampled_from([None, "1", "20", "37"]), numbers(1, 20, 200, 10_000_000)),
+    design=(st.just("exosome-ms"), hostile("exosome-ms", "exosome-ms.toml"))),
+    as_json=st.booleans())
+def test_list_preview(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      fields: dict[str, Any], as_json: bool) -> None:
     monkeypatch.chdir(tmp_path)
+    participants = fields["participants"]
     if participants is not None and 1000 < _as_int(participants) <= 10_000_000:
         participants = "1000"  # a valid but long list costs seconds, not coverage
-    args = ["list", "preview", f"--design={design}", f"--seed={seed}"]
+    args = ["list", "preview", f"--design={fields['design']}", f"--seed={fields['seed']}"]
     if participants is not None:
         args.append(f"--participants={participants}")
     if as_json:
         args.append("--json")
     result = run(*args, input="")
     assert_clean(args, result, allowed=(0, 2))
-    assert not list(tmp_path.glob("*.db")), "list preview touched a database"
+    assert list(tmp_path.iterdir()) == [], "list preview wrote a file"
 
 
 @fuzz_settings
-@given(design=hostile("exosome-ms"), admin=hostile("alice", "zed"),
-       password=hostile("a-long-enough-pw-1").filter(lambda p: "\x00" not in p))
-def test_init_over_an_existing_trial(fuzz: Fuzz, design: str, admin: str, password: str) -> None:
+@given(fields=one_hostile(
+    design=(st.just("exosome-ms"), hostile("exosome-ms")),
+    admin=(st.sampled_from(["alice", "zed"]), hostile("alice", "zed")),
+    password=(st.just("a-long-enough-pw-1"),
+              hostile("a-long-enough-pw-1").filter(lambda p: "\x00" not in p))))
+def test_init_over_an_existing_trial(fuzz: Fuzz, fields: dict[str, str]) -> None:
     key = fuzz.files.key_file.read_bytes()
-    fuzz.check("init", f"--design={design}", f"--admin={admin}", password=password)
+    fuzz.check("init", f"--design={fields['design']}", f"--admin={fields['admin']}",
+               password=fields["password"])
     assert fuzz.files.key_file.read_bytes() == key, "init replaced the trial's key file"

@@ -174,6 +174,9 @@ def generate_schedule(design: TrialDesign, seed: bytes,
     if not 1 <= length <= MAX_STRATUM_LENGTH:
         raise InvalidInput(f"participants per stratum must be between 1 and "
                            f"{MAX_STRATUM_LENGTH}, got {length}")
+    if length * len(design.strata()) > MAX_STRATUM_LENGTH:
+        raise InvalidInput(f"{length} participants per stratum x {len(design.strata())} strata "
+                           f"is more than {MAX_STRATUM_LENGTH} slots")
     plan = _plan(design.arm_ids, design.ratio, design.block_sizes)
     strata = tuple(plan.stratum(seed, key, length) for key in design.strata())
     return Schedule(arm_ids=design.arm_ids, strata=strata)

@@ -46,7 +46,7 @@ def _answers_file(path: Path) -> dict[str, str]:
                            f"{getattr(exc, 'strerror', None) or exc}") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError; nesting
         raise InvalidInput(f"answers file {path} is not valid "
                            f"{'JSON' if path.suffix == '.json' else 'TOML'}: "
                            f"{str(exc).splitlines()[0]}") from None
