@@ -41,8 +41,11 @@ class LocalBackend:
     @property
     def store(self) -> Store:
         """The database, opened on first use."""
+        return self._open_store(create=False)
+
+    def _open_store(self, create: bool) -> Store:
         if self._store is None:
-            self._store = Store(self.db_url)
+            self._store = Store(self.db_url, create=create)
         return self._store
 
     def close(self) -> None:
@@ -62,7 +65,7 @@ class LocalBackend:
         """Create the trial database, key file and first admin."""
         text = design_text(design_ref)
         design = parse_design(text, source=design_ref)
-        return trial.init_trial(self.store, self.key_file, design, text,
+        return trial.init_trial(self._open_store(create=True), self.key_file, design, text,
                                 admin, password, self._clock())
 
     def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
@@ -230,7 +233,7 @@ class LocalBackend:
 
     def restore(self, backup_file: Path) -> maintenance.BackupResult:
         """Bring a backup back as this backend's (new) database, verified, audited (admin)."""
-        target = maintenance.sqlite_path(self.store)
+        target = maintenance.sqlite_path(self._open_store(create=True))
         if not backup_file.is_file():
             raise InvalidInput(f"backup file {backup_file} not found")
         digest = hashlib.sha256(backup_file.read_bytes()).hexdigest()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -64,7 +65,8 @@ def _on_postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
 class Store:
     """An open database: engine, session factory and one-transaction helper."""
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    def __init__(self, url: str = DEFAULT_URL, create: bool = False) -> None:
+        """Open ``url``; a SQLite file must already exist unless ``create`` (init, restore)."""
         shown = url
         try:
             parsed = make_url(url)
@@ -77,6 +79,12 @@ class Store:
             raise StoreError(f"cannot use database URL {shown!r}: {_first_line(exc)}") from None
         self.url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        database = parsed.database or ""
+        if self.is_sqlite and not create and database not in ("", ":memory:") \
+                and not Path(database).exists():
+            # SQLite would create an empty file for a mistyped --db: refuse instead
+            raise StoreError(f"no randomizer trial at {self.url}: the file does not exist; "
+                             "check --db, or run 'randomizer init' to start a trial")
         if self.is_sqlite:
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)

@@ -123,6 +123,11 @@ def test_db_status_of_a_current_database(initialized_trial: TrialFiles, run: Run
 
 def test_db_status_of_an_empty_database(db_url: str, run: Run) -> None:
     write_key_file(run.files.key_file, os.urandom(32))
+    if run.files.db_path is not None:
+        # a missing SQLite file is refused rather than created empty (a mistyped --db)
+        assert_error(run("db", "status"), 1, "the file does not exist")
+        assert not run.files.db_path.exists()
+        run.files.db_path.touch()
     result = run.ok("db", "status")
     assert result.stdout == (f"schema (none); this release expects {HEAD}: empty, "
                              "run 'randomizer init'\n")
