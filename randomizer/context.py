@@ -11,6 +11,7 @@ changes nothing but the trail. Malformed input (exit 2) records nothing.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -104,6 +105,12 @@ def _refusal(role: str, permission: Permission, locked: bool) -> str:
     return f"role {role} may not {permission.value}"
 
 
+@functools.lru_cache(maxsize=4)
+def _design(text: str) -> TrialDesign:
+    # The stored design never changes; parse and validate it once per process.
+    return parse_design(text)
+
+
 def load_trial(session: Session) -> Trial:
     """The trial row of this database."""
     trial = session.scalars(select(Trial)).one_or_none()
@@ -150,7 +157,7 @@ def operation(store: Store, key_file: Path, credentials: Credentials, permission
                     f"login refused for user {credentials.user!r}: unknown user, wrong "
                     "password or disabled account"), "auth.failed", why)
                 raise refusal[0]
-            op = Operation(session=session, trial=trial, design=parse_design(trial.design_toml),
+            op = Operation(session=session, trial=trial, design=_design(trial.design_toml),
                            vault=vault, user=user, now=now)
             try:
                 op.require(permission)
