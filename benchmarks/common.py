@@ -1,0 +1,287 @@
+"""Shared helpers of the benchmarks: a throwaway database, a trial in it, timing and tables.
+
+Every benchmark takes ``--db``: ``sqlite`` (the default) puts a SQLite file in a fresh
+temporary directory under ``--workdir``; a ``postgresql+psycopg://user@host:port/db`` URL
+names a PostgreSQL *server*, on which a fresh database ``bench_<name>_<hex>`` is created
+and dropped afterwards (``WITH (FORCE)``). Nothing here is timed; the benchmarks time
+what they mean to measure themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import sqlalchemy
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from randomizer import access  # noqa: E402
+from randomizer.access import Role  # noqa: E402
+from randomizer.backend import LocalBackend  # noqa: E402
+from randomizer.context import Credentials  # noqa: E402
+
+T = TypeVar("T")
+
+ADMIN = "admin"
+PASSWORDS = {
+    "admin": "bench-admin-password",
+    "statistician": "bench-statistician-password",
+}
+BENCH_SCRYPT_N = 2**10
+"""scrypt cost of the benchmark users' hashes: cheap, so that 'excluding password
+hashing' numbers are not dominated by it (parameters are stored beside each hash)."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--db`` and ``--workdir``, shared by every benchmark."""
+    parser.add_argument("--db", default="sqlite", metavar="URL",
+                        help="'sqlite' (default: a file in a temporary directory) or a "
+                             "PostgreSQL server URL such as postgresql+psycopg://postgres@"
+                             "127.0.0.1:54329/postgres (a fresh database is created on it "
+                             "and dropped afterwards)")
+    parser.add_argument("--workdir", default=None, metavar="DIR",
+                        help="where temporary files (SQLite database, key file) go "
+                             "(default: the system temporary directory)")
+
+
+@dataclass(frozen=True)
+class BenchPlace:
+    """Where one benchmark's trial lives."""
+
+    db_url: str
+    key_file: Path
+    directory: Path
+    engine: str
+    """``sqlite`` or ``postgresql``."""
+
+    def backend(self, user: str, password: str) -> LocalBackend:
+        """A backend acting as ``user``."""
+        return LocalBackend(self.db_url, self.key_file, lambda: Credentials(user, password))
+
+
+@contextmanager
+def bench_place(db: str, name: str, workdir: str | None = None) -> Iterator[BenchPlace]:
+    """A fresh, empty database and a directory for the key file; removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix=f"bench_{name}_", dir=workdir))
+    try:
+        if db == "sqlite" or make_url(db).get_backend_name() == "sqlite":
+            yield BenchPlace(f"sqlite:///{directory / 'trial.db'}", directory / "trial.key",
+                             directory, "sqlite")
+            return
+        server = make_url(db)
+        database = f"bench_{name}_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+            try:
+                url = server.set(database=database).render_as_string(hide_password=False)
+                yield BenchPlace(url, directory / "trial.key", directory, "postgresql")
+            finally:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        finally:
+            admin.dispose()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def scrypt_cost(n: int) -> Iterator[None]:
+    """Hash new passwords at scrypt cost ``n`` in this process (as the tests' fixture does)."""
+    saved = access.SCRYPT_N
+    access.SCRYPT_N = n
+    try:
+        yield
+    finally:
+        access.SCRYPT_N = saved
+
+
+def create_trial(place: BenchPlace, design_toml: str,
+                 users: Iterable[tuple[str, Role, str]] = (),
+                 scrypt_n: int = BENCH_SCRYPT_N) -> LocalBackend:
+    """``randomizer init`` with ``design_toml`` plus ``users``; returns the admin's backend.
+
+    Every hash, the admin's included, is made at scrypt cost ``scrypt_n``.
+    """
+    design_file = place.directory / "design.toml"
+    design_file.write_text(design_toml, encoding="utf-8")
+    admin = place.backend(ADMIN, PASSWORDS[ADMIN])
+    with scrypt_cost(scrypt_n):
+        admin.init(str(design_file), ADMIN, PASSWORDS[ADMIN])
+        for name, role, password in users:
+            admin.add_user(name, role, password)
+    return admin
+
+
+def design_toml(trial_id: str, stratum_length: int, factors: dict[str, list[str]],
+                visits: int = 1, block_sizes: Sequence[int] = (2, 4, 6),
+                criteria: bool = True) -> str:
+    """A 1:1 two-arm design; ``spare_fraction`` 0, ``visits`` dosing visits 28 days apart."""
+    planned = stratum_length * int(np.prod([len(v) for v in factors.values()] or [1]))
+    parts = [f"""
+[trial]
+id = "{trial_id}"
+title = "Benchmark trial {trial_id}"
+planned_participants = {planned}
+stratum_length = {stratum_length}
+
+[allocation]
+ratio = {{ active = 1, placebo = 1 }}
+block_sizes = [{", ".join(str(size) for size in block_sizes)}]
+
+[[arms]]
+id = "active"
+label = "Active"
+preparation = "Prepare active."
+
+[[arms]]
+id = "placebo"
+label = "Placebo"
+preparation = "Prepare placebo."
+"""]
+    for name, levels in factors.items():
+        quoted = ", ".join(f'"{level}"' for level in levels)
+        parts.append(f'\n[[factors]]\nname = "{name}"\nlevels = [{quoted}]\n')
+    if criteria:
+        parts.append("""
+[[criteria]]
+id = "age"
+kind = "range"
+question = "Age"
+min = 18
+max = 65
+
+[[criteria]]
+id = "consent"
+kind = "must_be_yes"
+question = "Written consent?"
+""")
+    for number in range(visits):
+        window = 0 if number == 0 else 3
+        parts.append(f'\n[[visits]]\nname = "Visit {number + 1}"\nday = {28 * number}\n'
+                     f"window = {window}\n")
+    parts.append("\n[kits]\nspare_fraction = 0.0\n")
+    return "".join(parts)
+
+
+# timing and reporting -------------------------------------------------------------------
+
+
+def timed(run: Callable[[], T]) -> tuple[T, float]:
+    """``run()`` and its wall time in seconds."""
+    start = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - start
+
+
+def best_of(run: Callable[[], object], repeat: int) -> float:
+    """The shortest wall time of ``repeat`` runs, in seconds."""
+    return min(timed(run)[1] for _ in range(max(1, repeat)))
+
+
+def percentile_ms(latencies: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile of latencies (seconds) in milliseconds."""
+    return float(np.percentile(np.asarray(latencies), q)) * 1000.0
+
+
+def max_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain aligned text table (numbers right-aligned)."""
+    cells = [[str(h) for h in headers]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        lines.append("  ".join(c.rjust(w) if right else c.ljust(w)
+                               for c, w, right in zip(row, widths, numeric, strict=True))
+                     .rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def machine(place: BenchPlace | None = None) -> str:
+    """One line about the machine, Python and the database engine."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    text = (f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB RAM, Python "
+            f"{platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}")
+    if place is not None:
+        text += f"; {engine_version(place.db_url)}"
+    return text
+
+
+def engine_version(db_url: str) -> str:
+    """The database engine and its version (and, for PostgreSQL, its durability settings)."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                version = conn.exec_driver_sql("select sqlite_version()").scalar()
+                return f"SQLite {version} (WAL, synchronous=FULL)"
+            version = conn.exec_driver_sql("show server_version").scalar()
+            fsync = conn.exec_driver_sql("show fsync").scalar()
+            commit = conn.exec_driver_sql("show synchronous_commit").scalar()
+            return f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={commit})"
+    finally:
+        engine.dispose()
+
+
+def copy_rows(conn: Connection, table_name: str, columns: Sequence[str],
+              rows: Iterable[Sequence[Any]]) -> None:
+    """Bulk-insert plain rows (str/int/bytes/None) in ``conn``'s transaction.
+
+    PostgreSQL: ``COPY ... FROM STDIN``; SQLite: the driver's ``executemany``. Values are
+    passed as they are, with no SQLAlchemy type processing: give each in its stored form.
+    """
+    driver: Any = conn.connection.driver_connection  # psycopg or sqlite3 connection
+    names = ", ".join(f'"{c}"' for c in columns)
+    if conn.dialect.name == "postgresql":
+        with driver.cursor() as cursor:
+            with cursor.copy(f"COPY {table_name} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    cursor = driver.cursor()
+    try:
+        cursor.executemany(f"INSERT INTO {table_name} ({names}) VALUES ({marks})", rows)
+    finally:
+        cursor.close()
