@@ -19,7 +19,11 @@ one ``verify_password`` at that cost and at the production cost
 ``--scrypt-n 32768`` to see throughput including production hashing.
 
 ``--profile`` also randomizes ``--profile-calls`` participants in this process under
-cProfile and prints where one call's time goes.
+cProfile and prints where one call's time goes. ``--floor`` times, in this process and
+one call after another, ``LocalBackend.randomize`` against the same statements written
+by hand on the raw DB-API connection (:class:`HandWritten`): wall time, the client's
+CPU and, for a PostgreSQL server on this machine, the server backend's CPU per call.
+The difference is what the library adds around the SQL.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ import cProfile
 import json
 import os
 import pstats
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +55,14 @@ from common import (
     table,
     timed,
 )
+from sqlalchemy.engine import make_url
 
-from randomizer import access
+from randomizer import access, audit
 from randomizer.access import Role, hash_password, verify_password
 from randomizer.backend import LocalBackend
 from randomizer.context import Credentials
 from randomizer.errors import RandomizerError
+from randomizer.vault import Vault, read_key_file, unwrap_data_key
 
 LEVELS = ("PPMS", "SPMS")
 ANSWERS = {"age": "40", "consent": "yes"}
@@ -228,6 +236,177 @@ def profile(place: BenchPlace, first: int, calls: int) -> None:
     stats.sort_stats("tottime").print_stats(15)
 
 
+def _server_cpu(pid: int | None) -> float:
+    """CPU seconds a local PostgreSQL backend has used (0 when it cannot be read)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backend_pid(connection: Any) -> int | None:
+    """The PostgreSQL backend's process id, if this is PostgreSQL on this machine."""
+    if not isinstance(connection, sqlite3.Connection):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = int(cursor.fetchone()[0])
+        connection.commit()
+        return pid if Path(f"/proc/{pid}/stat").exists() else None
+    return None
+
+
+class HandWritten:
+    """The statements one randomization runs, written by hand on the raw DB-API connection.
+
+    A measuring stick, not a second implementation: the same reads, row locks,
+    writes and two chained audit events as ``LocalBackend.randomize`` (schema
+    revision, trial and user read, password check, key file and vault, participant
+    check, stratum row lock, slot, participant insert, counter update, kit, audit head
+    lock, "beyond the head" check, two events, head update, commit), with none of the
+    ORM, SQL compilation or per-operation set-up around them.
+    """
+
+    def __init__(self, place: BenchPlace, user: str, password: str) -> None:
+        self.place = place
+        self.user = user
+        self.password = password
+        url = make_url(place.db_url)
+        self.postgres = place.engine == "postgresql"
+        if self.postgres:
+            import psycopg
+
+            self.connection: Any = psycopg.connect(host=url.host, port=url.port,
+                                                   user=url.username, password=url.password,
+                                                   dbname=url.database)
+        else:
+            self.connection = sqlite3.connect(str(url.database), isolation_level=None)
+            self.connection.execute("PRAGMA synchronous = FULL")
+            self.connection.execute(f"PRAGMA busy_timeout = {30_000}")
+        self.cursor = self.connection.cursor()
+        self.server_pid = _backend_pid(self.connection)
+
+    def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        self.cursor.execute(sql.replace("?", "%s") if self.postgres else sql, args)
+        return list(self.cursor.fetchall()) if self.cursor.description else []
+
+    def _begin(self, write: bool) -> None:
+        if not self.postgres:
+            self._q("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _end(self, commit: bool) -> None:
+        if self.postgres:
+            (self.connection.commit if commit else self.connection.rollback)()
+        else:
+            self._q("COMMIT" if commit else "ROLLBACK")
+
+    def randomize(self, participant: int) -> None:
+        """One randomization of participant number ``participant``."""
+        code, key = f"P-{participant:07d}", f"type={LEVELS[participant % 2]}"
+        lock = " FOR UPDATE" if self.postgres else ""
+        self._begin(write=False)
+        self._q("SELECT version_num FROM alembic_version")
+        self._q("SELECT id FROM trial")
+        stored = self._q("SELECT password_hash, disabled FROM users WHERE name = ?",
+                         (self.user,))[0]
+        self._end(commit=False)
+        assert verify_password(self.password, stored[0]) and not stored[1]
+        self._begin(write=True)
+        trial_id, wrapped = self._q("SELECT id, wrapped_data_key FROM trial")[0]
+        vault = Vault(unwrap_data_key(read_key_file(self.place.key_file), bytes(wrapped)),
+                      trial_id)
+        self._q("SELECT id, role FROM users WHERE name = ?", (self.user,))
+        assert not self._q("SELECT id FROM participants WHERE code = ?", (code,))
+        stratum, position, sequence = self._q(
+            "SELECT id, position, next_sequence FROM strata WHERE key = ?" + lock, (key,))[0]
+        slot = self._q("SELECT id FROM slots WHERE stratum_id = ? AND sequence = ?",
+                       (stratum, sequence))[0][0]
+        now = datetime.now(UTC)
+        stamp: Any = now.replace(tzinfo=None)
+        day: Any = now.date()
+        if not self.postgres:
+            stamp, day = stamp.isoformat(" "), day.isoformat()
+        number = f"R-{position}-{sequence:03d}"
+        row = (code, SITE, stratum, slot, number, day, stamp, self.user, json.dumps(ANSWERS))
+        insert = ("INSERT INTO participants (code, site, stratum_id, slot_id, "
+                  "randomization_number, randomized_on, randomized_at, randomized_by, answers) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        if self.postgres:
+            participant_id = self._q(insert + " RETURNING id", row)[0][0]
+        else:
+            self._q(insert, row)
+            participant_id = self.cursor.lastrowid
+        self._q("UPDATE strata SET next_sequence = ? WHERE id = ?", (sequence + 1, stratum))
+        kit_id, kit = self._q("SELECT id, code FROM kits WHERE slot_id = ? AND visit = 1",
+                              (slot,))[0]
+        self._q("UPDATE kits SET status = 'dispensed', participant_id = ?, dispensed_at = ?, "
+                "visit_date = ? WHERE id = ?", (participant_id, stamp, day, kit_id))
+        head_seq, head_mac = self._q("SELECT seq, mac FROM audit_head WHERE id = 1" + lock)[0]
+        assert not self._q("SELECT seq FROM audit_events WHERE seq = ?", (head_seq + 1,))
+        at = audit.utc_text(now)
+        events = []
+        previous = head_mac
+        for seq, action, subject, details in (
+                (head_seq + 1, "auth.login", "randomize", {}),
+                (head_seq + 2, "randomize", code, {"randomization_number": number,
+                                                    "kit": kit, "visit": 1})):
+            body = audit.canonical(seq, at, self.user, "investigator", action, subject, "",
+                                   details)
+            mac = audit.event_mac(vault.audit_key(), previous, body)
+            events.append((seq, at, self.user, "investigator", action, subject, "",
+                           json.dumps(details, sort_keys=True, ensure_ascii=False),
+                           previous, mac))
+            previous = mac
+        insert = ('INSERT INTO audit_events (seq, at, "user", role, action, subject, reason, '
+                  "details, prev_mac, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self.cursor.executemany(insert.replace("?", "%s") if self.postgres else insert, events)
+        self._q("UPDATE audit_head SET seq = ?, mac = ? WHERE id = 1", (head_seq + 2, previous))
+        self._end(commit=True)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
+
+
+def floor(place: BenchPlace, first: int, calls: int) -> None:
+    """Per-call wall and CPU time: LocalBackend.randomize against the hand-written SQL."""
+    user, password = investigator(0)
+    rows = []
+    backend = place.backend(user, password)
+    today = backend.today()
+    randomize_one(backend, first, today)  # warm: connection, caches
+    with backend.store.engine.connect() as conn:
+        pid = _backend_pid(conn.connection.driver_connection) if place.engine != "sqlite" \
+            else None
+    rows.append(("LocalBackend.randomize", *_per_call(
+        lambda p: randomize_one(backend, p, today), range(first + 1, first + 1 + calls), pid)))
+    backend.close()
+    by_hand = HandWritten(place, user, password)
+    start = first + 1 + calls
+    by_hand.randomize(start)
+    rows.append(("the same SQL by hand (raw driver)", *_per_call(
+        by_hand.randomize, range(start + 1, start + 1 + calls), by_hand.server_pid)))
+    by_hand.close()
+    print(f"\nfloor: {calls} randomizations in this process, one after another")
+    print(table(rows, ("how", "wall ms/call", "client CPU ms/call", "server CPU ms/call")))
+    print("(server CPU: the PostgreSQL backend's, read from /proc when the server is local; "
+          "SQLite runs inside the client)")
+
+
+def _per_call(run: Callable[[int], None], participants: range,
+              server_pid: int | None) -> tuple[float, float, float]:
+    cpu, server = time.process_time(), _server_cpu(server_pid)
+    start = time.perf_counter()
+    for participant in participants:
+        run(participant)
+    wall = time.perf_counter() - start
+    n = len(participants)
+    return (1000 * wall / n, 1000 * (time.process_time() - cpu) / n,
+            1000 * (_server_cpu(server_pid) - server) / n)
+
+
 def main() -> None:
     """Parse arguments, build the trial, run every client count, print the table."""
     if len(sys.argv) == 3 and sys.argv[1] == "--client":
@@ -248,11 +427,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also profile randomize in this process")
     parser.add_argument("--profile-calls", type=int, default=300)
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the same SQL written by hand, in this process")
+    parser.add_argument("--floor-calls", type=int, default=300)
     args = parser.parse_args()
     clients: list[int] = args.clients
     calls: int = args.calls
     warmup: int = args.warmup
-    needed = sum(calls + c * warmup for c in clients) + (args.profile_calls + 1) * args.profile
+    needed = sum(calls + c * warmup for c in clients) + (args.profile_calls + 1) * args.profile \
+        + (2 * args.floor_calls + 2) * args.floor
     per_stratum = needed // len(LEVELS) + 10
 
     with bench_place(args.db, "randomize", args.workdir) as place:
@@ -297,6 +480,9 @@ def main() -> None:
               "load when the run ended; above the core count, other work competed.)")
         if args.profile:
             profile(place, first, args.profile_calls)
+            first += args.profile_calls + 1
+        if args.floor:
+            floor(place, first, args.floor_calls)
 
 
 if __name__ == "__main__":
