@@ -12,7 +12,7 @@ events alternate ``auth.login`` and ``randomize`` with the details a randomizati
 records, as a busy trial's trail does.
 
 Timed: :func:`randomizer.audit.verify` on the whole trail (best of ``--repeat``), and once
-the whole ``audit verify`` operation through :class:`~randomizer.backend.LocalBackend`
+the whole ``audit verify`` operation through :class:`~randomizer.backends.local.LocalBackend`
 (login, verify, its own audit event, commit). ``--breakdown`` adds where the time goes,
 each pass timed on its own: reading the rows only; reading plus rebuilding each event's
 canonical bytes as ``verify`` does (``json.loads`` of the details, ``canonical``); and the

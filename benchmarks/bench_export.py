@@ -9,7 +9,7 @@ with bulk SQL that writes what ``randomize`` writes: a ``participants`` row per 
 list order, with its randomization number), the slot's visit-1 kit marked dispensed to
 it, and the stratum's ``next_sequence`` moved past the end. (The audit events of those
 randomizations are left out: the export does not read the trail.) The admin locks the
-database; then the statistician's :meth:`~randomizer.backend.LocalBackend.unblind_all`
+database; then the statistician's :meth:`~randomizer.backends.local.LocalBackend.unblind_all`
 is timed, best of ``--repeat``, whole (login, reading, opening every sealed slot, CSV,
 audit event, commit). ``--profile`` adds cProfile's top functions of one export.
 """

@@ -5,7 +5,7 @@
 
 A design with 2 factors x 2 levels (``--participants`` / 4 per stratum), 1:1, block
 sizes 2/4/6, 1 dosing visit and no spare kits is created with ``randomizer init``; then
-:meth:`~randomizer.backend.LocalBackend.generate_list` runs once, timed whole (login,
+:meth:`~randomizer.backends.local.LocalBackend.generate_list` runs once, timed whole (login,
 schedule, sealing every slot and kit, kit codes, inserts, audit event, commit).
 
 While it runs, the library functions it calls are wrapped with timers (this process
@@ -44,7 +44,7 @@ from common import (
 )
 from sqlalchemy.orm import Session
 
-from randomizer import trial
+from randomizer import sealed, trial
 from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.kits import new_codes
 from randomizer.vault import Vault
@@ -75,7 +75,7 @@ def phase_timers() -> Iterator[dict[str, float]]:
 
     patches: list[tuple[Any, str, Any]] = [
         (trial, "generate_schedule", generate_schedule),
-        (trial, "seal_allocation", trial.seal_allocation),
+        (trial, "seal_allocation", sealed.seal_allocation),
         (trial, "new_codes", new_codes),
         (trial, "generate_list", trial.generate_list),
         (Vault, "seal", Vault.seal),

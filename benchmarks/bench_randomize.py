@@ -5,7 +5,7 @@
 
 One trial (2 strata, 1 dosing visit, two eligibility criteria) is created with
 ``randomizer init`` and ``list generate``. For each client count, that many real
-processes start, each with one :class:`~randomizer.backend.LocalBackend` reused for every
+processes start, each with one :class:`~randomizer.backends.local.LocalBackend` reused for every
 call, as one investigator each. Every client randomizes a few participants to warm up
 (connection pool, imports), reports ready and waits; then all start together and
 randomize ``--calls`` participants between them (stratum alternating). Printed per run:
@@ -59,7 +59,7 @@ from sqlalchemy.engine import make_url
 
 from randomizer import access, audit
 from randomizer.access import Role, hash_password, verify_password
-from randomizer.backend import LocalBackend
+from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
 from randomizer.errors import RandomizerError
 from randomizer.vault import Vault, read_key_file, unwrap_data_key

@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 from randomizer import access  # noqa: E402
 from randomizer.access import Role  # noqa: E402
-from randomizer.backend import LocalBackend  # noqa: E402
+from randomizer.backends.local import LocalBackend  # noqa: E402
 from randomizer.context import Credentials  # noqa: E402
 
 T = TypeVar("T")
@@ -122,11 +122,9 @@ def create_trial(place: BenchPlace, design_toml: str,
 
     Every hash, the admin's included, is made at scrypt cost ``scrypt_n``.
     """
-    design_file = place.directory / "design.toml"
-    design_file.write_text(design_toml, encoding="utf-8")
     admin = place.backend(ADMIN, PASSWORDS[ADMIN])
     with scrypt_cost(scrypt_n):
-        admin.init(str(design_file), ADMIN, PASSWORDS[ADMIN])
+        admin.init(design_toml, "design.toml", ADMIN, PASSWORDS[ADMIN])
         for name, role, password in users:
             admin.add_user(name, role, password)
     return admin

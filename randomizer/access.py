@@ -148,5 +148,19 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
+_DUMMY_HASHES: dict[int, str] = {}
+
+
+def dummy_hash() -> str:
+    """A hash of no one's password at today's cost, checked for unknown or disabled users.
+
+    Checking it costs the same as checking a real user's password, so the
+    time a refused login takes does not say whether the account exists.
+    """
+    if SCRYPT_N not in _DUMMY_HASHES:
+        _DUMMY_HASHES[SCRYPT_N] = hash_password(base64.b64encode(os.urandom(24)).decode())
+    return _DUMMY_HASHES[SCRYPT_N]
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")

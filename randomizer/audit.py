@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,6 +25,9 @@ from sqlalchemy.orm import Session
 from randomizer.errors import AuditError, InvalidInput
 from randomizer.models import AuditEvent as AuditRow
 from randomizer.models import AuditHead
+
+if TYPE_CHECKING:  # the operation context imports this module
+    from randomizer.context import Operation
 
 GENESIS_MAC = "0" * 64
 NOTE_HEADER = "randomizer audit checkpoint v1"
@@ -198,6 +201,32 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
                        checkpoint_seq=checkpoint.seq if checkpoint else None)
 
 
+def verify_trail(op: Operation, checkpoint: Checkpoint | None = None) -> ChainReport:
+    """Verify the chain in ``op``'s transaction and, given a checkpoint, that its head is there.
+
+    The checkpoint's signature is checked by whoever read the note (with
+    :func:`read_checkpoint`), so no public key has to reach the backend.
+    """
+    if checkpoint is not None and checkpoint.trial != op.trial.id:
+        raise InvalidInput(f"the checkpoint is for trial {checkpoint.trial!r}, "
+                           f"not {op.trial.id!r}")
+    report = verify(op.session, op.vault.audit_key(), checkpoint)
+    op.audit("audit.verify", details={"events": report.events,
+                                      "checkpoint": report.checkpoint_seq})
+    return report
+
+
+def take_checkpoint(op: Operation) -> Checkpoint:
+    """Verify the chain, record the checkpoint and return it unsigned.
+
+    The caller signs it with :func:`sign_checkpoint` where the signing key
+    lives, away from the database host.
+    """
+    verify(op.session, op.vault.audit_key())
+    event = op.audit("audit.checkpoint")
+    return Checkpoint(op.trial.id, event.seq, event.mac, event.at)
+
+
 def head(session: Session) -> tuple[int, str]:
     """The current head: (sequence number, MAC)."""
     row = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one()
@@ -220,8 +249,8 @@ def _statement(checkpoint: Checkpoint) -> str:
             f"head: {checkpoint.head_mac}\ntime: {checkpoint.at}\n")
 
 
-def sign_checkpoint(checkpoint: Checkpoint, private_pem: bytes) -> str:
-    """The note to file outside the database: the statement plus its Ed25519 signature."""
+def load_signing_key(private_pem: bytes) -> Ed25519PrivateKey:
+    """The Ed25519 private key in ``private_pem``; anything else is bad input."""
     try:
         key = serialization.load_pem_private_key(private_pem, password=None)
     except (ValueError, TypeError):
@@ -229,6 +258,12 @@ def sign_checkpoint(checkpoint: Checkpoint, private_pem: bytes) -> str:
             from None
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidInput("the signing key is not an Ed25519 private key")
+    return key
+
+
+def sign_checkpoint(checkpoint: Checkpoint, private_pem: bytes) -> str:
+    """The note to file outside the database: the statement plus its Ed25519 signature."""
+    key = load_signing_key(private_pem)
     statement = _statement(checkpoint)
     signature = base64.b64encode(key.sign(statement.encode("utf-8"))).decode("ascii")
     return f"{statement}signature: {signature}\n"

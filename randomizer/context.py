@@ -1,12 +1,15 @@
-"""One user action as one transaction: open, authenticate, authorise, audit, commit.
+"""One user action as one transaction: authenticate, authorise, audit, commit.
 
+:func:`authenticate` checks a password outside any write transaction and gives
+a :class:`Principal`; the server gets its principal from a token instead.
 :func:`operation` is the only place a transaction for a user action begins.
-It reads the key file, opens the trial's data key, authenticates the user and
-checks the role before anything else is read. A refusal that matters (a wrong
-password, a role without the permission, a state refusal such as a locked
-trial, a screen failure) is recorded in the audit trail in a transaction of
-its own after the action's transaction has rolled back, so a refused action
-changes nothing but the trail. Malformed input (exit 2) records nothing.
+It opens the trial's data key, re-reads the user and checks the role before
+anything else is read. A refusal that matters (a wrong password, a role
+without the permission, a state refusal such as a locked trial, a screen
+failure: every error whose class is ``audited``) is recorded in the audit
+trail in a transaction of its own after the action's transaction has rolled
+back, so a refused action changes nothing but the trail. Malformed input
+records nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer import audit
-from randomizer.access import Permission, allowed, verify_password
+from randomizer.access import Permission, allowed, dummy_hash, verify_password
 from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
     AuthenticationFailed,
@@ -65,6 +68,39 @@ class Credentials:
     password: str
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who acts, as a login established it, and the channel they came through.
+
+    ``session`` is the id of the API token or web session (never the token
+    itself) and ``client`` the client's address; both are empty for the local
+    CLI. ``fresh_login`` is set when the password was checked for this very
+    action, so the action's transaction records the login.
+    """
+
+    user: str
+    channel: str = "cli"
+    session: str = ""
+    client: str = ""
+    fresh_login: bool = False
+
+    def via(self) -> dict[str, str] | None:
+        """The channel as recorded in audit details; None for the local CLI."""
+        if self.channel == "cli" and not self.session and not self.client:
+            return None
+        return {"channel": self.channel, "session": self.session, "client": self.client}
+
+
+KeySource = Callable[[], bytes]
+"""Where an operation gets the trial key: the key file read per command (the
+local CLI), or the key the server read once at start and holds in memory."""
+
+
+def key_file_source(path: Path) -> KeySource:
+    """A key source that reads ``path`` each time it is asked."""
+    return functools.partial(read_key_file, path)
+
+
 @dataclass
 class Operation:
     """The open transaction of one user action and everything it needs."""
@@ -75,6 +111,7 @@ class Operation:
     vault: Vault
     user: User
     now: datetime
+    principal: Principal = field(default_factory=lambda: Principal(""))
 
     @property
     def today(self) -> date:
@@ -91,12 +128,21 @@ class Operation:
         """Append an event in this transaction (before anything is revealed)."""
         return audit.append(self.session, self.vault.audit_key(), now=self.now,
                             user=self.user.name, role=self.user.role, action=action,
-                            subject=subject, reason=reason, details=details)
+                            subject=subject, reason=reason,
+                            details=_with_via(details, self.principal))
 
     def require(self, permission: Permission) -> None:
         """Refuse unless the user's role holds ``permission`` now."""
         if not allowed(self.user.role, permission, self.locked):
             raise NotAuthorized(_refusal(self.user.role, permission, self.locked))
+
+
+def _with_via(details: Mapping[str, Any] | None,
+              principal: Principal) -> Mapping[str, Any] | None:
+    via = principal.via()
+    if via is None:
+        return details
+    return {**(details or {}), "via": via}
 
 
 def _refusal(role: str, permission: Permission, locked: bool) -> str:
@@ -119,75 +165,122 @@ def load_trial(session: Session) -> Trial:
     return trial
 
 
-def open_vault(trial: Trial, key_file: Path) -> Vault:
-    """The trial's vault, opened with the trial key from ``key_file``."""
-    trial_key = read_key_file(key_file)
+def vault_for(trial: Trial, trial_key: bytes) -> Vault:
+    """The trial's vault, opened with the trial key."""
     return Vault(unwrap_data_key(trial_key, trial.wrapped_data_key), trial.id)
 
 
-@contextmanager
-def operation(store: Store, key_file: Path, credentials: Credentials, permission: Permission,
-              action: str, now: datetime, subject: str = "",
-              schema_check: bool = True) -> Iterator[Operation]:
-    """Run one user action: authenticate, authorise, then yield the open transaction.
+def open_vault(trial: Trial, key_file: Path) -> Vault:
+    """The trial's vault, opened with the trial key read from ``key_file``."""
+    return vault_for(trial, read_key_file(key_file))
 
-    ``action`` and ``subject`` name what is attempted in refusal events.
-    ``schema_check=False`` is for ``db upgrade`` alone, which runs on an older schema.
-    """
+
+LOGIN_REFUSED = "login refused for user {user!r}: unknown user, wrong password or disabled account"
+
+
+def _login_refused(user: str) -> AuthenticationFailed:
+    return AuthenticationFailed(LOGIN_REFUSED.format(user=user))
+
+
+def _check_user_text(name: str) -> None:
     try:
-        credentials.user.encode("utf-8")
+        name.encode("utf-8")
     except UnicodeEncodeError:
         # undecodable bytes in --user arrive as lone surrogates, which no database stores
         raise InvalidInput("the user name is not valid text: use UTF-8 characters") from None
-    read_key_file(key_file)  # a key-file problem is reported before the database is touched
+
+
+def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, now: datetime,
+                 *, action: str, subject: str = "", channel: str = "cli", client: str = "",
+                 schema_check: bool = True) -> Principal:
+    """Check a user's password, before and outside any write transaction.
+
+    The password hash costs about 0.1 s by design; computing it while holding
+    the database's write lock would queue every other user behind it. An
+    unknown or disabled user costs the same hash (a dummy one), so the time
+    taken does not tell whether the account exists. A refusal is recorded as
+    ``auth.failed`` and raised as :class:`AuthenticationFailed`.
+    """
+    _check_user_text(credentials.user)
+    trial_key()  # a key-file problem is reported before the database is touched
+    with store.transaction(read_only=True) as session:
+        if schema_check:
+            store.check_schema(session)
+        load_trial(session)
+        found = session.execute(select(User.name, User.password_hash, User.disabled)
+                                .where(User.name == credentials.user)).one_or_none()
+    stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
+    matches = verify_password(credentials.password, stored)
+    if found is None or found.disabled or not matches:
+        why = "unknown user" if found is None else \
+            "disabled user" if found.disabled else "wrong password"
+        refusal = _login_refused(credentials.user)
+        _record_refusal(store, trial_key, Principal(credentials.user, channel, "", client),
+                        action, subject, now, refusal, "auth.failed", why)
+        raise refusal
+    return Principal(user=found.name, channel=channel, client=client, fresh_login=True)
+
+
+@contextmanager
+def operation(store: Store, trial_key: KeySource, principal: Principal, permission: Permission,
+              action: str, now: datetime, subject: str = "",
+              schema_check: bool = True) -> Iterator[Operation]:
+    """Run one user action as ``principal``: authorise, then yield the open transaction.
+
+    The principal comes from :func:`authenticate` (or a server token); the user
+    row is read again inside the transaction, so an account disabled since the
+    login is refused. ``action`` and ``subject`` name what is attempted in
+    refusal events. ``schema_check=False`` is for ``db upgrade`` alone, which
+    runs on an older schema.
+    """
+    _check_user_text(principal.user)
+    trial_key()
     refusal: tuple[RandomizerError, str, str] | None = None
     try:
         with store.transaction() as session:
             if schema_check:
                 store.check_schema(session)
             trial = load_trial(session)
-            vault = open_vault(trial, key_file)
-            user = session.scalars(select(User).where(User.name == credentials.user)) \
+            vault = vault_for(trial, trial_key())
+            user = session.scalars(select(User).where(User.name == principal.user)) \
                 .one_or_none()
-            if user is None or user.disabled or \
-                    not verify_password(credentials.password, user.password_hash):
-                why = "unknown user" if user is None else \
-                    "disabled user" if user.disabled else "wrong password"
-                refusal = (AuthenticationFailed(
-                    f"login refused for user {credentials.user!r}: unknown user, wrong "
-                    "password or disabled account"), "auth.failed", why)
+            if user is None or user.disabled:
+                why = "unknown user" if user is None else "disabled user"
+                refusal = (_login_refused(principal.user), "auth.failed", why)
                 raise refusal[0]
             op = Operation(session=session, trial=trial, design=_design(trial.design_toml),
-                           vault=vault, user=user, now=now)
+                           vault=vault, user=user, now=now, principal=principal)
             try:
                 op.require(permission)
             except NotAuthorized as exc:
                 refusal = (exc, "refused", "role")
                 raise
-            op.audit("auth.login", subject=action)
+            if principal.fresh_login:
+                op.audit("auth.login", subject=action)
             try:
                 yield op
                 fault_point(f"{action}:before-commit")
             except RandomizerError as exc:
-                if exc.exit_code == 1:
+                if exc.audited:
                     kind = "screen_failure" if isinstance(exc, Ineligible) else "refused"
                     refusal = (exc, kind, type(exc).__name__)
                 raise
     except RandomizerError as exc:
         if refusal is not None and refusal[0] is exc:
-            _record_refusal(store, key_file, credentials, action, subject, now, *refusal)
+            _record_refusal(store, trial_key, principal, action, subject, now, *refusal)
         raise
 
 
-def _record_refusal(store: Store, key_file: Path, credentials: Credentials, action: str,
+def _record_refusal(store: Store, trial_key: KeySource, principal: Principal, action: str,
                     subject: str, now: datetime, exc: RandomizerError, kind: str,
                     why: str) -> None:
     with store.transaction() as session:
         trial = load_trial(session)
-        vault = open_vault(trial, key_file)
-        user = session.scalars(select(User).where(User.name == credentials.user)).one_or_none()
-        name = credentials.user if user is None else user.name
+        vault = vault_for(trial, trial_key())
+        user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
+        name = principal.user if user is None else user.name
         role = "" if user is None else user.role
+        details = {"command": action, "refusal": why, "message": str(exc)}
         audit.append(session, vault.audit_key(), now=now, user=name[:64], role=role,
                      action=kind, subject=subject[:256],
-                     details={"command": action, "refusal": why, "message": str(exc)})
+                     details=_with_via(details, principal))

@@ -1,8 +1,9 @@
 """The one exception hierarchy of randomizer.
 
-Every failure the library reports is a :class:`RandomizerError`. The CLI turns
-them into one ``Error:`` line: exit 2 for bad usage or malformed input
-(:class:`InvalidInput` and its subclasses), exit 1 for every refusal.
+Every failure the library reports is a :class:`RandomizerError`. Each skin maps
+the class to its own signal at its boundary (the CLI to an exit code, the server
+to an HTTP status); the library itself knows neither. What the library does
+decide is whether a refusal belongs in the audit trail: :attr:`RandomizerError.audited`.
 Messages name the thing and what to do next, and never name an arm.
 """
 
@@ -12,13 +13,17 @@ from __future__ import annotations
 class RandomizerError(Exception):
     """Base of every error the library raises on purpose."""
 
-    exit_code: int = 1
+    audited: bool = True
+    """Whether a user action refused with this error is recorded in the audit trail.
+
+    Refusals that matter (a role, a state, an integrity failure, a screen failure)
+    are; malformed input is not, since nothing was attempted."""
 
 
 class InvalidInput(RandomizerError):
     """Malformed input: a bad seed, id, date, code or option value."""
 
-    exit_code = 2
+    audited = False
 
 
 class DesignError(InvalidInput):

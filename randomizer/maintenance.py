@@ -11,16 +11,20 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from alembic import command
 from sqlalchemy.engine import make_url
 
 from randomizer import audit
-from randomizer.context import Operation
+from randomizer.access import Permission
+from randomizer.context import KeySource, Operation, Principal, load_trial, operation, vault_for
 from randomizer.errors import InvalidInput, StateError
 from randomizer.store import SchemaStatus, Store, _alembic_config, unversioned_message
+from randomizer.trial import verify_list
 
 
 @dataclass(frozen=True)
@@ -110,3 +114,51 @@ def settle(path: Path) -> str:
 def verify_copy(op: Operation) -> int:
     """Verify the audit chain of the database ``op`` runs on; the number of events."""
     return audit.verify(op.session, op.vault.audit_key()).events
+
+
+def backup(store: Store, trial_key: KeySource, principal: Principal, now: datetime,
+           out: Path) -> BackupResult:
+    """A consistent online copy of a SQLite trial database, verified with the key (admin)."""
+    source = sqlite_path(store)
+    with operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
+                   subject=str(out)) as op:
+        record_backup(op, store, out)
+    copy_sqlite(source, out)
+    copy = Store(f"sqlite:///{out}")
+    try:
+        with copy.transaction(read_only=True) as session:
+            copy.check_schema(session)
+            vault = vault_for(load_trial(session), trial_key())
+            events = audit.verify(session, vault.audit_key()).events
+    except BaseException:
+        copy.dispose()
+        out.unlink(missing_ok=True)
+        raise
+    copy.dispose()
+    return BackupResult(file=str(out), sha256=settle(out), audit_events=events)
+
+
+def restore(store: Store, trial_key: KeySource, login: Callable[[], Principal], now: datetime,
+            backup_file: Path) -> BackupResult:
+    """Bring a backup back as ``store``'s (new) SQLite file, verified and audited (admin).
+
+    ``login`` is called once the copy is in place, since the user is checked
+    against the restored database. The copy must pass audit and list
+    verification with the trial key; otherwise nothing is left behind.
+    """
+    target = sqlite_path(store)
+    if not backup_file.is_file():
+        raise InvalidInput(f"backup file {backup_file} not found")
+    digest = hashlib.sha256(backup_file.read_bytes()).hexdigest()
+    copy_sqlite(backup_file, target)
+    try:
+        with operation(store, trial_key, login(), Permission.MAINTAIN, "restore", now) as op:
+            events = verify_copy(op)
+            verify_list(op)
+            op.audit("restore", subject=str(backup_file), details={"sha256": digest})
+    except BaseException:
+        store.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+        raise
+    return BackupResult(file=str(target), sha256=digest, audit_events=events)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from randomizer.access import Permission, allowed
 from randomizer.context import Operation
 from randomizer.models import AuditEvent, Kit, Participant, Slot, Stratum
-from randomizer.trial import open_allocation
+from randomizer.sealed import open_allocation
 
 
 @dataclass(frozen=True)

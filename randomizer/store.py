@@ -51,8 +51,17 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     cursor.close()
 
 
+READ_ONLY = "randomizer_read_only"
+"""Execution option marking a read transaction (no write lock taken on SQLite)."""
+
+
 def _on_sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # A read (login check, schema status) must not queue behind writers for the
+    # write lock, nor hold it while a password hash is computed.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _on_postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -92,16 +101,23 @@ class Store:
         elif self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", _on_postgresql_connect)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
+                                           expire_on_commit=False)
 
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One transaction: commit on success, roll back on any exception."""
+    def transaction(self, read_only: bool = False) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on any exception.
+
+        A ``read_only`` transaction takes no write lock on SQLite (a deferred
+        BEGIN); it must not write.
+        """
+        factory = self._read_sessions if read_only else self._sessions
         try:
-            with self._sessions() as session, session.begin():
+            with factory() as session, session.begin():
                 yield session
         except OperationalError as exc:
             raise _store_error(exc, self.url) from None

@@ -26,6 +26,14 @@ from randomizer.context import Operation
 from randomizer.design import TrialDesign
 from randomizer.errors import InvalidInput, ListMismatch, NotFound, StateError
 from randomizer.models import Kit, Slot, Stratum, Trial, User
+from randomizer.sealed import (
+    open_allocation,
+    open_kit_content,
+    open_seed_text,
+    seal_allocation,
+    seal_kit_content,
+    seal_seed,
+)
 from randomizer.store import Store
 from randomizer.vault import (
     Vault,
@@ -35,10 +43,6 @@ from randomizer.vault import (
     unwrap_data_key,
     wrap_data_key,
 )
-
-SLOT_KIND = "slot.allocation"
-KIT_KIND = "kit.content"
-SEED_KIND = "trial.seed"
 
 
 @dataclass(frozen=True)
@@ -78,29 +82,6 @@ class InitResult:
     admin: str
     key_file: str
     database: str
-
-
-def slot_row(stratum: str, sequence: int) -> str:
-    """The associated-data row name of a slot's sealed allocation."""
-    return f"{stratum}#{sequence}"
-
-
-def kit_row(code: str) -> str:
-    """The associated-data row name of a kit's sealed content."""
-    return code
-
-
-def seal_allocation(vault: Vault, stratum: str, sequence: int, arm: str, block: int,
-                    block_size: int) -> bytes:
-    """Seal a slot's arm, block and block size together (one fixed width)."""
-    return vault.seal(SLOT_KIND, slot_row(stratum, sequence), f"{arm};{block};{block_size}")
-
-
-def open_allocation(vault: Vault, stratum: str, sequence: int,
-                    sealed: bytes) -> tuple[str, int, int]:
-    """The (arm, block, block size) of a sealed slot."""
-    arm, block, size = vault.open(SLOT_KIND, slot_row(stratum, sequence), sealed).split(";")
-    return arm, int(block), int(size)
 
 
 def list_commitment(seed: bytes, digest: str) -> str:
@@ -258,19 +239,19 @@ def generate_list(op: Operation) -> ListSummary:
     for slot, arm in slots:
         for visit in design.visits:
             code = next(codes)
-            kits.append(Kit(code=code, content_sealed=vault.seal(KIT_KIND, kit_row(code), arm),
+            kits.append(Kit(code=code, content_sealed=seal_kit_content(vault, code, arm),
                             slot_id=slot.id, visit=visit.number, spare=False, status="available"))
     spare_arms = [arm for arm in design.arm_ids for _ in range(spares)]
     # Rows are stored in insertion order: shuffle spares so row order says nothing of arms.
     secrets.SystemRandom().shuffle(spare_arms)
     for arm in spare_arms:
         code = next(codes)
-        kits.append(Kit(code=code, content_sealed=vault.seal(KIT_KIND, kit_row(code), arm),
+        kits.append(Kit(code=code, content_sealed=seal_kit_content(vault, code, arm),
                         spare=True, status="available"))
     op.session.add_all(kits)
 
     commitment = list_commitment(seed, schedule.digest())
-    op.trial.seed_sealed = vault.seal(SEED_KIND, op.trial.id, format_seed(seed))
+    op.trial.seed_sealed = seal_seed(vault, format_seed(seed))
     op.trial.list_digest = commitment
     op.trial.list_generated_at = op.now
     summary = ListSummary(
@@ -287,7 +268,7 @@ def open_seed(op: Operation) -> bytes:
     """The trial's seed (unblinded callers only)."""
     if op.trial.seed_sealed is None:
         raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
-    return parse_seed(op.vault.open(SEED_KIND, op.trial.id, op.trial.seed_sealed))
+    return parse_seed(open_seed_text(op.vault, op.trial.seed_sealed))
 
 
 def verify_list(op: Operation) -> ListSummary:
@@ -314,7 +295,7 @@ def verify_list(op: Operation) -> ListSummary:
     kits = 0
     for kit in op.session.scalars(select(Kit)):
         kits += 1
-        content = op.vault.open(KIT_KIND, kit_row(kit.code), kit.content_sealed)
+        content = open_kit_content(op.vault, kit.code, kit.content_sealed)
         if kit.spare and kit.replaces_kit_id is None:
             spare_counts[content] += 1
         if kit.slot_id is not None and slot_arm.get(kit.slot_id) != content:

@@ -24,9 +24,7 @@ import binascii
 import os
 import secrets
 import stat
-from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -39,6 +37,7 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from randomizer.errors import InvalidInput, KeyFileError, SealedDataError
+from randomizer.sealed import SEALED_WIDTHS
 
 KEY_SIZE = 32
 """Bytes in the trial key and in the data key (AES-256)."""
@@ -48,22 +47,6 @@ NONCE_SIZE = 12
 
 TAG_SIZE = 16
 """Bytes in an AES-GCM authentication tag, at the end of the ciphertext."""
-
-SEALED_WIDTHS: Mapping[str, int] = MappingProxyType(
-    {
-        "slot.allocation": 64,
-        "kit.content": 32,
-        "trial.seed": 64,
-    }
-)
-"""Kinds of sealed value and the UTF-8 bytes each may hold.
-
-Arm ids are at most 32 characters; a slot's allocation is ``arm;block;block size``
-(at most 32 + 1 + 20 + 1 + 4 bytes, in 64); a seed is 64 hexadecimal digits. Every
-value of a kind is padded to its width, so all sealed values of one kind have
-the same length, :func:`sealed_size`. A new kind of blinded value gets an
-entry here; there is no fallback width, so a misspelt kind fails loudly.
-"""
 
 AUDIT_MAC_INFO = b"randomizer/v1 audit-mac"
 """HKDF info label of the audit MAC key."""
@@ -290,7 +273,7 @@ def _width(kind: str) -> int:
         return SEALED_WIDTHS[kind]
     except KeyError:
         raise ValueError(
-            f"unknown kind of sealed value {kind!r}: add it to SEALED_WIDTHS"
+            f"unknown kind of sealed value {kind!r}: add it to sealed.SEALED_WIDTHS"
         ) from None
 
 

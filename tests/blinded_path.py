@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from randomizer import access
 from randomizer.design import load_design
-from randomizer.trial import open_allocation
+from randomizer.sealed import open_allocation
 from tests.conftest import (
     TRIAL_ID,
     USERS,

@@ -58,7 +58,7 @@ PG_MESSAGE = ("randomizer backup/restore handle SQLite files; for PostgreSQL use
 WRITER = """
 import sys, time
 from pathlib import Path
-from randomizer.backend import LocalBackend
+from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
 
 db, key, password, stop = sys.argv[1:5]

@@ -16,7 +16,7 @@ import pytest
 
 from randomizer import trial as trial_module
 from randomizer.design import design_text, load_design
-from randomizer.trial import KIT_KIND, SEED_KIND, SLOT_KIND, open_allocation
+from randomizer.sealed import KIT_KIND, SEED_KIND, SLOT_KIND, open_allocation, seal_allocation
 from randomizer.vault import NONCE_SIZE, sealed_size
 from tests.conftest import (
     ADMIN,
@@ -352,7 +352,7 @@ def test_a_resealed_slot_with_another_arm_is_caught(trial_with_list: TrialFiles,
     arm, block, size = open_allocation(vault, key, sequence, bytes(value))
     other = {"exosome": "saline", "saline": "exosome"}[arm]
     _set_slot(trial_with_list, slot_id,
-              trial_module.seal_allocation(vault, key, sequence, other, block, size))
+              seal_allocation(vault, key, sequence, other, block, size))
     message = assert_error(run("list", "verify", user=ADMIN), 1)
     assert message.startswith("allocation list verification FAILED: ")
     assert "stored slots differ from the regenerated list" in message

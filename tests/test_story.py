@@ -32,7 +32,7 @@ from randomizer import access
 from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import parse_seed
 from randomizer.reports import imbalance
-from randomizer.trial import SEED_KIND, open_allocation
+from randomizer.sealed import SEED_KIND, open_allocation
 from tests.blinded_path import (
     DESIGN,
     answer_args,

@@ -20,8 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from randomizer.errors import InvalidInput, KeyFileError, SealedDataError
+from randomizer.sealed import SEALED_WIDTHS
 from randomizer.vault import (
-    SEALED_WIDTHS,
     Vault,
     create_key_file,
     new_data_key,

@@ -21,7 +21,7 @@ from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
-from randomizer.trial import KIT_KIND, kit_row
+from randomizer.sealed import find_participant, open_kit_content
 
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 """Participant ids: a letter or digit, then letters, digits and dashes; 1-32 characters."""
@@ -115,13 +115,9 @@ def _refuse_if_locked(op: Operation, what: str) -> None:
         raise StateError(f"the database is locked: no more {what}")
 
 
-def _participant(op: Operation, participant: str) -> Participant:
-    check_participant_id(participant)
-    found = op.session.scalars(select(Participant).where(Participant.code == participant)) \
-        .one_or_none()
-    if found is None:
-        raise NotFound(f"participant {participant} is not randomized in this trial")
-    return found
+def participant_row(op: Operation, participant: str) -> Participant:
+    """The randomized participant with id ``participant`` (checked), or NotFound."""
+    return find_participant(op, check_participant_id(participant))
 
 
 def _kit(op: Operation, code: str) -> Kit:
@@ -227,7 +223,7 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
     design = op.design
     visit = design.visit(visit_number)
     _check_not_future(op, on)
-    row = _participant(op, participant)
+    row = participant_row(op, participant)
     existing = _current_kit(op, row, visit_number)
     if existing is not None:
         op.audit("kit.request", subject=participant,
@@ -273,13 +269,13 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     if old.participant_id is None or old.visit is None:
         raise StateError(f"kit {old.code} has not been issued to a participant: only issued "
                          "kits can be replaced")
-    content = op.vault.open(KIT_KIND, kit_row(old.code), old.content_sealed)
+    content = open_kit_content(op.vault, old.code, old.content_sealed)
     spare = None
     stock: Counter[str] = Counter()
     issued = 0
     for candidate in op.session.scalars(select(Kit).where(Kit.spare.is_(True))
                                         .order_by(Kit.id)):
-        arm = op.vault.open(KIT_KIND, kit_row(candidate.code), candidate.content_sealed)
+        arm = open_kit_content(op.vault, candidate.code, candidate.content_sealed)
         stock[arm] += 1
         if candidate.status != "available":
             issued += 1
@@ -325,7 +321,7 @@ def prepare_kit(op: Operation, code: str) -> Preparation:
     assert participant is not None
     op.audit("pharmacy.prepare", subject=kit.code,
              details={"participant": participant.code, "visit": kit.visit})
-    arm = op.design.arm(op.vault.open(KIT_KIND, kit_row(kit.code), kit.content_sealed))
+    arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
     kit.status = "prepared"
     kit.prepared_at = op.now
     kit.prepared_by = op.user.name
@@ -343,7 +339,7 @@ def pharmacy_list(op: Operation) -> list[PharmacyKit]:
     codes = {p.id: p.code for p in op.session.scalars(select(Participant))}
     rows = []
     for kit in op.session.scalars(select(Kit).order_by(Kit.code)):
-        arm = op.design.arm(op.vault.open(KIT_KIND, kit_row(kit.code), kit.content_sealed))
+        arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
         rows.append(PharmacyKit(kit=kit.code, arm=arm.id, label=arm.label, status=kit.status,
                                 spare=kit.spare,
                                 participant=codes.get(kit.participant_id or -1, ""),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from randomizer.audit import new_signing_key
+from randomizer.audit import load_signing_key, new_signing_key, read_checkpoint, sign_checkpoint
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
 from randomizer.errors import InvalidInput
 
@@ -71,10 +71,14 @@ def audit_verify(settings: Settings, checkpoint: Path | None, public_key: Path |
     Exit 1 names the first broken event. Example:
     randomizer audit verify --checkpoint 2026-11-25.note --public-key qa.pub
     """
-    note = _read(checkpoint, "checkpoint note").decode("utf-8", "replace") if checkpoint \
-        else None
-    key = _read(public_key, "public key") if public_key else None
-    report = settings.backend().audit_verify(note, key)
+    signed = None
+    if checkpoint is not None:
+        if public_key is None:
+            raise InvalidInput("--checkpoint needs --public-key")
+        # the signature is checked here, where the public key is; the backend checks the head
+        signed = read_checkpoint(_read(checkpoint, "checkpoint note").decode("utf-8", "replace"),
+                                 _read(public_key, "public key"))
+    report = settings.backend().audit_verify(signed)
     anchored = (f"; signed checkpoint at event {report.checkpoint_seq} holds"
                 if report.checkpoint_seq is not None else "")
     emit(settings, report, f"Audit trail verified: {report.events} events, "
@@ -113,5 +117,8 @@ def audit_checkpoint(settings: Settings, signing_key: Path) -> None:
 
     Example: randomizer audit checkpoint --signing-key qa-signing.pem > 2026-11-25.note
     """
-    note = settings.backend().audit_checkpoint(_read(signing_key, "signing key"))
+    private_pem = _read(signing_key, "signing key")
+    load_signing_key(private_pem)  # a bad key is refused before anything is recorded
+    # signed here, on the caller's side: the signing key never reaches the backend
+    note = sign_checkpoint(settings.backend().audit_checkpoint(), private_pem)
     click.echo(note, nl=False)

@@ -19,12 +19,18 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from randomizer.backend import LocalBackend
+from randomizer.backends.interface import Backend, Custody
+from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
 from randomizer.errors import InvalidInput, RandomizerError
 from randomizer.store import DEFAULT_URL
 
 DEBUG_ENV = "RANDOMIZER_DEBUG"
+
+
+def exit_code(error: RandomizerError) -> int:
+    """The CLI's exit code for a library error: 2 for malformed input, 1 for a refusal."""
+    return 2 if isinstance(error, InvalidInput) else 1
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -48,7 +54,7 @@ class RandomizerGroup(click.Group):
             result = super().main(args, prog_name, complete_var, standalone_mode=False,
                                   **extra)
         except RandomizerError as exc:
-            _fail(str(exc), exc.exit_code)
+            _fail(str(exc), exit_code(exc))
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             _fail(exc.format_message() + where, 2)
@@ -80,12 +86,16 @@ class Settings:
     key_file: Path
     user: str | None
     as_json: bool
-    backend_factory: Callable[[Settings], LocalBackend] | None = None
 
-    def backend(self) -> LocalBackend:
+    def backend(self) -> Backend:
         """The backend for this invocation."""
-        if self.backend_factory is not None:
-            return self.backend_factory(self)
+        return self._local()
+
+    def custody(self) -> Custody:
+        """The backend for custody commands, which run on the trial's host only."""
+        return self._local()
+
+    def _local(self) -> LocalBackend:
         backend = LocalBackend(self.db, self.key_file, self.credentials)
         # release pooled connections when the command ends (in-process callers, tests)
         click.get_current_context().call_on_close(backend.close)

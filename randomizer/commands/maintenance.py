@@ -25,7 +25,7 @@ def db_status(settings: Settings) -> None:
 
     Example: randomizer db status
     """
-    status = settings.backend().db_status()
+    status = settings.custody().db_status()
     advice = {"current": "up to date", "behind": "run 'randomizer db upgrade'",
               "ahead": "use the newer randomizer release",
               "empty": "run 'randomizer init'",
@@ -42,7 +42,7 @@ def db_upgrade(settings: Settings) -> None:
 
     Example: randomizer backup --out before-upgrade.db && randomizer db upgrade
     """
-    result = settings.backend().db_upgrade()
+    result = settings.custody().db_upgrade()
     emit(settings, result, f"schema {result.before or '(none)'} -> {result.after}")
 
 
@@ -57,7 +57,7 @@ def backup(settings: Settings, out: Path) -> None:
     The copy holds sealed data only; keep it apart from the key file.
     Example: randomizer backup --out /backups/trial-2026-11-25.db
     """
-    result = settings.backend().backup(out)
+    result = settings.custody().backup(out)
     emit(settings, result, f"Backup written to {result.file} and verified "
          f"({result.audit_events} audit events).\nSHA-256: {result.sha256}")
 
@@ -73,6 +73,6 @@ def restore(settings: Settings, backup_file: Path) -> None:
     The restored copy must pass audit and list verification with the key file.
     Example: randomizer --db sqlite:///restored.db restore --from /backups/trial.db
     """
-    result = settings.backend().restore(backup_file)
+    result = settings.custody().restore(backup_file)
     emit(settings, result, f"Restored {backup_file} into {result.file}: audit trail "
          f"({result.audit_events} events) and allocation list verified.")

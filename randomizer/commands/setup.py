@@ -16,6 +16,7 @@ from randomizer.commands.base import (
     reason_option,
     table,
 )
+from randomizer.design import design_text
 from randomizer.errors import InvalidInput
 
 
@@ -31,7 +32,7 @@ def init(settings: Settings, design_ref: str, admin: str) -> None:
     Example: RANDOMIZER_PASSWORD=... randomizer init --design exosome-ms --admin alice
     """
     password = read_password(f"Password for new admin {admin}", confirm=True)
-    result = settings.backend().init(design_ref, admin, password)
+    result = settings.custody().init(design_text(design_ref), design_ref, admin, password)
     emit(settings, result, lambda: (
         f"Trial {result.trial} created in {result.database}\n"
         f"Key file {result.key_file} written (mode 0600): keep it outside the database "
@@ -139,6 +140,6 @@ def key_rotate(settings: Settings, new_key_file: str) -> None:
     """
     from pathlib import Path
 
-    path = settings.backend().rotate_key(Path(new_key_file))
+    path = settings.custody().rotate_key(Path(new_key_file))
     emit(settings, {"new_key_file": path}, f"Key rotated: use {path} from now on and destroy "
          "the old key file (backups made before now still need it).")

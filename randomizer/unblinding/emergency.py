@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from randomizer.allocation.service import check_participant_id
+from randomizer.allocation.service import check_participant_id, participant_row
 from randomizer.context import Operation, fault_point
-from randomizer.errors import InvalidInput, NotFound
-from randomizer.models import Participant, Slot, Stratum
-from randomizer.trial import open_allocation
+from randomizer.errors import InvalidInput
+from randomizer.sealed import participant_arm
 
 
 @dataclass(frozen=True)
@@ -34,19 +31,11 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
     check_participant_id(participant)
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required to break the code: give --reason TEXT")
-    row = op.session.scalars(select(Participant).where(Participant.code == participant)) \
-        .one_or_none()
-    if row is None:
-        raise NotFound(f"participant {participant} is not randomized in this trial")
+    row = participant_row(op, participant)
     op.audit("unblind.emergency", subject=participant, reason=reason.strip(),
              details={"randomization_number": row.randomization_number,
                       "previously_unblinded": row.emergency_unblinded_at is not None})
-    slot = op.session.get(Slot, row.slot_id)
-    stratum = op.session.get(Stratum, row.stratum_id)
-    assert slot is not None and stratum is not None
-    arm_id, _block, _size = open_allocation(op.vault, stratum.key, slot.sequence,
-                                            slot.allocation_sealed)
-    arm = op.design.arm(arm_id)
+    arm = op.design.arm(participant_arm(op, row))
     fault_point("unblind.emergency:opened")
     if row.emergency_unblinded_at is None:
         row.emergency_unblinded_at = op.now

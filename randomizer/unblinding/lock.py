@@ -14,7 +14,7 @@ from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.errors import InvalidInput, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
-from randomizer.trial import open_allocation
+from randomizer.sealed import open_allocation
 
 EXPORT_COLUMNS = ("participant", "site", "stratum", "randomization_number", "arm",
                   "arm_label", "randomized_at", "kits", "emergency_unblinded")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from randomizer.allocation.kits import ALPHABET, new_code, parse_code
-from randomizer.trial import KIT_KIND, kit_row
+from randomizer.sealed import KIT_KIND, kit_row
 from tests.blinded_path import (
     DESIGN,
     FOUR_DAY0,

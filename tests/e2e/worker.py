@@ -14,7 +14,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from randomizer.backend import LocalBackend
+from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
 
 ANSWERS = {"age": "40", "progressive_ms": "yes", "edss": "4.5"}

@@ -1,13 +1,14 @@
-"""The operations the CLI needs, as one object per database.
+"""The in-process backend: runs each operation against the database with the trial key.
 
-:class:`LocalBackend` calls the library directly, one transaction per call
-(see :mod:`randomizer.context`). A later HTTP client can offer the same
-methods and return the same dataclasses.
+It is what the trial server runs for every request and what the local CLI
+runs on the trial's host. Each call is one transaction (see
+:mod:`randomizer.context`); the password is checked once, before the first
+call's transaction, or the server hands over a principal it established from
+a token.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -16,9 +17,17 @@ from typing import TypeVar
 from randomizer import audit, maintenance, reports, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
-from randomizer.context import Credentials, Operation, load_trial, open_vault, operation
-from randomizer.design import TrialDesign, design_text, parse_design
-from randomizer.errors import InvalidInput
+from randomizer.context import (
+    Credentials,
+    KeySource,
+    Operation,
+    Principal,
+    authenticate,
+    key_file_source,
+    load_trial,
+    operation,
+)
+from randomizer.design import TrialDesign, parse_design
 from randomizer.store import SchemaStatus, Store
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
@@ -27,16 +36,34 @@ T = TypeVar("T")
 
 
 class LocalBackend:
-    """Runs each operation in-process against ``db_url`` with the trial key in ``key_file``."""
+    """Runs each operation in-process; implements both ``Backend`` and ``Custody``.
+
+    For the CLI, give ``db_url``, ``key_file`` and ``credentials`` (asked for
+    only when an operation needs a login). The server uses :meth:`serving`.
+    """
 
     def __init__(self, db_url: str, key_file: Path,
-                 credentials: Callable[[], Credentials],
+                 credentials: Callable[[], Credentials] | None = None,
                  clock: Callable[[], datetime] = audit.now_utc) -> None:
         self.db_url = db_url
         self.key_file = key_file
+        self._trial_key: KeySource = key_file_source(key_file)
         self._credentials = credentials
+        self._principal: Principal | None = None
         self._clock = clock
         self._store: Store | None = None
+        self._owns_store = True
+
+    @classmethod
+    def serving(cls, store: Store, trial_key: bytes, principal: Principal,
+                clock: Callable[[], datetime] = audit.now_utc) -> LocalBackend:
+        """A backend for one server request: shared store, key held in memory, known user."""
+        backend = cls(store.url, Path(), None, clock)
+        backend._store = store
+        backend._owns_store = False
+        backend._trial_key = lambda: trial_key
+        backend._principal = principal
+        return backend
 
     @property
     def store(self) -> Store:
@@ -49,24 +76,35 @@ class LocalBackend:
         return self._store
 
     def close(self) -> None:
-        """Release database connections."""
-        if self._store is not None:
+        """Release database connections (a server's shared store stays open)."""
+        if self._store is not None and self._owns_store:
             self._store.dispose()
+
+    def login(self, action: str = "login", schema_check: bool = True) -> Principal:
+        """Check the password once (outside any write transaction) and keep the principal."""
+        if self._principal is None:
+            if self._credentials is None:
+                raise RuntimeError("this backend has no credentials to log in with")
+            self._principal = authenticate(self.store, self._trial_key, self._credentials(),
+                                           self._clock(), action=action,
+                                           schema_check=schema_check)
+        return self._principal
 
     def _run(self, permission: Permission, action: str, body: Callable[[Operation], T],
              subject: str = "", schema_check: bool = True) -> T:
-        with operation(self.store, self.key_file, self._credentials(), permission, action,
+        principal = self.login(action, schema_check)
+        with operation(self.store, self._trial_key, principal, permission, action,
                        self._clock(), subject=subject, schema_check=schema_check) as op:
             return body(op)
 
     # setup and custody -------------------------------------------------
 
-    def init(self, design_ref: str, admin: str, password: str) -> trial.InitResult:
-        """Create the trial database, key file and first admin."""
-        text = design_text(design_ref)
-        design = parse_design(text, source=design_ref)
-        return trial.init_trial(self._open_store(create=True), self.key_file, design, text,
-                                admin, password, self._clock())
+    def init(self, design_toml: str, source: str, admin: str,
+             password: str) -> trial.InitResult:
+        """Create the trial database, key file and first admin from a design's TOML text."""
+        design = parse_design(design_toml, source=source)
+        return trial.init_trial(self._open_store(create=True), self.key_file, design,
+                                design_toml, admin, password, self._clock())
 
     def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
         """Add a user with a role."""
@@ -114,40 +152,20 @@ class LocalBackend:
         return self._run(Permission.READ_AUDIT, "audit.show",
                          lambda op: audit.events(op.session, since, limit))
 
-    def audit_verify(self, note: str | None = None,
-                     public_key: bytes | None = None) -> audit.ChainReport:
-        """Verify the chain and, given a signed note, that its head is still there."""
-        checkpoint = None
-        if note is not None:
-            if public_key is None:
-                raise InvalidInput("--checkpoint needs --public-key")
-            checkpoint = audit.read_checkpoint(note, public_key)
+    def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:
+        """Verify the chain and, given a checkpoint, that its head is still there."""
+        return self._run(Permission.READ_AUDIT, "audit.verify",
+                         lambda op: audit.verify_trail(op, checkpoint))
 
-        def body(op: Operation) -> audit.ChainReport:
-            if checkpoint is not None and checkpoint.trial != op.trial.id:
-                raise InvalidInput(f"the checkpoint is for trial {checkpoint.trial!r}, "
-                                   f"not {op.trial.id!r}")
-            report = audit.verify(op.session, op.vault.audit_key(), checkpoint)
-            op.audit("audit.verify", details={"events": report.events,
-                                              "checkpoint": report.checkpoint_seq})
-            return report
-        return self._run(Permission.READ_AUDIT, "audit.verify", body)
-
-    def audit_checkpoint(self, private_pem: bytes) -> str:
-        """A signed note of the current head, to file outside the database."""
-        def body(op: Operation) -> str:
-            audit.verify(op.session, op.vault.audit_key())
-            event = op.audit("audit.checkpoint")
-            return audit.sign_checkpoint(audit.Checkpoint(op.trial.id, event.seq, event.mac,
-                                                          event.at), private_pem)
-        return self._run(Permission.CHECKPOINT_AUDIT, "audit.checkpoint", body)
-
+    def audit_checkpoint(self) -> audit.Checkpoint:
+        """Record a checkpoint of the head; returned unsigned for the caller to sign."""
+        return self._run(Permission.CHECKPOINT_AUDIT, "audit.checkpoint", audit.take_checkpoint)
 
     # the blinded path ------------------------------------------------------
 
     def trial_design(self) -> TrialDesign:
         """The trial's design (not blinded: arms, criteria and visits are public)."""
-        with self.store.transaction() as session:
+        with self.store.transaction(read_only=True) as session:
             self.store.check_schema(session)
             return parse_design(load_trial(session).design_toml)
 
@@ -203,7 +221,7 @@ class LocalBackend:
 
     def db_status(self) -> SchemaStatus:
         """Schema revision of the database against this release (no login needed)."""
-        with self.store.transaction() as session:
+        with self.store.transaction(read_only=True) as session:
             return self.store.status(session)
 
     def db_upgrade(self) -> maintenance.UpgradeResult:
@@ -213,41 +231,11 @@ class LocalBackend:
 
     def backup(self, out: Path) -> maintenance.BackupResult:
         """A consistent online copy of a SQLite database, verified with the key (admin)."""
-        source = maintenance.sqlite_path(self.store)
-        self._run(Permission.MAINTAIN, "backup",
-                  lambda op: maintenance.record_backup(op, self.store, out), str(out))
-        maintenance.copy_sqlite(source, out)
-        copy = Store(f"sqlite:///{out}")
-        try:
-            with copy.transaction() as session:
-                copy.check_schema(session)
-                vault = open_vault(load_trial(session), self.key_file)
-                events = audit.verify(session, vault.audit_key()).events
-        except BaseException:
-            copy.dispose()
-            out.unlink(missing_ok=True)
-            raise
-        copy.dispose()
-        return maintenance.BackupResult(file=str(out), sha256=maintenance.settle(out),
-                                        audit_events=events)
+        return maintenance.backup(self.store, self._trial_key, self.login("backup"),
+                                  self._clock(), out)
 
     def restore(self, backup_file: Path) -> maintenance.BackupResult:
         """Bring a backup back as this backend's (new) database, verified, audited (admin)."""
-        target = maintenance.sqlite_path(self._open_store(create=True))
-        if not backup_file.is_file():
-            raise InvalidInput(f"backup file {backup_file} not found")
-        digest = hashlib.sha256(backup_file.read_bytes()).hexdigest()
-        maintenance.copy_sqlite(backup_file, target)
-        try:
-            def body(op: Operation) -> int:
-                events = maintenance.verify_copy(op)
-                trial.verify_list(op)
-                op.audit("restore", subject=str(backup_file), details={"sha256": digest})
-                return events
-            events = self._run(Permission.MAINTAIN, "restore", body)
-        except BaseException:
-            self.store.dispose()
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{target}{suffix}").unlink(missing_ok=True)
-            raise
-        return maintenance.BackupResult(file=str(target), sha256=digest, audit_events=events)
+        store = self._open_store(create=True)
+        return maintenance.restore(store, self._trial_key, lambda: self.login("restore"),
+                                   self._clock(), backup_file)

@@ -1,0 +1,126 @@
+"""The operations a user can ask of a trial, as one typed protocol.
+
+Every command and every web page calls these methods and nothing else, so the
+same request gives the same result, the same refusal and the same audit event
+whether it runs in-process (:class:`~randomizer.backends.local.LocalBackend`,
+on the host that holds the key and the database) or through the trial server
+(the HTTP client). Results are the library's frozen dataclasses; refusals are
+the library's :class:`~randomizer.errors.RandomizerError` subclasses.
+
+Custody operations (creating a trial, rotating the key, backups, restores,
+schema upgrades) need the key file or the database file itself, so they are a
+separate protocol, :class:`Custody`, that only a backend running on the
+trial's host offers.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+
+from randomizer import audit, maintenance, reports, trial
+from randomizer.access import Role
+from randomizer.allocation import service
+from randomizer.design import TrialDesign
+from randomizer.store import SchemaStatus
+from randomizer.unblinding import emergency
+from randomizer.unblinding import lock as locking
+
+
+class Backend(Protocol):
+    """What a logged-in user can do; the role check happens behind it, never in front."""
+
+    def close(self) -> None:
+        """Release connections held for this backend."""
+
+    def trial_design(self) -> TrialDesign:
+        """The trial's design (public: arms, criteria, visits; no allocation)."""
+
+    # users -------------------------------------------------------------------
+
+    def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
+        """Add a user with a role (admin)."""
+
+    def list_users(self) -> list[trial.UserInfo]:
+        """Every user (admin)."""
+
+    def disable_user(self, name: str, reason: str) -> trial.UserInfo:
+        """Disable a user; their logins end at once (admin)."""
+
+    def change_password(self, name: str | None, password: str) -> trial.UserInfo:
+        """Change one's own password, or (admin) another user's."""
+
+    # the list ----------------------------------------------------------------
+
+    def generate_list(self) -> trial.ListSummary:
+        """Generate the sealed list and kits from a fresh secret seed (admin)."""
+
+    def verify_list(self) -> trial.ListSummary:
+        """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""
+
+    # the blinded path ----------------------------------------------------------
+
+    def randomize(self, participant: str, site: str, levels: dict[str, str],
+                  answers: dict[str, str], on: date | None = None) -> service.Randomization:
+        """Randomize one eligible participant (investigator)."""
+
+    def request_kit(self, participant: str, visit: int, on: date | None = None,
+                    override_reason: str | None = None) -> service.KitIssue:
+        """The kit of one dosing visit (investigator)."""
+
+    def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
+        """Void a kit and issue a spare of the same content (investigator)."""
+
+    def prepare_kit(self, code: str) -> service.Preparation:
+        """What a kit holds; records its preparation (pharmacist)."""
+
+    def pharmacy_list(self) -> list[service.PharmacyKit]:
+        """Every kit with content and status (pharmacist)."""
+
+    def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
+        """Break the code for one participant, at once, with a reason (investigator, admin)."""
+
+    def lock(self, reason: str) -> locking.LockResult:
+        """Lock the database (admin)."""
+
+    def unblind_all(self) -> locking.Export:
+        """The full unblinding as CSV (statistician, after lock), audited before returned."""
+
+    def report(self) -> reports.Report:
+        """The report the caller's role may see."""
+
+    # the audit trail ---------------------------------------------------------
+
+    def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
+        """Audit events after ``since`` (admin, monitor)."""
+
+    def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:
+        """Verify the chain and, given a checkpoint whose signature the caller checked,
+        that its head is still there (admin, monitor)."""
+
+    def audit_checkpoint(self) -> audit.Checkpoint:
+        """Record a checkpoint of the head and return it unsigned; the caller signs it (admin)."""
+
+
+class Custody(Protocol):
+    """Operations on the trial's host itself: they need the key file or the database file."""
+
+    def init(self, design_toml: str, source: str, admin: str,
+             password: str) -> trial.InitResult:
+        """Create the trial database, key file and first admin from a design's TOML text."""
+
+    def rotate_key(self, new_key_file: Path) -> str:
+        """Re-wrap the trial's keys under a new key file (admin)."""
+
+    def db_status(self) -> SchemaStatus:
+        """Schema revision of the database against this release (no login needed)."""
+
+    def db_upgrade(self) -> maintenance.UpgradeResult:
+        """Migrate the schema to this release (admin)."""
+
+    def backup(self, out: Path) -> maintenance.BackupResult:
+        """A consistent online copy of a SQLite database, verified with the key (admin)."""
+
+    def restore(self, backup_file: Path) -> maintenance.BackupResult:
+        """Bring a backup back as a new database, verified and audited (admin)."""

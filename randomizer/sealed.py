@@ -1,0 +1,111 @@
+"""The one home of sealed values: their kinds, widths and row names, and the lookups that open them.
+
+:mod:`randomizer.vault` seals and opens bytes; this module says *what* is
+sealed. Three kinds of blinded value exist, each padded to one width so a
+sealed value's length says nothing about it:
+
+- ``slot.allocation``: a slot's ``arm;block;block size`` (block boundaries are
+  sealed with the arm: plain ones would let whoever copies the database
+  predict the last arms of a block once some arms are known);
+- ``kit.content``: the arm a kit holds;
+- ``trial.seed``: the list's secret seed, as 64 hexadecimal digits.
+
+The associated data names the trial, the kind and the row (a slot by stratum
+and sequence, a kit by code, the seed by trial id), so a ciphertext moved to
+another row fails to open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from randomizer.errors import NotFound, StateError
+from randomizer.models import Participant, Slot, Stratum
+
+if TYPE_CHECKING:  # the vault imports the widths from here
+    from randomizer.context import Operation
+    from randomizer.vault import Vault
+
+SLOT_KIND = "slot.allocation"
+KIT_KIND = "kit.content"
+SEED_KIND = "trial.seed"
+
+SEALED_WIDTHS: Mapping[str, int] = MappingProxyType({
+    SLOT_KIND: 64,
+    KIT_KIND: 32,
+    SEED_KIND: 64,
+})
+"""Kinds of sealed value and the UTF-8 bytes each may hold.
+
+Arm ids are at most 32 characters; a slot's allocation is ``arm;block;block size``
+(at most 32 + 1 + 20 + 1 + 4 bytes, in 64); a seed is 64 hexadecimal digits. A new
+kind of blinded value gets an entry here; there is no fallback width, so a
+misspelt kind fails loudly.
+"""
+
+
+def slot_row(stratum: str, sequence: int) -> str:
+    """The associated-data row name of a slot's sealed allocation."""
+    return f"{stratum}#{sequence}"
+
+
+def kit_row(code: str) -> str:
+    """The associated-data row name of a kit's sealed content."""
+    return code
+
+
+def seal_allocation(vault: Vault, stratum: str, sequence: int, arm: str, block: int,
+                    block_size: int) -> bytes:
+    """Seal a slot's arm, block and block size together (one fixed width)."""
+    return vault.seal(SLOT_KIND, slot_row(stratum, sequence), f"{arm};{block};{block_size}")
+
+
+def open_allocation(vault: Vault, stratum: str, sequence: int,
+                    sealed: bytes) -> tuple[str, int, int]:
+    """The (arm, block, block size) of a sealed slot."""
+    arm, block, size = vault.open(SLOT_KIND, slot_row(stratum, sequence), sealed).split(";")
+    return arm, int(block), int(size)
+
+
+def seal_kit_content(vault: Vault, code: str, arm: str) -> bytes:
+    """Seal the arm a kit holds."""
+    return vault.seal(KIT_KIND, kit_row(code), arm)
+
+
+def open_kit_content(vault: Vault, code: str, sealed: bytes) -> str:
+    """The arm id a kit holds."""
+    return vault.open(KIT_KIND, kit_row(code), sealed)
+
+
+def seal_seed(vault: Vault, seed_hex: str) -> bytes:
+    """Seal the list's seed (64 hexadecimal digits)."""
+    return vault.seal(SEED_KIND, vault.trial_id, seed_hex)
+
+
+def open_seed_text(vault: Vault, sealed: bytes) -> str:
+    """The list's seed as 64 hexadecimal digits."""
+    return vault.open(SEED_KIND, vault.trial_id, sealed)
+
+
+def find_participant(op: Operation, code: str) -> Participant:
+    """The randomized participant ``code`` (an id already checked by the caller)."""
+    found = op.session.scalars(select(Participant).where(Participant.code == code)) \
+        .one_or_none()
+    if found is None:
+        raise NotFound(f"participant {code} is not randomized in this trial")
+    return found
+
+
+def participant_arm(op: Operation, participant: Participant) -> str:
+    """The arm id of a participant's slot (unblinding paths only, after their audit event)."""
+    row = op.session.execute(
+        select(Stratum.key, Slot.sequence, Slot.allocation_sealed)
+        .join(Slot, Slot.stratum_id == Stratum.id)
+        .where(Slot.id == participant.slot_id)).one_or_none()
+    if row is None:
+        raise StateError("the participant's slot is missing: the database is damaged")
+    return open_allocation(op.vault, row.key, row.sequence, row.allocation_sealed)[0]
