@@ -13,8 +13,9 @@ Every failure to open, whatever its cause (wrong key, flipped bit, moved or
 truncated ciphertext), raises the same :class:`~randomizer.errors.SealedDataError`
 with the same message, as Fernet's ``InvalidToken`` does.
 
-Keys and nonces always come from the OS CSPRNG: unlike the list seed they are
-deliberately not injectable.
+Keys and nonces always come from the OS CSPRNG. The one exception is
+:meth:`Vault.seal`'s ``nonce`` argument, which exists only so the frozen format
+vectors in the tests can fix a sealed value's bytes; no library code passes it.
 """
 
 from __future__ import annotations
@@ -198,11 +199,17 @@ class Vault:
         """Name the trial and nothing of the key."""
         return f"Vault(trial_id={self._trial_id!r})"
 
-    def seal(self, kind: str, row: str, value: str) -> bytes:
+    def seal(self, kind: str, row: str, value: str, *, nonce: bytes | None = None) -> bytes:
         """Seal ``value`` as the ``kind`` of ``row``, under a fresh nonce.
 
         A value longer than the kind's width (UTF-8 bytes) raises
         :class:`~randomizer.errors.InvalidInput`; the message does not show it.
+
+        ``nonce`` is for tests and known-answer vectors only: it fixes the
+        12-byte nonce so a sealed value's bytes can be checked exactly. Sealing
+        two values under one data key and one nonce breaks AES-GCM (it reveals
+        both plaintexts' XOR and lets tags be forged), so callers leave it
+        ``None`` and a fresh 96-bit nonce comes from the OS CSPRNG.
         """
         width = _width(kind)
         encoded = value.encode("utf-8")
@@ -211,7 +218,10 @@ class Vault:
                 f"a value is too long to seal as {kind}: at most {width} bytes of UTF-8"
             )
         plaintext = bytes([len(encoded)]) + encoded + bytes(width - len(encoded))
-        nonce = secrets.token_bytes(NONCE_SIZE)
+        if nonce is None:
+            nonce = secrets.token_bytes(NONCE_SIZE)
+        elif len(nonce) != NONCE_SIZE:
+            raise ValueError(f"a nonce has {NONCE_SIZE} bytes, not {len(nonce)}")
         return nonce + self._aead.encrypt(nonce, plaintext, self._associated_data(kind, row))
 
     def open(self, kind: str, row: str, sealed: bytes) -> str:
