@@ -25,18 +25,12 @@ from randomizer.allocation.stream import parse_seed
 from randomizer.errors import AuditError, SealedDataError
 from randomizer.models import AuditEvent as AuditRow
 from randomizer.models import AuditHead
+from randomizer.sealed import SEALED_WIDTHS, SEED_KIND, SLOT_KIND, open_allocation, slot_row
 from randomizer.store import Store
-from randomizer.trial import (
-    SEED_KIND,
-    SLOT_KIND,
-    list_commitment,
-    open_allocation,
-    slot_row,
-)
+from randomizer.trial import list_commitment
 from randomizer.vault import (
     AUDIT_MAC_INFO,
     NONCE_SIZE,
-    SEALED_WIDTHS,
     Vault,
     sealed_size,
     unwrap_data_key,
