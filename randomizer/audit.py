@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from randomizer.errors import AuditError, InvalidInput
-from randomizer.models import AuditEvent as AuditRow
 from randomizer.models import AuditHead
+from randomizer.models import AuditRecord as AuditRow
 
 if TYPE_CHECKING:  # the operation context imports this module
     from randomizer.context import Operation

@@ -162,7 +162,7 @@ class Kit(Base):
     void_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
-class AuditEvent(Base):
+class AuditRecord(Base):
     """One event of the hash-chained audit trail (append-only)."""
 
     __tablename__ = "audit_events"

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from randomizer.access import Permission, allowed
 from randomizer.context import Operation
-from randomizer.models import AuditEvent, Kit, Participant, Slot, Stratum
+from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation
 
 
@@ -55,8 +55,8 @@ def report(op: Operation) -> Report:
     by_date = Counter(p.randomized_on.isoformat() for p in participants)
     kits = Counter({status: count for status, count in session.execute(
         select(Kit.status, func.count()).group_by(Kit.status))})
-    failures = session.scalar(select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.action == "screen_failure")) or 0
+    failures = session.scalar(select(func.count()).select_from(AuditRecord).where(
+        AuditRecord.action == "screen_failure")) or 0
     show_arms = allowed(op.user.role, Permission.REPORT_ARMS, op.locked)
     result = Report(
         trial=op.trial.id, locked=op.locked,

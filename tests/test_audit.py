@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from randomizer import audit
 from randomizer.errors import AuditError
-from randomizer.models import AuditEvent as AuditRow
+from randomizer.models import AuditRecord as AuditRow
 from randomizer.models import Base
 from randomizer.store import Store
 from tests.conftest import (

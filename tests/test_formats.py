@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from randomizer import audit
 from randomizer.allocation.stream import parse_seed
 from randomizer.errors import AuditError, SealedDataError
-from randomizer.models import AuditEvent as AuditRow
 from randomizer.models import AuditHead
+from randomizer.models import AuditRecord as AuditRow
 from randomizer.sealed import SEALED_WIDTHS, SEED_KIND, SLOT_KIND, open_allocation, slot_row
 from randomizer.store import Store
 from randomizer.trial import list_commitment

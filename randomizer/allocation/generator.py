@@ -10,7 +10,7 @@ uniform(i+1); swap i, j``) with draws from ``stratum:<key>/shuffle``.
 The work is vectorised with numpy so that a list of a million slots takes a few
 tens of milliseconds: all words of a stream are produced at once, and each
 Fisher-Yates step is applied to every block of the stratum together. The result
-is columnar (:class:`StratumSchedule`); :meth:`Schedule.slots` gives :class:`Slot`
+is columnar (:class:`StratumSchedule`); :meth:`Schedule.slots` gives :class:`ScheduledSlot`
 values for small lists. ``tests/allocation/reference.py`` is a plain one-draw-at-
 a-time reading of the same spec; the tests hold the two equal bit for bit.
 """
@@ -48,7 +48,7 @@ _DIGEST_CHUNK = 1 << 16  # rows per chunk when building the digest's CSV bytes
 
 
 @dataclass(frozen=True)
-class Slot:
+class ScheduledSlot:
     """One place in the list: the ``sequence``-th slot of its stratum (from 1)."""
 
     stratum: str
@@ -105,13 +105,13 @@ class StratumSchedule:
         ids = self.arm_ids
         return [ids[k] for k in self.arm_index.tolist()]
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> Iterator[ScheduledSlot]:
         """The slots in list order."""
         ids = self.arm_ids
         rows = zip(self.block.tolist(), self.block_size.tolist(), self.arm_index.tolist(),
                    strict=True)
         for sequence, (block, size, arm) in enumerate(rows, start=1):
-            yield Slot(self.stratum, sequence, block, size, ids[arm])
+            yield ScheduledSlot(self.stratum, sequence, block, size, ids[arm])
 
     def counts(self) -> dict[str, int]:
         """Slots per arm, in design order."""
@@ -136,7 +136,7 @@ class Schedule:
                 return stratum
         raise KeyError(key)
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> Iterator[ScheduledSlot]:
         """Every slot: strata in design order, then slots in list order."""
         for stratum in self.strata:
             yield from stratum.slots()

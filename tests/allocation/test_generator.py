@@ -20,7 +20,7 @@ from randomizer.allocation import generator as generator_module
 from randomizer.allocation import stream as stream_module
 from randomizer.allocation.generator import (
     Schedule,
-    Slot,
+    ScheduledSlot,
     StratumSchedule,
     generate_schedule,
 )
@@ -175,7 +175,7 @@ def test_every_block_is_balanced_to_the_ratio(ratio: tuple[int, ...], sizes: lis
     design = make_design(arms, ratio, sizes, 500, TWO_FACTORS)
     for k in range(5):
         schedule = generate_schedule(design, bytes([k + 1]) * 32)
-        blocks: dict[tuple[str, int], list[Slot]] = {}
+        blocks: dict[tuple[str, int], list[ScheduledSlot]] = {}
         for slot in schedule.slots():
             blocks.setdefault((slot.stratum, slot.block), []).append(slot)
         assert len(blocks) > 4 * 500 // max(sizes)
