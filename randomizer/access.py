@@ -1,4 +1,4 @@
-"""Users, roles, password hashing and permission checks (DESIGN.md section 2)."""
+"""Users, roles, password hashing and permission checks (docs/architecture.md section 2)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ SCRYPT_P = 1
 
 
 class Role(StrEnum):
-    """The roles of DESIGN.md section 2."""
+    """The roles of docs/architecture.md section 2."""
 
     ADMIN = "admin"
     INVESTIGATOR = "investigator"

@@ -1,4 +1,6 @@
-"""Append-only, hash-chained, MAC'd audit trail with signed checkpoints (DESIGN.md section 7).
+"""Append-only, hash-chained, MAC'd audit trail with signed checkpoints.
+
+See docs/architecture.md section 8.
 
 Each event's MAC is HMAC-SHA256(audit key, previous MAC || canonical JSON of
 the event). Whoever holds the key could recompute a whole chain, and no chain

@@ -1,6 +1,6 @@
 """Keys and sealing: the key file, the wrapped data key and sealed values.
 
-DESIGN.md section 3. The *trial key* lives in a key file outside the database
+docs/architecture.md section 3. The *trial key* lives in a key file outside the database
 (32 random bytes, base64, mode 0600). The database holds a random *data key*
 wrapped by the trial key (AES key wrap with padding, RFC 5649), so rotating the
 trial key re-wraps the data key only. Every blinded value is sealed under the

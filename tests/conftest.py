@@ -35,8 +35,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine, MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 
-import cli
 from randomizer import access
+from randomizer.commands import cli
 from randomizer.context import load_trial, open_vault
 from randomizer.store import Store
 from randomizer.vault import Vault
@@ -168,7 +168,7 @@ def trial_files(db_url: str, tmp_path: Path) -> TrialFiles:
 
 
 class Run:
-    """Invoke ``cli.cli`` in-process with --db and --key-file of one trial.
+    """Invoke the root command group in-process with --db and --key-file of one trial.
 
     ``run("user", "list", user="alice")`` passes ``--user alice`` and sets
     RANDOMIZER_PASSWORD to that user's password from :data:`PASSWORDS` unless
@@ -194,7 +194,7 @@ class Run:
             password = PASSWORDS.get(user)
         environment["RANDOMIZER_PASSWORD"] = password
         environment.update(env or {})
-        return self.runner.invoke(cli.cli, [*argv, *args], input=input, env=environment,
+        return self.runner.invoke(cli, [*argv, *args], input=input, env=environment,
                                   prog_name="randomizer")
 
     def ok(self, *args: str, **kwargs: Any) -> Result:
@@ -319,7 +319,7 @@ def all_commands() -> Iterator[tuple[tuple[str, ...], click.Command]]:
         if isinstance(command, click.Group):
             for name, sub in sorted(command.commands.items()):
                 yield from walk(sub, (*path, name))
-    yield from walk(cli.cli, ())
+    yield from walk(cli, ())
 
 
 # assertions ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Users, roles and logins: the role table of DESIGN.md section 2, command by command."""
+"""Users, roles and logins: the role table of docs/architecture.md section 2, by command."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def without_audit(dump: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tupl
     return {k: v for k, v in dump.items() if k not in ("audit_events", "audit_head")}
 
 
-# The role table, written out from DESIGN.md section 2 (not derived from the code) -----
+# The role table, written out from docs/architecture.md section 2 (not derived from the code)
 
 
 EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {

@@ -1,11 +1,12 @@
-"""No arm reaches a blinded role, and no refusal differs between arms (DESIGN.md sections 2, 8).
+"""No arm reaches a blinded role, and no refusal differs between arms.
 
 A module-scoped trial holds participants of both arms, issued, replaced and
 prepared kits and an emergency unblinding, so that the audit trail and the
 reports have everything in them. Every command a blinded role may run (and
 the ones it may not) is run once, as text and as JSON; each output is checked
 for arm ids and labels. The one output that must name an arm, an emergency
-unblinding, is checked in tests/unblinding/test_emergency.py.
+unblinding, is checked in tests/unblinding/test_emergency.py. The rules are in
+docs/architecture.md sections 2 and 9.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import cli
+from randomizer.commands import cli
 from randomizer.design import load_design, parse_design, shipped_designs
 from randomizer.errors import DesignError, InvalidInput
 
@@ -195,7 +195,7 @@ SEED = "0000000000000000000000000000000000000000000000000000000000000001"
 
 def invoke(*args: str) -> tuple[int, str, str]:
     """Run the CLI in-process (no database is involved in these commands)."""
-    result = CliRunner().invoke(cli.cli, list(args), prog_name="randomizer")
+    result = CliRunner().invoke(cli, list(args), prog_name="randomizer")
     return result.exit_code, result.stdout, result.stderr
 
 

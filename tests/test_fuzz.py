@@ -40,7 +40,7 @@ from hypothesis.errors import InvalidArgument
 from sqlalchemy import Engine, MetaData, create_engine, select
 from sqlalchemy.engine import make_url
 
-import cli
+from randomizer.commands import cli
 from randomizer.design import design_text, parse_design
 from tests.conftest import (
     ARM_LABELS,
@@ -569,7 +569,7 @@ def test_database_urls(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     environment: dict[str, str | None] = {
         name: None for name in os.environ if name.startswith("RANDOMIZER_")}
     environment["RANDOMIZER_PASSWORD"] = PASSWORDS["alice"]
-    result = run.runner.invoke(cli.cli, args, input="", env=environment,
+    result = run.runner.invoke(cli, args, input="", env=environment,
                                prog_name="randomizer")
     assert_clean(args, result, allowed=(1, 2))
     named = _sqlite_file(url)

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cli
 from randomizer import audit
+from randomizer.commands import cli
 from randomizer.design import design_text
 from tests.conftest import (
     ADMIN,
@@ -52,7 +52,7 @@ def _help_case(path: tuple[str, ...]) -> object:
 @pytest.mark.parametrize("path", [_help_case(p) for p, _ in all_commands()])
 def test_every_command_has_help_with_an_example(path: str) -> None:
     argv = [] if path == "(root)" else path.split()
-    result = CliRunner().invoke(cli.cli, [*argv, "--help"], prog_name="randomizer")
+    result = CliRunner().invoke(cli, [*argv, "--help"], prog_name="randomizer")
     assert_ok(result)
     command = dict(all_commands())[tuple(argv)]
     assert command.help and command.help.strip(), f"{path} has no help text"

@@ -1,7 +1,7 @@
 """Permuted-block allocation lists: design + seed -> slots (pure, no I/O).
 
-The algorithm is DESIGN.md section 4, restated for statisticians in
-docs/algorithm.md. Per stratum, block sizes are drawn from the stream
+The algorithm is specified in docs/algorithm.md (summary: docs/architecture.md
+section 4). Per stratum, block sizes are drawn from the stream
 ``stratum:<key>/sizes`` until the stratum holds at least its length; each block
 holds the arms in design order, each repeated ``ratio[arm] * size / sum(ratio)``
 times, and is shuffled by Fisher-Yates (``for i from size-1 down to 1: j =

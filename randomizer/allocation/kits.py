@@ -1,7 +1,7 @@
 """Masked kit codes: generation, the check character and forgiving parsing.
 
 A kit code is 7 random Crockford base32 characters plus one check character,
-shown as ``XXXX-XXXX`` (DESIGN.md section 5). The codes carry no information
+shown as ``XXXX-XXXX`` (docs/architecture.md section 5). The codes carry no information
 about the slot or the arm: they are drawn from the OS CSPRNG, and the random
 source is a parameter so that tests can pin it.
 

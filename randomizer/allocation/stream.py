@@ -1,4 +1,4 @@
-"""The seeded random stream of DESIGN.md section 4.
+"""The seeded random stream of docs/algorithm.md (docs/architecture.md section 4).
 
 A stream is the SHAKE-256 output of ``b"randomizer/v1\\0" + seed + b"\\0" + label``
 (label in UTF-8), read as consecutive little-endian unsigned 64-bit words. The

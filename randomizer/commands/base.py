@@ -153,7 +153,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 def root_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The global options of DESIGN.md section 8."""
+    """The global options of docs/architecture.md section 9."""
     decorators = [
         click.option("--db", envvar="RANDOMIZER_DB", default=DEFAULT_URL, show_default=True,
                      help="Database URL (RANDOMIZER_DB)."),

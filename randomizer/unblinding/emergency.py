@@ -1,4 +1,4 @@
-"""Emergency unblinding of one participant (DESIGN.md section 6, step 7).
+"""Emergency unblinding of one participant (docs/architecture.md section 7, step 8).
 
 Never gated on anyone's approval and never delayed: an authorised user with a
 non-empty reason gets the arm at once. The audit event is written in the same

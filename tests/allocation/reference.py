@@ -1,4 +1,4 @@
-"""A deliberately simple, pure-Python reading of DESIGN.md section 4.
+"""A deliberately simple, pure-Python reading of docs/algorithm.md.
 
 Used only by the tests and the benchmark, to check the vectorised generator bit
 for bit. It shares no code with ``randomizer.allocation``: it re-derives the

@@ -1,4 +1,4 @@
-"""The seeded stream (DESIGN.md section 4): words, uniform draws, seeds."""
+"""The seeded stream (docs/architecture.md section 4): words, uniform draws, seeds."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ def cli_process(files: TrialFiles, user: str, *args: str,
     if fault is not None:
         env["RANDOMIZER_TEST_FAULT"] = fault
     return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", "--db", files.db_url,
+        [sys.executable, "-m", "randomizer", "--db", files.db_url,
          "--key-file", str(files.key_file), "--user", user, *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 

@@ -60,7 +60,7 @@ def cli(url: str, key_file: Path, user: str, *args: str,
     if fault is not None:
         env["RANDOMIZER_TEST_FAULT"] = fault
     return subprocess.Popen(
-        [sys.executable, "-c", "import cli; cli.main()", "--db", url, "--key-file",
+        [sys.executable, "-m", "randomizer", "--db", url, "--key-file",
          str(key_file), "--user", user, *args],
         cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""Emergency unblinding of one participant (issue 4, DESIGN.md section 6 step 7).
+"""Emergency unblinding of one participant (issue 4, docs/architecture.md section 7 step 8).
 
 It reveals that one participant's arm and nothing else, marks the
 participant, is audited with user, time and reason before the arm is opened,
