@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from randomizer import access, audit
-from tests.blinded_path import days_ago, one_per_arm, scratch_db_url
 from tests.conftest import (
     Run,
     TrialFiles,
@@ -34,6 +33,7 @@ from tests.conftest import (
     open_trial_vault,
     postgres_url,
 )
+from tests.support.blinded_path import days_ago, one_per_arm, scratch_db_url
 
 ALTERED = "it was altered, inserted or reordered"
 MISSING = "events are missing or out of order"

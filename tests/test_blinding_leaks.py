@@ -21,7 +21,15 @@ import pytest
 from click.testing import Result
 
 from randomizer import access
-from tests.blinded_path import (
+from tests.conftest import (
+    Run,
+    TrialFiles,
+    assert_error,
+    assert_ok,
+    audit_rows,
+    build_trial,
+)
+from tests.support.blinded_path import (
     DESIGN,
     FOUR_DAY0,
     answer_args,
@@ -31,14 +39,6 @@ from tests.blinded_path import (
     one_per_arm,
     participant_arms,
     scratch_db_url,
-)
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    build_trial,
 )
 
 DAY0 = FOUR_DAY0

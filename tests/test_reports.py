@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.blinded_path import (
+from tests.conftest import Run, TrialFiles, audit_rows, execute
+from tests.support.blinded_path import (
     DESIGN,
     FOUR_DAY0,
     answer_args,
@@ -17,7 +18,6 @@ from tests.blinded_path import (
     live_kit,
     participant_arms,
 )
-from tests.conftest import Run, TrialFiles, audit_rows, execute
 
 BLINDED_KEYS = {"trial", "locked", "planned", "randomized", "screen_failures",
                 "emergency_unblindings", "by_site", "by_date", "kits", "arms_shown"}

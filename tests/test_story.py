@@ -33,14 +33,6 @@ from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import parse_seed
 from randomizer.reports import imbalance
 from randomizer.trial import SEED_KIND, open_allocation
-from tests.blinded_path import (
-    DESIGN,
-    answer_args,
-    arm_words_in,
-    days_ago,
-    participant_arms,
-    scratch_db_url,
-)
 from tests.conftest import (
     ADMIN,
     TRIAL_ID,
@@ -52,6 +44,14 @@ from tests.conftest import (
     audit_rows,
     execute,
     open_trial_vault,
+)
+from tests.support.blinded_path import (
+    DESIGN,
+    answer_args,
+    arm_words_in,
+    days_ago,
+    participant_arms,
+    scratch_db_url,
 )
 
 PARTICIPANTS = 20

@@ -17,7 +17,15 @@ import pytest
 
 from randomizer.allocation.kits import ALPHABET, new_code, parse_code
 from randomizer.trial import KIT_KIND, kit_row
-from tests.blinded_path import (
+from tests.conftest import (
+    Run,
+    TrialFiles,
+    assert_error,
+    audit_rows,
+    execute,
+    open_trial_vault,
+)
+from tests.support.blinded_path import (
     DESIGN,
     FOUR_DAY0,
     answer_args,
@@ -29,14 +37,6 @@ from tests.blinded_path import (
     randomize,
     refused,
     stratum_size,
-)
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    execute,
-    open_trial_vault,
 )
 
 DAY0 = FOUR_DAY0

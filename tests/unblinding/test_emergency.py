@@ -16,15 +16,6 @@ import pytest
 
 from randomizer import context
 from randomizer.errors import AuditError
-from tests.blinded_path import (
-    DESIGN,
-    arm_words_in,
-    assert_no_arm,
-    fail_audit_for,
-    four_participants,
-    refused,
-    without_audit,
-)
 from tests.conftest import (
     Run,
     TrialFiles,
@@ -32,6 +23,15 @@ from tests.conftest import (
     audit_rows,
     dump_database,
     execute,
+)
+from tests.support.blinded_path import (
+    DESIGN,
+    arm_words_in,
+    assert_no_arm,
+    fail_audit_for,
+    four_participants,
+    refused,
+    without_audit,
 )
 
 REASON = "anaphylaxis after infusion; treating physician needs the product"

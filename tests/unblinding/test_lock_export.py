@@ -13,7 +13,16 @@ from datetime import timedelta
 import pytest
 
 from randomizer.errors import AuditError
-from tests.blinded_path import (
+from tests.conftest import (
+    Run,
+    TrialFiles,
+    assert_error,
+    audit_rows,
+    dump_database,
+    execute,
+    open_trial_vault,
+)
+from tests.support.blinded_path import (
     DESIGN,
     FOUR_DAY0,
     answer_args,
@@ -24,15 +33,6 @@ from tests.blinded_path import (
     participant_arms,
     refused,
     without_audit,
-)
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    dump_database,
-    execute,
-    open_trial_vault,
 )
 
 COLUMNS = ["participant", "site", "stratum", "randomization_number", "arm", "arm_label",
