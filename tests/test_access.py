@@ -27,19 +27,9 @@ from randomizer.access import (
 )
 from randomizer.audit import new_signing_key
 from randomizer.errors import InvalidInput
-from tests.conftest import (
-    ADMIN,
-    PASSWORDS,
-    USER_OF_ROLE,
-    USERS,
-    Run,
-    TrialFiles,
-    all_commands,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-)
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database
+from tests.support.trial import ADMIN, PASSWORDS, USER_OF_ROLE, USERS, Run, TrialFiles, all_commands
 
 ROLES = ("admin", "investigator", "pharmacist", "statistician", "monitor")
 NEW_PASSWORD = "a-brand-new-password"

@@ -19,16 +19,9 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import (
-    ADMIN,
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    dump_database,
-    execute,
-    postgres_url,
-)
+from tests.support.assertions import assert_error
+from tests.support.database import audit_rows, dump_database, execute, postgres_url
+from tests.support.trial import ADMIN, Run, TrialFiles
 
 pytestmark = [
     pytest.mark.postgres,

@@ -22,18 +22,10 @@ from typing import Any
 import pytest
 
 from randomizer import access, audit
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    build_trial,
-    execute,
-    open_trial_vault,
-    postgres_url,
-)
-from tests.support.blinded_path import days_ago, one_per_arm, scratch_db_url
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.blinded_path import days_ago, one_per_arm
+from tests.support.database import audit_rows, execute, postgres_url, scratch_db_url
+from tests.support.trial import Run, TrialFiles, build_trial, open_trial_vault
 
 ALTERED = "it was altered, inserted or reordered"
 MISSING = "events are missing or out of order"

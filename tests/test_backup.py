@@ -29,18 +29,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import (
-    ADMIN,
-    PASSWORDS,
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    dump_database,
-    execute,
-    postgres_url,
-    write_key_file,
-)
+from tests.support.assertions import assert_error
+from tests.support.database import audit_rows, dump_database, execute, postgres_url
+from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, write_key_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ELIGIBLE = ["--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",

@@ -21,25 +21,16 @@ import pytest
 from click.testing import Result
 
 from randomizer import access
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    build_trial,
-)
+from tests.support.assertions import assert_error, assert_ok
 from tests.support.blinded_path import (
-    DESIGN,
     FOUR_DAY0,
-    answer_args,
-    arm_words_in,
-    four_participants,
     live_kit,
     one_per_arm,
     participant_arms,
-    scratch_db_url,
 )
+from tests.support.database import audit_rows, scratch_db_url
+from tests.support.exosome import DESIGN, answer_args, arm_words_in
+from tests.support.trial import Run, TrialFiles, build_trial
 
 DAY0 = FOUR_DAY0
 
@@ -272,12 +263,6 @@ def _assert_identical(attempt: Attempt, code: int) -> None:
     assert _anonymous(first.stdout) == _anonymous(second.stdout)
     assert [_event_shape(e) for e in attempt.events[0]] == \
         [_event_shape(e) for e in attempt.events[1]]
-
-
-@pytest.fixture
-def by_arm(run: Run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Four participants randomized on DAY0: arm -> one participant in it."""
-    return four_participants(run, tmp_path_factory.getbasetemp())
 
 
 REFUSALS: list[tuple[str, Callable[[str], tuple[str, ...]], int]] = [

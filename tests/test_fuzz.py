@@ -42,16 +42,8 @@ from sqlalchemy.engine import make_url
 
 import cli
 from randomizer.design import design_text, parse_design
-from tests.conftest import (
-    ARM_LABELS,
-    ARMS,
-    PASSWORDS,
-    TRIAL_ID,
-    USERS,
-    Run,
-    TrialFiles,
-    write_key_file,
-)
+from tests.support.exosome import ARM_LABELS, ARMS, TRIAL_ID
+from tests.support.trial import PASSWORDS, USERS, Run, TrialFiles, write_key_file
 
 # a failing example that holds a 10,000-character value must still be reported
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")

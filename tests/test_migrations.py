@@ -25,17 +25,9 @@ from sqlalchemy.engine import make_url
 
 from randomizer import maintenance, store
 from randomizer.models import Base
-from tests.conftest import (
-    ADMIN,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-    execute,
-    write_key_file,
-)
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, execute
+from tests.support.trial import ADMIN, Run, TrialFiles, write_key_file
 
 HEAD = "0001"
 

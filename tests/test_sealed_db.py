@@ -18,23 +18,10 @@ from randomizer import trial as trial_module
 from randomizer.design import design_text, load_design
 from randomizer.trial import KIT_KIND, SEED_KIND, SLOT_KIND, open_allocation
 from randomizer.vault import NONCE_SIZE, sealed_size
-from tests.conftest import (
-    ADMIN,
-    ARM_LABELS,
-    ARMS,
-    OPAQUE,
-    PASSWORDS,
-    TRIAL_ID,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-    execute,
-    open_trial_vault,
-    write_key_file,
-)
+from tests.support.assertions import OPAQUE, assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, execute
+from tests.support.exosome import ARM_LABELS, ARMS, TRIAL_ID
+from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, open_trial_vault, write_key_file
 
 # What a stolen database must not reveal ------------------------------------------------
 

@@ -15,19 +15,16 @@ from hypothesis import strategies as st
 import cli
 from randomizer import audit
 from randomizer.design import design_text
-from tests.conftest import (
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, execute
+from tests.support.exosome import TRIAL_ID
+from tests.support.trial import (
     ADMIN,
     PASSWORDS,
-    TRIAL_ID,
     USERS,
     Run,
     TrialFiles,
     all_commands,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-    execute,
     write_key_file,
 )
 

@@ -33,26 +33,11 @@ from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import parse_seed
 from randomizer.reports import imbalance
 from randomizer.trial import SEED_KIND, open_allocation
-from tests.conftest import (
-    ADMIN,
-    TRIAL_ID,
-    USERS,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    execute,
-    open_trial_vault,
-)
-from tests.support.blinded_path import (
-    DESIGN,
-    answer_args,
-    arm_words_in,
-    days_ago,
-    participant_arms,
-    scratch_db_url,
-)
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.blinded_path import days_ago, participant_arms
+from tests.support.database import audit_rows, execute, scratch_db_url
+from tests.support.exosome import DESIGN, TRIAL_ID, answer_args, arm_words_in
+from tests.support.trial import ADMIN, USERS, Run, TrialFiles, open_trial_vault
 
 PARTICIPANTS = 20
 REPLACED = (5, 2)  # participant 5's week-12 kit arrives damaged

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, assert_ok, execute
+from tests.support.assertions import assert_ok
+from tests.support.database import execute
 from tests.support.designs import AGE, design_toml, in_range, must_be_yes
+from tests.support.trial import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8

@@ -16,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    ARM_LABELS,
-    ARMS,
-    PASSWORDS,
-    Run,
-    TrialFiles,
-    assert_ok,
-    audit_rows,
-    dump_database,
-)
+from tests.support.assertions import assert_ok
+from tests.support.database import audit_rows, dump_database
+from tests.support.exosome import ARM_LABELS, ARMS
+from tests.support.trial import PASSWORDS, Run, TrialFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 ELIGIBLE = ["--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",

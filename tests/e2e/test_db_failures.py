@@ -24,18 +24,9 @@ import pytest
 from click.testing import Result
 from sqlalchemy.engine import make_url
 
-from tests.conftest import (
-    PASSWORDS,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-    execute,
-    postgres_url,
-    write_key_file,
-)
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, execute, postgres_url
+from tests.support.trial import PASSWORDS, Run, TrialFiles, write_key_file
 
 ROOT = Path(__file__).resolve().parents[2]
 ELIGIBLE = ("--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
