@@ -21,7 +21,7 @@ import pytest
 from click.testing import Result
 
 from randomizer import access
-from tests.support.assertions import assert_error, assert_ok
+from tests.support.assertions import assert_error, assert_no_arm, assert_ok
 from tests.support.blinded_path import (
     FOUR_DAY0,
     live_kit,
@@ -29,7 +29,7 @@ from tests.support.blinded_path import (
     participant_arms,
 )
 from tests.support.database import audit_rows, scratch_db_url
-from tests.support.exosome import DESIGN, answer_args, arm_words_in
+from tests.support.exosome import ARM_LABELS, DESIGN, answer_args, arm_words_in
 from tests.support.trial import Run, TrialFiles, build_trial
 
 DAY0 = FOUR_DAY0
@@ -192,8 +192,7 @@ def test_no_arm_in_any_blinded_output(leak_trial: LeakTrial, key: str) -> None:
         assert_ok(result)
     else:
         assert_error(result, code)
-    for stream in (result.stdout, result.stderr):
-        assert arm_words_in(stream) == [], f"{key}: {stream!r}"
+    assert_no_arm(result, key)
     if key.endswith("json") and code == 0:
         json.loads(result.stdout)
 
@@ -205,6 +204,12 @@ def test_the_leak_check_sees_arms(leak_trial: LeakTrial) -> None:
     assert set(arm_words_in(listing.stdout)) >= {a.id for a in DESIGN.arms}
     assert arm_words_in(f"trial {DESIGN.title}: exosome-ms") == []
     assert arm_words_in("PLACEBO") == ["placebo"]
+    with pytest.raises(AssertionError, match="stdout names"):
+        assert_no_arm(listing, "pharmacy list")
+    # an arm word is let pass only where the command's own input holds it
+    with pytest.raises(AssertionError, match="'exosome'"):
+        assert_no_arm(listing, "pharmacy list", inputs=["saline"])
+    assert_no_arm(listing, "pharmacy list", inputs=ARM_LABELS)
 
 
 def test_the_monitor_reads_a_trail_with_every_kind_of_event(leak_trial: LeakTrial) -> None:
