@@ -18,13 +18,10 @@ import pytest
 
 from tests.support.assertions import assert_ok
 from tests.support.database import audit_rows, dump_database
-from tests.support.exosome import ARM_LABELS, ARMS
+from tests.support.exosome import ARM_LABELS, ARMS, answer_args
 from tests.support.trial import PASSWORDS, Run, TrialFiles
 
 ROOT = Path(__file__).resolve().parents[2]
-ELIGIBLE = ["--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
-            "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
-            "--answer", "infection_malignancy_systemic=no"]
 
 
 def cli_process(files: TrialFiles, user: str, *args: str,
@@ -45,8 +42,8 @@ def _without_audit(dump: dict[str, list[tuple[object, ...]]]) -> dict[str, objec
 
 
 CASES = [
-    ("randomize:slot-taken", ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
-    ("randomize:before-commit", ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
+    ("randomize:slot-taken", ("randomize", "P-002", "--site", "WAW", *answer_args())),
+    ("randomize:before-commit", ("randomize", "P-002", "--site", "WAW", *answer_args())),
     ("kit.replace:voided", ("kit", "replace", "{kit}", "--reason", "bag damaged")),
     ("kit.replace:before-commit", ("kit", "replace", "{kit}", "--reason", "bag damaged")),
     ("unblind.emergency:opened", ("unblind", "emergency", "P-001", "--reason", "SAE")),
@@ -58,7 +55,7 @@ CASES = [
 @pytest.mark.parametrize(("fault", "command"), CASES, ids=[c[0] for c in CASES])
 def test_a_killed_command_leaves_no_trace_and_succeeds_on_retry(
         run: Run, trial_with_list: TrialFiles, fault: str, command: tuple[str, ...]) -> None:
-    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *ELIGIBLE, user="ivan")
+    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
     kit = first.stdout.split('"kit": "')[1][:9]
     args = [a.replace("{kit}", kit) for a in command]
     before = dump_database(trial_with_list.db_url)

@@ -26,12 +26,10 @@ from sqlalchemy.engine import make_url
 
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute, postgres_url
+from tests.support.exosome import answer_args
 from tests.support.trial import PASSWORDS, Run, TrialFiles, write_key_file
 
 ROOT = Path(__file__).resolve().parents[2]
-ELIGIBLE = ("--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
-            "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
-            "--answer", "infection_malignancy_systemic=no")
 SECRET = "pw-never-shown-42"
 """A password in the refused URLs, which no message may echo."""
 
@@ -39,7 +37,7 @@ COMMANDS = {
     "init": ("init", "--design", "exosome-ms", "--admin", "alice"),
     "db status": ("db", "status"),
     "audit verify": ("--user", "alice", "audit", "verify"),
-    "randomize": ("--user", "ivan", "randomize", "P-001", "--site", "WAW", *ELIGIBLE),
+    "randomize": ("--user", "ivan", "randomize", "P-001", "--site", "WAW", *answer_args()),
 }
 
 
@@ -223,8 +221,8 @@ def _without(dump: dict[str, list[tuple[object, ...]]], *prefixes: str) -> dict[
 GONE = [
     # (fault point, the last statement before it, the command)
     ("pause:randomize:slot-taken", "UPDATE strata",  # flushed after INSERT INTO participants
-     ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
-    ("pause:randomize:before-commit", "", ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
+     ("randomize", "P-002", "--site", "WAW", *answer_args())),
+    ("pause:randomize:before-commit", "", ("randomize", "P-002", "--site", "WAW", *answer_args())),
     ("pause:kit.replace:voided", "", ("kit", "replace", "{kit}", "--reason", "bag damaged")),
 ]
 
@@ -235,7 +233,7 @@ GONE = [
 def test_a_server_that_goes_away_mid_command(run: Run, trial_with_list: TrialFiles,
                                              server: str, fault: str, statement: str,
                                              command: tuple[str, ...]) -> None:
-    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *ELIGIBLE, user="ivan")
+    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
     kit = first.stdout.split('"kit": "')[1][:9]
     args = [a.replace("{kit}", kit) for a in command]
     files = trial_with_list
