@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from randomizer import access
 from tests.support.assertions import assert_error, assert_no_arm, assert_ok
 from tests.support.blinded_path import (
     FOUR_DAY0,
@@ -28,9 +27,9 @@ from tests.support.blinded_path import (
     one_per_arm,
     participant_arms,
 )
-from tests.support.database import audit_rows, scratch_db_url
+from tests.support.database import audit_rows
 from tests.support.exosome import ARM_LABELS, DESIGN, answer_args, arm_words_in
-from tests.support.trial import Run, TrialFiles, build_trial
+from tests.support.trial import Run, TrialFiles, build_trial, scratch_trial
 
 DAY0 = FOUR_DAY0
 
@@ -154,10 +153,8 @@ def _key(case: Case) -> str:
 @pytest.fixture(scope="module")
 def leak_trial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakTrial]:
     directory = tmp_path_factory.mktemp("leaks")
-    with pytest.MonkeyPatch.context() as patch, scratch_db_url(directory) as url:
-        patch.setattr(access, "SCRYPT_N", 2**10)
-        files = TrialFiles(db_url=url, key_file=directory / "trial.key", directory=directory)
-        run = Run(files)
+    with scratch_trial(directory) as run:
+        files = run.files
         build_trial(run, "list")
         by_arm = one_per_arm(run, DAY0)
         first, second = sorted(by_arm.values())[:2]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.assertions import assert_ok
-from tests.support.database import audit_rows, dump_database
+from tests.support.database import audit_rows, dump_database, without_audit
 from tests.support.exosome import ARM_LABELS, ARMS, answer_args
 from tests.support.trial import PASSWORDS, Run, TrialFiles
 
@@ -35,10 +35,6 @@ def cli_process(files: TrialFiles, user: str, *args: str,
         [sys.executable, "-c", "import cli; cli.main()", "--db", files.db_url,
          "--key-file", str(files.key_file), "--user", user, *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
-def _without_audit(dump: dict[str, list[tuple[object, ...]]]) -> dict[str, object]:
-    return {k: v for k, v in dump.items() if not k.startswith("audit")}
 
 
 CASES = [
@@ -65,7 +61,7 @@ def test_a_killed_command_leaves_no_trace_and_succeeds_on_retry(
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert killed.stdout == ""  # nothing revealed: the process died before printing
     after = dump_database(trial_with_list.db_url)
-    assert _without_audit(after) == _without_audit(before), "a half-done change survived"
+    assert without_audit(after) == without_audit(before), "a half-done change survived"
     assert after["audit_events"] == before["audit_events"], "an event without its change"
     assert_ok(run("audit", "verify", user="alice"))
     assert_ok(run("list", "verify", user="alice"))
