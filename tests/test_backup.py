@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from tests.support.assertions import assert_error
 from tests.support.database import audit_rows, dump_database, execute, postgres_url
 from tests.support.exosome import answer_args
+from tests.support.processes import clean_env
 from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, write_key_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,8 +106,7 @@ def _verify(run: Run, db: str, note: Path, signing_key: Path) -> None:
 def writer(sqlite_only: None, trial_with_list: TrialFiles) -> Iterator[subprocess.Popen[str]]:
     """The writing process, started; stopped (and reaped) at the end of the test."""
     stop = trial_with_list.directory / "stop-writing"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANDOMIZER_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env = clean_env(PYTHONPATH=str(ROOT))
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, trial_with_list.db_url, str(trial_with_list.key_file),
          PASSWORDS["ivan"], str(stop)],

@@ -8,34 +8,15 @@ chain verifies) and the same command must succeed when retried.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.support.assertions import assert_ok
 from tests.support.database import audit_rows, dump_database, without_audit
 from tests.support.exosome import ARM_LABELS, ARMS, answer_args
-from tests.support.trial import PASSWORDS, Run, TrialFiles
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli_process(files: TrialFiles, user: str, *args: str,
-                fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in its own process, optionally armed to die at ``fault``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANDOMIZER_")}
-    env["RANDOMIZER_PASSWORD"] = PASSWORDS[user]
-    if fault is not None:
-        env["RANDOMIZER_TEST_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", "--db", files.db_url,
-         "--key-file", str(files.key_file), "--user", user, *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
+from tests.support.processes import cli_process, finish
+from tests.support.trial import Run, TrialFiles
 
 CASES = [
     ("randomize:slot-taken", ("randomize", "P-002", "--site", "WAW", *answer_args())),
@@ -56,9 +37,11 @@ def test_a_killed_command_leaves_no_trace_and_succeeds_on_retry(
     args = [a.replace("{kit}", kit) for a in command]
     before = dump_database(trial_with_list.db_url)
 
-    killed = cli_process(trial_with_list, "ivan", *args, fault=fault)
+    files = trial_with_list
+    killed = finish(cli_process(files.db_url, files.key_file, "ivan", *args, fault=fault),
+                    timeout=120)
 
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert killed.code == -signal.SIGKILL, killed.stderr
     assert killed.stdout == ""  # nothing revealed: the process died before printing
     after = dump_database(trial_with_list.db_url)
     assert without_audit(after) == without_audit(before), "a half-done change survived"
@@ -66,8 +49,8 @@ def test_a_killed_command_leaves_no_trace_and_succeeds_on_retry(
     assert_ok(run("audit", "verify", user="alice"))
     assert_ok(run("list", "verify", user="alice"))
 
-    retried = cli_process(trial_with_list, "ivan", *args)
-    assert retried.returncode == 0, retried.stderr
+    retried = finish(cli_process(files.db_url, files.key_file, "ivan", *args), timeout=120)
+    assert retried.code == 0, retried.stderr
     action = {"randomize": "randomize", "kit": "kit.replace", "unblind": "unblind.emergency"}
     assert audit_rows(trial_with_list.db_url)[-1]["action"] == action[args[0]]
     if args[0] == "unblind":
