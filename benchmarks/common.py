@@ -18,7 +18,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from randomizer.access import Role  # noqa: E402
 from randomizer.backend import LocalBackend  # noqa: E402
 from randomizer.context import Credentials  # noqa: E402
 from tests.support import designs  # noqa: E402
+from tests.support.database import scratch_database  # noqa: E402
 
 T = TypeVar("T")
 
@@ -88,20 +88,8 @@ def bench_place(db: str, name: str, workdir: str | None = None) -> Iterator[Benc
             yield BenchPlace(f"sqlite:///{directory / 'trial.db'}", directory / "trial.key",
                              directory, "sqlite")
             return
-        server = make_url(db)
-        database = f"bench_{name}_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
-            try:
-                url = server.set(database=database).render_as_string(hide_password=False)
-                yield BenchPlace(url, directory / "trial.key", directory, "postgresql")
-            finally:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            admin.dispose()
+        with scratch_database(db, f"bench_{name}") as url:
+            yield BenchPlace(url, directory / "trial.key", directory, "postgresql")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -20,17 +20,21 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from tests.support.assertions import assert_error
-from tests.support.database import audit_rows, dump_database, execute, postgres_url
+from tests.support.database import (
+    audit_rows,
+    dump_database,
+    execute,
+    postgres_url,
+    scratch_database,
+)
 from tests.support.exosome import answer_args
 from tests.support.processes import clean_env
 from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, write_key_file
@@ -408,17 +412,8 @@ def second_database(is_postgres: bool) -> Iterator[str]:
     server = postgres_url()
     if server is None:
         pytest.skip("pg_dump/pg_restore need PostgreSQL; this run uses SQLite")
-    maintenance = make_url(server)
-    name = f"randomizer_restore_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(maintenance, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield maintenance.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with scratch_database(server, "randomizer_restore") as url:
+        yield url
 
 
 def _schema(url: str) -> str:

@@ -62,6 +62,28 @@ def scratch_db_url(directory: Path) -> Iterator[str]:
         maintenance.dispose()
 
 
+@contextmanager
+def scratch_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database ``<prefix>_<hex>`` on ``server_url``'s server.
+
+    Yields its URL; the database is dropped afterwards (``WITH (FORCE)``, ending
+    any connection left open).
+    """
+    server = make_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
 def fold_wal(db_path: Path) -> None:
     """Fold a SQLite database's write-ahead log into its main file, so one file is all of it."""
     connection = sqlite3.connect(db_path)
