@@ -44,7 +44,7 @@ from randomizer.allocation.generator import Schedule, generate_schedule  # noqa:
 from randomizer.allocation.stream import stream_input  # noqa: E402
 from randomizer.design import TrialDesign  # noqa: E402
 from tests.allocation import reference  # noqa: E402
-from tests.allocation.generator_helpers import make_design  # noqa: E402
+from tests.support.designs import make_design  # noqa: E402
 
 SEED = bytes.fromhex("7d1e6a0c3b9f4e2d8a5c1b7e0f3d6a9c2e5b8d1f4a7c0e3b6d9f2a5c8e1b4d70")
 SIZES = [2, 4, 6]

@@ -10,6 +10,7 @@ what they mean to measure themselves.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
@@ -17,7 +18,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +37,8 @@ from randomizer import access  # noqa: E402
 from randomizer.access import Role  # noqa: E402
 from randomizer.backends.local import LocalBackend  # noqa: E402
 from randomizer.context import Credentials  # noqa: E402
+from tests.support import designs  # noqa: E402
+from tests.support.database import scratch_database  # noqa: E402
 
 T = TypeVar("T")
 
@@ -86,20 +88,8 @@ def bench_place(db: str, name: str, workdir: str | None = None) -> Iterator[Benc
             yield BenchPlace(f"sqlite:///{directory / 'trial.db'}", directory / "trial.key",
                              directory, "sqlite")
             return
-        server = make_url(db)
-        database = f"bench_{name}_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
-            try:
-                url = server.set(database=database).render_as_string(hide_password=False)
-                yield BenchPlace(url, directory / "trial.key", directory, "postgresql")
-            finally:
-                with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            admin.dispose()
+        with scratch_database(db, f"bench_{name}") as url:
+            yield BenchPlace(url, directory / "trial.key", directory, "postgresql")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -134,51 +124,15 @@ def design_toml(trial_id: str, stratum_length: int, factors: dict[str, list[str]
                 visits: int = 1, block_sizes: Sequence[int] = (2, 4, 6),
                 criteria: bool = True) -> str:
     """A 1:1 two-arm design; ``spare_fraction`` 0, ``visits`` dosing visits 28 days apart."""
-    planned = stratum_length * int(np.prod([len(v) for v in factors.values()] or [1]))
-    parts = [f"""
-[trial]
-id = "{trial_id}"
-title = "Benchmark trial {trial_id}"
-planned_participants = {planned}
-stratum_length = {stratum_length}
-
-[allocation]
-ratio = {{ active = 1, placebo = 1 }}
-block_sizes = [{", ".join(str(size) for size in block_sizes)}]
-
-[[arms]]
-id = "active"
-label = "Active"
-preparation = "Prepare active."
-
-[[arms]]
-id = "placebo"
-label = "Placebo"
-preparation = "Prepare placebo."
-"""]
-    for name, levels in factors.items():
-        quoted = ", ".join(f'"{level}"' for level in levels)
-        parts.append(f'\n[[factors]]\nname = "{name}"\nlevels = [{quoted}]\n')
-    if criteria:
-        parts.append("""
-[[criteria]]
-id = "age"
-kind = "range"
-question = "Age"
-min = 18
-max = 65
-
-[[criteria]]
-id = "consent"
-kind = "must_be_yes"
-question = "Written consent?"
-""")
-    for number in range(visits):
-        window = 0 if number == 0 else 3
-        parts.append(f'\n[[visits]]\nname = "Visit {number + 1}"\nday = {28 * number}\n'
-                     f"window = {window}\n")
-    parts.append("\n[kits]\nspare_fraction = 0.0\n")
-    return "".join(parts)
+    return designs.design_toml(
+        trial_id=trial_id, title=f"Benchmark trial {trial_id}",
+        planned_participants=stratum_length * math.prod(len(v) for v in factors.values()),
+        stratum_length=stratum_length, arms=["active", "placebo"], block_sizes=block_sizes,
+        factors=factors,
+        criteria=[designs.AGE, designs.must_be_yes("consent", "Written consent?")]
+        if criteria else (),
+        visits=[(f"Visit {n + 1}", 28 * n, 0 if n == 0 else 3) for n in range(visits)],
+        spare_fraction=0.0)
 
 
 # timing and reporting -------------------------------------------------------------------

@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -27,28 +26,13 @@ from randomizer.access import (
 )
 from randomizer.audit import new_signing_key
 from randomizer.errors import InvalidInput
-from tests.conftest import (
-    ADMIN,
-    PASSWORDS,
-    USER_OF_ROLE,
-    USERS,
-    Run,
-    TrialFiles,
-    all_commands,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-)
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, without_audit
+from tests.support.trial import ADMIN, PASSWORDS, USER_OF_ROLE, USERS, Run, TrialFiles, all_commands
 
 ROLES = ("admin", "investigator", "pharmacist", "statistician", "monitor")
 NEW_PASSWORD = "a-brand-new-password"
 LOGIN_REFUSED = "unknown user, wrong password or disabled account"
-
-
-def without_audit(dump: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
-    """A database dump less the audit trail, which records refusals."""
-    return {k: v for k, v in dump.items() if k not in ("audit_events", "audit_head")}
 
 
 # The role table, written out from docs/architecture.md section 2 (not derived from the code)

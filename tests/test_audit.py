@@ -19,18 +19,10 @@ from randomizer.errors import AuditError
 from randomizer.models import AuditRecord as AuditRow
 from randomizer.models import Base
 from randomizer.store import Store
-from tests.conftest import (
-    ADMIN,
-    PASSWORDS,
-    TRIAL_ID,
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    execute,
-    open_trial_vault,
-    postgres_url,
-)
+from tests.support.assertions import assert_error
+from tests.support.database import audit_rows, execute, postgres_url
+from tests.support.exosome import TRIAL_ID
+from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, open_trial_vault
 
 UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 ALTERED = "it was altered, inserted or reordered"

@@ -19,16 +19,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import (
-    ADMIN,
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    dump_database,
-    execute,
-    postgres_url,
-)
+from tests.support.assertions import assert_error
+from tests.support.database import audit_rows, dump_database, execute, postgres_url
+from tests.support.exosome import answer_args
+from tests.support.trial import ADMIN, Run, TrialFiles
 
 pytestmark = [
     pytest.mark.postgres,
@@ -37,9 +31,6 @@ pytestmark = [
 ]
 
 OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
-ELIGIBLE = ["--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
-            "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
-            "--answer", "infection_malignancy_systemic=no"]
 
 TAMPERING = {
     "UPDATE": "UPDATE audit_events SET reason = 'nothing happened' WHERE seq = 1",
@@ -182,10 +173,10 @@ def test_a_whole_trial_runs_as_the_application_role(app_role: AppRole,
     ok(ADMIN, "user", "disable", "zoe", "--reason", "left the team")
     ok("mona", "user", "passwd", "--password-stdin", input="pw-monitor-123456\n")
     ok(ADMIN, "list", "generate")
-    first = ok("ivan", "randomize", "P-001", "--site", "WAW", *ELIGIBLE)
+    first = ok("ivan", "randomize", "P-001", "--site", "WAW", *answer_args())
     kit = re.search(r"Visit 1 kit: (\S+)", first)
     assert kit is not None
-    ok("ivan", "randomize", "P-002", "--site", "WAW", *ELIGIBLE)
+    ok("ivan", "randomize", "P-002", "--site", "WAW", *answer_args())
     ok("ivan", "kit", "request", "P-001", "--visit", "1")
     replaced = ok("ivan", "kit", "replace", kit.group(1), "--reason", "bag punctured")
     spare = re.search(r"use kit (\S+)", replaced)

@@ -13,7 +13,6 @@ names the event, or that the signed checkpoint does where the MAC cannot.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,19 +20,11 @@ from typing import Any
 
 import pytest
 
-from randomizer import access, audit
-from tests.blinded_path import days_ago, one_per_arm, scratch_db_url
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    build_trial,
-    execute,
-    open_trial_vault,
-    postgres_url,
-)
+from randomizer import audit
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.blinded_path import days_ago, one_per_arm
+from tests.support.database import audit_rows, execute, fold_wal, postgres_url
+from tests.support.trial import Run, TrialFiles, build_trial, open_trial_vault, scratch_trial
 
 ALTERED = "it was altered, inserted or reordered"
 MISSING = "events are missing or out of order"
@@ -94,15 +85,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, S
         yield None
         return
     directory = tmp_path_factory.mktemp("tamper-template")
-    with pytest.MonkeyPatch.context() as patch, scratch_db_url(directory) as url:
-        patch.setattr(access, "SCRYPT_N", 2**10)
-        story = _play(Run(TrialFiles(db_url=url, key_file=directory / "trial.key",
-                                     directory=directory)))
-    connection = sqlite3.connect(directory / "trial.db")
-    try:
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        connection.close()
+    with scratch_trial(directory) as run:
+        story = _play(run)
+    fold_wal(directory / "trial.db")
     yield directory, story
 
 

@@ -20,32 +20,26 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import (
-    ADMIN,
-    PASSWORDS,
-    Run,
-    TrialFiles,
-    assert_error,
+from tests.support.assertions import assert_error
+from tests.support.database import (
     audit_rows,
     dump_database,
     execute,
     postgres_url,
-    write_key_file,
+    scratch_database,
 )
+from tests.support.exosome import answer_args
+from tests.support.processes import clean_env
+from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, write_key_file
 
 ROOT = Path(__file__).resolve().parents[1]
-ELIGIBLE = ["--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
-            "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
-            "--answer", "infection_malignancy_systemic=no"]
 NOT_ADMIN = {"ivan": "investigator", "petra": "pharmacist", "stan": "statistician",
              "mona": "monitor"}
 MAINTAIN = "may not back up, restore or upgrade the database"
@@ -60,11 +54,9 @@ import sys, time
 from pathlib import Path
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
+from tests.support.exosome import ELIGIBLE as answers
 
 db, key, password, stop = sys.argv[1:5]
-answers = {"age": "45", "progressive_ms": "yes", "edss": "4.5",
-           "recent_relapse_or_steroids": "no", "other_neuro_autoimmune": "no",
-           "infection_malignancy_systemic": "no"}
 backend = LocalBackend(db, Path(key), lambda: Credentials("ivan", password))
 n = 0
 while not Path(stop).exists() and n < 2000:
@@ -118,8 +110,7 @@ def _verify(run: Run, db: str, note: Path, signing_key: Path) -> None:
 def writer(sqlite_only: None, trial_with_list: TrialFiles) -> Iterator[subprocess.Popen[str]]:
     """The writing process, started; stopped (and reaped) at the end of the test."""
     stop = trial_with_list.directory / "stop-writing"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANDOMIZER_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env = clean_env(PYTHONPATH=str(ROOT))
     process = subprocess.Popen(
         [sys.executable, "-c", WRITER, trial_with_list.db_url, str(trial_with_list.key_file),
          PASSWORDS["ivan"], str(stop)],
@@ -206,7 +197,7 @@ def test_a_backup_taken_while_another_process_randomizes_restores_and_verifies(
 def backup_file(sqlite_only: None, trial_with_list: TrialFiles, run: Run) -> Path:
     """A backup of the trial with two randomized participants."""
     for participant in ("P-001", "P-002"):
-        run.ok("randomize", participant, "--site", "WAW", *ELIGIBLE, user="ivan")
+        run.ok("randomize", participant, "--site", "WAW", *answer_args(), user="ivan")
     out = trial_with_list.directory / "backup.db"
     run.ok("backup", "--out", str(out), user=ADMIN)
     return out
@@ -384,9 +375,9 @@ def test_a_restored_copy_keeps_working(backup_file: Path, trial_with_list: Trial
                                        run: Run) -> None:
     restored = _sqlite_url(trial_with_list.directory / "restored.db")
     run.ok("restore", "--from", str(backup_file), user=ADMIN, db=restored)
-    assert_error(run("randomize", "P-001", "--site", "WAW", *ELIGIBLE, user="ivan", db=restored),
-                 1, "P-001 is already randomized")
-    run.ok("randomize", "P-003", "--site", "WAW", *ELIGIBLE, user="ivan", db=restored)
+    assert_error(run("randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan",
+                     db=restored), 1, "P-001 is already randomized")
+    run.ok("randomize", "P-003", "--site", "WAW", *answer_args(), user="ivan", db=restored)
     assert "current" in run.ok("db", "status", db=restored).stdout
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN, db=restored).stdout
 
@@ -421,17 +412,8 @@ def second_database(is_postgres: bool) -> Iterator[str]:
     server = postgres_url()
     if server is None:
         pytest.skip("pg_dump/pg_restore need PostgreSQL; this run uses SQLite")
-    maintenance = make_url(server)
-    name = f"randomizer_restore_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(maintenance, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield maintenance.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with scratch_database(server, "randomizer_restore") as url:
+        yield url
 
 
 def _schema(url: str) -> str:
@@ -455,14 +437,14 @@ def test_a_pg_dump_backup_restores_and_verifies(trial_with_list: TrialFiles, run
     """The procedure of docs/operations.md, run as written."""
     pg_dump, pg_restore = _pg_tool("pg_dump"), _pg_tool("pg_restore")
     for participant in ("P-001", "P-002", "P-003"):
-        run.ok("randomize", participant, "--site", "WAW", *ELIGIBLE, user="ivan")
+        run.ok("randomize", participant, "--site", "WAW", *answer_args(), user="ivan")
     note = _checkpoint(run, signing_key, "before-dump.note")
     dump = trial_with_list.directory / "trial.dump"
     # (the tests keep each trial in a schema of its own; a real trial lives in 'public')
     schema = _schema(trial_with_list.db_url)
     subprocess.run([pg_dump, "--format=custom", f"--file={dump}", f"--schema={schema}",
                     _libpq(trial_with_list.db_url)], check=True, capture_output=True, timeout=60)
-    run.ok("randomize", "P-004", "--site", "WAW", *ELIGIBLE, user="ivan")  # after the dump
+    run.ok("randomize", "P-004", "--site", "WAW", *answer_args(), user="ivan")  # after the dump
     subprocess.run([pg_restore, "--no-owner", "--exit-on-error",
                     f"--dbname={_libpq(second_database)}", str(dump)],
                    check=True, capture_output=True, timeout=60)

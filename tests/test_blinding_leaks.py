@@ -21,26 +21,16 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from randomizer import access
-from tests.blinded_path import (
-    DESIGN,
+from tests.support.assertions import assert_error, assert_no_arm, assert_ok
+from tests.support.blinded_path import (
     FOUR_DAY0,
-    answer_args,
-    arm_words_in,
-    four_participants,
     live_kit,
     one_per_arm,
     participant_arms,
-    scratch_db_url,
 )
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    build_trial,
-)
+from tests.support.database import audit_rows
+from tests.support.exosome import ARM_LABELS, DESIGN, answer_args, arm_words_in
+from tests.support.trial import Run, TrialFiles, build_trial, scratch_trial
 
 DAY0 = FOUR_DAY0
 
@@ -164,10 +154,8 @@ def _key(case: Case) -> str:
 @pytest.fixture(scope="module")
 def leak_trial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakTrial]:
     directory = tmp_path_factory.mktemp("leaks")
-    with pytest.MonkeyPatch.context() as patch, scratch_db_url(directory) as url:
-        patch.setattr(access, "SCRYPT_N", 2**10)
-        files = TrialFiles(db_url=url, key_file=directory / "trial.key", directory=directory)
-        run = Run(files)
+    with scratch_trial(directory) as run:
+        files = run.files
         build_trial(run, "list")
         by_arm = one_per_arm(run, DAY0)
         first, second = sorted(by_arm.values())[:2]
@@ -202,8 +190,7 @@ def test_no_arm_in_any_blinded_output(leak_trial: LeakTrial, key: str) -> None:
         assert_ok(result)
     else:
         assert_error(result, code)
-    for stream in (result.stdout, result.stderr):
-        assert arm_words_in(stream) == [], f"{key}: {stream!r}"
+    assert_no_arm(result, key)
     if key.endswith("json") and code == 0:
         json.loads(result.stdout)
 
@@ -215,6 +202,12 @@ def test_the_leak_check_sees_arms(leak_trial: LeakTrial) -> None:
     assert set(arm_words_in(listing.stdout)) >= {a.id for a in DESIGN.arms}
     assert arm_words_in(f"trial {DESIGN.title}: exosome-ms") == []
     assert arm_words_in("PLACEBO") == ["placebo"]
+    with pytest.raises(AssertionError, match="stdout names"):
+        assert_no_arm(listing, "pharmacy list")
+    # an arm word is let pass only where the command's own input holds it
+    with pytest.raises(AssertionError, match="'exosome'"):
+        assert_no_arm(listing, "pharmacy list", inputs=["saline"])
+    assert_no_arm(listing, "pharmacy list", inputs=ARM_LABELS)
 
 
 def test_the_monitor_reads_a_trail_with_every_kind_of_event(leak_trial: LeakTrial) -> None:
@@ -273,12 +266,6 @@ def _assert_identical(attempt: Attempt, code: int) -> None:
     assert _anonymous(first.stdout) == _anonymous(second.stdout)
     assert [_event_shape(e) for e in attempt.events[0]] == \
         [_event_shape(e) for e in attempt.events[1]]
-
-
-@pytest.fixture
-def by_arm(run: Run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Four participants randomized on DAY0: arm -> one participant in it."""
-    return four_participants(run, tmp_path_factory.getbasetemp())
 
 
 REFUSALS: list[tuple[str, Callable[[str], tuple[str, ...]], int]] = [

@@ -11,52 +11,14 @@ from click.testing import CliRunner
 from randomizer.commands import cli
 from randomizer.design import load_design, parse_design, shipped_designs
 from randomizer.errors import DesignError, InvalidInput
+from tests.support.designs import design_toml, in_range, must_be_yes
 
-VALID = """
-[trial]
-id = "t1"
-title = "Test trial"
-planned_participants = 12
-
-[allocation]
-ratio = { a = 1, b = 1 }
-block_sizes = [2, 4]
-
-[[arms]]
-id = "a"
-label = "Arm A"
-preparation = "Prepare A."
-
-[[arms]]
-id = "b"
-label = "Arm B"
-preparation = "Prepare B."
-
-[[factors]]
-name = "type"
-levels = ["PPMS", "SPMS"]
-
-[[criteria]]
-id = "age"
-kind = "range"
-question = "Age?"
-min = 18
-max = 65
-
-[[criteria]]
-id = "consent"
-kind = "must_be_yes"
-question = "Consent?"
-
-[[visits]]
-name = "Day 0"
-day = 0
-
-[[visits]]
-name = "Day 84"
-day = 84
-window = 7
-"""
+VALID = design_toml(
+    planned_participants=12, arms=[("a", "Arm A", "Prepare A."), ("b", "Arm B", "Prepare B.")],
+    block_sizes=[2, 4], factors={"type": ["PPMS", "SPMS"]},
+    criteria=[in_range("age", "Age?", 18, 65), must_be_yes("consent", "Consent?")],
+    visits=[("Day 0", 0, 0), ("Day 84", 84, 7)])
+"""A valid design that each rule's test breaks in one place (by replacing text in it)."""
 
 
 def with_change(old: str, new: str) -> str:

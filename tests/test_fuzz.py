@@ -37,21 +37,14 @@ from click.testing import Result
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from sqlalchemy import Engine, MetaData, create_engine, select
 from sqlalchemy.engine import make_url
 
 from randomizer.commands import cli
-from randomizer.design import design_text, parse_design
-from tests.conftest import (
-    ARM_LABELS,
-    ARMS,
-    PASSWORDS,
-    TRIAL_ID,
-    USERS,
-    Run,
-    TrialFiles,
-    write_key_file,
-)
+from randomizer.design import design_text
+from tests.support.assertions import assert_no_arm
+from tests.support.database import Dump, Snapshots
+from tests.support.exosome import ELIGIBLE
+from tests.support.trial import PASSWORDS, USERS, Run, TrialFiles, write_key_file
 
 # a failing example that holds a 10,000-character value must still be reported
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
@@ -64,9 +57,6 @@ fuzz_settings = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large, HealthCheck.large_base_example])
 
-ELIGIBLE = {"age": "45", "progressive_ms": "yes", "edss": "4.5",
-            "recent_relapse_or_steroids": "no", "other_neuro_autoimmune": "no",
-            "infection_malignancy_systemic": "no"}
 TODAY = date.today()
 
 SQL = [
@@ -140,9 +130,6 @@ def dates(*valid: str) -> st.SearchStrategy[str]:
 # the harness -----------------------------------------------------------------------------
 
 
-Dump = dict[str, list[tuple[Any, ...]]]
-
-
 def _describe(args: Sequence[str], result: Result) -> str:
     shown = [a if len(a) <= 80 else f"{a[:60]}...({len(a)} chars)" for a in args]
     return (f"args {shown!r}\nexit {result.exit_code}\nstdout {result.stdout[:500]!r}\n"
@@ -164,42 +151,6 @@ def assert_clean(args: Sequence[str], result: Result, allowed: Sequence[int] = (
     assert len(lines) == 1, why
     assert lines[0].startswith("Error: "), why
     assert "internal error" not in lines[0], why  # an exception no handler expected
-
-
-TITLE = parse_design(design_text(TRIAL_ID)).title  # names both treatments, as it may
-
-
-def assert_no_arm(args: Sequence[str], result: Result) -> None:
-    """Nothing a blinded role sees names an arm (unless the input itself did)."""
-    words = (*ARMS, *ARM_LABELS)
-    if any(w.lower() in a.lower() for a in args for w in words):
-        return
-    shown = (result.stdout + result.stderr).replace(TITLE, "<title>").replace(TRIAL_ID, "<id>")
-    for word in words:
-        assert word.lower() not in shown.lower(), _describe(args, result)
-
-
-class Snapshots:
-    """Row-for-row dumps of the trial database through one long-lived engine.
-
-    The same content as ``conftest.dump_database`` (every row of every table,
-    sorted), without reflecting the schema and opening an engine on every call.
-    """
-
-    def __init__(self, db_url: str) -> None:
-        self.engine: Engine = create_engine(db_url)
-        self.metadata = MetaData()
-        self.metadata.reflect(self.engine)
-        self.columns = {name: [c.name for c in table.columns]
-                        for name, table in self.metadata.tables.items()}
-
-    def dump(self) -> Dump:
-        with self.engine.connect() as conn:
-            return {name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
-                    for name, table in self.metadata.tables.items()}
-
-    def dispose(self) -> None:
-        self.engine.dispose()
 
 
 def _events(dump: Dump, columns: list[str]) -> list[tuple[Any, ...]]:
@@ -249,7 +200,7 @@ class Fuzz:
         assert_refusal_changed_nothing(before, after, result.exit_code, self.snapshots.columns,
                                        _describe(args, result))
         if blinded:
-            assert_no_arm(args, result)
+            assert_no_arm(result, _describe(args, result), inputs=args)
         return result
 
 
@@ -377,7 +328,8 @@ def test_emergency_unblinding(fuzz: Fuzz, fields: dict[str, str], as_role: str) 
     result = fuzz.check("unblind", "emergency", f"--reason={reason}", "--", participant,
                         user=as_role)
     if result.exit_code != 0:
-        assert_no_arm([participant, reason], result)
+        assert_no_arm(result, _describe([participant, reason], result),
+                      inputs=[participant, reason])
 
 
 # users, logins and reasons -------------------------------------------------------------------

@@ -25,17 +25,10 @@ from sqlalchemy.engine import make_url
 
 from randomizer import maintenance, store
 from randomizer.models import Base
-from tests.conftest import (
-    ADMIN,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-    execute,
-    write_key_file,
-)
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, execute
+from tests.support.exosome import answer_args
+from tests.support.trial import ADMIN, Run, TrialFiles, write_key_file
 
 HEAD = "0001"
 
@@ -284,10 +277,7 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(behind: TrialFil
                                              "current, up to date\n")
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
     assert "it matches its seed" in run.ok("list", "verify", user=ADMIN).stdout
-    run.ok("randomize", "P-001", "--site", "WAW", "--answer", "age=40",
-           "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
-           "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
-           "--answer", "infection_malignancy_systemic=no", user="ivan")
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(age="40"), user="ivan")
 
 
 def test_only_an_admin_may_upgrade(behind: TrialFiles, run: Run) -> None:

@@ -8,16 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.blinded_path import (
-    DESIGN,
-    FOUR_DAY0,
-    answer_args,
-    arm_words_in,
-    four_participants,
-    live_kit,
-    participant_arms,
-)
-from tests.conftest import Run, TrialFiles, audit_rows, execute
+from tests.support.blinded_path import FOUR_DAY0, live_kit, participant_arms
+from tests.support.database import audit_rows, execute
+from tests.support.exosome import DESIGN, answer_args, arm_words_in
+from tests.support.trial import Run, TrialFiles
 
 BLINDED_KEYS = {"trial", "locked", "planned", "randomized", "screen_failures",
                 "emergency_unblindings", "by_site", "by_date", "kits", "arms_shown"}
@@ -25,10 +19,9 @@ DAY0 = FOUR_DAY0
 
 
 @pytest.fixture
-def busy_trial(run: Run, tmp_path_factory: pytest.TempPathFactory) -> TrialFiles:
+def busy_trial(run: Run, by_arm: dict[str, str]) -> TrialFiles:
     """Four participants (both arms), a screen failure, a replaced and a prepared kit,
     one emergency unblinding."""
-    by_arm = four_participants(run, tmp_path_factory.getbasetemp())
     files = run.files
     run("randomize", "P-900", "--site", "WAW", *answer_args(age="80"), "--date",
         DAY0.isoformat(), user="ivan")

@@ -18,23 +18,10 @@ from randomizer import trial as trial_module
 from randomizer.design import design_text, load_design
 from randomizer.sealed import KIT_KIND, SEED_KIND, SLOT_KIND, open_allocation, seal_allocation
 from randomizer.vault import NONCE_SIZE, sealed_size
-from tests.conftest import (
-    ADMIN,
-    ARM_LABELS,
-    ARMS,
-    OPAQUE,
-    PASSWORDS,
-    TRIAL_ID,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-    execute,
-    open_trial_vault,
-    write_key_file,
-)
+from tests.support.assertions import OPAQUE, assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, execute, without_audit
+from tests.support.exosome import ARM_LABELS, ARMS, TRIAL_ID
+from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, open_trial_vault, write_key_file
 
 # What a stolen database must not reveal ------------------------------------------------
 
@@ -304,8 +291,7 @@ def test_moved_or_altered_ciphertext_fails_with_the_integrity_error(
     assert result.stdout == ""
     # nothing changed but the trail, which records the refused verification
     after = dump_database(trial_with_list.db_url)
-    assert {k: v for k, v in after.items() if not k.startswith("audit")} == \
-        {k: v for k, v in before.items() if not k.startswith("audit")}
+    assert without_audit(after) == without_audit(before)
     last = audit_rows(trial_with_list.db_url)[-1]
     assert (last["action"], last["details"]["command"], last["details"]["message"]) == \
         ("refused", "list.verify", OPAQUE)
@@ -393,8 +379,7 @@ def test_a_second_list_is_refused(trial_with_list: TrialFiles, run: Run) -> None
         "the allocation list already exists: a trial has one list; "
         "use 'randomizer list verify' to check it")
     after = dump_database(trial_with_list.db_url)
-    assert {k: v for k, v in after.items() if not k.startswith("audit")} == \
-        {k: v for k, v in before.items() if not k.startswith("audit")}
+    assert without_audit(after) == without_audit(before)
 
 
 def test_verify_before_any_list_is_refused(trial_with_users: TrialFiles, run: Run) -> None:

@@ -15,19 +15,16 @@ from hypothesis import strategies as st
 from randomizer import audit
 from randomizer.commands import cli
 from randomizer.design import design_text
-from tests.conftest import (
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import audit_rows, dump_database, execute, without_audit
+from tests.support.exosome import TRIAL_ID
+from tests.support.trial import (
     ADMIN,
     PASSWORDS,
-    TRIAL_ID,
     USERS,
     Run,
     TrialFiles,
     all_commands,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    dump_database,
-    execute,
     write_key_file,
 )
 
@@ -286,8 +283,7 @@ def test_a_duplicate_user_is_refused(name: str, trial_with_users: TrialFiles,
     assert assert_error(result, 1) == f"user {name!r} already exists: pick another name"
     after = dump_database(trial_with_users.db_url)
     # the users are unchanged; the trail gained only the refusal
-    assert {k: v for k, v in after.items() if not k.startswith("audit")} == \
-        {k: v for k, v in before.items() if not k.startswith("audit")}
+    assert without_audit(after) == without_audit(before)
     new_events = audit_rows(trial_with_users.db_url)[len(before["audit_events"]):]
     assert [(e["action"], e["subject"], e["details"]["refusal"]) for e in new_events] == [
         ("refused", name, "StateError")]

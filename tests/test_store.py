@@ -14,14 +14,9 @@ from randomizer import store as store_module
 from randomizer.errors import StoreError
 from randomizer.models import Kit, User, UTCDateTime
 from randomizer.store import Store
-from tests.conftest import (
-    ADMIN,
-    Run,
-    TrialFiles,
-    assert_error,
-    dump_database,
-    execute,
-)
+from tests.support.assertions import assert_error
+from tests.support.database import dump_database, execute
+from tests.support.trial import ADMIN, Run, TrialFiles
 
 
 @pytest.fixture

@@ -28,31 +28,15 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from randomizer import access
 from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import parse_seed
 from randomizer.reports import imbalance
 from randomizer.sealed import SEED_KIND, open_allocation
-from tests.blinded_path import (
-    DESIGN,
-    answer_args,
-    arm_words_in,
-    days_ago,
-    participant_arms,
-    scratch_db_url,
-)
-from tests.conftest import (
-    ADMIN,
-    TRIAL_ID,
-    USERS,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
-    audit_rows,
-    execute,
-    open_trial_vault,
-)
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.blinded_path import days_ago, participant_arms
+from tests.support.database import audit_rows, execute
+from tests.support.exosome import DESIGN, TRIAL_ID, answer_args, arm_words_in
+from tests.support.trial import ADMIN, USERS, Run, TrialFiles, open_trial_vault, scratch_trial
 
 PARTICIPANTS = 20
 REPLACED = (5, 2)  # participant 5's week-12 kit arrives damaged
@@ -230,10 +214,8 @@ def _play(story: Story) -> None:
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     """The whole story, played once for this module."""
     directory = tmp_path_factory.mktemp("story")
-    with pytest.MonkeyPatch.context() as patch, scratch_db_url(directory) as url:
-        patch.setattr(access, "SCRYPT_N", 2**10)
-        files = TrialFiles(db_url=url, key_file=directory / "trial.key", directory=directory)
-        played = Story(files=files, run=Run(files), start=days_ago(420))
+    with scratch_trial(directory) as run:
+        played = Story(files=run.files, run=run, start=days_ago(420))
         _play(played)
         yield played
 

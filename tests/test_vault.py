@@ -30,8 +30,8 @@ from randomizer.vault import (
     unwrap_data_key,
     wrap_data_key,
 )
+from tests.support.assertions import OPAQUE
 
-OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
 DATA_KEY = bytes(range(32))
 TRIAL = "exosome-ms"
 

@@ -28,12 +28,8 @@ from randomizer.allocation.stream import parse_seed
 from randomizer.design import TrialDesign, load_design
 from randomizer.errors import InvalidInput
 from tests.allocation import reference
-from tests.allocation.generator_helpers import (
-    design_of_vector,
-    make_design,
-    rows,
-    vector_cases,
-)
+from tests.allocation.generator_helpers import design_of_vector, rows, vector_cases
+from tests.support.designs import make_design
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = parse_seed("3f8a1c5e9b2d47f0a6c1e8b3d5f7092a4c6e8b0d2f4a6c8e0b2d4f6a8c0e2b4d")
@@ -226,7 +222,7 @@ def test_adding_a_level_leaves_the_other_strata_unchanged() -> None:
 
 def test_same_seed_gives_the_same_list_in_a_fresh_process() -> None:
     design_text = (
-        "from tests.allocation.generator_helpers import make_design\n"
+        "from tests.support.designs import make_design\n"
         "from randomizer.allocation.generator import generate_schedule\n"
         f"d = make_design(['a', 'b', 'c'], [1, 2, 1], [4, 8], 200, {TWO_FACTORS!r})\n"
         f"print(generate_schedule(d, bytes.fromhex({SEED.hex()!r})).digest())\n"

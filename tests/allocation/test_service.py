@@ -17,12 +17,10 @@ import pytest
 
 from randomizer.allocation.kits import ALPHABET, new_code, parse_code
 from randomizer.sealed import KIT_KIND, kit_row
-from tests.blinded_path import (
-    DESIGN,
+from tests.support.assertions import assert_error
+from tests.support.blinded_path import (
     FOUR_DAY0,
-    answer_args,
     days_ago,
-    four_participants,
     live_kit,
     normalized,
     participant_arms,
@@ -30,14 +28,9 @@ from tests.blinded_path import (
     refused,
     stratum_size,
 )
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    execute,
-    open_trial_vault,
-)
+from tests.support.database import audit_rows, execute
+from tests.support.exosome import DESIGN, answer_args
+from tests.support.trial import Run, TrialFiles, open_trial_vault
 
 DAY0 = FOUR_DAY0
 """Randomization day of the participants of these tests; visit 2 is due on day 84 +/- 7."""
@@ -48,9 +41,8 @@ def on(offset: int) -> str:
 
 
 @pytest.fixture
-def trial(run: Run, tmp_path_factory: pytest.TempPathFactory) -> TrialFiles:
+def trial(run: Run, by_arm: dict[str, str]) -> TrialFiles:
     """The trial with its list and P-001..P-004 randomized on DAY0 (visit 1 kits only)."""
-    four_participants(run, tmp_path_factory.getbasetemp())
     return run.files
 
 

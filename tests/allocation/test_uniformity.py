@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 
 from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import WordStream
-from tests.allocation.generator_helpers import make_design
+from tests.support.designs import make_design
 
 SEEDS = [hashlib.sha256(f"uniformity/{k}".encode()).digest() for k in range(20_000)]
 PATTERNS = sorted(set(permutations("aabb")))  # the 6 orders of a 1:1 block of 4

@@ -14,7 +14,7 @@ import pytest
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
-from tests.conftest import PASSWORDS, TrialFiles
+from tests.support.trial import PASSWORDS, TrialFiles
 
 BACKEND_KINDS = ["local"]
 """Every backend the contract suite runs against."""

@@ -29,8 +29,7 @@ from randomizer.errors import (
     StateError,
 )
 from tests.backends.conftest import ContractTrial
-from tests.blinded_path import ARM_WORDS, ELIGIBLE, PUBLIC_TEXT
-from tests.conftest import ARMS
+from tests.support.exosome import ARM_WORDS, ARMS, ELIGIBLE, PUBLIC_TEXT
 
 START = date.today() - timedelta(days=100)
 """Randomization date: visit 2 (day 84, window 7) then falls on START + 84."""

@@ -14,68 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, assert_ok, execute
+from tests.support.assertions import assert_ok
+from tests.support.database import execute
+from tests.support.designs import AGE, design_toml, in_range, must_be_yes
+from tests.support.trial import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8
 PARTICIPANTS = 400
 
-DESIGN = """
-[trial]
-id = "concurrency"
-title = "Concurrency trial"
-planned_participants = 400
-stratum_length = 200
-
-[allocation]
-ratio = { active = 1, placebo = 1 }
-block_sizes = [2, 4]
-
-[[arms]]
-id = "active"
-label = "Active"
-preparation = "Prepare active."
-
-[[arms]]
-id = "placebo"
-label = "Placebo"
-preparation = "Prepare placebo."
-
-[[factors]]
-name = "type"
-levels = ["PPMS", "SPMS"]
-
-[[criteria]]
-id = "age"
-kind = "range"
-question = "Age"
-min = 18
-max = 65
-
-[[criteria]]
-id = "progressive_ms"
-kind = "must_be_yes"
-question = "Progressive MS?"
-
-[[criteria]]
-id = "edss"
-kind = "range"
-question = "EDSS"
-min = 3.0
-max = 6.5
-
-[[visits]]
-name = "Day 0"
-day = 0
-
-[[visits]]
-name = "Day 7"
-day = 7
-window = 2
-
-[kits]
-spare_fraction = 0.0
-"""
+DESIGN = design_toml(
+    trial_id="concurrency", title="Concurrency trial", planned_participants=400,
+    stratum_length=200, arms=["active", "placebo"], block_sizes=[2, 4],
+    factors={"type": ["PPMS", "SPMS"]},
+    criteria=[AGE, must_be_yes("progressive_ms", "Progressive MS?"),
+              in_range("edss", "EDSS", 3.0, 6.5)],
+    visits=[("Day 0", 0, 0), ("Day 7", 7, 2)], spare_fraction=0.0)
 
 
 @pytest.mark.slow

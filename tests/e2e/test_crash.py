@@ -8,51 +8,19 @@ chain verifies) and the same command must succeed when retried.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    ARM_LABELS,
-    ARMS,
-    PASSWORDS,
-    Run,
-    TrialFiles,
-    assert_ok,
-    audit_rows,
-    dump_database,
-)
-
-ROOT = Path(__file__).resolve().parents[2]
-ELIGIBLE = ["--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
-            "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
-            "--answer", "infection_malignancy_systemic=no"]
-
-
-def cli_process(files: TrialFiles, user: str, *args: str,
-                fault: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in its own process, optionally armed to die at ``fault``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANDOMIZER_")}
-    env["RANDOMIZER_PASSWORD"] = PASSWORDS[user]
-    if fault is not None:
-        env["RANDOMIZER_TEST_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "randomizer", "--db", files.db_url,
-         "--key-file", str(files.key_file), "--user", user, *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-
-
-def _without_audit(dump: dict[str, list[tuple[object, ...]]]) -> dict[str, object]:
-    return {k: v for k, v in dump.items() if not k.startswith("audit")}
-
+from tests.support.assertions import assert_ok
+from tests.support.database import audit_rows, dump_database, without_audit
+from tests.support.exosome import ARM_LABELS, ARMS, answer_args
+from tests.support.processes import cli_process, finish
+from tests.support.trial import Run, TrialFiles
 
 CASES = [
-    ("randomize:slot-taken", ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
-    ("randomize:before-commit", ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
+    ("randomize:slot-taken", ("randomize", "P-002", "--site", "WAW", *answer_args())),
+    ("randomize:before-commit", ("randomize", "P-002", "--site", "WAW", *answer_args())),
     ("kit.replace:voided", ("kit", "replace", "{kit}", "--reason", "bag damaged")),
     ("kit.replace:before-commit", ("kit", "replace", "{kit}", "--reason", "bag damaged")),
     ("unblind.emergency:opened", ("unblind", "emergency", "P-001", "--reason", "SAE")),
@@ -64,23 +32,25 @@ CASES = [
 @pytest.mark.parametrize(("fault", "command"), CASES, ids=[c[0] for c in CASES])
 def test_a_killed_command_leaves_no_trace_and_succeeds_on_retry(
         run: Run, trial_with_list: TrialFiles, fault: str, command: tuple[str, ...]) -> None:
-    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *ELIGIBLE, user="ivan")
+    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
     kit = first.stdout.split('"kit": "')[1][:9]
     args = [a.replace("{kit}", kit) for a in command]
     before = dump_database(trial_with_list.db_url)
 
-    killed = cli_process(trial_with_list, "ivan", *args, fault=fault)
+    files = trial_with_list
+    killed = finish(cli_process(files.db_url, files.key_file, "ivan", *args, fault=fault),
+                    timeout=120)
 
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert killed.code == -signal.SIGKILL, killed.stderr
     assert killed.stdout == ""  # nothing revealed: the process died before printing
     after = dump_database(trial_with_list.db_url)
-    assert _without_audit(after) == _without_audit(before), "a half-done change survived"
+    assert without_audit(after) == without_audit(before), "a half-done change survived"
     assert after["audit_events"] == before["audit_events"], "an event without its change"
     assert_ok(run("audit", "verify", user="alice"))
     assert_ok(run("list", "verify", user="alice"))
 
-    retried = cli_process(trial_with_list, "ivan", *args)
-    assert retried.returncode == 0, retried.stderr
+    retried = finish(cli_process(files.db_url, files.key_file, "ivan", *args), timeout=120)
+    assert retried.code == 0, retried.stderr
     action = {"randomize": "randomize", "kit": "kit.replace", "unblind": "unblind.emergency"}
     assert audit_rows(trial_with_list.db_url)[-1]["action"] == action[args[0]]
     if args[0] == "unblind":

@@ -11,11 +11,9 @@ goes away is a real CLI process paused inside ``randomize`` (the test-only
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,23 +22,18 @@ import pytest
 from click.testing import Result
 from sqlalchemy.engine import make_url
 
-from tests.conftest import (
-    PASSWORDS,
-    Run,
-    TrialFiles,
-    assert_error,
-    assert_ok,
+from tests.support.assertions import assert_error, assert_ok
+from tests.support.database import (
     audit_rows,
     dump_database,
     execute,
     postgres_url,
-    write_key_file,
+    without_audit,
 )
+from tests.support.exosome import answer_args
+from tests.support.processes import cli_process, finish
+from tests.support.trial import PASSWORDS, Run, TrialFiles, write_key_file
 
-ROOT = Path(__file__).resolve().parents[2]
-ELIGIBLE = ("--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", "edss=4.5",
-            "--answer", "recent_relapse_or_steroids=no", "--answer", "other_neuro_autoimmune=no",
-            "--answer", "infection_malignancy_systemic=no")
 SECRET = "pw-never-shown-42"
 """A password in the refused URLs, which no message may echo."""
 
@@ -48,33 +41,8 @@ COMMANDS = {
     "init": ("init", "--design", "exosome-ms", "--admin", "alice"),
     "db status": ("db", "status"),
     "audit verify": ("--user", "alice", "audit", "verify"),
-    "randomize": ("--user", "ivan", "randomize", "P-001", "--site", "WAW", *ELIGIBLE),
+    "randomize": ("--user", "ivan", "randomize", "P-001", "--site", "WAW", *answer_args()),
 }
-
-
-def cli(url: str, key_file: Path, user: str, *args: str,
-        fault: str | None = None) -> subprocess.Popen[str]:
-    """The real CLI in a process of its own, optionally armed with a test-only fault point."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANDOMIZER_")}
-    env["RANDOMIZER_PASSWORD"] = PASSWORDS[user]
-    if fault is not None:
-        env["RANDOMIZER_TEST_FAULT"] = fault
-    return subprocess.Popen(
-        [sys.executable, "-m", "randomizer", "--db", url, "--key-file",
-         str(key_file), "--user", user, *args],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-
-
-def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """Wait for a CLI process (killing it if it hangs): exit code, stdout, stderr."""
-    try:
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    return process.returncode, stdout, stderr
 
 
 def assert_one_error_line(code: int, stdout: str, stderr: str) -> str:
@@ -138,7 +106,8 @@ def test_an_unreachable_server_as_a_real_process(tmp_path: Path) -> None:
     url = f"postgresql+psycopg://randomizer:{SECRET}@127.0.0.1:{closed_port()}/trial"
     key_file = write_key_file(tmp_path / "trial.key", secrets.token_bytes(32))
     before = tree(tmp_path)
-    line = assert_one_error_line(*finish(cli(url, key_file, "ivan", *COMMANDS["randomize"][2:])))
+    process = cli_process(url, key_file, "ivan", *COMMANDS["randomize"][2:])
+    line = assert_one_error_line(*finish(process))
     assert "refused" in line and SECRET not in line, line
     assert tree(tmp_path) == before
 
@@ -225,15 +194,11 @@ def _terminate_when_paused(server: str, application: str, statement: str,
     raise AssertionError("the CLI never paused inside its transaction")
 
 
-def _without(dump: dict[str, list[tuple[object, ...]]], *prefixes: str) -> dict[str, object]:
-    return {k: v for k, v in dump.items() if not k.startswith(prefixes)}
-
-
 GONE = [
     # (fault point, the last statement before it, the command)
     ("pause:randomize:slot-taken", "UPDATE strata",  # flushed after INSERT INTO participants
-     ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
-    ("pause:randomize:before-commit", "", ("randomize", "P-002", "--site", "WAW", *ELIGIBLE)),
+     ("randomize", "P-002", "--site", "WAW", *answer_args())),
+    ("pause:randomize:before-commit", "", ("randomize", "P-002", "--site", "WAW", *answer_args())),
     ("pause:kit.replace:voided", "", ("kit", "replace", "{kit}", "--reason", "bag damaged")),
 ]
 
@@ -244,13 +209,13 @@ GONE = [
 def test_a_server_that_goes_away_mid_command(run: Run, trial_with_list: TrialFiles,
                                              server: str, fault: str, statement: str,
                                              command: tuple[str, ...]) -> None:
-    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *ELIGIBLE, user="ivan")
+    first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
     kit = first.stdout.split('"kit": "')[1][:9]
     args = [a.replace("{kit}", kit) for a in command]
     files = trial_with_list
     before = dump_database(files.db_url)
 
-    process = cli(files.db_url, files.key_file, "ivan", *args, fault=fault)
+    process = cli_process(files.db_url, files.key_file, "ivan", *args, fault=fault)
     try:
         _terminate_when_paused(server, _application_name(files.db_url), statement, process)
     finally:
@@ -261,10 +226,10 @@ def test_a_server_that_goes_away_mid_command(run: Run, trial_with_list: TrialFil
     assert dump_database(files.db_url) == before, "a change of the interrupted command survived"
     assert_ok(run("audit", "verify", user="alice"))
 
-    retried = finish(cli(files.db_url, files.key_file, "ivan", *args))
+    retried = finish(cli_process(files.db_url, files.key_file, "ivan", *args))
     assert retried[0] == 0, retried[2]
     action = {"randomize": "randomize", "kit": "kit.replace"}[args[0]]
     assert audit_rows(files.db_url)[-1]["action"] == action
-    assert _without(dump_database(files.db_url), "audit") != _without(before, "audit")
+    assert without_audit(dump_database(files.db_url)) != without_audit(before)
     assert_ok(run("audit", "verify", user="alice"))
     assert_ok(run("list", "verify", user="alice"))

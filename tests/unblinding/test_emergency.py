@@ -16,32 +16,14 @@ import pytest
 
 from randomizer import context
 from randomizer.errors import AuditError
-from tests.blinded_path import (
-    DESIGN,
-    arm_words_in,
-    assert_no_arm,
-    fail_audit_for,
-    four_participants,
-    refused,
-    without_audit,
-)
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    dump_database,
-    execute,
-)
+from tests.support.assertions import assert_error, assert_no_arm
+from tests.support.blinded_path import fail_audit_for, refused
+from tests.support.database import audit_rows, dump_database, execute, without_audit
+from tests.support.exosome import DESIGN, arm_words_in
+from tests.support.trial import Run, TrialFiles
 
 REASON = "anaphylaxis after infusion; treating physician needs the product"
 ARM_INDEX = [pytest.param(0, id="first-arm"), pytest.param(1, id="second-arm")]
-
-
-@pytest.fixture
-def by_arm(run: Run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Four participants randomized: arm -> one participant in it."""
-    return four_participants(run, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -13,39 +13,23 @@ from datetime import timedelta
 import pytest
 
 from randomizer.errors import AuditError
-from tests.blinded_path import (
-    DESIGN,
+from tests.support.assertions import assert_error, assert_no_arm
+from tests.support.blinded_path import (
     FOUR_DAY0,
-    answer_args,
-    assert_no_arm,
     fail_audit_for,
-    four_participants,
     live_kit,
     participant_arms,
     refused,
-    without_audit,
 )
-from tests.conftest import (
-    Run,
-    TrialFiles,
-    assert_error,
-    audit_rows,
-    dump_database,
-    execute,
-    open_trial_vault,
-)
+from tests.support.database import audit_rows, dump_database, execute, without_audit
+from tests.support.exosome import DESIGN, answer_args
+from tests.support.trial import Run, TrialFiles, open_trial_vault
 
 COLUMNS = ["participant", "site", "stratum", "randomization_number", "arm", "arm_label",
            "randomized_at", "kits", "emergency_unblinded"]
 DAY0 = FOUR_DAY0
 VISIT_2 = (DAY0 + timedelta(days=84)).isoformat()
 LOCK_REASON = "last participant completed week 48; data cleaned"
-
-
-@pytest.fixture
-def by_arm(run: Run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Four participants randomized on DAY0: arm -> one participant in it."""
-    return four_participants(run, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

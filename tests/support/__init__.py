@@ -1,0 +1,14 @@
+"""Helpers shared by the tests (and the benchmarks): plain functions and values, no fixtures.
+
+- ``assertions``: a command's result is a success, a clean refusal, or names no arm.
+- ``blinded_path``: dated randomizations, arms read as the key holder, refusals that change
+  nothing, the trial with four participants.
+- ``database``: which database, fresh ones, dumps, SQL and the audit trail behind the
+  service's back.
+- ``designs``: the one design-file builder (imported by ``benchmarks/`` too).
+- ``exosome``: the shipped exosome-ms design's names, arms, eligible answers and arm words.
+- ``processes``: the real CLI in a process of its own.
+- ``trial``: a trial's files, its users, the in-process CLI runner, prepared trials.
+
+Fixtures stay in ``tests/conftest.py``.
+"""
