@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from sqlalchemy import Column, Connection, Integer, MetaData, create_engine, ins
 from sqlalchemy.engine import make_url
 
 from randomizer import maintenance, store
+from randomizer.errors import AuthenticationFailed
 from randomizer.models import Base
+from randomizer.sessions import issue_token, resolve_token
 from tests.conftest import (
     ADMIN,
     Run,
@@ -356,6 +359,18 @@ def test_a_0001_database_upgrades_to_the_orm_schema(trial_files: TrialFiles, run
     unchanged = {name for name in before if not name.startswith("audit_")} - {"alembic_version"}
     assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
+
+    # the new tables work: a login of mona's dies when she is disabled
+    database = store.Store(url)
+    try:
+        now = datetime.now(UTC)
+        with database.transaction() as session:
+            issued = issue_token(session, "mona", "api", now, "127.0.0.1")
+        run.ok("user", "disable", "mona", "--reason", "left the study", user=ADMIN)
+        with database.transaction() as session, pytest.raises(AuthenticationFailed):
+            resolve_token(session, issued.token, now)
+    finally:
+        database.dispose()
 
 
 def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run) -> None:

@@ -35,7 +35,7 @@ from randomizer.sessions import (
     revoke_user_tokens,
 )
 from randomizer.store import Store
-from tests.conftest import TrialFiles, dump_database, execute
+from tests.conftest import ADMIN, Run, TrialFiles, dump_database, execute
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 CLIENT = "192.0.2.10"
@@ -176,6 +176,38 @@ def test_a_token_of_another_kind_is_refused_when_a_kind_is_asked(store: Store) -
     api = _issue(store, kind="api")
     _refused(store, api.token, T0, kind="web")
     assert _resolve(store, api.token, T0, kind="api").kind == "api"
+
+
+def test_disable_and_passwd_revoke_every_token_of_that_user_only(
+        store: Store, trial_with_users: TrialFiles, run: Run) -> None:
+    mona = [_issue(store, "mona", "api"), _issue(store, "mona", "web")]
+    ivan = [_issue(store, "ivan", "api"), _issue(store, "ivan", "web")]
+    stan = _issue(store, "stan", "web")
+
+    run.ok("user", "disable", "mona", "--reason", "left the study", user=ADMIN)
+    for issued in mona:
+        _refused(store, issued.token, T0 + SECOND)
+    for issued in [*ivan, stan]:
+        _resolve(store, issued.token, T0 + SECOND)
+
+    run.ok("user", "passwd", "--password-stdin", user="ivan", input="pw-new-ivan-123456\n")
+    for issued in [*mona, *ivan]:
+        _refused(store, issued.token, T0 + 2 * SECOND)
+    _resolve(store, stan.token, T0 + 2 * SECOND)
+
+    rows = _token_rows(trial_with_users.db_url)
+    assert {rows[t.token_id][2] for t in mona} == {"user disabled"}
+    assert {rows[t.token_id][2] for t in ivan} == {"password changed"}
+    assert rows[stan.token_id][1:] == (None, None)
+
+
+def test_an_admin_changing_a_password_revokes_that_users_tokens(store: Store,
+                                                                run: Run) -> None:
+    petra, alice = _issue(store, "petra"), _issue(store, ADMIN)
+    run.ok("user", "passwd", "petra", "--password-stdin", user=ADMIN,
+           input="pw-new-petra-123456\n")
+    _refused(store, petra.token, T0)
+    _resolve(store, alice.token, T0)
 
 
 def test_revoke_user_tokens_counts_only_live_revocations(store: Store) -> None:
