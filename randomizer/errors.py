@@ -42,6 +42,15 @@ class AuthenticationFailed(RandomizerError):
     """Unknown user, wrong password or disabled account."""
 
 
+class TooManyAttempts(AuthenticationFailed):
+    """Logins are paused for this user name or client after failed attempts (retry later)."""
+
+    def __init__(self, message: str, retry_after: int = 0) -> None:
+        """``retry_after``: whole seconds until a login may be tried again (0: unknown)."""
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFound(RandomizerError):
     """The participant, kit, user or trial does not exist."""
 

@@ -34,6 +34,7 @@ from randomizer.sealed import (
     seal_kit_content,
     seal_seed,
 )
+from randomizer.sessions import revoke_user_tokens
 from randomizer.store import Store
 from randomizer.vault import (
     Vault,
@@ -166,6 +167,7 @@ def disable_user(op: Operation, name: str, reason: str) -> UserInfo:
         if admins == 1:
             raise StateError(f"user {name!r} is the last enabled admin: add another admin first")
     user.disabled = True
+    revoke_user_tokens(op.session, name, op.now, "user disabled")
     op.audit("user.disable", subject=name, reason=reason,
              details={"before": {"role": user.role, "disabled": False},
                       "after": {"role": user.role, "disabled": True}})
@@ -179,6 +181,7 @@ def change_password(op: Operation, name: str, password: str) -> UserInfo:
         op.require(Permission.MANAGE_USERS)
     user = _user(op, name)
     user.password_hash = hash_password(password)
+    revoke_user_tokens(op.session, name, op.now, "password changed")
     op.audit("user.passwd", subject=name,
              details={"before": {"password": "(old hash)"}, "after": {"password": "(new hash)"}})
     return _info(user)

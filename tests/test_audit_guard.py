@@ -153,7 +153,7 @@ def test_the_application_role_may_not_remove_the_guard(app_role: AppRole,
 def test_the_application_role_may_not_delete_anywhere(app_role: AppRole,
                                                       trial_with_users: TrialFiles) -> None:
     for table in ("trial", "users", "strata", "slots", "participants", "kits", "audit_head",
-                  "alembic_version"):
+                  "auth_tokens", "login_failures", "alembic_version"):
         error = _refused(app_role.url, f"DELETE FROM {table}")
         assert f"permission denied for table {table}" in str(error.orig)
 

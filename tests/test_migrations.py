@@ -1,10 +1,11 @@
-"""Schema migrations: revision 0001 is the ORM schema; behind, ahead and ``db upgrade``.
+"""Schema migrations: the head revision is the ORM schema; behind, ahead and ``db upgrade``.
 
 A database whose schema is behind this release is refused with the command
 that fixes it (``randomizer db upgrade``); one that is ahead is refused with
-"use the newer release". Since this release has one revision only, "behind"
-is staged by giving the code a copy of its migration scripts with one more
-revision (``0002``), as the next release will.
+"use the newer release". "Behind" is staged by giving the code a copy of its
+migration scripts with one more revision (``0003``), as the next release
+will; the real upgrade from ``0001`` by a trial made with a copy of the
+scripts without ``0002``, as the release before made it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,25 +26,27 @@ from sqlalchemy import Column, Connection, Integer, MetaData, create_engine, ins
 from sqlalchemy.engine import make_url
 
 from randomizer import maintenance, store
+from randomizer.errors import AuthenticationFailed
 from randomizer.models import Base
+from randomizer.sessions import issue_token, resolve_token
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
-from tests.support.trial import ADMIN, Run, TrialFiles, write_key_file
+from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0001"
+HEAD = "0002"
 
 NEXT_REVISION = '''
 """A later release's schema change, for the tests.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -85,10 +89,10 @@ def _revision(db_url: str) -> str:
     return str(revision)
 
 
-# the initial revision ---------------------------------------------------------------------
+# the head revision ------------------------------------------------------------------------
 
 
-def test_revision_0001_creates_exactly_the_orm_schema(initialized_trial: TrialFiles) -> None:
+def test_the_migrations_create_exactly_the_orm_schema(initialized_trial: TrialFiles) -> None:
     assert _revision(initialized_trial.db_url) == HEAD
     assert _compare(initialized_trial.db_url, Base.metadata) == []
     assert _tables(initialized_trial.db_url) == set(Base.metadata.tables) | {"alembic_version"}
@@ -154,7 +158,7 @@ def test_a_database_without_its_revision_row_is_not_called_empty(initialized_tri
 
 # ahead: a newer release wrote this database -------------------------------------------------
 
-AHEAD = ("the database schema (9999) is newer than this randomizer knows (0001): "
+AHEAD = ("the database schema (9999) is newer than this randomizer knows (0002): "
          "use the newer release")
 
 # every command that opens the trial, with a user allowed to run it
@@ -211,7 +215,7 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(trial_with_users: Tri
                                                            run: Run) -> None:
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     result = run.ok("db", "status")
-    assert result.stdout == ("schema 9999; this release expects 0001: ahead, "
+    assert result.stdout == ("schema 9999; this release expects 0002: ahead, "
                              "use the newer randomizer release\n")
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
@@ -223,13 +227,24 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(trial_with_users: Tri
 # behind: this release is newer than the database ----------------------------------------
 
 
-def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
-    """Make this process a release whose migrations end at 0002 (a copy of the scripts)."""
+def _copy_scripts(tmp_path: Path) -> Path:
+    """A copy of this release's migration scripts."""
     scripts = tmp_path / "migrations"
     shutil.copytree(str(resources.files("randomizer").joinpath("migrations")), scripts,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    failure = 'raise RuntimeError("migration 0002 failed half-way")' if fail else "pass"
-    (scripts / "versions" / "0002_probe.py").write_text(NEXT_REVISION.format(fail=failure))
+    return scripts
+
+
+def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+    """Make this process a release whose migrations end at 0003 (a copy of the scripts)."""
+    scripts = _copy_scripts(tmp_path)
+    failure = 'raise RuntimeError("migration 0003 failed half-way")' if fail else "pass"
+    (scripts / "versions" / "0003_probe.py").write_text(NEXT_REVISION.format(fail=failure))
+    _use_scripts(scripts, monkeypatch)
+
+
+def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the migration scripts in ``scripts`` instead of the package's."""
     original = store._alembic_config
 
     def config(connection: Connection) -> Any:
@@ -243,12 +258,12 @@ def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool =
 @pytest.fixture
 def behind(trial_with_list: TrialFiles, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[TrialFiles]:
-    """The trial at schema 0001, run by a release whose head is 0002."""
+    """The trial at schema 0002, run by a release whose head is 0003."""
     _newer_release(tmp_path, monkeypatch)
     yield trial_with_list
 
 
-BEHIND = ("the database schema (0001) is behind this randomizer (0002): take a backup, "
+BEHIND = ("the database schema (0002) is behind this randomizer (0003): take a backup, "
           "then run 'randomizer db upgrade'")
 
 
@@ -260,20 +275,20 @@ def test_every_command_refuses_a_database_that_is_behind(behind: TrialFiles,
 def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(behind: TrialFiles,
                                                                  run: Run) -> None:
     result = run.ok("db", "status")
-    assert result.stdout == ("schema 0001; this release expects 0002: behind, "
+    assert result.stdout == ("schema 0002; this release expects 0003: behind, "
                              "run 'randomizer db upgrade'\n")
     trail = len(audit_rows(behind.db_url))
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
-    assert _revision(behind.db_url) == "0002"
+    assert json.loads(upgraded.stdout) == {"before": "0002", "after": "0003"}
+    assert _revision(behind.db_url) == "0003"
     assert "upgrade_probe" in _tables(behind.db_url)
     events = audit_rows(behind.db_url)[trail:]
     assert [(e["action"], e["user"], e["subject"]) for e in events] == [
         ("auth.login", ADMIN, "db.upgrade"), ("db.upgrade", ADMIN, "")]
-    assert events[-1]["details"] == {"before": "0001", "after": "0002"}
+    assert events[-1]["details"] == {"before": "0002", "after": "0003"}
 
-    assert run.ok("db", "status").stdout == ("schema 0002; this release expects 0002: "
+    assert run.ok("db", "status").stdout == ("schema 0003; this release expects 0003: "
                                              "current, up to date\n")
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
     assert "it matches its seed" in run.ok("list", "verify", user=ADMIN).stdout
@@ -289,7 +304,7 @@ def test_only_an_admin_may_upgrade(behind: TrialFiles, run: Run) -> None:
         [refusal] = audit_rows(behind.db_url)[trail:]
         assert (refusal["action"], refusal["user"], refusal["details"]["command"]) == (
             "refused", user, "db.upgrade")
-    assert _revision(behind.db_url) == "0001"
+    assert _revision(behind.db_url) == HEAD
     assert "upgrade_probe" not in _tables(behind.db_url)
 
 
@@ -299,9 +314,52 @@ def test_a_failing_migration_changes_nothing(trial_with_list: TrialFiles, tmp_pa
     before = dump_database(trial_with_list.db_url)
     assert_error(run("db", "upgrade", user=ADMIN), 1, "internal error (RuntimeError)",
                  "nothing was committed")
-    assert _revision(trial_with_list.db_url) == "0001"
+    assert _revision(trial_with_list.db_url) == HEAD
     assert "upgrade_probe" not in _tables(trial_with_list.db_url)
     assert dump_database(trial_with_list.db_url) == before
+
+
+# the real upgrade: 0001 (the release before) -> 0002 (logins) ------------------------------
+
+
+def test_a_0001_database_upgrades_to_the_orm_schema(trial_files: TrialFiles, run: Run,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    scripts = _copy_scripts(tmp_path)
+    (scripts / "versions" / "0002_logins.py").unlink()
+    with monkeypatch.context() as release_0001:
+        _use_scripts(scripts, release_0001)
+        build_trial(run, "list")
+    url = trial_files.db_url
+    assert _revision(url) == "0001"
+    assert not {"auth_tokens", "login_failures"} & _tables(url)
+    before = dump_database(url)
+    assert assert_error(run("user", "list", user=ADMIN), 1) == (
+        "the database schema (0001) is behind this randomizer (0002): take a backup, "
+        "then run 'randomizer db upgrade'")
+
+    upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
+    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
+    assert _revision(url) == "0002"
+    assert _compare(url, Base.metadata) == []
+    assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
+    after = dump_database(url)
+    assert (after["auth_tokens"], after["login_failures"]) == ([], [])
+    unchanged = {name for name in before if not name.startswith("audit_")} - {"alembic_version"}
+    assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
+    assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
+
+    # the new tables work: a login of mona's dies when she is disabled
+    database = store.Store(url)
+    try:
+        now = datetime.now(UTC)
+        with database.transaction() as session:
+            issued = issue_token(session, "mona", "api", now, "127.0.0.1")
+        run.ok("user", "disable", "mona", "--reason", "left the study", user=ADMIN)
+        with database.transaction() as session, pytest.raises(AuthenticationFailed):
+            resolve_token(session, issued.token, now)
+    finally:
+        database.dispose()
 
 
 def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run) -> None:
