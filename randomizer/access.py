@@ -36,6 +36,7 @@ class Role(StrEnum):
 class Permission(StrEnum):
     """Things a role may do; checked before anything is read."""
 
+    LOG_IN = "log in"
     MANAGE_USERS = "manage users"
     ROTATE_KEY = "rotate the trial key"
     GENERATE_LIST = "generate the allocation list"
@@ -58,6 +59,7 @@ BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
 
 _ALL = set(Role)
 ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
+    Permission.LOG_IN: frozenset(_ALL),
     Permission.MANAGE_USERS: frozenset({Role.ADMIN}),
     Permission.ROTATE_KEY: frozenset({Role.ADMIN}),
     Permission.GENERATE_LIST: frozenset({Role.ADMIN}),

@@ -215,7 +215,7 @@ def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, n
         why = "unknown user" if found is None else \
             "disabled user" if found.disabled else "wrong password"
         refusal = _login_refused(credentials.user)
-        _record_refusal(store, trial_key, Principal(credentials.user, channel, "", client),
+        record_refusal(store, trial_key, Principal(credentials.user, channel, "", client),
                         action, subject, now, refusal, "auth.failed", why)
         raise refusal
     return Principal(user=found.name, channel=channel, client=client, fresh_login=True)
@@ -267,13 +267,14 @@ def operation(store: Store, trial_key: KeySource, principal: Principal, permissi
                 raise
     except RandomizerError as exc:
         if refusal is not None and refusal[0] is exc:
-            _record_refusal(store, trial_key, principal, action, subject, now, *refusal)
+            record_refusal(store, trial_key, principal, action, subject, now, *refusal)
         raise
 
 
-def _record_refusal(store: Store, trial_key: KeySource, principal: Principal, action: str,
-                    subject: str, now: datetime, exc: RandomizerError, kind: str,
-                    why: str) -> None:
+def record_refusal(store: Store, trial_key: KeySource, principal: Principal, action: str,
+                   subject: str, now: datetime, exc: RandomizerError, kind: str,
+                   why: str) -> None:
+    """Record a refused action in a transaction of its own (after the action's rolled back)."""
     with store.transaction() as session:
         trial = load_trial(session)
         vault = vault_for(trial, trial_key())

@@ -85,3 +85,9 @@ class StoreError(RandomizerError):
 
 class Busy(RandomizerError):
     """Concurrent writers kept the database busy past the retry limit."""
+
+
+class ServerUnavailable(RandomizerError):
+    """The trial server could not be reached or answered something unreadable."""
+
+    audited = False

@@ -52,6 +52,7 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.PREPARE: {"pharmacist"},
     Permission.UNBLIND_ALL: set(),
     Permission.REPORT: set(ROLES),
+    Permission.LOG_IN: set(ROLES),
     Permission.REPORT_ARMS: {"admin"},
     Permission.READ_PARTICIPANTS: {"admin", "investigator", "pharmacist", "monitor"},
     Permission.MAINTAIN: {"admin"},

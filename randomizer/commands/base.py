@@ -7,7 +7,6 @@ one line starting ``Error:`` on stderr, never a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -19,8 +18,10 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from randomizer.backends.http import HttpBackend, check_server_url, load_token
 from randomizer.backends.interface import Backend, Custody
 from randomizer.backends.local import LocalBackend
+from randomizer.backends.wire import to_wire
 from randomizer.context import Credentials
 from randomizer.errors import InvalidInput, RandomizerError
 from randomizer.store import DEFAULT_URL
@@ -86,13 +87,31 @@ class Settings:
     key_file: Path
     user: str | None
     as_json: bool
+    server: str | None = None
 
     def backend(self) -> Backend:
-        """The backend for this invocation."""
+        """The backend for this invocation: the trial server with --server, else in-process."""
+        if self.server:
+            return self.remote()
         return self._local()
+
+    def remote(self) -> HttpBackend:
+        """The trial server's client: the saved login's token, or a login for this command."""
+        server = check_server_url(self.server or "")
+        saved = load_token(server)
+        if saved is not None and self.user in (None, saved[0]):
+            backend = HttpBackend(server, token=saved[1])
+        else:
+            backend = HttpBackend(server, credentials=self.credentials)
+        click.get_current_context().call_on_close(backend.close)
+        return backend
 
     def custody(self) -> Custody:
         """The backend for custody commands, which run on the trial's host only."""
+        if self.server:
+            command = click.get_current_context().command_path
+            raise InvalidInput(f"'{command}' is a custody command: run it on the trial's host "
+                               "(with --db and --key-file), not through --server")
         return self._local()
 
     def _local(self) -> LocalBackend:
@@ -124,22 +143,9 @@ pass_settings = click.make_pass_decorator(Settings)
 def emit(settings: Settings, data: Any, text: Callable[[], str] | str) -> None:
     """Print ``data`` as JSON with --json, else the readable text."""
     if settings.as_json:
-        click.echo(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False))
+        click.echo(json.dumps(to_wire(data), indent=2, ensure_ascii=False))
     else:
         click.echo(text() if callable(text) else text)
-
-
-def to_jsonable(data: Any) -> Any:
-    """Dataclasses, tuples and paths as plain JSON values."""
-    if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        return {f.name: to_jsonable(getattr(data, f.name)) for f in dataclasses.fields(data)}
-    if isinstance(data, dict):
-        return {str(k): to_jsonable(v) for k, v in data.items()}
-    if isinstance(data, list | tuple):
-        return [to_jsonable(v) for v in data]
-    if isinstance(data, Path):
-        return str(data)
-    return data
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
@@ -165,6 +171,9 @@ def root_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "or a prompt."),
         click.option("--json", "as_json", is_flag=True,
                      help="Machine-readable JSON output."),
+        click.option("--server", envvar="RANDOMIZER_SERVER", metavar="URL",
+                     help="Work through the trial server at URL (RANDOMIZER_SERVER) instead "
+                          "of opening the database and key file here."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)

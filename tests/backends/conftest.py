@@ -7,16 +7,19 @@ so a new backend joins the contract by adding its name and a factory here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import pytest
 
+from randomizer.backends.http import HttpBackend
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
+from tests.backends.live import live_server
 from tests.support.trial import PASSWORDS, TrialFiles
 
-BACKEND_KINDS = ["local"]
+BACKEND_KINDS = ["local", "http"]
 """Every backend the contract suite runs against."""
 
 
@@ -42,11 +45,26 @@ def _local(files: TrialFiles) -> Callable[[str, str], Backend]:
     return connect
 
 
+def _http(url: str) -> Callable[[str, str], Backend]:
+    def connect(user: str, password: str) -> Backend:
+        return HttpBackend(url, credentials=lambda: Credentials(user, password))
+    return connect
+
+
 @pytest.fixture(params=BACKEND_KINDS)
 def trial(request: pytest.FixtureRequest, trial_with_list: TrialFiles) -> Iterator[ContractTrial]:
-    """The prepared trial, reached through each backend of :data:`BACKEND_KINDS` in turn."""
-    factories = {"local": _local}
-    prepared = ContractTrial(trial_with_list, factories[request.param](trial_with_list))
-    yield prepared
-    for backend in prepared.opened:
-        backend.close()
+    """The prepared trial, reached through each backend of :data:`BACKEND_KINDS` in turn.
+
+    ``http`` runs a real server on a loopback port with the trial's key and
+    database; its clients hold neither.
+    """
+    with ExitStack() as stack:
+        if request.param == "http":
+            url = stack.enter_context(live_server(trial_with_list.db_url,
+                                                  trial_with_list.key_file))
+            prepared = ContractTrial(trial_with_list, _http(url))
+        else:
+            prepared = ContractTrial(trial_with_list, _local(trial_with_list))
+        yield prepared
+        for backend in prepared.opened:
+            backend.close()

@@ -1,0 +1,341 @@
+"""The remote client: the Backend protocol over the trial server's JSON API.
+
+An investigator's or pharmacist's machine needs no key file and no database:
+each call is one HTTP request with a bearer token, and each refusal comes back
+as the library's own error class with the server's message
+(:mod:`randomizer.backends.wire`). Nothing here is POSIX-only, so the client
+runs on Windows and macOS as well as Linux.
+
+The token comes from ``randomizer login`` (a file only its owner can read, see
+:func:`token_path`) or, for one command, from a password login that is logged
+out again when the command ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from randomizer import audit, reports, trial
+from randomizer.access import Role
+from randomizer.allocation import service
+from randomizer.backends.wire import error_from_wire, from_wire
+from randomizer.context import Credentials
+from randomizer.design import TrialDesign, parse_design
+from randomizer.errors import (
+    AuthenticationFailed,
+    Busy,
+    InvalidInput,
+    NotAuthorized,
+    NotFound,
+    RandomizerError,
+    ServerUnavailable,
+    StateError,
+)
+from randomizer.unblinding import emergency
+from randomizer.unblinding import lock as locking
+
+T = TypeVar("T")
+
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+"""How long a request may take: list generation of a large trial takes a while."""
+
+_FALLBACK: dict[int, type[RandomizerError]] = {
+    400: InvalidInput, 401: AuthenticationFailed, 403: NotAuthorized, 404: NotFound,
+    409: StateError, 413: InvalidInput, 422: InvalidInput, 429: AuthenticationFailed,
+    503: Busy,
+}
+
+
+def check_server_url(url: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host; anything else is bad input."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"server URL {url[:80]!r} is not valid: use http(s)://HOST[:PORT]")
+    return url.strip().rstrip("/")
+
+
+def state_directory() -> Path:
+    """Where the remote CLI keeps tokens: per user, private to them."""
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "randomizer"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "randomizer"
+
+
+def token_path(server: str) -> Path:
+    """The token file for one server (its host and port in the name)."""
+    parts = urlsplit(server)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return state_directory() / f"{parts.scheme}-{parts.hostname}-{port}.token"
+
+
+def save_token(server: str, user: str, token: str) -> Path:
+    """Write the token file, readable by its owner only (replacing an older one)."""
+    path = token_path(server)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if os.name != "nt":
+        path.parent.chmod(0o700)
+    temporary = path.with_suffix(".tmp")
+    temporary.unlink(missing_ok=True)
+    # O_EXCL with 0600: the file is private from its first byte on POSIX; on Windows
+    # the per-user LOCALAPPDATA folder already carries an owner-only ACL.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump({"server": server, "user": user, "token": token}, handle)
+    os.replace(temporary, path)
+    return path
+
+
+def load_token(server: str) -> tuple[str, str] | None:
+    """The (user, token) saved for ``server``, if any."""
+    path = token_path(server)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raise InvalidInput(f"the token file {path} is unreadable: run 'randomizer login' "
+                           "again") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str)
+                                             for k in ("user", "token")):
+        raise InvalidInput(f"the token file {path} is unreadable: run 'randomizer login' again")
+    return data["user"], data["token"]
+
+
+def remove_token(server: str) -> bool:
+    """Delete the token file; whether there was one."""
+    path = token_path(server)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+class HttpBackend:
+    """The Backend protocol through a trial server at ``server``.
+
+    Give ``token`` (from ``randomizer login``) or ``credentials`` (a login for
+    this backend's life only, logged out by :meth:`close`).
+    """
+
+    def __init__(self, server: str, token: str | None = None,
+                 credentials: Callable[[], Credentials] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.server = check_server_url(server)
+        self._token = token
+        self._credentials = credentials
+        self._temporary = False
+        self._client = httpx.Client(base_url=self.server, timeout=TIMEOUT, transport=transport,
+                                    headers={"User-Agent": f"randomizer-cli/{sys.platform}"})
+
+    # the wire ------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, body: Any = None,
+              params: dict[str, Any] | None = None, auth: bool = True) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._bearer()}"} if auth else {}
+        try:
+            response = self._client.request(method, f"/api/v1{path}", json=body, params=params,
+                                            headers=headers)
+        except httpx.TimeoutException:
+            raise ServerUnavailable(f"the trial server at {self.server} did not answer in "
+                                    "time; nothing may have been done: check before retrying"
+                                    ) from None
+        except httpx.HTTPError as exc:
+            raise ServerUnavailable(f"cannot reach the trial server at {self.server}: "
+                                    f"{type(exc).__name__}") from None
+        if response.is_success:
+            return response
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        fallback = _FALLBACK.get(response.status_code)
+        if fallback is None or payload is None:
+            raise ServerUnavailable(f"the trial server at {self.server} answered "
+                                    f"{response.status_code} without a readable error")
+        raise error_from_wire(payload, fallback)
+
+    def _json(self, method: str, path: str, body: Any = None,
+              params: dict[str, Any] | None = None) -> Any:
+        response = self._send(method, path, body, params)
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerUnavailable(f"the trial server at {self.server} answered something "
+                                    "that is not JSON") from None
+
+    def _call(self, cls: type[T], method: str, path: str, body: Any = None,
+              params: dict[str, Any] | None = None) -> T:
+        data = self._json(method, path, body, params)
+        try:
+            return from_wire(cls, data)
+        except (ValueError, TypeError) as exc:
+            raise ServerUnavailable(f"the trial server at {self.server} answered an unexpected "
+                                    f"shape ({exc}): is it the same randomizer release?"
+                                    ) from None
+
+    def _bearer(self) -> str:
+        if self._token is None:
+            if self._credentials is None:
+                raise AuthenticationFailed(f"not logged in to {self.server}: run "
+                                           "'randomizer login' first")
+            self._token = self.login(self._credentials())
+            self._temporary = True
+        return self._token
+
+    # logins ------------------------------------------------------------------
+
+    def login(self, credentials: Credentials) -> str:
+        """Exchange a password for a token (no other call needs the password)."""
+        data = self._send("POST", "/auth/token", {"user": credentials.user,
+                                                  "password": credentials.password},
+                          auth=False).json()
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str):
+            raise ServerUnavailable(f"the trial server at {self.server} sent no token")
+        return token
+
+    def logout(self) -> None:
+        """Revoke this backend's token on the server."""
+        if self._token is not None:
+            self._send("POST", "/auth/logout")
+            self._token = None
+
+    def close(self) -> None:
+        """Log a one-command login out again, then close the connection."""
+        try:
+            if self._temporary and self._token is not None:
+                self.logout()
+        except RandomizerError:
+            pass  # the token expires by itself; the command's own result stands
+        finally:
+            self._client.close()
+
+    # the Backend protocol ---------------------------------------------------------
+
+    def trial_design(self) -> TrialDesign:
+        """The trial's design, parsed here from the server's TOML text."""
+        data = self._json("GET", "/design")
+        if not isinstance(data, dict) or not isinstance(data.get("toml"), str):
+            raise ServerUnavailable(f"the trial server at {self.server} sent no design")
+        return parse_design(data["toml"])
+
+    def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
+        """Add a user with a role (admin)."""
+        return self._call(trial.UserInfo, "POST", "/users",
+                          {"name": name, "role": role.value, "password": password})
+
+    def list_users(self) -> list[trial.UserInfo]:
+        """Every user (admin)."""
+        return self._call(list[trial.UserInfo], "GET", "/users")
+
+    def disable_user(self, name: str, reason: str) -> trial.UserInfo:
+        """Disable a user (admin)."""
+        return self._call(trial.UserInfo, "POST", f"/users/{_segment(name)}/disable",
+                          {"reason": reason})
+
+    def change_password(self, name: str | None, password: str) -> trial.UserInfo:
+        """Change one's own password, or (admin) another user's."""
+        target = name or self._whoami()
+        return self._call(trial.UserInfo, "POST", f"/users/{_segment(target)}/password",
+                          {"password": password})
+
+    def _whoami(self) -> str:
+        if self._credentials is not None:
+            return self._credentials().user
+        saved = load_token(self.server)
+        if saved is None:
+            raise AuthenticationFailed(f"not logged in to {self.server}")
+        return saved[0]
+
+    def generate_list(self) -> trial.ListSummary:
+        """Generate the sealed list (admin)."""
+        return self._call(trial.ListSummary, "POST", "/list/generate")
+
+    def verify_list(self) -> trial.ListSummary:
+        """Regenerate and compare (admin; statistician after lock)."""
+        return self._call(trial.ListSummary, "POST", "/list/verify")
+
+    def randomize(self, participant: str, site: str, levels: dict[str, str],
+                  answers: dict[str, str], on: date | None = None) -> service.Randomization:
+        """Randomize one participant (investigator)."""
+        return self._call(service.Randomization, "POST", "/participants", {
+            "participant": participant, "site": site, "levels": levels, "answers": answers,
+            "date": on.isoformat() if on else None})
+
+    def request_kit(self, participant: str, visit: int, on: date | None = None,
+                    override_reason: str | None = None) -> service.KitIssue:
+        """The kit of one dosing visit (investigator)."""
+        return self._call(service.KitIssue, "POST", f"/participants/{_segment(participant)}/kits",
+                          {"visit": visit, "date": on.isoformat() if on else None,
+                           "override_reason": override_reason})
+
+    def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
+        """Void a kit and issue a spare (investigator)."""
+        return self._call(service.KitReplacement, "POST", f"/kits/{_segment(code)}/replace",
+                          {"reason": reason})
+
+    def prepare_kit(self, code: str) -> service.Preparation:
+        """What a kit holds; records its preparation (pharmacist)."""
+        return self._call(service.Preparation, "POST", f"/kits/{_segment(code)}/prepare")
+
+    def pharmacy_list(self) -> list[service.PharmacyKit]:
+        """Every kit with content and status (pharmacist)."""
+        return self._call(list[service.PharmacyKit], "GET",
+                          "/pharmacy/kits")
+
+    def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
+        """Break the code for one participant (investigator, admin)."""
+        return self._call(emergency.Unblinding, "POST",
+                          f"/participants/{_segment(participant)}/emergency-unblinding",
+                          {"reason": reason})
+
+    def lock(self, reason: str) -> locking.LockResult:
+        """Lock the database (admin)."""
+        return self._call(locking.LockResult, "POST", "/lock", {"reason": reason})
+
+    def unblind_all(self) -> locking.Export:
+        """The full unblinding CSV (statistician, after lock)."""
+        response = self._send("POST", "/unblinding")
+        sha256 = response.headers.get("X-Randomizer-SHA256", "")
+        count = response.headers.get("X-Randomizer-Participants", "")
+        if not count.isdigit() or len(sha256) != 64:
+            raise ServerUnavailable(f"the trial server at {self.server} sent an export "
+                                    "without its digest")
+        return locking.Export(csv=response.content, sha256=sha256, participants=int(count))
+
+    def report(self) -> reports.Report:
+        """The report the caller's role may see."""
+        return self._call(reports.Report, "GET", "/report")
+
+    def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
+        """Audit events after ``since`` (admin, monitor)."""
+        params: dict[str, Any] = {"since": since}
+        if limit is not None:
+            params["limit"] = limit
+        return self._call(list[audit.AuditEvent], "GET",
+                          "/audit/events", params=params)
+
+    def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:
+        """Verify the chain (and a checkpoint whose signature was checked here)."""
+        body = {"checkpoint": asdict(checkpoint) if checkpoint is not None else None}
+        return self._call(audit.ChainReport, "POST", "/audit/verify", body)
+
+    def audit_checkpoint(self) -> audit.Checkpoint:
+        """An unsigned checkpoint, to be signed here (admin)."""
+        return self._call(audit.Checkpoint, "POST", "/audit/checkpoint")
+
+
+def _segment(value: str) -> str:
+    """One URL path segment, whatever the user typed."""
+    return quote(value, safe="")

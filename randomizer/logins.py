@@ -1,0 +1,109 @@
+"""Logins to the trial server: password once, then a bearer token; throttled and audited.
+
+The server calls these and nothing else for identity. A login checks the
+throttle, then the password (outside any write transaction, see
+:func:`randomizer.context.authenticate`), then issues a token whose SHA-256
+alone is stored (:mod:`randomizer.sessions`). Each later request presents the
+token and becomes a :class:`~randomizer.context.Principal`; no password hash is
+computed per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from randomizer import audit
+from randomizer.access import Permission
+from randomizer.context import (
+    Credentials,
+    KeySource,
+    Principal,
+    authenticate,
+    load_trial,
+    operation,
+    record_refusal,
+    vault_for,
+)
+from randomizer.errors import AuthenticationFailed, TooManyAttempts
+from randomizer.sessions import (
+    ABSOLUTE_TIMEOUT,
+    IDLE_TIMEOUT,
+    IssuedToken,
+    check_throttle,
+    issue_token,
+    record_failure,
+    record_success,
+    resolve_token,
+    revoke_token,
+)
+from randomizer.store import Store
+
+SERVER_USER = "(server)"
+"""The name server start and stop events are recorded under (no user can have it)."""
+
+
+def login(store: Store, trial_key: KeySource, credentials: Credentials, now: datetime, *,
+          kind: str = "api", client: str = "", idle: timedelta = IDLE_TIMEOUT,
+          absolute: timedelta = ABSOLUTE_TIMEOUT) -> IssuedToken:
+    """Check a password and issue a token of ``kind`` ("api" or "web").
+
+    Refused logins are recorded (``auth.failed``) and counted per user and per
+    client address; past the limit a login is refused before its password is
+    checked, with :class:`~randomizer.errors.TooManyAttempts`.
+    """
+    principal = Principal(credentials.user, kind, "", client)
+    try:
+        with store.transaction() as session:
+            check_throttle(session, credentials.user, client, now)
+    except TooManyAttempts as exc:
+        record_refusal(store, trial_key, principal, "login", "", now, exc, "auth.failed",
+                       "throttled")
+        raise
+    try:
+        principal = authenticate(store, trial_key, credentials, now, action="login",
+                                 channel=kind, client=client)
+    except AuthenticationFailed:
+        with store.transaction() as session:
+            record_failure(session, credentials.user, client, now)
+        raise
+    with operation(store, trial_key, replace(principal, fresh_login=False), Permission.LOG_IN,
+                   "login", now) as op:
+        record_success(op.session, principal.user, client)
+        issued = issue_token(op.session, principal.user, kind, now, client, idle=idle,
+                             absolute=absolute)
+        op.principal = replace(op.principal, session=issued.token_id)
+        op.audit("auth.login", subject=kind,
+                 details={"expires_at": audit.utc_text(issued.expires_at)})
+    return issued
+
+
+def principal_for(store: Store, token: str, now: datetime, client: str = "") -> Principal:
+    """The principal of a live token; any other token is refused with one message."""
+    with store.transaction() as session:
+        info = resolve_token(session, token, now)
+    return Principal(info.user_name, info.kind, info.token_id, client)
+
+
+def logout(store: Store, trial_key: KeySource, principal: Principal, now: datetime) -> None:
+    """Revoke the principal's token, recorded as ``auth.logout``."""
+    with operation(store, trial_key, principal, Permission.LOG_IN, "logout", now) as op:
+        revoke_token(op.session, principal.session, now, "logout")
+        op.audit("auth.logout", subject=principal.channel)
+
+
+def design_toml(store: Store) -> str:
+    """The trial's design text (public: arms, criteria and visits, no allocation)."""
+    with store.transaction(read_only=True) as session:
+        store.check_schema(session)
+        return load_trial(session).design_toml
+
+
+def record_server_event(store: Store, trial_key: KeySource, now: datetime, action: str,
+                        details: dict[str, Any]) -> None:
+    """Record a server start or stop in the trail."""
+    with store.transaction() as session:
+        vault = vault_for(load_trial(session), trial_key())
+        audit.append(session, vault.audit_key(), now=now, user=SERVER_USER, role="",
+                     action=action, details=details)

@@ -1,0 +1,320 @@
+"""The JSON API under ``/api/v1``: one route per Backend operation, nothing more.
+
+Each route parses its body (unknown fields, wrong types and oversized values
+are refused with 422 before anything runs), takes the caller's principal from
+the bearer token, calls one :class:`~randomizer.backends.interface.Backend`
+method and returns its dataclass as JSON. Roles, states, messages and audit
+events all come from the library behind that call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date as Date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from randomizer import __version__, audit, logins, reports, trial
+from randomizer.access import Role
+from randomizer.allocation import service
+from randomizer.backends.interface import Backend
+from randomizer.backends.local import LocalBackend
+from randomizer.backends.wire import to_wire
+from randomizer.context import Credentials, Principal
+from randomizer.errors import AuthenticationFailed
+from randomizer.server.state import ServerState, client_address, server_state
+from randomizer.unblinding import emergency
+from randomizer.unblinding import lock as locking
+
+SEQ_MAX = 2**31 - 1
+"""The largest audit sequence number (a 32-bit column on PostgreSQL)."""
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL stores no NUL in text, and no identifier or reason needs one
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Text = Annotated[str, Field(max_length=2000), AfterValidator(_no_nul)]
+"""Any text field of a request: at most 2000 characters, no NUL."""
+
+Name = Annotated[str, Field(max_length=128), AfterValidator(_no_nul)]
+"""A short identifier field (participant, site, user, kit code, answer key)."""
+
+
+class Body(BaseModel):
+    """Base of every request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRequest(Body):
+    """A login: user name and password."""
+
+    user: Name
+    password: Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
+
+
+class TokenResponse(BaseModel):
+    """A bearer token and when it expires at the latest."""
+
+    token: str
+    token_id: str
+    expires_at: str
+
+
+class Health(BaseModel):
+    """What anyone may ask without logging in."""
+
+    status: str
+    version: str
+
+
+class DesignResponse(BaseModel):
+    """The trial's design as its TOML text (public: no allocation in it)."""
+
+    toml: str
+
+
+class RandomizeRequest(Body):
+    """Randomize one participant."""
+
+    participant: Name
+    site: Name
+    levels: dict[Name, Name] = Field(default_factory=dict, max_length=32)
+    answers: dict[Name, Name] = Field(default_factory=dict, max_length=64)
+    date: Date | None = None
+
+
+class KitRequest(Body):
+    """Request the kit of one dosing visit."""
+
+    visit: int = Field(ge=1, le=1000)
+    date: Date | None = None
+    override_reason: Text | None = None
+
+
+class Reason(Body):
+    """A state change that needs a reason."""
+
+    reason: Text
+
+
+class NewUser(Body):
+    """A user to add."""
+
+    name: Name
+    role: Role
+    password: Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
+
+
+class NewPassword(Body):
+    """A new password for oneself or (admin) another user."""
+
+    password: Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
+
+
+class CheckpointBody(Body):
+    """A checkpoint whose signature the client has already checked."""
+
+    trial: Name
+    seq: int = Field(ge=0, le=SEQ_MAX)
+    head_mac: Annotated[str, Field(min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")]
+    at: Name
+
+
+class VerifyRequest(Body):
+    """Verify the trail, optionally against a checkpoint."""
+
+    checkpoint: CheckpointBody | None = None
+
+
+def caller(request: Request, state: Annotated[ServerState, Depends(server_state)]) -> Principal:
+    """The principal of the bearer token; the user and role never come from the request."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("log in first: send the token from POST /api/v1/auth/token "
+                                   "as 'Authorization: Bearer TOKEN'")
+    return logins.principal_for(state.store, token.strip(), state.clock(),
+                                client=client_address(request, state))
+
+
+def backend(principal: Annotated[Principal, Depends(caller)],
+            state: Annotated[ServerState, Depends(server_state)]) -> Iterator[Backend]:
+    """A backend acting as the caller, on the server's store and held key."""
+    serving = LocalBackend.serving(state.store, state.trial_key, principal, state.clock)
+    try:
+        yield serving
+    finally:
+        serving.close()
+
+
+Caller = Annotated[Principal, Depends(caller)]
+Acting = Annotated[Backend, Depends(backend)]
+State = Annotated[ServerState, Depends(server_state)]
+
+router = APIRouter(prefix="/api/v1")
+
+
+@router.get("/health")
+def health() -> Health:
+    """Whether the server is up (no login needed): status and version only."""
+    return Health(status="ok", version=__version__)
+
+
+@router.post("/auth/token")
+def issue_token(body: TokenRequest, request: Request, state: State) -> TokenResponse:
+    """Log in: check the password once and return a bearer token."""
+    issued = logins.login(state.store, state.key_source, Credentials(body.user, body.password),
+                          state.clock(), kind="api", client=client_address(request, state),
+                          idle=state.token_idle, absolute=state.token_absolute)
+    return TokenResponse(token=issued.token, token_id=issued.token_id,
+                         expires_at=audit.utc_text(issued.expires_at))
+
+
+@router.post("/auth/logout", status_code=204)
+def logout(principal: Caller, state: State) -> Response:
+    """Revoke the caller's token."""
+    logins.logout(state.store, state.key_source, principal, state.clock())
+    return Response(status_code=204)
+
+
+@router.get("/design")
+def design(principal: Caller, state: State) -> DesignResponse:
+    """The trial's design as TOML (any logged-in user)."""
+    return DesignResponse(toml=logins.design_toml(state.store))
+
+
+# the blinded path ----------------------------------------------------------------
+
+
+@router.post("/participants")
+def randomize(body: RandomizeRequest, acting: Acting) -> service.Randomization:
+    """Randomize one participant (investigator)."""
+    return acting.randomize(body.participant, body.site, dict(body.levels), dict(body.answers),
+                            body.date)
+
+
+@router.post("/participants/{participant}/kits")
+def request_kit(participant: Name, body: KitRequest, acting: Acting) -> service.KitIssue:
+    """The kit of one dosing visit (investigator)."""
+    return acting.request_kit(participant, body.visit, body.date, body.override_reason)
+
+
+@router.post("/participants/{participant}/emergency-unblinding")
+def emergency_unblind(participant: Name, body: Reason,
+                      acting: Acting) -> JSONResponse:
+    """Break the code for one participant (investigator, admin); never cached."""
+    result: emergency.Unblinding = acting.emergency_unblind(participant, body.reason)
+    return JSONResponse(to_wire(result), headers={"Cache-Control": "no-store"})
+
+
+@router.post("/kits/{code}/replace")
+def replace_kit(code: Name, body: Reason, acting: Acting) -> service.KitReplacement:
+    """Void a kit and issue a spare of the same content (investigator)."""
+    return acting.replace_kit(code, body.reason)
+
+
+@router.post("/kits/{code}/prepare")
+def prepare_kit(code: Name, acting: Acting) -> JSONResponse:
+    """What a kit holds; records its preparation (pharmacist); never cached."""
+    result: service.Preparation = acting.prepare_kit(code)
+    return JSONResponse(to_wire(result), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/pharmacy/kits")
+def pharmacy_list(acting: Acting) -> JSONResponse:
+    """Every kit with content and status (pharmacist); never cached."""
+    kits: list[service.PharmacyKit] = acting.pharmacy_list()
+    return JSONResponse(to_wire(kits), headers={"Cache-Control": "no-store"})
+
+
+@router.post("/lock")
+def lock(body: Reason, acting: Acting) -> locking.LockResult:
+    """Lock the database (admin)."""
+    return acting.lock(body.reason)
+
+
+@router.post("/unblinding", response_class=Response,
+             responses={200: {"content": {"text/csv": {}}}})
+def unblind_all(acting: Acting) -> Response:
+    """The full unblinding as CSV (statistician, after lock); audited before it is sent."""
+    export: locking.Export = acting.unblind_all()
+    return Response(export.csv, media_type="text/csv; charset=utf-8", headers={
+        "Cache-Control": "no-store", "X-Randomizer-SHA256": export.sha256,
+        "X-Randomizer-Participants": str(export.participants)})
+
+
+@router.get("/report")
+def report(acting: Acting) -> reports.Report:
+    """The report the caller's role may see."""
+    return acting.report()
+
+
+# the list, users and the audit trail --------------------------------------------------
+
+
+@router.post("/list/generate")
+def generate_list(acting: Acting) -> trial.ListSummary:
+    """Generate the sealed list and kits (admin)."""
+    return acting.generate_list()
+
+
+@router.post("/list/verify")
+def verify_list(acting: Acting) -> trial.ListSummary:
+    """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""
+    return acting.verify_list()
+
+
+@router.get("/users")
+def list_users(acting: Acting) -> list[trial.UserInfo]:
+    """Every user (admin)."""
+    return acting.list_users()
+
+
+@router.post("/users")
+def add_user(body: NewUser, acting: Acting) -> trial.UserInfo:
+    """Add a user (admin)."""
+    return acting.add_user(body.name, body.role, body.password)
+
+
+@router.post("/users/{name}/disable")
+def disable_user(name: Name, body: Reason, acting: Acting) -> trial.UserInfo:
+    """Disable a user; their tokens are revoked at once (admin)."""
+    return acting.disable_user(name, body.reason)
+
+
+@router.post("/users/{name}/password")
+def change_password(name: Name, body: NewPassword, acting: Acting) -> trial.UserInfo:
+    """Set a password: one's own, or (admin) anyone's; the user's tokens are revoked."""
+    return acting.change_password(name, body.password)
+
+
+@router.get("/audit/events")
+def audit_events(acting: Acting, since: Annotated[int, Query(ge=0)] = 0,
+                 limit: Annotated[int | None, Query(ge=1)] = None) -> list[audit.AuditEvent]:
+    """Audit events after ``since`` (admin, monitor)."""
+    return acting.audit_events(min(since, SEQ_MAX), None if limit is None
+                               else min(limit, SEQ_MAX))
+
+
+@router.post("/audit/verify")
+def audit_verify(body: VerifyRequest, acting: Acting) -> audit.ChainReport:
+    """Verify the chain and, given a checkpoint, that its head is still there."""
+    checkpoint = None
+    if body.checkpoint is not None:
+        checkpoint = audit.Checkpoint(**body.checkpoint.model_dump())
+    return acting.audit_verify(checkpoint)
+
+
+@router.post("/audit/checkpoint")
+def audit_checkpoint(acting: Acting) -> audit.Checkpoint:
+    """Record a checkpoint and return it unsigned: the client signs it (admin)."""
+    return acting.audit_checkpoint()
+

@@ -1,0 +1,178 @@
+"""The ASGI app: routes, the one error boundary, body limits and headers.
+
+Errors cross the wire by class (:data:`STATUS`), with the library's message as
+a one-line JSON body, so the remote client raises the same class and the CLI
+prints the same ``Error:`` line. No response carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from randomizer import __version__, logins
+from randomizer.backends.wire import error_to_wire
+from randomizer.errors import (
+    AuthenticationFailed,
+    Busy,
+    InvalidInput,
+    KeyFileError,
+    NotAuthorized,
+    NotFound,
+    RandomizerError,
+    StoreError,
+    TooManyAttempts,
+)
+from randomizer.server import api
+from randomizer.server.state import ServerState
+
+MAX_BODY = 1024 * 1024
+"""The largest request body accepted (1 MiB); a larger one is refused with 413."""
+
+STATUS: tuple[tuple[type[RandomizerError], int], ...] = (
+    (InvalidInput, 400),
+    (TooManyAttempts, 429),
+    (AuthenticationFailed, 401),
+    (NotAuthorized, 403),
+    (NotFound, 404),
+    (Busy, 503),
+    (StoreError, 503),
+    (KeyFileError, 503),
+    (RandomizerError, 409),
+)
+"""HTTP status of each error class, most specific first. Every other refusal
+(a state, an ineligible participant, an integrity failure) is 409."""
+
+log = logging.getLogger("randomizer.server")
+
+
+def status_of(error: RandomizerError) -> int:
+    """The HTTP status of a library error."""
+    return next(code for cls, code in STATUS if isinstance(error, cls))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes, declared or streamed, with 413."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, counting its body."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(send, self.limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = JSONResponse({"error": f"request body too large: at most {limit} bytes",
+                         "kind": "InvalidInput"}, status_code=413).body
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
+    """The app serving one trial from ``state``; start and stop are audited."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        details: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
+        if audit_lifecycle:
+            logins.record_server_event(state.store, state.key_source, state.clock(),
+                                       "server.start", details)
+        try:
+            yield
+        finally:
+            if audit_lifecycle:
+                logins.record_server_event(state.store, state.key_source, state.clock(),
+                                           "server.stop", details)
+
+    app = FastAPI(title="randomizer", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
+                  description="Blinded randomization and allocation for clinical trials.")
+    app.state.randomizer = state
+    app.include_router(api.router)
+
+    @app.exception_handler(RandomizerError)
+    async def refused(_request: Request, exc: RandomizerError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) \
+            else None
+        return JSONResponse(error_to_wire(exc), status_code=status_of(exc), headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors()[:3]:
+            if error.get("type") == "json_invalid":
+                problems.append("body: not valid JSON")
+                continue
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        return JSONResponse({"error": _one_line("malformed request: " + "; ".join(problems)),
+                             "kind": "InvalidInput"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        text = {404: "no such endpoint", 405: "method not allowed"}.get(
+            exc.status_code, _one_line(str(exc.detail)))
+        kind = "NotFound" if exc.status_code == 404 else "InvalidInput"
+        return JSONResponse({"error": text, "kind": kind}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+        # the boundary: the log names the class, the response names nothing
+        log.error("internal error in a request: %s", type(exc).__name__)
+        return JSONResponse({"error": "internal error; nothing was committed",
+                             "kind": "RandomizerError"}, status_code=500)
+
+    @app.middleware("http")
+    async def headers(request: Request,
+                      call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    app.add_middleware(BodyLimit)
+    return app
