@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from randomizer.errors import AuditError, InvalidInput
+from randomizer.errors import AuditError, Hint, InvalidInput
 from randomizer.models import AuditEvent as AuditRow
 from randomizer.models import AuditHead
 
@@ -251,8 +251,8 @@ def read_checkpoint(note: str, public_pem: bytes) -> Checkpoint:
                                 head_mac=fields["head"], at=fields["time"])
         signature = base64.b64decode(fields["signature"], validate=True)
     except (ValueError, KeyError):
-        raise InvalidInput("the checkpoint note is malformed: give the file that "
-                           "'randomizer audit checkpoint' printed") from None
+        raise InvalidInput("the checkpoint note is malformed: give the signed note exactly as "
+                           "the audit checkpoint wrote it", hint=Hint.CHECKPOINT) from None
     try:
         key.verify(signature, _statement(checkpoint).encode("utf-8"))
     except InvalidSignature:

@@ -18,7 +18,7 @@ from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import Credentials, Operation, load_trial, open_vault, operation
 from randomizer.design import TrialDesign, design_text, parse_design
-from randomizer.errors import InvalidInput
+from randomizer.errors import Hint, InvalidInput
 from randomizer.store import SchemaStatus, Store
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
@@ -120,7 +120,9 @@ class LocalBackend:
         checkpoint = None
         if note is not None:
             if public_key is None:
-                raise InvalidInput("--checkpoint needs --public-key")
+                raise InvalidInput("a checkpoint note is checked with the public key that "
+                                   "signed it: give that public key too",
+                                   hint=Hint.CHECKPOINT_KEY)
             checkpoint = audit.read_checkpoint(note, public_key)
 
         def body(op: Operation) -> audit.ChainReport:

@@ -4,15 +4,47 @@ Every failure the library reports is a :class:`RandomizerError`. The CLI turns
 them into one ``Error:`` line: exit 2 for bad usage or malformed input
 (:class:`InvalidInput` and its subclasses), exit 1 for every refusal.
 Messages name the thing and what to do next, and never name an arm.
+
+A message says what to do in words every front end's user understands ("an
+admin generates the allocation list"), never a command-line flag. Where a
+front end has its own way to do it, the error carries a :class:`Hint` naming
+the next step, and the front end adds its own wording (the CLI adds the command
+or flags to type).
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Hint(StrEnum):
+    """The next step a refusal points to, for a front end to word in its own terms."""
+
+    INIT = "create the trial"
+    MISSING_DATABASE = "check the database location, or create the trial"
+    OTHER_DATABASE = "choose another database"
+    KEY_FILE = "choose the key file"
+    GENERATE_LIST = "generate the allocation list"
+    VERIFY_LIST = "verify the allocation list"
+    VERIFY_COPY = "verify the audit trail and the allocation list"
+    LIST_USERS = "list the users"
+    UPGRADE_SCHEMA = "upgrade the database schema"
+    LOCK = "lock the database"
+    REASON = "give a reason"
+    OVERRIDE_WINDOW = "override the visit window with a reason"
+    CHECKPOINT = "make a signed checkpoint note"
+    CHECKPOINT_KEY = "give the checkpoint's public key"
 
 
 class RandomizerError(Exception):
     """Base of every error the library raises on purpose."""
 
     exit_code: int = 1
+
+    def __init__(self, message: str = "", *, hint: Hint | None = None) -> None:
+        """``message`` for every reader; ``hint`` names the next step a front end may spell out."""
+        super().__init__(message)
+        self.hint = hint
 
 
 class InvalidInput(RandomizerError):

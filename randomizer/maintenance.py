@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from randomizer import audit
 from randomizer.context import Operation
-from randomizer.errors import InvalidInput, StateError
+from randomizer.errors import Hint, InvalidInput, StateError
 from randomizer.store import SchemaStatus, Store, _alembic_config, unversioned_message
 
 
@@ -44,9 +44,9 @@ def sqlite_path(store: Store) -> Path:
     """The file of a SQLite store; other engines are refused."""
     url = make_url(store.engine.url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        raise StateError("randomizer backup/restore handle SQLite files; for PostgreSQL use "
-                         "pg_dump/pg_restore as docs/operations.md describes, then check the "
-                         "copy with 'audit verify' and 'list verify'")
+        raise StateError("backup and restore handle SQLite files only; for PostgreSQL use "
+                         "pg_dump/pg_restore as docs/operations.md describes, then verify the "
+                         "copy's audit trail and allocation list", hint=Hint.VERIFY_COPY)
     return Path(url.database)
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from randomizer.errors import Busy, RandomizerError, StoreError
+from randomizer.errors import Busy, Hint, RandomizerError, StoreError
 
 DEFAULT_URL = "sqlite:///randomizer.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -85,7 +85,8 @@ class Store:
                 and not Path(database).exists():
             # SQLite would create an empty file for a mistyped --db: refuse instead
             raise StoreError(f"no randomizer trial at {self.url}: the file does not exist; "
-                             "check --db, or run 'randomizer init' to start a trial")
+                             "check the database location, or create the trial first",
+                             hint=Hint.MISSING_DATABASE)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
@@ -140,13 +141,14 @@ class Store:
         """Refuse a database that is empty, behind or ahead of this randomizer's schema."""
         status = self.status(session)
         if status.state == "empty":
-            raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' first")
+            raise StoreError(f"no randomizer trial in {self.url}: create the trial first",
+                             hint=Hint.INIT)
         if status.state == "unversioned":
             raise StoreError(unversioned_message(self.url))
         if status.state == "behind":
             raise StoreError(f"the database schema ({status.current}) is behind this "
-                             f"randomizer ({status.head}): take a backup, then run "
-                             "'randomizer db upgrade'")
+                             f"randomizer ({status.head}): take a backup, then an admin "
+                             "upgrades the database schema", hint=Hint.UPGRADE_SCHEMA)
         if status.state == "ahead":
             raise StoreError(f"the database schema ({status.current}) is newer than this "
                              f"randomizer knows ({status.head}): use the newer release")
@@ -156,8 +158,8 @@ class Store:
         with self.transaction() as session:
             before = self.status(session)
             if before.state == "empty":
-                raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' "
-                                 "first")
+                raise StoreError(f"no randomizer trial in {self.url}: create the trial first",
+                                 hint=Hint.INIT)
             if before.state == "ahead":
                 raise StoreError(f"the database schema ({before.current}) is newer than this "
                                  f"randomizer knows ({before.head}): use the newer release")

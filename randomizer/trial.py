@@ -24,7 +24,7 @@ from randomizer.allocation.kits import new_codes
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
-from randomizer.errors import InvalidInput, ListMismatch, NotFound, StateError
+from randomizer.errors import Hint, InvalidInput, ListMismatch, NotFound, StateError
 from randomizer.models import Kit, Slot, Stratum, Trial, User
 from randomizer.store import Store
 from randomizer.vault import (
@@ -119,8 +119,8 @@ def init_trial(store: Store, key_file: Path, design: TrialDesign, design_toml: s
     check_user_name(admin)
     check_password(password)
     if store.has_schema():
-        raise StateError(f"{store.url} already holds a trial: use another --db, "
-                         "or keep working with that one")
+        raise StateError(f"{store.url} already holds a trial: create the new trial in another "
+                         "database, or keep working with that one", hint=Hint.OTHER_DATABASE)
     trial_key = create_key_file(key_file)
     try:
         with store.transaction() as session:
@@ -151,7 +151,8 @@ def init_trial(store: Store, key_file: Path, design: TrialDesign, design_toml: s
 def _user(op: Operation, name: str) -> User:
     user = op.session.scalars(select(User).where(User.name == name)).one_or_none()
     if user is None:
-        raise NotFound(f"no user {name!r}: see 'randomizer user list'")
+        raise NotFound(f"no user {name!r}: check the name against the list of users",
+                       hint=Hint.LIST_USERS)
     return user
 
 
@@ -229,7 +230,7 @@ def generate_list(op: Operation) -> ListSummary:
     """Draw a secret seed and store the sealed list and kits, in this one transaction."""
     if op.trial.seed_sealed is not None:
         raise StateError("the allocation list already exists: a trial has one list; "
-                         "use 'randomizer list verify' to check it")
+                         "verify it instead", hint=Hint.VERIFY_LIST)
     design = op.design
     seed = secrets.token_bytes(32)
     schedule = generate_schedule(design, seed)
@@ -283,11 +284,17 @@ def generate_list(op: Operation) -> ListSummary:
     return summary
 
 
+def require_list(op: Operation) -> bytes:
+    """The trial's sealed seed; refused while no allocation list has been generated."""
+    if op.trial.seed_sealed is None:
+        raise StateError("no allocation list yet: an admin generates the allocation list first",
+                         hint=Hint.GENERATE_LIST)
+    return op.trial.seed_sealed
+
+
 def open_seed(op: Operation) -> bytes:
     """The trial's seed (unblinded callers only)."""
-    if op.trial.seed_sealed is None:
-        raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
-    return parse_seed(op.vault.open(SEED_KIND, op.trial.id, op.trial.seed_sealed))
+    return parse_seed(op.vault.open(SEED_KIND, op.trial.id, require_list(op)))
 
 
 def verify_list(op: Operation) -> ListSummary:

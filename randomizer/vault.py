@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
-from randomizer.errors import InvalidInput, KeyFileError, SealedDataError
+from randomizer.errors import Hint, InvalidInput, KeyFileError, SealedDataError
 
 KEY_SIZE = 32
 """Bytes in the trial key and in the data key (AES-256)."""
@@ -114,7 +114,8 @@ def read_key_file(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeyFileError(
-            f"key file {path} not found: pass --key-file or set RANDOMIZER_KEY_FILE"
+            f"key file {path} not found: give the path of the trial's key file",
+            hint=Hint.KEY_FILE,
         ) from None
     except OSError as error:
         raise KeyFileError(f"cannot read key file {path}: {error.strerror}") from None

@@ -39,6 +39,7 @@ from tests.conftest import (
     execute,
     open_trial_vault,
     postgres_url,
+    without_cli_hint,
 )
 
 ELIGIBLE: Mapping[str, str] = {
@@ -177,7 +178,7 @@ def refused(run: Run, *args: str, user: str, code: int, fragments: Iterable[str]
     assert len(added) == 1, added
     assert added[0]["action"] in ("refused", "screen_failure"), added
     assert added[0]["user"] == user
-    assert added[0]["details"]["message"] == message
+    assert added[0]["details"]["message"] == without_cli_hint(message)
     if command is not None:
         assert added[0]["details"]["command"] == command
     return message

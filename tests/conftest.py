@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 import cli
 from randomizer import access
+from randomizer.commands.base import CLI_HINTS
 from randomizer.context import load_trial, open_vault
 from randomizer.store import Store
 from randomizer.vault import Vault
@@ -349,6 +350,17 @@ def assert_error(result: Result, exit_code: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
     return lines[0].removeprefix("Error: ")
+
+
+def without_cli_hint(message: str) -> str:
+    """The library's message in an ``Error:`` line: the line less the CLI's hint, if any.
+
+    Refusals are audited with the library's message, which every front end shares.
+    """
+    for hint in CLI_HINTS.values():
+        if message.endswith(f" ({hint})"):
+            return message.removesuffix(f" ({hint})")
+    return message
 
 
 # reading and altering the database without the key -------------------------------

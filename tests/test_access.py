@@ -349,7 +349,7 @@ def test_password_change_of_an_unknown_user_is_refused(trial_with_users: TrialFi
                                                        run: Run) -> None:
     assert assert_error(run("user", "passwd", "nobody", "--password-stdin", user=ADMIN,
                             input=NEW_PASSWORD + "\n"), 1) == \
-        "no user 'nobody': see 'randomizer user list'"
+        "no user 'nobody': check the name against the list of users (see 'randomizer user list')"
 
 
 # Logins ------------------------------------------------------------------------------
@@ -410,7 +410,7 @@ def test_disabling_twice_and_the_last_admin_is_refused(trial_with_users: TrialFi
     assert assert_error(run("user", "disable", "alice", user=ADMIN), 1) == \
         "user 'alice' is the last enabled admin: add another admin first"
     assert assert_error(run("user", "disable", "ghost", user=ADMIN), 1) == \
-        "no user 'ghost': see 'randomizer user list'"
+        "no user 'ghost': check the name against the list of users (see 'randomizer user list')"
     # with a second admin, the first may go
     run.add_user("adam", "admin", password="pw-adam-admin-1")
     run.ok("user", "disable", "alice", user="adam", password="pw-adam-admin-1")

@@ -493,10 +493,11 @@ def test_checkpoint_bad_input(trial_with_list: TrialFiles, run: Run) -> None:
     malformed = files.directory / "bad.note"
     malformed.write_text("\n".join(note.read_text().splitlines()[:4]) + "\n")
     assert assert_error(verify_with(run, malformed, public), 2) == (
-        "the checkpoint note is malformed: give the file that 'randomizer audit checkpoint' "
-        "printed")
-    assert assert_error(run("audit", "verify", "--checkpoint", str(note), user=ADMIN), 2) == \
-        "--checkpoint needs --public-key"
+        "the checkpoint note is malformed: give the signed note exactly as the audit "
+        "checkpoint wrote it (made by 'randomizer audit checkpoint')")
+    assert assert_error(run("audit", "verify", "--checkpoint", str(note), user=ADMIN), 2) == (
+        "a checkpoint note is checked with the public key that signed it: give that public "
+        "key too (give --public-key FILE with --checkpoint)")
     missing = files.directory / "missing.note"
     assert assert_error(verify_with(run, missing, public), 2) == \
         f"cannot read checkpoint note {missing}: No such file or directory"

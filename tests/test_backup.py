@@ -49,9 +49,10 @@ ELIGIBLE = ["--answer", "age=45", "--answer", "progressive_ms=yes", "--answer", 
 NOT_ADMIN = {"ivan": "investigator", "petra": "pharmacist", "stan": "statistician",
              "mona": "monitor"}
 MAINTAIN = "may not back up, restore or upgrade the database"
-PG_MESSAGE = ("randomizer backup/restore handle SQLite files; for PostgreSQL use "
-              "pg_dump/pg_restore as docs/operations.md describes, then check the copy with "
-              "'audit verify' and 'list verify'")
+PG_MESSAGE = ("backup and restore handle SQLite files only; for PostgreSQL use "
+              "pg_dump/pg_restore as docs/operations.md describes, then verify the copy's audit "
+              "trail and allocation list (run 'randomizer audit verify' and 'randomizer list "
+              "verify' on the copy)")
 
 # A second process that writes until told to stop: it randomizes P-001..P-020,
 # then keeps reading the report (every command appends to the audit trail).

@@ -132,7 +132,7 @@ def test_db_status_of_an_empty_database(db_url: str, run: Run) -> None:
     assert result.stdout == (f"schema (none); this release expects {HEAD}: empty, "
                              "run 'randomizer init'\n")
     assert_error(run("user", "list", user=ADMIN), 1, "no randomizer trial in ",
-                 "run 'randomizer init' first")
+                 ": create the trial first (run 'randomizer init')")
 
 
 def test_db_upgrade_of_a_current_database_changes_only_the_trail(initialized_trial: TrialFiles,
@@ -256,7 +256,8 @@ def behind(trial_with_list: TrialFiles, tmp_path: Path,
 
 
 BEHIND = ("the database schema (0001) is behind this randomizer (0002): take a backup, "
-          "then run 'randomizer db upgrade'")
+          "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
+          "then 'randomizer db upgrade')")
 
 
 def test_every_command_refuses_a_database_that_is_behind(behind: TrialFiles,

@@ -391,7 +391,7 @@ def test_a_second_list_is_refused(trial_with_list: TrialFiles, run: Run) -> None
     before = dump_database(trial_with_list.db_url)
     assert assert_error(run("list", "generate", user=ADMIN), 1) == (
         "the allocation list already exists: a trial has one list; "
-        "use 'randomizer list verify' to check it")
+        "verify it instead (run 'randomizer list verify')")
     after = dump_database(trial_with_list.db_url)
     assert {k: v for k, v in after.items() if not k.startswith("audit")} == \
         {k: v for k, v in before.items() if not k.startswith("audit")}
@@ -399,7 +399,8 @@ def test_a_second_list_is_refused(trial_with_list: TrialFiles, run: Run) -> None
 
 def test_verify_before_any_list_is_refused(trial_with_users: TrialFiles, run: Run) -> None:
     assert assert_error(run("list", "verify", user=ADMIN), 1) == \
-        "no allocation list yet: an admin runs 'randomizer list generate'"
+        "no allocation list yet: an admin generates the allocation list first " \
+        "(run 'randomizer list generate')"
 
 
 # Key files ----------------------------------------------------------------------------
@@ -424,7 +425,8 @@ KEY_FILE_PROBLEMS = [
     ("mode-0601", lambda f: f.key_file.chmod(0o601),
      "key file {k} is accessible by others (mode 0601): chmod 600 {k}"),
     ("missing", lambda f: f.key_file.unlink(),
-     "key file {k} not found: pass --key-file or set RANDOMIZER_KEY_FILE"),
+     "key file {k} not found: give the path of the trial's key file "
+     "(pass --key-file PATH or set RANDOMIZER_KEY_FILE)"),
     ("16-bytes", lambda f: write_key_file(f.key_file, bytes(16)),
      "key file {k} holds a 16-byte key, not 32 bytes: is it the right file?"),
     ("33-bytes", lambda f: write_key_file(f.key_file, bytes(33)),

@@ -118,7 +118,8 @@ def test_a_second_init_is_refused(same_key_file: bool, trial_with_list: TrialFil
                  key_file=trial_with_list.key_file if same_key_file else other_key,
                  env={"RANDOMIZER_PASSWORD": "mallory-password-1"})
     assert assert_error(result, 1) == (f"{trial_with_list.db_url} already holds a trial: "
-                                       "use another --db, or keep working with that one")
+                                       "create the new trial in another database, or keep "
+                                       "working with that one (pass another --db URL)")
     assert trial_with_list.key_file.read_bytes() == key_before
     assert not other_key.exists()
     assert dump_database(trial_with_list.db_url) == before
@@ -334,7 +335,9 @@ def test_commands_on_a_database_that_cannot_be_opened(url: str, message: str,
     before = dump_database(trial_with_list.db_url)
     if url.startswith("sqlite:"):
         # only init and restore may create a SQLite file; others refuse a missing one
-        message = f"no randomizer trial at {url}: the file does not exist"
+        message = (f"no randomizer trial at {url}: the file does not exist; check the database "
+                   "location, or create the trial first (check --db URL (RANDOMIZER_DB), or "
+                   "run 'randomizer init' to start a trial)")
     assert_error(run(*command, user=ADMIN, db=url), 1, message)
     assert dump_database(trial_with_list.db_url) == before
     assert not Path("/nonexistent-dir").exists()
@@ -360,5 +363,6 @@ def test_an_empty_database_holds_no_trial(trial_files: TrialFiles, run: Run) -> 
     if trial_files.db_path is not None:
         trial_files.db_path.touch()  # an empty SQLite file (a missing one is refused earlier)
     assert assert_error(run("user", "list", user=ADMIN), 1) == \
-        f"no randomizer trial in {trial_files.db_url}: run 'randomizer init' first"
+        f"no randomizer trial in {trial_files.db_url}: create the trial first " \
+        "(run 'randomizer init')"
     assert dump_database(trial_files.db_url) == {}

@@ -52,6 +52,7 @@ from tests.conftest import (
     audit_rows,
     execute,
     open_trial_vault,
+    without_cli_hint,
 )
 
 PARTICIPANTS = 20
@@ -338,7 +339,8 @@ REFUSALS: dict[str, tuple[int, str, tuple[str, ...]]] = {
         "visits in order",)),
     "outside window": (1, "kit.request", (
         "is outside the window of visit 3 (Week 24) for P-007",
-        "to dose anyway use --override-window --reason TEXT")),
+        "; to dose outside the window, give an override reason "
+        "(add --override-window --reason TEXT)")),
     "prepare voided kit": (1, "pharmacy.prepare", (
         "is VOIDED (infusion bag damaged in transit): do NOT prepare it; ask the investigator "
         "for the replacement kit code",)),
@@ -362,7 +364,8 @@ def test_each_refusal_of_the_story(story: Story, name: str) -> None:
     code, command, fragments = REFUSALS[name]
     message = assert_error(story.refusals[name], code, *fragments)
     assert story.refusals[name].stdout == ""
-    recorded = [e for e in _events(story) if e["details"].get("message") == message
+    recorded = [e for e in _events(story)
+                if e["details"].get("message") == without_cli_hint(message)
                 and e["details"]["command"] == command]
     if code == 1:
         assert len(recorded) == 1, recorded

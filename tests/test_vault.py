@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.keywrap import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from randomizer.errors import InvalidInput, KeyFileError, SealedDataError
+from randomizer.errors import Hint, InvalidInput, KeyFileError, SealedDataError
 from randomizer.vault import (
     SEALED_WIDTHS,
     Vault,
@@ -373,9 +373,8 @@ def test_read_key_file_refuses_a_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.key"
     with pytest.raises(KeyFileError) as caught:
         read_key_file(path)
-    assert str(caught.value) == (
-        f"key file {path} not found: pass --key-file or set RANDOMIZER_KEY_FILE"
-    )
+    assert str(caught.value) == f"key file {path} not found: give the path of the trial's key file"
+    assert caught.value.hint is Hint.KEY_FILE
 
 
 @pytest.mark.parametrize(

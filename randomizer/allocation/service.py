@@ -19,9 +19,9 @@ from sqlalchemy import select
 from randomizer.allocation.kits import parse_code
 from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
-from randomizer.errors import Ineligible, InvalidInput, NotFound, StateError
+from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
-from randomizer.trial import KIT_KIND, kit_row
+from randomizer.trial import KIT_KIND, kit_row, require_list
 
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 """Participant ids: a letter or digit, then letters, digits and dashes; 1-32 characters."""
@@ -149,8 +149,7 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
     failures = design.check_answers(answers)
     _check_not_future(op, on)
     _refuse_if_locked(op, "randomization")
-    if op.trial.seed_sealed is None:
-        raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
+    require_list(op)
     existing = op.session.scalars(select(Participant).where(Participant.code == participant)) \
         .one_or_none()
     if existing is not None:
@@ -197,7 +196,7 @@ def _dosing_kit(op: Operation, slot_id: int, visit: int) -> Kit:
                                                Kit.spare.is_(False))).one_or_none()
     if kit is None or kit.status != "available":
         raise StateError("the kit list is damaged: the slot's kit is missing or already used; "
-                         "ask the admin to run 'randomizer list verify'")
+                         "ask the admin to verify the allocation list", hint=Hint.VERIFY_LIST)
     return kit
 
 
@@ -247,8 +246,8 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
         if override_reason is None:
             raise StateError(f"{on.isoformat()} is outside the window of visit {visit_number} "
                              f"({visit.name}) for {participant}: {first.isoformat()} to "
-                             f"{last.isoformat()}; to dose anyway use --override-window "
-                             "--reason TEXT")
+                             f"{last.isoformat()}; to dose outside the window, give an "
+                             "override reason", hint=Hint.OVERRIDE_WINDOW)
         details["window_override"] = {"from": first.isoformat(), "to": last.isoformat()}
     kit = _dosing_kit(op, row.slot_id, visit_number)
     _dispense(op, kit, row, on)

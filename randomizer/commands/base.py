@@ -21,10 +21,35 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from randomizer.backend import LocalBackend
 from randomizer.context import Credentials
-from randomizer.errors import InvalidInput, RandomizerError
+from randomizer.errors import Hint, InvalidInput, RandomizerError
 from randomizer.store import DEFAULT_URL
 
 DEBUG_ENV = "RANDOMIZER_DEBUG"
+
+CLI_HINTS: dict[Hint, str] = {
+    Hint.INIT: "run 'randomizer init'",
+    Hint.MISSING_DATABASE: "check --db URL (RANDOMIZER_DB), or run 'randomizer init' to start "
+                           "a trial",
+    Hint.OTHER_DATABASE: "pass another --db URL",
+    Hint.KEY_FILE: "pass --key-file PATH or set RANDOMIZER_KEY_FILE",
+    Hint.GENERATE_LIST: "run 'randomizer list generate'",
+    Hint.VERIFY_LIST: "run 'randomizer list verify'",
+    Hint.VERIFY_COPY: "run 'randomizer audit verify' and 'randomizer list verify' on the copy",
+    Hint.LIST_USERS: "see 'randomizer user list'",
+    Hint.UPGRADE_SCHEMA: "run 'randomizer backup --out FILE', then 'randomizer db upgrade'",
+    Hint.LOCK: "run 'randomizer lock --reason TEXT'",
+    Hint.REASON: "give --reason TEXT",
+    Hint.OVERRIDE_WINDOW: "add --override-window --reason TEXT",
+    Hint.CHECKPOINT: "made by 'randomizer audit checkpoint'",
+    Hint.CHECKPOINT_KEY: "give --public-key FILE with --checkpoint",
+}
+"""How the CLI spells out each :class:`~randomizer.errors.Hint`: the command or flags to type."""
+
+
+def error_text(exc: RandomizerError) -> str:
+    """The ``Error:`` line's text: the library's message, then the CLI's hint if it has one."""
+    hint = CLI_HINTS.get(exc.hint) if exc.hint is not None else None
+    return f"{exc} ({hint})" if hint else str(exc)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -48,7 +73,7 @@ class RandomizerGroup(click.Group):
             result = super().main(args, prog_name, complete_var, standalone_mode=False,
                                   **extra)
         except RandomizerError as exc:
-            _fail(str(exc), exc.exit_code)
+            _fail(error_text(exc), exc.exit_code)
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             _fail(exc.format_message() + where, 2)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from randomizer.allocation.service import check_participant_id
 from randomizer.context import Operation, fault_point
-from randomizer.errors import InvalidInput, NotFound
+from randomizer.errors import Hint, InvalidInput, NotFound
 from randomizer.models import Participant, Slot, Stratum
 from randomizer.trial import open_allocation
 
@@ -33,7 +33,7 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
     """Reveal one participant's arm, mark the participant unblinded, audit who/when/why."""
     check_participant_id(participant)
     if not reason or not reason.strip():
-        raise InvalidInput("a reason is required to break the code: give --reason TEXT")
+        raise InvalidInput("a reason is required to break the code: say why", hint=Hint.REASON)
     row = op.session.scalars(select(Participant).where(Participant.code == participant)) \
         .one_or_none()
     if row is None:

@@ -169,7 +169,8 @@ def test_a_full_stratum_is_refused(run: Run, trial: TrialFiles) -> None:
 def test_randomizing_before_the_list_is_refused(run: Run, trial_with_users: TrialFiles) -> None:
     refused(run, "randomize", "P-001", "--site", "WAW", *answer_args(), "--date",
             DAY0.isoformat(), user="ivan", code=1,
-            fragments=("no allocation list yet: an admin runs 'randomizer list generate'",))
+            fragments=("no allocation list yet: an admin generates the allocation list first "
+                       "(run 'randomizer list generate')",))
 
 
 @pytest.mark.parametrize("participant", ["P", "7", "p-001-a", "A" * 32, "0-0"])
@@ -223,7 +224,8 @@ def test_the_visit_window_is_enforced(run: Run, trial: TrialFiles, offset: int,
         return
     refused(run, *args, user="ivan", code=1, command="kit.request", fragments=(
         f"{on(offset)} is outside the window of visit 2 (Week 12) for P-001: {on(77)} to "
-        f"{on(91)}; to dose anyway use --override-window --reason TEXT",))
+        f"{on(91)}; to dose outside the window, give an override reason "
+        "(add --override-window --reason TEXT)",))
 
 
 def test_dosing_outside_the_window_with_a_reason_is_audited(run: Run, trial: TrialFiles) -> None:
