@@ -72,12 +72,12 @@ def answer_args(**overrides: str) -> list[str]:
 
 
 def today() -> date:
-    """Today's date in UTC, the service's clock."""
-    return datetime.now(UTC).date()
+    """Today's date on the local calendar, as the service counts it."""
+    return datetime.now(UTC).astimezone().date()
 
 
 def days_ago(days: int) -> date:
-    """The UTC date ``days`` before today (negative: in the future)."""
+    """The local date ``days`` before today (negative: in the future)."""
     return today() - timedelta(days=days)
 
 

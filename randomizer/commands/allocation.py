@@ -23,7 +23,8 @@ from randomizer.commands.base import (
 from randomizer.errors import InvalidInput
 
 date_option = click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), default=None,
-                           help="Date of the visit, YYYY-MM-DD (default: today, UTC).")
+                           help="Date of the visit, YYYY-MM-DD (default: today on this "
+                                "machine's local calendar).")
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:

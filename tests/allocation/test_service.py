@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import stat
-from datetime import timedelta
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -94,6 +97,34 @@ def test_randomize_gives_the_number_and_the_visit_1_kit(run: Run,
     assert event["details"] == {"randomization_number": "R-002", "site": "WAW",
                                 "stratum": "all", "date": DAY0.isoformat(),
                                 "kit": data["kit"], "visit": 1}
+
+
+@pytest.fixture
+def far_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[date]:
+    """A local time zone whose calendar day differs from UTC's right now; yields that day."""
+    saved = os.environ.get("TZ")
+    # POSIX TZ strings count west as positive: LOC+12 is UTC-12, LOC-14 is UTC+14
+    monkeypatch.setenv("TZ", "LOC+12" if datetime.now(UTC).hour < 12 else "LOC-14")
+    time.tzset()
+    local = datetime.now(UTC).astimezone().date()
+    assert local != datetime.now(UTC).date()
+    yield local
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+def test_the_default_date_is_the_local_calendar_day_as_the_help_says(
+        run: Run, trial_with_list: TrialFiles, far_time_zone: date) -> None:
+    for command in (("randomize",), ("kit", "request")):
+        help_text = " ".join(run.ok(*command, "--help").stdout.split())
+        assert "(default: today on this machine's local calendar)" in help_text
+        assert "UTC" not in help_text
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
+    rows = execute(trial_with_list.db_url, "SELECT randomized_on FROM participants")
+    assert [str(day) for (day,) in rows] == [far_time_zone.isoformat()]
 
 
 def test_randomize_reads_answers_from_a_file(run: Run, trial_with_list: TrialFiles,
