@@ -50,7 +50,6 @@ class Permission(StrEnum):
     CHECKPOINT_AUDIT = "sign audit checkpoints"
     REPORT = "see blinded reports"
     REPORT_ARMS = "see balance by arm"
-    READ_PARTICIPANTS = "see participants and kit codes"
     MAINTAIN = "back up, restore or upgrade the database"
 
 
@@ -73,8 +72,6 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.REPORT: frozenset(_ALL),
     Permission.REPORT_ARMS: frozenset({Role.ADMIN, Role.STATISTICIAN}),
     Permission.MAINTAIN: frozenset({Role.ADMIN}),
-    Permission.READ_PARTICIPANTS: frozenset({Role.ADMIN, Role.INVESTIGATOR, Role.MONITOR,
-                                             Role.PHARMACIST}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

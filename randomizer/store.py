@@ -153,19 +153,6 @@ class Store:
             raise StoreError(f"the database schema ({status.current}) is newer than this "
                              f"randomizer knows ({status.head}): use the newer release")
 
-    def upgrade(self) -> tuple[SchemaStatus, SchemaStatus]:
-        """Migrate to the newest schema in one transaction; (before, after)."""
-        with self.transaction() as session:
-            before = self.status(session)
-            if before.state == "empty":
-                raise StoreError(f"no randomizer trial in {self.url}: create the trial first",
-                                 hint=Hint.INIT)
-            if before.state == "ahead":
-                raise StoreError(f"the database schema ({before.current}) is newer than this "
-                                 f"randomizer knows ({before.head}): use the newer release")
-            command.upgrade(_alembic_config(session.connection()), "head")
-            return before, self.status(session)
-
 
 def unversioned_message(url: str) -> str:
     """The refusal of a database that holds tables but no schema revision."""

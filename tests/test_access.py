@@ -69,7 +69,6 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.UNBLIND_ALL: set(),
     Permission.REPORT: set(ROLES),
     Permission.REPORT_ARMS: {"admin"},
-    Permission.READ_PARTICIPANTS: {"admin", "investigator", "pharmacist", "monitor"},
     Permission.MAINTAIN: {"admin"},
 }
 STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL,

@@ -214,7 +214,7 @@ def _current_kit(op: Operation, participant: Participant, visit: int) -> Kit | N
         Kit.status != "voided")).one_or_none()
 
 
-def window_of(design: TrialDesign, visit: Visit, randomized_on: date) -> tuple[date, date]:
+def window_of(visit: Visit, randomized_on: date) -> tuple[date, date]:
     """The first and last allowed date of a visit."""
     target = randomized_on + timedelta(days=visit.day)
     return target - timedelta(days=visit.window), target + timedelta(days=visit.window)
@@ -240,7 +240,7 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
     if previous is not None and previous.visit_date is not None and on <= previous.visit_date:
         raise InvalidInput(f"date {on.isoformat()} is not after visit {visit_number - 1} "
                            f"({previous.visit_date.isoformat()})")
-    first, last = window_of(design, visit, row.randomized_on)
+    first, last = window_of(visit, row.randomized_on)
     details: dict[str, object] = {"visit": visit_number, "date": on.isoformat()}
     if not first <= on <= last:
         if override_reason is None:
