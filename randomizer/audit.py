@@ -140,7 +140,12 @@ def _to_event(row: AuditRow) -> AuditEvent:
                       subject=row.subject, reason=row.reason, details=details, mac=row.mac)
 
 
-def _rows(session: Session) -> Iterator[tuple[Any, ...]]:
+def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
+    """Every stored event as a plain row in sequence order, read in batches.
+
+    Columns: seq, at, user, role, action, subject, reason, details (JSON text),
+    prev_mac, mac; what :func:`verify` checks.
+    """
     last = None
     while True:
         query = select(AuditRow.seq, AuditRow.at, AuditRow.user, AuditRow.role,
@@ -165,7 +170,8 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     prev_mac = GENESIS_MAC
     expected_seq = 1
     checkpoint_found = False
-    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in _rows(session):
+    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in \
+            chain_rows(session):
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq
             raise AuditError(f"audit trail broken at event {where}: events are missing "

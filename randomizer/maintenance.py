@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from randomizer import audit
 from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, StateError
-from randomizer.store import SchemaStatus, Store, _alembic_config, unversioned_message
+from randomizer.store import SchemaStatus, Store, alembic_config, unversioned_message
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def upgrade(op: Operation, store: Store) -> UpgradeResult:
     if before.state == "unversioned":
         raise StateError(unversioned_message(store.url))
     if before.state != "current":
-        command.upgrade(_alembic_config(op.session.connection()), "head")
+        command.upgrade(alembic_config(op.session.connection()), "head")
     after = store.status(op.session)
     op.audit("db.upgrade", details={"before": before.current, "after": after.current})
     return UpgradeResult(before=before.current, after=after.head)

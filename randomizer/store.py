@@ -123,13 +123,13 @@ class Store:
 
     def create_schema(self, session: Session) -> None:
         """Create every table by running all migrations (inside ``session``'s transaction)."""
-        command.upgrade(_alembic_config(session.connection()), "head")
+        command.upgrade(alembic_config(session.connection()), "head")
 
     def status(self, session: Session) -> SchemaStatus:
         """The database's schema revision and the one this randomizer expects."""
         connection = session.connection()
         current = MigrationContext.configure(connection).get_current_revision()
-        head, known = _revisions(_alembic_config(connection).get_main_option("script_location"))
+        head, known = _revisions(alembic_config(connection).get_main_option("script_location"))
         if current is None:
             # tables without a revision row are not "empty": 'init' would refuse them
             state = "unversioned" if inspect(connection).has_table("trial") else "empty"
@@ -182,7 +182,8 @@ def _revisions(script_location: str | None) -> tuple[str, frozenset[str]]:
     return head, frozenset(rev.revision for rev in script.walk_revisions())
 
 
-def _alembic_config(connection: Connection) -> Config:
+def alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration for this package's migrations, run on ``connection``."""
     config = Config()
     config.set_main_option("script_location",
                            str(resources.files("randomizer").joinpath("migrations")))

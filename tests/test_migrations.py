@@ -237,14 +237,14 @@ def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool =
                     ignore=shutil.ignore_patterns("__pycache__"))
     failure = 'raise RuntimeError("migration 0002 failed half-way")' if fail else "pass"
     (scripts / "versions" / "0002_probe.py").write_text(NEXT_REVISION.format(fail=failure))
-    original = store._alembic_config
+    original = store.alembic_config
 
     def config(connection: Connection) -> Any:
         settings = original(connection)
         settings.set_main_option("script_location", str(scripts))
         return settings
-    monkeypatch.setattr(store, "_alembic_config", config)
-    monkeypatch.setattr(maintenance, "_alembic_config", config)
+    monkeypatch.setattr(store, "alembic_config", config)
+    monkeypatch.setattr(maintenance, "alembic_config", config)
 
 
 @pytest.fixture

@@ -191,7 +191,7 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
     Example: randomizer pharmacy list --csv kits.csv
     """
     # create the file first: a path that cannot be written must not leave an audited listing
-    fd = _create_private(csv_path) if csv_path is not None else None
+    fd = create_private(csv_path) if csv_path is not None else None
     try:
         kits = settings.backend().pharmacy_list()
     except BaseException:
@@ -211,7 +211,8 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
          for k in kits], ["kit", "content", "status", "spare", "participant", "visit"]))
 
 
-def _create_private(path: Path) -> int:
+def create_private(path: Path) -> int:
+    """Create ``path`` exclusively with mode 0600 and return its descriptor; never overwrite."""
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
