@@ -330,7 +330,7 @@ REFUSALS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     # name: (exit code, command recorded in the refusal event, message fragments)
     "screen failure": (1, "randomize", (
         "participant P-000 is not eligible, no slot used: ",
-        "age: 70 is outside 18..65", "edss: 7.0 is outside 3..6.5",
+        "age: answered 70, must be 18 to 65", "edss: answered 7.0, must be 3 to 6.5",
         "recent_relapse_or_steroids: answered yes, must be no")),
     "randomize twice": (1, "randomize", (
         "participant P-002 is already randomized as R-002",)),
@@ -382,7 +382,7 @@ def test_screen_failure_is_audited_and_uses_no_slot(story: Story) -> None:
     assert (event["user"], event["role"], event["subject"]) == ("ivan", "investigator",
                                                                 "P-000")
     assert event["details"]["command"] == "randomize"
-    assert "edss: 7.0 is outside 3..6.5" in event["details"]["message"]
+    assert "edss: answered 7.0, must be 3 to 6.5" in event["details"]["message"]
     # the passing criteria are not named as failures
     message = story.refusals["screen failure"].stderr
     for passing in ("progressive_ms", "other_neuro_autoimmune", "infection_malignancy"):

@@ -167,8 +167,8 @@ def test_an_ineligible_participant_is_told_every_failing_criterion(
     failures = message.removeprefix("participant P-010 is not eligible, no slot used: ")
     assert [part.split(":")[0] for part in failures.split("; ")] == [
         c.id for c in DESIGN.criteria]
-    assert "age: 17 is outside 18..65" in failures
-    assert "edss: 2.5 is outside 3..6.5" in failures
+    assert "age: answered 17, must be 18 to 65 (Age in years at screening)" in failures
+    assert "edss: answered 2.5, must be 3 to 6.5 (EDSS score at screening)" in failures
 
 
 @pytest.mark.parametrize(("criterion", "value"), [
