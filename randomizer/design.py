@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from randomizer.errors import DesignError, InvalidInput
+from randomizer.errors import DesignError, Hint, InvalidInput
 
 CriterionKind = Literal["range", "must_be_yes", "must_be_no"]
 CRITERION_KINDS: tuple[CriterionKind, ...] = ("range", "must_be_yes", "must_be_no")
@@ -69,10 +69,15 @@ class Criterion:
         return "yes" if self.kind == "must_be_yes" else "no"
 
     def parse(self, raw: str) -> float | bool:
-        """A textual answer as a number (range) or yes/no; malformed is :class:`InvalidInput`."""
+        """A textual answer as a number (range) or yes/no; malformed is :class:`InvalidInput`.
+
+        Numbers may use a decimal comma (``4,5``) as well as a point.
+        """
         text = raw.strip()
         if self.kind != "range":
             return _yes_no(self.id, text)
+        if text.count(",") == 1 and "." not in text:
+            text = text.replace(",", ".")
         try:
             value = float(text)
         except ValueError:
@@ -196,7 +201,9 @@ class TrialDesign:
         failures: list[str] = []
         for criterion in self.criteria:
             if criterion.id not in answers:
-                raise InvalidInput(f"missing answer for {criterion.id} ({criterion.question})")
+                raise InvalidInput(f"missing answer for {criterion.id} ({criterion.question}): "
+                                   "every eligibility criterion needs an answer",
+                                   hint=Hint.ANSWERS)
             failure = criterion.failure(answers[criterion.id])
             if failure is not None:
                 failures.append(failure)

@@ -34,6 +34,7 @@ class Hint(StrEnum):
     OVERRIDE_WINDOW = "override the visit window with a reason"
     CHECKPOINT = "make a signed checkpoint note"
     CHECKPOINT_KEY = "give the checkpoint's public key"
+    ANSWERS = "give the eligibility answers"
 
 
 class RandomizerError(Exception):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import cli
 from randomizer.design import Criterion, format_range, load_design, parse_design, shipped_designs
-from randomizer.errors import DesignError, InvalidInput
+from randomizer.errors import DesignError, Hint, InvalidInput
 
 VALID = """
 [trial]
@@ -94,10 +94,35 @@ def test_eligibility_answers_name_every_failing_criterion() -> None:
         design.check_answers({**answers, "age": "abc"})
     with pytest.raises(InvalidInput, match="must be yes or no"):
         design.check_answers({**answers, "progressive_ms": "maybe"})
-    with pytest.raises(InvalidInput, match="missing answer for edss"):
+    with pytest.raises(InvalidInput, match="missing answer for edss") as missing:
         design.check_answers({k: v for k, v in answers.items() if k != "edss"})
+    assert missing.value.hint is Hint.ANSWERS
     with pytest.raises(InvalidInput, match="unknown eligibility criterion 'height'"):
         design.check_answers({**answers, "height": "180"})
+
+
+@pytest.mark.parametrize(("raw", "value"), [
+    ("4.5", 4.5), ("4,5", 4.5), (" 4,5 ", 4.5), ("18", 18.0), ("-0,25", -0.25)])
+def test_numeric_answers_take_a_decimal_point_or_comma(raw: str, value: float) -> None:
+    edss = Criterion("edss", "range", "EDSS score", 3.0, 6.5)
+    assert edss.parse(raw) == value
+
+
+@pytest.mark.parametrize("raw", ["1,2,3", "4,5.0", "4;5", "", "nan", "inf", ",", "4 5"])
+def test_malformed_numeric_answers_are_refused(raw: str) -> None:
+    edss = Criterion("edss", "range", "EDSS score", 3.0, 6.5)
+    with pytest.raises(InvalidInput, match=r"^answer edss=.* must be a (finite )?number$"):
+        edss.parse(raw)
+
+
+def test_a_decimal_comma_answer_is_judged_like_a_point() -> None:
+    design = load_design("exosome-ms")
+    answers = {"age": "45", "progressive_ms": "yes", "edss": "6,5",
+               "recent_relapse_or_steroids": "no", "other_neuro_autoimmune": "no",
+               "infection_malignancy_systemic": "no"}
+    assert design.check_answers(answers) == []
+    assert design.check_answers({**answers, "edss": "6,6"}) == [
+        "edss: answered 6,6, must be 3 to 6.5 (EDSS score at screening)"]
 
 
 @pytest.mark.parametrize(("minimum", "maximum", "text"), [

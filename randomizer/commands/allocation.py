@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
-import sys
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
@@ -16,10 +16,12 @@ from randomizer.commands.base import (
     Settings,
     emit,
     json_option,
+    on_terminal,
     pass_settings,
     reason_option,
     table,
 )
+from randomizer.design import Criterion, TrialDesign
 from randomizer.errors import InvalidInput
 
 date_option = click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), default=None,
@@ -64,6 +66,39 @@ def _answers_file(path: Path) -> dict[str, str]:
     return answers
 
 
+def _ask_answers(design: TrialDesign, answers: dict[str, str]) -> bool:
+    """Ask each criterion without an answer, again until it parses; whether any was asked."""
+    asked = False
+    for criterion in design.criteria:
+        if criterion.id not in answers:
+            answers[criterion.id] = str(click.prompt(
+                f"{criterion.question} ({_answer_form(criterion)})",
+                value_proc=functools.partial(_checked, criterion)))
+            asked = True
+    return asked
+
+
+def _answer_form(criterion: Criterion) -> str:
+    return f"number, eligible {criterion.rule()}" if criterion.kind == "range" else "yes/no"
+
+
+def _checked(criterion: Criterion, raw: str) -> str:
+    try:
+        criterion.parse(raw)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc)) from None
+    return raw.strip()
+
+
+def _confirm(participant: str, site: str, levels: dict[str, str],
+             answers: dict[str, str]) -> None:
+    click.echo(f"\nParticipant {participant} at site {site}"
+               + "".join(f", {name}={level}" for name, level in sorted(levels.items())))
+    for name, value in answers.items():
+        click.echo(f"  {name}: {value}")
+    click.confirm(f"Randomize {participant} with these answers?", abort=True)
+
+
 def _date(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
 
@@ -93,11 +128,11 @@ def randomize(settings: Settings, participant: str, site: str, strata: tuple[str
     answers.update(_pairs(answer_pairs, "--answer"))
     levels = _pairs(strata, "--stratum")
     backend = settings.backend()
-    if sys.stdin.isatty():
-        for criterion in backend.trial_design().criteria:
-            if criterion.id not in answers:
-                answers[criterion.id] = str(click.prompt(f"{criterion.question} "
-                                                         f"[{criterion.id}]"))
+    if on_terminal():
+        # the password first: typed ahead of a question, it would be echoed as an answer
+        settings.credentials()
+        if _ask_answers(backend.trial_design(), answers):
+            _confirm(participant, site, levels, answers)
     result = backend.randomize(participant, site, levels, answers, _date(on))
     emit(settings, result, lambda: (
         f"Participant {result.participant} randomized at {result.site}: "

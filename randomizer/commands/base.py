@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,6 +42,8 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.OVERRIDE_WINDOW: "add --override-window --reason TEXT",
     Hint.CHECKPOINT: "made by 'randomizer audit checkpoint'",
     Hint.CHECKPOINT_KEY: "give --public-key FILE with --checkpoint",
+    Hint.ANSWERS: "when not on a terminal, the answers must be given with --answer "
+                  "CRITERION=VALUE (repeated) or --answers FILE",
 }
 """How the CLI spells out each :class:`~randomizer.errors.Hint`: the command or flags to type."""
 
@@ -106,6 +108,7 @@ class Settings:
     user: str | None
     as_json: bool
     backend_factory: Callable[[Settings], LocalBackend] | None = None
+    _credentials: Credentials | None = field(default=None, init=False, repr=False)
 
     def backend(self) -> LocalBackend:
         """The backend for this invocation."""
@@ -117,10 +120,18 @@ class Settings:
         return backend
 
     def credentials(self) -> Credentials:
-        """The acting user's name and password (environment or prompt)."""
-        if not self.user:
-            raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
-        return Credentials(self.user, read_password(f"Password for {self.user}"))
+        """The acting user's name and password (environment or prompt, asked once)."""
+        if self._credentials is None:
+            if not self.user:
+                raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
+            self._credentials = Credentials(self.user,
+                                            read_password(f"Password for {self.user}"))
+        return self._credentials
+
+
+def on_terminal() -> bool:
+    """Whether standard input is a terminal, where a command may ask questions."""
+    return sys.stdin.isatty()
 
 
 def read_password(prompt: str, confirm: bool = False) -> str:
@@ -128,7 +139,7 @@ def read_password(prompt: str, confirm: bool = False) -> str:
     password = os.environ.get("RANDOMIZER_PASSWORD")
     if password is not None:
         return password
-    if not sys.stdin.isatty():
+    if not on_terminal():
         raise InvalidInput("no password: set RANDOMIZER_PASSWORD or run on a terminal")
     return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
