@@ -167,7 +167,7 @@ class LocalBackend:
                     override_reason: str | None = None) -> service.KitIssue:
         """The kit of one dosing visit (investigator)."""
         return self._run(Permission.DISPENSE, "kit.request", lambda op: service.request_kit(
-            op, participant, visit, on or op.today, override_reason), participant)
+            op, participant, visit, on, override_reason), participant)
 
     def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
         """Void a kit and issue a spare of the same content (investigator)."""

@@ -443,7 +443,7 @@ def test_replacement_kit_has_the_same_content(story: Story) -> None:
     assert story.replacement_repeat == {
         "participant": pid(REPLACED[0]), "randomization_number": f"R-{REPLACED[0]:03d}",
         "visit": REPLACED[1], "visit_name": "Week 12", "kit": new,
-        "visit_date": story.replacement_repeat["visit_date"], "repeat": True}
+        "visit_date": story.replacement_repeat["visit_date"], "repeat": True, "note": ""}
     # the pharmacy list (unblinded) shows the voided kit's content: the same as the spare's
     listing = json.loads(story.run.ok("pharmacy", "list", "--json", user="petra").stdout)
     by_code = {k["kit"]: k for k in listing}

@@ -51,6 +51,8 @@ class KitIssue:
     kit: str
     visit_date: str
     repeat: bool
+    note: str = ""
+    """Set when a repeat request gave another date: that date was not recorded."""
 
 
 @dataclass(frozen=True)
@@ -220,18 +222,32 @@ def window_of(visit: Visit, randomized_on: date) -> tuple[date, date]:
     return target - timedelta(days=visit.window), target + timedelta(days=visit.window)
 
 
-def request_kit(op: Operation, participant: str, visit_number: int, on: date,
+def request_kit(op: Operation, participant: str, visit_number: int, on: date | None,
                 override_reason: str | None) -> KitIssue:
-    """The kit of a dosing visit: the same code on a repeat request; visits in order."""
+    """The kit of a dosing visit, dated ``on`` (None: today); visits in order.
+
+    A repeat request returns the kit already issued and keeps its recorded date;
+    if it gave another date, the result's ``note`` says that date was not recorded.
+    """
     design = op.design
     visit = design.visit(visit_number)
-    _check_not_future(op, on)
+    if on is not None:
+        _check_not_future(op, on)
     row = _participant(op, participant)
     existing = _current_kit(op, row, visit_number)
     if existing is not None:
-        op.audit("kit.request", subject=participant,
-                 details={"visit": visit_number, "kit": existing.code, "repeat": True})
-        return _issue(row, visit, existing, repeat=True)
+        details: dict[str, object] = {"visit": visit_number, "kit": existing.code,
+                                      "repeat": True}
+        note = ""
+        if on is not None and on != existing.visit_date:
+            recorded = existing.visit_date.isoformat() if existing.visit_date else "undated"
+            note = (f"visit {visit_number}'s kit was issued earlier, dated {recorded}: the date "
+                    f"{on.isoformat()} was not recorded; the kit and its recorded date are "
+                    "unchanged")
+            details["date_not_recorded"] = on.isoformat()
+        op.audit("kit.request", subject=participant, details=details)
+        return _issue(row, visit, existing, repeat=True, note=note)
+    on = on or op.today
     _refuse_if_locked(op, "dispensing")
     previous = _current_kit(op, row, visit_number - 1) if visit_number > 1 else None
     if visit_number > 1 and previous is None:
@@ -241,7 +257,7 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
         raise InvalidInput(f"date {on.isoformat()} is not after visit {visit_number - 1} "
                            f"({previous.visit_date.isoformat()})")
     first, last = window_of(visit, row.randomized_on)
-    details: dict[str, object] = {"visit": visit_number, "date": on.isoformat()}
+    details = {"visit": visit_number, "date": on.isoformat()}
     if not first <= on <= last:
         if override_reason is None:
             raise StateError(f"{on.isoformat()} is outside the window of visit {visit_number} "
@@ -256,11 +272,11 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
     return _issue(row, visit, kit, repeat=False)
 
 
-def _issue(row: Participant, visit: Visit, kit: Kit, repeat: bool) -> KitIssue:
+def _issue(row: Participant, visit: Visit, kit: Kit, repeat: bool, note: str = "") -> KitIssue:
     return KitIssue(participant=row.code, randomization_number=row.randomization_number,
                     visit=visit.number, visit_name=visit.name, kit=kit.code,
                     visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
-                    repeat=repeat)
+                    repeat=repeat, note=note)
 
 
 def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:

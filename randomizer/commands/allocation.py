@@ -170,8 +170,10 @@ def kit_request(settings: Settings, participant: str, visit: int, on: datetime |
     issued = settings.backend().request_kit(participant, visit, _date(on),
                                             reason if override_window else None)
     again = " (issued earlier)" if issued.repeat else ""
+    note = f"\nNote: {issued.note}." if issued.note else ""
     emit(settings, issued, f"{issued.participant} ({issued.randomization_number}) visit "
-         f"{issued.visit} ({issued.visit_name}) on {issued.visit_date}: kit {issued.kit}{again}")
+         f"{issued.visit} ({issued.visit_name}) on {issued.visit_date}: kit {issued.kit}{again}"
+         f"{note}")
 
 
 @kit.command("replace")

@@ -32,12 +32,14 @@ from tests.blinded_path import (
     randomize,
     refused,
     stratum_size,
+    without_audit,
 )
 from tests.conftest import (
     Run,
     TrialFiles,
     assert_error,
     audit_rows,
+    dump_database,
     execute,
     open_trial_vault,
 )
@@ -227,10 +229,36 @@ def test_a_kit_request_returns_the_same_code_when_asked_again(run: Run, trial: T
     again = run.ok("kit", "request", "P-001", "--visit", "2", "--json", user="ivan")
     assert json.loads(again.stdout) == {
         "participant": "P-001", "randomization_number": "R-001", "visit": 2,
-        "visit_name": "Week 12", "kit": code, "visit_date": on(84), "repeat": True}
+        "visit_name": "Week 12", "kit": code, "visit_date": on(84), "repeat": True,
+        "note": ""}
     text = run.ok("kit", "request", "P-001", "--visit", "1", user="ivan")
     assert text.stdout.endswith(f"kit {live_kit(trial, 'P-001', 1)} (issued earlier)\n")
     assert kit_status(trial, code) == "dispensed"
+
+
+def test_a_repeat_request_with_another_date_says_the_date_was_not_recorded(
+        run: Run, trial: TrialFiles) -> None:
+    run.ok("kit", "request", "P-001", "--visit", "2", "--date", on(84), user="ivan")
+    code = live_kit(trial, "P-001", 2)
+    before = dump_database(trial.db_url)
+    again = run.ok("kit", "request", "P-001", "--visit", "2", "--date", on(86), user="ivan")
+    note = (f"visit 2's kit was issued earlier, dated {on(84)}: the date {on(86)} was not "
+            "recorded; the kit and its recorded date are unchanged")
+    assert again.stdout == (f"P-001 (R-001) visit 2 (Week 12) on {on(84)}: kit {code} "
+                            f"(issued earlier)\nNote: {note}.\n")
+    as_json = run.ok("kit", "request", "P-001", "--visit", "2", "--date", on(86), "--json",
+                     user="ivan")
+    assert json.loads(as_json.stdout)["note"] == note
+    assert without_audit(dump_database(trial.db_url)) == without_audit(before)
+    recorded = execute(trial.db_url, "SELECT visit_date FROM kits WHERE code = :c", c=code)
+    assert str(recorded[0][0]) == on(84)
+    event = audit_rows(trial.db_url)[-1]
+    assert event["details"] == {"visit": 2, "kit": code, "repeat": True,
+                                "date_not_recorded": on(86)}
+    # the same date, or none, is no news
+    for same in (("--date", on(84)), ()):
+        plain = run.ok("kit", "request", "P-001", "--visit", "2", *same, user="ivan")
+        assert "Note:" not in plain.stdout
 
 
 def test_visits_are_requested_in_order(run: Run, trial: TrialFiles) -> None:
