@@ -43,6 +43,7 @@ class Permission(StrEnum):
     RANDOMIZE = "randomize participants"
     DISPENSE = "request or replace kits"
     PREPARE = "prepare kits in the pharmacy"
+    LIST_KITS = "see the pharmacy's list of kit contents"
     EMERGENCY_UNBLIND = "break the code for one participant"
     UNBLIND_ALL = "unblind the whole trial"
     LOCK = "lock the database"
@@ -64,6 +65,7 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.RANDOMIZE: frozenset({Role.INVESTIGATOR}),
     Permission.DISPENSE: frozenset({Role.INVESTIGATOR}),
     Permission.PREPARE: frozenset({Role.PHARMACIST}),
+    Permission.LIST_KITS: frozenset({Role.PHARMACIST}),
     Permission.EMERGENCY_UNBLIND: frozenset({Role.INVESTIGATOR, Role.ADMIN}),
     Permission.UNBLIND_ALL: frozenset({Role.STATISTICIAN}),
     Permission.LOCK: frozenset({Role.ADMIN}),

@@ -181,7 +181,7 @@ class LocalBackend:
 
     def pharmacy_list(self) -> list[service.PharmacyKit]:
         """Every kit with content and status (pharmacist)."""
-        return self._run(Permission.PREPARE, "pharmacy.list", service.pharmacy_list)
+        return self._run(Permission.LIST_KITS, "pharmacy.list", service.pharmacy_list)
 
     def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
         """Break the code for one participant (investigator, admin)."""

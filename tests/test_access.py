@@ -66,6 +66,7 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.DISPENSE: {"investigator"},
     Permission.EMERGENCY_UNBLIND: {"investigator", "admin"},
     Permission.PREPARE: {"pharmacist"},
+    Permission.LIST_KITS: {"pharmacist"},
     Permission.UNBLIND_ALL: set(),
     Permission.REPORT: set(ROLES),
     Permission.REPORT_ARMS: {"admin"},
@@ -92,8 +93,8 @@ def test_allowed_matches_the_role_table(role: str, permission: Permission) -> No
 def test_blinded_roles() -> None:
     assert BLINDED_ROLES == {Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR}
     # a blinded role holds nothing that reveals an arm before the lock
-    for permission in (Permission.PREPARE, Permission.UNBLIND_ALL, Permission.REPORT_ARMS,
-                       Permission.GENERATE_LIST, Permission.VERIFY_LIST):
+    for permission in (Permission.PREPARE, Permission.LIST_KITS, Permission.UNBLIND_ALL,
+                       Permission.REPORT_ARMS, Permission.GENERATE_LIST, Permission.VERIFY_LIST):
         for role in ("statistician", "monitor"):
             assert not allowed(role, permission, locked=False)
 

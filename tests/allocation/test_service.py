@@ -35,6 +35,7 @@ from tests.blinded_path import (
     without_audit,
 )
 from tests.conftest import (
+    USERS,
     Run,
     TrialFiles,
     assert_error,
@@ -420,6 +421,18 @@ def test_a_kit_not_issued_cannot_be_prepared(run: Run, trial: TrialFiles) -> Non
     refused(run, "pharmacy", "prepare", code, user="petra", code=1, fragments=(
         f"kit {code} has not been issued to a participant: prepare only kits an "
         "investigator has requested",))
+
+
+@pytest.mark.parametrize("user", ["alice", "ivan", "stan", "mona"])
+def test_a_refused_pharmacy_command_names_its_own_permission(run: Run, trial: TrialFiles,
+                                                             user: str) -> None:
+    role = USERS[user]
+    assert refused(run, "pharmacy", "list", user=user, code=1, command="pharmacy.list") == \
+        f"role {role} may not see the pharmacy's list of kit contents"
+    kit = live_kit(trial, "P-001", 1)
+    assert refused(run, "pharmacy", "prepare", kit, user=user, code=1,
+                   command="pharmacy.prepare") == \
+        f"role {role} may not prepare kits in the pharmacy"
 
 
 def test_pharmacy_list_has_every_kit_by_code(run: Run, trial: TrialFiles, tmp_path: Path) -> None:
