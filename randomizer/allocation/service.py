@@ -304,8 +304,9 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     # refusing only when this kit's own arm has none left would tell a blinded
     # investigator which kits share an arm.
     if spare is None or issued >= min(stock[arm] for arm in op.design.arm_ids):
-        raise StateError(f"no spare kit left to replace {old.code}: the admin must add spare "
-                         "kits before this kit can be replaced")
+        raise StateError(f"no spare kit left to replace {old.code}: the trial's spare kits are "
+                         "used up, and spares cannot be added to a generated list; contact "
+                         "the list custodian")
     participant = op.session.get(Participant, old.participant_id)
     assert participant is not None
     old.status = "voided"

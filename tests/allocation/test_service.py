@@ -370,8 +370,9 @@ def test_spares_run_out_for_every_arm_at_once(run: Run, trial: TrialFiles,
         code = live_kit(trial, participant, 1)
         message = refused(run, "kit", "replace", code, "--reason", "damaged", user="ivan",
                           code=1, command="kit.replace")
-        assert message == (f"no spare kit left to replace {code}: the admin must add spare "
-                           "kits before this kit can be replaced")
+        assert message == (f"no spare kit left to replace {code}: the trial's spare kits are "
+                           "used up, and spares cannot be added to a generated list; contact "
+                           "the list custodian")
         messages.append(normalized(message, {code: "<kit>"}))
     assert messages[0] == messages[1]
 
