@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.access import (
@@ -269,6 +269,7 @@ def generate_list(op: Operation) -> ListSummary:
         kits.append(Kit(code=code, content_sealed=vault.seal(KIT_KIND, kit_row(code), arm),
                         spare=True, status="available"))
     op.session.add_all(kits)
+    spare_kits = spare_kit_count(op.session)
 
     commitment = list_commitment(seed, schedule.digest())
     op.trial.seed_sealed = vault.seal(SEED_KIND, op.trial.id, format_seed(seed))
@@ -276,12 +277,18 @@ def generate_list(op: Operation) -> ListSummary:
     op.trial.list_generated_at = op.now
     summary = ListSummary(
         strata=tuple(StratumSummary(k, s.planned, s.size) for k, s in strata.items()),
-        kits=len(kits), spare_kits=len(spare_arms), commitment=commitment)
+        kits=len(kits), spare_kits=spare_kits, commitment=commitment)
     op.audit("list.generate", subject=op.trial.id, details={
-        "commitment": commitment, "kits": len(kits), "spare_kits": len(spare_arms),
+        "commitment": commitment, "kits": len(kits), "spare_kits": spare_kits,
         "strata": {s.stratum: {"planned": s.planned, "generated": s.generated}
                    for s in summary.strata}})
     return summary
+
+
+def spare_kit_count(session: Session) -> int:
+    """Spare kits in the list, issued as replacements or not: the one count of spares."""
+    return session.scalar(select(func.count()).select_from(Kit)
+                          .where(Kit.spare.is_(True))) or 0
 
 
 def require_list(op: Operation) -> bytes:
@@ -317,13 +324,10 @@ def verify_list(op: Operation) -> ListSummary:
         problems.append("stored slots differ from the regenerated list")
     slot_arm = {slot_id: stored[(strata[s.stratum_id].key, s.sequence)][0]
                 for slot_id, s in ((s.id, s) for s in op.session.scalars(select(Slot)))}
-    spare_counts: Counter[str] = Counter()
     kits = 0
     for kit in op.session.scalars(select(Kit)):
         kits += 1
         content = op.vault.open(KIT_KIND, kit_row(kit.code), kit.content_sealed)
-        if kit.spare and kit.replaces_kit_id is None:
-            spare_counts[content] += 1
         if kit.slot_id is not None and slot_arm.get(kit.slot_id) != content:
             problems.append(f"kit {kit.code} does not hold its slot's content")
             break
@@ -334,4 +338,4 @@ def verify_list(op: Operation) -> ListSummary:
     return ListSummary(
         strata=tuple(StratumSummary(s.key, s.planned, s.size)
                      for s in sorted(strata.values(), key=lambda s: s.position)),
-        kits=kits, spare_kits=sum(spare_counts.values()), commitment=commitment)
+        kits=kits, spare_kits=spare_kit_count(op.session), commitment=commitment)

@@ -18,6 +18,7 @@ from randomizer import trial as trial_module
 from randomizer.design import design_text, load_design
 from randomizer.trial import KIT_KIND, SEED_KIND, SLOT_KIND, open_allocation
 from randomizer.vault import NONCE_SIZE, sealed_size
+from tests.blinded_path import answer_args
 from tests.conftest import (
     ADMIN,
     ARM_LABELS,
@@ -359,6 +360,24 @@ def test_a_resealed_slot_with_another_arm_is_caught(trial_with_list: TrialFiles,
 
 
 # The list itself ------------------------------------------------------------------------
+
+
+def test_generate_and_verify_count_spares_alike_after_replacements(
+        trial_with_users: TrialFiles, run: Run) -> None:
+    generated = run.ok("list", "generate", user=ADMIN).stdout
+    kits_line = next(line for line in generated.splitlines() if line.startswith("Kits: "))
+    spares = load_design("exosome-ms").spares_per_arm() * len(ARMS)
+    assert kits_line.endswith(f" ({spares} spares)")
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
+    for reason in ("bag punctured", "dropped"):
+        kit = execute(trial_with_users.db_url,
+                      "SELECT code FROM kits WHERE participant_id IS NOT NULL "
+                      "AND status = 'dispensed'")[0][0]
+        run.ok("kit", "replace", kit, "--reason", reason, user="ivan")
+    verified = run.ok("list", "verify", user=ADMIN).stdout
+    assert kits_line in verified.splitlines()
+    summary = json.loads(run.ok("list", "verify", "--json", user=ADMIN).stdout)
+    assert summary["spare_kits"] == spares
 
 
 def test_list_generate_prints_counts_and_commitment_never_the_sequence(
