@@ -63,7 +63,11 @@ PASSWORDS: Mapping[str, str] = {name: f"pw-{role}-123456" for name, role in USER
 """Each user's password (at least 12 characters)."""
 
 OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
-"""The one message of every failure to open sealed data."""
+"""The one message of every failure to open a sealed value."""
+
+NOT_CURRENT_KEY = ("the key file does not open this trial: it is not the trial's current key "
+                   "(was the key rotated?)")
+"""The message when the key file does not unwrap the trial's data key (old, wrong or altered)."""
 
 _UNSET_ENV: dict[str, str | None] = {
     "RANDOMIZER_PASSWORD": None,

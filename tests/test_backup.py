@@ -336,7 +336,8 @@ def test_restore_refuses_a_wrong_key_file(backup_file: Path, trial_with_list: Tr
     target = trial_with_list.directory / "restored.db"
     assert_error(run("restore", "--from", str(backup_file), user=ADMIN, db=_sqlite_url(target),
                      key_file=other), 1,
-                 "the key file does not open this trial's data: wrong key file or altered data")
+                 "the key file does not open this trial: it is not the trial's current key "
+                 "(was the key rotated?)")
     assert _leftovers(target) == []
 
 

@@ -23,6 +23,7 @@ from tests.conftest import (
     ADMIN,
     ARM_LABELS,
     ARMS,
+    NOT_CURRENT_KEY,
     OPAQUE,
     PASSWORDS,
     TRIAL_ID,
@@ -319,7 +320,7 @@ def test_a_flipped_bit_in_the_wrapped_data_key_stops_every_command(
             v=_flip(wrapped, 9))
     before = dump_database(trial_with_list.db_url)
     for argv in (["list", "verify"], ["user", "list"], ["audit", "verify"]):
-        assert assert_error(run(*argv, user=ADMIN), 1) == OPAQUE
+        assert assert_error(run(*argv, user=ADMIN), 1) == NOT_CURRENT_KEY
     assert dump_database(trial_with_list.db_url) == before
 
 
@@ -486,23 +487,24 @@ def test_a_directory_as_key_file_is_bad_usage(trial_with_list: TrialFiles, run: 
 
 
 @pytest.mark.parametrize("command", [["user", "list"], ["list", "verify"], ["audit", "show"]])
-def test_a_different_key_file_fails_with_the_integrity_error(
+def test_a_different_key_file_is_not_the_current_key(
         command: list[str], trial_with_list: TrialFiles, run: Run) -> None:
     other = write_key_file(trial_with_list.directory / "other.key", bytes(range(32)))
     before = dump_database(trial_with_list.db_url)
     result = run(*command, user=ADMIN, key_file=other)
-    assert assert_error(result, 1) == OPAQUE
+    assert assert_error(result, 1) == NOT_CURRENT_KEY
     assert dump_database(trial_with_list.db_url) == before
     run.ok(*command, user=ADMIN)  # the right key still opens everything
 
 
-def test_the_key_of_another_trial_fails_with_the_integrity_error(
+def test_the_key_of_another_trial_is_not_the_current_key(
         trial_with_list: TrialFiles, run: Run, tmp_path: Path) -> None:
     other_db = f"sqlite:///{tmp_path / 'other.db'}"
     other_key = tmp_path / "other-trial.key"
     run.ok("init", "--design", "exosome-ms", "--admin", ADMIN, db=other_db, key_file=other_key,
            env={"RANDOMIZER_PASSWORD": PASSWORDS[ADMIN]})
-    assert assert_error(run("list", "verify", user=ADMIN, key_file=other_key), 1) == OPAQUE
+    assert assert_error(run("list", "verify", user=ADMIN, key_file=other_key), 1) == \
+        NOT_CURRENT_KEY
 
 
 # Key rotation -----------------------------------------------------------------------------
@@ -525,9 +527,10 @@ def test_rotation_retires_the_old_key_and_loses_nothing(trial_with_list: TrialFi
     # only the wrapping changed; every sealed value is byte for byte what it was
     assert execute(files.db_url, "SELECT wrapped_data_key FROM trial")[0][0] != wrapped_before
     assert sealed_columns(files) == sealed_before
-    # the old key no longer opens the trial
+    # the old key no longer opens the trial, and the site holding it is told why, not
+    # warned of tampering
     for argv in (["list", "verify"], ["user", "list"]):
-        assert assert_error(run(*argv, user=ADMIN), 1) == OPAQUE
+        assert assert_error(run(*argv, user=ADMIN), 1) == NOT_CURRENT_KEY
     # the new one opens everything: the list verifies against the same commitment
     verified = json.loads(run.ok("list", "verify", "--json", user=ADMIN,
                                  key_file=new_key).stdout)

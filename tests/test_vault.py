@@ -32,6 +32,8 @@ from randomizer.vault import (
 )
 
 OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
+NOT_CURRENT_KEY = ("the key file does not open this trial: it is not the trial's current key "
+                   "(was the key rotated?)")
 DATA_KEY = bytes(range(32))
 TRIAL = "exosome-ms"
 
@@ -227,7 +229,7 @@ def test_a_wrong_trial_key_does_not_unwrap_the_data_key() -> None:
     wrapped = wrap_data_key(bytes(32), DATA_KEY)
     with pytest.raises(SealedDataError) as caught:
         unwrap_data_key(bytes([1] * 32), wrapped)
-    assert str(caught.value) == OPAQUE
+    assert str(caught.value) == NOT_CURRENT_KEY
 
 
 def altered_wrappings(wrapped: bytes) -> Iterator[bytes]:
@@ -245,7 +247,7 @@ def test_an_altered_wrapped_data_key_does_not_unwrap() -> None:
     for altered in altered_wrappings(wrap_data_key(trial_key, DATA_KEY)):
         with pytest.raises(SealedDataError) as caught:
             unwrap_data_key(trial_key, altered)
-        assert str(caught.value) == OPAQUE
+        assert str(caught.value) == NOT_CURRENT_KEY
 
 
 def test_a_wrapped_key_of_the_wrong_size_does_not_unwrap() -> None:
@@ -451,7 +453,7 @@ def test_a_different_key_file_does_not_open_the_trial(tmp_path: Path) -> None:
     wrapped = wrap_data_key(first, DATA_KEY)
     with pytest.raises(SealedDataError) as caught:
         unwrap_data_key(read_key_file(tmp_path / "second.key"), wrapped)
-    assert str(caught.value) == OPAQUE
+    assert str(caught.value) == NOT_CURRENT_KEY
     assert unwrap_data_key(read_key_file(tmp_path / "first.key"), wrapped) == DATA_KEY
 
 
