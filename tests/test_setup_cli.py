@@ -7,6 +7,7 @@ import json
 import stat
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -57,6 +58,32 @@ def test_every_command_has_help_with_an_example(path: str) -> None:
     command = dict(all_commands())[tuple(argv)]
     assert command.help and command.help.strip(), f"{path} has no help text"
     assert "Example" in result.stdout, f"'randomizer {path} --help' shows no example"
+
+
+GROUPS = [" ".join(path) or "(root)" for path, command in all_commands()
+          if isinstance(command, click.Group)]
+
+
+@pytest.mark.parametrize("path", GROUPS)
+def test_a_group_without_its_subcommand_shows_its_help_and_exits_2(path: str) -> None:
+    argv = [] if path == "(root)" else path.split()
+    result = CliRunner().invoke(cli.cli, argv, prog_name="randomizer")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    help_text = CliRunner().invoke(cli.cli, [*argv, "--help"], prog_name="randomizer").stdout
+    assert result.stderr == help_text
+    group = dict(all_commands())[tuple(argv)]
+    assert isinstance(group, click.Group)
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"Usage: {' '.join(['randomizer', *argv])} ")
+    assert "Commands:" in lines
+    for name in group.commands:
+        assert any(line.split()[:1] == [name] for line in lines), name
+
+
+def test_every_group_is_checked_without_its_subcommand() -> None:
+    assert {"(root)", "user", "kit", "pharmacy", "unblind", "audit", "db", "design", "key",
+            "list"} <= set(GROUPS)
 
 
 def test_the_cli_has_the_commands_of_this_issue() -> None:

@@ -76,6 +76,10 @@ class RandomizerGroup(click.Group):
                                   **extra)
         except RandomizerError as exc:
             _fail(error_text(exc), exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # a group without its subcommand: its help, as click shows it, not one flat line
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             _fail(exc.format_message() + where, 2)
