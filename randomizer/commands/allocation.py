@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import os
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
+from typing import TextIO
 
 import click
 
+from randomizer.allocation.service import PharmacyKit
 from randomizer.commands.base import (
     Settings,
     emit,
@@ -217,9 +220,23 @@ def pharmacy_prepare(settings: Settings, code: str) -> None:
         "Label the infusion with the kit code only; never tell blinded staff the content."))
 
 
+STDOUT = Path("-")
+"""``-`` as a file argument: standard output."""
+
+
+def _write_kits_csv(handle: TextIO, kits: list[PharmacyKit]) -> None:
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])
+    for k in kits:
+        writer.writerow([k.kit, k.arm, k.label, k.status, "yes" if k.spare else "no",
+                         k.participant, k.visit or ""])
+
+
 @pharmacy.command("list")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the list as CSV (new file, mode 0600).")
+@click.option("--csv", "csv_path",
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Also write the list as CSV (new file, mode 0600); '-' prints the CSV "
+                   "alone to standard output.")
 @json_option
 @pass_settings
 def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
@@ -227,6 +244,13 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
 
     Example: randomizer pharmacy list --csv kits.csv
     """
+    if csv_path == STDOUT:
+        if settings.as_json:
+            raise InvalidInput("--csv - and --json both write to standard output: choose one")
+        buffer = io.StringIO()
+        _write_kits_csv(buffer, settings.backend().pharmacy_list())
+        click.echo(buffer.getvalue(), nl=False)
+        return
     # create the file first: a path that cannot be written must not leave an audited listing
     fd = create_private(csv_path) if csv_path is not None else None
     try:
@@ -238,11 +262,7 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
         raise
     if fd is not None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])
-            for k in kits:
-                writer.writerow([k.kit, k.arm, k.label, k.status, "yes" if k.spare else "no",
-                                 k.participant, k.visit or ""])
+            _write_kits_csv(handle, kits)
     emit(settings, kits, lambda: table(
         [(k.kit, k.label, k.status, "spare" if k.spare else "", k.participant, k.visit or "")
          for k in kits], ["kit", "content", "status", "spare", "participant", "visit"]))

@@ -459,6 +459,25 @@ def test_pharmacy_list_has_every_kit_by_code(run: Run, trial: TrialFiles, tmp_pa
                  "already exists: refusing to overwrite it")
 
 
+def test_pharmacy_list_csv_dash_is_standard_output(run: Run, trial: TrialFiles,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    in_file = tmp_path / "kits.csv"
+    run.ok("pharmacy", "list", "--csv", str(in_file), user="petra")
+    printed = run.ok("pharmacy", "list", "--csv", "-", user="petra").stdout
+    assert printed == in_file.read_text(encoding="utf-8")  # the CSV alone, no table
+    assert printed.startswith("kit,arm,label,status,spare,participant,visit\n")
+    assert not (tmp_path / "-").exists()
+    assert [e["action"] for e in audit_rows(trial.db_url)][-2:] == ["auth.login",
+                                                                     "pharmacy.list"]
+    before = dump_database(trial.db_url)
+    assert_error(run("pharmacy", "list", "--csv", "-", "--json", user="petra"), 2,
+                 "--csv - and --json both write to standard output: choose one")
+    assert dump_database(trial.db_url) == before
+    assert not (tmp_path / "-").exists()
+
+
 # bad input: one Error line, no traceback, nothing changed --------------------------------
 
 TOMORROW = days_ago(-2).isoformat()  # two days ahead: in the future in every time zone
