@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from randomizer.audit import new_signing_key
+from randomizer.commands.allocation import create_private
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
 from randomizer.errors import InvalidInput
 
@@ -107,11 +108,30 @@ def audit_keygen(settings: Settings, out: Path) -> None:
 @audit_group.command("checkpoint")
 @click.option("--signing-key", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Ed25519 private key from 'audit keygen'.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the note to this new file (mode 0600) instead of standard output; "
+                   "a refused command leaves no file.")
 @pass_settings
-def audit_checkpoint(settings: Settings, signing_key: Path) -> None:
+def audit_checkpoint(settings: Settings, signing_key: Path, out: Path | None) -> None:
     """Print a signed note of the trail's head, to file outside the database (admin).
 
-    Example: randomizer audit checkpoint --signing-key qa-signing.pem > 2026-11-25.note
+    Example: randomizer audit checkpoint --signing-key qa-signing.pem --out 2026-11-25.note
     """
-    note = settings.backend().audit_checkpoint(_read(signing_key, "signing key"))
-    click.echo(note, nl=False)
+    private_pem = _read(signing_key, "signing key")
+    # create the file first: a path that cannot be written must not leave an audited checkpoint
+    fd = create_private(out) if out is not None else None
+    try:
+        note = settings.backend().audit_checkpoint(private_pem)
+    except BaseException:
+        if fd is not None and out is not None:
+            os.close(fd)
+            out.unlink(missing_ok=True)
+        raise
+    if fd is None:
+        click.echo(note, nl=False)
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(note)
+        handle.flush()
+        os.fsync(handle.fileno())
+    click.echo(f"Checkpoint note written to {out}: file it away from the database host.")

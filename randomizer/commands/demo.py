@@ -166,10 +166,8 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     play.run("stan", "list", "verify")
     play.run("alice", "audit", "keygen", "--out", str(folder / "qa-signing.pem"))
     note = folder / "checkpoint.note"
-    click.echo(f"\n[alice] $ randomizer audit checkpoint --signing-key {folder}/qa-signing.pem "
-               f"> {note}")
-    note.write_text(play.run("alice", "audit", "checkpoint", "--signing-key",
-                             str(folder / "qa-signing.pem"), show=False), encoding="utf-8")
+    play.run("alice", "audit", "checkpoint", "--signing-key", str(folder / "qa-signing.pem"),
+             "--out", str(note))
     play.run("mona", "audit", "verify", "--checkpoint", str(note), "--public-key",
              str(folder / "qa-signing.pem.pub"))
     click.echo("\n# Final balance (admin view, after lock):")
