@@ -164,7 +164,8 @@ def kit_request(settings: Settings, participant: str, visit: int, on: datetime |
                 override_window: bool, reason: str | None) -> None:
     """The kit code for a participant's dosing visit (the same code if asked again).
 
-    Example: randomizer kit request P-001 --visit 2 --date 2027-03-01
+    Dated today unless --date gives an earlier day.
+    Example: randomizer kit request P-001 --visit 2
     """
     if override_window and reason is None:
         raise InvalidInput("--override-window needs --reason TEXT")
