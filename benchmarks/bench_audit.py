@@ -122,13 +122,13 @@ def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
     """Seconds for: reading rows; reading and rebuilding canonical bytes; full verify."""
     def read_only() -> None:
         with store.transaction() as session:
-            for _row in audit._rows(session):
+            for _row in audit.chain_rows(session):
                 pass
 
     def read_and_canonical() -> None:
         with store.transaction() as session:
             for seq, at, user, role, action, subject, reason, details, _p, _m in \
-                    audit._rows(session):
+                    audit.chain_rows(session):
                 audit.canonical(seq, at, user, role, action, subject, reason,
                                 json.loads(details))
 
@@ -136,7 +136,7 @@ def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
         with store.transaction() as session:
             audit.verify(session, key)
 
-    return [("read rows (audit._rows)", best_of(read_only, 1)),
+    return [("read rows (audit.chain_rows)", best_of(read_only, 1)),
             ("read + json.loads + canonical", best_of(read_and_canonical, 1)),
             ("full audit.verify (adds HMAC + compare)", best_of(full, 1))]
 

@@ -44,6 +44,7 @@ class Permission(StrEnum):
     RANDOMIZE = "randomize participants"
     DISPENSE = "request or replace kits"
     PREPARE = "prepare kits in the pharmacy"
+    LIST_KITS = "see the pharmacy's list of kit contents"
     EMERGENCY_UNBLIND = "break the code for one participant"
     UNBLIND_ALL = "unblind the whole trial"
     LOCK = "lock the database"
@@ -51,7 +52,6 @@ class Permission(StrEnum):
     CHECKPOINT_AUDIT = "sign audit checkpoints"
     REPORT = "see blinded reports"
     REPORT_ARMS = "see balance by arm"
-    READ_PARTICIPANTS = "see participants and kit codes"
     MAINTAIN = "back up, restore or upgrade the database"
 
 
@@ -67,6 +67,7 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.RANDOMIZE: frozenset({Role.INVESTIGATOR}),
     Permission.DISPENSE: frozenset({Role.INVESTIGATOR}),
     Permission.PREPARE: frozenset({Role.PHARMACIST}),
+    Permission.LIST_KITS: frozenset({Role.PHARMACIST}),
     Permission.EMERGENCY_UNBLIND: frozenset({Role.INVESTIGATOR, Role.ADMIN}),
     Permission.UNBLIND_ALL: frozenset({Role.STATISTICIAN}),
     Permission.LOCK: frozenset({Role.ADMIN}),
@@ -75,8 +76,6 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.REPORT: frozenset(_ALL),
     Permission.REPORT_ARMS: frozenset({Role.ADMIN, Role.STATISTICIAN}),
     Permission.MAINTAIN: frozenset({Role.ADMIN}),
-    Permission.READ_PARTICIPANTS: frozenset({Role.ADMIN, Role.INVESTIGATOR, Role.MONITOR,
-                                             Role.PHARMACIST}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from randomizer.errors import AuditError, InvalidInput
+from randomizer.errors import AuditError, Hint, InvalidInput
 from randomizer.models import AuditHead
 from randomizer.models import AuditRecord as AuditRow
 
@@ -145,7 +145,12 @@ def _to_event(row: AuditRow) -> AuditEvent:
                       subject=row.subject, reason=row.reason, details=details, mac=row.mac)
 
 
-def _rows(session: Session) -> Iterator[tuple[Any, ...]]:
+def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
+    """Every stored event as a plain row in sequence order, read in batches.
+
+    Columns: seq, at, user, role, action, subject, reason, details (JSON text),
+    prev_mac, mac; what :func:`verify` checks.
+    """
     last = None
     while True:
         query = select(AuditRow.seq, AuditRow.at, AuditRow.user, AuditRow.role,
@@ -170,7 +175,8 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     prev_mac = GENESIS_MAC
     expected_seq = 1
     checkpoint_found = False
-    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in _rows(session):
+    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in \
+            chain_rows(session):
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq
             raise AuditError(f"audit trail broken at event {where}: events are missing "
@@ -288,8 +294,8 @@ def read_checkpoint(note: str, public_pem: bytes) -> Checkpoint:
                                 head_mac=fields["head"], at=fields["time"])
         signature = base64.b64decode(fields["signature"], validate=True)
     except (ValueError, KeyError):
-        raise InvalidInput("the checkpoint note is malformed: give the file that "
-                           "'randomizer audit checkpoint' printed") from None
+        raise InvalidInput("the checkpoint note is malformed: give the signed note exactly as "
+                           "the audit checkpoint wrote it", hint=Hint.CHECKPOINT) from None
     try:
         key.verify(signature, _statement(checkpoint).encode("utf-8"))
     except InvalidSignature:

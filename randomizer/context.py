@@ -33,6 +33,7 @@ from randomizer.access import Permission, allowed, dummy_hash, verify_password
 from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
     AuthenticationFailed,
+    Hint,
     Ineligible,
     InvalidInput,
     NotAuthorized,
@@ -161,7 +162,7 @@ def load_trial(session: Session) -> Trial:
     """The trial row of this database."""
     trial = session.scalars(select(Trial)).one_or_none()
     if trial is None:
-        raise StoreError("this database holds no trial: run 'randomizer init' first")
+        raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
     return trial
 
 

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from randomizer.errors import DesignError, InvalidInput
+from randomizer.errors import DesignError, Hint, InvalidInput
 
 CriterionKind = Literal["range", "must_be_yes", "must_be_no"]
 CRITERION_KINDS: tuple[CriterionKind, ...] = ("range", "must_be_yes", "must_be_no")
@@ -61,6 +61,44 @@ class Criterion:
     question: str
     minimum: float | None = None
     maximum: float | None = None
+
+    def rule(self) -> str:
+        """What an eligible answer is, in words: ``18 to 65``, ``yes`` or ``no``."""
+        if self.kind == "range":
+            return format_range(self.minimum, self.maximum)
+        return "yes" if self.kind == "must_be_yes" else "no"
+
+    def parse(self, raw: str) -> float | bool:
+        """A textual answer as a number (range) or yes/no; malformed is :class:`InvalidInput`.
+
+        Numbers may use a decimal comma (``4,5``) as well as a point.
+        """
+        text = raw.strip()
+        if self.kind != "range":
+            return _yes_no(self.id, text)
+        if text.count(",") == 1 and "." not in text:
+            text = text.replace(",", ".")
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidInput(f"answer {self.id}={raw.strip()!r} must be a number") from None
+        if not math.isfinite(value):
+            raise InvalidInput(f"answer {self.id}={raw.strip()!r} must be a finite number")
+        return value
+
+    def failure(self, raw: str) -> str | None:
+        """Why this answer makes a participant ineligible, as a readable line; None if it passes."""
+        value = self.parse(raw)
+        if self.kind == "range":
+            lo, hi = self.minimum, self.maximum
+            passes = (lo is None or value >= lo) and (hi is None or value <= hi)
+            shown = raw.strip()
+        else:
+            passes = value == (self.kind == "must_be_yes")
+            shown = "yes" if value else "no"
+        if passes:
+            return None
+        return f"{self.id}: answered {shown}, must be {self.rule()} ({self.question})"
 
 
 @dataclass(frozen=True)
@@ -163,26 +201,12 @@ class TrialDesign:
         failures: list[str] = []
         for criterion in self.criteria:
             if criterion.id not in answers:
-                raise InvalidInput(f"missing answer for {criterion.id} ({criterion.question})")
-            raw = answers[criterion.id].strip()
-            if criterion.kind == "range":
-                try:
-                    value = float(raw)
-                except ValueError:
-                    raise InvalidInput(
-                        f"answer {criterion.id}={raw!r} must be a number") from None
-                if not math.isfinite(value):
-                    raise InvalidInput(f"answer {criterion.id}={raw!r} must be a finite number")
-                lo, hi = criterion.minimum, criterion.maximum
-                if (lo is not None and value < lo) or (hi is not None and value > hi):
-                    failures.append(f"{criterion.id}: {raw} is outside {_bounds(criterion)}")
-            else:
-                answer = _yes_no(criterion.id, raw)
-                wanted = criterion.kind == "must_be_yes"
-                if answer != wanted:
-                    failures.append(
-                        f"{criterion.id}: answered {'yes' if answer else 'no'}, "
-                        f"must be {'yes' if wanted else 'no'} ({criterion.question})")
+                raise InvalidInput(f"missing answer for {criterion.id} ({criterion.question}): "
+                                   "every eligibility criterion needs an answer",
+                                   hint=Hint.ANSWERS)
+            failure = criterion.failure(answers[criterion.id])
+            if failure is not None:
+                failures.append(failure)
         return failures
 
 
@@ -193,9 +217,15 @@ def stratum_key(levels: Mapping[str, str]) -> str:
     return ";".join(f"{name}={levels[name]}" for name in sorted(levels))
 
 
-def _bounds(criterion: Criterion) -> str:
-    lo, hi = criterion.minimum, criterion.maximum
-    return f"{_num(lo) if lo is not None else '-inf'}..{_num(hi) if hi is not None else 'inf'}"
+def format_range(minimum: float | None, maximum: float | None) -> str:
+    """The one way a range is written: ``18 to 65``, ``18 or more``, ``65 or less`` (inclusive)."""
+    if minimum is not None and maximum is not None:
+        return f"{_num(minimum)} to {_num(maximum)}"
+    if minimum is not None:
+        return f"{_num(minimum)} or more"
+    if maximum is not None:
+        return f"{_num(maximum)} or less"
+    return "any number"
 
 
 def _num(value: float) -> str:

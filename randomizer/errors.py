@@ -5,9 +5,38 @@ the class to its own signal at its boundary (the CLI to an exit code, the server
 to an HTTP status); the library itself knows neither. What the library does
 decide is whether a refusal belongs in the audit trail: :attr:`RandomizerError.audited`.
 Messages name the thing and what to do next, and never name an arm.
+
+A message says what to do in words every front end's user understands ("an
+admin generates the allocation list"), never a command-line flag. Where a
+front end has its own way to do it, the error carries a :class:`Hint` naming
+the next step, and the front end adds its own wording (the CLI adds the command
+or flags to type).
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Hint(StrEnum):
+    """The next step a refusal points to, for a front end to word in its own terms."""
+
+    INIT = "create the trial"
+    MISSING_DATABASE = "check the database location, or create the trial"
+    OTHER_DATABASE = "choose another database"
+    KEY_FILE = "choose the key file"
+    GENERATE_LIST = "generate the allocation list"
+    VERIFY_LIST = "verify the allocation list"
+    VERIFY_COPY = "verify the audit trail and the allocation list"
+    LIST_USERS = "list the users"
+    UPGRADE_SCHEMA = "upgrade the database schema"
+    LOCK = "lock the database"
+    REASON = "give a reason"
+    OVERRIDE_WINDOW = "override the visit window with a reason"
+    CHECKPOINT = "make a signed checkpoint note"
+    CHECKPOINT_KEY = "give the checkpoint's public key"
+    ANSWERS = "give the eligibility answers"
+    LOGIN = "log in to the trial server"
 
 
 class RandomizerError(Exception):
@@ -18,6 +47,11 @@ class RandomizerError(Exception):
 
     Refusals that matter (a role, a state, an integrity failure, a screen failure)
     are; malformed input is not, since nothing was attempted."""
+
+    def __init__(self, message: str = "", *, hint: Hint | None = None) -> None:
+        """``message`` for every reader; ``hint`` names the next step a front end may spell out."""
+        super().__init__(message)
+        self.hint = hint
 
 
 class InvalidInput(RandomizerError):
@@ -45,9 +79,10 @@ class AuthenticationFailed(RandomizerError):
 class TooManyAttempts(AuthenticationFailed):
     """Logins are paused for this user name or client after failed attempts (retry later)."""
 
-    def __init__(self, message: str, retry_after: int = 0) -> None:
+    def __init__(self, message: str = "", retry_after: int = 0, *,
+                 hint: Hint | None = None) -> None:
         """``retry_after``: whole seconds until a login may be tried again (0: unknown)."""
-        super().__init__(message)
+        super().__init__(message, hint=hint)
         self.retry_after = retry_after
 
 

@@ -22,8 +22,8 @@ from sqlalchemy.engine import make_url
 from randomizer import audit
 from randomizer.access import Permission
 from randomizer.context import KeySource, Operation, Principal, load_trial, operation, vault_for
-from randomizer.errors import InvalidInput, StateError
-from randomizer.store import SchemaStatus, Store, _alembic_config, unversioned_message
+from randomizer.errors import Hint, InvalidInput, StateError
+from randomizer.store import SchemaStatus, Store, alembic_config, unversioned_message
 from randomizer.trial import verify_list
 
 
@@ -48,9 +48,9 @@ def sqlite_path(store: Store) -> Path:
     """The file of a SQLite store; other engines are refused."""
     url = make_url(store.engine.url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        raise StateError("randomizer backup/restore handle SQLite files; for PostgreSQL use "
-                         "pg_dump/pg_restore as docs/operations.md describes, then check the "
-                         "copy with 'audit verify' and 'list verify'")
+        raise StateError("backup and restore handle SQLite files only; for PostgreSQL use "
+                         "pg_dump/pg_restore as docs/operations.md describes, then verify the "
+                         "copy's audit trail and allocation list", hint=Hint.VERIFY_COPY)
     return Path(url.database)
 
 
@@ -63,7 +63,7 @@ def upgrade(op: Operation, store: Store) -> UpgradeResult:
     if before.state == "unversioned":
         raise StateError(unversioned_message(store.url))
     if before.state != "current":
-        command.upgrade(_alembic_config(op.session.connection()), "head")
+        command.upgrade(alembic_config(op.session.connection()), "head")
     after = store.status(op.session)
     op.audit("db.upgrade", details={"before": before.current, "after": after.current})
     return UpgradeResult(before=before.current, after=after.head)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from randomizer.errors import Busy, RandomizerError, StoreError
+from randomizer.errors import Busy, Hint, RandomizerError, StoreError
 
 DEFAULT_URL = "sqlite:///randomizer.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -94,7 +94,8 @@ class Store:
                 and not Path(database).exists():
             # SQLite would create an empty file for a mistyped --db: refuse instead
             raise StoreError(f"no randomizer trial at {self.url}: the file does not exist; "
-                             "check --db, or run 'randomizer init' to start a trial")
+                             "check the database location, or create the trial first",
+                             hint=Hint.MISSING_DATABASE)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
@@ -138,13 +139,13 @@ class Store:
 
     def create_schema(self, session: Session) -> None:
         """Create every table by running all migrations (inside ``session``'s transaction)."""
-        command.upgrade(_alembic_config(session.connection()), "head")
+        command.upgrade(alembic_config(session.connection()), "head")
 
     def status(self, session: Session) -> SchemaStatus:
         """The database's schema revision and the one this randomizer expects."""
         connection = session.connection()
         current = MigrationContext.configure(connection).get_current_revision()
-        head, known = _revisions(_alembic_config(connection).get_main_option("script_location"))
+        head, known = _revisions(alembic_config(connection).get_main_option("script_location"))
         if current is None:
             # tables without a revision row are not "empty": 'init' would refuse them
             state = "unversioned" if inspect(connection).has_table("trial") else "empty"
@@ -156,29 +157,17 @@ class Store:
         """Refuse a database that is empty, behind or ahead of this randomizer's schema."""
         status = self.status(session)
         if status.state == "empty":
-            raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' first")
+            raise StoreError(f"no randomizer trial in {self.url}: create the trial first",
+                             hint=Hint.INIT)
         if status.state == "unversioned":
             raise StoreError(unversioned_message(self.url))
         if status.state == "behind":
             raise StoreError(f"the database schema ({status.current}) is behind this "
-                             f"randomizer ({status.head}): take a backup, then run "
-                             "'randomizer db upgrade'")
+                             f"randomizer ({status.head}): take a backup, then an admin "
+                             "upgrades the database schema", hint=Hint.UPGRADE_SCHEMA)
         if status.state == "ahead":
             raise StoreError(f"the database schema ({status.current}) is newer than this "
                              f"randomizer knows ({status.head}): use the newer release")
-
-    def upgrade(self) -> tuple[SchemaStatus, SchemaStatus]:
-        """Migrate to the newest schema in one transaction; (before, after)."""
-        with self.transaction() as session:
-            before = self.status(session)
-            if before.state == "empty":
-                raise StoreError(f"no randomizer trial in {self.url}: run 'randomizer init' "
-                                 "first")
-            if before.state == "ahead":
-                raise StoreError(f"the database schema ({before.current}) is newer than this "
-                                 f"randomizer knows ({before.head}): use the newer release")
-            command.upgrade(_alembic_config(session.connection()), "head")
-            return before, self.status(session)
 
 
 def unversioned_message(url: str) -> str:
@@ -209,7 +198,8 @@ def _revisions(script_location: str | None) -> tuple[str, frozenset[str]]:
     return head, frozenset(rev.revision for rev in script.walk_revisions())
 
 
-def _alembic_config(connection: Connection) -> Config:
+def alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration for this package's migrations, run on ``connection``."""
     config = Config()
     config.set_main_option("script_location",
                            str(resources.files("randomizer").joinpath("migrations")))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from randomizer import audit
 from randomizer.access import (
@@ -24,7 +24,7 @@ from randomizer.allocation.kits import new_codes
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
-from randomizer.errors import InvalidInput, ListMismatch, NotFound, StateError
+from randomizer.errors import Hint, InvalidInput, ListMismatch, NotFound, StateError
 from randomizer.models import Kit, Slot, Stratum, Trial, User
 from randomizer.sealed import (
     open_allocation,
@@ -101,8 +101,8 @@ def init_trial(store: Store, key_file: Path, design: TrialDesign, design_toml: s
     check_user_name(admin)
     check_password(password)
     if store.has_schema():
-        raise StateError(f"{store.url} already holds a trial: use another --db, "
-                         "or keep working with that one")
+        raise StateError(f"{store.url} already holds a trial: create the new trial in another "
+                         "database, or keep working with that one", hint=Hint.OTHER_DATABASE)
     trial_key = create_key_file(key_file)
     try:
         with store.transaction() as session:
@@ -133,7 +133,8 @@ def init_trial(store: Store, key_file: Path, design: TrialDesign, design_toml: s
 def _user(op: Operation, name: str) -> User:
     user = op.session.scalars(select(User).where(User.name == name)).one_or_none()
     if user is None:
-        raise NotFound(f"no user {name!r}: see 'randomizer user list'")
+        raise NotFound(f"no user {name!r}: check the name against the list of users",
+                       hint=Hint.LIST_USERS)
     return user
 
 
@@ -213,7 +214,7 @@ def generate_list(op: Operation) -> ListSummary:
     """Draw a secret seed and store the sealed list and kits, in this one transaction."""
     if op.trial.seed_sealed is not None:
         raise StateError("the allocation list already exists: a trial has one list; "
-                         "use 'randomizer list verify' to check it")
+                         "verify it instead", hint=Hint.VERIFY_LIST)
     design = op.design
     seed = secrets.token_bytes(32)
     schedule = generate_schedule(design, seed)
@@ -252,6 +253,7 @@ def generate_list(op: Operation) -> ListSummary:
         kits.append(Kit(code=code, content_sealed=seal_kit_content(vault, code, arm),
                         spare=True, status="available"))
     op.session.add_all(kits)
+    spare_kits = spare_kit_count(op.session)
 
     commitment = list_commitment(seed, schedule.digest())
     op.trial.seed_sealed = seal_seed(vault, format_seed(seed))
@@ -259,19 +261,31 @@ def generate_list(op: Operation) -> ListSummary:
     op.trial.list_generated_at = op.now
     summary = ListSummary(
         strata=tuple(StratumSummary(k, s.planned, s.size) for k, s in strata.items()),
-        kits=len(kits), spare_kits=len(spare_arms), commitment=commitment)
+        kits=len(kits), spare_kits=spare_kits, commitment=commitment)
     op.audit("list.generate", subject=op.trial.id, details={
-        "commitment": commitment, "kits": len(kits), "spare_kits": len(spare_arms),
+        "commitment": commitment, "kits": len(kits), "spare_kits": spare_kits,
         "strata": {s.stratum: {"planned": s.planned, "generated": s.generated}
                    for s in summary.strata}})
     return summary
 
 
+def spare_kit_count(session: Session) -> int:
+    """Spare kits in the list, issued as replacements or not: the one count of spares."""
+    return session.scalar(select(func.count()).select_from(Kit)
+                          .where(Kit.spare.is_(True))) or 0
+
+
+def require_list(op: Operation) -> bytes:
+    """The trial's sealed seed; refused while no allocation list has been generated."""
+    if op.trial.seed_sealed is None:
+        raise StateError("no allocation list yet: an admin generates the allocation list first",
+                         hint=Hint.GENERATE_LIST)
+    return op.trial.seed_sealed
+
+
 def open_seed(op: Operation) -> bytes:
     """The trial's seed (unblinded callers only)."""
-    if op.trial.seed_sealed is None:
-        raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
-    return parse_seed(open_seed_text(op.vault, op.trial.seed_sealed))
+    return parse_seed(open_seed_text(op.vault, require_list(op)))
 
 
 def verify_list(op: Operation) -> ListSummary:
@@ -294,13 +308,10 @@ def verify_list(op: Operation) -> ListSummary:
         problems.append("stored slots differ from the regenerated list")
     slot_arm = {slot_id: stored[(strata[s.stratum_id].key, s.sequence)][0]
                 for slot_id, s in ((s.id, s) for s in op.session.scalars(select(Slot)))}
-    spare_counts: Counter[str] = Counter()
     kits = 0
     for kit in op.session.scalars(select(Kit)):
         kits += 1
         content = open_kit_content(op.vault, kit.code, kit.content_sealed)
-        if kit.spare and kit.replaces_kit_id is None:
-            spare_counts[content] += 1
         if kit.slot_id is not None and slot_arm.get(kit.slot_id) != content:
             problems.append(f"kit {kit.code} does not hold its slot's content")
             break
@@ -311,4 +322,4 @@ def verify_list(op: Operation) -> ListSummary:
     return ListSummary(
         strata=tuple(StratumSummary(s.key, s.planned, s.size)
                      for s in sorted(strata.values(), key=lambda s: s.position)),
-        kits=kits, spare_kits=sum(spare_counts.values()), commitment=commitment)
+        kits=kits, spare_kits=spare_kit_count(op.session), commitment=commitment)

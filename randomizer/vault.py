@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
-from randomizer.errors import InvalidInput, KeyFileError, SealedDataError
+from randomizer.errors import Hint, InvalidInput, KeyFileError, SealedDataError
 from randomizer.sealed import SEALED_WIDTHS
 
 KEY_SIZE = 32
@@ -55,6 +55,9 @@ AUDIT_MAC_INFO = b"randomizer/v1 audit-mac"
 _ASSOCIATED_DATA_PREFIX = b"randomizer/v1\0"
 _KEY_FILE_MAX = 4096
 _OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
+NOT_CURRENT_KEY = ("the key file does not open this trial: it is not the trial's current key "
+                   "(was the key rotated?)")
+"""The message when the trial key does not unwrap the data key (a wrong or rotated key file)."""
 
 
 def create_key_file(path: Path) -> bytes:
@@ -98,7 +101,8 @@ def read_key_file(path: Path) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeyFileError(
-            f"key file {path} not found: pass --key-file or set RANDOMIZER_KEY_FILE"
+            f"key file {path} not found: give the path of the trial's key file",
+            hint=Hint.KEY_FILE,
         ) from None
     except OSError as error:
         raise KeyFileError(f"cannot read key file {path}: {error.strerror}") from None
@@ -150,17 +154,19 @@ def wrap_data_key(trial_key: bytes, data_key: bytes) -> bytes:
 def unwrap_data_key(trial_key: bytes, wrapped: bytes) -> bytes:
     """Unwrap a data key wrapped by :func:`wrap_data_key`.
 
-    A wrong trial key or altered wrapped bytes raise the opaque
-    :class:`~randomizer.errors.SealedDataError`.
+    A trial key that does not unwrap it raises :class:`~randomizer.errors.SealedDataError`
+    saying the key file is not the trial's current key: the usual cause is an old key
+    file after a rotation, so a site is not told of tampering it did not suffer. Sealed
+    values stay opaque (:meth:`Vault.open`).
     """
     _check_key_size(trial_key, "trial key")
     try:
         data_key = aes_key_unwrap_with_padding(trial_key, bytes(wrapped))
     except (InvalidUnwrap, ValueError):
         # ValueError: a length that is not a multiple of 8 bytes
-        raise SealedDataError(_OPAQUE) from None
+        raise SealedDataError(NOT_CURRENT_KEY) from None
     if len(data_key) != KEY_SIZE:
-        raise SealedDataError(_OPAQUE)
+        raise SealedDataError(NOT_CURRENT_KEY)
     return data_key
 
 

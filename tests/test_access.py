@@ -50,11 +50,11 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.DISPENSE: {"investigator"},
     Permission.EMERGENCY_UNBLIND: {"investigator", "admin"},
     Permission.PREPARE: {"pharmacist"},
+    Permission.LIST_KITS: {"pharmacist"},
     Permission.UNBLIND_ALL: set(),
     Permission.REPORT: set(ROLES),
     Permission.LOG_IN: set(ROLES),
     Permission.REPORT_ARMS: {"admin"},
-    Permission.READ_PARTICIPANTS: {"admin", "investigator", "pharmacist", "monitor"},
     Permission.MAINTAIN: {"admin"},
 }
 STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL,
@@ -78,8 +78,8 @@ def test_allowed_matches_the_role_table(role: str, permission: Permission) -> No
 def test_blinded_roles() -> None:
     assert BLINDED_ROLES == {Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR}
     # a blinded role holds nothing that reveals an arm before the lock
-    for permission in (Permission.PREPARE, Permission.UNBLIND_ALL, Permission.REPORT_ARMS,
-                       Permission.GENERATE_LIST, Permission.VERIFY_LIST):
+    for permission in (Permission.PREPARE, Permission.LIST_KITS, Permission.UNBLIND_ALL,
+                       Permission.REPORT_ARMS, Permission.GENERATE_LIST, Permission.VERIFY_LIST):
         for role in ("statistician", "monitor"):
             assert not allowed(role, permission, locked=False)
 
@@ -334,7 +334,7 @@ def test_password_change_of_an_unknown_user_is_refused(trial_with_users: TrialFi
                                                        run: Run) -> None:
     assert assert_error(run("user", "passwd", "nobody", "--password-stdin", user=ADMIN,
                             input=NEW_PASSWORD + "\n"), 1) == \
-        "no user 'nobody': see 'randomizer user list'"
+        "no user 'nobody': check the name against the list of users (see 'randomizer user list')"
 
 
 # Logins ------------------------------------------------------------------------------
@@ -395,7 +395,7 @@ def test_disabling_twice_and_the_last_admin_is_refused(trial_with_users: TrialFi
     assert assert_error(run("user", "disable", "alice", user=ADMIN), 1) == \
         "user 'alice' is the last enabled admin: add another admin first"
     assert assert_error(run("user", "disable", "ghost", user=ADMIN), 1) == \
-        "no user 'ghost': see 'randomizer user list'"
+        "no user 'ghost': check the name against the list of users (see 'randomizer user list')"
     # with a second admin, the first may go
     run.add_user("adam", "admin", password="pw-adam-admin-1")
     run.ok("user", "disable", "alice", user="adam", password="pw-adam-admin-1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -485,10 +486,11 @@ def test_checkpoint_bad_input(trial_with_list: TrialFiles, run: Run) -> None:
     malformed = files.directory / "bad.note"
     malformed.write_text("\n".join(note.read_text().splitlines()[:4]) + "\n")
     assert assert_error(verify_with(run, malformed, public), 2) == (
-        "the checkpoint note is malformed: give the file that 'randomizer audit checkpoint' "
-        "printed")
-    assert assert_error(run("audit", "verify", "--checkpoint", str(note), user=ADMIN), 2) == \
-        "--checkpoint needs --public-key"
+        "the checkpoint note is malformed: give the signed note exactly as the audit "
+        "checkpoint wrote it (made by 'randomizer audit checkpoint')")
+    assert assert_error(run("audit", "verify", "--checkpoint", str(note), user=ADMIN), 2) == (
+        "a checkpoint note is checked with the public key that signed it: give that public "
+        "key too (give --public-key FILE with --checkpoint)")
     missing = files.directory / "missing.note"
     assert assert_error(verify_with(run, missing, public), 2) == \
         f"cannot read checkpoint note {missing}: No such file or directory"
@@ -497,6 +499,36 @@ def test_checkpoint_bad_input(trial_with_list: TrialFiles, run: Run) -> None:
     assert assert_error(run("audit", "checkpoint", "--signing-key", str(public),
                             user=ADMIN), 2) == \
         "the signing key is not an unencrypted Ed25519 private key PEM"
+
+
+def test_checkpoint_out_writes_the_note_to_a_new_file(trial_with_list: TrialFiles,
+                                                       run: Run) -> None:
+    files = trial_with_list
+    private, public = keygen(run, files)
+    note = files.directory / "head.note"
+    result = run.ok("audit", "checkpoint", "--signing-key", str(private), "--out", str(note),
+                    user=ADMIN)
+    assert result.stdout == (f"Checkpoint note written to {note}: file it away from the "
+                             "database host.\n")
+    assert note.read_text().startswith("randomizer audit checkpoint v1\n")
+    assert stat.S_IMODE(note.stat().st_mode) == 0o600
+    verified = verify_with(run, note, public)
+    assert verified.exit_code == 0, verified.stderr
+    assert "signed checkpoint at event" in verified.stdout
+    # an existing file is never overwritten, and nothing is signed or recorded
+    events = len(audit_rows(files.db_url))
+    content = note.read_bytes()
+    assert assert_error(run("audit", "checkpoint", "--signing-key", str(private), "--out",
+                            str(note), user=ADMIN), 2) == \
+        f"{note} already exists: refusing to overwrite it"
+    assert note.read_bytes() == content
+    assert len(audit_rows(files.db_url)) == events
+    # a refused command leaves no file (a redirection would leave an empty one)
+    refused_note = files.directory / "refused.note"
+    assert assert_error(run("audit", "checkpoint", "--signing-key", str(private), "--out",
+                            str(refused_note), user="mona"), 1) == \
+        "role monitor may not sign audit checkpoints"
+    assert not refused_note.exists()
 
 
 def test_no_checkpoint_is_signed_over_a_broken_trail(trial_with_list: TrialFiles,

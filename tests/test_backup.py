@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_ADMIN = {"ivan": "investigator", "petra": "pharmacist", "stan": "statistician",
              "mona": "monitor"}
 MAINTAIN = "may not back up, restore or upgrade the database"
-PG_MESSAGE = ("randomizer backup/restore handle SQLite files; for PostgreSQL use "
-              "pg_dump/pg_restore as docs/operations.md describes, then check the copy with "
-              "'audit verify' and 'list verify'")
+PG_MESSAGE = ("backup and restore handle SQLite files only; for PostgreSQL use "
+              "pg_dump/pg_restore as docs/operations.md describes, then verify the copy's audit "
+              "trail and allocation list (run 'randomizer audit verify' and 'randomizer list "
+              "verify' on the copy)")
 
 # A second process that writes until told to stop: it randomizes P-001..P-020,
 # then keeps reading the report (every command appends to the audit trail).
@@ -326,7 +327,8 @@ def test_restore_refuses_a_wrong_key_file(backup_file: Path, trial_with_list: Tr
     target = trial_with_list.directory / "restored.db"
     assert_error(run("restore", "--from", str(backup_file), user=ADMIN, db=_sqlite_url(target),
                      key_file=other), 1,
-                 "the key file does not open this trial's data: wrong key file or altered data")
+                 "the key file does not open this trial: it is not the trial's current key "
+                 "(was the key rotated?)")
     assert _leftovers(target) == []
 
 

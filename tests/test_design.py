@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from randomizer.commands import cli
-from randomizer.design import load_design, parse_design, shipped_designs
-from randomizer.errors import DesignError, InvalidInput
+from randomizer.design import Criterion, format_range, load_design, parse_design, shipped_designs
+from randomizer.errors import DesignError, Hint, InvalidInput
 from tests.support.designs import design_toml, in_range, must_be_yes
 
 VALID = design_toml(
@@ -56,10 +56,61 @@ def test_eligibility_answers_name_every_failing_criterion() -> None:
         design.check_answers({**answers, "age": "abc"})
     with pytest.raises(InvalidInput, match="must be yes or no"):
         design.check_answers({**answers, "progressive_ms": "maybe"})
-    with pytest.raises(InvalidInput, match="missing answer for edss"):
+    with pytest.raises(InvalidInput, match="missing answer for edss") as missing:
         design.check_answers({k: v for k, v in answers.items() if k != "edss"})
+    assert missing.value.hint is Hint.ANSWERS
     with pytest.raises(InvalidInput, match="unknown eligibility criterion 'height'"):
         design.check_answers({**answers, "height": "180"})
+
+
+@pytest.mark.parametrize(("raw", "value"), [
+    ("4.5", 4.5), ("4,5", 4.5), (" 4,5 ", 4.5), ("18", 18.0), ("-0,25", -0.25)])
+def test_numeric_answers_take_a_decimal_point_or_comma(raw: str, value: float) -> None:
+    edss = Criterion("edss", "range", "EDSS score", 3.0, 6.5)
+    assert edss.parse(raw) == value
+
+
+@pytest.mark.parametrize("raw", ["1,2,3", "4,5.0", "4;5", "", "nan", "inf", ",", "4 5"])
+def test_malformed_numeric_answers_are_refused(raw: str) -> None:
+    edss = Criterion("edss", "range", "EDSS score", 3.0, 6.5)
+    with pytest.raises(InvalidInput, match=r"^answer edss=.* must be a (finite )?number$"):
+        edss.parse(raw)
+
+
+def test_a_decimal_comma_answer_is_judged_like_a_point() -> None:
+    design = load_design("exosome-ms")
+    answers = {"age": "45", "progressive_ms": "yes", "edss": "6,5",
+               "recent_relapse_or_steroids": "no", "other_neuro_autoimmune": "no",
+               "infection_malignancy_systemic": "no"}
+    assert design.check_answers(answers) == []
+    assert design.check_answers({**answers, "edss": "6,6"}) == [
+        "edss: answered 6,6, must be 3 to 6.5 (EDSS score at screening)"]
+
+
+@pytest.mark.parametrize(("minimum", "maximum", "text"), [
+    (18.0, 65.0, "18 to 65"), (3.0, 6.5, "3 to 6.5"), (18.0, None, "18 or more"),
+    (None, 6.5, "6.5 or less")])
+def test_a_range_is_written_one_way(minimum: float | None, maximum: float | None,
+                                    text: str) -> None:
+    assert format_range(minimum, maximum) == text
+    criterion = Criterion("x", "range", "X?", minimum, maximum)
+    assert criterion.rule() == text
+    outside = (maximum or 0) + 1 if maximum is not None else (minimum or 0) - 1
+    assert criterion.failure(f"{outside:g}") == f"x: answered {outside:g}, must be {text} (X?)"
+
+
+def test_the_eligibility_ranges_are_written_alike_everywhere() -> None:
+    """design show, the screen failure and the question on a terminal say '18 to 65'."""
+    design = load_design("exosome-ms")
+    age = next(c for c in design.criteria if c.id == "age")
+    assert "18" not in age.question  # the range is the rule's, not repeated in the question
+    code, out, _ = invoke("design", "show", "exosome-ms")
+    assert code == 0
+    assert "  age: Age in years at screening [must be 18 to 65]" in out.splitlines()
+    assert "  edss: EDSS score at screening [must be 3 to 6.5]" in out.splitlines()
+    assert "  progressive_ms: Confirmed primary or secondary progressive MS? [must be yes]" \
+        in out.splitlines()
+    assert age.failure("70") == "age: answered 70, must be 18 to 65 (Age in years at screening)"
 
 
 def test_strata_are_every_combination_with_canonical_keys() -> None:

@@ -36,10 +36,10 @@ from randomizer.vault import (
     unwrap_data_key,
     wrap_data_key,
 )
+from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE
 
 DATA = Path(__file__).resolve().parent / "data"
 PACKAGE = Path(__file__).resolve().parent.parent / "randomizer"
-OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
 
 
 def load_format_vectors(name: str) -> dict[str, Any]:
@@ -97,10 +97,10 @@ def test_the_stored_wrapped_key_unwraps_to_the_data_key() -> None:
 
 
 def test_the_stored_wrapped_key_refuses_a_wrong_trial_key_and_every_flipped_byte() -> None:
-    with pytest.raises(SealedDataError, match=f"^{re.escape(OPAQUE)}$"):
+    with pytest.raises(SealedDataError, match=f"^{re.escape(NOT_CURRENT_KEY)}$"):
         unwrap_data_key(flipped(TRIAL_KEY, 0), WRAPPED_DATA_KEY)
     for position in range(len(WRAPPED_DATA_KEY)):
-        with pytest.raises(SealedDataError, match=f"^{re.escape(OPAQUE)}$"):
+        with pytest.raises(SealedDataError, match=f"^{re.escape(NOT_CURRENT_KEY)}$"):
             unwrap_data_key(TRIAL_KEY, flipped(WRAPPED_DATA_KEY, position))
 
 

@@ -129,7 +129,7 @@ def test_db_status_of_an_empty_database(db_url: str, run: Run) -> None:
     assert result.stdout == (f"schema (none); this release expects {HEAD}: empty, "
                              "run 'randomizer init'\n")
     assert_error(run("user", "list", user=ADMIN), 1, "no randomizer trial in ",
-                 "run 'randomizer init' first")
+                 ": create the trial first (run 'randomizer init')")
 
 
 def test_db_upgrade_of_a_current_database_changes_only_the_trail(initialized_trial: TrialFiles,
@@ -245,14 +245,14 @@ def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool =
 
 def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the migration scripts in ``scripts`` instead of the package's."""
-    original = store._alembic_config
+    original = store.alembic_config
 
     def config(connection: Connection) -> Any:
         settings = original(connection)
         settings.set_main_option("script_location", str(scripts))
         return settings
-    monkeypatch.setattr(store, "_alembic_config", config)
-    monkeypatch.setattr(maintenance, "_alembic_config", config)
+    monkeypatch.setattr(store, "alembic_config", config)
+    monkeypatch.setattr(maintenance, "alembic_config", config)
 
 
 @pytest.fixture
@@ -264,7 +264,8 @@ def behind(trial_with_list: TrialFiles, tmp_path: Path,
 
 
 BEHIND = ("the database schema (0002) is behind this randomizer (0003): take a backup, "
-          "then run 'randomizer db upgrade'")
+          "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
+          "then 'randomizer db upgrade')")
 
 
 def test_every_command_refuses_a_database_that_is_behind(behind: TrialFiles,
@@ -336,7 +337,8 @@ def test_a_0001_database_upgrades_to_the_orm_schema(trial_files: TrialFiles, run
     before = dump_database(url)
     assert assert_error(run("user", "list", user=ADMIN), 1) == (
         "the database schema (0001) is behind this randomizer (0002): take a backup, "
-        "then run 'randomizer db upgrade'")
+        "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
+        "then 'randomizer db upgrade')")
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
     assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}

@@ -18,9 +18,9 @@ from randomizer import trial as trial_module
 from randomizer.design import design_text, load_design
 from randomizer.sealed import KIT_KIND, SEED_KIND, SLOT_KIND, open_allocation, seal_allocation
 from randomizer.vault import NONCE_SIZE, sealed_size
-from tests.support.assertions import OPAQUE, assert_error, assert_ok
+from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE, assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute, without_audit
-from tests.support.exosome import ARM_LABELS, ARMS, TRIAL_ID
+from tests.support.exosome import ARM_LABELS, ARMS, TRIAL_ID, answer_args
 from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, open_trial_vault, write_key_file
 
 # What a stolen database must not reveal ------------------------------------------------
@@ -304,7 +304,7 @@ def test_a_flipped_bit_in_the_wrapped_data_key_stops_every_command(
             v=_flip(wrapped, 9))
     before = dump_database(trial_with_list.db_url)
     for argv in (["list", "verify"], ["user", "list"], ["audit", "verify"]):
-        assert assert_error(run(*argv, user=ADMIN), 1) == OPAQUE
+        assert assert_error(run(*argv, user=ADMIN), 1) == NOT_CURRENT_KEY
     assert dump_database(trial_with_list.db_url) == before
 
 
@@ -347,6 +347,24 @@ def test_a_resealed_slot_with_another_arm_is_caught(trial_with_list: TrialFiles,
 # The list itself ------------------------------------------------------------------------
 
 
+def test_generate_and_verify_count_spares_alike_after_replacements(
+        trial_with_users: TrialFiles, run: Run) -> None:
+    generated = run.ok("list", "generate", user=ADMIN).stdout
+    kits_line = next(line for line in generated.splitlines() if line.startswith("Kits: "))
+    spares = load_design("exosome-ms").spares_per_arm() * len(ARMS)
+    assert kits_line.endswith(f" ({spares} spares)")
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
+    for reason in ("bag punctured", "dropped"):
+        kit = execute(trial_with_users.db_url,
+                      "SELECT code FROM kits WHERE participant_id IS NOT NULL "
+                      "AND status = 'dispensed'")[0][0]
+        run.ok("kit", "replace", kit, "--reason", reason, user="ivan")
+    verified = run.ok("list", "verify", user=ADMIN).stdout
+    assert kits_line in verified.splitlines()
+    summary = json.loads(run.ok("list", "verify", "--json", user=ADMIN).stdout)
+    assert summary["spare_kits"] == spares
+
+
 def test_list_generate_prints_counts_and_commitment_never_the_sequence(
         trial_with_users: TrialFiles, run: Run) -> None:
     result = run.ok("list", "generate", "--json", user=ADMIN)
@@ -377,14 +395,15 @@ def test_a_second_list_is_refused(trial_with_list: TrialFiles, run: Run) -> None
     before = dump_database(trial_with_list.db_url)
     assert assert_error(run("list", "generate", user=ADMIN), 1) == (
         "the allocation list already exists: a trial has one list; "
-        "use 'randomizer list verify' to check it")
+        "verify it instead (run 'randomizer list verify')")
     after = dump_database(trial_with_list.db_url)
     assert without_audit(after) == without_audit(before)
 
 
 def test_verify_before_any_list_is_refused(trial_with_users: TrialFiles, run: Run) -> None:
     assert assert_error(run("list", "verify", user=ADMIN), 1) == \
-        "no allocation list yet: an admin runs 'randomizer list generate'"
+        "no allocation list yet: an admin generates the allocation list first " \
+        "(run 'randomizer list generate')"
 
 
 # Key files ----------------------------------------------------------------------------
@@ -409,7 +428,8 @@ KEY_FILE_PROBLEMS = [
     ("mode-0601", lambda f: f.key_file.chmod(0o601),
      "key file {k} is accessible by others (mode 0601): chmod 600 {k}"),
     ("missing", lambda f: f.key_file.unlink(),
-     "key file {k} not found: pass --key-file or set RANDOMIZER_KEY_FILE"),
+     "key file {k} not found: give the path of the trial's key file "
+     "(pass --key-file PATH or set RANDOMIZER_KEY_FILE)"),
     ("16-bytes", lambda f: write_key_file(f.key_file, bytes(16)),
      "key file {k} holds a 16-byte key, not 32 bytes: is it the right file?"),
     ("33-bytes", lambda f: write_key_file(f.key_file, bytes(33)),
@@ -450,23 +470,24 @@ def test_a_directory_as_key_file_is_bad_usage(trial_with_list: TrialFiles, run: 
 
 
 @pytest.mark.parametrize("command", [["user", "list"], ["list", "verify"], ["audit", "show"]])
-def test_a_different_key_file_fails_with_the_integrity_error(
+def test_a_different_key_file_is_not_the_current_key(
         command: list[str], trial_with_list: TrialFiles, run: Run) -> None:
     other = write_key_file(trial_with_list.directory / "other.key", bytes(range(32)))
     before = dump_database(trial_with_list.db_url)
     result = run(*command, user=ADMIN, key_file=other)
-    assert assert_error(result, 1) == OPAQUE
+    assert assert_error(result, 1) == NOT_CURRENT_KEY
     assert dump_database(trial_with_list.db_url) == before
     run.ok(*command, user=ADMIN)  # the right key still opens everything
 
 
-def test_the_key_of_another_trial_fails_with_the_integrity_error(
+def test_the_key_of_another_trial_is_not_the_current_key(
         trial_with_list: TrialFiles, run: Run, tmp_path: Path) -> None:
     other_db = f"sqlite:///{tmp_path / 'other.db'}"
     other_key = tmp_path / "other-trial.key"
     run.ok("init", "--design", "exosome-ms", "--admin", ADMIN, db=other_db, key_file=other_key,
            env={"RANDOMIZER_PASSWORD": PASSWORDS[ADMIN]})
-    assert assert_error(run("list", "verify", user=ADMIN, key_file=other_key), 1) == OPAQUE
+    assert assert_error(run("list", "verify", user=ADMIN, key_file=other_key), 1) == \
+        NOT_CURRENT_KEY
 
 
 # Key rotation -----------------------------------------------------------------------------
@@ -489,9 +510,10 @@ def test_rotation_retires_the_old_key_and_loses_nothing(trial_with_list: TrialFi
     # only the wrapping changed; every sealed value is byte for byte what it was
     assert execute(files.db_url, "SELECT wrapped_data_key FROM trial")[0][0] != wrapped_before
     assert sealed_columns(files) == sealed_before
-    # the old key no longer opens the trial
+    # the old key no longer opens the trial, and the site holding it is told why, not
+    # warned of tampering
     for argv in (["list", "verify"], ["user", "list"]):
-        assert assert_error(run(*argv, user=ADMIN), 1) == OPAQUE
+        assert assert_error(run(*argv, user=ADMIN), 1) == NOT_CURRENT_KEY
     # the new one opens everything: the list verifies against the same commitment
     verified = json.loads(run.ok("list", "verify", "--json", user=ADMIN,
                                  key_file=new_key).stdout)

@@ -7,6 +7,7 @@ import json
 import stat
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -54,6 +55,32 @@ def test_every_command_has_help_with_an_example(path: str) -> None:
     command = dict(all_commands())[tuple(argv)]
     assert command.help and command.help.strip(), f"{path} has no help text"
     assert "Example" in result.stdout, f"'randomizer {path} --help' shows no example"
+
+
+GROUPS = [" ".join(path) or "(root)" for path, command in all_commands()
+          if isinstance(command, click.Group)]
+
+
+@pytest.mark.parametrize("path", GROUPS)
+def test_a_group_without_its_subcommand_shows_its_help_and_exits_2(path: str) -> None:
+    argv = [] if path == "(root)" else path.split()
+    result = CliRunner().invoke(cli, argv, prog_name="randomizer")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    help_text = CliRunner().invoke(cli, [*argv, "--help"], prog_name="randomizer").stdout
+    assert result.stderr == help_text
+    group = dict(all_commands())[tuple(argv)]
+    assert isinstance(group, click.Group)
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"Usage: {' '.join(['randomizer', *argv])} ")
+    assert "Commands:" in lines
+    for name in group.commands:
+        assert any(line.split()[:1] == [name] for line in lines), name
+
+
+def test_every_group_is_checked_without_its_subcommand() -> None:
+    assert {"(root)", "user", "kit", "pharmacy", "unblind", "audit", "db", "design", "key",
+            "list"} <= set(GROUPS)
 
 
 def test_the_cli_has_the_commands_of_this_issue() -> None:
@@ -115,7 +142,8 @@ def test_a_second_init_is_refused(same_key_file: bool, trial_with_list: TrialFil
                  key_file=trial_with_list.key_file if same_key_file else other_key,
                  env={"RANDOMIZER_PASSWORD": "mallory-password-1"})
     assert assert_error(result, 1) == (f"{trial_with_list.db_url} already holds a trial: "
-                                       "use another --db, or keep working with that one")
+                                       "create the new trial in another database, or keep "
+                                       "working with that one (pass another --db URL)")
     assert trial_with_list.key_file.read_bytes() == key_before
     assert not other_key.exists()
     assert dump_database(trial_with_list.db_url) == before
@@ -330,7 +358,9 @@ def test_commands_on_a_database_that_cannot_be_opened(url: str, message: str,
     before = dump_database(trial_with_list.db_url)
     if url.startswith("sqlite:"):
         # only init and restore may create a SQLite file; others refuse a missing one
-        message = f"no randomizer trial at {url}: the file does not exist"
+        message = (f"no randomizer trial at {url}: the file does not exist; check the database "
+                   "location, or create the trial first (check --db URL (RANDOMIZER_DB), or "
+                   "run 'randomizer init' to start a trial)")
     assert_error(run(*command, user=ADMIN, db=url), 1, message)
     assert dump_database(trial_with_list.db_url) == before
     assert not Path("/nonexistent-dir").exists()
@@ -356,5 +386,6 @@ def test_an_empty_database_holds_no_trial(trial_files: TrialFiles, run: Run) -> 
     if trial_files.db_path is not None:
         trial_files.db_path.touch()  # an empty SQLite file (a missing one is refused earlier)
     assert assert_error(run("user", "list", user=ADMIN), 1) == \
-        f"no randomizer trial in {trial_files.db_url}: run 'randomizer init' first"
+        f"no randomizer trial in {trial_files.db_url}: create the trial first " \
+        "(run 'randomizer init')"
     assert dump_database(trial_files.db_url) == {}

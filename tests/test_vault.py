@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.keywrap import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from randomizer.errors import InvalidInput, KeyFileError, SealedDataError
+from randomizer.errors import Hint, InvalidInput, KeyFileError, SealedDataError
 from randomizer.sealed import SEALED_WIDTHS
 from randomizer.vault import (
     Vault,
@@ -30,7 +30,7 @@ from randomizer.vault import (
     unwrap_data_key,
     wrap_data_key,
 )
-from tests.support.assertions import OPAQUE
+from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE
 
 DATA_KEY = bytes(range(32))
 TRIAL = "exosome-ms"
@@ -227,7 +227,7 @@ def test_a_wrong_trial_key_does_not_unwrap_the_data_key() -> None:
     wrapped = wrap_data_key(bytes(32), DATA_KEY)
     with pytest.raises(SealedDataError) as caught:
         unwrap_data_key(bytes([1] * 32), wrapped)
-    assert str(caught.value) == OPAQUE
+    assert str(caught.value) == NOT_CURRENT_KEY
 
 
 def altered_wrappings(wrapped: bytes) -> Iterator[bytes]:
@@ -245,7 +245,7 @@ def test_an_altered_wrapped_data_key_does_not_unwrap() -> None:
     for altered in altered_wrappings(wrap_data_key(trial_key, DATA_KEY)):
         with pytest.raises(SealedDataError) as caught:
             unwrap_data_key(trial_key, altered)
-        assert str(caught.value) == OPAQUE
+        assert str(caught.value) == NOT_CURRENT_KEY
 
 
 def test_a_wrapped_key_of_the_wrong_size_does_not_unwrap() -> None:
@@ -373,9 +373,8 @@ def test_read_key_file_refuses_a_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.key"
     with pytest.raises(KeyFileError) as caught:
         read_key_file(path)
-    assert str(caught.value) == (
-        f"key file {path} not found: pass --key-file or set RANDOMIZER_KEY_FILE"
-    )
+    assert str(caught.value) == f"key file {path} not found: give the path of the trial's key file"
+    assert caught.value.hint is Hint.KEY_FILE
 
 
 @pytest.mark.parametrize(
@@ -452,7 +451,7 @@ def test_a_different_key_file_does_not_open_the_trial(tmp_path: Path) -> None:
     wrapped = wrap_data_key(first, DATA_KEY)
     with pytest.raises(SealedDataError) as caught:
         unwrap_data_key(read_key_file(tmp_path / "second.key"), wrapped)
-    assert str(caught.value) == OPAQUE
+    assert str(caught.value) == NOT_CURRENT_KEY
     assert unwrap_data_key(read_key_file(tmp_path / "first.key"), wrapped) == DATA_KEY
 
 

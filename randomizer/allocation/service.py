@@ -19,9 +19,10 @@ from sqlalchemy import select
 from randomizer.allocation.kits import parse_code
 from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
-from randomizer.errors import Ineligible, InvalidInput, NotFound, StateError
+from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
 from randomizer.sealed import find_participant, open_kit_content
+from randomizer.trial import require_list
 
 PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 """Participant ids: a letter or digit, then letters, digits and dashes; 1-32 characters."""
@@ -51,6 +52,8 @@ class KitIssue:
     kit: str
     visit_date: str
     repeat: bool
+    note: str = ""
+    """Set when a repeat request gave another date: that date was not recorded."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,7 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
     failures = design.check_answers(answers)
     _check_not_future(op, on)
     _refuse_if_locked(op, "randomization")
-    if op.trial.seed_sealed is None:
-        raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
+    require_list(op)
     existing = op.session.scalars(select(Participant).where(Participant.code == participant)) \
         .one_or_none()
     if existing is not None:
@@ -193,7 +195,7 @@ def _dosing_kit(op: Operation, slot_id: int, visit: int) -> Kit:
                                                Kit.spare.is_(False))).one_or_none()
     if kit is None or kit.status != "available":
         raise StateError("the kit list is damaged: the slot's kit is missing or already used; "
-                         "ask the admin to run 'randomizer list verify'")
+                         "ask the admin to verify the allocation list", hint=Hint.VERIFY_LIST)
     return kit
 
 
@@ -211,24 +213,38 @@ def _current_kit(op: Operation, participant: Participant, visit: int) -> Kit | N
         Kit.status != "voided")).one_or_none()
 
 
-def window_of(design: TrialDesign, visit: Visit, randomized_on: date) -> tuple[date, date]:
+def window_of(visit: Visit, randomized_on: date) -> tuple[date, date]:
     """The first and last allowed date of a visit."""
     target = randomized_on + timedelta(days=visit.day)
     return target - timedelta(days=visit.window), target + timedelta(days=visit.window)
 
 
-def request_kit(op: Operation, participant: str, visit_number: int, on: date,
+def request_kit(op: Operation, participant: str, visit_number: int, on: date | None,
                 override_reason: str | None) -> KitIssue:
-    """The kit of a dosing visit: the same code on a repeat request; visits in order."""
+    """The kit of a dosing visit, dated ``on`` (None: today); visits in order.
+
+    A repeat request returns the kit already issued and keeps its recorded date;
+    if it gave another date, the result's ``note`` says that date was not recorded.
+    """
     design = op.design
     visit = design.visit(visit_number)
-    _check_not_future(op, on)
+    if on is not None:
+        _check_not_future(op, on)
     row = participant_row(op, participant)
     existing = _current_kit(op, row, visit_number)
     if existing is not None:
-        op.audit("kit.request", subject=participant,
-                 details={"visit": visit_number, "kit": existing.code, "repeat": True})
-        return _issue(row, visit, existing, repeat=True)
+        details: dict[str, object] = {"visit": visit_number, "kit": existing.code,
+                                      "repeat": True}
+        note = ""
+        if on is not None and on != existing.visit_date:
+            recorded = existing.visit_date.isoformat() if existing.visit_date else "undated"
+            note = (f"visit {visit_number}'s kit was issued earlier, dated {recorded}: the date "
+                    f"{on.isoformat()} was not recorded; the kit and its recorded date are "
+                    "unchanged")
+            details["date_not_recorded"] = on.isoformat()
+        op.audit("kit.request", subject=participant, details=details)
+        return _issue(row, visit, existing, repeat=True, note=note)
+    on = on or op.today
     _refuse_if_locked(op, "dispensing")
     previous = _current_kit(op, row, visit_number - 1) if visit_number > 1 else None
     if visit_number > 1 and previous is None:
@@ -237,14 +253,14 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
     if previous is not None and previous.visit_date is not None and on <= previous.visit_date:
         raise InvalidInput(f"date {on.isoformat()} is not after visit {visit_number - 1} "
                            f"({previous.visit_date.isoformat()})")
-    first, last = window_of(design, visit, row.randomized_on)
-    details: dict[str, object] = {"visit": visit_number, "date": on.isoformat()}
+    first, last = window_of(visit, row.randomized_on)
+    details = {"visit": visit_number, "date": on.isoformat()}
     if not first <= on <= last:
         if override_reason is None:
             raise StateError(f"{on.isoformat()} is outside the window of visit {visit_number} "
                              f"({visit.name}) for {participant}: {first.isoformat()} to "
-                             f"{last.isoformat()}; to dose anyway use --override-window "
-                             "--reason TEXT")
+                             f"{last.isoformat()}; to dose outside the window, give an "
+                             "override reason", hint=Hint.OVERRIDE_WINDOW)
         details["window_override"] = {"from": first.isoformat(), "to": last.isoformat()}
     kit = _dosing_kit(op, row.slot_id, visit_number)
     _dispense(op, kit, row, on)
@@ -253,11 +269,11 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
     return _issue(row, visit, kit, repeat=False)
 
 
-def _issue(row: Participant, visit: Visit, kit: Kit, repeat: bool) -> KitIssue:
+def _issue(row: Participant, visit: Visit, kit: Kit, repeat: bool, note: str = "") -> KitIssue:
     return KitIssue(participant=row.code, randomization_number=row.randomization_number,
                     visit=visit.number, visit_name=visit.name, kit=kit.code,
                     visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
-                    repeat=repeat)
+                    repeat=repeat, note=note)
 
 
 def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
@@ -285,8 +301,9 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     # refusing only when this kit's own arm has none left would tell a blinded
     # investigator which kits share an arm.
     if spare is None or issued >= min(stock[arm] for arm in op.design.arm_ids):
-        raise StateError(f"no spare kit left to replace {old.code}: the admin must add spare "
-                         "kits before this kit can be replaced")
+        raise StateError(f"no spare kit left to replace {old.code}: the trial's spare kits are "
+                         "used up, and spares cannot be added to a generated list; contact "
+                         "the list custodian")
     participant = op.session.get(Participant, old.participant_id)
     assert participant is not None
     old.status = "voided"

@@ -34,6 +34,7 @@ from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
     AuthenticationFailed,
     Busy,
+    Hint,
     InvalidInput,
     NotAuthorized,
     NotFound,
@@ -105,11 +106,12 @@ def load_token(server: str) -> tuple[str, str] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        raise InvalidInput(f"the token file {path} is unreadable: run 'randomizer login' "
-                           "again") from None
+        raise InvalidInput(f"the token file {path} is unreadable: log in again",
+                           hint=Hint.LOGIN) from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), str)
                                              for k in ("user", "token")):
-        raise InvalidInput(f"the token file {path} is unreadable: run 'randomizer login' again")
+        raise InvalidInput(f"the token file {path} is unreadable: log in again",
+                           hint=Hint.LOGIN)
     return data["user"], data["token"]
 
 
@@ -187,8 +189,8 @@ class HttpBackend:
     def _bearer(self) -> str:
         if self._token is None:
             if self._credentials is None:
-                raise AuthenticationFailed(f"not logged in to {self.server}: run "
-                                           "'randomizer login' first")
+                raise AuthenticationFailed(f"not logged in to {self.server}: log in first",
+                                           hint=Hint.LOGIN)
             self._token = self.login(self._credentials())
             self._temporary = True
         return self._token
@@ -255,7 +257,8 @@ class HttpBackend:
             return self._credentials().user
         saved = load_token(self.server)
         if saved is None:
-            raise AuthenticationFailed(f"not logged in to {self.server}")
+            raise AuthenticationFailed(f"not logged in to {self.server}: log in first",
+                                       hint=Hint.LOGIN)
         return saved[0]
 
     def generate_list(self) -> trial.ListSummary:

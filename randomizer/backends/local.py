@@ -183,7 +183,7 @@ class LocalBackend:
                     override_reason: str | None = None) -> service.KitIssue:
         """The kit of one dosing visit (investigator)."""
         return self._run(Permission.DISPENSE, "kit.request", lambda op: service.request_kit(
-            op, participant, visit, on or op.today, override_reason), participant)
+            op, participant, visit, on, override_reason), participant)
 
     def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
         """Void a kit and issue a spare of the same content (investigator)."""
@@ -197,7 +197,7 @@ class LocalBackend:
 
     def pharmacy_list(self) -> list[service.PharmacyKit]:
         """Every kit with content and status (pharmacist)."""
-        return self._run(Permission.PREPARE, "pharmacy.list", service.pharmacy_list)
+        return self._run(Permission.LIST_KITS, "pharmacy.list", service.pharmacy_list)
 
     def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
         """Break the code for one participant (investigator, admin)."""

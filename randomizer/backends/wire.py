@@ -3,7 +3,8 @@
 A result is one of the library's frozen dataclasses; :func:`to_wire` gives its
 JSON form (the same as the CLI's ``--json``), :func:`from_wire` rebuilds the
 dataclass from it using the class's type hints. A refusal travels as
-``{"error": message, "kind": class name}``; :func:`error_from_wire` raises the
+``{"error": message, "kind": class name, "hint": next step}`` (``hint`` only
+when the library gave one); :func:`error_from_wire` raises the
 same class on the client, so a remote command prints the same ``Error:`` line
 and exits with the same code as a local one.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from randomizer import errors
-from randomizer.errors import RandomizerError
+from randomizer.errors import Hint, RandomizerError
 
 T = TypeVar("T")
 
@@ -109,8 +110,11 @@ def error_classes() -> dict[str, type[RandomizerError]]:
 
 
 def error_to_wire(error: RandomizerError) -> dict[str, str]:
-    """The JSON body of a refusal."""
-    return {"error": " ".join(str(error).split()) or "refused", "kind": type(error).__name__}
+    """The JSON body of a refusal: message, class and (when there is one) the next step."""
+    body = {"error": " ".join(str(error).split()) or "refused", "kind": type(error).__name__}
+    if error.hint is not None:
+        body["hint"] = error.hint.name
+    return body
 
 
 def error_from_wire(body: Any, fallback: type[RandomizerError]) -> RandomizerError:
@@ -123,4 +127,5 @@ def error_from_wire(body: Any, fallback: type[RandomizerError]) -> RandomizerErr
         if isinstance(body.get("kind"), str):
             kind = body["kind"]
     cls = error_classes().get(kind or "", fallback)
-    return cls(message)
+    hint = body.get("hint") if isinstance(body, dict) else None
+    return cls(message, hint=Hint.__members__.get(hint) if isinstance(hint, str) else None)

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import json
 import os
-import sys
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
+from typing import TextIO
 
 import click
 
+from randomizer.allocation.service import PharmacyKit
 from randomizer.commands.base import (
     Settings,
     emit,
     json_option,
+    on_terminal,
     pass_settings,
     reason_option,
     table,
 )
+from randomizer.design import Criterion, TrialDesign
 from randomizer.errors import InvalidInput
 
 date_option = click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), default=None,
-                           help="Date of the visit, YYYY-MM-DD (default: today, UTC).")
+                           help="Date of the visit, YYYY-MM-DD (default: today on this "
+                                "machine's local calendar).")
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -63,6 +69,39 @@ def _answers_file(path: Path) -> dict[str, str]:
     return answers
 
 
+def _ask_answers(design: TrialDesign, answers: dict[str, str]) -> bool:
+    """Ask each criterion without an answer, again until it parses; whether any was asked."""
+    asked = False
+    for criterion in design.criteria:
+        if criterion.id not in answers:
+            answers[criterion.id] = str(click.prompt(
+                f"{criterion.question} ({_answer_form(criterion)})",
+                value_proc=functools.partial(_checked, criterion)))
+            asked = True
+    return asked
+
+
+def _answer_form(criterion: Criterion) -> str:
+    return f"number, eligible {criterion.rule()}" if criterion.kind == "range" else "yes/no"
+
+
+def _checked(criterion: Criterion, raw: str) -> str:
+    try:
+        criterion.parse(raw)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc)) from None
+    return raw.strip()
+
+
+def _confirm(participant: str, site: str, levels: dict[str, str],
+             answers: dict[str, str]) -> None:
+    click.echo(f"\nParticipant {participant} at site {site}"
+               + "".join(f", {name}={level}" for name, level in sorted(levels.items())))
+    for name, value in answers.items():
+        click.echo(f"  {name}: {value}")
+    click.confirm(f"Randomize {participant} with these answers?", abort=True)
+
+
 def _date(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
 
@@ -92,11 +131,11 @@ def randomize(settings: Settings, participant: str, site: str, strata: tuple[str
     answers.update(_pairs(answer_pairs, "--answer"))
     levels = _pairs(strata, "--stratum")
     backend = settings.backend()
-    if sys.stdin.isatty():
-        for criterion in backend.trial_design().criteria:
-            if criterion.id not in answers:
-                answers[criterion.id] = str(click.prompt(f"{criterion.question} "
-                                                         f"[{criterion.id}]"))
+    if on_terminal():
+        # the password first: typed ahead of a question, it would be echoed as an answer
+        settings.credentials()
+        if _ask_answers(backend.trial_design(), answers):
+            _confirm(participant, site, levels, answers)
     result = backend.randomize(participant, site, levels, answers, _date(on))
     emit(settings, result, lambda: (
         f"Participant {result.participant} randomized at {result.site}: "
@@ -125,7 +164,8 @@ def kit_request(settings: Settings, participant: str, visit: int, on: datetime |
                 override_window: bool, reason: str | None) -> None:
     """The kit code for a participant's dosing visit (the same code if asked again).
 
-    Example: randomizer kit request P-001 --visit 2 --date 2027-03-01
+    Dated today unless --date gives an earlier day.
+    Example: randomizer kit request P-001 --visit 2
     """
     if override_window and reason is None:
         raise InvalidInput("--override-window needs --reason TEXT")
@@ -134,8 +174,10 @@ def kit_request(settings: Settings, participant: str, visit: int, on: datetime |
     issued = settings.backend().request_kit(participant, visit, _date(on),
                                             reason if override_window else None)
     again = " (issued earlier)" if issued.repeat else ""
+    note = f"\nNote: {issued.note}." if issued.note else ""
     emit(settings, issued, f"{issued.participant} ({issued.randomization_number}) visit "
-         f"{issued.visit} ({issued.visit_name}) on {issued.visit_date}: kit {issued.kit}{again}")
+         f"{issued.visit} ({issued.visit_name}) on {issued.visit_date}: kit {issued.kit}{again}"
+         f"{note}")
 
 
 @kit.command("replace")
@@ -179,9 +221,23 @@ def pharmacy_prepare(settings: Settings, code: str) -> None:
         "Label the infusion with the kit code only; never tell blinded staff the content."))
 
 
+STDOUT = Path("-")
+"""``-`` as a file argument: standard output."""
+
+
+def _write_kits_csv(handle: TextIO, kits: list[PharmacyKit]) -> None:
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])
+    for k in kits:
+        writer.writerow([k.kit, k.arm, k.label, k.status, "yes" if k.spare else "no",
+                         k.participant, k.visit or ""])
+
+
 @pharmacy.command("list")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write the list as CSV (new file, mode 0600).")
+@click.option("--csv", "csv_path",
+              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Also write the list as CSV (new file, mode 0600); '-' prints the CSV "
+                   "alone to standard output.")
 @json_option
 @pass_settings
 def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
@@ -189,8 +245,15 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
 
     Example: randomizer pharmacy list --csv kits.csv
     """
+    if csv_path == STDOUT:
+        if settings.as_json:
+            raise InvalidInput("--csv - and --json both write to standard output: choose one")
+        buffer = io.StringIO()
+        _write_kits_csv(buffer, settings.backend().pharmacy_list())
+        click.echo(buffer.getvalue(), nl=False)
+        return
     # create the file first: a path that cannot be written must not leave an audited listing
-    fd = _create_private(csv_path) if csv_path is not None else None
+    fd = create_private(csv_path) if csv_path is not None else None
     try:
         kits = settings.backend().pharmacy_list()
     except BaseException:
@@ -200,17 +263,14 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
         raise
     if fd is not None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])
-            for k in kits:
-                writer.writerow([k.kit, k.arm, k.label, k.status, "yes" if k.spare else "no",
-                                 k.participant, k.visit or ""])
+            _write_kits_csv(handle, kits)
     emit(settings, kits, lambda: table(
         [(k.kit, k.label, k.status, "spare" if k.spare else "", k.participant, k.visit or "")
          for k in kits], ["kit", "content", "status", "spare", "participant", "visit"]))
 
 
-def _create_private(path: Path) -> int:
+def create_private(path: Path) -> int:
+    """Create ``path`` exclusively with mode 0600 and return its descriptor; never overwrite."""
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from randomizer.audit import load_signing_key, new_signing_key, read_checkpoint, sign_checkpoint
+from randomizer.commands.allocation import create_private
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
-from randomizer.errors import InvalidInput
+from randomizer.errors import Hint, InvalidInput
 
 SEQ_MAX = 2**31 - 1
 """The largest sequence number: audit_events.seq is a 32-bit INTEGER on PostgreSQL. Larger
@@ -74,7 +75,8 @@ def audit_verify(settings: Settings, checkpoint: Path | None, public_key: Path |
     signed = None
     if checkpoint is not None:
         if public_key is None:
-            raise InvalidInput("--checkpoint needs --public-key")
+            raise InvalidInput("a checkpoint note is checked with the public key that "
+                               "signed it: give that public key too", hint=Hint.CHECKPOINT_KEY)
         # the signature is checked here, where the public key is; the backend checks the head
         signed = read_checkpoint(_read(checkpoint, "checkpoint note").decode("utf-8", "replace"),
                                  _read(public_key, "public key"))
@@ -111,14 +113,32 @@ def audit_keygen(settings: Settings, out: Path) -> None:
 @audit_group.command("checkpoint")
 @click.option("--signing-key", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Ed25519 private key from 'audit keygen'.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the note to this new file (mode 0600) instead of standard output; "
+                   "a refused command leaves no file.")
 @pass_settings
-def audit_checkpoint(settings: Settings, signing_key: Path) -> None:
+def audit_checkpoint(settings: Settings, signing_key: Path, out: Path | None) -> None:
     """Print a signed note of the trail's head, to file outside the database (admin).
 
-    Example: randomizer audit checkpoint --signing-key qa-signing.pem > 2026-11-25.note
+    Example: randomizer audit checkpoint --signing-key qa-signing.pem --out 2026-11-25.note
     """
     private_pem = _read(signing_key, "signing key")
     load_signing_key(private_pem)  # a bad key is refused before anything is recorded
-    # signed here, on the caller's side: the signing key never reaches the backend
-    note = sign_checkpoint(settings.backend().audit_checkpoint(), private_pem)
-    click.echo(note, nl=False)
+    # create the file first: a path that cannot be written must not leave an audited checkpoint
+    fd = create_private(out) if out is not None else None
+    try:
+        # signed here, on the caller's side: the signing key never reaches the backend
+        note = sign_checkpoint(settings.backend().audit_checkpoint(), private_pem)
+    except BaseException:
+        if fd is not None and out is not None:
+            os.close(fd)
+            out.unlink(missing_ok=True)
+        raise
+    if fd is None:
+        click.echo(note, nl=False)
+        return
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(note)
+        handle.flush()
+        os.fsync(handle.fileno())
+    click.echo(f"Checkpoint note written to {out}: file it away from the database host.")

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,10 +23,38 @@ from randomizer.backends.interface import Backend, Custody
 from randomizer.backends.local import LocalBackend
 from randomizer.backends.wire import to_wire
 from randomizer.context import Credentials
-from randomizer.errors import InvalidInput, RandomizerError
+from randomizer.errors import Hint, InvalidInput, RandomizerError
 from randomizer.store import DEFAULT_URL
 
 DEBUG_ENV = "RANDOMIZER_DEBUG"
+
+CLI_HINTS: dict[Hint, str] = {
+    Hint.INIT: "run 'randomizer init'",
+    Hint.MISSING_DATABASE: "check --db URL (RANDOMIZER_DB), or run 'randomizer init' to start "
+                           "a trial",
+    Hint.OTHER_DATABASE: "pass another --db URL",
+    Hint.KEY_FILE: "pass --key-file PATH or set RANDOMIZER_KEY_FILE",
+    Hint.GENERATE_LIST: "run 'randomizer list generate'",
+    Hint.VERIFY_LIST: "run 'randomizer list verify'",
+    Hint.VERIFY_COPY: "run 'randomizer audit verify' and 'randomizer list verify' on the copy",
+    Hint.LIST_USERS: "see 'randomizer user list'",
+    Hint.UPGRADE_SCHEMA: "run 'randomizer backup --out FILE', then 'randomizer db upgrade'",
+    Hint.LOCK: "run 'randomizer lock --reason TEXT'",
+    Hint.REASON: "give --reason TEXT",
+    Hint.OVERRIDE_WINDOW: "add --override-window --reason TEXT",
+    Hint.CHECKPOINT: "made by 'randomizer audit checkpoint'",
+    Hint.CHECKPOINT_KEY: "give --public-key FILE with --checkpoint",
+    Hint.ANSWERS: "when not on a terminal, the answers must be given with --answer "
+                  "CRITERION=VALUE (repeated) or --answers FILE",
+    Hint.LOGIN: "run 'randomizer --server URL --user NAME login'",
+}
+"""How the CLI spells out each :class:`~randomizer.errors.Hint`: the command or flags to type."""
+
+
+def error_text(exc: RandomizerError) -> str:
+    """The ``Error:`` line's text: the library's message, then the CLI's hint if it has one."""
+    hint = CLI_HINTS.get(exc.hint) if exc.hint is not None else None
+    return f"{exc} ({hint})" if hint else str(exc)
 
 
 def exit_code(error: RandomizerError) -> int:
@@ -55,7 +83,11 @@ class RandomizerGroup(click.Group):
             result = super().main(args, prog_name, complete_var, standalone_mode=False,
                                   **extra)
         except RandomizerError as exc:
-            _fail(str(exc), exit_code(exc))
+            _fail(error_text(exc), exit_code(exc))
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # a group without its subcommand: its help, as click shows it, not one flat line
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
             _fail(exc.format_message() + where, 2)
@@ -88,6 +120,7 @@ class Settings:
     user: str | None
     as_json: bool
     server: str | None = None
+    _credentials: Credentials | None = field(default=None, init=False, repr=False)
 
     def backend(self) -> Backend:
         """The backend for this invocation: the trial server with --server, else in-process."""
@@ -121,10 +154,18 @@ class Settings:
         return backend
 
     def credentials(self) -> Credentials:
-        """The acting user's name and password (environment or prompt)."""
-        if not self.user:
-            raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
-        return Credentials(self.user, read_password(f"Password for {self.user}"))
+        """The acting user's name and password (environment or prompt, asked once)."""
+        if self._credentials is None:
+            if not self.user:
+                raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
+            self._credentials = Credentials(self.user,
+                                            read_password(f"Password for {self.user}"))
+        return self._credentials
+
+
+def on_terminal() -> bool:
+    """Whether standard input is a terminal, where a command may ask questions."""
+    return sys.stdin.isatty()
 
 
 def read_password(prompt: str, confirm: bool = False) -> str:
@@ -132,7 +173,7 @@ def read_password(prompt: str, confirm: bool = False) -> str:
     password = os.environ.get("RANDOMIZER_PASSWORD")
     if password is not None:
         return password
-    if not sys.stdin.isatty():
+    if not on_terminal():
         raise InvalidInput("no password: set RANDOMIZER_PASSWORD or run on a terminal")
     return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 

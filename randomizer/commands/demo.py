@@ -1,7 +1,9 @@
 """``randomizer demo``: the first trial played end to end on the embedded SQLite.
 
 Every step is a real CLI command run in this process, printed as the user
-would type it and followed by what they would see.
+would type it and followed by what they would see, its ``Error:`` line
+included: the whole story goes to standard output, so ``randomizer demo >
+out.txt`` keeps the intended refusals too.
 """
 
 from __future__ import annotations
@@ -40,18 +42,22 @@ class _Player:
 
     def run(self, user: str | None, *args: str, expect: int = 0, show: bool = True,
             stdin: str | None = None) -> str:
-        """Run one command as ``user``; print it and its output when ``show``; return stdout."""
+        """Run one command as ``user``; print it and its output when ``show``; return stdout.
+
+        What the command wrote to stderr (an intended refusal's ``Error:`` line) is
+        printed to stdout with the rest, where it belongs in the story.
+        """
         shown = " ".join(shlex.quote(a) for a in args)
         if show:
             click.echo(f"\n{f'[{user}] ' if user else ''}$ randomizer {shown}")
         argv = [*self.base, *(["--user", user] if user else []), *args]
-        out = io.StringIO()
+        out, err = io.StringIO(), io.StringIO()
         saved_stdin = sys.stdin
         os.environ["RANDOMIZER_PASSWORD"] = _password(user or "alice")
         try:
             if stdin is not None:
                 sys.stdin = io.StringIO(stdin)
-            with contextlib.redirect_stdout(out):
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 self.root.main(args=argv, prog_name="randomizer", standalone_mode=False)
             code = 0
         except SystemExit as exc:
@@ -60,11 +66,19 @@ class _Player:
             sys.stdin = saved_stdin
             os.environ.pop("RANDOMIZER_PASSWORD", None)
         if show:
-            click.echo(out.getvalue(), nl=False)
+            click.echo(out.getvalue() + err.getvalue(), nl=False)
         if code != expect:
             raise click.ClickException(f"demo step failed (exit {code}, expected {expect}): "
-                                       f"randomizer {shown}")
+                                       f"randomizer {shown}: {err.getvalue().strip()}")
         return out.getvalue()
+
+    def command_line(self, user: str, *args: str) -> str:
+        """The full command line to run ``args`` as ``user`` on the demo trial from anywhere."""
+        db, db_url, key_option, key_file = self.base
+        absolute = ["--db", f"sqlite:///{Path(db_url.removeprefix('sqlite:///')).resolve()}",
+                    key_option, str(Path(key_file).resolve()), "--user", user, *args]
+        return (f"RANDOMIZER_PASSWORD={_password(user)} randomizer "
+                + " ".join(shlex.quote(a) for a in absolute))
 
 
 def _kit_code(output: str) -> str:
@@ -152,12 +166,15 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     play.run("stan", "list", "verify")
     play.run("alice", "audit", "keygen", "--out", str(folder / "qa-signing.pem"))
     note = folder / "checkpoint.note"
-    click.echo(f"\n[alice] $ randomizer audit checkpoint --signing-key {folder}/qa-signing.pem "
-               f"> {note}")
-    note.write_text(play.run("alice", "audit", "checkpoint", "--signing-key",
-                             str(folder / "qa-signing.pem"), show=False), encoding="utf-8")
+    play.run("alice", "audit", "checkpoint", "--signing-key", str(folder / "qa-signing.pem"),
+             "--out", str(note))
     play.run("mona", "audit", "verify", "--checkpoint", str(note), "--public-key",
              str(folder / "qa-signing.pem.pub"))
     click.echo("\n# Final balance (admin view, after lock):")
     play.run("alice", "report")
+    click.echo("\n# Go on exploring this trial (it is locked now); for example:")
+    for user, *args in (("mona", "report"), ("mona", "audit", "show", "--limit", "20"),
+                        ("petra", "pharmacy", "list"), ("stan", "list", "verify"),
+                        ("alice", "user", "list")):
+        click.echo(play.command_line(user, *args))
 

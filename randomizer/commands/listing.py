@@ -26,10 +26,7 @@ def _design_text(design: TrialDesign) -> str:
         lines.append("Sites: " + ", ".join(design.sites))
     lines.append("Eligibility:")
     for c in design.criteria:
-        rule = {"must_be_yes": "must be yes", "must_be_no": "must be no"}.get(c.kind, "")
-        if c.kind == "range":
-            rule = f"between {c.minimum} and {c.maximum}"
-        lines.append(f"  {c.id}: {c.question} [{rule}]")
+        lines.append(f"  {c.id}: {c.question} [must be {c.rule()}]")
     lines.append("Dosing visits:")
     for v in design.visits:
         lines.append(f"  {v.number}. {v.name}: day {v.day} (window +/-{v.window} days)")

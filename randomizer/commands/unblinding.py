@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from randomizer.commands.allocation import _create_private
+from randomizer.commands.allocation import create_private
 from randomizer.commands.base import (
     Settings,
     emit,
@@ -56,7 +56,7 @@ def unblind_all(settings: Settings, out: Path) -> None:
 
     Example: randomizer unblind all --out final-unblinding.csv
     """
-    fd = _create_private(out)
+    fd = create_private(out)
     with os.fdopen(fd, "wb") as handle:  # closed on every path, a refusal included
         try:
             export = settings.backend().unblind_all()

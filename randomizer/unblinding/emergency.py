@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from randomizer.allocation.service import check_participant_id, participant_row
 from randomizer.context import Operation, fault_point
-from randomizer.errors import InvalidInput
+from randomizer.errors import Hint, InvalidInput
 from randomizer.sealed import participant_arm
 
 
@@ -30,7 +30,7 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
     """Reveal one participant's arm, mark the participant unblinded, audit who/when/why."""
     check_participant_id(participant)
     if not reason or not reason.strip():
-        raise InvalidInput("a reason is required to break the code: give --reason TEXT")
+        raise InvalidInput("a reason is required to break the code: say why", hint=Hint.REASON)
     row = participant_row(op, participant)
     op.audit("unblind.emergency", subject=participant, reason=reason.strip(),
              details={"randomization_number": row.randomization_number,

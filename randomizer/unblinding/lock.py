@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from randomizer.audit import utc_text
 from randomizer.context import Operation
-from randomizer.errors import InvalidInput, StateError
+from randomizer.errors import Hint, InvalidInput, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation
 
@@ -43,7 +43,8 @@ class Export:
 def lock(op: Operation, reason: str) -> LockResult:
     """Lock the database: no randomization or dispensing from now on."""
     if not reason.strip():
-        raise InvalidInput("a reason is required to lock the database: give --reason TEXT")
+        raise InvalidInput("a reason is required to lock the database: say why",
+                           hint=Hint.REASON)
     if op.trial.locked_at is not None:
         raise StateError(f"the database is already locked (since {utc_text(op.trial.locked_at)} "
                          f"by {op.trial.locked_by})")
@@ -60,8 +61,8 @@ def lock(op: Operation, reason: str) -> LockResult:
 def unblind_all(op: Operation) -> Export:
     """Every randomized participant with arm and kits, as CSV (after lock only)."""
     if op.trial.locked_at is None:
-        raise StateError("the database is not locked: full unblinding comes only after "
-                         "'randomizer lock'")
+        raise StateError("the database is not locked: full unblinding comes only after an "
+                         "admin locks the database", hint=Hint.LOCK)
     # Plain rows (no ORM objects): the export of 100,000 participants is one pass.
     kits: defaultdict[int, list[str]] = defaultdict(list)
     for participant_id, visit, code, status in op.session.execute(

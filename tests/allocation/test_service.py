@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import stat
-from datetime import timedelta
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -28,9 +31,9 @@ from tests.support.blinded_path import (
     refused,
     stratum_size,
 )
-from tests.support.database import audit_rows, execute
+from tests.support.database import audit_rows, dump_database, execute, without_audit
 from tests.support.exosome import DESIGN, answer_args
-from tests.support.trial import Run, TrialFiles, open_trial_vault
+from tests.support.trial import USERS, Run, TrialFiles, open_trial_vault
 
 DAY0 = FOUR_DAY0
 """Randomization day of the participants of these tests; visit 2 is due on day 84 +/- 7."""
@@ -88,6 +91,34 @@ def test_randomize_gives_the_number_and_the_visit_1_kit(run: Run,
                                 "kit": data["kit"], "visit": 1}
 
 
+@pytest.fixture
+def far_time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[date]:
+    """A local time zone whose calendar day differs from UTC's right now; yields that day."""
+    saved = os.environ.get("TZ")
+    # POSIX TZ strings count west as positive: LOC+12 is UTC-12, LOC-14 is UTC+14
+    monkeypatch.setenv("TZ", "LOC+12" if datetime.now(UTC).hour < 12 else "LOC-14")
+    time.tzset()
+    local = datetime.now(UTC).astimezone().date()
+    assert local != datetime.now(UTC).date()
+    yield local
+    if saved is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = saved
+    time.tzset()
+
+
+def test_the_default_date_is_the_local_calendar_day_as_the_help_says(
+        run: Run, trial_with_list: TrialFiles, far_time_zone: date) -> None:
+    for command in (("randomize",), ("kit", "request")):
+        help_text = " ".join(run.ok(*command, "--help").stdout.split())
+        assert "(default: today on this machine's local calendar)" in help_text
+        assert "UTC" not in help_text
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
+    rows = execute(trial_with_list.db_url, "SELECT randomized_on FROM participants")
+    assert [str(day) for (day,) in rows] == [far_time_zone.isoformat()]
+
+
 def test_randomize_reads_answers_from_a_file(run: Run, trial_with_list: TrialFiles,
                                              tmp_path: Path) -> None:
     answers = tmp_path / "answers.toml"
@@ -128,8 +159,8 @@ def test_an_ineligible_participant_is_told_every_failing_criterion(
     failures = message.removeprefix("participant P-010 is not eligible, no slot used: ")
     assert [part.split(":")[0] for part in failures.split("; ")] == [
         c.id for c in DESIGN.criteria]
-    assert "age: 17 is outside 18..65" in failures
-    assert "edss: 2.5 is outside 3..6.5" in failures
+    assert "age: answered 17, must be 18 to 65 (Age in years at screening)" in failures
+    assert "edss: answered 2.5, must be 3 to 6.5 (EDSS score at screening)" in failures
 
 
 @pytest.mark.parametrize(("criterion", "value"), [
@@ -161,7 +192,8 @@ def test_a_full_stratum_is_refused(run: Run, trial: TrialFiles) -> None:
 def test_randomizing_before_the_list_is_refused(run: Run, trial_with_users: TrialFiles) -> None:
     refused(run, "randomize", "P-001", "--site", "WAW", *answer_args(), "--date",
             DAY0.isoformat(), user="ivan", code=1,
-            fragments=("no allocation list yet: an admin runs 'randomizer list generate'",))
+            fragments=("no allocation list yet: an admin generates the allocation list first "
+                       "(run 'randomizer list generate')",))
 
 
 @pytest.mark.parametrize("participant", ["P", "7", "p-001-a", "A" * 32, "0-0"])
@@ -187,10 +219,36 @@ def test_a_kit_request_returns_the_same_code_when_asked_again(run: Run, trial: T
     again = run.ok("kit", "request", "P-001", "--visit", "2", "--json", user="ivan")
     assert json.loads(again.stdout) == {
         "participant": "P-001", "randomization_number": "R-001", "visit": 2,
-        "visit_name": "Week 12", "kit": code, "visit_date": on(84), "repeat": True}
+        "visit_name": "Week 12", "kit": code, "visit_date": on(84), "repeat": True,
+        "note": ""}
     text = run.ok("kit", "request", "P-001", "--visit", "1", user="ivan")
     assert text.stdout.endswith(f"kit {live_kit(trial, 'P-001', 1)} (issued earlier)\n")
     assert kit_status(trial, code) == "dispensed"
+
+
+def test_a_repeat_request_with_another_date_says_the_date_was_not_recorded(
+        run: Run, trial: TrialFiles) -> None:
+    run.ok("kit", "request", "P-001", "--visit", "2", "--date", on(84), user="ivan")
+    code = live_kit(trial, "P-001", 2)
+    before = dump_database(trial.db_url)
+    again = run.ok("kit", "request", "P-001", "--visit", "2", "--date", on(86), user="ivan")
+    note = (f"visit 2's kit was issued earlier, dated {on(84)}: the date {on(86)} was not "
+            "recorded; the kit and its recorded date are unchanged")
+    assert again.stdout == (f"P-001 (R-001) visit 2 (Week 12) on {on(84)}: kit {code} "
+                            f"(issued earlier)\nNote: {note}.\n")
+    as_json = run.ok("kit", "request", "P-001", "--visit", "2", "--date", on(86), "--json",
+                     user="ivan")
+    assert json.loads(as_json.stdout)["note"] == note
+    assert without_audit(dump_database(trial.db_url)) == without_audit(before)
+    recorded = execute(trial.db_url, "SELECT visit_date FROM kits WHERE code = :c", c=code)
+    assert str(recorded[0][0]) == on(84)
+    event = audit_rows(trial.db_url)[-1]
+    assert event["details"] == {"visit": 2, "kit": code, "repeat": True,
+                                "date_not_recorded": on(86)}
+    # the same date, or none, is no news
+    for same in (("--date", on(84)), ()):
+        plain = run.ok("kit", "request", "P-001", "--visit", "2", *same, user="ivan")
+        assert "Note:" not in plain.stdout
 
 
 def test_visits_are_requested_in_order(run: Run, trial: TrialFiles) -> None:
@@ -215,7 +273,8 @@ def test_the_visit_window_is_enforced(run: Run, trial: TrialFiles, offset: int,
         return
     refused(run, *args, user="ivan", code=1, command="kit.request", fragments=(
         f"{on(offset)} is outside the window of visit 2 (Week 12) for P-001: {on(77)} to "
-        f"{on(91)}; to dose anyway use --override-window --reason TEXT",))
+        f"{on(91)}; to dose outside the window, give an override reason "
+        "(add --override-window --reason TEXT)",))
 
 
 def test_dosing_outside_the_window_with_a_reason_is_audited(run: Run, trial: TrialFiles) -> None:
@@ -300,8 +359,9 @@ def test_spares_run_out_for_every_arm_at_once(run: Run, trial: TrialFiles,
         code = live_kit(trial, participant, 1)
         message = refused(run, "kit", "replace", code, "--reason", "damaged", user="ivan",
                           code=1, command="kit.replace")
-        assert message == (f"no spare kit left to replace {code}: the admin must add spare "
-                           "kits before this kit can be replaced")
+        assert message == (f"no spare kit left to replace {code}: the trial's spare kits are "
+                           "used up, and spares cannot be added to a generated list; contact "
+                           "the list custodian")
         messages.append(normalized(message, {code: "<kit>"}))
     assert messages[0] == messages[1]
 
@@ -353,6 +413,18 @@ def test_a_kit_not_issued_cannot_be_prepared(run: Run, trial: TrialFiles) -> Non
         "investigator has requested",))
 
 
+@pytest.mark.parametrize("user", ["alice", "ivan", "stan", "mona"])
+def test_a_refused_pharmacy_command_names_its_own_permission(run: Run, trial: TrialFiles,
+                                                             user: str) -> None:
+    role = USERS[user]
+    assert refused(run, "pharmacy", "list", user=user, code=1, command="pharmacy.list") == \
+        f"role {role} may not see the pharmacy's list of kit contents"
+    kit = live_kit(trial, "P-001", 1)
+    assert refused(run, "pharmacy", "prepare", kit, user=user, code=1,
+                   command="pharmacy.prepare") == \
+        f"role {role} may not prepare kits in the pharmacy"
+
+
 def test_pharmacy_list_has_every_kit_by_code(run: Run, trial: TrialFiles, tmp_path: Path) -> None:
     out = tmp_path / "kits.csv"
     listing = json.loads(run.ok("pharmacy", "list", "--csv", str(out), "--json",
@@ -374,6 +446,25 @@ def test_pharmacy_list_has_every_kit_by_code(run: Run, trial: TrialFiles, tmp_pa
     assert list(rows[0]) == ["kit", "arm", "label", "status", "spare", "participant", "visit"]
     assert_error(run("pharmacy", "list", "--csv", str(out), user="petra"), 2,
                  "already exists: refusing to overwrite it")
+
+
+def test_pharmacy_list_csv_dash_is_standard_output(run: Run, trial: TrialFiles,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    in_file = tmp_path / "kits.csv"
+    run.ok("pharmacy", "list", "--csv", str(in_file), user="petra")
+    printed = run.ok("pharmacy", "list", "--csv", "-", user="petra").stdout
+    assert printed == in_file.read_text(encoding="utf-8")  # the CSV alone, no table
+    assert printed.startswith("kit,arm,label,status,spare,participant,visit\n")
+    assert not (tmp_path / "-").exists()
+    assert [e["action"] for e in audit_rows(trial.db_url)][-2:] == ["auth.login",
+                                                                     "pharmacy.list"]
+    before = dump_database(trial.db_url)
+    assert_error(run("pharmacy", "list", "--csv", "-", "--json", user="petra"), 2,
+                 "--csv - and --json both write to standard output: choose one")
+    assert dump_database(trial.db_url) == before
+    assert not (tmp_path / "-").exists()
 
 
 # bad input: one Error line, no traceback, nothing changed --------------------------------

@@ -21,6 +21,7 @@ from randomizer.allocation.service import Randomization
 from randomizer.errors import (
     AuditError,
     AuthenticationFailed,
+    Hint,
     Ineligible,
     InvalidInput,
     NotAuthorized,
@@ -125,8 +126,10 @@ def test_replace_then_pharmacy(trial: ContractTrial) -> None:
 def test_emergency_unblinding(trial: ContractTrial) -> None:
     _randomize(trial, "P-001")
     ivan = trial.as_user("ivan")
-    assert _refusal(InvalidInput, lambda: ivan.emergency_unblind("P-001", "  ")) == \
-        "a reason is required to break the code: give --reason TEXT"
+    with pytest.raises(InvalidInput) as raised:
+        ivan.emergency_unblind("P-001", "  ")
+    assert (str(raised.value), raised.value.hint) == (
+        "a reason is required to break the code: say why", Hint.REASON)
     unblinding = ivan.emergency_unblind("P-001", "anaphylaxis")
     assert unblinding.arm in ARMS and unblinding.participant == "P-001"
     events = trial.as_user("mona").audit_events()
@@ -164,7 +167,7 @@ def test_reports_by_role(trial: ContractTrial) -> None:
 ROLE_REFUSALS = [
     ("petra", "randomize", "role pharmacist may not randomize participants"),
     ("mona", "randomize", "role monitor may not randomize participants"),
-    ("ivan", "pharmacy_list", "role investigator may not prepare kits in the pharmacy"),
+    ("ivan", "pharmacy_list", "role investigator may not see the pharmacy's list of kit contents"),
     ("ivan", "generate_list", "role investigator may not generate the allocation list"),
     ("mona", "lock", "role monitor may not lock the database"),
     ("ivan", "audit_events", "role investigator may not read the audit trail"),

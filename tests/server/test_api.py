@@ -54,7 +54,7 @@ def api(trial_with_list: TrialFiles) -> Iterator[Api]:
 def _error(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, (response.status_code, response.text)
     body = response.json()
-    assert set(body) == {"error", "kind"}, body
+    assert {"error", "kind"} <= set(body) <= {"error", "kind", "hint"}, body
     assert "\n" not in body["error"] and "Traceback" not in response.text
     message: str = body["error"]
     return message

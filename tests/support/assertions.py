@@ -6,10 +6,15 @@ from collections.abc import Iterable
 
 from click.testing import Result
 
+from randomizer.commands.base import CLI_HINTS
 from tests.support.exosome import arm_words_in
 
 OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
-"""The one message of every failure to open sealed data."""
+"""The one message of every failure to open a sealed value."""
+
+NOT_CURRENT_KEY = ("the key file does not open this trial: it is not the trial's current key "
+                   "(was the key rotated?)")
+"""The message when the key file does not unwrap the trial's data key (old, wrong or altered)."""
 
 
 def describe(result: Result) -> str:
@@ -51,3 +56,14 @@ def assert_no_arm(result: Result, what: str = "", inputs: Iterable[str] = ()) ->
         found = [word for word in arm_words_in(text)
                  if not any(word in value for value in given)]
         assert not found, f"{what}: {stream} names {found}: {text!r}"
+
+
+def without_cli_hint(message: str) -> str:
+    """The library's message in an ``Error:`` line: the line less the CLI's hint, if any.
+
+    Refusals are audited with the library's message, which every front end shares.
+    """
+    for hint in CLI_HINTS.values():
+        if message.endswith(f" ({hint})"):
+            return message.removesuffix(f" ({hint})")
+    return message

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from randomizer.sealed import open_allocation
-from tests.support.assertions import assert_error, assert_ok
+from tests.support.assertions import assert_error, assert_ok, without_cli_hint
 from tests.support.database import (
     audit_rows,
     dump_database,
@@ -30,12 +30,12 @@ KIT_CODE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}\b")
 
 
 def today() -> date:
-    """Today's date in UTC, the service's clock."""
-    return datetime.now(UTC).date()
+    """Today's date on the local calendar, as the service counts it."""
+    return datetime.now(UTC).astimezone().date()
 
 
 def days_ago(days: int) -> date:
-    """The UTC date ``days`` before today (negative: in the future)."""
+    """The local date ``days`` before today (negative: in the future)."""
     return today() - timedelta(days=days)
 
 
@@ -105,7 +105,7 @@ def refused(run: Run, *args: str, user: str, code: int, fragments: Iterable[str]
     assert len(added) == 1, added
     assert added[0]["action"] in ("refused", "screen_failure"), added
     assert added[0]["user"] == user
-    assert added[0]["details"]["message"] == message
+    assert added[0]["details"]["message"] == without_cli_hint(message)
     if command is not None:
         assert added[0]["details"]["command"] == command
     return message
