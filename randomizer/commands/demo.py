@@ -2,17 +2,6 @@
 
 Every step is a real CLI command run in this process, printed as the user
 would type it and followed by what they would see.
-
-It plays the real deployment: the admin's steps that need the key file and
-the database (init, users, list generation) run on the trial's host; then
-the host starts ``randomizer serve`` in a process of its own on a free
-loopback port, and the investigator, pharmacist, monitor and statistician
-(and later the admin, for the lock and the signed checkpoint) work from
-their own machines through it: ``login``, commands with ``--server``,
-``logout``, each user's token in a folder of their own. At the end the
-server is stopped with SIGTERM, as systemd stops it, and the final report is
-read on the host. Each step's prefix says where it ran: ``[host ...]`` or
-``[remote NAME]``.
 """
 
 from __future__ import annotations
@@ -50,7 +39,13 @@ def _password(user: str) -> str:
 
 
 class _Player:
-    """Runs CLI commands in-process against the demo directory and prints them."""
+    """Runs CLI commands in-process against the demo directory and prints them.
+
+    A logged-in user's commands go through the trial server (``--server``), with
+    that user's token, no password, and a token folder of their own as on their
+    own machine; every other command runs on the host with the key file and the
+    database. Each printed step says where: ``[host ...]`` or ``[remote NAME]``.
+    """
 
     def __init__(self, root: click.Command, folder: Path) -> None:
         self.root = root
@@ -63,16 +58,11 @@ class _Player:
         """Users working from their own machines through the server."""
 
     def run(self, user: str | None, *args: str, expect: int = 0, show: bool = True,
-            stdin: str | None = None, remote: bool | None = None) -> str:
-        """Run one command as ``user``; print it and its output when ``show``; return stdout.
-
-        A logged-in user's command goes through the server (``remote``), with
-        that user's token and no password; any other runs on the host with the
-        key file and the database.
-        """
-        remote = user in self.logged_in if remote is None else remote
-        where = f"[remote {user}]" if remote else f"[host{f' {user}' if user else ''}]"
+            stdin: str | None = None) -> str:
+        """Run one command as ``user``; print it and its output when ``show``; return stdout."""
         shown = " ".join(shlex.quote(a) for a in args)
+        remote = user in self.logged_in
+        where = f"[remote {user}]" if remote else f"[host{f' {user}' if user else ''}]"
         if show:
             click.echo(f"\n{where} $ randomizer {shown}")
         connection = ["--server", self.server] if remote else self.base
@@ -110,12 +100,16 @@ class _Player:
 
     def login(self, user: str) -> None:
         """``user`` logs in to the server from their own machine; their commands go there."""
-        self.run(user, "login", remote=True)
         self.logged_in.add(user)
+        try:
+            self.run(user, "login")
+        except BaseException:
+            self.logged_in.discard(user)
+            raise
 
     def logout(self, user: str) -> None:
         """``user`` ends their login; the token stops working at once."""
-        self.run(user, "logout", remote=True)
+        self.run(user, "logout")
         self.logged_in.discard(user)
 
 
@@ -205,6 +199,11 @@ def _answers(n: int) -> list[str]:
 @pass_settings
 def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     """Play the exosome-ms trial end to end: 20 participants, 80 infusions, lock, unblinding.
+
+    As deployed: the admin's custody steps (init, users, the list) run here, on
+    the trial's host; then a trial server starts on a free loopback port, and
+    every role logs in and works through it with --server, until the server is
+    stopped with SIGTERM. Each step says where it ran: [host ...] or [remote NAME].
 
     Example: randomizer demo --dir demo-trial
     """
