@@ -57,6 +57,30 @@ class _Player:
         self.logged_in: set[str] = set()
         """Users working from their own machines through the server."""
 
+    def _environment(self, user: str | None, remote: bool,
+                     command: str) -> dict[str, str | None]:
+        if not remote:  # the host: the key file and the database, never another server
+            return {"RANDOMIZER_PASSWORD": _password(user or "alice"), "RANDOMIZER_SERVER": None}
+        # each user's own machine: a token folder of their own; the password only to log in
+        machine = self.folder / "machines" / str(user)
+        state = "LOCALAPPDATA" if os.name == "nt" else "XDG_STATE_HOME"
+        return {state: str(machine.resolve()),
+                "RANDOMIZER_PASSWORD": _password(str(user)) if command == "login" else None}
+
+    def login(self, user: str) -> None:
+        """``user`` logs in to the server from their own machine; their commands go there."""
+        self.logged_in.add(user)
+        try:
+            self.run(user, "login")
+        except BaseException:
+            self.logged_in.discard(user)
+            raise
+
+    def logout(self, user: str) -> None:
+        """``user`` ends their login; the token stops working at once."""
+        self.run(user, "logout")
+        self.logged_in.discard(user)
+
     def run(self, user: str | None, *args: str, expect: int = 0, show: bool = True,
             stdin: str | None = None) -> str:
         """Run one command as ``user``; print it and its output when ``show``; return stdout."""
@@ -88,29 +112,17 @@ class _Player:
                                        f"randomizer {shown}")
         return out.getvalue()
 
-    def _environment(self, user: str | None, remote: bool,
-                     command: str) -> dict[str, str | None]:
-        if not remote:  # the host: the key file and the database, never another server
-            return {"RANDOMIZER_PASSWORD": _password(user or "alice"), "RANDOMIZER_SERVER": None}
-        # each user's own machine: a token folder of their own; the password only to log in
-        machine = self.folder / "machines" / str(user)
-        state = "LOCALAPPDATA" if os.name == "nt" else "XDG_STATE_HOME"
-        return {state: str(machine.resolve()),
-                "RANDOMIZER_PASSWORD": _password(str(user)) if command == "login" else None}
 
-    def login(self, user: str) -> None:
-        """``user`` logs in to the server from their own machine; their commands go there."""
-        self.logged_in.add(user)
-        try:
-            self.run(user, "login")
-        except BaseException:
-            self.logged_in.discard(user)
-            raise
+def _kit_code(output: str) -> str:
+    return str(KIT_CODE.findall(output)[-1])
 
-    def logout(self, user: str) -> None:
-        """``user`` ends their login; the token stops working at once."""
-        self.run(user, "logout")
-        self.logged_in.discard(user)
+
+def _answers(n: int) -> list[str]:
+    age = 28 + (n * 7) % 35
+    edss = 3.0 + (n % 8) * 0.5
+    return ["--answer", f"age={age}", "--answer", "progressive_ms=yes",
+            "--answer", f"edss={edss:g}", "--answer", "recent_relapse_or_steroids=no",
+            "--answer", "other_neuro_autoimmune=no", "--answer", "infection_malignancy_systemic=no"]
 
 
 def _set_environment(values: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -177,18 +189,6 @@ class _TrialServer:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
-
-
-def _kit_code(output: str) -> str:
-    return str(KIT_CODE.findall(output)[-1])
-
-
-def _answers(n: int) -> list[str]:
-    age = 28 + (n * 7) % 35
-    edss = 3.0 + (n % 8) * 0.5
-    return ["--answer", f"age={age}", "--answer", "progressive_ms=yes",
-            "--answer", f"edss={edss:g}", "--answer", "recent_relapse_or_steroids=no",
-            "--answer", "other_neuro_autoimmune=no", "--answer", "infection_malignancy_systemic=no"]
 
 
 @click.command()
