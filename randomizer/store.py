@@ -2,14 +2,19 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a committed randomization
 survives power loss), foreign keys on, and every transaction opened with
-``BEGIN IMMEDIATE`` so writers queue instead of failing half-way. PostgreSQL
-runs at READ COMMITTED with explicit row locks (``SELECT ... FOR UPDATE``).
+``BEGIN IMMEDIATE`` so writers queue instead of failing half-way. Its files are
+private to their owner: the database is created with mode 0600 (SQLite gives
+its -wal and -shm files the database's mode) and a looser file of ours is
+tightened when opened. PostgreSQL runs at READ COMMITTED with explicit row
+locks (``SELECT ... FOR UPDATE``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +53,33 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = FULL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    files = [row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"]
     cursor.close()
+    if files and files[0]:
+        for suffix in ("", "-wal", "-shm"):
+            _make_private(Path(files[0] + suffix))
+
+
+def _create_private(path: Path, *_args: Any) -> None:
+    # SQLite would create a missing file with the umask's mode (0644 as a rule):
+    # create it empty and private first, so it is never readable by others, not
+    # even for a moment (permissions are checked when a file is opened, not after)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass  # there already, or SQLite's own open says why it cannot be
+
+
+def _make_private(path: Path) -> None:
+    """Take group and other access away from a SQLite file of this process's user."""
+    if os.name == "nt":
+        return  # no mode bits: a Windows folder's ACL decides who reads it
+    try:
+        status = path.stat()
+        if status.st_uid == os.geteuid() and stat.S_IMODE(status.st_mode) & 0o077:
+            path.chmod(stat.S_IMODE(status.st_mode) & 0o700)
+    except OSError:
+        pass  # not there (yet), or not ours: nothing this process may change
 
 
 READ_ONLY = "randomizer_read_only"
@@ -97,6 +128,9 @@ class Store:
                              "check the database location, or create the trial first",
                              hint=Hint.MISSING_DATABASE)
         if self.is_sqlite:
+            if create and database not in ("", ":memory:") and not parsed.query.get("uri"):
+                event.listen(self.engine, "do_connect",
+                             functools.partial(_create_private, Path(database)))
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
         elif self.engine.dialect.name == "postgresql":

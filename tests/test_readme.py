@@ -14,7 +14,7 @@ import pytest
 from randomizer.commands import cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-ROOT_OPTIONS = {"--db", "--key-file", "--user", "--json"}
+ROOT_OPTIONS = {"--db", "--key-file", "--user", "--json", "--server"}
 
 
 def _examples() -> list[str]:

@@ -3,7 +3,8 @@
 The server binds to loopback unless told otherwise; on any other address it
 needs TLS (``certfile``/``keyfile``) or an explicit ``behind_proxy``, and then
 trusts forwarded headers only from the configured proxy address. The key file
-is read once, here, and must be private to the service account.
+is read once, here; it and the TLS key file must be private to the service
+account.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import stat
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +22,7 @@ from fastapi import FastAPI
 
 from randomizer import sessions
 from randomizer.context import load_trial, vault_for
-from randomizer.errors import InvalidInput
+from randomizer.errors import InvalidInput, KeyFileError
 from randomizer.server.app import create_app
 from randomizer.server.state import ServerState
 from randomizer.store import Store
@@ -66,6 +68,22 @@ def check_deployment(options: ServeOptions) -> None:
     if not is_loopback(options.host) and options.certfile is None and not options.behind_proxy:
         raise InvalidInput(f"refusing to listen on {options.host} without TLS: give a "
                            "certificate and key, or say that a TLS proxy is in front")
+    if options.keyfile is not None:
+        check_tls_key(options.keyfile)
+
+
+def check_tls_key(path: Path) -> None:
+    """Refuse a TLS private key that anyone but its owner may read, as ssh refuses one."""
+    if os.name == "nt":
+        return  # no mode bits: the folder's ACL decides
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as error:
+        raise KeyFileError(f"cannot read TLS key file {path}: {error.strerror}") from None
+    if mode & 0o077:
+        who = "others" if mode & 0o007 else "its group"
+        raise KeyFileError(f"TLS key file {path} is accessible by {who} (mode {mode:04o}): "
+                           f"chmod 600 {path}, owned by the account that runs the server")
 
 
 def open_state(options: ServeOptions) -> ServerState:
