@@ -47,6 +47,7 @@ class Permission(StrEnum):
     LIST_KITS = "see the pharmacy's list of kit contents"
     EMERGENCY_UNBLIND = "break the code for one participant"
     UNBLIND_ALL = "unblind the whole trial"
+    DUMMY_UNBLIND = "write a dummy unblinding"
     LOCK = "lock the database"
     READ_AUDIT = "read the audit trail"
     CHECKPOINT_AUDIT = "sign audit checkpoints"
@@ -70,6 +71,8 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.LIST_KITS: frozenset({Role.PHARMACIST}),
     Permission.EMERGENCY_UNBLIND: frozenset({Role.INVESTIGATOR, Role.ADMIN}),
     Permission.UNBLIND_ALL: frozenset({Role.STATISTICIAN}),
+    # the dry run of the statistician's analysis; the unblinded roles have no use for it
+    Permission.DUMMY_UNBLIND: frozenset({Role.STATISTICIAN}),
     Permission.LOCK: frozenset({Role.ADMIN}),
     Permission.READ_AUDIT: frozenset({Role.ADMIN, Role.MONITOR}),
     Permission.CHECKPOINT_AUDIT: frozenset({Role.ADMIN}),

@@ -52,6 +52,7 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.PREPARE: {"pharmacist"},
     Permission.LIST_KITS: {"pharmacist"},
     Permission.UNBLIND_ALL: set(),
+    Permission.DUMMY_UNBLIND: {"statistician"},
     Permission.REPORT: set(ROLES),
     Permission.LOG_IN: set(ROLES),
     Permission.REPORT_ARMS: {"admin"},

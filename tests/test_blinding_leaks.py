@@ -64,6 +64,7 @@ class Facts:
     note: str
     public_key: str
     out: str
+    dummy_out: str
 
 
 INVESTIGATOR: list[Case] = [
@@ -105,6 +106,7 @@ INVESTIGATOR: list[Case] = [
     ("audit-verify", "ivan", lambda f: ("audit", "verify"), 1),
     ("list-verify", "ivan", lambda f: ("list", "verify"), 1),
     ("unblind-all", "ivan", lambda f: ("unblind", "all", "--out", f.out), 1),
+    ("unblind-dummy", "ivan", lambda f: ("unblind", "dummy", "--out", f.dummy_out), 1),
     ("pharmacy-prepare", "ivan", lambda f: ("pharmacy", "prepare", f.kit), 1),
     ("pharmacy-list", "ivan", lambda f: ("pharmacy", "list", "--json"), 1),
 ]
@@ -115,6 +117,8 @@ STATISTICIAN: list[Case] = [
     ("list-verify", "stan", lambda f: ("list", "verify"), 1),
     ("list-verify-json", "stan", lambda f: ("list", "verify", "--json"), 1),
     ("unblind-all", "stan", lambda f: ("unblind", "all", "--out", f.out), 1),
+    ("unblind-dummy", "stan", lambda f: ("unblind", "dummy", "--out",
+                                         f.dummy_out.replace(".csv", "-stan.csv")), 0),
     ("audit-show", "stan", lambda f: ("audit", "show"), 1),
     ("randomize", "stan", lambda f: ("randomize", "P-201", "--site", "WAW", *answer_args()),
      1),
@@ -135,6 +139,7 @@ MONITOR: list[Case] = [
                                                         "--json"), 0),
     ("list-verify", "mona", lambda f: ("list", "verify"), 1),
     ("unblind-all", "mona", lambda f: ("unblind", "all", "--out", f.out), 1),
+    ("unblind-dummy", "mona", lambda f: ("unblind", "dummy", "--out", f.dummy_out), 1),
     ("emergency", "mona", lambda f: ("unblind", "emergency", f.first, "--reason", "curious"),
      1),
     ("randomize", "mona", lambda f: ("randomize", "P-301", "--site", "WAW", *answer_args()),
@@ -175,7 +180,8 @@ def leak_trial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakTrial]:
         note.write_text(checkpoint.stdout, encoding="utf-8")
         facts = Facts(first=first, second=second, kit=live_kit(files, first, 1),
                       voided=voided, note=str(note), public_key=f"{signing}.pub",
-                      out=str(directory / "export.csv"))
+                      out=str(directory / "export.csv"),
+                      dummy_out=str(directory / "dummy-export.csv"))
         outputs: dict[str, tuple[int, Result]] = {}
         for case in CASES:
             name, user, argv, code = case

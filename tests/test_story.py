@@ -44,7 +44,7 @@ UNBLINDED = (11, 3)  # participant 11 has a serious reaction after the week-24 i
 OFF_WINDOW = (7, 3)  # participant 7's week-24 infusion falls 10 days late
 EMERGENCY_REASON = "suspected anaphylaxis; treating physician needs to know the product"
 EXPORT_COLUMNS = ["participant", "site", "stratum", "randomization_number", "arm",
-                  "arm_label", "randomized_at", "kits", "emergency_unblinded"]
+                  "arm_label", "randomized_at", "kits", "emergency_unblinded", "dummy"]
 
 
 def pid(n: int) -> str:

@@ -309,7 +309,14 @@ class HttpBackend:
 
     def unblind_all(self) -> locking.Export:
         """The full unblinding CSV (statistician, after lock)."""
-        response = self._send("POST", "/unblinding")
+        return self._export("/unblinding")
+
+    def unblind_dummy(self) -> locking.Export:
+        """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""
+        return self._export("/unblinding/dummy")
+
+    def _export(self, path: str) -> locking.Export:
+        response = self._send("POST", path)
         sha256 = response.headers.get("X-Randomizer-SHA256", "")
         count = response.headers.get("X-Randomizer-Participants", "")
         if not count.isdigit() or len(sha256) != 64:

@@ -87,6 +87,9 @@ class Backend(Protocol):
     def unblind_all(self) -> locking.Export:
         """The full unblinding as CSV (statistician, after lock), audited before returned."""
 
+    def unblind_dummy(self) -> locking.Export:
+        """The full unblinding's CSV with made-up arms, marked dummy (statistician, any time)."""
+
     def report(self) -> reports.Report:
         """The report the caller's role may see."""
 

@@ -29,7 +29,7 @@ from randomizer.context import (
 )
 from randomizer.design import TrialDesign, parse_design
 from randomizer.store import SchemaStatus, Store
-from randomizer.unblinding import emergency
+from randomizer.unblinding import dummy, emergency
 from randomizer.unblinding import lock as locking
 
 T = TypeVar("T")
@@ -212,6 +212,10 @@ class LocalBackend:
     def unblind_all(self) -> locking.Export:
         """The full unblinding as CSV (statistician, after lock). Audited before returned."""
         return self._run(Permission.UNBLIND_ALL, "unblind.all", locking.unblind_all)
+
+    def unblind_dummy(self) -> locking.Export:
+        """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""
+        return self._run(Permission.DUMMY_UNBLIND, "unblind.dummy", dummy.unblind_dummy)
 
     def report(self) -> reports.Report:
         """The report the caller's role may see."""

@@ -10,6 +10,7 @@ from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.commands.base import Settings, emit, json_option, pass_settings, table
 from randomizer.design import TrialDesign, load_design
+from randomizer.predictability import PredictabilityReport, predictability_report
 from randomizer.trial import ListSummary
 
 
@@ -58,16 +59,43 @@ def design_show(settings: Settings, name_or_file: str) -> None:
 
 @design.command("check")
 @click.argument("file")
+@click.option("--predictability", is_flag=True,
+              help="Also show how well the next arm could be guessed and the largest "
+                   "imbalance, for these blocks and the usual alternatives.")
 @json_option
 @pass_settings
-def design_check(settings: Settings, file: str) -> None:
-    """Validate a design file; exit 2 with the field named if it is wrong.
+def design_check(settings: Settings, file: str, predictability: bool) -> None:
+    """Validate a design file (or shipped design); exit 2 with the field named if it is wrong.
 
-    Example: randomizer design check my-trial.toml
+    Example: randomizer design check my-trial.toml --predictability
     """
     loaded = load_design(file)
-    emit(settings, {"design": loaded.id, "valid": True, "digest": loaded.digest()},
-         f"{file}: valid design {loaded.id} (digest {loaded.digest()})")
+    data: dict[str, Any] = {"design": loaded.id, "valid": True, "digest": loaded.digest()}
+    text = f"{file}: valid design {loaded.id} (digest {loaded.digest()})"
+    if predictability:
+        report = predictability_report(loaded)
+        data["predictability"] = report
+        text += "\n\n" + _predictability_text(report)
+    emit(settings, data, text)
+
+
+def _predictability_text(report: PredictabilityReport) -> str:
+    strata = f"{report.strata} strat{'um' if report.strata == 1 else 'a'}"
+    ratio = ":".join(str(r) for r in report.ratio)
+    lines = [f"Predictability per stratum of {report.participants} participants ({strata}), "
+             f"ratio {':'.join(report.arms)} = {ratio}.",
+             "Correct guesses: the expected share of right guesses by an investigator who",
+             "always guesses the arm furthest below its share so far (Blackwell-Hodges;",
+             "ties guessed at random). Largest imbalance: the most the arms' counts",
+             "(divided by the ratio) can differ at any point in the stratum.", ""]
+    rows = []
+    for row in report.rows:
+        figure = "exact" if row.method == "exact" else \
+            f"simulated: {row.trials} lists, SE {row.standard_error:.2%}"
+        rows.append((row.label + (" (this design)" if row.design else ""),
+                     f"{row.correct_guesses:.1%}", figure, f"{row.largest_imbalance:g}"))
+    lines.append(table(rows, ["blocks", "correct guesses", "figure", "largest imbalance"]))
+    return "\n".join(lines)
 
 
 @click.group("list")

@@ -1,8 +1,9 @@
-"""Commands that end blinding: unblind emergency|all, lock, and the report."""
+"""Commands that end blinding: unblind emergency|all|dummy, lock, and the report."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -16,12 +17,14 @@ from randomizer.commands.base import (
     reason_option,
     table,
 )
+from randomizer.errors import InvalidInput
 from randomizer.reports import Report
+from randomizer.unblinding.lock import Export
 
 
 @click.group()
 def unblind() -> None:
-    """Emergency unblinding of one participant; full unblinding after lock.
+    """Emergency unblinding of one participant; full unblinding after lock; dummy export.
 
     Example: randomizer --user ivan unblind emergency P-007 --reason "anaphylaxis"
     """
@@ -56,19 +59,53 @@ def unblind_all(settings: Settings, out: Path) -> None:
 
     Example: randomizer unblind all --out final-unblinding.csv
     """
+    export = _write_export(out, settings.backend().unblind_all)
+    emit(settings, {"file": str(out), "sha256": export.sha256,
+                    "participants": export.participants},
+         f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}")
+
+
+@unblind.command("dummy")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV file to write: its name must contain 'dummy' (must not exist; "
+                   "mode 0600).")
+@json_option
+@pass_settings
+def unblind_dummy(settings: Settings, out: Path) -> None:
+    """Write the 'unblind all' CSV with made-up arms, for a dry run (statistician, any time).
+
+    Same columns as the real export; every row is marked dummy (arm dummy-<arm>,
+    column dummy = yes). The arms are drawn afresh and say nothing about the real ones.
+    Example: randomizer unblind dummy --out dummy-unblinding.csv
+    """
+    if DUMMY not in out.name.lower():
+        raise InvalidInput(f"{out}: the file name of a dummy export must contain "
+                           f"'{DUMMY}' (for example dummy-unblinding.csv), so that it is "
+                           "never taken for the real one")
+    export = _write_export(out, settings.backend().unblind_dummy)
+    emit(settings, {"file": str(out), "sha256": export.sha256,
+                    "participants": export.participants, "dummy": True},
+         f"Wrote {export.participants} participants with DUMMY arms (made up, not the "
+         f"trial's) to {out}\nSHA-256: {export.sha256}")
+
+
+DUMMY = "dummy"
+"""What the file name of a dummy export must contain."""
+
+
+def _write_export(out: Path, export_of: Callable[[], Export]) -> Export:
+    """Create ``out`` (0600, never overwriting), write the export into it, remove it on failure."""
     fd = create_private(out)
     with os.fdopen(fd, "wb") as handle:  # closed on every path, a refusal included
         try:
-            export = settings.backend().unblind_all()
+            export = export_of()
             handle.write(export.csv)
             handle.flush()
             os.fsync(handle.fileno())
         except BaseException:
             out.unlink(missing_ok=True)
             raise
-    emit(settings, {"file": str(out), "sha256": export.sha256,
-                    "participants": export.participants},
-         f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}")
+    return export
 
 
 @click.command()

@@ -246,9 +246,22 @@ def lock(body: Reason, acting: Acting) -> locking.LockResult:
 def unblind_all(acting: Acting) -> Response:
     """The full unblinding as CSV (statistician, after lock); audited before it is sent."""
     export: locking.Export = acting.unblind_all()
+    return _csv(export)
+
+
+def _csv(export: locking.Export) -> Response:
+    """An export as a CSV response, never cached, its digest and count in headers."""
     return Response(export.csv, media_type="text/csv; charset=utf-8", headers={
         "Cache-Control": "no-store", "X-Randomizer-SHA256": export.sha256,
         "X-Randomizer-Participants": str(export.participants)})
+
+
+@router.post("/unblinding/dummy", response_class=Response,
+             responses={200: {"content": {"text/csv": {}}}})
+def unblind_dummy(acting: Acting) -> Response:
+    """The full unblinding's CSV with made-up arms, marked dummy (statistician); audited."""
+    export: locking.Export = acting.unblind_dummy()
+    return _csv(export)
 
 
 @router.get("/report")

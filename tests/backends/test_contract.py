@@ -9,7 +9,9 @@ Refusals are compared by class and message, never only by "it failed".
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import hashlib
 from datetime import date, timedelta
 
 import pytest
@@ -153,6 +155,23 @@ def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
     assert stan.verify_list().commitment == trial.as_user("alice").verify_list().commitment
 
 
+def test_dummy_unblinding_before_the_lock(trial: ContractTrial) -> None:
+    _randomize(trial, "P-001")
+    _randomize(trial, "P-002")
+    export = trial.as_user("stan").unblind_dummy()
+    assert export.participants == 2
+    assert export.sha256 == hashlib.sha256(export.csv).hexdigest()
+    rows = list(csv.DictReader(export.csv.decode().splitlines()))
+    assert [(r["participant"], r["randomization_number"], r["dummy"]) for r in rows] == \
+        [("P-001", "R-001", "yes"), ("P-002", "R-002", "yes")]
+    assert {r["arm"] for r in rows} <= {f"dummy-{arm}" for arm in ARMS}
+    assert _refusal(NotAuthorized, trial.as_user("alice").unblind_dummy) == \
+        "role admin may not write a dummy unblinding"
+    recorded = [e for e in trial.as_user("mona").audit_events() if e.action == "unblind.dummy"]
+    assert [(e.user, e.subject, e.details["participants"]) for e in recorded] == \
+        [("stan", "exosome-ms", 2)]
+
+
 def test_reports_by_role(trial: ContractTrial) -> None:
     _randomize(trial, "P-001")
     blinded = trial.as_user("mona").report()
@@ -173,6 +192,7 @@ ROLE_REFUSALS = [
     ("ivan", "audit_events", "role investigator may not read the audit trail"),
     ("stan", "list_users", "role statistician may not manage users"),
     ("petra", "emergency_unblind", "role pharmacist may not break the code for one participant"),
+    ("ivan", "unblind_dummy", "role investigator may not write a dummy unblinding"),
 ]
 
 
@@ -187,6 +207,7 @@ def test_role_refusals(trial: ContractTrial, user: str, method: str, message: st
         "audit_events": backend.audit_events,
         "list_users": backend.list_users,
         "emergency_unblind": lambda: backend.emergency_unblind("P-001", "why"),
+        "unblind_dummy": backend.unblind_dummy,
     }
     assert _refusal(NotAuthorized, calls[method]).startswith(message)
 

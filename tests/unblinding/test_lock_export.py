@@ -26,7 +26,7 @@ from tests.support.exosome import DESIGN, answer_args
 from tests.support.trial import Run, TrialFiles, open_trial_vault
 
 COLUMNS = ["participant", "site", "stratum", "randomization_number", "arm", "arm_label",
-           "randomized_at", "kits", "emergency_unblinded"]
+           "randomized_at", "kits", "emergency_unblinded", "dummy"]
 DAY0 = FOUR_DAY0
 VISIT_2 = (DAY0 + timedelta(days=84)).isoformat()
 LOCK_REASON = "last participant completed week 48; data cleaned"
@@ -154,6 +154,7 @@ def test_the_export(run: Run, trial: TrialFiles, by_arm: dict[str, str]) -> None
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", row["randomized_at"])
         assert row["randomized_at"][:19] == randomized_at[p][:19].replace(" ", "T")
         assert row["emergency_unblinded"] == ("yes" if p == unblinded_participant else "no")
+        assert row["dummy"] == "no"
         expected = f"1:{live_kit(files, p, 1)}"
         if p == replaced_participant:
             expected = f"1:{old}(voided) 1:{new} 2:{live_kit(files, p, 2)}"
