@@ -76,6 +76,30 @@ class ListSummary:
 
 
 @dataclass(frozen=True)
+class StratumStatus:
+    """How far one stratum of the list has been used (no arm)."""
+
+    stratum: str
+    planned: int
+    generated: int
+    used: int
+
+
+@dataclass(frozen=True)
+class ListStatus:
+    """Where the allocation list stands, as every role may see it: counts, never arms."""
+
+    generated: bool
+    generated_at: str | None
+    commitment: str | None
+    locked: bool
+    strata: tuple[StratumStatus, ...]
+    kits: dict[str, int]
+    spare_kits: int
+    spare_kits_left: int
+
+
+@dataclass(frozen=True)
 class InitResult:
     """What ``init`` created."""
 
@@ -323,3 +347,22 @@ def verify_list(op: Operation) -> ListSummary:
         strata=tuple(StratumSummary(s.key, s.planned, s.size)
                      for s in sorted(strata.values(), key=lambda s: s.position)),
         kits=kits, spare_kits=spare_kit_count(op.session), commitment=commitment)
+
+
+def list_status(op: Operation) -> ListStatus:
+    """Whether the list exists, how much of each stratum is used, kits by status (any role)."""
+    op.audit("list.status")
+    strata = tuple(StratumStatus(s.key, s.planned, s.size, s.next_sequence - 1)
+                   for s in op.session.scalars(select(Stratum).order_by(Stratum.position)))
+    kits = dict.fromkeys(("available", "dispensed", "prepared", "voided"), 0)
+    for status, count in op.session.execute(select(Kit.status, func.count())
+                                            .group_by(Kit.status)):
+        kits[status] = count
+    left = op.session.scalar(select(func.count()).select_from(Kit).where(
+        Kit.spare.is_(True), Kit.status == "available")) or 0
+    generated_at = op.trial.list_generated_at
+    return ListStatus(generated=op.trial.seed_sealed is not None,
+                      generated_at=audit.utc_text(generated_at) if generated_at else None,
+                      commitment=op.trial.list_digest, locked=op.locked, strata=strata,
+                      kits=kits, spare_kits=spare_kit_count(op.session),
+                      spare_kits_left=left)

@@ -234,6 +234,10 @@ COMMANDS: dict[str, Case] = {
         lambda f, a: ["list", "verify"],
         "list.verify", ADMIN_ONLY, "verify the allocation list", (*LOGIN, "list.verify"),
         done="Allocation list verified"),
+    "list-status": Case(
+        lambda f, a: ["list", "status"],
+        "list.status", frozenset(ROLES), "", (*LOGIN, "list.status"),
+        done="Allocation list generated"),
     "audit-show": Case(
         lambda f, a: ["audit", "show"],
         "audit.show", READERS, "read the audit trail", LOGIN, done="trial.init"),

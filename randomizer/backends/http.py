@@ -265,6 +265,10 @@ class HttpBackend:
         """Generate the sealed list (admin)."""
         return self._call(trial.ListSummary, "POST", "/list/generate")
 
+    def list_status(self) -> trial.ListStatus:
+        """Whether the list exists and how much of it is used (any role)."""
+        return self._call(trial.ListStatus, "GET", "/list")
+
     def verify_list(self) -> trial.ListSummary:
         """Regenerate and compare (admin; statistician after lock)."""
         return self._call(trial.ListSummary, "POST", "/list/verify")

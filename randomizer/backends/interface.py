@@ -56,6 +56,9 @@ class Backend(Protocol):
     def generate_list(self) -> trial.ListSummary:
         """Generate the sealed list and kits from a fresh secret seed (admin)."""
 
+    def list_status(self) -> trial.ListStatus:
+        """Whether the list exists and how much of it is used: counts only (any role)."""
+
     def verify_list(self) -> trial.ListSummary:
         """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""
 

@@ -141,6 +141,10 @@ class LocalBackend:
         """Generate the sealed list and kits."""
         return self._run(Permission.GENERATE_LIST, "list.generate", trial.generate_list)
 
+    def list_status(self) -> trial.ListStatus:
+        """Whether the list exists and how much of it is used: counts only (any role)."""
+        return self._run(Permission.REPORT, "list.status", trial.list_status)
+
     def verify_list(self) -> trial.ListSummary:
         """Regenerate from the sealed seed and compare."""
         return self._run(Permission.VERIFY_LIST, "list.verify", trial.verify_list)

@@ -159,6 +159,30 @@ def list_generate(settings: Settings) -> None:
     emit(settings, summary, lambda: _summary_text(summary, "Allocation list generated."))
 
 
+@list_group.command("status")
+@json_option
+@pass_settings
+def list_status(settings: Settings) -> None:
+    """Show whether the list exists and how much of each stratum is used (any role).
+
+    Counts only, never an arm. Example: randomizer --user mona list status
+    """
+    status = settings.backend().list_status()
+
+    def text() -> str:
+        if not status.generated:
+            return "No allocation list yet: an admin generates it first."
+        rows = [(s.stratum, s.planned, s.generated, s.used, s.generated - s.used)
+                for s in status.strata]
+        kits = ", ".join(f"{name} {count}" for name, count in status.kits.items())
+        return (f"Allocation list generated {status.generated_at}"
+                f"{' (database locked)' if status.locked else ''}.\n"
+                + table(rows, ["stratum", "planned", "generated", "used", "free"])
+                + f"\nKits: {kits}; spares {status.spare_kits_left} of "
+                  f"{status.spare_kits} left\nList commitment: {status.commitment}")
+    emit(settings, status, text)
+
+
 @list_group.command("verify")
 @json_option
 @pass_settings

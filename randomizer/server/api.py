@@ -279,6 +279,12 @@ def generate_list(acting: Acting) -> trial.ListSummary:
     return acting.generate_list()
 
 
+@router.get("/list")
+def list_status(acting: Acting) -> trial.ListStatus:
+    """Whether the list exists and how much of each stratum is used: counts only (any role)."""
+    return acting.list_status()
+
+
 @router.post("/list/verify")
 def verify_list(acting: Acting) -> trial.ListSummary:
     """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""

@@ -262,3 +262,15 @@ def test_audit_events_page(trial: ContractTrial) -> None:
     first = mona.audit_events(limit=3)
     assert [e.seq for e in first] == [1, 2, 3]
     assert [e.seq for e in mona.audit_events(since=2, limit=2)] == [3, 4]
+
+
+def test_list_status_counts_without_arms(trial: ContractTrial) -> None:
+    _randomize(trial, "P-001")
+    status = trial.as_user("mona").list_status()
+    assert status.generated and not status.locked
+    assert [(s.stratum, s.used) for s in status.strata] == [("all", 1)]
+    assert status.strata[0].generated >= status.strata[0].planned == 20
+    assert status.kits["dispensed"] == 1
+    assert status.spare_kits_left == status.spare_kits > 0
+    assert status.commitment == trial.as_user("alice").verify_list().commitment
+    _assert_no_arm(status)
