@@ -10,6 +10,7 @@ arm. Refusals never differ between arms.
 from __future__ import annotations
 
 import re
+import secrets
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -270,7 +271,7 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
         raise StateError(f"kit {old.code} has not been issued to a participant: only issued "
                          "kits can be replaced")
     content = open_kit_content(op.vault, old.code, old.content_sealed)
-    spare = None
+    candidates: list[Kit] = []
     stock: Counter[str] = Counter()
     issued = 0
     for candidate in op.session.scalars(select(Kit).where(Kit.spare.is_(True))
@@ -279,14 +280,18 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
         stock[arm] += 1
         if candidate.status != "available":
             issued += 1
-        elif spare is None and arm == content:
-            spare = candidate
+        elif arm == content:
+            candidates.append(candidate)
     # Spares run out when any arm could have run out, whichever arms were replaced:
     # refusing only when this kit's own arm has none left would tell a blinded
     # investigator which kits share an arm.
-    if spare is None or issued >= min(stock[arm] for arm in op.design.arm_ids):
+    if not candidates or issued >= min(stock[arm] for arm in op.design.arm_ids):
         raise StateError(f"no spare kit left to replace {old.code}: the admin must add spare "
                          "kits before this kit can be replaced")
+    # Any available spare of the arm, chosen by the OS CSPRNG: taking the lowest id
+    # would tell whoever reads the kits table (no key needed) that every available
+    # spare below the chosen one holds the other arm.
+    spare = secrets.choice(candidates)
     participant = op.session.get(Participant, old.participant_id)
     assert participant is not None
     old.status = "voided"
