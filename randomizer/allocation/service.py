@@ -22,10 +22,11 @@ from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
-from randomizer.sealed import find_participant, open_kit_content
+from randomizer.sealed import find_participant, open_kit_content, participant_named
 
-PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
-"""Participant ids: a letter or digit, then letters, digits and dashes; 1-32 characters."""
+PARTICIPANT_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
+"""Participant ids once normalised: a letter or digit, then letters, digits and dashes;
+1-32 characters, upper case (see :func:`check_participant_id`)."""
 
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 
@@ -94,15 +95,22 @@ class PharmacyKit:
 
 
 def check_participant_id(participant: str) -> str:
-    """Validate a participant id against :data:`PARTICIPANT_ID`."""
-    if not PARTICIPANT_ID.match(participant):
+    """The participant id normalised (surrounding white space dropped, upper case) and checked.
+
+    ``p-007``, `` P-007 `` and ``P-007`` name one participant, so every channel
+    compares and stores ids in this one form.
+    """
+    normal = participant.strip()
+    # ASCII first: str.upper() turns some letters into ASCII ones ("\ufb01" into "FI")
+    normal = normal.upper() if normal.isascii() else ""
+    if not PARTICIPANT_ID.fullmatch(normal):
         raise InvalidInput(f"participant id {participant[:40]!r} is not valid: use 1-32 "
                            "letters, digits and dashes, starting with a letter or digit")
-    return participant
+    return normal
 
 
 def _check_site(design: TrialDesign, site: str) -> str:
-    if not SITE_ID.match(site):
+    if not SITE_ID.fullmatch(site):
         raise InvalidInput(f"site {site[:40]!r} is not valid: use 1-32 letters, digits, "
                            "'.', '_', '+' or '-'")
     if design.sites and site not in design.sites:
@@ -139,7 +147,7 @@ def randomization_number(stratum_position: int, strata: int, sequence: int) -> s
 def randomize(op: Operation, participant: str, site: str, levels: dict[str, str],
               answers: dict[str, str], on: date) -> Randomization:
     """Randomize one eligible participant into the next free slot of its stratum."""
-    check_participant_id(participant)
+    participant = check_participant_id(participant)
     design = op.design
     _check_site(design, site)
     stratum_key = design.stratum_of(levels)
@@ -148,10 +156,10 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
     _refuse_if_locked(op, "randomization")
     if op.trial.seed_sealed is None:
         raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
-    existing = op.session.scalars(select(Participant).where(Participant.code == participant)) \
-        .one_or_none()
+    existing = op.session.scalars(select(Participant).where(participant_named(participant))
+                                  .limit(1)).one_or_none()
     if existing is not None:
-        raise StateError(f"participant {participant} is already randomized as "
+        raise StateError(f"participant {existing.code} is already randomized as "
                          f"{existing.randomization_number}")
     if failures:
         raise Ineligible(f"participant {participant} is not eligible, no slot used: "
@@ -225,6 +233,7 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
     visit = design.visit(visit_number)
     _check_not_future(op, on)
     row = participant_row(op, participant)
+    participant = row.code
     existing = _current_kit(op, row, visit_number)
     if existing is not None:
         op.audit("kit.request", subject=participant,
