@@ -175,11 +175,15 @@ def open_vault(trial: Trial, key_file: Path) -> Vault:
     return vault_for(trial, read_key_file(key_file))
 
 
+MESSAGE_MAX = 2000
+"""Longest refusal message a refusal event stores; a longer one is cut."""
+
 LOGIN_REFUSED = "login refused for user {user!r}: unknown user, wrong password or disabled account"
 
 
 def _login_refused(user: str) -> AuthenticationFailed:
-    return AuthenticationFailed(LOGIN_REFUSED.format(user=user))
+    # the name as typed, of any length, goes into the message and the trail: cut it
+    return AuthenticationFailed(LOGIN_REFUSED.format(user=user[:audit.USER_MAX]))
 
 
 def _check_user_text(name: str) -> None:
@@ -274,14 +278,17 @@ def operation(store: Store, trial_key: KeySource, principal: Principal, permissi
 def record_refusal(store: Store, trial_key: KeySource, principal: Principal, action: str,
                    subject: str, now: datetime, exc: RandomizerError, kind: str,
                    why: str) -> None:
-    """Record a refused action in a transaction of its own (after the action's rolled back)."""
+    """Record a refused action in a transaction of its own (after the action's rolled back).
+
+    The user name and subject are whatever was typed; :func:`randomizer.audit.append`
+    cuts them to their widths, and the message is cut here to :data:`MESSAGE_MAX`.
+    """
     with store.transaction() as session:
         trial = load_trial(session)
         vault = vault_for(trial, trial_key())
         user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
         name = principal.user if user is None else user.name
         role = "" if user is None else user.role
-        details = {"command": action, "refusal": why, "message": str(exc)}
-        audit.append(session, vault.audit_key(), now=now, user=name[:64], role=role,
-                     action=kind, subject=subject[:256],
-                     details=_with_via(details, principal))
+        details = {"command": action, "refusal": why, "message": str(exc)[:MESSAGE_MAX]}
+        audit.append(session, vault.audit_key(), now=now, user=name, role=role,
+                     action=kind, subject=subject, details=_with_via(details, principal))
