@@ -13,7 +13,7 @@ import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 from sqlalchemy import select
 
@@ -156,6 +156,7 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
     _refuse_if_locked(op, "randomization")
     if op.trial.seed_sealed is None:
         raise StateError("no allocation list yet: an admin runs 'randomizer list generate'")
+    _check_after_list(op, on)
     existing = op.session.scalars(select(Participant).where(participant_named(participant))
                                   .limit(1)).one_or_none()
     if existing is not None:
@@ -189,6 +190,18 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
         "date": on.isoformat(), "kit": kit.code, "visit": 1})
     return Randomization(participant=participant, randomization_number=number, site=site,
                          visit=1, kit=kit.code)
+
+
+def _check_after_list(op: Operation, on: date) -> None:
+    generated = op.trial.list_generated_at
+    if generated is None:
+        return
+    # The list's day in the local calendar; a site up to 12 hours behind UTC (UTC-12) may
+    # still be on the day before: never refuse it (as _check_not_future allows UTC+14).
+    day = generated.astimezone().date()
+    if on < min(day, (generated.astimezone(UTC) - timedelta(hours=12)).date()):
+        raise InvalidInput(f"date {on.isoformat()} is before the allocation list was generated "
+                           f"({day.isoformat()}): no participant can be randomized before it")
 
 
 def _check_not_future(op: Operation, on: date) -> None:
@@ -234,6 +247,10 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date,
     _check_not_future(op, on)
     row = participant_row(op, participant)
     participant = row.code
+    if on < row.randomized_on:
+        raise InvalidInput(f"date {on.isoformat()} is before {participant} was randomized "
+                           f"({row.randomized_on.isoformat()}): no visit comes before "
+                           "randomization")
     existing = _current_kit(op, row, visit_number)
     if existing is not None:
         op.audit("kit.request", subject=participant,

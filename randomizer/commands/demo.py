@@ -11,6 +11,7 @@ import io
 import os
 import re
 import shlex
+import sqlite3
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -67,6 +68,21 @@ class _Player:
         return out.getvalue()
 
 
+def _date_list_back(db: Path, day: date) -> None:
+    """Date the list's generation back to ``day`` in the demo's own database.
+
+    The demo plays in a minute a trial that began 420 days ago, and no participant may be
+    randomized before the list was generated. Its ``list.generate`` event keeps the real time.
+    """
+    connection = sqlite3.connect(db)
+    try:
+        with connection:
+            connection.execute("UPDATE trial SET list_generated_at = ?",
+                               (f"{day.isoformat()} 00:00:00.000000",))
+    finally:
+        connection.close()
+
+
 def _kit_code(output: str) -> str:
     return str(KIT_CODE.findall(output)[-1])
 
@@ -106,6 +122,7 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     play.run("alice", "list", "generate")
 
     start = date.today() - timedelta(days=420)
+    _date_list_back(folder / "trial.db", start - timedelta(days=7))
     click.echo("\n# Screening: one candidate fails eligibility (EDSS 7.0) and uses no slot.")
     play.run("ivan", "randomize", "P-000", "--site", "WAW", *_answers(0)[:4],
              "--answer", "edss=7.0", *_answers(0)[6:], "--date", start.isoformat(), expect=1)
