@@ -33,6 +33,7 @@ from randomizer.access import Permission, allowed, dummy_hash, verify_password
 from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
     AuthenticationFailed,
+    DamagedRecord,
     Ineligible,
     InvalidInput,
     NotAuthorized,
@@ -203,7 +204,9 @@ def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, n
     the database's write lock would queue every other user behind it. An
     unknown or disabled user costs the same hash (a dummy one), so the time
     taken does not tell whether the account exists. A refusal is recorded as
-    ``auth.failed`` and raised as :class:`AuthenticationFailed`.
+    ``auth.failed`` and raised as :class:`AuthenticationFailed`, or as
+    :class:`DamagedRecord` when the user's stored hash was altered to ask for
+    an absurd cost.
     """
     _check_user_text(credentials.user)
     trial_key()  # a key-file problem is reported before the database is touched
@@ -214,7 +217,15 @@ def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, n
         found = session.execute(select(User.name, User.password_hash, User.disabled)
                                 .where(User.name == credentials.user)).one_or_none()
     stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
-    matches = verify_password(credentials.password, stored)
+    try:
+        matches = verify_password(credentials.password, stored)
+    except DamagedRecord as exc:
+        assert found is not None  # the dummy hash is never damaged
+        damaged = DamagedRecord(f"login refused for user {found.name!r}: {exc}; an admin can "
+                                "set a new password with 'randomizer user passwd'")
+        record_refusal(store, trial_key, Principal(credentials.user, channel, "", client),
+                       action, subject, now, damaged, "auth.failed", "damaged password hash")
+        raise damaged from None
     if found is None or found.disabled or not matches:
         why = "unknown user" if found is None else \
             "disabled user" if found.disabled else "wrong password"
