@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from randomizer.errors import InvalidInput
+from randomizer.errors import DamagedRecord, InvalidInput
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
@@ -21,6 +21,17 @@ USER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 SCRYPT_N = 2**15
 SCRYPT_R = 8
 SCRYPT_P = 1
+
+# The highest scrypt cost a stored hash may ask for. Parameters are read from the database,
+# so an altered hash could ask for any amount of memory or time (or for parameters OpenSSL
+# rejects as a MemoryError); beyond these, the hash is refused as damaged, not computed.
+MAX_SCRYPT_N = 2**20
+MAX_SCRYPT_R = 32
+MAX_SCRYPT_P = 16
+MAX_SCRYPT_MEMORY = 2**30
+"""Bytes scrypt needs, 128 x n x r: 1 GiB (n = 2**20, r = 8; about 10 s on one core)."""
+MAX_SCRYPT_WORK = 2**24
+"""n x r x p: 64 times today's default cost."""
 
 
 class Role(StrEnum):
@@ -140,13 +151,30 @@ def hash_password(password: str, *, n: int | None = None, r: int = SCRYPT_R,
 
 
 def verify_password(password: str, stored: str) -> bool:
-    """Whether ``password`` matches a hash from :func:`hash_password` (constant time)."""
+    """Whether ``password`` matches a hash from :func:`hash_password` (constant time).
+
+    A malformed hash matches nothing. A well-formed one whose cost exceeds
+    :data:`MAX_SCRYPT_N`, :data:`MAX_SCRYPT_R`, :data:`MAX_SCRYPT_P`,
+    :data:`MAX_SCRYPT_MEMORY` or :data:`MAX_SCRYPT_WORK`, or breaks scrypt's rule
+    n < 2**(16 r), raises :class:`DamagedRecord` without being computed.
+    """
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
+        scheme, n_text, r_text, p_text, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        candidate = Scrypt(salt=base64.b64decode(salt), length=32, n=int(n), r=int(r),
-                           p=int(p)).derive(password.encode("utf-8", "surrogatepass"))
+        n, r, p = int(n_text), int(r_text), int(p_text)
+    except ValueError:
+        return False
+    if not (n <= MAX_SCRYPT_N and r <= MAX_SCRYPT_R and p <= MAX_SCRYPT_P
+            and 128 * n * r <= MAX_SCRYPT_MEMORY and n * r * p <= MAX_SCRYPT_WORK
+            and (r < 1 or n < 2 ** (16 * r))):
+        raise DamagedRecord(
+            f"a stored password hash asks for scrypt n={n_text[:20]}, r={r_text[:20]}, "
+            f"p={p_text[:20]}, a cost no release writes: the users table was altered or "
+            "damaged")
+    try:
+        candidate = Scrypt(salt=base64.b64decode(salt), length=32, n=n, r=r,
+                           p=p).derive(password.encode("utf-8", "surrogatepass"))
     except (ValueError, UnicodeEncodeError):
         return False
     return hmac.compare_digest(candidate, base64.b64decode(digest))

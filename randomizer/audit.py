@@ -35,6 +35,13 @@ GENESIS_MAC = "0" * 64
 NOTE_HEADER = "randomizer audit checkpoint v1"
 VERIFY_BATCH = 10_000
 
+USER_MAX = 64
+"""Longest user name an event stores (the column's width); a longer one is cut."""
+SUBJECT_MAX = 256
+"""Longest subject an event stores (the column's width); a longer one is cut."""
+REASON_MAX = 2000
+"""Longest reason an event stores, as the commands and the API accept; a longer one is cut."""
+
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -103,7 +110,13 @@ def start_chain(session: Session) -> None:
 def append(session: Session, key: bytes, *, now: datetime, user: str, role: str,
            action: str, subject: str = "", reason: str = "",
            details: Mapping[str, Any] | None = None) -> AuditEvent:
-    """Append one event inside the caller's transaction; the head row lock serialises writers."""
+    """Append one event inside the caller's transaction; the head row lock serialises writers.
+
+    The user name, subject and reason are cut to :data:`USER_MAX`,
+    :data:`SUBJECT_MAX` and :data:`REASON_MAX` characters: a refusal records
+    whatever name or subject was typed, of any length.
+    """
+    user, subject, reason = user[:USER_MAX], subject[:SUBJECT_MAX], reason[:REASON_MAX]
     head = session.scalars(select(AuditHead).where(AuditHead.id == 1)
                            .with_for_update()).one_or_none()
     if head is None:

@@ -33,6 +33,7 @@ from randomizer.access import Permission, allowed, dummy_hash, verify_password
 from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
     AuthenticationFailed,
+    DamagedRecord,
     Hint,
     Ineligible,
     InvalidInput,
@@ -176,11 +177,15 @@ def open_vault(trial: Trial, key_file: Path) -> Vault:
     return vault_for(trial, read_key_file(key_file))
 
 
+MESSAGE_MAX = 2000
+"""Longest refusal message a refusal event stores; a longer one is cut."""
+
 LOGIN_REFUSED = "login refused for user {user!r}: unknown user, wrong password or disabled account"
 
 
 def _login_refused(user: str) -> AuthenticationFailed:
-    return AuthenticationFailed(LOGIN_REFUSED.format(user=user))
+    # the name as typed, of any length, goes into the message and the trail: cut it
+    return AuthenticationFailed(LOGIN_REFUSED.format(user=user[:audit.USER_MAX]))
 
 
 def _check_user_text(name: str) -> None:
@@ -200,7 +205,9 @@ def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, n
     the database's write lock would queue every other user behind it. An
     unknown or disabled user costs the same hash (a dummy one), so the time
     taken does not tell whether the account exists. A refusal is recorded as
-    ``auth.failed`` and raised as :class:`AuthenticationFailed`.
+    ``auth.failed`` and raised as :class:`AuthenticationFailed`, or as
+    :class:`DamagedRecord` when the user's stored hash was altered to ask for
+    an absurd cost.
     """
     _check_user_text(credentials.user)
     trial_key()  # a key-file problem is reported before the database is touched
@@ -211,7 +218,15 @@ def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, n
         found = session.execute(select(User.name, User.password_hash, User.disabled)
                                 .where(User.name == credentials.user)).one_or_none()
     stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
-    matches = verify_password(credentials.password, stored)
+    try:
+        matches = verify_password(credentials.password, stored)
+    except DamagedRecord as exc:
+        assert found is not None  # the dummy hash is never damaged
+        damaged = DamagedRecord(f"login refused for user {found.name!r}: {exc}; an admin can "
+                                "set a new password with 'randomizer user passwd'")
+        record_refusal(store, trial_key, Principal(credentials.user, channel, "", client),
+                       action, subject, now, damaged, "auth.failed", "damaged password hash")
+        raise damaged from None
     if found is None or found.disabled or not matches:
         why = "unknown user" if found is None else \
             "disabled user" if found.disabled else "wrong password"
@@ -275,14 +290,17 @@ def operation(store: Store, trial_key: KeySource, principal: Principal, permissi
 def record_refusal(store: Store, trial_key: KeySource, principal: Principal, action: str,
                    subject: str, now: datetime, exc: RandomizerError, kind: str,
                    why: str) -> None:
-    """Record a refused action in a transaction of its own (after the action's rolled back)."""
+    """Record a refused action in a transaction of its own (after the action's rolled back).
+
+    The user name and subject are whatever was typed; :func:`randomizer.audit.append`
+    cuts them to their widths, and the message is cut here to :data:`MESSAGE_MAX`.
+    """
     with store.transaction() as session:
         trial = load_trial(session)
         vault = vault_for(trial, trial_key())
         user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
         name = principal.user if user is None else user.name
         role = "" if user is None else user.role
-        details = {"command": action, "refusal": why, "message": str(exc)}
-        audit.append(session, vault.audit_key(), now=now, user=name[:64], role=role,
-                     action=kind, subject=subject[:256],
-                     details=_with_via(details, principal))
+        details = {"command": action, "refusal": why, "message": str(exc)[:MESSAGE_MAX]}
+        audit.append(session, vault.audit_key(), now=now, user=name, role=role,
+                     action=kind, subject=subject, details=_with_via(details, principal))

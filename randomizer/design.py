@@ -29,6 +29,7 @@ MAX_LIST_LENGTH = 10_000_000
 
 _ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _LEVEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _YES = {"yes", "y", "true", "1"}
 _NO = {"no", "n", "false", "0"}
 
@@ -308,7 +309,7 @@ class _Validator:
     def string(self, value: Any, field: str, pattern: re.Pattern[str] | None = None) -> str:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(field, "must be a non-empty string")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise self.fail(field, f"{value!r} must match {pattern.pattern}")
         return value
 
@@ -499,8 +500,13 @@ class _Validator:
             window = entry.get("window", 0)
             if isinstance(window, int) and not isinstance(window, bool) and window < 0:
                 raise self.fail(f"{field}.window", f"must not be negative, got {window}")
-            visits.append(Visit(number=i + 1, name=self.string(entry["name"], f"{field}.name"),
-                                day=day, window=self.integer(window, f"{field}.window", 0)))
+            name = self.string(entry["name"], f"{field}.name")
+            if _CONTROL.search(name):
+                # a visit's name is printed in one-line messages and listings
+                raise self.fail(f"{field}.name", f"{name!r} must not hold control characters "
+                                "(line breaks, tabs)")
+            visits.append(Visit(number=i + 1, name=name, day=day,
+                                window=self.integer(window, f"{field}.window", 0)))
         self.unique([v.name for v in visits], "visits.name")
         if visits[0].day != 0:
             raise self.fail("visits[0].day", "the first dosing visit must be day 0 "

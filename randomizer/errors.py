@@ -114,6 +114,17 @@ class ListMismatch(RandomizerError):
     """The stored list or kits differ from what the sealed seed regenerates."""
 
 
+class DamagedRecord(RandomizerError):
+    """A stored row holds a value no release writes: the database was altered or damaged."""
+
+
+class BackupFailed(RandomizerError):
+    """A backup could not be written or verified, or a backup file could not be restored."""
+
+    # backup records its own ``backup.failed`` event; a failed restore has no trail to write to
+    audited = False
+
+
 class StoreError(RandomizerError):
     """The database cannot be opened, reached or used (schema version, connection)."""
 

@@ -8,8 +8,11 @@ chain and the allocation list must verify in the copy with the trial key.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from sqlalchemy.engine import make_url
 from randomizer import audit
 from randomizer.access import Permission
 from randomizer.context import KeySource, Operation, Principal, load_trial, operation, vault_for
-from randomizer.errors import Hint, InvalidInput, StateError
+from randomizer.errors import BackupFailed, Hint, InvalidInput, StateError
 from randomizer.store import SchemaStatus, Store, alembic_config, unversioned_message
 from randomizer.trial import verify_list
 
@@ -69,16 +72,21 @@ def upgrade(op: Operation, store: Store) -> UpgradeResult:
     return UpgradeResult(before=before.current, after=after.head)
 
 
-def record_backup(op: Operation, store: Store, out: Path) -> None:
-    """Check the target and write the backup's audit event (so the copy contains it)."""
-    sqlite_path(store)
+SQLITE_HEADER = b"SQLite format 3\0"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def _refuse_existing_backup(out: Path) -> None:
     if out.exists():
         raise InvalidInput(f"{out} already exists: refusing to overwrite a backup")
-    op.audit("backup", subject=str(out))
 
 
 def copy_sqlite(source: Path, target: Path) -> None:
-    """Copy a live SQLite database with the online backup API and check the copy."""
+    """Copy a live SQLite database with the online backup API and check the copy.
+
+    A file system problem raises :class:`OSError` and a SQLite one
+    :class:`sqlite3.DatabaseError`, for the caller to word; ``target`` is removed.
+    """
     if target.exists():
         raise InvalidInput(f"{target} already exists: refusing to overwrite it")
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -95,7 +103,7 @@ def copy_sqlite(source: Path, target: Path) -> None:
             src.close()
             dst.close()
         if check is None or check[0] != "ok":
-            raise StateError(f"the copy in {target} fails SQLite's integrity check")
+            raise sqlite3.DatabaseError("the copy fails SQLite's integrity check")
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -116,26 +124,94 @@ def verify_copy(op: Operation) -> int:
     return audit.verify(op.session, op.vault.audit_key()).events
 
 
-def backup(store: Store, trial_key: KeySource, principal: Principal, now: datetime,
-           out: Path) -> BackupResult:
-    """A consistent online copy of a SQLite trial database, verified with the key (admin)."""
-    source = sqlite_path(store)
-    with operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
-                   subject=str(out)) as op:
-        record_backup(op, store, out)
-    copy_sqlite(source, out)
-    copy = Store(f"sqlite:///{out}")
+def _verified_events(path: Path, trial_key: KeySource) -> int:
+    """Check a copy's schema and audit chain with the trial key; the number of events."""
+    copy = Store(f"sqlite:///{path}")
     try:
         with copy.transaction(read_only=True) as session:
             copy.check_schema(session)
             vault = vault_for(load_trial(session), trial_key())
-            events = audit.verify(session, vault.audit_key()).events
-    except BaseException:
+            return audit.verify(session, vault.audit_key()).events
+    finally:
         copy.dispose()
-        out.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _place(temporary: Path, out: Path) -> None:
+    """Give the verified copy its name, never replacing a file that appeared meanwhile."""
+    try:
+        os.link(temporary, out)
+    except FileExistsError:
+        raise InvalidInput(f"{out} already exists: refusing to overwrite a backup") from None
+    except OSError as exc:
+        raise BackupFailed(f"cannot write the backup {out}: {exc.strerror or exc}") from None
+    temporary.unlink()
+
+
+def _record_failure(store: Store, trial_key: KeySource, principal: Principal, now: datetime,
+                    out: Path, error: BaseException) -> None:
+    message = str(error) or type(error).__name__
+    # The failure being reported matters more than this record of it: a trail that
+    # cannot be written fails the next command loudly anyway.
+    with contextlib.suppress(Exception), \
+            operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
+                      subject=str(out)) as op:
+        op.audit("backup.failed", subject=str(out), details={"error": message[:2000]})
+
+
+def backup(store: Store, trial_key: KeySource, principal: Principal, now: datetime,
+           out: Path) -> BackupResult:
+    """A consistent online copy of a SQLite trial database, verified with the key (admin).
+
+    In this order: the login and role are checked; the copy is written to a
+    temporary file beside ``out`` and verified (integrity, schema, audit chain
+    with the key); then one transaction appends the ``backup`` event, with the
+    copy's SHA-256, and gives the copy its name. So the trail never records a
+    backup that does not exist, and the copy does not hold its own ``backup``
+    event. A copy that fails is removed and recorded as ``backup.failed``.
+    """
+    source = sqlite_path(store)
+    _refuse_existing_backup(out)
+    with operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
+                   subject=str(out)):
+        pass  # the role is checked (and a fresh login recorded) before anything is copied
+    principal = dataclasses.replace(principal, fresh_login=False)
+    temporary = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        try:
+            copy_sqlite(source, temporary)
+            events = _verified_events(temporary, trial_key)
+            digest = settle(temporary)
+        except OSError as exc:
+            raise BackupFailed(f"cannot write the backup {out}: {exc.strerror or exc}") \
+                from None
+        except sqlite3.DatabaseError as exc:
+            raise BackupFailed(f"cannot copy the database to {out}: {exc}") from None
+    except BaseException as exc:
+        _remove(temporary)
+        if isinstance(exc, Exception):
+            _record_failure(store, trial_key, principal, now, out, exc)
         raise
-    copy.dispose()
-    return BackupResult(file=str(out), sha256=settle(out), audit_events=events)
+    placed = False
+    try:
+        with operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
+                       subject=str(out)) as op:
+            op.audit("backup", subject=str(out),
+                     details={"sha256": digest, "audit_events": events})
+            _place(temporary, out)
+            placed = True
+    except BaseException as exc:
+        _remove(temporary)
+        if placed:  # the commit failed: no event names it, so no file may stay
+            out.unlink(missing_ok=True)
+        elif isinstance(exc, BackupFailed):
+            _record_failure(store, trial_key, principal, now, out, exc)
+        raise
+    return BackupResult(file=str(out), sha256=digest, audit_events=events)
 
 
 def restore(store: Store, trial_key: KeySource, login: Callable[[], Principal], now: datetime,
@@ -149,8 +225,17 @@ def restore(store: Store, trial_key: KeySource, login: Callable[[], Principal], 
     target = sqlite_path(store)
     if not backup_file.is_file():
         raise InvalidInput(f"backup file {backup_file} not found")
-    digest = hashlib.sha256(backup_file.read_bytes()).hexdigest()
-    copy_sqlite(backup_file, target)
+    data = backup_file.read_bytes()
+    if not data.startswith(SQLITE_HEADER):
+        raise InvalidInput(f"backup file {backup_file} is not a SQLite database: restore takes "
+                           "a file written by a randomizer backup")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        copy_sqlite(backup_file, target)
+    except OSError as exc:
+        raise BackupFailed(f"cannot write {target}: {exc.strerror or exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise BackupFailed(f"backup file {backup_file} is damaged: {exc}") from None
     try:
         with operation(store, trial_key, login(), Permission.MAINTAIN, "restore", now) as op:
             events = verify_copy(op)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 
 from randomizer.errors import NotFound, StateError
 from randomizer.models import Participant, Slot, Stratum
@@ -91,13 +91,25 @@ def open_seed_text(vault: Vault, sealed: bytes) -> str:
     return vault.open(SEED_KIND, vault.trial_id, sealed)
 
 
+def participant_named(code: str) -> ColumnElement[bool]:
+    """The condition "this row is participant ``code``" (an id normalised by the caller).
+
+    Compared in upper case, so an id stored in lower case before ids were
+    normalised is still found, and still counts as randomized.
+    """
+    return func.upper(Participant.code) == code
+
+
 def find_participant(op: Operation, code: str) -> Participant:
     """The randomized participant ``code`` (an id already checked by the caller)."""
-    found = op.session.scalars(select(Participant).where(Participant.code == code)) \
-        .one_or_none()
-    if found is None:
+    found = list(op.session.scalars(select(Participant).where(participant_named(code))
+                                    .limit(2)))
+    if not found:
         raise NotFound(f"participant {code} is not randomized in this trial")
-    return found
+    if len(found) > 1:
+        raise StateError(f"participant {code} is randomized more than once (under ids that "
+                         "differ only in case): ask the admin to review the trial's records")
+    return found[0]
 
 
 def participant_arm(op: Operation, participant: Participant) -> str:

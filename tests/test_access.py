@@ -25,9 +25,9 @@ from randomizer.access import (
     verify_password,
 )
 from randomizer.audit import new_signing_key
-from randomizer.errors import InvalidInput
+from randomizer.errors import DamagedRecord, InvalidInput
 from tests.support.assertions import assert_error, assert_ok
-from tests.support.database import audit_rows, dump_database, without_audit
+from tests.support.database import audit_rows, dump_database, execute, without_audit
 from tests.support.trial import ADMIN, PASSWORDS, USER_OF_ROLE, USERS, Run, TrialFiles, all_commands
 
 ROLES = ("admin", "investigator", "pharmacist", "statistician", "monitor")
@@ -164,6 +164,45 @@ def test_default_scrypt_cost_is_the_documented_one() -> None:
                                     "scrypt$16$8$1$!!$AAAA"])
 def test_malformed_stored_hashes_never_verify(stored: str) -> None:
     assert verify_password("pw-admin-123456", stored) is False
+
+
+@pytest.mark.parametrize(("n", "r", "p"), [
+    (2**30, 8, 1),  # the case: 1 TiB, an internal MemoryError before
+    (2**21, 8, 1), (2**4, 33, 1), (2**4, 8, 17), (2**64, 8, 1),
+    (2**20, 16, 1),  # 2 GiB
+    (2**20, 8, 4),  # 4 x 10 s
+    (2**16, 1, 1)])  # OpenSSL's rule n < 2**(16 r): a MemoryError before
+def test_absurd_stored_scrypt_costs_are_refused_not_computed(n: int, r: int, p: int) -> None:
+    stored = "$".join(["scrypt", str(n), str(r), str(p)] + hash_password("x", n=2**4)
+                      .split("$")[4:])
+    with pytest.raises(DamagedRecord, match=f"asks for scrypt n={str(n)[:20]}, r={r}, p={p}, "
+                                            "a cost no release writes"):
+        verify_password("pw-admin-123456", stored)
+
+
+def test_a_login_with_an_absurd_stored_hash_is_refused_and_recorded(
+        trial_with_users: TrialFiles, run: Run) -> None:
+    url = trial_with_users.db_url
+    [(stored,)] = execute(url, "SELECT password_hash FROM users WHERE name = 'ivan'")
+    _, _, _, _, salt, digest = stored.split("$")
+    execute(url, "UPDATE users SET password_hash = :h WHERE name = 'ivan'",
+            h=f"scrypt$1073741824$8$1${salt}${digest}")
+    before = dump_database(url)
+
+    result = run("report", user="ivan")
+
+    assert assert_error(result, 1) == (
+        "login refused for user 'ivan': a stored password hash asks for scrypt n=1073741824, "
+        "r=8, p=1, a cost no release writes: the users table was altered or damaged; an "
+        "admin can set a new password with 'randomizer user passwd'")
+    assert without_audit(dump_database(url)) == without_audit(before)
+    failed = audit_rows(url)[-1]
+    assert (failed["action"], failed["user"], failed["role"]) == ("auth.failed", "ivan",
+                                                                  "investigator")
+    assert failed["details"]["refusal"] == "damaged password hash"
+    # an admin resets it, and ivan logs in again
+    run.ok("user", "passwd", "ivan", "--password-stdin", user=ADMIN, input=NEW_PASSWORD + "\n")
+    run.ok("report", user="ivan", password=NEW_PASSWORD)
 
 
 # Every command x every role, through the CLI ------------------------------------------

@@ -108,8 +108,8 @@ def test_audit_show_text_json_since_and_limit(trial_with_list: TrialFiles, run: 
     total = last_seq(trial_with_list)
     text = run.ok("audit", "show", user="mona").stdout.splitlines()
     assert len(text) == total + 1  # the monitor's own login is the newest event
-    assert re.match(r"^\s+1 \S+Z alice\(admin\) trial\.init exosome-ms ", text[0])
-    assert text[-1].split()[2:] == ["mona(monitor)", "auth.login", "audit.show"]
+    assert re.match(r'^\s+1 \S+Z "alice"\(admin\) trial\.init "exosome-ms" ', text[0])
+    assert text[-1].split()[2:] == ['"mona"(monitor)', "auth.login", '"audit.show"']
     shown = json.loads(run.ok("audit", "show", "--json", "--since", "3", "--limit", "2",
                               user=ADMIN).stdout)
     assert [e["seq"] for e in shown] == [4, 5]

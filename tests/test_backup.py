@@ -27,13 +27,17 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from randomizer import maintenance
+from randomizer.errors import AuditError
 from tests.support.assertions import assert_error
 from tests.support.database import (
     audit_rows,
     dump_database,
     execute,
+    new_events,
     postgres_url,
     scratch_database,
+    without_audit,
 )
 from tests.support.exosome import answer_args
 from tests.support.processes import clean_env
@@ -170,7 +174,15 @@ def test_a_backup_taken_while_another_process_randomizes_restores_and_verifies(
     assert len(copied) == int(match.group(2))
     assert 5 < len(copied) < len(live)
     assert copied == live[:len(copied)]
-    assert copied[-1]["action"] == "backup" and copied[-1]["subject"] == str(out)
+    # the event comes after the copy was verified, so the copy does not hold it; it names
+    # the file by its digest and event count
+    assert "backup" not in {e["action"] for e in copied}
+    [event] = [e for e in live if e["action"] == "backup"]
+    assert event["seq"] > len(copied) and event["subject"] == str(out)
+    assert event["details"] == {"sha256": digest, "audit_events": len(copied)}
+    # the backup's login was recorded before the copy was made
+    assert [e for e in live if e["action"] == "auth.login" and e["subject"] == "backup"][0] \
+        in copied
     participants = {code for (code,) in execute(copy_url, "SELECT code FROM participants")}
     randomized = {e["subject"] for e in copied if e["action"] == "randomize"}
     assert participants == randomized and participants
@@ -312,13 +324,19 @@ def test_restore_refuses_a_damaged_file(backup_file: Path, trial_with_list: Tria
     data = bytearray(backup_file.read_bytes())
     damaged.write_bytes(bytes(data[: len(data) // 2]))
     target = trial_with_list.directory / "restored.db"
-    assert_error(run("restore", "--from", str(damaged), user=ADMIN, db=_sqlite_url(target)), 1)
+    assert_error(run("restore", "--from", str(damaged), user=ADMIN, db=_sqlite_url(target)), 1,
+                 f"backup file {damaged} is damaged: ")
     assert _leftovers(target) == []
-    not_sqlite = backup_file.with_name("notes.txt")
-    not_sqlite.write_text("not a database\n" * 100)
-    assert_error(run("restore", "--from", str(not_sqlite), user=ADMIN,
-                     db=_sqlite_url(target)), 1)
-    assert _leftovers(target) == []
+    # not "internal error (DatabaseError) ... report it": one line naming the file
+    for name, content in (("notes.txt", b"not a database\n" * 100), ("empty.db", b""),
+                          ("dump.sql", b"SQLite format 2\0" + b"\0" * 100)):
+        not_sqlite = backup_file.with_name(name)
+        not_sqlite.write_bytes(content)
+        assert assert_error(run("restore", "--from", str(not_sqlite), user=ADMIN,
+                                db=_sqlite_url(target)), 2) == (
+            f"backup file {not_sqlite} is not a SQLite database: restore takes a file "
+            "written by a randomizer backup")
+        assert _leftovers(target) == []
 
 
 def test_restore_refuses_a_wrong_key_file(backup_file: Path, trial_with_list: TrialFiles,
@@ -341,6 +359,48 @@ def test_backup_refuses_an_existing_file(sqlite_only: None, trial_with_list: Tri
                  f"{out} already exists: refusing to overwrite a backup")
     assert out.read_bytes() == b"an older backup"
     assert dump_database(trial_with_list.db_url) == before
+
+
+def _broken_verification(path: Path, trial_key: object) -> int:
+    raise AuditError("audit trail broken at event 3: it was altered, inserted or reordered")
+
+
+def _no_links(source: object, target: object) -> None:
+    raise PermissionError(13, "Permission denied")
+
+
+@pytest.mark.parametrize("stage", ["missing directory", "verification", "naming"])
+def test_a_failed_backup_leaves_no_file_and_is_recorded_as_failed(
+        sqlite_only: None, trial_with_list: TrialFiles, run: Run,
+        monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    """The event comes last: a backup that fails records ``backup.failed``, never ``backup``."""
+    folder = trial_with_list.directory / "backups"
+    folder.mkdir()
+    out = folder / "b.db"
+    if stage == "missing directory":  # the issue's case: events committed, then a failure
+        out = folder / "missing-dir" / "b.db"
+        message = f"cannot write the backup {out}: No such file or directory"
+    elif stage == "verification":
+        monkeypatch.setattr(maintenance, "_verified_events", _broken_verification)
+        message = "audit trail broken at event 3: it was altered, inserted or reordered"
+    else:  # the verified copy cannot be given its name
+        monkeypatch.setattr(os, "link", _no_links)
+        message = f"cannot write the backup {out}: Permission denied"
+    url = trial_with_list.db_url
+    before, trail = dump_database(url), audit_rows(url)
+
+    assert assert_error(run("backup", "--out", str(out), user=ADMIN), 1) == message
+
+    assert list(folder.iterdir()) == []  # neither the backup nor its temporary file
+    assert without_audit(dump_database(url)) == without_audit(before)
+    added = new_events(trail, audit_rows(url))
+    assert [(e["action"], e["user"], e["subject"]) for e in added] == [
+        ("auth.login", ADMIN, "backup"), ("backup.failed", ADMIN, str(out))]
+    assert added[1]["details"] == {"error": message}
+
+    monkeypatch.undo()
+    run.ok("backup", "--out", str(folder / "b.db"), user=ADMIN)
+    assert [p.name for p in folder.iterdir()] == ["b.db"]
 
 
 def test_only_an_admin_may_back_up_or_restore(backup_file: Path, trial_with_list: TrialFiles,

@@ -167,6 +167,13 @@ RULES = [
      "factors[0].levels: duplicate id 'PPMS'"),
     ("bad arm id", 'id = "a"\nlabel = "Arm A"', 'id = "A;B"\nlabel = "Arm A"',
      "arms[0].id: 'A;B' must match"),
+    # fullmatch: "$" would let a trailing line break through
+    ("trailing newline in an id", 'id = "a"\nlabel = "Arm A"', 'id = "a\\n"\nlabel = "Arm A"',
+     "arms[0].id: 'a\\n' must match"),
+    ("trailing newline in a level", 'levels = ["PPMS", "SPMS"]', 'levels = ["PPMS", "SPMS\\n"]',
+     "factors[0].levels[1]: 'SPMS\\n' must match"),
+    ("line break in a visit name", 'name = "Day 0"', 'name = "Day 0\\nDay 1"',
+     "visits[0].name: 'Day 0\\nDay 1' must not hold control characters"),
     ("spare fraction out of range", '[[visits]]\nname = "Day 0"',
      '[kits]\nspare_fraction = 1.5\n\n[[visits]]\nname = "Day 0"',
      "kits.spare_fraction: must be between 0 and 1, got 1.5"),

@@ -36,7 +36,15 @@ from tests.support.assertions import assert_error, assert_ok, without_cli_hint
 from tests.support.blinded_path import days_ago, participant_arms
 from tests.support.database import audit_rows, execute
 from tests.support.exosome import DESIGN, TRIAL_ID, answer_args, arm_words_in
-from tests.support.trial import ADMIN, USERS, Run, TrialFiles, open_trial_vault, scratch_trial
+from tests.support.trial import (
+    ADMIN,
+    USERS,
+    Run,
+    TrialFiles,
+    backdate_list,
+    open_trial_vault,
+    scratch_trial,
+)
 
 PARTICIPANTS = 20
 REPLACED = (5, 2)  # participant 5's week-12 kit arrives damaged
@@ -121,6 +129,7 @@ def _play(story: Story) -> None:
         if name != ADMIN:
             run.add_user(name, role)
     story.cmd(ADMIN, "list", "generate")
+    backdate_list(story.files)  # the story begins 420 days ago
 
     # Screening: a candidate failing three criteria is refused and uses no slot.
     story.refuse("screen failure", "ivan", "randomize", "P-000", "--site", "WAW",

@@ -10,9 +10,10 @@ arm. Refusals never differ between arms.
 from __future__ import annotations
 
 import re
+import secrets
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 from sqlalchemy import select
 
@@ -21,11 +22,12 @@ from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
-from randomizer.sealed import find_participant, open_kit_content
+from randomizer.sealed import find_participant, open_kit_content, participant_named
 from randomizer.trial import require_list
 
-PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
-"""Participant ids: a letter or digit, then letters, digits and dashes; 1-32 characters."""
+PARTICIPANT_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
+"""Participant ids once normalised: a letter or digit, then letters, digits and dashes;
+1-32 characters, upper case (see :func:`check_participant_id`)."""
 
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
 
@@ -96,15 +98,22 @@ class PharmacyKit:
 
 
 def check_participant_id(participant: str) -> str:
-    """Validate a participant id against :data:`PARTICIPANT_ID`."""
-    if not PARTICIPANT_ID.match(participant):
+    """The participant id normalised (surrounding white space dropped, upper case) and checked.
+
+    ``p-007``, `` P-007 `` and ``P-007`` name one participant, so every channel
+    compares and stores ids in this one form.
+    """
+    normal = participant.strip()
+    # ASCII first: str.upper() turns some letters into ASCII ones ("\ufb01" into "FI")
+    normal = normal.upper() if normal.isascii() else ""
+    if not PARTICIPANT_ID.fullmatch(normal):
         raise InvalidInput(f"participant id {participant[:40]!r} is not valid: use 1-32 "
                            "letters, digits and dashes, starting with a letter or digit")
-    return participant
+    return normal
 
 
 def _check_site(design: TrialDesign, site: str) -> str:
-    if not SITE_ID.match(site):
+    if not SITE_ID.fullmatch(site):
         raise InvalidInput(f"site {site[:40]!r} is not valid: use 1-32 letters, digits, "
                            "'.', '_', '+' or '-'")
     if design.sites and site not in design.sites:
@@ -141,7 +150,7 @@ def randomization_number(stratum_position: int, strata: int, sequence: int) -> s
 def randomize(op: Operation, participant: str, site: str, levels: dict[str, str],
               answers: dict[str, str], on: date) -> Randomization:
     """Randomize one eligible participant into the next free slot of its stratum."""
-    check_participant_id(participant)
+    participant = check_participant_id(participant)
     design = op.design
     _check_site(design, site)
     stratum_key = design.stratum_of(levels)
@@ -149,10 +158,11 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
     _check_not_future(op, on)
     _refuse_if_locked(op, "randomization")
     require_list(op)
-    existing = op.session.scalars(select(Participant).where(Participant.code == participant)) \
-        .one_or_none()
+    _check_after_list(op, on)
+    existing = op.session.scalars(select(Participant).where(participant_named(participant))
+                                  .limit(1)).one_or_none()
     if existing is not None:
-        raise StateError(f"participant {participant} is already randomized as "
+        raise StateError(f"participant {existing.code} is already randomized as "
                          f"{existing.randomization_number}")
     if failures:
         raise Ineligible(f"participant {participant} is not eligible, no slot used: "
@@ -182,6 +192,18 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
         "date": on.isoformat(), "kit": kit.code, "visit": 1})
     return Randomization(participant=participant, randomization_number=number, site=site,
                          visit=1, kit=kit.code)
+
+
+def _check_after_list(op: Operation, on: date) -> None:
+    generated = op.trial.list_generated_at
+    if generated is None:
+        return
+    # The list's day in the local calendar; a site up to 12 hours behind UTC (UTC-12) may
+    # still be on the day before: never refuse it (as _check_not_future allows UTC+14).
+    day = generated.astimezone().date()
+    if on < min(day, (generated.astimezone(UTC) - timedelta(hours=12)).date()):
+        raise InvalidInput(f"date {on.isoformat()} is before the allocation list was generated "
+                           f"({day.isoformat()}): no participant can be randomized before it")
 
 
 def _check_not_future(op: Operation, on: date) -> None:
@@ -231,6 +253,11 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date | N
     if on is not None:
         _check_not_future(op, on)
     row = participant_row(op, participant)
+    participant = row.code
+    if on is not None and on < row.randomized_on:
+        raise InvalidInput(f"date {on.isoformat()} is before {participant} was randomized "
+                           f"({row.randomized_on.isoformat()}): no visit comes before "
+                           "randomization")
     existing = _current_kit(op, row, visit_number)
     if existing is not None:
         details: dict[str, object] = {"visit": visit_number, "kit": existing.code,
@@ -286,7 +313,7 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
         raise StateError(f"kit {old.code} has not been issued to a participant: only issued "
                          "kits can be replaced")
     content = open_kit_content(op.vault, old.code, old.content_sealed)
-    spare = None
+    candidates: list[Kit] = []
     stock: Counter[str] = Counter()
     issued = 0
     for candidate in op.session.scalars(select(Kit).where(Kit.spare.is_(True))
@@ -295,15 +322,19 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
         stock[arm] += 1
         if candidate.status != "available":
             issued += 1
-        elif spare is None and arm == content:
-            spare = candidate
+        elif arm == content:
+            candidates.append(candidate)
     # Spares run out when any arm could have run out, whichever arms were replaced:
     # refusing only when this kit's own arm has none left would tell a blinded
     # investigator which kits share an arm.
-    if spare is None or issued >= min(stock[arm] for arm in op.design.arm_ids):
+    if not candidates or issued >= min(stock[arm] for arm in op.design.arm_ids):
         raise StateError(f"no spare kit left to replace {old.code}: the trial's spare kits are "
                          "used up, and spares cannot be added to a generated list; contact "
                          "the list custodian")
+    # Any available spare of the arm, chosen by the OS CSPRNG: taking the lowest id
+    # would tell whoever reads the kits table (no key needed) that every available
+    # spare below the chosen one holds the other arm.
+    spare = secrets.choice(candidates)
     participant = op.session.get(Participant, old.participant_id)
     assert participant is not None
     old.status = "voided"

@@ -123,6 +123,8 @@ def randomize(settings: Settings, participant: str, site: str, strata: tuple[str
               on: datetime | None) -> None:
     """Check eligibility and randomize a participant; prints the visit-1 kit code.
 
+    Participant ids are read without surrounding spaces and in upper case: p-007 is P-007.
+
     Example: randomizer randomize P-001 --site WAW --answer age=45 --answer progressive_ms=yes
     --answer edss=4.5 --answer recent_relapse_or_steroids=no --answer other_neuro_autoimmune=no
     --answer infection_malignancy_systemic=no

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 import click
 
-from randomizer.audit import load_signing_key, new_signing_key, read_checkpoint, sign_checkpoint
+from randomizer.audit import (
+    AuditEvent,
+    load_signing_key,
+    new_signing_key,
+    read_checkpoint,
+    sign_checkpoint,
+)
 from randomizer.commands.allocation import create_private
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
 from randomizer.errors import Hint, InvalidInput
@@ -42,14 +49,43 @@ def audit_show(settings: Settings, since: int, limit: int | None) -> None:
                                              None if limit is None else min(limit, SEQ_MAX))
 
     def text() -> str:
-        lines = []
-        for e in events:
-            extra = f" reason={e.reason!r}" if e.reason else ""
-            details = f" {json.dumps(e.details, ensure_ascii=False)}" if e.details else ""
-            lines.append(f"{e.seq:>6} {e.at} {e.user}({e.role}) {e.action} {e.subject}"
-                         f"{extra}{details}")
-        return "\n".join(lines) if lines else "(no events)"
+        return "\n".join(event_line(e) for e in events) if events else "(no events)"
     emit(settings, events, text)
+
+
+# Characters that could end a line, move the cursor or disguise text on a terminal:
+# controls (C0, DEL, C1), format characters (bidi overrides, zero widths), line and
+# paragraph separators, unassigned and private code points, and every space but " ".
+_UNSAFE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"}
+
+
+def _escape(char: str) -> str:
+    if unicodedata.category(char) not in _UNSAFE or char == " ":
+        return char
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON writes one
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def shown(value: object) -> str:
+    """``value`` as JSON (a string in double quotes), with no character that could break
+    or disguise the line it is printed on: those are written as ``\\uXXXX`` escapes."""
+    return "".join(_escape(c) for c in json.dumps(value, ensure_ascii=False))
+
+
+def event_line(event: AuditEvent) -> str:
+    """One event as one line of text; every field a user could have typed is quoted.
+
+    The user name of a failed login, a subject or a reason may hold anything,
+    line breaks included: printed raw, it could add lines that look like events.
+    """
+    reason = f" reason={shown(event.reason)}" if event.reason else ""
+    details = f" {shown(event.details)}" if event.details else ""
+    return (f"{event.seq:>6} {shown(event.at)[1:-1]} {shown(event.user)}"
+            f"({shown(event.role)[1:-1]}) {shown(event.action)[1:-1]} {shown(event.subject)}"
+            f"{reason}{details}")
 
 
 def _read(path: Path, what: str) -> bytes:

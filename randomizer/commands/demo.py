@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -125,6 +126,21 @@ class _Player:
                     key_option, str(Path(key_file).resolve()), "--user", user, *args]
         return (f"RANDOMIZER_PASSWORD={_password(user)} randomizer "
                 + " ".join(shlex.quote(a) for a in absolute))
+
+
+def _date_list_back(db: Path, day: date) -> None:
+    """Date the list's generation back to ``day`` in the demo's own database.
+
+    The demo plays in a minute a trial that began 420 days ago, and no participant may be
+    randomized before the list was generated. Its ``list.generate`` event keeps the real time.
+    """
+    connection = sqlite3.connect(db)
+    try:
+        with connection:
+            connection.execute("UPDATE trial SET list_generated_at = ?",
+                               (f"{day.isoformat()} 00:00:00.000000",))
+    finally:
+        connection.close()
 
 
 def _kit_code(output: str) -> str:
@@ -253,6 +269,7 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
         play.login(name)
 
     start = date.today() - timedelta(days=420)
+    _date_list_back(folder / "trial.db", start - timedelta(days=7))
     click.echo("\n# Screening: one candidate fails eligibility (EDSS 7.0) and uses no slot.")
     play.run("ivan", "randomize", "P-000", "--site", "WAW", *_answers(0)[:4],
              "--answer", "edss=7.0", *_answers(0)[6:], "--date", start.isoformat(), expect=1)

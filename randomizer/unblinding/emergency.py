@@ -28,7 +28,7 @@ class Unblinding:
 
 def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblinding:
     """Reveal one participant's arm, mark the participant unblinded, audit who/when/why."""
-    check_participant_id(participant)
+    participant = check_participant_id(participant)
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required to break the code: say why", hint=Hint.REASON)
     row = participant_row(op, participant)

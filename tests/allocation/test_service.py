@@ -198,7 +198,7 @@ def test_randomizing_before_the_list_is_refused(run: Run, trial_with_users: Tria
 
 @pytest.mark.parametrize("participant", ["P", "7", "p-001-a", "A" * 32, "0-0"])
 def test_valid_participant_ids(run: Run, trial_with_list: TrialFiles, participant: str) -> None:
-    assert randomize(run, participant, DAY0)["participant"] == participant
+    assert randomize(run, participant, DAY0)["participant"] == participant.upper()
 
 
 @pytest.mark.parametrize("participant", ["P 001", ".P1", "A" * 33, "P_001", "P/001", "P\n1",

@@ -17,7 +17,7 @@ import pytest
 from tests.support.assertions import assert_ok
 from tests.support.database import execute
 from tests.support.designs import AGE, design_toml, in_range, must_be_yes
-from tests.support.trial import Run
+from tests.support.trial import Run, backdate_list
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 8
@@ -42,6 +42,7 @@ def test_eight_processes_never_share_or_skip_a_slot(run: Run, tmp_path: Path) ->
         run.ok("user", "add", name, "--role", "investigator", "--password-stdin",
                user="alice", input=f"pw-{name}-123456\n")
     run.ok("list", "generate", user="alice")
+    backdate_list(run.files)  # the workers randomize dated 7 days ago
 
     go = tmp_path / "go"
     ids = [f"C-{n:04d}" for n in range(1, PARTICIPANTS + 1)]

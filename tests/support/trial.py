@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -28,7 +29,7 @@ from randomizer.context import load_trial, open_vault
 from randomizer.store import Store
 from randomizer.vault import Vault
 from tests.support.assertions import assert_ok
-from tests.support.database import fold_wal, scratch_db_url
+from tests.support.database import execute, fold_wal, scratch_db_url
 from tests.support.exosome import DESIGN_NAME
 
 T = TypeVar("T")
@@ -135,9 +136,25 @@ class Run:
 STAGES = ("init", "users", "list")
 """How far a prepared trial goes: admin only, one user per role, the generated list."""
 
+LIST_AGE = timedelta(days=1000)
+"""How long ago a prepared trial's list was generated: before any date a test randomizes on
+(a randomization dated before the list is refused)."""
+
+
+def backdate_list(files: TrialFiles, age: timedelta = LIST_AGE) -> datetime:
+    """Date the list's generation ``age`` back, as if the trial had begun long ago; returns
+    the new time.
+
+    Behind the service's back: the ``list.generate`` audit event keeps its real time.
+    """
+    at = datetime.now(UTC) - age
+    execute(files.db_url, "UPDATE trial SET list_generated_at = :at",
+            at=at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"))
+    return at
+
 
 def build_trial(run: Run, stage: str) -> None:
-    """Bring a new trial to ``stage`` through the CLI."""
+    """Bring a new trial to ``stage`` through the CLI (a list is dated :data:`LIST_AGE` back)."""
     run.init()
     if stage in ("users", "list"):
         for name, role in USERS.items():
@@ -145,6 +162,7 @@ def build_trial(run: Run, stage: str) -> None:
                 run.add_user(name, role)
     if stage == "list":
         run.ok("list", "generate", user=ADMIN)
+        backdate_list(run.files)
 
 
 @contextmanager
