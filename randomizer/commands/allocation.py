@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from randomizer.backends.wire import MAX_TEXT
 from randomizer.commands.base import (
     Settings,
     emit,
@@ -60,6 +61,10 @@ def _answers_file(path: Path) -> dict[str, str]:
             answers[name] = str(value)
         else:
             raise InvalidInput(f"answers file {path}: {name} must be a number, yes/no or text")
+        if max(len(name), len(answers[name])) > MAX_TEXT:
+            # as for an argument: the server takes no longer field
+            raise InvalidInput(f"answers file {path}: an answer is longer than {MAX_TEXT} "
+                               "characters")
     return answers
 
 
