@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -50,6 +51,9 @@ T = TypeVar("T")
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 """How long a request may take: list generation of a large trial takes a while."""
 
+_TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~+/=-]{1,1024}")
+"""What a bearer token may look like (RFC 6750's b64token): anything else is no token."""
+
 _FALLBACK: dict[int, type[RandomizerError]] = {
     400: InvalidInput, 401: AuthenticationFailed, 403: NotAuthorized, 404: NotFound,
     409: StateError, 413: InvalidInput, 422: InvalidInput, 429: AuthenticationFailed,
@@ -59,18 +63,30 @@ _FALLBACK: dict[int, type[RandomizerError]] = {
 
 def check_server_url(url: str) -> str:
     """An ``http://`` or ``https://`` URL with a host; anything else is bad input."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"server URL {url[:80]!r} is not valid: use http(s)://HOST[:PORT]")
+    refusal = InvalidInput(f"server URL {url[:80]!r} is not valid: use http(s)://HOST[:PORT]")
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # a port that is not a number from 0 to 65535 raises ValueError
+    except ValueError:
+        raise refusal from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise refusal
     return url.strip().rstrip("/")
 
 
 def state_directory() -> Path:
-    """Where the remote CLI keeps tokens: per user, private to them."""
+    """Where the remote CLI keeps tokens: per user, private to them.
+
+    ``%LOCALAPPDATA%\\randomizer`` on Windows; elsewhere ``$XDG_STATE_HOME/randomizer``
+    when XDG_STATE_HOME is an absolute path, else ``~/.local/state/randomizer``.
+    """
     if os.name == "nt":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
         return Path(base) / "randomizer"
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not Path(base).is_absolute():
+        # the XDG spec: a relative path is invalid (it would put a token in the work tree)
+        base = str(Path.home() / ".local" / "state")
     return Path(base) / "randomizer"
 
 
@@ -78,7 +94,9 @@ def token_path(server: str) -> Path:
     """The token file for one server (its host and port in the name)."""
     parts = urlsplit(server)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return state_directory() / f"{parts.scheme}-{parts.hostname}-{port}.token"
+    # an IPv6 host ("::1") holds colons, which no Windows file name may
+    host = re.sub(r"[^a-z0-9.-]", "_", parts.hostname or "")
+    return state_directory() / f"{parts.scheme}-{host}-{port}.token"
 
 
 def save_token(server: str, user: str, token: str) -> Path:
@@ -108,8 +126,8 @@ def load_token(server: str) -> tuple[str, str] | None:
     except (OSError, ValueError):
         raise InvalidInput(f"the token file {path} is unreadable: log in again",
                            hint=Hint.LOGIN) from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), str)
-                                             for k in ("user", "token")):
+    if not isinstance(data, dict) or not isinstance(data.get("user"), str) or \
+            not isinstance(data.get("token"), str) or not _TOKEN_TEXT.fullmatch(data["token"]):
         raise InvalidInput(f"the token file {path} is unreadable: log in again",
                            hint=Hint.LOGIN)
     return data["user"], data["token"]
@@ -162,14 +180,16 @@ class HttpBackend:
         except ValueError:
             payload = None
         fallback = _FALLBACK.get(response.status_code)
-        if fallback is None or payload is None:
+        if fallback is None or not isinstance(payload, dict) or \
+                not isinstance(payload.get("error"), str):
+            # not a refusal of a trial server: another program, or a proxy's error page
             raise ServerUnavailable(f"the trial server at {self.server} answered "
                                     f"{response.status_code} without a readable error")
         raise error_from_wire(payload, fallback)
 
     def _json(self, method: str, path: str, body: Any = None,
-              params: dict[str, Any] | None = None) -> Any:
-        response = self._send(method, path, body, params)
+              params: dict[str, Any] | None = None, auth: bool = True) -> Any:
+        response = self._send(method, path, body, params, auth)
         try:
             return response.json()
         except ValueError:
@@ -199,11 +219,11 @@ class HttpBackend:
 
     def login(self, credentials: Credentials) -> str:
         """Exchange a password for a token (no other call needs the password)."""
-        data = self._send("POST", "/auth/token", {"user": credentials.user,
+        data = self._json("POST", "/auth/token", {"user": credentials.user,
                                                   "password": credentials.password},
-                          auth=False).json()
+                          auth=False)
         token = data.get("token") if isinstance(data, dict) else None
-        if not isinstance(token, str):
+        if not isinstance(token, str) or not _TOKEN_TEXT.fullmatch(token):
             raise ServerUnavailable(f"the trial server at {self.server} sent no token")
         return token
 
@@ -352,4 +372,5 @@ class HttpBackend:
 
 def _segment(value: str) -> str:
     """One URL path segment, whatever the user typed."""
-    return quote(value, safe="")
+    # "." and ".." would be resolved away by the client as dot segments; "%2E" is not
+    return quote(value, safe="").replace(".", "%2E")

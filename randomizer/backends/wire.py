@@ -22,6 +22,12 @@ from randomizer.errors import Hint, RandomizerError
 
 T = TypeVar("T")
 
+MAX_TEXT = 2000
+"""The longest text one field of a request may hold, and one argument of the CLI.
+
+The CLI refuses a longer argument itself, before it opens anything, so that a
+local and a remote run refuse it alike; the server refuses a longer field with 422."""
+
 
 def to_wire(data: Any) -> Any:
     """Dataclasses, tuples and paths as plain JSON values."""

@@ -15,6 +15,7 @@ from typing import TextIO
 import click
 
 from randomizer.allocation.service import PharmacyKit
+from randomizer.backends.wire import MAX_TEXT
 from randomizer.commands.base import (
     Settings,
     emit,
@@ -66,6 +67,10 @@ def _answers_file(path: Path) -> dict[str, str]:
             answers[name] = str(value)
         else:
             raise InvalidInput(f"answers file {path}: {name} must be a number, yes/no or text")
+        if max(len(name), len(answers[name])) > MAX_TEXT:
+            # as for an argument: the server takes no longer field
+            raise InvalidInput(f"answers file {path}: an answer is longer than {MAX_TEXT} "
+                               "characters")
     return answers
 
 

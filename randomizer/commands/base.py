@@ -18,10 +18,11 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from randomizer.access import MAX_PASSWORD_LENGTH
 from randomizer.backends.http import HttpBackend, check_server_url, load_token
 from randomizer.backends.interface import Backend, Custody
 from randomizer.backends.local import LocalBackend
-from randomizer.backends.wire import to_wire
+from randomizer.backends.wire import MAX_TEXT, to_wire
 from randomizer.context import Credentials
 from randomizer.errors import Hint, InvalidInput, RandomizerError
 from randomizer.store import DEFAULT_URL
@@ -79,6 +80,10 @@ class RandomizerGroup(click.Group):
             # only in-process callers can pass NUL (no real argv holds one); PostgreSQL
             # stores no NUL in text and the OS takes none in a file name: refuse it here
             _fail("an argument holds a NUL character, which no command accepts", 2)
+        if any(len(str(arg)) > MAX_TEXT for arg in (sys.argv[1:] if args is None else args)):
+            # the server takes no longer field: refused here, a local run answers alike
+            _fail(f"an argument is longer than {MAX_TEXT} characters, which no command "
+                  "accepts", 2)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False,
                                   **extra)
@@ -171,11 +176,22 @@ def on_terminal() -> bool:
 def read_password(prompt: str, confirm: bool = False) -> str:
     """RANDOMIZER_PASSWORD, or a hidden prompt on a terminal."""
     password = os.environ.get("RANDOMIZER_PASSWORD")
-    if password is not None:
-        return password
-    if not on_terminal():
-        raise InvalidInput("no password: set RANDOMIZER_PASSWORD or run on a terminal")
-    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+    if password is None:
+        if not on_terminal():
+            raise InvalidInput("no password: set RANDOMIZER_PASSWORD or run on a terminal")
+        password = str(click.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
+    return check_password_length(password)
+
+
+def check_password_length(password: str) -> str:
+    """Refuse a password longer than any account can have, as malformed input.
+
+    The server takes no longer one; refusing it here makes a local and a remote
+    run answer alike (a local login would otherwise just fail).
+    """
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"password too long: at most {MAX_PASSWORD_LENGTH} characters")
+    return password
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -240,8 +256,8 @@ def reason_option(required: bool = True) -> Callable[[Callable[..., Any]], Calla
             return None
         if not value.strip():
             raise InvalidInput("--reason must not be empty: say why")
-        if len(value) > 2000:
-            raise InvalidInput("--reason is too long: at most 2000 characters")
+        if len(value) > MAX_TEXT:
+            raise InvalidInput(f"--reason is too long: at most {MAX_TEXT} characters")
         return value.strip()
     return click.option("--reason", required=required, callback=check,
                         help="Why (recorded in the audit trail).")

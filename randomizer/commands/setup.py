@@ -9,6 +9,7 @@ import click
 from randomizer.access import Role, parse_role
 from randomizer.commands.base import (
     Settings,
+    check_password_length,
     emit,
     json_option,
     pass_settings,
@@ -31,8 +32,9 @@ def init(settings: Settings, design_ref: str, admin: str) -> None:
 
     Example: RANDOMIZER_PASSWORD=... randomizer init --design exosome-ms --admin alice
     """
+    custody = settings.custody()  # refuses --server before asking for a password
     password = read_password(f"Password for new admin {admin}", confirm=True)
-    result = settings.custody().init(design_text(design_ref), design_ref, admin, password)
+    result = custody.init(design_text(design_ref), design_ref, admin, password)
     emit(settings, result, lambda: (
         f"Trial {result.trial} created in {result.database}\n"
         f"Key file {result.key_file} written (mode 0600): keep it outside the database "
@@ -53,10 +55,11 @@ def _new_password(password_stdin: bool, name: str) -> str:
         line = sys.stdin.readline()
         if not line:
             raise InvalidInput("--password-stdin: no password on standard input")
-        return line.rstrip("\r\n")
+        return check_password_length(line.rstrip("\r\n"))
     if not sys.stdin.isatty():
         raise InvalidInput("no password for the new user: use --password-stdin")
-    return str(click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True))
+    return check_password_length(str(click.prompt(f"Password for {name}", hide_input=True,
+                                                  confirmation_prompt=True)))
 
 
 @user.command("add")

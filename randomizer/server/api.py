@@ -5,6 +5,10 @@ are refused with 422 before anything runs), takes the caller's principal from
 the bearer token, calls one :class:`~randomizer.backends.interface.Backend`
 method and returns its dataclass as JSON. Roles, states, messages and audit
 events all come from the library behind that call.
+
+An identifier in the path (participant, kit code, user name) takes everything
+up to the route's last segment (``:path``), so one holding a ``/`` still
+reaches the library, which refuses it with its own message as a local run does.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
-from randomizer.backends.wire import to_wire
+from randomizer.backends.wire import MAX_TEXT, to_wire
 from randomizer.context import Credentials, Principal
 from randomizer.errors import AuthenticationFailed
 from randomizer.server.state import ServerState, client_address, server_state
@@ -40,11 +44,15 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Text = Annotated[str, Field(max_length=2000), AfterValidator(_no_nul)]
-"""Any text field of a request: at most 2000 characters, no NUL."""
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
+"""Any text field of a request: at most MAX_TEXT characters, no NUL."""
 
-Name = Annotated[str, Field(max_length=128), AfterValidator(_no_nul)]
-"""A short identifier field (participant, site, user, kit code, answer key)."""
+Name = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
+"""An identifier field (participant, site, user, kit code, answer key).
+
+Its bound is the CLI's (MAX_TEXT), not the identifier's own: the library checks
+the role first and the identifier after, with its own message, and a tighter
+bound here would answer a long one differently in remote and in local runs."""
 
 
 class Body(BaseModel):
@@ -94,7 +102,7 @@ class RandomizeRequest(Body):
 class KitRequest(Body):
     """Request the kit of one dosing visit."""
 
-    visit: int = Field(ge=1, le=1000)
+    visit: int = Field(ge=1)  # no upper bound: the library refuses it naming the design's visits
     date: Date | None = None
     override_reason: Text | None = None
 
@@ -201,13 +209,13 @@ def randomize(body: RandomizeRequest, acting: Acting) -> service.Randomization:
                             body.date)
 
 
-@router.post("/participants/{participant}/kits")
+@router.post("/participants/{participant:path}/kits")
 def request_kit(participant: Name, body: KitRequest, acting: Acting) -> service.KitIssue:
     """The kit of one dosing visit (investigator)."""
     return acting.request_kit(participant, body.visit, body.date, body.override_reason)
 
 
-@router.post("/participants/{participant}/emergency-unblinding")
+@router.post("/participants/{participant:path}/emergency-unblinding")
 def emergency_unblind(participant: Name, body: Reason,
                       acting: Acting) -> JSONResponse:
     """Break the code for one participant (investigator, admin); never cached."""
@@ -215,13 +223,13 @@ def emergency_unblind(participant: Name, body: Reason,
     return JSONResponse(to_wire(result), headers={"Cache-Control": "no-store"})
 
 
-@router.post("/kits/{code}/replace")
+@router.post("/kits/{code:path}/replace")
 def replace_kit(code: Name, body: Reason, acting: Acting) -> service.KitReplacement:
     """Void a kit and issue a spare of the same content (investigator)."""
     return acting.replace_kit(code, body.reason)
 
 
-@router.post("/kits/{code}/prepare")
+@router.post("/kits/{code:path}/prepare")
 def prepare_kit(code: Name, acting: Acting) -> JSONResponse:
     """What a kit holds; records its preparation (pharmacist); never cached."""
     result: service.Preparation = acting.prepare_kit(code)
@@ -303,13 +311,13 @@ def add_user(body: NewUser, acting: Acting) -> trial.UserInfo:
     return acting.add_user(body.name, body.role, body.password)
 
 
-@router.post("/users/{name}/disable")
+@router.post("/users/{name:path}/disable")
 def disable_user(name: Name, body: Reason, acting: Acting) -> trial.UserInfo:
     """Disable a user; their tokens are revoked at once (admin)."""
     return acting.disable_user(name, body.reason)
 
 
-@router.post("/users/{name}/password")
+@router.post("/users/{name:path}/password")
 def change_password(name: Name, body: NewPassword, acting: Acting) -> trial.UserInfo:
     """Set a password: one's own, or (admin) anyone's; the user's tokens are revoked."""
     return acting.change_password(name, body.password)

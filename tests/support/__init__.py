@@ -7,7 +7,9 @@
   service's back.
 - ``designs``: the one design-file builder (imported by ``benchmarks/`` too).
 - ``exosome``: the shipped exosome-ms design's names, arms, eligible answers and arm words.
-- ``processes``: the real CLI in a process of its own.
+- ``processes``: the real CLI in a process of its own; the real server (``serve_process``)
+  and remote CLI processes talking to it.
+- ``remote``: the in-process CLI runner with ``--server`` (``RemoteRun``).
 - ``trial``: a trial's files, its users, the in-process CLI runner, prepared trials.
 
 Fixtures stay in ``tests/conftest.py``.
