@@ -1,14 +1,25 @@
-"""The real CLI in a process of its own, for the tests that kill, pause or cut it off."""
+"""The real CLI in a process of its own, for the tests that kill, pause or cut it off,
+and the real trial server (``randomizer serve``) in a process of its own.
+
+The benchmarks import this module too (for :func:`server_process`), so it
+imports nothing from pytest at module level.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from tests.support.trial import PASSWORDS
+import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root: the processes' working directory, where ``cli`` and ``tests`` are."""
@@ -28,6 +39,8 @@ def cli_process(db_url: str, key_file: Path, user: str, *args: str,
     ``fault`` arms a test-only fault point (RANDOMIZER_TEST_FAULT): the process
     dies or pauses there.
     """
+    from tests.support.trial import PASSWORDS  # here: it imports pytest, the benchmarks not
+
     env = clean_env(RANDOMIZER_PASSWORD=PASSWORDS[user])
     if fault is not None:
         env["RANDOMIZER_TEST_FAULT"] = fault
@@ -55,3 +68,66 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> Finished:
             process.kill()
             process.communicate()
     return Finished(process.returncode, stdout, stderr)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A running ``randomizer serve``: its base URL, its process and its log file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        """Everything the server has written to stdout and stderr so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def server_process(db_url: str, key_file: Path, log: Path, *args: str,
+                   start_timeout: float = 30) -> Iterator[ServerProcess]:
+    """``python -m randomizer --db URL --key-file K serve --port P [args]`` on a free port.
+
+    Yields once ``GET /api/v1/health`` answers. The server's output goes to
+    ``log`` (a pipe nobody reads would fill and stall it). It is always stopped
+    with SIGTERM, as a service manager stops it (killed only if it is still up
+    after 20 s); its exit code is then in ``process.returncode``.
+    """
+    port = free_port()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "randomizer", "--db", db_url, "--key-file", str(key_file),
+             "serve", "--port", str(port), *args],
+            cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, stdout=output,
+            stderr=subprocess.STDOUT)
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not _healthy(server.url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{server.log_text()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
