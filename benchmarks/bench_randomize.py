@@ -59,6 +59,8 @@ from sqlalchemy.engine import make_url
 
 from randomizer import access, audit
 from randomizer.access import Role, hash_password, verify_password
+from randomizer.backends.http import HttpBackend
+from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
 from randomizer.errors import RandomizerError
@@ -74,7 +76,7 @@ def investigator(index: int) -> tuple[str, str]:
     return f"inv{index}", f"investigator-{index}-password"
 
 
-def randomize_one(backend: LocalBackend, participant: int, on: date) -> None:
+def randomize_one(backend: Backend, participant: int, on: date) -> None:
     """Randomize participant number ``participant`` (stratum by parity)."""
     backend.randomize(f"P-{participant:07d}", SITE, {"type": LEVELS[participant % 2]},
                       dict(ANSWERS), on)
@@ -84,11 +86,20 @@ def randomize_one(backend: LocalBackend, participant: int, on: date) -> None:
 
 
 def client(config: dict[str, Any]) -> int:
-    """One client process: warm up, say ready, wait for 'go' on stdin, randomize, report."""
+    """One client process: warm up, say ready, wait for 'go' on stdin, randomize, report.
+
+    With a ``server`` in ``config`` the client is an :class:`HttpBackend` logged in to
+    that trial server (its first warm-up call logs in); otherwise a :class:`LocalBackend`.
+    """
     user, password = str(config["user"]), str(config["password"])
-    backend = LocalBackend(str(config["db_url"]), Path(str(config["key_file"])),
-                           lambda: Credentials(user, password))
-    today = backend.today()
+    backend: Backend
+    if config.get("server"):
+        backend = HttpBackend(str(config["server"]),
+                              credentials=lambda: Credentials(user, password))
+    else:
+        backend = LocalBackend(str(config["db_url"]), Path(str(config["key_file"])),
+                               lambda: Credentials(user, password))
+    today = audit.now_utc().astimezone().date()  # the service's local calendar
     warmup = [int(p) for p in config["warmup"]]
     timed_ids = [int(p) for p in config["participants"]]
     for participant in warmup:
@@ -139,14 +150,17 @@ class RunResult:
 
 
 def run_clients(place: BenchPlace, clients: int, first: int, calls: int,
-                warmup: int) -> RunResult:
-    """Start ``clients`` processes randomizing ``calls`` participants from number ``first``."""
+                warmup: int, server: str | None = None) -> RunResult:
+    """Start ``clients`` processes randomizing ``calls`` participants from number ``first``.
+
+    They work in process (``LocalBackend``), or through the trial server at ``server``.
+    """
     ids = list(range(first + clients * warmup, first + clients * warmup + calls))
     processes = []
     for index in range(clients):
         user, password = investigator(index)
         config = {"db_url": place.db_url, "key_file": str(place.key_file), "user": user,
-                  "password": password,
+                  "password": password, "server": server,
                   "warmup": list(range(first + index * warmup, first + (index + 1) * warmup)),
                   "participants": ids[index::clients]}
         processes.append(subprocess.Popen(

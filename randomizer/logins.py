@@ -32,6 +32,7 @@ from randomizer.sessions import (
     IDLE_TIMEOUT,
     IssuedToken,
     check_throttle,
+    check_token,
     issue_token,
     record_failure,
     record_success,
@@ -80,9 +81,18 @@ def login(store: Store, trial_key: KeySource, credentials: Credentials, now: dat
 
 
 def principal_for(store: Store, token: str, now: datetime, client: str = "") -> Principal:
-    """The principal of a live token; any other token is refused with one message."""
-    with store.transaction() as session:
-        info = resolve_token(session, token, now)
+    """The principal of a live token; any other token is refused with one message.
+
+    Every request runs this before its operation, so it only reads: on SQLite
+    a write transaction here would queue each request twice for the one write
+    lock. The token's last use is written in a transaction of its own only
+    when it is due (:func:`~randomizer.sessions.check_token`).
+    """
+    with store.transaction(read_only=True) as session:
+        info, due = check_token(session, token, now)
+    if due:
+        with store.transaction() as session:
+            info = resolve_token(session, token, now)
     return Principal(info.user_name, info.kind, info.token_id, client)
 
 

@@ -6,6 +6,10 @@ of the database opens no login, and a public ``token_id`` (16 hexadecimal
 digits) that audit records and logs name instead of the token. A token dies
 after ``idle`` without use or ``absolute`` after issue, whichever comes
 first, or when revoked (logout, the user disabled, a new password).
+The server checks a token on every request with :func:`check_token`, which
+only reads, and writes the token's last use again (:func:`resolve_token`)
+only once the recorded one is :func:`use_interval` old: so a token may end
+up to that much before its idle time is up, never after it.
 
 Failed logins are counted per user name and per client address, whether or
 not the user exists, so that neither the counting nor the refusal tells who
@@ -49,6 +53,9 @@ IDLE_TIMEOUT = timedelta(minutes=30)
 
 ABSOLUTE_TIMEOUT = timedelta(hours=12)
 """Default: a token is refused this long after issue, however often it is used."""
+
+USE_RECORDED_EVERY = timedelta(minutes=1)
+"""How often a token's use is written at most (a tenth of its idle time if that is shorter)."""
 
 INVALID_TOKEN = "the login is not valid or has expired: log in again"
 """The one refusal of every unusable token: it never says which check failed."""
@@ -136,6 +143,35 @@ def resolve_token(session: Session, token: str, now: datetime,
     ``kind`` when one is asked for, or of a disabled user: all raise
     :class:`AuthenticationFailed` with the one message :data:`INVALID_TOKEN`.
     """
+    row = _usable_row(session, token, now, kind)
+    row.last_used_at = max(row.last_used_at, now)
+    return _info(row)
+
+
+def check_token(session: Session, token: str, now: datetime,
+                kind: str | None = None) -> tuple[TokenInfo, bool]:
+    """The login ``token`` stands for, read only; and whether its use is due to be written.
+
+    Refuses exactly as :func:`resolve_token` does and writes nothing, so a
+    read-only transaction will do. The use is due once the recorded last use
+    is :func:`use_interval` old: then restart the idle time with
+    :func:`resolve_token` in a write transaction.
+    """
+    row = _usable_row(session, token, now, kind)
+    return _info(row), now - row.last_used_at >= use_interval(row.idle_seconds)
+
+
+def use_interval(idle_seconds: int) -> timedelta:
+    """How old a token's recorded use may get before a check writes it again.
+
+    :data:`USE_RECORDED_EVERY`, or a tenth of the idle time if that is
+    shorter: a use goes unwritten only if one less than this long before it
+    was written, so a token ends at most this much before its idle time is up.
+    """
+    return min(USE_RECORDED_EVERY, timedelta(seconds=idle_seconds) / 10)
+
+
+def _usable_row(session: Session, token: str, now: datetime, kind: str | None) -> AuthToken:
     digest = _digest(token)
     found = None
     if digest is not None:
@@ -151,7 +187,10 @@ def resolve_token(session: Session, token: str, now: datetime,
               and (kind is None or row.kind == kind))
     if not usable:
         raise AuthenticationFailed(INVALID_TOKEN)
-    row.last_used_at = max(row.last_used_at, now)
+    return row
+
+
+def _info(row: AuthToken) -> TokenInfo:
     return TokenInfo(token_id=row.token_id, user_name=row.user_name, kind=row.kind,
                      expires_at=row.expires_at)
 

@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import create_engine, select
 
-from randomizer import sessions
-from randomizer.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
+from randomizer import logins, sessions
+from randomizer import store as store_module
+from randomizer.context import Principal
+from randomizer.errors import AuthenticationFailed, Busy, InvalidInput, TooManyAttempts
+from randomizer.models import AuthToken
 from randomizer.sessions import (
     INVALID_TOKEN,
     IssuedToken,
     TokenInfo,
     backoff,
     check_throttle,
+    check_token,
     issue_token,
     lift_lock,
     record_failure,
@@ -146,6 +153,125 @@ def test_the_absolute_expiry_holds_however_often_a_token_is_used(store: Store) -
     _resolve(store, issued.token, T0 + timedelta(hours=2) - SECOND)
     _refused(store, issued.token, T0 + timedelta(hours=2))
     _refused(store, issued.token, T0 + timedelta(hours=2, minutes=1))
+
+
+# the check of every server request -------------------------------------------------------
+
+
+def _last_used(store: Store, token_id: str) -> datetime:
+    with store.transaction(read_only=True) as session:
+        return session.scalars(select(AuthToken.last_used_at)
+                               .where(AuthToken.token_id == token_id)).one()
+
+
+def _principal(store: Store, token: str, now: datetime) -> Principal:
+    return logins.principal_for(store, token, now, client=CLIENT)
+
+
+@pytest.mark.parametrize(("idle", "interval"), [(timedelta(minutes=30), timedelta(minutes=1)),
+                                                (timedelta(minutes=5), timedelta(seconds=30)),
+                                                (timedelta(minutes=1), timedelta(seconds=6))])
+def test_a_check_writes_the_use_only_once_it_is_an_interval_old(
+        store: Store, idle: timedelta, interval: timedelta) -> None:
+    assert sessions.use_interval(math.ceil(idle.total_seconds())) == interval
+    issued = _issue(store, idle=idle)
+    for now in (T0, T0 + interval / 2, T0 + interval - SECOND):
+        assert _principal(store, issued.token, now) == Principal("ivan", "api",
+                                                                 issued.token_id, CLIENT)
+        assert _last_used(store, issued.token_id) == T0
+    _principal(store, issued.token, T0 + interval)
+    assert _last_used(store, issued.token_id) == T0 + interval
+
+
+def test_a_check_that_writes_nothing_changes_nothing(store: Store,
+                                                     trial_with_users: TrialFiles) -> None:
+    issued = _issue(store)
+    before = dump_database(trial_with_users.db_url)
+    _principal(store, issued.token, T0 + 59 * SECOND)
+    assert dump_database(trial_with_users.db_url) == before
+
+
+@pytest.mark.parametrize("idle", [timedelta(minutes=1), timedelta(minutes=30)])
+def test_a_token_used_within_its_idle_time_less_one_interval_stays_alive(
+        store: Store, idle: timedelta) -> None:
+    gap = idle - sessions.use_interval(math.ceil(idle.total_seconds()))
+    issued = _issue(store, idle=idle, absolute=timedelta(hours=12))
+    used = T0
+    for _ in range(12):
+        used += gap - SECOND
+        _principal(store, issued.token, used)
+    for step in (SECOND, 2 * SECOND, gap - SECOND):  # uses closer together too
+        used += step
+        _principal(store, issued.token, used)
+
+
+def test_a_token_ends_at_most_one_interval_before_its_idle_time(store: Store) -> None:
+    """The unwritten use at 0:59 does not restart the idle time: the token ends at 30:00
+    where resolve_token (writing every use) would keep it until 30:59."""
+    kept, ended = _issue(store, idle=timedelta(minutes=30)), _issue(store,
+                                                                    idle=timedelta(minutes=30))
+    for issued in (kept, ended):
+        _principal(store, issued.token, T0 + 59 * SECOND)
+    _principal(store, kept.token, T0 + timedelta(minutes=30) - SECOND)
+    for now in (T0 + timedelta(minutes=30), T0 + timedelta(minutes=30, seconds=58)):
+        with pytest.raises(AuthenticationFailed, match=f"^{INVALID_TOKEN}$"):
+            _principal(store, ended.token, now)
+
+
+def test_a_check_refuses_every_token_that_resolve_refuses(store: Store) -> None:
+    expired, revoked = _issue(store, idle=timedelta(minutes=1)), _issue(store)
+    with store.transaction() as session:
+        revoke_token(session, revoked.token_id, T0, "logout")
+    for token, now in ((expired.token, T0 + timedelta(minutes=1)), (revoked.token, T0),
+                       (_issue(store).token, T0 + timedelta(hours=12)),
+                       (secrets.token_urlsafe(32), T0), ("garbage", T0)):
+        with pytest.raises(AuthenticationFailed) as caught:
+            _principal(store, token, now)
+        assert type(caught.value) is AuthenticationFailed
+        assert str(caught.value) == INVALID_TOKEN
+        with store.transaction(read_only=True) as session, \
+                pytest.raises(AuthenticationFailed, match=f"^{INVALID_TOKEN}$"):
+            check_token(session, token, now)
+
+
+@contextmanager
+def _token_row_locked(db_url: str, token_id: str) -> Iterator[None]:
+    """Another connection holds a write lock on the token's row until the block ends:
+    the whole database on SQLite (BEGIN IMMEDIATE), the row on PostgreSQL (FOR UPDATE)."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.connection.driver_connection.isolation_level = None  # type: ignore[union-attr]
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(select(AuthToken.id).where(AuthToken.token_id == token_id)
+                             .with_for_update())
+            try:
+                yield
+            finally:
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_check_takes_no_write_lock_until_the_use_is_due(
+        trial_with_users: TrialFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a writer holds the token's row, a check that is not due goes through; a due
+    one waits for the lock (and here, with a short lock timeout, gives up as busy)."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 300)
+    database = Store(trial_with_users.db_url)
+    try:
+        issued = _issue(database)
+        with _token_row_locked(trial_with_users.db_url, issued.token_id):
+            assert _principal(database, issued.token, T0 + 30 * SECOND).user == "ivan"
+            with pytest.raises(Busy):
+                _principal(database, issued.token, T0 + 61 * SECOND)
+        assert _last_used(database, issued.token_id) == T0
+        _principal(database, issued.token, T0 + 61 * SECOND)
+        assert _last_used(database, issued.token_id) == T0 + 61 * SECOND
+    finally:
+        database.dispose()
 
 
 def test_a_revoked_token_is_refused(store: Store, trial_with_users: TrialFiles) -> None:

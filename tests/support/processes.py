@@ -1,5 +1,9 @@
 """The real CLI in a process of its own, for the tests that kill, pause or cut it off,
-and the real trial server (``randomizer serve``) with remote CLI processes talking to it."""
+and the real trial server (``randomizer serve``) in a process of its own.
+
+The benchmarks import this module too (for :func:`server_process`), so it
+imports nothing from pytest at module level.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import NamedTuple
 
 import httpx
-
-from tests.support.trial import PASSWORDS
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root: the processes' working directory, where ``cli`` and ``tests`` are."""
@@ -37,6 +40,8 @@ def cli_process(db_url: str, key_file: Path, user: str, *args: str,
     ``fault`` arms a test-only fault point (RANDOMIZER_TEST_FAULT): the process
     dies or pauses there.
     """
+    from tests.support.trial import PASSWORDS  # here: it imports pytest, the benchmarks not
+
     env = clean_env(RANDOMIZER_PASSWORD=PASSWORDS[user])
     if fault is not None:
         env["RANDOMIZER_TEST_FAULT"] = fault
@@ -67,70 +72,83 @@ def finish(process: subprocess.Popen[str], timeout: float = 60) -> Finished:
 
 
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
+    """A loopback TCP port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _log_text(log: IO[bytes]) -> str:
-    log.seek(0)
-    return log.read().decode("utf-8", "replace")
+@dataclass
+class ServerProcess:
+    """A running ``randomizer serve``: its base URL, its process and its log file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        """Everything the server has written to stdout and stderr so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def server_process(db_url: str, key_file: Path, log: Path, *args: str,
+                   start_timeout: float = 30) -> Iterator[ServerProcess]:
+    """``python -m randomizer --db URL --key-file K serve --port P [args]`` on a free port.
+
+    Yields once ``GET /api/v1/health`` answers. The server's output goes to
+    ``log`` (a pipe nobody reads would fill and stall it). It is always stopped
+    with SIGTERM, as a service manager stops it (killed only if it is still up
+    after 20 s); its exit code is then in ``process.returncode``.
+    """
+    port = free_port()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "randomizer", "--db", db_url, "--key-file", str(key_file),
+             "serve", "--port", str(port), *args],
+            cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, stdout=output,
+            stderr=subprocess.STDOUT)
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not _healthy(server.url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start:\n{server.log_text()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @contextmanager
 def serve_process(db_url: str, key_file: Path, timeout: float = 60) -> Iterator[str]:
-    """``randomizer serve`` for the trial at ``db_url`` in a process of its own; yields its URL.
+    """:func:`server_process` with its log in a temporary folder; yields only the URL.
 
-    The server listens on a free loopback port and is waited for until
-    ``/api/v1/health`` answers. When the block ends, however it ends, the
-    server gets SIGTERM (a graceful stop, which it audits as ``server.stop``)
-    and is killed only if it has not exited ``timeout`` seconds later. Its log
-    goes to a temporary file (a pipe nobody reads would fill and stall it) and
-    is shown if it fails to start or does not stop cleanly.
+    Besides stopping the server, it fails unless the server stopped cleanly
+    (uvicorn re-raises SIGTERM once it has shut down gracefully: a clean stop
+    ends by SIGTERM; a kill after the timeout or a crash is a failure).
     """
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "randomizer", "--db", db_url, "--key-file", str(key_file),
-             "serve", "--port", str(port)],
-            cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT)
-        try:
-            _wait_until_healthy(process, url, timeout, log)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        # uvicorn re-raises the signal once it has shut down gracefully: a clean stop
-        # ends by SIGTERM, anything else (a kill after the timeout, a crash) is a failure
-        if process.returncode not in (0, -signal.SIGTERM):
-            raise AssertionError(f"the server exited with {process.returncode}:\n"
-                                 f"{_log_text(log)}")
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], url: str, timeout: float,
-                        log: IO[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode} before it "
-                                 f"answered:\n{_log_text(log)}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the server did not answer within {timeout} s:\n"
-                                 f"{_log_text(log)}")
-        time.sleep(0.05)
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "server.log"
+        with server_process(db_url, key_file, log, start_timeout=timeout) as server:
+            yield server.url
+        if server.process.returncode not in (0, -signal.SIGTERM):
+            raise AssertionError(f"the server exited with {server.process.returncode}:\n"
+                                 f"{server.log_text()}")
 
 
 def remote_cli(server: str, *args: str, cwd: Path, state_home: Path, user: str | None = None,

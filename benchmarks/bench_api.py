@@ -1,0 +1,207 @@
+"""Randomizations per second and latency through the trial server's API, beside the library.
+
+    python benchmarks/bench_api.py [--db URL] [--clients 1 8] [--calls 400] [--quick]
+
+One trial is made as ``bench_randomize.py`` makes it (2 strata, 1 dosing visit, two
+eligibility criteria, investigators ``inv0``.. with cheap scrypt hashes) and its list
+generated. Then, in this order:
+
+1. **The library**: ``bench_randomize.run_clients`` with 1 and 8 client processes, each
+   holding a :class:`~randomizer.backends.local.LocalBackend` (the key file and the
+   database opened in the client), exactly as ``bench_randomize.py`` measures it.
+2. **The token check alone**, in this process on the trial's database:
+   :func:`randomizer.logins.principal_for` (what every API request runs before its
+   operation) against resolving the token in a write transaction of its own (what every
+   request ran before the check learned to read), per call.
+3. **The API**: a real ``randomizer serve`` process (``python -m randomizer ... serve``,
+   one worker, its access log in a file) and the same ``run_clients`` with 1 and 8 client
+   processes, each holding an :class:`~randomizer.backends.http.HttpBackend` logged in
+   with its password during the warm-up. Throughput is calls over the wall time from the
+   first start to the last end; latency is per call as the client sees it. The server
+   process's CPU per call is read from /proc.
+4. **Round trips** from this process with one keep-alive connection: ``GET
+   /api/v1/health`` (no login, no database), ``GET /api/v1/design`` (token check and one
+   read) and ``GET /api/v1/report`` (token check and an audited operation, as an
+   investigator).
+
+The machine's load (/proc/loadavg) is printed at the start and after each run.
+``--quick`` uses small sizes (a few seconds) and checks that everything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from bench_randomize import LEVELS, RunResult, _server_cpu, investigator, run_clients
+from common import (
+    BENCH_SCRYPT_N,
+    BenchPlace,
+    add_common_arguments,
+    bench_place,
+    create_trial,
+    design_toml,
+    machine,
+    percentile_ms,
+    table,
+    timed,
+)
+
+from randomizer import audit, logins
+from randomizer.access import Role
+from randomizer.context import Credentials
+from randomizer.sessions import resolve_token
+from randomizer.store import Store
+from randomizer.vault import read_key_file
+from tests.support.processes import server_process
+
+
+def loadavg() -> str:
+    """The machine's load averages (1, 5, 15 minutes) as /proc/loadavg gives them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def per_call(run: Callable[[], object], calls: int) -> list[float]:
+    """Wall seconds of each of ``calls`` calls of ``run``."""
+    return [timed(run)[1] for _ in range(calls)]
+
+
+def token_check(place: BenchPlace, calls: int) -> list[tuple[str, list[float]]]:
+    """Per-call seconds of the token check, as the server runs it now and as it did before."""
+    store = Store(place.db_url)
+    try:
+        user, password = investigator(0)
+        issued = logins.login(store, lambda: read_key_file(place.key_file),
+                              Credentials(user, password), audit.now_utc())
+
+        def in_write_transaction() -> None:
+            with store.transaction() as session:
+                resolve_token(session, issued.token, audit.now_utc())
+
+        def now() -> None:
+            logins.principal_for(store, issued.token, audit.now_utc())
+
+        now()  # warm: connection, statement cache
+        return [("principal_for (every request, now)", per_call(now, calls)),
+                ("resolve_token in a write transaction (before)",
+                 per_call(in_write_transaction, calls))]
+    finally:
+        store.dispose()
+
+
+def round_trips(url: str, calls: int) -> list[tuple[str, list[float]]]:
+    """Per-call seconds of three GETs over one keep-alive connection, as investigator 0."""
+    user, password = investigator(0)
+    with httpx.Client(base_url=f"{url}/api/v1", timeout=60) as client:
+        response = client.post("/auth/token", json={"user": user, "password": password})
+        response.raise_for_status()
+        bearer = {"Authorization": f"Bearer {response.json()['token']}"}
+        rows = []
+        for label, path, headers in (
+                ("GET /health (no login, no database)", "/health", {}),
+                ("GET /design (token check + one read)", "/design", bearer),
+                ("GET /report (token check + audited operation)", "/report", bearer)):
+            def get(path: str = path, headers: dict[str, str] = headers) -> None:
+                client.get(path, headers=headers).raise_for_status()
+            get()  # warm
+            rows.append((label, per_call(get, calls)))
+        client.post("/auth/logout", headers=bearer).raise_for_status()
+    return rows
+
+
+def latency_rows(rows: list[tuple[str, list[float]]]) -> list[tuple[str, float, float, float]]:
+    """(label, mean, p50, p99) in milliseconds."""
+    return [(label, 1000 * sum(seconds) / len(seconds), percentile_ms(seconds, 50),
+             percentile_ms(seconds, 99)) for label, seconds in rows]
+
+
+def main() -> None:
+    """Parse arguments, build the trial, run the library, the token check and the API."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("--clients", type=int, nargs="+", default=None,
+                        help="client process counts to run (default: 1 8; 1 2 with --quick)")
+    parser.add_argument("--calls", type=int, default=400,
+                        help="timed randomizations per run, split over the clients")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed randomizations per client before the start (the "
+                             "first logs an API client in)")
+    parser.add_argument("--token-calls", type=int, default=300,
+                        help="token checks and round trips timed, each")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes: 1 and 2 clients, 16 calls per run, 1 warm-up, "
+                             "30 token checks")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.warmup, args.token_calls = 16, 1, 30
+    clients: list[int] = args.clients or ([1, 2] if args.quick else [1, 8])
+    calls: int = args.calls
+    warmup: int = args.warmup
+    needed = 2 * sum(calls + c * warmup for c in clients)
+    per_stratum = needed // len(LEVELS) + 10
+
+    with bench_place(args.db, "api", args.workdir) as place:
+        print(machine(place))
+        print(f"load average at start: {loadavg()}")
+        users = [(investigator(i)[0], Role.INVESTIGATOR, investigator(i)[1])
+                 for i in range(max(clients))]
+        admin = create_trial(place, design_toml("bench-api", per_stratum,
+                                                {"type": list(LEVELS)}), users)
+        admin.generate_list()
+        admin.close()
+        print(f"trial: 2 strata x {per_stratum:,} slots, 1 visit; users' scrypt cost "
+              f"n={BENCH_SCRYPT_N}")
+
+        results: list[tuple[str, RunResult, str, float | None]] = []
+        first = 1
+        for count in clients:
+            result = run_clients(place, count, first, calls, warmup)
+            first += calls + count * warmup
+            results.append(("library", result, loadavg(), None))
+
+        checks = token_check(place, args.token_calls)
+
+        with server_process(place.db_url, place.key_file, place.directory / "server.log") \
+                as server:
+            for count in clients:
+                cpu = _server_cpu(server.process.pid)
+                result = run_clients(place, count, first, calls, warmup, server=server.url)
+                server_cpu = _server_cpu(server.process.pid) - cpu
+                first += calls + count * warmup
+                results.append(("API", result, loadavg(), 1000 * server_cpu / result.calls))
+            trips = round_trips(server.url, args.token_calls)
+
+        for path, result, _load, _cpu in results:
+            for refusal in sorted(set(result.refusals))[:5]:
+                print(f"  refusal ({path}, {result.clients} clients): {refusal}")
+        print(f"\nrandomize on {place.engine}: the library in each client against the "
+              "API through one server process")
+        print(table([(path, r.clients, r.calls, r.wall, r.rate,
+                      percentile_ms(r.latencies, 50), percentile_ms(r.latencies, 99),
+                      max(r.latencies) * 1000, len(r.refusals), 1000 * r.cpu / r.calls,
+                      "-" if server_cpu is None else server_cpu, load)
+                     for path, r, load, server_cpu in results],
+                    ("path", "clients", "calls", "wall s", "per s", "p50 ms", "p99 ms",
+                     "max ms", "refused", "client CPU ms/call", "server CPU ms/call",
+                     "load avg after")))
+        print("(client CPU: the client processes' user + system time per call; server CPU: "
+              "the randomizer server process's, read from /proc; a PostgreSQL server's own "
+              "CPU is in neither)")
+        print(f"\ntoken check in this process, {args.token_calls} calls each:")
+        print(table(latency_rows(checks), ("what", "mean ms", "p50 ms", "p99 ms")))
+        print(f"\nround trips from this process, one keep-alive connection, "
+              f"{args.token_calls} calls each:")
+        print(table(latency_rows(trips), ("request", "mean ms", "p50 ms", "p99 ms")))
+        print(f"\nload average at the end: {loadavg()}")
+        if any(r.refusals for _path, r, _load, _cpu in results):
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
