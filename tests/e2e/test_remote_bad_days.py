@@ -28,7 +28,8 @@ from tests.support.remote import RemoteRun
 from tests.support.trial import PASSWORDS, TrialFiles
 
 LOGIN_REFUSED = "login refused for user 'ivan': unknown user, wrong password or disabled account"
-UNREADABLE = "the token file {path} is unreadable: run 'randomizer login' again"
+UNREADABLE = ("the token file {path} is unreadable: log in again "
+              "(run 'randomizer --server URL --user NAME login')")
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from tests.support.blinded_path import KIT_CODE, days_ago, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import ARMS, DESIGN, answer_args, arm_words_in
 from tests.support.processes import Finished, remote_cli, serve_process
-from tests.support.trial import ADMIN, PASSWORDS, USERS, Run, TrialFiles
+from tests.support.trial import ADMIN, PASSWORDS, USERS, Run, TrialFiles, backdate_list
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +117,7 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
         kit_count = re.search(r"\nKits: (\d+) \(8 spares\)\nList commitment: [0-9a-f]{64}\n$",
                               generated)
         assert kit_count, generated  # the list runs past 20 slots when a block does
+        backdate_list(files)  # the story's randomizations are dated months ago
 
         # the investigator randomizes, requests and replaces kits -----------------------
         tokens["ivan"] = ivan.login()
@@ -130,8 +131,8 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
             kits[f"P-00{n}"] = found.group(1)
         ivan.refused(1, "participant P-001 is already randomized as R-001",
                      "randomize", "P-001", "--site", "WAW", *answer_args())
-        ivan.refused(1, "participant P-005 is not eligible, no slot used: age: 12 is outside "
-                        "18..65",
+        ivan.refused(1, "participant P-005 is not eligible, no slot used: age: answered 12, "
+                        "must be 18 to 65 (Age in years at screening)",
                      "randomize", "P-005", "--site", "WAW", *answer_args(age="12"))
         first = ivan.ok("kit", "request", "P-001", "--visit", "2", "--date", WEEK12)
         code = first.split("kit ")[1].strip()
