@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
 from randomizer import __version__, logins
 from randomizer.backends.wire import error_to_wire
@@ -58,6 +58,15 @@ log = logging.getLogger("randomizer.server")
 def status_of(error: RandomizerError) -> int:
     """The HTTP status of a library error."""
     return next(code for cls, code in STATUS if isinstance(error, cls))
+
+
+def refusal_headers(error: RandomizerError) -> dict[str, str] | None:
+    """The headers a refusal carries: the scheme to log in with, or when to try again."""
+    if isinstance(error, TooManyAttempts):
+        return {"Retry-After": str(max(1, error.retry_after))}
+    if isinstance(error, AuthenticationFailed):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
 
 
 def _one_line(text: str) -> str:
@@ -126,17 +135,27 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
                 logins.record_server_event(state.store, state.key_source, state.clock(),
                                            "server.stop", details)
 
+    app = build_app(lifespan)
+    app.state.randomizer = state
+    return app
+
+
+def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """The routes, the error boundary and the headers, without a trial behind them.
+
+    :func:`create_app` gives it its trial; on its own it serves only its
+    OpenAPI document (:mod:`randomizer.server.openapi`).
+    """
     app = FastAPI(title="randomizer", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,
                   description="Blinded randomization and allocation for clinical trials.")
-    app.state.randomizer = state
+    app.include_router(api.public)
     app.include_router(api.router)
 
     @app.exception_handler(RandomizerError)
     async def refused(_request: Request, exc: RandomizerError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) \
-            else None
-        return JSONResponse(error_to_wire(exc), status_code=status_of(exc), headers=headers)
+        return JSONResponse(error_to_wire(exc), status_code=status_of(exc),
+                            headers=refusal_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -69,8 +69,11 @@ def test_health_needs_no_login_and_says_only_status_and_version(api: Api) -> Non
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Basic abc", "token abc"])
 def test_missing_or_malformed_authorization_is_401(api: Api, header: str | None) -> None:
     headers = {} if header is None else {"Authorization": header}
-    message = _error(api.client.get("/api/v1/report", headers=headers), 401)
+    response = api.client.get("/api/v1/report", headers=headers)
+    # the library's refusal, never FastAPI's HTTPBearer default (403 "Not authenticated")
+    message = _error(response, 401)
     assert message.startswith("log in first")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize("token", ["x" * 43, "A" * 10, "é" * 43, "0" * 500])
