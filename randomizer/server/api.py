@@ -397,12 +397,18 @@ def change_password(name: Name, body: NewPassword, acting: Acting) -> trial.User
     return acting.change_password(name, body.password)
 
 
+class EventsPage(Body):
+    """Which audit events to read: after ``since``, at most ``limit`` (all when absent)."""
+
+    since: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+
+
 @router.get("/audit/events")
-def audit_events(acting: Acting, since: Annotated[int, Query(ge=0)] = 0,
-                 limit: Annotated[int | None, Query(ge=1)] = None) -> list[audit.AuditEvent]:
-    """Audit events after ``since`` (admin, monitor)."""
-    return acting.audit_events(min(since, SEQ_MAX), None if limit is None
-                               else min(limit, SEQ_MAX))
+def audit_events(acting: Acting, page: Annotated[EventsPage, Query()]) -> list[audit.AuditEvent]:
+    """Audit events after ``since`` (admin, monitor); unknown parameters are refused."""
+    return acting.audit_events(min(page.since, SEQ_MAX), None if page.limit is None
+                               else min(page.limit, SEQ_MAX))
 
 
 @router.post("/audit/verify")

@@ -174,7 +174,9 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         text = {404: "no such endpoint", 405: "method not allowed"}.get(
             exc.status_code, _one_line(str(exc.detail)))
         kind = "NotFound" if exc.status_code == 404 else "InvalidInput"
-        return JSONResponse({"error": text, "kind": kind}, status_code=exc.status_code)
+        # keep what the status needs, such as the Allow header of a 405
+        return JSONResponse({"error": text, "kind": kind}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
