@@ -127,6 +127,12 @@ class NewPassword(Body):
     password: Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
 
 
+class UnlockRequest(Body):
+    """Whose login lock to lift besides the user name's: a client address, if any."""
+
+    client: Name | None = None
+
+
 class CheckpointBody(Body):
     """A checkpoint whose signature the client has already checked."""
 
@@ -395,6 +401,12 @@ def disable_user(name: Name, body: Reason, acting: Acting) -> trial.UserInfo:
 def change_password(name: Name, body: NewPassword, acting: Acting) -> trial.UserInfo:
     """Set a password: one's own, or (admin) anyone's; the user's tokens are revoked."""
     return acting.change_password(name, body.password)
+
+
+@router.post("/users/{name}/unlock")
+def lift_login_lock(name: Name, body: UnlockRequest, acting: Acting) -> logins.LoginUnlock:
+    """Lift a user name's login lock, and a client address's if given (admin)."""
+    return acting.lift_login_lock(name, body.client)
 
 
 class EventsPage(Body):

@@ -120,6 +120,7 @@ def test_the_export_is_csv_with_its_digest() -> None:
     ("/api/v1/kits/{code}/prepare", {"$ref": "#/components/schemas/Preparation"}),
     ("/api/v1/pharmacy/kits", {"type": "array", "title": "Response Pharmacy List",
                                "items": {"$ref": "#/components/schemas/PharmacyKit"}}),
+    ("/api/v1/users/{name}/unlock", {"$ref": "#/components/schemas/LoginUnlock"}),
 ])
 def test_results_sent_as_they_are_still_declare_their_schema(path: str,
                                                              schema: dict[str, Any]) -> None:
