@@ -1,5 +1,5 @@
-"""Logins in the library: the throttle and an admin lifting a lock (time injected, never
-waited for)."""
+"""Logins in the library: one password check per attempt whoever the user, the throttle
+around it, and an admin lifting a lock (time injected, never waited for)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,22 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from randomizer import logins
-from randomizer.access import Permission
+from randomizer import context, logins
+from randomizer.access import Permission, verify_password
 from randomizer.backends.local import LocalBackend
-from randomizer.context import Credentials, KeySource, Principal, key_file_source, operation
+from randomizer.context import (
+    Credentials,
+    KeySource,
+    Principal,
+    authenticate,
+    key_file_source,
+    operation,
+)
 from randomizer.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
 from randomizer.logins import LoginUnlock
 from randomizer.sessions import LOCK_AFTER, backoff
 from randomizer.store import Store
-from tests.support.database import audit_rows
+from tests.support.database import audit_rows, execute
 from tests.support.trial import PASSWORDS, TrialFiles
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -44,6 +51,80 @@ def store(trial_with_users: TrialFiles) -> Iterator[Store]:
 def key(trial_with_users: TrialFiles) -> KeySource:
     """The trial key, read from its file."""
     return key_file_source(trial_with_users.key_file)
+
+
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every stored hash a password is checked against, in order (a spy on verify_password)."""
+    seen: list[str] = []
+
+    def spy(password: str, stored: str) -> bool:
+        seen.append(stored)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(context, "verify_password", spy)
+    return seen
+
+
+def _cost(stored: str) -> tuple[str, str, str, str]:
+    """The scheme and scrypt parameters (n, r, p) of a stored hash."""
+    scheme, n, r, p, _salt, _digest = stored.split("$")
+    return scheme, n, r, p
+
+
+def _user_hashes(files: TrialFiles) -> dict[str, str]:
+    return dict((name, stored) for name, stored in
+                execute(files.db_url, "SELECT name, password_hash FROM users"))
+
+
+ATTEMPTS = [("ivan", PASSWORDS["ivan"], True), ("ivan", WRONG, False),
+            ("nobody", WRONG, False), ("mona", PASSWORDS["mona"], False)]
+"""A good login, a wrong password, an unknown user and a disabled one (right password)."""
+
+
+@pytest.mark.parametrize(("user", "password", "accepted"), ATTEMPTS,
+                         ids=["good", "wrong-password", "unknown", "disabled"])
+def test_every_login_checks_one_password_of_a_users_cost(
+        store: Store, key: KeySource, checks: list[str], trial_with_users: TrialFiles,
+        user: str, password: str, accepted: bool) -> None:
+    real = _user_hashes(trial_with_users)
+    for attempt in (lambda: authenticate(store, key, Credentials(user, password), T0,
+                                         action="report"),
+                    lambda: logins.login(store, key, Credentials(user, password), T0,
+                                         client=CLIENT)):
+        checks.clear()
+        if accepted:
+            attempt()
+        else:
+            with pytest.raises(AuthenticationFailed) as refused:
+                attempt()
+            assert type(refused.value) is AuthenticationFailed
+        assert len(checks) == 1, checks
+        (stored,) = checks
+        assert {_cost(h) for h in real.values()} == {_cost(stored)}
+        if user == "ivan":
+            assert stored == real["ivan"]
+        else:  # the dummy hash: no one's, not even the disabled user's own
+            assert stored not in real.values()
+
+
+def test_a_throttled_login_checks_no_password(store: Store, key: KeySource,
+                                              checks: list[str]) -> None:
+    for user, client in (("ivan", "192.0.2.1"), ("nobody", "192.0.2.2")):
+        for _ in range(3):
+            with pytest.raises(AuthenticationFailed) as refused:
+                logins.login(store, key, Credentials(user, WRONG), T0, client=client)
+            assert type(refused.value) is AuthenticationFailed
+    checks.clear()
+    refusals = []
+    for user in ("ivan", "nobody"):
+        with pytest.raises(TooManyAttempts) as refused:
+            logins.login(store, key, Credentials(user, PASSWORDS.get(user, WRONG)), T0,
+                         client="198.51.100.1")
+        refusals.append((str(refused.value), refused.value.retry_after))
+    assert checks == []
+    assert refusals[0] == refusals[1] == (
+        "too many failed logins for this user name or from this address: try again in 1 s", 1)
 
 
 def _lock(store: Store, key: KeySource, user: str, client: str) -> datetime:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
-from randomizer import __version__, logins
+from randomizer import __version__, access, logins
 from randomizer.backends.wire import error_to_wire
 from randomizer.errors import (
     AuthenticationFailed,
@@ -125,6 +125,8 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         details: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
+        # made now, so the first login of an unknown user costs one hash like any other
+        access.dummy_hash()
         if audit_lifecycle:
             logins.record_server_event(state.store, state.key_source, state.clock(),
                                        "server.start", details)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from randomizer import audit
+from randomizer import access, audit
 from randomizer.backends.http import HttpBackend
 from randomizer.context import Credentials
 from randomizer.errors import TooManyAttempts
@@ -214,3 +214,20 @@ def test_the_remote_cli_reports_the_lock_and_an_admin_lifts_it(
         assert lifted.stdout == "Login lock of user name ivan lifted.\n"
         assert_ok(run("--server", url, "login", user="ivan", env=env))
 
+
+def test_the_first_unknown_user_costs_no_more_than_any_other(
+        trial_with_list: TrialFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access, "_DUMMY_HASHES", {})  # as in a process that just started
+    with live_server(trial_with_list.db_url, trial_with_list.key_file) as url, \
+            httpx.Client(base_url=url) as client:
+        made: list[str] = []
+
+        def spy(password: str, **_: object) -> str:
+            made.append(password)
+            return ""
+
+        monkeypatch.setattr(access, "hash_password", spy)
+        response = client.post("/api/v1/auth/token",
+                               json={"user": "nobody", "password": WRONG})
+        assert response.status_code == 401
+    assert made == []  # the dummy hash was made at start, not during this login
