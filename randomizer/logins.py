@@ -10,15 +10,16 @@ computed per request.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from randomizer import audit
-from randomizer.access import Permission
+from randomizer.access import Permission, check_user_name
 from randomizer.context import (
     Credentials,
     KeySource,
+    Operation,
     Principal,
     authenticate,
     load_trial,
@@ -26,7 +27,7 @@ from randomizer.context import (
     record_refusal,
     vault_for,
 )
-from randomizer.errors import AuthenticationFailed, TooManyAttempts
+from randomizer.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
 from randomizer.sessions import (
     ABSOLUTE_TIMEOUT,
     IDLE_TIMEOUT,
@@ -34,6 +35,7 @@ from randomizer.sessions import (
     check_throttle,
     check_token,
     issue_token,
+    lift_lock,
     record_failure,
     record_success,
     resolve_token,
@@ -43,6 +45,18 @@ from randomizer.store import Store
 
 SERVER_USER = "(server)"
 """The name server start and stop events are recorded under (no user can have it)."""
+
+MAX_CLIENT = 128
+"""The longest client address an admin can name when lifting a lock."""
+
+
+@dataclass(frozen=True)
+class LoginUnlock:
+    """What an admin's lift of a login lock did: whether there was any wait or lock to clear."""
+
+    user: str
+    client: str | None
+    lifted: bool
 
 
 def login(store: Store, trial_key: KeySource, credentials: Credentials, now: datetime, *,
@@ -101,6 +115,24 @@ def logout(store: Store, trial_key: KeySource, principal: Principal, now: dateti
     with operation(store, trial_key, principal, Permission.LOG_IN, "logout", now) as op:
         revoke_token(op.session, principal.session, now, "logout")
         op.audit("auth.logout", subject=principal.channel)
+
+
+def lift_login_lock(op: Operation, name: str, client: str | None = None) -> LoginUnlock:
+    """Clear the failed logins and any lock of user name ``name`` (and of ``client``), for an admin.
+
+    Failures are counted per user name as typed, whether or not it has an
+    account, so this neither needs nor says whether the user exists. A user
+    who locked themselves out also locked their own address: name it in
+    ``client`` to lift both. Recorded as ``user.unlock`` whatever it cleared.
+    """
+    check_user_name(name)
+    if client is not None and (not client or len(client) > MAX_CLIENT
+                               or not client.isprintable()):
+        raise InvalidInput(f"client address {client[:MAX_CLIENT]!r} is not valid: give the "
+                           f"address as the server saw it, at most {MAX_CLIENT} characters")
+    lifted = lift_lock(op.session, name, client)
+    op.audit("user.unlock", subject=name, details={"client": client, "lifted": lifted})
+    return LoginUnlock(user=name, client=client, lifted=lifted)
 
 
 def design_toml(store: Store) -> str:

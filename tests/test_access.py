@@ -261,6 +261,10 @@ COMMANDS: dict[str, Case] = {
         lambda f, a: ["user", "passwd", _other_user(a), "--password-stdin"],
         "user.passwd", ADMIN_ONLY, "manage users", (*LOGIN, "user.passwd"),
         stdin=NEW_PASSWORD + "\n", done="Password of ivan changed."),
+    "user-unlock": Case(
+        lambda f, a: ["user", "unlock", "ivan"],
+        "user.unlock", ADMIN_ONLY, "manage users", (*LOGIN, "user.unlock"),
+        done="No failed logins or lock on user name ivan: nothing to lift."),
     "key-rotate": Case(
         lambda f, a: ["key", "rotate", "--new-key-file", str(f.directory / "new.key")],
         "key.rotate", ADMIN_ONLY, "rotate the trial key", (*LOGIN, "key.rotate"),

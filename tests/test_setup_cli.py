@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from randomizer import audit
 from randomizer.commands import cli
 from randomizer.design import design_text
+from randomizer.sessions import LOCK_AFTER, record_failure
+from randomizer.store import Store
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute, without_audit
 from tests.support.exosome import TRIAL_ID
@@ -85,7 +87,8 @@ def test_every_group_is_checked_without_its_subcommand() -> None:
 
 def test_the_cli_has_the_commands_of_this_issue() -> None:
     names = {" ".join(p) for p, _ in all_commands()}
-    assert {"init", "user add", "user list", "user disable", "user passwd", "key rotate",
+    assert {"init", "user add", "user list", "user disable", "user passwd", "user unlock",
+            "key rotate",
             "list generate", "list verify", "audit show", "audit verify", "audit checkpoint",
             "audit keygen"} <= names
 
@@ -315,6 +318,48 @@ def test_a_duplicate_user_is_refused(name: str, trial_with_users: TrialFiles,
     new_events = audit_rows(trial_with_users.db_url)[len(before["audit_events"]):]
     assert [(e["action"], e["subject"], e["details"]["refusal"]) for e in new_events] == [
         ("refused", name, "StateError")]
+
+
+def _fail_logins(files: TrialFiles, user: str, client: str) -> None:
+    store = Store(files.db_url)
+    try:
+        with store.transaction() as session:
+            for _ in range(LOCK_AFTER):
+                record_failure(session, user, client, audit.now_utc())
+    finally:
+        store.dispose()
+
+
+def test_user_unlock_lifts_a_login_lock(trial_with_users: TrialFiles, run: Run) -> None:
+    _fail_logins(trial_with_users, "ivan", "192.0.2.7")
+    result = run.ok("user", "unlock", "ivan", user=ADMIN)
+    assert result.stdout == "Login lock of user name ivan lifted.\n"
+    result = run.ok("user", "unlock", "ivan", "--client", "192.0.2.7", user=ADMIN)
+    assert result.stdout == "Login lock of user name ivan and address 192.0.2.7 lifted.\n"
+    again = run.ok("user", "unlock", "ivan", "--json", user=ADMIN)
+    assert json.loads(again.stdout) == {"user": "ivan", "client": None, "lifted": False}
+    assert run.ok("user", "unlock", "ivan", user=ADMIN).stdout == \
+        "No failed logins or lock on user name ivan: nothing to lift.\n"
+    unlocks = [e for e in audit_rows(trial_with_users.db_url) if e["action"] == "user.unlock"]
+    assert [(e["subject"], e["details"]["lifted"]) for e in unlocks] == [
+        ("ivan", True), ("ivan", True), ("ivan", False), ("ivan", False)]
+
+
+@pytest.mark.parametrize(("argv", "user", "code", "message"), [
+    (["ivan"], "stan", 1, "role statistician may not manage users"),
+    (["ivan smith"], ADMIN, 2, "user name 'ivan smith' is not valid"),
+    (["ivan", "--client", ""], ADMIN, 2, "client address '' is not valid"),
+    ([], ADMIN, 2, "Missing argument 'NAME'"),
+])
+def test_user_unlock_refusals_change_no_lock(argv: list[str], user: str, code: int,
+                                             message: str, trial_with_users: TrialFiles,
+                                             run: Run) -> None:
+    _fail_logins(trial_with_users, "ivan", "192.0.2.7")
+    before = execute(trial_with_users.db_url, "SELECT key, failures, locked_until "
+                                              "FROM login_failures ORDER BY key")
+    assert_error(run("user", "unlock", *argv, user=user), code, message)
+    assert execute(trial_with_users.db_url, "SELECT key, failures, locked_until "
+                                            "FROM login_failures ORDER BY key") == before
 
 
 @pytest.mark.parametrize("password", ["", "elevenchars"])

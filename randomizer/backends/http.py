@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from randomizer import audit, reports, trial
+from randomizer import audit, logins, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.wire import error_from_wire, from_wire
@@ -42,6 +42,7 @@ from randomizer.errors import (
     RandomizerError,
     ServerUnavailable,
     StateError,
+    TooManyAttempts,
 )
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
@@ -56,7 +57,7 @@ _TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~+/=-]{1,1024}")
 
 _FALLBACK: dict[int, type[RandomizerError]] = {
     400: InvalidInput, 401: AuthenticationFailed, 403: NotAuthorized, 404: NotFound,
-    409: StateError, 413: InvalidInput, 422: InvalidInput, 429: AuthenticationFailed,
+    409: StateError, 413: InvalidInput, 422: InvalidInput, 429: TooManyAttempts,
     503: Busy,
 }
 
@@ -185,7 +186,11 @@ class HttpBackend:
             # not a refusal of a trial server: another program, or a proxy's error page
             raise ServerUnavailable(f"the trial server at {self.server} answered "
                                     f"{response.status_code} without a readable error")
-        raise error_from_wire(payload, fallback)
+        error = error_from_wire(payload, fallback)
+        if isinstance(error, TooManyAttempts):
+            wait = response.headers.get("Retry-After", "")
+            error.retry_after = int(wait) if wait.isascii() and wait.isdigit() else 0
+        raise error
 
     def _json(self, method: str, path: str, body: Any = None,
               params: dict[str, Any] | None = None, auth: bool = True) -> Any:
@@ -271,6 +276,11 @@ class HttpBackend:
         target = name or self._whoami()
         return self._call(trial.UserInfo, "POST", f"/users/{_segment(target)}/password",
                           {"password": password})
+
+    def lift_login_lock(self, name: str, client: str | None = None) -> logins.LoginUnlock:
+        """Clear failed logins and any lock of a user name (and of ``client``) (admin)."""
+        return self._call(logins.LoginUnlock, "POST", f"/users/{_segment(name)}/unlock",
+                          {"client": client})
 
     def _whoami(self) -> str:
         if self._credentials is not None:

@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from randomizer import audit, maintenance, reports, trial
+from randomizer import audit, logins, maintenance, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
@@ -50,6 +50,9 @@ class Backend(Protocol):
 
     def change_password(self, name: str | None, password: str) -> trial.UserInfo:
         """Change one's own password, or (admin) another user's."""
+
+    def lift_login_lock(self, name: str, client: str | None = None) -> logins.LoginUnlock:
+        """Clear failed logins and any lock of a user name, and of ``client`` if given (admin)."""
 
     # the list ----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, maintenance, reports, trial
+from randomizer import audit, logins, maintenance, reports, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import (
@@ -125,6 +125,11 @@ class LocalBackend:
         return self._run(Permission.REPORT, "user.passwd",
                          lambda op: trial.change_password(op, name or op.user.name, password),
                          name or "")
+
+    def lift_login_lock(self, name: str, client: str | None = None) -> logins.LoginUnlock:
+        """Clear failed logins and any lock of a user name (and of ``client``)."""
+        return self._run(Permission.MANAGE_USERS, "user.unlock",
+                         lambda op: logins.lift_login_lock(op, name, client), name)
 
     def rotate_key(self, new_key_file: Path) -> str:
         """Re-wrap the data key under a new key file (removed again if the commit fails)."""

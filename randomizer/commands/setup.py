@@ -123,6 +123,24 @@ def user_passwd(settings: Settings, name: str | None, password_stdin: bool) -> N
     emit(settings, info, f"Password of {info.name} changed.")
 
 
+@user.command("unlock")
+@click.argument("name")
+@click.option("--client", metavar="ADDRESS",
+              help="Also lift the lock of this client address (as the server logged it).")
+@json_option
+@pass_settings
+def user_unlock(settings: Settings, name: str, client: str | None) -> None:
+    """Lift the login lock that failed logins put on a user name.
+
+    Example: randomizer --server https://trial.example.org user unlock ivan --client 10.0.0.7
+    """
+    result = settings.backend().lift_login_lock(name, client)
+    where = f"user name {result.user}" + (f" and address {result.client}" if result.client
+                                          else "")
+    emit(settings, result, f"Login lock of {where} lifted." if result.lifted
+         else f"No failed logins or lock on {where}: nothing to lift.")
+
+
 @click.group()
 def key() -> None:
     """Manage the trial key (admin).

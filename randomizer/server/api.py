@@ -9,16 +9,24 @@ events all come from the library behind that call.
 An identifier in the path (participant, kit code, user name) takes everything
 up to the route's last segment (``:path``), so one holding a ``/`` still
 reaches the library, which refuses it with its own message as a local run does.
+
+The OpenAPI document says what each route answers: its result, and every
+refusal as :class:`ErrorBody` under the status of its class
+(:data:`randomizer.server.app.STATUS`). ``docs/openapi.json`` is that
+document as committed (``python -m randomizer.server.openapi``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from datetime import date as Date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from randomizer import __version__, audit, logins, reports, trial
@@ -26,7 +34,7 @@ from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
-from randomizer.backends.wire import MAX_TEXT, to_wire
+from randomizer.backends.wire import MAX_TEXT, error_classes, to_wire
 from randomizer.context import Credentials, Principal
 from randomizer.errors import AuthenticationFailed
 from randomizer.server.state import ServerState, client_address, server_state
@@ -127,6 +135,12 @@ class NewPassword(Body):
     password: Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
 
 
+class UnlockRequest(Body):
+    """Whose login lock to lift besides the user name's: a client address, if any."""
+
+    client: Name | None = None
+
+
 class CheckpointBody(Body):
     """A checkpoint whose signature the client has already checked."""
 
@@ -142,14 +156,93 @@ class VerifyRequest(Body):
     checkpoint: CheckpointBody | None = None
 
 
-def caller(request: Request, state: Annotated[ServerState, Depends(server_state)]) -> Principal:
+class ErrorBody(BaseModel):
+    """A refusal: the library's message on one line and the name of the error class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: Annotated[str, Field(pattern=r"^[^\r\n]+$",
+                                description="What was refused and what to do, on one line.")]
+    kind: Annotated[str, Field(json_schema_extra={"enum": sorted(error_classes())},
+                               description="The library's error class; the client raises it.")]
+
+
+def _refusal(status: int, description: str,
+             headers: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    response: dict[str, Any] = {"model": ErrorBody, "description": description}
+    if headers:
+        response["headers"] = headers
+    return {status: response}
+
+
+TOO_LARGE = _refusal(413, "The request body is over 1 MiB (InvalidInput).")
+MALFORMED = _refusal(422, "The request does not fit this operation's parameters or body "
+                          "(InvalidInput); nothing was attempted.")
+UNAVAILABLE = _refusal(503, "The database is busy or cannot be reached (Busy, StoreError, "
+                            "KeyFileError); try again.")
+REFUSED_LOGIN = _refusal(401, "The login or token is not valid (AuthenticationFailed); the "
+                              "message never says whether the user exists.",
+                         {"WWW-Authenticate": {"description": "Always 'Bearer'.", "required": True,
+                                               "schema": {"type": "string", "enum": ["Bearer"]}}})
+
+PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {**TOO_LARGE}
+"""What a route without a login can refuse."""
+
+LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_refusal(400, "Malformed input the library refused (InvalidInput)."),
+    **REFUSED_LOGIN,
+    **_refusal(409, "Any other refusal of the library (an integrity failure)."),
+    **TOO_LARGE, **MALFORMED,
+    **_refusal(429, "Too many failed logins for this user name or from this address "
+                    "(TooManyAttempts); the password was not checked.",
+               {"Retry-After": {"description": "Whole seconds until a login may be tried again.",
+                                "required": True, "schema": {"type": "integer", "minimum": 1}}}),
+    **UNAVAILABLE,
+}
+"""What the login route can refuse."""
+
+SIGNED_IN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_refusal(400, "Malformed input the library refused (InvalidInput, DesignError, "
+                    "KitCodeError)."),
+    **REFUSED_LOGIN,
+    **_refusal(403, "The caller's role may not do this, or not yet (NotAuthorized)."),
+    **_refusal(404, "The participant, kit or user does not exist (NotFound)."),
+    **_refusal(409, "The trial's state refuses it, the participant is not eligible, or an "
+                    "integrity check failed (StateError, Ineligible, AuditError...)."),
+    **TOO_LARGE, **MALFORMED, **UNAVAILABLE,
+}
+"""What a route that needs a login can refuse."""
+
+
+class DocumentedRoute(APIRoute):
+    """A route whose OpenAPI summary is the first line of its endpoint's docstring."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        """Fill the summary in, then build the route as FastAPI does."""
+        if options.get("summary") is None:
+            options["summary"] = inspect.cleandoc(endpoint.__doc__ or "").partition("\n")[0]
+        super().__init__(path, endpoint, **options)
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's OpenAPI operationId: its endpoint's name (``randomize``, ``issue_token``)."""
+    return route.name
+
+
+bearer = HTTPBearer(auto_error=False, scheme_name="HTTPBearer",
+                    description="The token from POST /api/v1/auth/token, as "
+                                "'Authorization: Bearer TOKEN'.")
+"""The bearer scheme, declared for clients; refusals stay the library's own (401, never 403)."""
+
+
+def caller(request: Request, state: Annotated[ServerState, Depends(server_state)],
+           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+           ) -> Principal:
     """The principal of the bearer token; the user and role never come from the request."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if credentials is None:
         raise AuthenticationFailed("log in first: send the token from POST /api/v1/auth/token "
                                    "as 'Authorization: Bearer TOKEN'")
-    return logins.principal_for(state.store, token.strip(), state.clock(),
+    return logins.principal_for(state.store, credentials.credentials, state.clock(),
                                 client=client_address(request, state))
 
 
@@ -167,16 +260,22 @@ Caller = Annotated[Principal, Depends(caller)]
 Acting = Annotated[Backend, Depends(backend)]
 State = Annotated[ServerState, Depends(server_state)]
 
-router = APIRouter(prefix="/api/v1")
+public = APIRouter(prefix="/api/v1", route_class=DocumentedRoute, responses=PUBLIC_ERRORS,
+                   generate_unique_id_function=operation_id)
+"""The routes anyone may call: health and the login."""
+
+router = APIRouter(prefix="/api/v1", route_class=DocumentedRoute, responses=SIGNED_IN_ERRORS,
+                   generate_unique_id_function=operation_id)
+"""Every route that acts as a logged-in user."""
 
 
-@router.get("/health")
+@public.get("/health")
 def health() -> Health:
     """Whether the server is up (no login needed): status and version only."""
     return Health(status="ok", version=__version__)
 
 
-@router.post("/auth/token")
+@public.post("/auth/token", responses=LOGIN_ERRORS)
 def issue_token(body: TokenRequest, request: Request, state: State) -> TokenResponse:
     """Log in: check the password once and return a bearer token."""
     issued = logins.login(state.store, state.key_source, Credentials(body.user, body.password),
@@ -215,7 +314,8 @@ def request_kit(participant: Name, body: KitRequest, acting: Acting) -> service.
     return acting.request_kit(participant, body.visit, body.date, body.override_reason)
 
 
-@router.post("/participants/{participant:path}/emergency-unblinding")
+@router.post("/participants/{participant:path}/emergency-unblinding",
+             response_model=emergency.Unblinding)
 def emergency_unblind(participant: Name, body: Reason,
                       acting: Acting) -> JSONResponse:
     """Break the code for one participant (investigator, admin); never cached."""
@@ -229,14 +329,14 @@ def replace_kit(code: Name, body: Reason, acting: Acting) -> service.KitReplacem
     return acting.replace_kit(code, body.reason)
 
 
-@router.post("/kits/{code:path}/prepare")
+@router.post("/kits/{code:path}/prepare", response_model=service.Preparation)
 def prepare_kit(code: Name, acting: Acting) -> JSONResponse:
     """What a kit holds; records its preparation (pharmacist); never cached."""
     result: service.Preparation = acting.prepare_kit(code)
     return JSONResponse(to_wire(result), headers={"Cache-Control": "no-store"})
 
 
-@router.get("/pharmacy/kits")
+@router.get("/pharmacy/kits", response_model=list[service.PharmacyKit])
 def pharmacy_list(acting: Acting) -> JSONResponse:
     """Every kit with content and status (pharmacist); never cached."""
     kits: list[service.PharmacyKit] = acting.pharmacy_list()
@@ -249,8 +349,15 @@ def lock(body: Reason, acting: Acting) -> locking.LockResult:
     return acting.lock(body.reason)
 
 
-@router.post("/unblinding", response_class=Response,
-             responses={200: {"content": {"text/csv": {}}}})
+@router.post("/unblinding", response_class=Response, responses={200: {
+    "description": "The export: one row per participant, with its digest in the headers.",
+    "content": {"text/csv": {"schema": {"type": "string"}}},
+    "headers": {
+        "X-Randomizer-SHA256": {"description": "SHA-256 of the CSV, 64 hexadecimal digits.",
+                                "required": True,
+                                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+        "X-Randomizer-Participants": {"description": "Rows in the CSV.", "required": True,
+                                      "schema": {"type": "integer", "minimum": 0}}}}})
 def unblind_all(acting: Acting) -> Response:
     """The full unblinding as CSV (statistician, after lock); audited before it is sent."""
     export: locking.Export = acting.unblind_all()
@@ -323,12 +430,24 @@ def change_password(name: Name, body: NewPassword, acting: Acting) -> trial.User
     return acting.change_password(name, body.password)
 
 
+@router.post("/users/{name}/unlock")
+def lift_login_lock(name: Name, body: UnlockRequest, acting: Acting) -> logins.LoginUnlock:
+    """Lift a user name's login lock, and a client address's if given (admin)."""
+    return acting.lift_login_lock(name, body.client)
+
+
+class EventsPage(Body):
+    """Which audit events to read: after ``since``, at most ``limit`` (all when absent)."""
+
+    since: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+
+
 @router.get("/audit/events")
-def audit_events(acting: Acting, since: Annotated[int, Query(ge=0)] = 0,
-                 limit: Annotated[int | None, Query(ge=1)] = None) -> list[audit.AuditEvent]:
-    """Audit events after ``since`` (admin, monitor)."""
-    return acting.audit_events(min(since, SEQ_MAX), None if limit is None
-                               else min(limit, SEQ_MAX))
+def audit_events(acting: Acting, page: Annotated[EventsPage, Query()]) -> list[audit.AuditEvent]:
+    """Audit events after ``since`` (admin, monitor); unknown parameters are refused."""
+    return acting.audit_events(min(page.since, SEQ_MAX), None if page.limit is None
+                               else min(page.limit, SEQ_MAX))
 
 
 @router.post("/audit/verify")

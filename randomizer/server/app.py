@@ -17,9 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
-from randomizer import __version__, logins
+from randomizer import __version__, access, logins
 from randomizer.backends.wire import error_to_wire
 from randomizer.errors import (
     AuthenticationFailed,
@@ -58,6 +58,15 @@ log = logging.getLogger("randomizer.server")
 def status_of(error: RandomizerError) -> int:
     """The HTTP status of a library error."""
     return next(code for cls, code in STATUS if isinstance(error, cls))
+
+
+def refusal_headers(error: RandomizerError) -> dict[str, str] | None:
+    """The headers a refusal carries: the scheme to log in with, or when to try again."""
+    if isinstance(error, TooManyAttempts):
+        return {"Retry-After": str(max(1, error.retry_after))}
+    if isinstance(error, AuthenticationFailed):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
 
 
 def _one_line(text: str) -> str:
@@ -116,6 +125,8 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         details: dict[str, Any] = {"version": __version__, "pid": os.getpid()}
+        # made now, so the first login of an unknown user costs one hash like any other
+        access.dummy_hash()
         if audit_lifecycle:
             logins.record_server_event(state.store, state.key_source, state.clock(),
                                        "server.start", details)
@@ -126,17 +137,27 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
                 logins.record_server_event(state.store, state.key_source, state.clock(),
                                            "server.stop", details)
 
+    app = build_app(lifespan)
+    app.state.randomizer = state
+    return app
+
+
+def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """The routes, the error boundary and the headers, without a trial behind them.
+
+    :func:`create_app` gives it its trial; on its own it serves only its
+    OpenAPI document (:mod:`randomizer.server.openapi`).
+    """
     app = FastAPI(title="randomizer", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,
                   description="Blinded randomization and allocation for clinical trials.")
-    app.state.randomizer = state
+    app.include_router(api.public)
     app.include_router(api.router)
 
     @app.exception_handler(RandomizerError)
     async def refused(_request: Request, exc: RandomizerError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationFailed) \
-            else None
-        return JSONResponse(error_to_wire(exc), status_code=status_of(exc), headers=headers)
+        return JSONResponse(error_to_wire(exc), status_code=status_of(exc),
+                            headers=refusal_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -155,7 +176,9 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
         text = {404: "no such endpoint", 405: "method not allowed"}.get(
             exc.status_code, _one_line(str(exc.detail)))
         kind = "NotFound" if exc.status_code == 404 else "InvalidInput"
-        return JSONResponse({"error": text, "kind": kind}, status_code=exc.status_code)
+        # keep what the status needs, such as the Allow header of a 405
+        return JSONResponse({"error": text, "kind": kind}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import uvicorn
@@ -16,9 +17,15 @@ from randomizer.server.main import ServeOptions, open_state
 
 
 @contextmanager
-def live_server(db_url: str, key_file: Path) -> Iterator[str]:
-    """Serve the trial at ``db_url`` on a free loopback port; yields the base URL."""
+def live_server(db_url: str, key_file: Path,
+                clock: Callable[[], datetime] | None = None) -> Iterator[str]:
+    """Serve the trial at ``db_url`` on a free loopback port; yields the base URL.
+
+    ``clock`` replaces the server's clock (tokens, throttling, audit times).
+    """
     state = open_state(ServeOptions(db_url=db_url, key_file=key_file))
+    if clock is not None:
+        state.clock = clock
     app = create_app(state)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

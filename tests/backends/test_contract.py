@@ -30,7 +30,11 @@ from randomizer.errors import (
     NotFound,
     RandomizerError,
     StateError,
+    TooManyAttempts,
 )
+from randomizer.logins import LoginUnlock
+from randomizer.sessions import LOCK_AFTER, check_throttle, record_failure
+from randomizer.store import Store
 from tests.backends.conftest import ContractTrial
 from tests.support.exosome import ARM_WORDS, ARMS, ELIGIBLE, PUBLIC_TEXT
 
@@ -234,6 +238,48 @@ def test_users_add_disable_passwd(trial: ContractTrial) -> None:
     assert trial.as_user("ines").report().randomized == 0
     alice.disable_user("ines", "left the study")
     _refusal(AuthenticationFailed, lambda: trial.as_user("ines").report())
+
+
+def _fail_logins(trial: ContractTrial, user: str, client: str, times: int) -> None:
+    store = Store(trial.files.db_url)
+    try:
+        with store.transaction() as session:
+            for _ in range(times):
+                record_failure(session, user, client, audit.now_utc())
+    finally:
+        store.dispose()
+
+
+def _throttled(trial: ContractTrial, user: str, client: str) -> bool:
+    store = Store(trial.files.db_url)
+    try:
+        with store.transaction() as session:
+            check_throttle(session, user, client, audit.now_utc())
+        return False
+    except TooManyAttempts:
+        return True
+    finally:
+        store.dispose()
+
+
+def test_an_admin_lifts_a_login_lock(trial: ContractTrial) -> None:
+    _fail_logins(trial, "ivan", "192.0.2.7", LOCK_AFTER)
+    assert _throttled(trial, "ivan", "198.51.100.1")
+    alice = trial.as_user("alice")
+    assert alice.lift_login_lock("ivan") == LoginUnlock("ivan", None, True)
+    assert not _throttled(trial, "ivan", "198.51.100.1")
+    assert _throttled(trial, "stan", "192.0.2.7")  # the address stays locked
+    assert alice.lift_login_lock("ivan", "192.0.2.7") == LoginUnlock("ivan", "192.0.2.7", True)
+    assert not _throttled(trial, "stan", "192.0.2.7")
+    assert alice.lift_login_lock("nobody") == LoginUnlock("nobody", None, False)
+    assert _refusal(NotAuthorized, lambda: trial.as_user("mona").lift_login_lock("ivan")) == \
+        "role monitor may not manage users"
+    assert _refusal(InvalidInput, lambda: alice.lift_login_lock("ivan smith")).startswith(
+        "user name 'ivan smith' is not valid")
+    events = [e for e in trial.as_user("mona").audit_events() if e.action == "user.unlock"]
+    assert [(e.user, e.subject, e.details["client"], e.details["lifted"]) for e in events] == [
+        ("alice", "ivan", None, True), ("alice", "ivan", "192.0.2.7", True),
+        ("alice", "nobody", None, False)]
 
 
 def test_generate_list_twice_is_refused(trial: ContractTrial) -> None:
