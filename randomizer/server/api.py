@@ -36,7 +36,7 @@ from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.backends.wire import MAX_TEXT, error_classes, to_wire
 from randomizer.context import Credentials, Principal
-from randomizer.errors import AuthenticationFailed
+from randomizer.errors import AuthenticationFailed, Hint
 from randomizer.server.state import ServerState, client_address, server_state
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
@@ -157,7 +157,7 @@ class VerifyRequest(Body):
 
 
 class ErrorBody(BaseModel):
-    """A refusal: the library's message on one line and the name of the error class."""
+    """A refusal: the library's message on one line, the error class and maybe a next step."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -165,6 +165,10 @@ class ErrorBody(BaseModel):
                                 description="What was refused and what to do, on one line.")]
     kind: Annotated[str, Field(json_schema_extra={"enum": sorted(error_classes())},
                                description="The library's error class; the client raises it.")]
+    hint: Annotated[str | None, Field(
+        default=None, json_schema_extra={"enum": [h.name for h in Hint]},
+        description="The next step the refusal points to, for the client to word "
+                    "(present only when there is one).")] = None
 
 
 def _refusal(status: int, description: str,

@@ -25,7 +25,7 @@ from randomizer.backends.http import (
     state_directory,
     token_path,
 )
-from randomizer.errors import InvalidInput
+from randomizer.errors import Hint, InvalidInput
 
 SERVER = "https://trial.example.org"
 TOKEN = "A" * 43
@@ -147,8 +147,8 @@ def test_an_unreadable_token_file_says_to_log_in_again(content: bytes, xdg: Path
     path.write_bytes(content)
     with pytest.raises(InvalidInput) as refused:
         load_token(SERVER)
-    assert str(refused.value) == (f"the token file {path} is unreadable: run 'randomizer "
-                                  "login' again")
+    assert (str(refused.value), refused.value.hint) == (
+        f"the token file {path} is unreadable: log in again", Hint.LOGIN)
 
 
 # the Windows branch ---------------------------------------------------------------------
