@@ -200,6 +200,19 @@ def machine(place: BenchPlace | None = None) -> str:
     return text
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (/proc/loadavg) and the number of CPUs.
+
+    The benchmark machine is shared: a load above the CPU count means other work
+    competed for the CPUs during the run.
+    """
+    try:
+        one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    except (OSError, ValueError):
+        return "unknown"
+    return f"{one} {five} {fifteen} on {os.cpu_count()} CPUs"
+
+
 def engine_version(db_url: str) -> str:
     """The database engine and its version (and, for PostgreSQL, its durability settings)."""
     engine = create_engine(db_url)
