@@ -229,6 +229,38 @@ def engine_version(db_url: str) -> str:
         engine.dispose()
 
 
+def server_cpu_seconds(db_url: str) -> float | None:
+    """CPU seconds used so far by a PostgreSQL server's processes on this machine.
+
+    The sum over the postmaster's live children (backends, background workers), read
+    from /proc; None for SQLite, a remote server, or when it cannot be read. Take the
+    difference around a measurement while its connection is still open (a backend's
+    CPU leaves the sum when it exits).
+    """
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql" or url.host not in ("127.0.0.1", "localhost"):
+        return None
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            directory = conn.exec_driver_sql("show data_directory").scalar()
+        postmaster = int((Path(str(directory)) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, sqlalchemy.exc.SQLAlchemyError):
+        return None
+    finally:
+        engine.dispose()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[1]) == postmaster:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
+
+
 def copy_rows(conn: Connection, table_name: str, columns: Sequence[str],
               rows: Iterable[Sequence[Any]]) -> None:
     """Bulk-insert plain rows (str/int/bytes/None) in ``conn``'s transaction.

@@ -25,6 +25,7 @@ import binascii
 import os
 import secrets
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -229,6 +230,31 @@ class Vault:
         elif len(nonce) != NONCE_SIZE:
             raise ValueError(f"a nonce has {NONCE_SIZE} bytes, not {len(nonce)}")
         return nonce + self._aead.encrypt(nonce, plaintext, self._associated_data(kind, row))
+
+    def seal_many(self, kind: str, rows: Sequence[str], values: Sequence[str]) -> list[bytes]:
+        """Seal ``values[k]`` as the ``kind`` of ``rows[k]``, each under its own fresh nonce.
+
+        The same as :meth:`seal` value by value, for lists of thousands: the nonces are
+        drawn from the OS CSPRNG in one call (12 random bytes per value, as before) and
+        each distinct value is padded once.
+        """
+        if len(rows) != len(values):
+            raise ValueError("seal_many needs one row per value")
+        width = _width(kind)
+        plaintexts: dict[str, bytes] = {}
+        for value in set(values):
+            encoded = value.encode("utf-8")
+            if len(encoded) > width:
+                raise InvalidInput(f"a value is too long to seal as {kind}: at most {width} "
+                                   "bytes of UTF-8")
+            plaintexts[value] = bytes([len(encoded)]) + encoded + bytes(width - len(encoded))
+        size = NONCE_SIZE * len(values)
+        random = secrets.token_bytes(size)
+        nonces = [random[k:k + NONCE_SIZE] for k in range(0, size, NONCE_SIZE)]
+        prefix = self._associated_data(kind, "")
+        encrypt = self._aead.encrypt
+        return [nonce + encrypt(nonce, plaintexts[value], prefix + row.encode("utf-8"))
+                for nonce, value, row in zip(nonces, values, rows, strict=True)]
 
     def open(self, kind: str, row: str, sealed: bytes) -> str:
         """Open a value sealed by :meth:`seal` as the ``kind`` of ``row``.

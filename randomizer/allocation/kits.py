@@ -18,6 +18,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Collection
 
+import numpy as np
+from numpy.typing import NDArray
+
 from randomizer.errors import KitCodeError, RandomizerError
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -38,6 +41,8 @@ _READ.update({"O": 0, "o": 0, "I": 1, "i": 1, "L": 1, "l": 1})
 
 _REDUCTION = 0b100101  # x^5 + x^2 + 1
 _TIMES_X = tuple((t << 1) ^ _REDUCTION if t & 0b10000 else t << 1 for t in range(32))
+_TIMES_X_TABLE = np.array(_TIMES_X, dtype=np.uint8)
+_ALPHABET_BYTES = np.frombuffer(ALPHABET.encode("ascii"), dtype=np.uint8)
 
 # Seven random characters take five bits from each of seven bytes. 256 is a
 # multiple of 32, so masking the low bits of a uniform byte is exactly uniform:
@@ -113,22 +118,85 @@ def new_codes(
     ``taken`` holds the trial's existing codes in canonical ``XXXX-XXXX`` form.
     Codes come back in the order drawn. ``token_bytes`` is as for :func:`new_code`.
     """
+    return code_texts(new_code_table(count, taken, token_bytes))
+
+
+def new_code_table(
+    count: int,
+    taken: Collection[str] = (),
+    token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+) -> NDArray[np.uint8]:
+    """:func:`new_codes` as a table: one row of 9 ASCII bytes (``XXXX-XXXX``) per code.
+
+    Nine bytes a code instead of a Python string (about 60), for the millions of codes
+    of a large list; :func:`code_texts` turns rows into strings. The random bytes are
+    asked for in bulk, 7 per code: from a source that is one stream of bytes (as the
+    OS CSPRNG is) the codes are those that drawing one code at a time would give.
+    """
     if count < 0:
         raise ValueError(f"count must not be negative, not {count}")
-    unavailable = set(taken)
-    codes: list[str] = []
-    for _ in range(count + _SPARE_DRAWS):
-        if len(codes) == count:
-            break
-        code = new_code(token_bytes)
-        if code not in unavailable:
-            unavailable.add(code)
-            codes.append(code)
-    if len(codes) < count:
-        raise RandomizerError(
-            f"could not draw {count} distinct new kit codes: the random source repeats itself"
-        )
-    return codes
+    unavailable = np.array(sorted({key for key in map(_key_of_code, taken) if key >= 0}),
+                           dtype=np.int64)
+    values = np.empty((0, PAYLOAD_LENGTH), dtype=np.uint8)
+    drawn = 0
+    while len(values) < count:
+        batch = min(count - len(values), count + _SPARE_DRAWS - drawn)
+        if batch <= 0:
+            raise RandomizerError(
+                f"could not draw {count} distinct new kit codes: the random source repeats itself"
+            )
+        random_bytes = token_bytes(PAYLOAD_LENGTH * batch)
+        if len(random_bytes) != PAYLOAD_LENGTH * batch:
+            raise ValueError(f"token_bytes({PAYLOAD_LENGTH * batch}) returned "
+                             f"{len(random_bytes)} bytes")
+        drawn += batch
+        fresh = np.frombuffer(random_bytes, dtype=np.uint8).reshape(batch, PAYLOAD_LENGTH)
+        values = np.concatenate([values, fresh & np.uint8(_MASK)])
+        keys = _keys(values)
+        _, first = np.unique(keys, return_index=True)  # the first drawing of each code
+        keep = np.zeros(len(values), dtype=bool)
+        keep[first] = True
+        if unavailable.size:
+            keep &= ~np.isin(keys, unavailable)
+        del keys, first
+        values = values[keep]
+    check = np.zeros(count, dtype=np.uint8)
+    for column in range(PAYLOAD_LENGTH):
+        check = _TIMES_X_TABLE[check] ^ values[:, column]
+    characters = _ALPHABET_BYTES[values]
+    table = np.empty((count, CODE_LENGTH + 1), dtype=np.uint8)
+    table[:, :4] = characters[:, :4]
+    table[:, 4] = ord("-")
+    table[:, 5:CODE_LENGTH] = characters[:, 4:]
+    table[:, CODE_LENGTH] = _ALPHABET_BYTES[_TIMES_X_TABLE[check]]
+    return table
+
+
+def code_texts(table: NDArray[np.uint8]) -> list[str]:
+    """The codes of rows of :func:`new_code_table`, as ``XXXX-XXXX`` strings."""
+    text = table.tobytes().decode("ascii")
+    width = CODE_LENGTH + 1
+    return [text[start:start + width] for start in range(0, len(text), width)]
+
+
+def _keys(values: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """Each row of payload values (7 x 5 bits) as one integer."""
+    keys = np.zeros(len(values), dtype=np.int64)
+    for column in range(PAYLOAD_LENGTH):
+        keys <<= 5
+        keys |= values[:, column]
+    return keys
+
+
+def _key_of_code(code: str) -> int:
+    """The payload of a canonical code as :func:`_keys` gives it; -1 if it is not one."""
+    payload = code.replace("-", "")[:PAYLOAD_LENGTH]
+    if len(payload) != PAYLOAD_LENGTH or any(c not in _VALUE for c in payload):
+        return -1
+    key = 0
+    for character in payload:
+        key = key << 5 | _VALUE[character]
+    return key
 
 
 def parse_code(text: str) -> str:
