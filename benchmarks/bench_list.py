@@ -22,9 +22,9 @@ only; the library is not changed), which splits the time into: the schedule, kit
 sealing slots, sealing kits and the rest (building rows, the bulk inserts, reading the
 slot ids back). CPU time is this process's; on a local PostgreSQL server the server's
 processes' CPU time is read from /proc too. Each size runs in a child process of
-its own, so each peak RSS (``ru_maxrss``) is that size's alone. The floor of sealing,
-one ``AESGCM.encrypt`` per value, is measured apart. ``--profile`` adds cProfile's top
-functions for a smaller list.
+its own, so each peak RSS (``VmHWM``, see ``common.max_rss_mib``) is that size's
+alone. The floor of sealing, one ``AESGCM.encrypt`` per value, is measured apart.
+``--profile`` adds cProfile's top functions for a smaller list.
 
 Targets (issue 13, item 5): 100,000 participants of the shipped design in at most 8 s
 and 1,000,000 in at most 80 s, each with a peak RSS under 300 MiB.
@@ -69,7 +69,7 @@ FACTORS = {"type": ["PPMS", "SPMS"], "edss": ["low", "high"]}
 TARGETS = {100_000: 8.0, 1_000_000: 80.0}  # seconds, shipped design
 TARGET_RSS_MIB = 300.0
 QUICK_PARTICIPANTS = [2_000]
-PHASES = ("generate_schedule", "new_code_table", "code_texts", "seal_allocations",
+PHASES = ("generate_schedule", "new_code_numbers", "code_texts", "seal_allocations",
           "seal_kit_contents")
 
 
@@ -231,7 +231,7 @@ def main() -> None:
                        "growth MiB", "target", "met")))
 
     print("\nwhere the time goes (seconds; timers around library functions):")
-    names = {"generate_schedule": "schedule", "new_code_table": "kit codes (draw)",
+    names = {"generate_schedule": "schedule", "new_code_numbers": "kit codes (draw)",
              "code_texts": "kit codes (text)", "seal_allocations": "seal slots",
              "seal_kit_contents": "seal kits"}
     split = []

@@ -25,7 +25,7 @@ from randomizer.access import (
     hash_password,
 )
 from randomizer.allocation.generator import StratumSchedule, generate_schedule
-from randomizer.allocation.kits import code_texts, new_code_table
+from randomizer.allocation.kits import code_texts, new_code_numbers
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
@@ -225,10 +225,10 @@ def generate_list(op: Operation) -> ListSummary:
     Slots and then kits are sealed and written a chunk at a time, as plain rows with
     the driver's bulk path (no ORM objects: a list of millions of rows stays within a
     few hundred MiB; on PostgreSQL one ``COPY`` per table, which the server works
-    through while the next chunk is sealed). Kit codes are drawn at once, in a compact
-    table; the slots' ids are read back between the two tables. Rows come in the order
-    they always did: per stratum, slots in list order; kits per stratum in slot order,
-    each slot's in visit order; the spare kits last, shuffled.
+    through while the next chunk is sealed). Kit codes are drawn at once, as numbers
+    (8 bytes a code); the slots' ids are read back between the two tables. Rows come
+    in the order they always did: per stratum, slots in list order; kits per stratum
+    in slot order, each slot's in visit order; the spare kits last, shuffled.
     """
     if op.trial.seed_sealed is not None:
         raise StateError("the allocation list already exists: a trial has one list; "
@@ -249,7 +249,7 @@ def generate_list(op: Operation) -> ListSummary:
     spare_arms = [arm for arm in design.arm_ids for _ in range(spares)]
     # Rows are stored in insertion order: shuffle spares so row order says nothing of arms.
     secrets.SystemRandom().shuffle(spare_arms)
-    codes = new_code_table(len(schedule) * len(visits) + len(spare_arms))
+    codes = new_code_numbers(len(schedule) * len(visits) + len(spare_arms))
     connection = op.session.connection()
 
     def chunks() -> Iterator[tuple[StratumSchedule, int, int, list[str]]]:
