@@ -156,7 +156,19 @@ def percentile_ms(latencies: Sequence[float], q: float) -> float:
 
 
 def max_rss_mib() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    """This process's peak resident set size so far, in MiB.
+
+    Read from ``VmHWM`` in /proc/self/status, the high-water mark of this process's own
+    memory: ``ru_maxrss`` would do in a process of its own, but Linux carries it over
+    from the parent through fork and exec, so a child started by a large benchmark
+    process would report the parent's peak. ``ru_maxrss`` where /proc is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
