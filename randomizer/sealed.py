@@ -85,6 +85,13 @@ def seal_kit_contents(vault: Vault, codes: Sequence[str], arms: Sequence[str]) -
     return vault.seal_many(KIT_KIND, [kit_row(code) for code in codes], arms)
 
 
+def open_allocation_arms(vault: Vault, slots: Sequence[tuple[str, int]],
+                         sealed: Sequence[bytes]) -> list[str]:
+    """The arm of each sealed slot, given as (stratum, sequence) (exports of whole lists)."""
+    rows = [slot_row(stratum, sequence) for stratum, sequence in slots]
+    return [value.split(";", 1)[0] for value in vault.open_many(SLOT_KIND, rows, sealed)]
+
+
 def seal_kit_content(vault: Vault, code: str, arm: str) -> bytes:
     """Seal the arm a kit holds."""
     return vault.seal(KIT_KIND, kit_row(code), arm)

@@ -6,15 +6,20 @@ import csv
 import hashlib
 import io
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, DateTime, select
+from sqlalchemy.sql.expression import ClauseElement
 
 from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
-from randomizer.sealed import open_allocation
+from randomizer.sealed import open_allocation_arms
+
+_EXPORT_BATCH = 10_000  # participants read, opened and written at a time
 
 EXPORT_COLUMNS = ("participant", "site", "stratum", "randomization_number", "arm",
                   "arm_label", "randomized_at", "kits", "emergency_unblinded")
@@ -40,6 +45,25 @@ class Export:
     participants: int
 
 
+def _driver_rows(connection: Connection,
+                 statement: ClauseElement) -> Iterator[Sequence[Any]]:
+    """The rows of ``statement`` (without parameters) as the driver returns them, in batches.
+
+    No SQLAlchemy rows and no type processing: the caller converts the values it needs.
+    The driver's cursor is the session's connection's, in its transaction.
+    """
+    compiled = statement.compile(dialect=connection.dialect)
+    if compiled.params:
+        raise ValueError("_driver_rows runs statements without parameters only")
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(str(compiled))
+        while rows := cursor.fetchmany(_EXPORT_BATCH):
+            yield rows
+    finally:
+        cursor.close()
+
+
 def lock(op: Operation, reason: str) -> LockResult:
     """Lock the database: no randomization or dispensing from now on."""
     if not reason.strip():
@@ -63,36 +87,51 @@ def unblind_all(op: Operation) -> Export:
     if op.trial.locked_at is None:
         raise StateError("the database is not locked: full unblinding comes only after an "
                          "admin locks the database", hint=Hint.LOCK)
-    # Plain rows (no ORM objects): the export of 100,000 participants is one pass.
+    # Rows straight from the driver, a batch at a time (no ORM objects, no SQLAlchemy
+    # rows): 100,000 participants are one pass, each batch's arms opened in one call,
+    # never all rows in memory at once.
+    connection = op.session.connection()
     kits: defaultdict[int, list[str]] = defaultdict(list)
-    for participant_id, visit, code, status in op.session.execute(
-            select(Kit.participant_id, Kit.visit, Kit.code, Kit.status)
-            .where(Kit.participant_id.is_not(None)).order_by(Kit.visit, Kit.id)):
-        kits[participant_id or 0].append(f"{visit}:{code}" + ("(voided)" if status == "voided"
-                                                         else ""))
-    rows = op.session.execute(
-        select(Participant.id, Participant.code, Participant.site, Stratum.key,
-               Participant.randomization_number, Participant.randomized_at,
-               Participant.emergency_unblinded_at, Slot.sequence, Slot.allocation_sealed)
-        .join(Stratum, Stratum.id == Participant.stratum_id)
-        .join(Slot, Slot.id == Participant.slot_id)
-        .order_by(Participant.stratum_id, Participant.randomization_number)).all()
+    for batch in _driver_rows(connection, select(Kit.participant_id, Kit.visit, Kit.code,
+                                                 Kit.status)
+                              .where(Kit.participant_id.is_not(None))
+                              .order_by(Kit.visit, Kit.id)):
+        for participant_id, visit, code, status in batch:
+            kits[participant_id or 0].append(f"{visit}:{code}(voided)" if status == "voided"
+                                             else f"{visit}:{code}")
+    # the stored naive UTC time as SQLAlchemy would read it (without UTCDateTime's zone,
+    # added back as the "Z" of utc_text's format)
+    read_time: Callable[[Any], Any] | None = DateTime().dialect_impl(
+        connection.dialect).result_processor(connection.dialect, None)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     labels = {arm.id: arm.label for arm in op.design.arms}
-    for (pid, code, site, stratum, number, randomized_at, unblinded, sequence,
-         sealed) in rows:
-        arm_id, _block, _size = open_allocation(op.vault, stratum, sequence, sealed)
-        writer.writerow([code, site, stratum, number, arm_id, labels[arm_id],
-                         utc_text(randomized_at), " ".join(kits[pid]),
-                         "yes" if unblinded else "no"])
-    participants = rows
+    count = 0
+    for rows in _driver_rows(connection, select(
+            Participant.id, Participant.code, Participant.site, Stratum.key,
+            Participant.randomization_number, Participant.randomized_at,
+            Participant.emergency_unblinded_at.is_not(None), Slot.sequence,
+            Slot.allocation_sealed)
+            .join(Stratum, Stratum.id == Participant.stratum_id)
+            .join(Slot, Slot.id == Participant.slot_id)
+            .order_by(Participant.stratum_id, Participant.randomization_number)):
+        arms = open_allocation_arms(op.vault, [(row[3], row[7]) for row in rows],
+                                    [row[8] for row in rows])
+        writer.writerows(
+            [code, site, stratum, number, arm_id, labels[arm_id],
+             # utc_text's format; isoformat is the same text for years 1000 to 9999
+             (read_time(randomized_at) if read_time else randomized_at)
+             .isoformat(timespec="microseconds") + "Z",
+             " ".join(kits[pid]), "yes" if unblinded else "no"]
+            for (pid, code, site, stratum, number, randomized_at, unblinded, _sequence,
+                 _sealed), arm_id in zip(rows, arms, strict=True))
+        count += len(rows)
     data = buffer.getvalue().encode("utf-8")
     digest = hashlib.sha256(data).hexdigest()
     # The trail keeps a keyed MAC of the file, not its plain SHA-256: readers of the
     # trail know every other column, so a plain hash of a 20-row file could be matched
     # by trying all 2**20 arm combinations. The key holder can check a file against it.
     op.audit("unblind.all", subject=op.trial.id,
-             details={"participants": len(participants), "file_mac": op.vault.mac(data).hex()})
-    return Export(csv=data, sha256=digest, participants=len(participants))
+             details={"participants": count, "file_mac": op.vault.mac(data).hex()})
+    return Export(csv=data, sha256=digest, participants=count)
