@@ -94,8 +94,8 @@ def phase_timers() -> Iterator[dict[str, float]]:
                     inside[0] = False
         return wrapper
 
-    patches: list[tuple[Any, str, Any]] = [
-        (trial, name, getattr(trial, name)) for name in PHASES]
+    patches: list[tuple[Any, str, Any]] = [  # (an older library may lack some)
+        (trial, name, getattr(trial, name)) for name in PHASES if hasattr(trial, name)]
     patches.append((trial, "generate_list", trial.generate_list))
     for owner, name, original in patches:
         setattr(owner, name, timer(name, original))
