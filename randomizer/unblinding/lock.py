@@ -50,18 +50,25 @@ def _driver_rows(connection: Connection,
     """The rows of ``statement`` (without parameters) as the driver returns them, in batches.
 
     No SQLAlchemy rows and no type processing: the caller converts the values it needs.
-    The driver's cursor is the session's connection's, in its transaction.
+    The driver's cursor is the session's connection's, in its transaction; on PostgreSQL
+    a server-side (named) cursor, so that the client holds one batch, not every row.
     """
     compiled = statement.compile(dialect=connection.dialect)
     if compiled.params:
         raise ValueError("_driver_rows runs statements without parameters only")
-    cursor = connection.connection.cursor()
+    named = {"name": "randomizer_export"} if connection.dialect.name == "postgresql" else {}
+    cursor = connection.connection.cursor(**named)
     try:
         cursor.execute(str(compiled))
         while rows := cursor.fetchmany(_EXPORT_BATCH):
             yield rows
     finally:
         cursor.close()
+
+
+def _as_read(value: Any) -> Any:
+    """A value the driver already gives in its Python type (a datetime from psycopg)."""
+    return value
 
 
 def lock(op: Operation, reason: str) -> LockResult:
@@ -101,8 +108,8 @@ def unblind_all(op: Operation) -> Export:
                                              else f"{visit}:{code}")
     # the stored naive UTC time as SQLAlchemy would read it (without UTCDateTime's zone,
     # added back as the "Z" of utc_text's format)
-    read_time: Callable[[Any], Any] | None = DateTime().dialect_impl(
-        connection.dialect).result_processor(connection.dialect, None)
+    read_time: Callable[[Any], Any] = DateTime().dialect_impl(connection.dialect) \
+        .result_processor(connection.dialect, None) or _as_read
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
@@ -121,8 +128,7 @@ def unblind_all(op: Operation) -> Export:
         writer.writerows(
             [code, site, stratum, number, arm_id, labels[arm_id],
              # utc_text's format; isoformat is the same text for years 1000 to 9999
-             (read_time(randomized_at) if read_time else randomized_at)
-             .isoformat(timespec="microseconds") + "Z",
+             read_time(randomized_at).isoformat(timespec="microseconds") + "Z",
              " ".join(kits[pid]), "yes" if unblinded else "no"]
             for (pid, code, site, stratum, number, randomized_at, unblinded, _sequence,
                  _sealed), arm_id in zip(rows, arms, strict=True))
