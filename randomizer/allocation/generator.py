@@ -402,8 +402,8 @@ def _text_rows(stratum: StratumSchedule, layout: _Layout) -> Iterator[bytes]:
     arm_table = np.zeros((len(arms), max(len(a) for a in arms)), dtype=np.uint8)
     for k, encoded in enumerate(arms):
         arm_table[k, :len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
-    padded = len({len(a) for a in arms}) > 1 or int(stratum.block_size.min()) < 10 ** (
-        size_width - 1)
+    sizes_padded = int(stratum.block_size.min()) < 10 ** (size_width - 1)
+    padded = sizes_padded or len({len(a) for a in arms}) > 1
     tables: dict[tuple[int, int], tuple[NDArray[np.uint8], list[int]]] = {}
     start = 0
     for stop in sorted(e for e in ends if 0 < e <= n):
@@ -419,7 +419,7 @@ def _text_rows(stratum: StratumSchedule, layout: _Layout) -> Iterator[bytes]:
         _digits(rows, columns[0], widths[0], np.arange(start + 1, stop + 1, dtype=np.uint32))
         _digits(rows, columns[1], widths[1], stratum.block[start:stop].astype(np.uint32))
         _digits(rows, columns[2], size_width, stratum.block_size[start:stop].astype(np.uint32),
-                pad=True)
+                pad=sizes_padded)
         rows[:, columns[3]:columns[3] + arm_table.shape[1]] = \
             arm_table[stratum.arm_index[start:stop]]
         text = rows.tobytes()
