@@ -1,7 +1,7 @@
 """``audit verify`` events per second on a long audit trail.
 
     python benchmarks/bench_audit.py [--db URL] [--events 1000000] [--repeat 1]
-        [--breakdown] [--profile]
+        [--breakdown] [--profile] [--quick]
 
 A trial database is made with ``randomizer init``; then ``--events`` events are appended
 fast: the chain is computed here with :func:`randomizer.audit.canonical` and
@@ -40,6 +40,7 @@ from common import (
     copy_rows,
     create_trial,
     design_toml,
+    load_average,
     machine,
     table,
     timed,
@@ -55,6 +56,7 @@ COLUMNS = ("seq", "at", "user", "role", "action", "subject", "reason", "details"
            "prev_mac", "mac")
 CHUNK = 50_000
 TARGET = 200_000
+QUICK_EVENTS = 2_000
 
 
 def stored_details(details: dict[str, object]) -> str:
@@ -151,11 +153,15 @@ def main() -> None:
                         help="time reading, canonical bytes and MACs apart")
     parser.add_argument("--profile", action="store_true",
                         help="print cProfile's top functions of one verify")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_EVENTS:,} events: checks that the benchmark works, "
+                             "not how fast")
     args = parser.parse_args()
-    events: int = args.events
+    events: int = QUICK_EVENTS if args.quick else args.events
 
     with bench_place(args.db, "audit", args.workdir) as place:
         print(machine(place))
+        print(f"load average before: {load_average()}")
         admin = create_trial(place, design_toml("bench-audit", 10, {}))
         admin.close()
         store = Store(place.db_url)

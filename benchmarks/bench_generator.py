@@ -1,6 +1,6 @@
 """How fast is the list generator? Prints numbers; asserts nothing.
 
-    python3 benchmarks/bench_generator.py [--participants 1000000] [--repeat 5]
+    python3 benchmarks/bench_generator.py [--participants 1000000] [--repeat 5] [--quick]
 
 For N participants in 2 factors x 2 levels (N/4 per stratum), 1:1, block sizes
 2/4/6, it times:
@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import importlib
 import random
-import resource
 import sys
 import time
 import tracemalloc
@@ -39,6 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from common import load_average, max_rss_mib  # noqa: E402
 
 from randomizer.allocation.generator import Schedule, generate_schedule  # noqa: E402
 from randomizer.allocation.stream import stream_input  # noqa: E402
@@ -115,14 +116,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true",
+                        help="20,000 participants, one run each: checks that the benchmark "
+                             "works, not how fast")
     args = parser.parse_args()
-    participants: int = args.participants
-    repeat: int = args.repeat
+    participants: int = 20_000 if args.quick else args.participants
+    repeat: int = 1 if args.quick else args.repeat
     per_stratum = participants // 4
     design: TrialDesign = make_design(["exosome", "saline"], [1, 1], SIZES, per_stratum, FACTORS)
 
     print(f"{participants:,} participants: 2 factors x 2 levels ({per_stratum:,} per stratum), "
           f"1:1, block sizes {SIZES}; Python {sys.version.split()[0]}, numpy {np.__version__}")
+    print(f"load average before: {load_average()}")
 
     def vectorised() -> Schedule:
         return generate_schedule(design, SEED)
@@ -158,7 +163,7 @@ def main() -> None:
     for name, seconds, mib in rows:
         print(f"{name:42s} {seconds:9.4f} {mib:9.1f}")
     print("(reference peak memory: traced at a tenth of the length, times 10)")
-    print(f"process max RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"process max RSS: {max_rss_mib():.0f} MiB")
 
     same = reference.digest(reference.generate(design, SEED, min(per_stratum, 20_000))) == \
         generate_schedule(design, SEED, min(per_stratum, 20_000)).digest()

@@ -1,7 +1,7 @@
 """Randomizations per second and latency with 1 and 8 concurrent client processes.
 
     python benchmarks/bench_randomize.py [--db URL] [--clients 1 8] [--calls 1000]
-        [--scrypt-n 1024] [--profile]
+        [--scrypt-n 1024] [--profile] [--floor] [--quick]
 
 One trial (2 strata, 1 dosing visit, two eligibility criteria) is created with
 ``randomizer init`` and ``list generate``. For each client count, that many real
@@ -50,6 +50,7 @@ from common import (
     bench_place,
     create_trial,
     design_toml,
+    load_average,
     machine,
     percentile_ms,
     table,
@@ -444,7 +445,13 @@ def main() -> None:
     parser.add_argument("--floor", action="store_true",
                         help="also time the same SQL written by hand, in this process")
     parser.add_argument("--floor-calls", type=int, default=300)
+    parser.add_argument("--quick", action="store_true",
+                        help="1 and 2 clients, 20 calls, one password timing each: checks "
+                             "that the benchmark works, not how fast")
     args = parser.parse_args()
+    if args.quick:
+        args.clients, args.calls, args.warmup, args.auth_repeat = [1, 2], 20, 1, 1
+        args.profile_calls, args.floor_calls = 20, 20
     clients: list[int] = args.clients
     calls: int = args.calls
     warmup: int = args.warmup
@@ -454,6 +461,7 @@ def main() -> None:
 
     with bench_place(args.db, "randomize", args.workdir) as place:
         print(machine(place))
+        print(f"load average before: {load_average()}")
         users = [(investigator(i)[0], Role.INVESTIGATOR, investigator(i)[1])
                  for i in range(max(clients))]
         admin = create_trial(place, design_toml("bench-randomize", per_stratum,

@@ -156,7 +156,19 @@ def percentile_ms(latencies: Sequence[float], q: float) -> float:
 
 
 def max_rss_mib() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    """This process's peak resident set size so far, in MiB.
+
+    Read from ``VmHWM`` in /proc/self/status, the high-water mark of this process's own
+    memory: ``ru_maxrss`` would do in a process of its own, but Linux carries it over
+    from the parent through fork and exec, so a child started by a large benchmark
+    process would report the parent's peak. ``ru_maxrss`` where /proc is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -200,6 +212,19 @@ def machine(place: BenchPlace | None = None) -> str:
     return text
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (/proc/loadavg) and the number of CPUs.
+
+    The benchmark machine is shared: a load above the CPU count means other work
+    competed for the CPUs during the run.
+    """
+    try:
+        one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    except (OSError, ValueError):
+        return "unknown"
+    return f"{one} {five} {fifteen} on {os.cpu_count()} CPUs"
+
+
 def engine_version(db_url: str) -> str:
     """The database engine and its version (and, for PostgreSQL, its durability settings)."""
     engine = create_engine(db_url)
@@ -214,6 +239,38 @@ def engine_version(db_url: str) -> str:
             return f"PostgreSQL {version} (fsync={fsync}, synchronous_commit={commit})"
     finally:
         engine.dispose()
+
+
+def server_cpu_seconds(db_url: str) -> float | None:
+    """CPU seconds used so far by a PostgreSQL server's processes on this machine.
+
+    The sum over the postmaster's live children (backends, background workers), read
+    from /proc; None for SQLite, a remote server, or when it cannot be read. Take the
+    difference around a measurement while its connection is still open (a backend's
+    CPU leaves the sum when it exits).
+    """
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql" or url.host not in ("127.0.0.1", "localhost"):
+        return None
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            directory = conn.exec_driver_sql("show data_directory").scalar()
+        postmaster = int((Path(str(directory)) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, sqlalchemy.exc.SQLAlchemyError):
+        return None
+    finally:
+        engine.dispose()
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[1]) == postmaster:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
 
 
 def copy_rows(conn: Connection, table_name: str, columns: Sequence[str],

@@ -17,7 +17,7 @@ another row fails to open.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -69,6 +69,27 @@ def open_allocation(vault: Vault, stratum: str, sequence: int,
     """The (arm, block, block size) of a sealed slot."""
     arm, block, size = vault.open(SLOT_KIND, slot_row(stratum, sequence), sealed).split(";")
     return arm, int(block), int(size)
+
+
+def seal_allocations(vault: Vault, stratum: str, first: int, arms: Sequence[str],
+                     blocks: Sequence[int], block_sizes: Sequence[int]) -> list[bytes]:
+    """Seal consecutive slots of one stratum, from sequence ``first`` on (list generation)."""
+    rows = [slot_row(stratum, first + k) for k in range(len(arms))]
+    values = [f"{arm};{block};{size}" for arm, block, size in zip(arms, blocks, block_sizes,
+                                                                  strict=True)]
+    return vault.seal_many(SLOT_KIND, rows, values)
+
+
+def seal_kit_contents(vault: Vault, codes: Sequence[str], arms: Sequence[str]) -> list[bytes]:
+    """Seal the arm each kit of ``codes`` holds (list generation)."""
+    return vault.seal_many(KIT_KIND, [kit_row(code) for code in codes], arms)
+
+
+def open_allocation_arms(vault: Vault, slots: Sequence[tuple[str, int]],
+                         sealed: Sequence[bytes]) -> list[str]:
+    """The arm of each sealed slot, given as (stratum, sequence) (exports of whole lists)."""
+    rows = [slot_row(stratum, sequence) for stratum, sequence in slots]
+    return [value.split(";", 1)[0] for value in vault.open_many(SLOT_KIND, rows, sealed)]
 
 
 def seal_kit_content(vault: Vault, code: str, arm: str) -> bytes:

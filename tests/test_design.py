@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from randomizer.allocation.generator import generate_schedule
+from randomizer.allocation.stream import parse_seed
 from randomizer.commands import cli
 from randomizer.design import Criterion, format_range, load_design, parse_design, shipped_designs
 from randomizer.errors import DesignError, Hint, InvalidInput
@@ -248,6 +251,41 @@ def test_list_preview_json_matches_the_shared_vector() -> None:
     assert [{k: s[k] for k in ("sequence", "block", "block_size", "arm")}
             for s in data["slots"]] == case["expected"]["all"]
     assert {s["stratum"] for s in data["slots"]} == {"all"}
+
+
+def test_list_preview_json_is_the_document_json_dumps_would_print() -> None:
+    # The rows are written piece by piece; the bytes are those of the whole document.
+    code, out, _ = invoke("list", "preview", "--design", "exosome-ms", "--seed", SEED,
+                          "--participants", "1234", "--json")
+    schedule = generate_schedule(load_design("exosome-ms"), parse_seed(SEED), 1234)
+    document = {"design": "exosome-ms", "seed": SEED,
+                "slots": [{"stratum": s.stratum, "sequence": s.sequence, "block": s.block,
+                           "block_size": s.block_size, "arm": s.arm}
+                          for s in schedule.slots()]}
+    assert code == 0
+    assert out == json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_list_preview_csv_is_the_text_of_the_list_digest() -> None:
+    code, out, _ = invoke("list", "preview", "--design", "exosome-ms", "--seed", SEED,
+                          "--participants", "1234", "--csv")
+    schedule = generate_schedule(load_design("exosome-ms"), parse_seed(SEED), 1234)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0] == "stratum,sequence,block,block_size,arm" and len(lines) == 1 + len(schedule)
+    assert lines[1:3] == [f"all,{s.sequence},{s.block},{s.block_size},{s.arm}"
+                          for s in list(schedule.slots())[:2]]
+    assert hashlib.sha256(out.encode()).hexdigest() == schedule.digest()
+
+
+@pytest.mark.parametrize("args", [("--json", "--csv"), ("--csv", "--json")])
+def test_list_preview_csv_and_json_exclude_each_other(args: tuple[str, ...]) -> None:
+    code, out, err = invoke("list", "preview", "--design", "exosome-ms", "--seed", SEED, *args)
+    assert (code, out) == (2, "")
+    assert err == "Error: --csv and --json exclude each other: give one\n"
+    code, out, err = invoke("--json", "list", "preview", "--design", "exosome-ms", "--seed",
+                            SEED, "--csv")
+    assert (code, out) == (2, "") and "exclude each other" in err
 
 
 def test_list_preview_table_shows_balance() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import stat
@@ -389,6 +390,45 @@ def test_list_generate_prints_counts_and_commitment_never_the_sequence(
     assert [e["action"] for e in events] == ["list.generate", "list.verify"]
     assert events[0]["details"]["commitment"] == summary["commitment"]
     assert events[1]["details"] == {"commitment": summary["commitment"], "result": "match"}
+
+
+class ReversingRandom:
+    """Stands in for secrets.SystemRandom: its shuffle reverses, so the order is known."""
+
+    def shuffle(self, items: list[str]) -> None:
+        items.reverse()
+
+
+def test_generated_rows_come_in_list_order_in_chunks_and_spares_in_shuffled_order(
+        trial_with_users: TrialFiles, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks of 7 slots: the 20-odd slots and their kits are written in several chunks.
+    monkeypatch.setattr(trial_module, "LIST_CHUNK", 7)
+    monkeypatch.setattr(secrets, "SystemRandom", ReversingRandom)
+    run.ok("list", "generate", user=ADMIN)
+    design = load_design("exosome-ms")
+    url = trial_with_users.db_url
+    slots = execute(url, "SELECT id, sequence FROM slots ORDER BY id")
+    assert [sequence for _, sequence in slots] == list(range(1, len(slots) + 1))
+    kits = execute(url, "SELECT id, code, content_sealed, slot_id, visit, spare, status "
+                        "FROM kits ORDER BY id")
+    dosing = [k for k in kits if not k[5]]
+    visits = len(design.visits)
+    assert [(k[3], k[4]) for k in dosing] == [
+        (slot_id, visit) for slot_id, _ in slots for visit in range(1, visits + 1)]
+    spare_rows = kits[len(dosing):]
+    assert all(k[5] and k[3] is None and k[4] is None for k in spare_rows)
+    assert {k[6] for k in kits} == {"available"}
+    vault = open_trial_vault(trial_with_users)
+    by_slot = {slot_id: open_allocation(vault, "all", sequence, bytes(sealed))[0]
+               for slot_id, sequence, sealed in execute(
+                   url, "SELECT id, sequence, allocation_sealed FROM slots")}
+    assert all(vault.open(KIT_KIND, k[1], bytes(k[2])) == by_slot[k[3]] for k in dosing)
+    # spares in the order the shuffle left them (here: design order, reversed)
+    per_arm = design.spares_per_arm()
+    assert [vault.open(KIT_KIND, k[1], bytes(k[2])) for k in spare_rows] == \
+        [arm for arm in reversed(design.arm_ids) for _ in range(per_arm)]
+    assert len({k[1] for k in kits}) == len(kits)
+    run.ok("list", "verify", user=ADMIN)
 
 
 def test_a_second_list_is_refused(trial_with_list: TrialFiles, run: Run) -> None:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from randomizer.errors import Hint, InvalidInput, KeyFileError, SealedDataError
 from randomizer.sealed import SEALED_WIDTHS
 from randomizer.vault import (
+    NONCE_SIZE,
     Vault,
     create_key_file,
     new_data_key,
@@ -42,8 +43,13 @@ def vault() -> Vault:
 
 
 def assert_opaque_failure(vault: Vault, kind: str, row: str, sealed: bytes) -> None:
+    """Both openers refuse it alike (open_many with a good value before the bad one)."""
     with pytest.raises(SealedDataError) as caught:
         vault.open(kind, row, sealed)
+    assert str(caught.value) == OPAQUE
+    good = vault.seal(kind, "good row", "x")
+    with pytest.raises(SealedDataError) as caught:
+        vault.open_many(kind, ["good row", row], [good, sealed])
     assert str(caught.value) == OPAQUE
 
 
@@ -118,6 +124,39 @@ def test_seal_and_open_round_trip(kind: str, row: str, value: str) -> None:
     sealed = vault.seal(kind, row, value)
     assert len(sealed) == sealed_size(kind)
     assert vault.open(kind, row, sealed) == value
+
+
+@given(kind=sealed_kinds, pairs=st.lists(st.tuples(st.text(), st.text(max_size=8)),
+                                          max_size=20))
+def test_bulk_sealing_and_opening_agree_with_one_at_a_time(
+        kind: str, pairs: list[tuple[str, str]]) -> None:
+    vault = Vault(DATA_KEY, TRIAL)
+    rows = [row for row, _ in pairs]
+    values = [value for _, value in pairs]
+    sealed = vault.seal_many(kind, rows, values)
+    assert [vault.open(kind, row, s) for row, s in zip(rows, sealed, strict=True)] == values
+    assert vault.open_many(kind, rows, [vault.seal(kind, r, v) for r, v in pairs]) == values
+    assert len({s[:NONCE_SIZE] for s in sealed}) == len(sealed)  # a nonce per value
+
+
+def test_bulk_sealing_refuses_a_long_value_and_unequal_lists(vault: Vault) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        vault.seal_many("kit.content", ["a", "b"], ["saline", "secret-arm-" * 4])
+    assert str(caught.value) == ("a value is too long to seal as kit.content: at most 32 "
+                                 "bytes of UTF-8")
+    with pytest.raises(ValueError, match="one row per value"):
+        vault.seal_many("kit.content", ["a"], [])
+    with pytest.raises(ValueError, match="one row per sealed value"):
+        vault.open_many("kit.content", [], [vault.seal("kit.content", "a", "saline")])
+
+
+def test_padding_that_is_not_zero_fails_to_open(vault: Vault) -> None:
+    # Sealed with the data key by hand, the tag is right but the padding is not zeros.
+    nonce = bytes(12)
+    plaintext = b"\x06saline" + bytes(32 - 7) + b"\x01"
+    associated_data = b"randomizer/v1\0exosome-ms\0kit.content\0kit:1"
+    sealed = nonce + AESGCM(DATA_KEY).encrypt(nonce, plaintext, associated_data)
+    assert_opaque_failure(vault, "kit.content", "kit:1", sealed)
 
 
 @pytest.mark.parametrize("kind", sorted(SEALED_WIDTHS))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ DIGEST_HEADER = "stratum,sequence,block,block_size,arm\n"
 # Block sizes are at most 1000 (design validation), and every arm has a ratio of at
 # least 1, so arm indexes and block sizes fit in int16.
 _ARM_DTYPE = np.int16
-_DIGEST_CHUNK = 1 << 16  # rows per chunk when building the digest's CSV bytes
+_CHUNK = 1 << 13  # rows per chunk of text (CSV, JSON): a chunk's table stays in the CPU cache
 
 
 @dataclass(frozen=True)
@@ -146,17 +147,42 @@ class Schedule:
         return {s.stratum: s.counts() for s in self.strata}
 
     def digest(self) -> str:
-        """SHA-256 (hex) of the list as CSV text, defined in docs/algorithm.md.
+        """SHA-256 (hex) of the list as CSV text (:meth:`csv_chunks`), see docs/algorithm.md.
 
         The text is the line ``stratum,sequence,block,block_size,arm`` and then one
         line per slot in :meth:`slots` order, integers in plain decimal, fields
         separated by ``,``, every line ended by ``\\n``, encoded in UTF-8.
         """
-        sha = hashlib.sha256(DIGEST_HEADER.encode("utf-8"))
-        for stratum in self.strata:
-            for start in range(0, len(stratum), _DIGEST_CHUNK):
-                sha.update(_csv_rows(stratum, start, start + _DIGEST_CHUNK))
+        sha = hashlib.sha256()
+        for chunk in self.csv_chunks():
+            sha.update(chunk)
         return sha.hexdigest()
+
+    def csv_chunks(self) -> Iterator[bytes]:
+        """The list as the CSV text that :meth:`digest` hashes, a few thousand rows at a time.
+
+        Stratum keys and arm ids hold no comma, quote or line break (checked by
+        :class:`StratumSchedule`), so no field needs quoting.
+        """
+        yield DIGEST_HEADER.encode("utf-8")
+        for stratum in self.strata:
+            yield from _text_rows(stratum, _csv_layout(stratum))
+
+    def json_slot_chunks(self) -> Iterator[bytes]:
+        """The slots as the items of a JSON array, as ``json.dumps(indent=2)`` lays them out.
+
+        Each slot is an object with ``stratum``, ``sequence``, ``block``, ``block_size``
+        and ``arm``, in an array under a top-level key: ``'{\\n  "slots": ['``, the
+        chunks, then ``'\\n  ]\\n}'`` is byte for byte ``json.dumps({"slots": [...]},
+        indent=2, ensure_ascii=False)`` in UTF-8. The list is never held as Python
+        objects: a few thousand slots at a time. The first item starts with ``"\\n"``,
+        every later one with ``",\\n"``.
+        """
+        first = True
+        for stratum in self.strata:
+            for chunk in _text_rows(stratum, _json_layout(stratum)):
+                yield chunk[1:] if first else chunk  # no comma before the first item
+                first = False
 
 
 def generate_schedule(design: TrialDesign, seed: bytes,
@@ -327,52 +353,112 @@ class _Plan:
         return arm_index
 
 
-def _csv_rows(stratum: StratumSchedule, start: int, stop: int) -> bytes:
-    """The digest's CSV lines for slots ``start`` to ``stop - 1`` of one stratum.
+@dataclass(frozen=True)
+class _Layout:
+    """A row of text: ``before``, the sequence, ``after_sequence``, the block,
+    ``after_block``, the block size, ``after_size``, then the arm's text (``arms``)."""
 
-    The lines are laid out in a byte table, one line per row and one field after
-    the other at fixed columns, numbers right-aligned and padded with NUL bytes
-    (which no field contains); dropping the NULs leaves exactly the lines.
+    before: str
+    after_sequence: str
+    after_block: str
+    after_size: str
+    arms: tuple[str, ...]
+
+
+def _csv_layout(stratum: StratumSchedule) -> _Layout:
+    return _Layout(f"{stratum.stratum},", ",", ",", ",",
+                   tuple(f"{arm}\n" for arm in stratum.arm_ids))
+
+
+def _json_layout(stratum: StratumSchedule) -> _Layout:
+    def string(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)
+    return _Layout(f',\n    {{\n      "stratum": {string(stratum.stratum)},\n      "sequence": ',
+                   ',\n      "block": ', ',\n      "block_size": ', ',\n      "arm": ',
+                   tuple(f"{string(arm)}\n    }}" for arm in stratum.arm_ids))
+
+
+def _text_rows(stratum: StratumSchedule, layout: _Layout) -> Iterator[bytes]:
+    """One stratum's slots as rows of text laid out by ``layout``, in chunks of rows.
+
+    Each chunk is a byte table, one row per slot and one field after the other at
+    fixed columns; the constant text is written once per table shape. Sequence and
+    block numbers keep one width within a chunk (a chunk ends where either gains a
+    digit), so only block sizes and arms of different lengths leave NUL padding in a
+    row (which no field holds: JSON escapes a NUL in a string), dropped at the end.
     """
-    stop = min(stop, len(stratum))
-    sequence = np.arange(start + 1, stop + 1, dtype=np.uint32)
-    block = stratum.block[start:stop].astype(np.uint32)
-    fields: list[NDArray[np.uint8]] = [
-        _text(f"{stratum.stratum},", sequence.size),
-        _decimal(sequence),
-        _text(",", sequence.size),
-        _decimal(block),
-        _text(",", sequence.size),
-        _decimal(stratum.block_size[start:stop].astype(np.uint32)),
-        _text(",", sequence.size),
-        _choice([f"{arm}\n" for arm in stratum.arm_ids], stratum.arm_index[start:stop]),
-    ]
-    table = np.concatenate(fields, axis=1)
-    return table.tobytes().translate(None, b"\0")
+    n = len(stratum)
+    if n == 0:
+        return
+    ends = {min(start + _CHUNK, n) for start in range(0, n, _CHUNK)}
+    powers = [10 ** k for k in range(1, len(str(n)))]
+    ends.update(power - 1 for power in powers)  # the sequence gains a digit at slot `power`
+    # the block number gains one at the first slot of block `power` (powers in the block
+    # column's own type: a Python int would have numpy convert the whole column first)
+    ends.update(stratum.block.searchsorted(np.array(powers, dtype=stratum.block.dtype))
+                .tolist())
+    size_width = len(str(int(stratum.block_size.max())))
+    arms = [text.encode("utf-8") for text in layout.arms]
+    arm_table = np.zeros((len(arms), max(len(a) for a in arms)), dtype=np.uint8)
+    for k, encoded in enumerate(arms):
+        arm_table[k, :len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    sizes_padded = int(stratum.block_size.min()) < 10 ** (size_width - 1)
+    padded = sizes_padded or len({len(a) for a in arms}) > 1
+    tables: dict[tuple[int, int], tuple[NDArray[np.uint8], list[int]]] = {}
+    start = 0
+    for stop in sorted(e for e in ends if 0 < e <= n):
+        if stop == start:
+            continue
+        widths = (len(str(stop)), len(str(int(stratum.block[stop - 1]))))
+        if widths not in tables or len(tables[widths][0]) < stop - start:
+            # as long as this run needs: the 9 one-digit sequences need only 9 rows
+            tables[widths] = _row_table(layout, (*widths, size_width, arm_table.shape[1]),
+                                        _CHUNK if stop - start > 9 else stop - start)
+        table, columns = tables[widths]
+        rows = table[:stop - start]
+        _digits(rows, columns[0], widths[0], np.arange(start + 1, stop + 1, dtype=np.uint32))
+        _digits(rows, columns[1], widths[1], stratum.block[start:stop].astype(np.uint32))
+        _digits(rows, columns[2], size_width, stratum.block_size[start:stop].astype(np.uint32),
+                pad=sizes_padded)
+        rows[:, columns[3]:columns[3] + arm_table.shape[1]] = \
+            arm_table[stratum.arm_index[start:stop]]
+        text = rows.tobytes()
+        yield text.replace(b"\0", b"") if padded else text
+        start = stop
 
 
-def _text(text: str, rows: int) -> NDArray[np.uint8]:
-    raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    return np.broadcast_to(raw, (rows, raw.size))
+def _row_table(layout: _Layout, widths: tuple[int, int, int, int],
+               rows: int) -> tuple[NDArray[np.uint8], list[int]]:
+    """A table of ``rows`` rows holding ``layout``'s constant text, and the first
+    column of each of its four variable fields (of ``widths``)."""
+    texts = [layout.before, layout.after_sequence, layout.after_block, layout.after_size]
+    encoded = [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+    table = np.zeros((rows, sum(e.size for e in encoded) + sum(widths)), dtype=np.uint8)
+    columns: list[int] = []
+    column = 0
+    for constant, width in zip(encoded, widths, strict=True):
+        table[0, column:column + constant.size] = constant
+        column += constant.size
+        columns.append(column)
+        column += width
+    filled = 1
+    while filled < rows:  # copy the first row down in doubling blocks: contiguous copies
+        more = min(filled, rows - filled)
+        table[filled:filled + more] = table[:more]
+        filled += more
+    return table, columns
 
 
-def _decimal(values: NDArray[np.uint32]) -> NDArray[np.uint8]:
-    """Positive integers as ASCII digits, right-aligned, NUL-padded on the left."""
-    width = len(str(int(values.max()))) if values.size else 1
-    digits = np.zeros((values.size, width), dtype=np.uint8)
+def _digits(table: NDArray[np.uint8], column: int, width: int, values: NDArray[np.uint32],
+            pad: bool = False) -> None:
+    """Write positive ``values`` as ASCII digits in ``width`` columns from ``column``.
+
+    Every value has ``width`` digits, or with ``pad`` at most that many, right-aligned
+    with NUL bytes on the left.
+    """
     rest = values
-    for column in range(width - 1, -1, -1):
+    for at in range(column + width - 1, column - 1, -1):
         higher = rest // np.uint32(10)
         digit = (rest - higher * np.uint32(10)).astype(np.uint8) + np.uint8(ord("0"))
-        digits[:, column] = np.where(rest > 0, digit, np.uint8(0))
+        table[:, at] = np.where(rest > 0, digit, np.uint8(0)) if pad else digit
         rest = higher
-    return digits
-
-
-def _choice(texts: list[str], index: NDArray[np.int16]) -> NDArray[np.uint8]:
-    """``texts[index[k]]`` for every row, left-aligned, NUL-padded on the right."""
-    encoded = [t.encode("utf-8") for t in texts]
-    table = np.zeros((len(encoded), max(len(e) for e in encoded)), dtype=np.uint8)
-    for k, e in enumerate(encoded):
-        table[k, :len(e)] = np.frombuffer(e, dtype=np.uint8)
-    return table[index]

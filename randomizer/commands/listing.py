@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -10,6 +13,7 @@ from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.commands.base import Settings, emit, json_option, pass_settings, table
 from randomizer.design import TrialDesign, load_design
+from randomizer.errors import InvalidInput
 from randomizer.predictability import PredictabilityReport, predictability_report
 from randomizer.trial import ListSummary
 
@@ -111,21 +115,34 @@ def list_group() -> None:
 @click.option("--seed", required=True, help="The seed as 64 hexadecimal digits.")
 @click.option("--participants", type=int, default=None,
               help="List length per stratum (default: the design's).")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="CSV output: stratum,sequence,block,block_size,arm (its SHA-256 is the "
+                   "list digest).")
 @json_option
 @pass_settings
 def list_preview(settings: Settings, design_ref: str, seed: str,
-                 participants: int | None) -> None:
+                 participants: int | None, as_csv: bool) -> None:
     """Print the list a seed gives, without any database (validation and dummy runs).
 
+    With --json or --csv the rows are written as they are laid out, a few thousand at
+    a time, so a list of millions needs little memory.
     Example: randomizer list preview --design exosome-ms --seed 00...01 --participants 20
     """
+    if as_csv and settings.as_json:
+        raise InvalidInput("--csv and --json exclude each other: give one")
     loaded = load_design(design_ref)
     seed_bytes = parse_seed(seed)
     schedule = generate_schedule(loaded, seed_bytes, participants)
-    data: dict[str, Any] = {
-        "design": loaded.id, "seed": format_seed(seed_bytes),
-        "slots": [{"stratum": s.stratum, "sequence": s.sequence, "block": s.block,
-                   "block_size": s.block_size, "arm": s.arm} for s in schedule.slots()]}
+    if as_csv:
+        _write_chunks(schedule.csv_chunks())
+        return
+    if settings.as_json:
+        # The document json.dumps(indent=2) would print (as emit does), built piece by piece.
+        head = json.dumps({"design": loaded.id, "seed": format_seed(seed_bytes)}, indent=2,
+                          ensure_ascii=False)
+        _write_chunks(itertools.chain([head[:-2].encode("utf-8") + b',\n  "slots": ['],
+                                      schedule.json_slot_chunks(), [b"\n  ]\n}\n"]))
+        return
 
     def text() -> str:
         parts = [table([(s.stratum, s.sequence, s.block, s.block_size, s.arm)
@@ -136,7 +153,12 @@ def list_preview(settings: Settings, design_ref: str, seed: str,
             parts.append(f"  {stratum}: " + ", ".join(f"{a} {n}" for a, n in counts.items()))
         parts.append(f"List digest: {schedule.digest()}")
         return "\n".join(parts)
-    emit(settings, data, text)
+    click.echo(text())
+
+
+def _write_chunks(chunks: Iterable[bytes]) -> None:
+    for chunk in chunks:
+        click.echo(chunk, nl=False)  # bytes go to the binary stdout as they are
 
 
 def _summary_text(summary: ListSummary, verb: str) -> str:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import select
 
@@ -34,6 +35,7 @@ from randomizer.unblinding.lock import (
     EXPORT_ORDER,
     PARTICIPANT_COLUMNS,
     Export,
+    driver_rows,
     write_export,
 )
 
@@ -61,14 +63,20 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
     operating system, as a dry run needs. The lock does not matter: nothing in
     the file depends on the real arms.
     """
-    rows = op.session.execute(
-        select(*PARTICIPANT_COLUMNS)
-        .join(Stratum, Stratum.id == Participant.stratum_id)
-        .order_by(*EXPORT_ORDER)).all()
-    made_up = dummy_arms(op.design, Counter(row.key for row in rows),
-                         secrets.token_bytes(32) if seed is None else seed)
+    connection = op.session.connection()
+    statement = (select(*PARTICIPANT_COLUMNS)
+                 .join(Stratum, Stratum.id == Participant.stratum_id)
+                 .order_by(*EXPORT_ORDER))
+    sizes = Counter(row[0] for batch in driver_rows(connection, select(Stratum.key).join(
+        Participant, Participant.stratum_id == Stratum.id)) for row in batch)
+    made_up = dummy_arms(op.design, sizes, secrets.token_bytes(32) if seed is None else seed)
     handed = {stratum: iter(arms) for stratum, arms in made_up.items()}
-    data = write_export(op, rows, [next(handed[row.key]) for row in rows], dummy=True)
+
+    def with_arms() -> Iterator[tuple[Sequence[Sequence[Any]], Sequence[str]]]:
+        for rows in driver_rows(connection, statement):
+            yield rows, [next(handed[row[3]]) for row in rows]
+
+    data, count = write_export(op, with_arms(), dummy=True)
     op.audit("unblind.dummy", subject=op.trial.id,
-             details={"participants": len(rows), "file_mac": op.vault.mac(data).hex()})
-    return Export(csv=data, sha256=hashlib.sha256(data).hexdigest(), participants=len(rows))
+             details={"participants": count, "file_mac": op.vault.mac(data).hex()})
+    return Export(csv=data, sha256=hashlib.sha256(data).hexdigest(), participants=count)

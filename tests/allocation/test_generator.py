@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -87,6 +89,51 @@ def test_digest_across_chunks_and_digit_widths() -> None:
     # More than one digest chunk per stratum, sequences past 99,999, block sizes of 3 digits.
     design = make_design(["a", "b"], [1, 1], [2, 100, 400], 140_000)
     both(design, SEED)
+
+
+def json_text(schedule: Schedule) -> bytes:
+    """What json.dumps(indent=2) makes of the slots under a top-level key, in UTF-8."""
+    slots = [{"stratum": s.stratum, "sequence": s.sequence, "block": s.block,
+              "block_size": s.block_size, "arm": s.arm} for s in schedule.slots()]
+    return json.dumps({"slots": slots}, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+def csv_text(schedule: Schedule) -> bytes:
+    return ("stratum,sequence,block,block_size,arm\n" + "".join(
+        f"{s.stratum},{s.sequence},{s.block},{s.block_size},{s.arm}\n"
+        for s in schedule.slots())).encode("utf-8")
+
+
+@pytest.mark.parametrize(("arms", "ratio", "sizes", "length", "factors"), [
+    # sequences past 9, 99, 999 and 9,999 and blocks past 9, 99 and 999, in more than one
+    # chunk of rows; arms of different lengths; block sizes of 1, 2 and 3 digits
+    (["a", "placebo", "drug-x"], [1, 1, 1], [3, 12, 300], 20_000, TWO_FACTORS),
+    (["aa", "bb"], [1, 1], [2], 12_345, {}),  # every row the same length: no padding
+    (["drug", "placebo"], [3, 2], [5, 10, 15], 1, {"site": ["WAW", "KRK"]}),
+])
+def test_text_chunks_are_the_csv_and_json_of_the_slots(
+        arms: list[str], ratio: list[int], sizes: list[int], length: int,
+        factors: dict[str, list[str]]) -> None:
+    schedule = generate_schedule(make_design(arms, ratio, sizes, length, factors), SEED)
+    chunks = list(schedule.csv_chunks())
+    assert b"".join(chunks) == csv_text(schedule)
+    assert hashlib.sha256(b"".join(chunks)).hexdigest() == schedule.digest()
+    slots = b"".join(schedule.json_slot_chunks())
+    assert b'{\n  "slots": [' + slots + b"\n  ]\n}" == json_text(schedule)
+    if len(schedule) > 10_000:
+        assert len(chunks) > 2, "the list fits one chunk: the chunk boundaries go untested"
+
+
+def test_json_chunks_escape_names_as_json_does() -> None:
+    # Design validation keeps names plain; the layout must not rely on it.
+    one = np.ones(3, dtype=np.int32)
+    stratum = StratumSchedule(stratum='lev\u00e9l "q" \\ \u2603', arm_ids=("\u00e4", "b\tc"),
+                              block=one, block_size=np.full(3, 4, dtype=np.int16),
+                              arm_index=np.array([0, 1, 0], dtype=np.int16))
+    schedule = Schedule(arm_ids=stratum.arm_ids, strata=(stratum,))
+    assert b'{\n  "slots": [' + b"".join(schedule.json_slot_chunks()) + b"\n  ]\n}" \
+        == json_text(schedule)
+    assert b"".join(schedule.csv_chunks()) == csv_text(schedule)
 
 
 # Agreement with the reference on random designs and seeds ------------------------

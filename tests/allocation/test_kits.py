@@ -19,8 +19,10 @@ from scipy.stats import chisquare
 from randomizer.allocation.kits import (
     ALPHABET,
     check_character,
+    code_texts,
     is_valid,
     new_code,
+    new_code_numbers,
     new_codes,
     parse_code,
 )
@@ -188,6 +190,33 @@ def test_new_codes_skip_taken_and_repeated_codes() -> None:
     taken = [new_code(functools.partial(repeated, 2))]
     codes = new_codes(2, taken=taken, token_bytes=lambda n: repeated(next(source), n))
     assert codes == [new_code(functools.partial(repeated, b)) for b in (1, 3)]
+
+
+def test_bulk_codes_are_the_codes_drawn_one_at_a_time() -> None:
+    # A stream with few distinct codes (2 choices per character: 128 codes) repeats
+    # itself often, so both ways skip repeats and taken codes many times.
+    stream = bytes(b & 1 for b in hashlib.shake_256(b"few codes").digest(7 * 5000))
+
+    def source() -> Callable[[int], bytes]:
+        position = 0
+
+        def token_bytes(n: int) -> bytes:
+            nonlocal position
+            position += n
+            return stream[position - n:position]
+        return token_bytes
+
+    taken = new_codes(3, token_bytes=source())
+    one_at_a_time: list[str] = []
+    draw = source()
+    while len(one_at_a_time) < 100:
+        code = new_code(draw)
+        if code not in one_at_a_time and code not in taken:
+            one_at_a_time.append(code)
+    numbers = new_code_numbers(100, taken=taken, token_bytes=source())
+    assert numbers.shape == (100,) and int(numbers.max()) < 2**35
+    assert code_texts(numbers) == one_at_a_time == new_codes(100, taken, source())
+    assert all(is_valid(code) for code in one_at_a_time)
 
 
 def test_new_codes_of_zero_is_empty() -> None:

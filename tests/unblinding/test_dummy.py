@@ -133,6 +133,18 @@ def test_the_dummy_never_reads_a_sealed_arm(run: Run, by_arm: dict[str, str],
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
+    # the export reads in batches straight from the driver's cursor, past the engine's
+    # events: record what it hands the driver too
+    from randomizer.unblinding import dummy, lock
+
+    original = lock.driver_rows
+
+    def recorded_rows(connection: Any, statement: Any) -> Any:
+        statements.append(str(statement.compile(dialect=connection.dialect)))
+        return original(connection, statement)
+
+    monkeypatch.setattr(dummy, "driver_rows", recorded_rows)
+    monkeypatch.setattr(lock, "driver_rows", recorded_rows)
     event.listen(Engine, "before_cursor_execute", record)
     try:
         run.ok("unblind", "dummy", "--out", str(run.files.directory / "dummy.csv"),
