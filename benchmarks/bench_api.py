@@ -77,8 +77,12 @@ def token_check(place: BenchPlace, calls: int) -> list[tuple[str, list[float]]]:
     store = Store(place.db_url)
     try:
         user, password = investigator(0)
-        issued = logins.login(store, lambda: read_key_file(place.key_file),
-                              Credentials(user, password), audit.now_utc())
+        issued = logins.login(
+            store,
+            lambda: read_key_file(place.key_file),
+            Credentials(user, password),
+            audit.now_utc(),
+        )
 
         def in_write_transaction() -> None:
             with store.transaction() as session:
@@ -88,9 +92,13 @@ def token_check(place: BenchPlace, calls: int) -> list[tuple[str, list[float]]]:
             logins.principal_for(store, issued.token, audit.now_utc())
 
         now()  # warm: connection, statement cache
-        return [("principal_for (every request, now)", per_call(now, calls)),
-                ("resolve_token in a write transaction (before)",
-                 per_call(in_write_transaction, calls))]
+        return [
+            ("principal_for (every request, now)", per_call(now, calls)),
+            (
+                "resolve_token in a write transaction (before)",
+                per_call(in_write_transaction, calls),
+            ),
+        ]
     finally:
         store.dispose()
 
@@ -104,11 +112,14 @@ def round_trips(url: str, calls: int) -> list[tuple[str, list[float]]]:
         bearer = {"Authorization": f"Bearer {response.json()['token']}"}
         rows = []
         for label, path, headers in (
-                ("GET /health (no login, no database)", "/health", {}),
-                ("GET /design (token check + one read)", "/design", bearer),
-                ("GET /report (token check + audited operation)", "/report", bearer)):
+            ("GET /health (no login, no database)", "/health", {}),
+            ("GET /design (token check + one read)", "/design", bearer),
+            ("GET /report (token check + audited operation)", "/report", bearer),
+        ):
+
             def get(path: str = path, headers: dict[str, str] = headers) -> None:
                 client.get(path, headers=headers).raise_for_status()
+
             get()  # warm
             rows.append((label, per_call(get, calls)))
         client.post("/auth/logout", headers=bearer).raise_for_status()
@@ -117,26 +128,48 @@ def round_trips(url: str, calls: int) -> list[tuple[str, list[float]]]:
 
 def latency_rows(rows: list[tuple[str, list[float]]]) -> list[tuple[str, float, float, float]]:
     """(label, mean, p50, p99) in milliseconds."""
-    return [(label, 1000 * sum(seconds) / len(seconds), percentile_ms(seconds, 50),
-             percentile_ms(seconds, 99)) for label, seconds in rows]
+    return [
+        (
+            label,
+            1000 * sum(seconds) / len(seconds),
+            percentile_ms(seconds, 50),
+            percentile_ms(seconds, 99),
+        )
+        for label, seconds in rows
+    ]
 
 
 def main() -> None:
     """Parse arguments, build the trial, run the library, the token check and the API."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
-    parser.add_argument("--clients", type=int, nargs="+", default=None,
-                        help="client process counts to run (default: 1 8; 1 2 with --quick)")
-    parser.add_argument("--calls", type=int, default=400,
-                        help="timed randomizations per run, split over the clients")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="untimed randomizations per client before the start (the "
-                             "first logs an API client in)")
-    parser.add_argument("--token-calls", type=int, default=300,
-                        help="token checks and round trips timed, each")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes: 1 and 2 clients, 16 calls per run, 1 warm-up, "
-                             "30 token checks")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=None,
+        help="client process counts to run (default: 1 8; 1 2 with --quick)",
+    )
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=400,
+        help="timed randomizations per run, split over the clients",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed randomizations per client before the start (the first logs an API client in)",
+    )
+    parser.add_argument(
+        "--token-calls", type=int, default=300, help="token checks and round trips timed, each"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes: 1 and 2 clients, 16 calls per run, 1 warm-up, 30 token checks",
+    )
     args = parser.parse_args()
     if args.quick:
         args.calls, args.warmup, args.token_calls = 16, 1, 30
@@ -149,14 +182,18 @@ def main() -> None:
     with bench_place(args.db, "api", args.workdir) as place:
         print(machine(place))
         print(f"load average at start: {loadavg()}")
-        users = [(investigator(i)[0], Role.INVESTIGATOR, investigator(i)[1])
-                 for i in range(max(clients))]
-        admin = create_trial(place, design_toml("bench-api", per_stratum,
-                                                {"type": list(LEVELS)}), users)
+        users = [
+            (investigator(i)[0], Role.INVESTIGATOR, investigator(i)[1]) for i in range(max(clients))
+        ]
+        admin = create_trial(
+            place, design_toml("bench-api", per_stratum, {"type": list(LEVELS)}), users
+        )
         admin.generate_list()
         admin.close()
-        print(f"trial: 2 strata x {per_stratum:,} slots, 1 visit; users' scrypt cost "
-              f"n={BENCH_SCRYPT_N}")
+        print(
+            f"trial: 2 strata x {per_stratum:,} slots, 1 visit; users' scrypt cost "
+            f"n={BENCH_SCRYPT_N}"
+        )
 
         results: list[tuple[str, RunResult, str, float | None]] = []
         first = 1
@@ -167,8 +204,7 @@ def main() -> None:
 
         checks = token_check(place, args.token_calls)
 
-        with server_process(place.db_url, place.key_file, place.directory / "server.log") \
-                as server:
+        with server_process(place.db_url, place.key_file, place.directory / "server.log") as server:
             for count in clients:
                 cpu = _server_cpu(server.process.pid)
                 result = run_clients(place, count, first, calls, warmup, server=server.url)
@@ -180,23 +216,56 @@ def main() -> None:
         for path, result, _load, _cpu in results:
             for refusal in sorted(set(result.refusals))[:5]:
                 print(f"  refusal ({path}, {result.clients} clients): {refusal}")
-        print(f"\nrandomize on {place.engine}: the library in each client against the "
-              "API through one server process")
-        print(table([(path, r.clients, r.calls, r.wall, r.rate,
-                      percentile_ms(r.latencies, 50), percentile_ms(r.latencies, 99),
-                      max(r.latencies) * 1000, len(r.refusals), 1000 * r.cpu / r.calls,
-                      "-" if server_cpu is None else server_cpu, load)
-                     for path, r, load, server_cpu in results],
-                    ("path", "clients", "calls", "wall s", "per s", "p50 ms", "p99 ms",
-                     "max ms", "refused", "client CPU ms/call", "server CPU ms/call",
-                     "load avg after")))
-        print("(client CPU: the client processes' user + system time per call; server CPU: "
-              "the randomizer server process's, read from /proc; a PostgreSQL server's own "
-              "CPU is in neither)")
+        print(
+            f"\nrandomize on {place.engine}: the library in each client against the "
+            "API through one server process"
+        )
+        print(
+            table(
+                [
+                    (
+                        path,
+                        r.clients,
+                        r.calls,
+                        r.wall,
+                        r.rate,
+                        percentile_ms(r.latencies, 50),
+                        percentile_ms(r.latencies, 99),
+                        max(r.latencies) * 1000,
+                        len(r.refusals),
+                        1000 * r.cpu / r.calls,
+                        "-" if server_cpu is None else server_cpu,
+                        load,
+                    )
+                    for path, r, load, server_cpu in results
+                ],
+                (
+                    "path",
+                    "clients",
+                    "calls",
+                    "wall s",
+                    "per s",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "refused",
+                    "client CPU ms/call",
+                    "server CPU ms/call",
+                    "load avg after",
+                ),
+            )
+        )
+        print(
+            "(client CPU: the client processes' user + system time per call; server CPU: "
+            "the randomizer server process's, read from /proc; a PostgreSQL server's own "
+            "CPU is in neither)"
+        )
         print(f"\ntoken check in this process, {args.token_calls} calls each:")
         print(table(latency_rows(checks), ("what", "mean ms", "p50 ms", "p99 ms")))
-        print(f"\nround trips from this process, one keep-alive connection, "
-              f"{args.token_calls} calls each:")
+        print(
+            f"\nround trips from this process, one keep-alive connection, "
+            f"{args.token_calls} calls each:"
+        )
         print(table(latency_rows(trips), ("request", "mean ms", "p50 ms", "p99 ms")))
         print(f"\nload average at the end: {loadavg()}")
         if any(r.refusals for _path, r, _load, _cpu in results):

@@ -52,8 +52,7 @@ from randomizer.context import load_trial, open_vault
 from randomizer.models import AuditHead
 from randomizer.store import Store
 
-COLUMNS = ("seq", "at", "user", "role", "action", "subject", "reason", "details",
-           "prev_mac", "mac")
+COLUMNS = ("seq", "at", "user", "role", "action", "subject", "reason", "details", "prev_mac", "mac")
 CHUNK = 50_000
 TARGET = 200_000
 QUICK_EVENTS = 2_000
@@ -69,8 +68,9 @@ def stored_details(details: dict[str, object]) -> str:
     return json.dumps(details, sort_keys=True, ensure_ascii=False)
 
 
-def event_rows(key: bytes, first_seq: int, prev_mac: str, count: int,
-               start: datetime) -> Iterator[tuple[object, ...]]:
+def event_rows(
+    key: bytes, first_seq: int, prev_mac: str, count: int, start: datetime
+) -> Iterator[tuple[object, ...]]:
     """``count`` chained event rows after ``prev_mac``, in the table's stored form."""
     mac = prev_mac
     for offset in range(count):
@@ -78,19 +78,31 @@ def event_rows(key: bytes, first_seq: int, prev_mac: str, count: int,
         at = audit.utc_text(start + timedelta(milliseconds=seq))
         participant = offset // 2
         if offset % 2 == 0:
-            user, role, action, subject = f"inv{participant % 8}", "investigator", \
-                "auth.login", "randomize"
+            user, role, action, subject = (
+                f"inv{participant % 8}",
+                "investigator",
+                "auth.login",
+                "randomize",
+            )
             details: dict[str, object] = {}
         else:
-            user, role, action, subject = f"inv{participant % 8}", "investigator", \
-                "randomize", f"P-{participant:07d}"
-            details = {"randomization_number": f"R-{1 + participant % 2}-{participant:06d}",
-                       "site": "WAW", "stratum": f"type={'PS'[participant % 2]}PMS",
-                       "date": at[:10], "kit": "7K3M-Q9XA", "visit": 1}
+            user, role, action, subject = (
+                f"inv{participant % 8}",
+                "investigator",
+                "randomize",
+                f"P-{participant:07d}",
+            )
+            details = {
+                "randomization_number": f"R-{1 + participant % 2}-{participant:06d}",
+                "site": "WAW",
+                "stratum": f"type={'PS'[participant % 2]}PMS",
+                "date": at[:10],
+                "kit": "7K3M-Q9XA",
+                "visit": 1,
+            }
         body = audit.canonical(seq, at, user, role, action, subject, "", details)
         new_mac = audit.event_mac(key, mac, body)
-        yield (seq, at, user, role, action, subject, "",
-               stored_details(details), mac, new_mac)
+        yield (seq, at, user, role, action, subject, "", stored_details(details), mac, new_mac)
         mac = new_mac
 
 
@@ -112,8 +124,10 @@ def fill_trail(place: BenchPlace, key: bytes, events: int) -> float:
                 copy_rows(conn, "audit_events", COLUMNS, chunk)
                 last = chunk[-1]
             assert last is not None
-            session.execute(update(AuditHead).where(AuditHead.id == 1)
-                            .values(seq=last[0], mac=last[9]))
+            session.execute(
+                update(AuditHead).where(AuditHead.id == 1).values(seq=last[0], mac=last[9])
+            )
+
     try:
         return timed(fill)[1]
     finally:
@@ -122,6 +136,7 @@ def fill_trail(place: BenchPlace, key: bytes, events: int) -> float:
 
 def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
     """Seconds for: reading rows; reading and rebuilding canonical bytes; full verify."""
+
     def read_only() -> None:
         with store.transaction() as session:
             for _row in audit.chain_rows(session):
@@ -129,18 +144,20 @@ def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
 
     def read_and_canonical() -> None:
         with store.transaction() as session:
-            for seq, at, user, role, action, subject, reason, details, _p, _m in \
-                    audit.chain_rows(session):
-                audit.canonical(seq, at, user, role, action, subject, reason,
-                                json.loads(details))
+            for seq, at, user, role, action, subject, reason, details, _p, _m in audit.chain_rows(
+                session
+            ):
+                audit.canonical(seq, at, user, role, action, subject, reason, json.loads(details))
 
     def full() -> None:
         with store.transaction() as session:
             audit.verify(session, key)
 
-    return [("read rows (audit.chain_rows)", best_of(read_only, 1)),
-            ("read + json.loads + canonical", best_of(read_and_canonical, 1)),
-            ("full audit.verify (adds HMAC + compare)", best_of(full, 1))]
+    return [
+        ("read rows (audit.chain_rows)", best_of(read_only, 1)),
+        ("read + json.loads + canonical", best_of(read_and_canonical, 1)),
+        ("full audit.verify (adds HMAC + compare)", best_of(full, 1)),
+    ]
 
 
 def main() -> None:
@@ -149,13 +166,17 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--breakdown", action="store_true",
-                        help="time reading, canonical bytes and MACs apart")
-    parser.add_argument("--profile", action="store_true",
-                        help="print cProfile's top functions of one verify")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_EVENTS:,} events: checks that the benchmark works, "
-                             "not how fast")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="time reading, canonical bytes and MACs apart"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="print cProfile's top functions of one verify"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_EVENTS:,} events: checks that the benchmark works, not how fast",
+    )
     args = parser.parse_args()
     events: int = QUICK_EVENTS if args.quick else args.events
 
@@ -170,8 +191,10 @@ def main() -> None:
         fill_seconds = fill_trail(place, key, events)
         with store.transaction() as session:
             total = audit.head(session)[0]
-        print(f"trail: {total:,} events built and inserted in {fill_seconds:.1f} s "
-              f"({events / fill_seconds:,.0f}/s)")
+        print(
+            f"trail: {total:,} events built and inserted in {fill_seconds:.1f} s "
+            f"({events / fill_seconds:,.0f}/s)"
+        )
 
         def verify() -> None:
             with store.transaction() as session:
@@ -182,9 +205,15 @@ def main() -> None:
         command = place.backend(ADMIN, PASSWORDS[ADMIN])
         report, command_seconds = timed(command.audit_verify)
         command.close()
-        rows = [("audit.verify", total, seconds, total / seconds),
-                ("LocalBackend.audit_verify (the command)", report.events, command_seconds,
-                 report.events / command_seconds)]
+        rows = [
+            ("audit.verify", total, seconds, total / seconds),
+            (
+                "LocalBackend.audit_verify (the command)",
+                report.events,
+                command_seconds,
+                report.events / command_seconds,
+            ),
+        ]
         print(f"\naudit verify on {place.engine} (target >= {TARGET:,} events/s):")
         print(table(rows, ("what", "events", "seconds", "events/s")))
 

@@ -68,26 +68,49 @@ def take_every_slot(place: BenchPlace, participants: int) -> float:
     def fill() -> None:
         with store.transaction() as session:
             stratum = session.scalars(select(Stratum)).one()
-            slots = session.execute(select(Slot.id, Slot.sequence)
-                                    .where(Slot.stratum_id == stratum.id)
-                                    .order_by(Slot.sequence).limit(participants)).all()
+            slots = session.execute(
+                select(Slot.id, Slot.sequence)
+                .where(Slot.stratum_id == stratum.id)
+                .order_by(Slot.sequence)
+                .limit(participants)
+            ).all()
             assert len(slots) == participants, "the list is shorter than --participants"
-            rows = [{"code": f"P-{sequence:07d}", "site": "WAW", "stratum_id": stratum.id,
-                     "slot_id": slot_id,
-                     "randomization_number": randomization_number(1, 1, sequence),
-                     "randomized_on": now.date(), "randomized_at": now,
-                     "randomized_by": "inv0", "answers": {"age": "40", "consent": "yes"}}
-                    for slot_id, sequence in slots]
+            rows = [
+                {
+                    "code": f"P-{sequence:07d}",
+                    "site": "WAW",
+                    "stratum_id": stratum.id,
+                    "slot_id": slot_id,
+                    "randomization_number": randomization_number(1, 1, sequence),
+                    "randomized_on": now.date(),
+                    "randomized_at": now,
+                    "randomized_by": "inv0",
+                    "answers": {"age": "40", "consent": "yes"},
+                }
+                for slot_id, sequence in slots
+            ]
             for start in range(0, len(rows), BATCH):
-                session.execute(insert(Participant), rows[start:start + BATCH])
-            taker = select(Participant.id).where(Participant.slot_id == Kit.slot_id) \
-                .scalar_subquery()
-            session.execute(update(Kit).where(Kit.visit == 1, Kit.spare.is_(False),
-                                              Kit.slot_id.in_(select(Participant.slot_id)))
-                            .values(status="dispensed", participant_id=taker,
-                                    dispensed_at=now, visit_date=now.date()),
-                            execution_options={"synchronize_session": False})
+                session.execute(insert(Participant), rows[start : start + BATCH])
+            taker = (
+                select(Participant.id).where(Participant.slot_id == Kit.slot_id).scalar_subquery()
+            )
+            session.execute(
+                update(Kit)
+                .where(
+                    Kit.visit == 1,
+                    Kit.spare.is_(False),
+                    Kit.slot_id.in_(select(Participant.slot_id)),
+                )
+                .values(
+                    status="dispensed",
+                    participant_id=taker,
+                    dispensed_at=now,
+                    visit_date=now.date(),
+                ),
+                execution_options={"synchronize_session": False},
+            )
             stratum.next_sequence = participants + 1
+
     try:
         return timed(fill)[1]
     finally:
@@ -96,8 +119,9 @@ def take_every_slot(place: BenchPlace, participants: int) -> float:
 
 def export_in_child(db_url: str, key_file: str) -> dict[str, Any]:
     """One export in this (child) process: its time, CPU time, peak RSS and CSV hash."""
-    statistician = BenchPlace(db_url, Path(key_file), Path(key_file).parent,
-                              "").backend(STATISTICIAN, PASSWORDS[STATISTICIAN])
+    statistician = BenchPlace(db_url, Path(key_file), Path(key_file).parent, "").backend(
+        STATISTICIAN, PASSWORDS[STATISTICIAN]
+    )
     statistician.trial_design()  # import, connect and read the design first
     rss_before = max_rss_mib()
     cpu = time.process_time()
@@ -105,15 +129,26 @@ def export_in_child(db_url: str, key_file: str) -> dict[str, Any]:
     cpu = time.process_time() - cpu
     rss_peak = max_rss_mib()
     statistician.close()
-    return {"seconds": seconds, "cpu": cpu, "rss_before": rss_before, "rss_peak": rss_peak,
-            "participants": export.participants, "sha256": export.sha256,
-            "lines": export.csv.count(b"\n") - 1, "mib": len(export.csv) / 2**20}
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "rss_before": rss_before,
+        "rss_peak": rss_peak,
+        "participants": export.participants,
+        "sha256": export.sha256,
+        "lines": export.csv.count(b"\n") - 1,
+        "mib": len(export.csv) / 2**20,
+    }
 
 
 def run_child(place: BenchPlace) -> dict[str, Any]:
     """:func:`export_in_child` in a fresh process."""
-    done = subprocess.run([sys.executable, __file__, "--child", place.db_url,
-                           str(place.key_file)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", place.db_url, str(place.key_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"the export failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -126,11 +161,15 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--participants", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--profile", action="store_true",
-                        help="print cProfile's top functions of one export")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_PARTICIPANTS:,} participants, one export: checks that "
-                             "the benchmark works, not how fast")
+    parser.add_argument(
+        "--profile", action="store_true", help="print cProfile's top functions of one export"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_PARTICIPANTS:,} participants, one export: checks that "
+        "the benchmark works, not how fast",
+    )
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -141,8 +180,11 @@ def main() -> None:
 
     with bench_place(args.db, "export", args.workdir) as place:
         print(machine(place))
-        admin = create_trial(place, design_toml("bench-export", participants, {}),
-                             [(STATISTICIAN, Role.STATISTICIAN, PASSWORDS[STATISTICIAN])])
+        admin = create_trial(
+            place,
+            design_toml("bench-export", participants, {}),
+            [(STATISTICIAN, Role.STATISTICIAN, PASSWORDS[STATISTICIAN])],
+        )
         summary, generate_seconds = timed(admin.generate_list)
         print(f"list: {summary.kits:,} slots and kits generated in {generate_seconds:.1f} s")
         fill_seconds = take_every_slot(place, participants)
@@ -158,13 +200,40 @@ def main() -> None:
         best = min(runs, key=lambda r: r["seconds"])
         peak = max(r["rss_peak"] for r in runs)
         met = best["seconds"] <= TARGET_SECONDS and peak < TARGET_RSS_MIB
-        print(f"\nunblind all on {place.engine}, each run in a fresh process (target <= "
-              f"{TARGET_SECONDS} s, peak RSS < {TARGET_RSS_MIB:.0f} MiB):")
-        print(table([(place.engine, participants, runs[0]["seconds"], best["seconds"],
-                      min(r["cpu"] for r in runs), participants / best["seconds"],
-                      best["mib"], best["rss_before"], peak, "yes" if met else "NO")],
-                    ("engine", "participants", "first s", "best s", "best CPU s", "rows/s",
-                     "CSV MiB", "RSS before MiB", "peak RSS MiB", "met")))
+        print(
+            f"\nunblind all on {place.engine}, each run in a fresh process (target <= "
+            f"{TARGET_SECONDS} s, peak RSS < {TARGET_RSS_MIB:.0f} MiB):"
+        )
+        print(
+            table(
+                [
+                    (
+                        place.engine,
+                        participants,
+                        runs[0]["seconds"],
+                        best["seconds"],
+                        min(r["cpu"] for r in runs),
+                        participants / best["seconds"],
+                        best["mib"],
+                        best["rss_before"],
+                        peak,
+                        "yes" if met else "NO",
+                    )
+                ],
+                (
+                    "engine",
+                    "participants",
+                    "first s",
+                    "best s",
+                    "best CPU s",
+                    "rows/s",
+                    "CSV MiB",
+                    "RSS before MiB",
+                    "peak RSS MiB",
+                    "met",
+                ),
+            )
+        )
         print(f"CSV SHA-256 (every run): {best['sha256']}")
         if args.profile:
             statistician = place.backend(STATISTICIAN, PASSWORDS[STATISTICIAN])
@@ -178,6 +247,7 @@ def main() -> None:
             print("by cumulative time:")
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
             statistician.close()
+
 
 if __name__ == "__main__":
     main()

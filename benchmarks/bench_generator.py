@@ -116,17 +116,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--quick", action="store_true",
-                        help="20,000 participants, one run each: checks that the benchmark "
-                             "works, not how fast")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="20,000 participants, one run each: checks that the benchmark works, not how fast",
+    )
     args = parser.parse_args()
     participants: int = 20_000 if args.quick else args.participants
     repeat: int = 1 if args.quick else args.repeat
     per_stratum = participants // 4
     design: TrialDesign = make_design(["exosome", "saline"], [1, 1], SIZES, per_stratum, FACTORS)
 
-    print(f"{participants:,} participants: 2 factors x 2 levels ({per_stratum:,} per stratum), "
-          f"1:1, block sizes {SIZES}; Python {sys.version.split()[0]}, numpy {np.__version__}")
+    print(
+        f"{participants:,} participants: 2 factors x 2 levels ({per_stratum:,} per stratum), "
+        f"1:1, block sizes {SIZES}; Python {sys.version.split()[0]}, numpy {np.__version__}"
+    )
     print(f"load average before: {load_average()}")
 
     def vectorised() -> Schedule:
@@ -142,14 +146,21 @@ def main() -> None:
     rows.append(("floor: SHAKE-256 bytes + one numpy pass", t_floor, peak_mib(floor)))
 
     t_ref = best_time(lambda: reference.generate(design, SEED), min(repeat, 3))
-    rows.append(("pure-Python reference", t_ref,
-                 peak_mib(lambda: reference.generate(design, SEED, per_stratum // 10)) * 10))
+    rows.append(
+        (
+            "pure-Python reference",
+            t_ref,
+            peak_mib(lambda: reference.generate(design, SEED, per_stratum // 10)) * 10,
+        )
+    )
 
     module = load_randomization()
     t_pkg: float | None = None
     if module is None:
-        print("note: the PyPI package `randomization` is not installed "
-              "(pip install randomization); skipping it")
+        print(
+            "note: the PyPI package `randomization` is not installed "
+            "(pip install randomization); skipping it"
+        )
     else:
         run = randomization_run(module, participants)
         t_pkg = best_time(run, max(1, repeat // 2))
@@ -165,18 +176,27 @@ def main() -> None:
     print("(reference peak memory: traced at a tenth of the length, times 10)")
     print(f"process max RSS: {max_rss_mib():.0f} MiB")
 
-    same = reference.digest(reference.generate(design, SEED, min(per_stratum, 20_000))) == \
-        generate_schedule(design, SEED, min(per_stratum, 20_000)).digest()
+    same = (
+        reference.digest(reference.generate(design, SEED, min(per_stratum, 20_000)))
+        == generate_schedule(design, SEED, min(per_stratum, 20_000)).digest()
+    )
     print()
     print(f"vectorised / floor .................. {t_vec / t_floor:6.2f}x   (target <= 3x)")
     print(f"reference / vectorised .............. {t_ref / t_vec:6.1f}x   (target >= 50x)")
     if t_pkg is not None:
         print(f"randomization / vectorised .......... {t_pkg / t_vec:6.1f}x   (target > 1x)")
     print(f"vectorised time ..................... {t_vec:.4f} s (target < {TARGET_SECONDS} s)")
-    print(f"vectorised and reference agree on a {4 * min(per_stratum, 20_000):,}-slot list: "
-          f"{'yes' if same else 'NO'}")
-    met = (t_vec < TARGET_SECONDS and t_vec <= 3 * t_floor and t_ref >= 50 * t_vec
-           and (t_pkg is None or t_pkg > t_vec) and same)
+    print(
+        f"vectorised and reference agree on a {4 * min(per_stratum, 20_000):,}-slot list: "
+        f"{'yes' if same else 'NO'}"
+    )
+    met = (
+        t_vec < TARGET_SECONDS
+        and t_vec <= 3 * t_floor
+        and t_ref >= 50 * t_vec
+        and (t_pkg is None or t_pkg > t_vec)
+        and same
+    )
     print(f"all targets met: {'yes' if met else 'NO'}")
 
 

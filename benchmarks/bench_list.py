@@ -69,8 +69,13 @@ FACTORS = {"type": ["PPMS", "SPMS"], "edss": ["low", "high"]}
 TARGETS = {100_000: 8.0, 1_000_000: 80.0}  # seconds, shipped design
 TARGET_RSS_MIB = 300.0
 QUICK_PARTICIPANTS = [2_000]
-PHASES = ("generate_schedule", "new_code_numbers", "code_texts", "seal_allocations",
-          "seal_kit_contents")
+PHASES = (
+    "generate_schedule",
+    "new_code_numbers",
+    "code_texts",
+    "seal_allocations",
+    "seal_kit_contents",
+)
 
 
 @contextmanager
@@ -92,10 +97,12 @@ def phase_timers() -> Iterator[dict[str, float]]:
                     totals[name] += time.perf_counter() - start
                 if name == "generate_list":
                     inside[0] = False
+
         return wrapper
 
     patches: list[tuple[Any, str, Any]] = [  # (an older library may lack some)
-        (trial, name, getattr(trial, name)) for name in PHASES if hasattr(trial, name)]
+        (trial, name, getattr(trial, name)) for name in PHASES if hasattr(trial, name)
+    ]
     patches.append((trial, "generate_list", trial.generate_list))
     for owner, name, original in patches:
         setattr(owner, name, timer(name, original))
@@ -121,8 +128,9 @@ def design_for(kind: str, participants: int) -> str:
     return design_toml("bench-list", participants // 4, FACTORS, criteria=False)
 
 
-def measure(db: str, workdir: str | None, kind: str, participants: int,
-            verify: bool) -> dict[str, Any]:
+def measure(
+    db: str, workdir: str | None, kind: str, participants: int, verify: bool
+) -> dict[str, Any]:
     """Create a trial, generate its list once; its figures (run in a child process)."""
     with bench_place(db, "list", workdir) as place:
         admin = create_trial(place, design_for(kind, participants))
@@ -141,13 +149,23 @@ def measure(db: str, workdir: str | None, kind: str, participants: int,
             assert verified == summary, "list verify disagrees with list generate"
         admin.close()
         slots = sum(s.generated for s in summary.strata)
-        return {"engine": place.engine, "version": machine(place), "participants": participants,
-                "slots": slots, "kits": summary.kits, "spares": summary.spare_kits,
-                "seconds": seconds, "cpu": cpu,
-                "server_cpu": None if server_before is None or server_after is None
-                else server_after - server_before,
-                "rss_peak": rss_peak, "rss_before": rss_before, "phases": dict(totals),
-                "verify_seconds": None if verified is None else verify_seconds}
+        return {
+            "engine": place.engine,
+            "version": machine(place),
+            "participants": participants,
+            "slots": slots,
+            "kits": summary.kits,
+            "spares": summary.spare_kits,
+            "seconds": seconds,
+            "cpu": cpu,
+            "server_cpu": None
+            if server_before is None or server_after is None
+            else server_after - server_before,
+            "rss_peak": rss_peak,
+            "rss_before": rss_before,
+            "phases": dict(totals),
+            "verify_seconds": None if verified is None else verify_seconds,
+        }
 
 
 def sealing_floor(values: int = 100_000) -> tuple[float, float]:
@@ -172,8 +190,16 @@ def sealing_floor(values: int = 100_000) -> tuple[float, float]:
 
 def run_child(args: argparse.Namespace, participants: int) -> dict[str, Any]:
     """``measure`` in a child process (its own peak RSS); its figures."""
-    command = [sys.executable, __file__, "--child", str(participants), "--db", args.db,
-               "--design", args.design]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(participants),
+        "--db",
+        args.db,
+        "--design",
+        args.design,
+    ]
     if participants <= args.verify_up_to:
         command.append("--verify")
     if args.workdir:
@@ -191,15 +217,24 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--participants", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--design", choices=("shipped", "factors"), default="shipped")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile a smaller generation under cProfile")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile a smaller generation under cProfile"
+    )
     parser.add_argument("--profile-participants", type=int, default=20_000)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_PARTICIPANTS[0]:,} participants only: checks that the "
-                             "benchmark works, not how fast")
-    parser.add_argument("--verify-up-to", type=int, default=20_000, metavar="N",
-                        help="also run list verify (not timed in the table) on lists of up "
-                             "to N participants (default 20,000: it loads ORM objects)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_PARTICIPANTS[0]:,} participants only: checks that the "
+        "benchmark works, not how fast",
+    )
+    parser.add_argument(
+        "--verify-up-to",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="also run list verify (not timed in the table) on lists of up "
+        "to N participants (default 20,000: it loads ORM objects)",
+    )
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -216,41 +251,100 @@ def main() -> None:
     rows = []
     for r in results:
         target = TARGETS.get(r["participants"]) if args.design == "shipped" else None
-        met = "-" if target is None else (
-            "yes" if r["seconds"] <= target and r["rss_peak"] < TARGET_RSS_MIB else "NO")
+        met = (
+            "-"
+            if target is None
+            else ("yes" if r["seconds"] <= target and r["rss_peak"] < TARGET_RSS_MIB else "NO")
+        )
         server = "-" if r["server_cpu"] is None else r["server_cpu"]
-        rows.append((r["engine"], r["participants"], r["slots"], r["kits"], r["spares"],
-                     r["slots"] + r["kits"], r["seconds"], r["cpu"], server,
-                     (r["slots"] + r["kits"]) / r["seconds"], r["rss_peak"],
-                     r["rss_peak"] - r["rss_before"],
-                     "-" if target is None else f"<= {target:g} s", met))
-    print(f"\nlist generate, {args.design} design (CPU: this process; server: the "
-          "PostgreSQL server's processes):")
-    print(table(rows, ("engine", "participants", "slots", "kits", "spares", "sealed rows",
-                       "seconds", "CPU s", "server CPU s", "rows/s", "peak RSS MiB",
-                       "growth MiB", "target", "met")))
+        rows.append(
+            (
+                r["engine"],
+                r["participants"],
+                r["slots"],
+                r["kits"],
+                r["spares"],
+                r["slots"] + r["kits"],
+                r["seconds"],
+                r["cpu"],
+                server,
+                (r["slots"] + r["kits"]) / r["seconds"],
+                r["rss_peak"],
+                r["rss_peak"] - r["rss_before"],
+                "-" if target is None else f"<= {target:g} s",
+                met,
+            )
+        )
+    print(
+        f"\nlist generate, {args.design} design (CPU: this process; server: the "
+        "PostgreSQL server's processes):"
+    )
+    print(
+        table(
+            rows,
+            (
+                "engine",
+                "participants",
+                "slots",
+                "kits",
+                "spares",
+                "sealed rows",
+                "seconds",
+                "CPU s",
+                "server CPU s",
+                "rows/s",
+                "peak RSS MiB",
+                "growth MiB",
+                "target",
+                "met",
+            ),
+        )
+    )
 
     print("\nwhere the time goes (seconds; timers around library functions):")
-    names = {"generate_schedule": "schedule", "new_code_numbers": "kit codes (draw)",
-             "code_texts": "kit codes (text)", "seal_allocations": "seal slots",
-             "seal_kit_contents": "seal kits"}
+    names = {
+        "generate_schedule": "schedule",
+        "new_code_numbers": "kit codes (draw)",
+        "code_texts": "kit codes (text)",
+        "seal_allocations": "seal slots",
+        "seal_kit_contents": "seal kits",
+    }
     split = []
     for r in results:
         phases = r["phases"]
         inside = sum(phases.get(p, 0.0) for p in PHASES)
         body = phases.get("generate_list", 0.0)
-        split.append((r["participants"], *(phases.get(p, 0.0) for p in PHASES),
-                      body - inside, r["seconds"] - body))
-    print(table(split, ("participants", *(names[p] for p in PHASES),
-                        "rest: rows, inserts, id reads", "outside (login, commit)")))
+        split.append(
+            (
+                r["participants"],
+                *(phases.get(p, 0.0) for p in PHASES),
+                body - inside,
+                r["seconds"] - body,
+            )
+        )
+    print(
+        table(
+            split,
+            (
+                "participants",
+                *(names[p] for p in PHASES),
+                "rest: rows, inserts, id reads",
+                "outside (login, commit)",
+            ),
+        )
+    )
 
     for r in results:
         if r["verify_seconds"] is not None:
-            print(f"list verify of {r['participants']:,} participants: matches "
-                  f"({r['verify_seconds']:.1f} s)")
+            print(
+                f"list verify of {r['participants']:,} participants: matches "
+                f"({r['verify_seconds']:.1f} s)"
+            )
     bare, bulk = sealing_floor()
-    print(f"\nsealing floor: AESGCM.encrypt alone {bare:.2f} us per value; "
-          f"seal_kit_contents {bulk:.2f} us per value (nonces, padding, associated data)")
+    print(
+        f"\nsealing floor: AESGCM.encrypt alone {bare:.2f} us per value; "
+        f"seal_kit_contents {bulk:.2f} us per value (nonces, padding, associated data)"
+    )
 
     if args.profile:
         with bench_place(args.db, "list_profile", args.workdir) as place:
@@ -261,8 +355,10 @@ def main() -> None:
             admin.generate_list()
             profiler.disable()
             admin.close()
-            print(f"\ncProfile of list generate for {args.profile_participants:,} "
-                  "participants, top functions by own time:")
+            print(
+                f"\ncProfile of list generate for {args.profile_participants:,} "
+                "participants, top functions by own time:"
+            )
             pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 
 

@@ -66,10 +66,22 @@ def serving(place: BenchPlace) -> Iterator[str]:
     """``randomizer serve`` for the trial in its own process; yields its base URL."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "randomizer", "--db", place.db_url, "--key-file",
-         str(place.key_file), "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "RANDOMIZER_PASSWORD": ""})
+        [
+            sys.executable,
+            "-m",
+            "randomizer",
+            "--db",
+            place.db_url,
+            "--key-file",
+            str(place.key_file),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RANDOMIZER_PASSWORD": ""},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -96,8 +108,7 @@ def refused_login(client: httpx.Client, store: Store, user: str) -> float:
     response = client.post("/api/v1/auth/token", json={"user": user, "password": WRONG})
     seconds = time.perf_counter() - begin
     if response.status_code != 401:
-        raise RuntimeError(f"expected a 401 refusal, got {response.status_code}: "
-                           f"{response.text}")
+        raise RuntimeError(f"expected a 401 refusal, got {response.status_code}: {response.text}")
     return seconds
 
 
@@ -106,15 +117,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--attempts", type=int, default=30, help="timed logins of each kind")
-    parser.add_argument("--scrypt-n", type=int, default=access.SCRYPT_N,
-                        help="scrypt cost of the users' hashes (default: production)")
+    parser.add_argument(
+        "--scrypt-n",
+        type=int,
+        default=access.SCRYPT_N,
+        help="scrypt cost of the users' hashes (default: production)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a small run: 5 timed logins of each kind"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.attempts = 5
 
     with bench_place(args.db, "login", args.workdir) as place:
         print(machine(place))
-        admin = create_trial(place, design_toml("bench-login", 10, {}),
-                             [(KNOWN, Role.INVESTIGATOR, KNOWN_PASSWORD)],
-                             scrypt_n=args.scrypt_n)
+        admin = create_trial(
+            place,
+            design_toml("bench-login", 10, {}),
+            [(KNOWN, Role.INVESTIGATOR, KNOWN_PASSWORD)],
+            scrypt_n=args.scrypt_n,
+        )
         admin.close()
         store = Store(place.db_url)
         times: dict[str, list[float]] = {KNOWN: [], UNKNOWN: []}
@@ -129,13 +152,21 @@ def main() -> None:
         finally:
             store.dispose()
 
-    rows = [(label, len(times[user]), percentile_ms(times[user], 50),
-             percentile_ms(times[user], 10), percentile_ms(times[user], 90))
-            for label, user in (("known user, wrong password", KNOWN),
-                                ("unknown user", UNKNOWN))]
-    print(f"\nrefused logins through POST /api/v1/auth/token on {place.engine}, users' "
-          f"scrypt n = {args.scrypt_n}, server's n = {access.SCRYPT_N} "
-          f"(load average {os.getloadavg()[0]:.1f}):")
+    rows = [
+        (
+            label,
+            len(times[user]),
+            percentile_ms(times[user], 50),
+            percentile_ms(times[user], 10),
+            percentile_ms(times[user], 90),
+        )
+        for label, user in (("known user, wrong password", KNOWN), ("unknown user", UNKNOWN))
+    ]
+    print(
+        f"\nrefused logins through POST /api/v1/auth/token on {place.engine}, users' "
+        f"scrypt n = {args.scrypt_n}, server's n = {access.SCRYPT_N} "
+        f"(load average {os.getloadavg()[0]:.1f}):"
+    )
     print(table(rows, ("login", "attempts", "median ms", "p10 ms", "p90 ms")))
     difference = (statistics.median(times[UNKNOWN]) - statistics.median(times[KNOWN])) * 1000
     print(f"\nmedian(unknown) - median(known, wrong password) = {difference:+.1f} ms")

@@ -85,8 +85,20 @@ runpy.run_module("randomizer", run_name="__main__", alter_sys=True)
 
 def run_command(source: Path, participants: int, flag: str, out: Path) -> Run:
     """``randomizer list preview ... flag`` in a child process, stdout to ``out``."""
-    args = [sys.executable, "-c", _MEASURED, "list", "preview", "--design", DESIGN,
-            "--seed", SEED, "--participants", str(participants), flag]
+    args = [
+        sys.executable,
+        "-c",
+        _MEASURED,
+        "list",
+        "preview",
+        "--design",
+        DESIGN,
+        "--seed",
+        SEED,
+        "--participants",
+        str(participants),
+        flag,
+    ]
     env = {**os.environ, "PYTHONPATH": str(source)}
     with out.open("wb") as sink:
         start = time.perf_counter()
@@ -101,16 +113,27 @@ def run_command(source: Path, participants: int, flag: str, out: Path) -> Run:
     if child.returncode != 0 or measured is None:
         raise SystemExit(f"the command failed ({child.returncode}): {error}")
     own, own_cpu, peak = measured.groups()
-    return Run(wall, usage.ru_utime + usage.ru_stime, float(own), float(own_cpu),
-               int(peak) / 1024, out.stat().st_size)
+    return Run(
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        float(own),
+        float(own_cpu),
+        int(peak) / 1024,
+        out.stat().st_size,
+    )
 
 
 def best_run(source: Path, participants: int, flag: str, out: Path, repeat: int) -> Run:
     """The least of each time over ``repeat`` runs; peak RSS is the largest seen."""
     runs = [run_command(source, participants, flag, out) for _ in range(max(1, repeat))]
-    return Run(min(r.wall for r in runs), min(r.cpu for r in runs),
-               min(r.own_wall for r in runs), min(r.own_cpu for r in runs),
-               max(r.rss_mib for r in runs), runs[0].output_bytes)
+    return Run(
+        min(r.wall for r in runs),
+        min(r.cpu for r in runs),
+        min(r.own_wall for r in runs),
+        min(r.own_cpu for r in runs),
+        max(r.rss_mib for r in runs),
+        runs[0].output_bytes,
+    )
 
 
 def best_of(run: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -131,7 +154,8 @@ def write_seconds(size: int, out: Path, repeat: int) -> tuple[float, float]:
     def write() -> None:
         with out.open("wb") as sink:
             for offset in range(0, size, len(piece)):
-                sink.write(piece[:size - offset])
+                sink.write(piece[: size - offset])
+
     try:
         return best_of(write, repeat)
     finally:
@@ -150,16 +174,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--participants", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workdir", default=None, metavar="DIR",
-                        help="where the output files go (default: the system temporary "
-                             "directory)")
-    parser.add_argument("--source", type=Path, default=ROOT, metavar="CHECKOUT",
-                        help="run the command from this checkout (default: this one)")
-    parser.add_argument("--formats", nargs="+", choices=("json", "csv"), default=["json", "csv"],
-                        help="which outputs to time (an older checkout may have no --csv)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_PARTICIPANTS:,} participants, one run each: checks "
-                             "that the benchmark works, not how fast")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="where the output files go (default: the system temporary directory)",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        metavar="CHECKOUT",
+        help="run the command from this checkout (default: this one)",
+    )
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        choices=("json", "csv"),
+        default=["json", "csv"],
+        help="which outputs to time (an older checkout may have no --csv)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_PARTICIPANTS:,} participants, one run each: checks "
+        "that the benchmark works, not how fast",
+    )
     args = parser.parse_args()
     participants: int = QUICK_PARTICIPANTS if args.quick else args.participants
     repeat: int = 1 if args.quick else args.repeat
@@ -177,26 +217,63 @@ def main() -> None:
             run = best_run(source, participants, flag, out, repeat)
             write = write_seconds(run.output_bytes, out, repeat)
             limit = (2 * generator[0] + write[0], 2 * generator[1] + write[1])
-            rows.append((f"list preview {flag}", participants, run.output_bytes / 2**20,
-                         run.wall, run.cpu, run.own_wall, limit[0], run.own_cpu, limit[1],
-                         run.rss_mib))
-            verdicts.append((flag, run.own_wall < limit[0], run.own_cpu < limit[1],
-                             run.rss_mib < TARGET_RSS_MIB))
+            rows.append(
+                (
+                    f"list preview {flag}",
+                    participants,
+                    run.output_bytes / 2**20,
+                    run.wall,
+                    run.cpu,
+                    run.own_wall,
+                    limit[0],
+                    run.own_cpu,
+                    limit[1],
+                    run.rss_mib,
+                )
+            )
+            verdicts.append(
+                (
+                    flag,
+                    run.own_wall < limit[0],
+                    run.own_cpu < limit[1],
+                    run.rss_mib < TARGET_RSS_MIB,
+                )
+            )
     print(f"load average after: {load_average()}")
-    print(f"\n{DESIGN}, {participants:,} participants (one stratum), command run from "
-          f"{source}")
-    print(f"the command for --participants 1: {fixed.wall:.2f} s wall, {fixed.cpu:.2f} s CPU "
-          f"({fixed.own_wall:.3f} s after its imports), {fixed.rss_mib:.0f} MiB")
+    print(f"\n{DESIGN}, {participants:,} participants (one stratum), command run from {source}")
+    print(
+        f"the command for --participants 1: {fixed.wall:.2f} s wall, {fixed.cpu:.2f} s CPU "
+        f"({fixed.own_wall:.3f} s after its imports), {fixed.rss_mib:.0f} MiB"
+    )
     print(f"generator alone: {generator[0]:.3f} s wall, {generator[1]:.3f} s CPU")
-    print("own = the command after its imports (parsing, generating, writing); "
-          "limit = 2 x generator + writing the bytes")
-    print(table(rows, ("command", "participants", "output MiB", "wall s", "CPU s",
-                       "own wall s", "limit wall s", "own CPU s", "limit CPU s",
-                       "peak RSS MiB")))
+    print(
+        "own = the command after its imports (parsing, generating, writing); "
+        "limit = 2 x generator + writing the bytes"
+    )
+    print(
+        table(
+            rows,
+            (
+                "command",
+                "participants",
+                "output MiB",
+                "wall s",
+                "CPU s",
+                "own wall s",
+                "limit wall s",
+                "own CPU s",
+                "limit CPU s",
+                "peak RSS MiB",
+            ),
+        )
+    )
     for flag, fast_wall, fast_cpu, small in verdicts:
-        print(f"{flag}: own time under the limit: wall {'yes' if fast_wall else 'NO'}, CPU "
-              f"{'yes' if fast_cpu else 'NO'}; peak RSS under {TARGET_RSS_MIB:.0f} MiB: "
-              f"{'yes' if small else 'NO'}")
+        print(
+            f"{flag}: own time under the limit: wall {'yes' if fast_wall else 'NO'}, CPU "
+            f"{'yes' if fast_cpu else 'NO'}; peak RSS under {TARGET_RSS_MIB:.0f} MiB: "
+            f"{'yes' if small else 'NO'}"
+        )
+
 
 if __name__ == "__main__":
     main()

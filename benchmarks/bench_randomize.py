@@ -79,8 +79,9 @@ def investigator(index: int) -> tuple[str, str]:
 
 def randomize_one(backend: Backend, participant: int, on: date) -> None:
     """Randomize participant number ``participant`` (stratum by parity)."""
-    backend.randomize(f"P-{participant:07d}", SITE, {"type": LEVELS[participant % 2]},
-                      dict(ANSWERS), on)
+    backend.randomize(
+        f"P-{participant:07d}", SITE, {"type": LEVELS[participant % 2]}, dict(ANSWERS), on
+    )
 
 
 # the client process -------------------------------------------------------------------
@@ -95,11 +96,15 @@ def client(config: dict[str, Any]) -> int:
     user, password = str(config["user"]), str(config["password"])
     backend: Backend
     if config.get("server"):
-        backend = HttpBackend(str(config["server"]),
-                              credentials=lambda: Credentials(user, password))
+        backend = HttpBackend(
+            str(config["server"]), credentials=lambda: Credentials(user, password)
+        )
     else:
-        backend = LocalBackend(str(config["db_url"]), Path(str(config["key_file"])),
-                               lambda: Credentials(user, password))
+        backend = LocalBackend(
+            str(config["db_url"]),
+            Path(str(config["key_file"])),
+            lambda: Credentials(user, password),
+        )
     today = audit.now_utc().astimezone().date()  # the service's local calendar
     warmup = [int(p) for p in config["warmup"]]
     timed_ids = [int(p) for p in config["participants"]]
@@ -122,8 +127,12 @@ def client(config: dict[str, Any]) -> int:
     end = time.monotonic()
     cpu = time.process_time() - cpu
     backend.close()
-    print(json.dumps({"start": start, "end": end, "latencies": latencies,
-                      "refusals": refusals, "cpu": cpu}), flush=True)
+    print(
+        json.dumps(
+            {"start": start, "end": end, "latencies": latencies, "refusals": refusals, "cpu": cpu}
+        ),
+        flush=True,
+    )
     return 0
 
 
@@ -150,8 +159,9 @@ class RunResult:
         return (self.calls - len(self.refusals)) / self.wall
 
 
-def run_clients(place: BenchPlace, clients: int, first: int, calls: int,
-                warmup: int, server: str | None = None) -> RunResult:
+def run_clients(
+    place: BenchPlace, clients: int, first: int, calls: int, warmup: int, server: str | None = None
+) -> RunResult:
     """Start ``clients`` processes randomizing ``calls`` participants from number ``first``.
 
     They work in process (``LocalBackend``), or through the trial server at ``server``.
@@ -160,13 +170,24 @@ def run_clients(place: BenchPlace, clients: int, first: int, calls: int,
     processes = []
     for index in range(clients):
         user, password = investigator(index)
-        config = {"db_url": place.db_url, "key_file": str(place.key_file), "user": user,
-                  "password": password, "server": server,
-                  "warmup": list(range(first + index * warmup, first + (index + 1) * warmup)),
-                  "participants": ids[index::clients]}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--client", json.dumps(config)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        config = {
+            "db_url": place.db_url,
+            "key_file": str(place.key_file),
+            "user": user,
+            "password": password,
+            "server": server,
+            "warmup": list(range(first + index * warmup, first + (index + 1) * warmup)),
+            "participants": ids[index::clients],
+        }
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--client", json.dumps(config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         for process in processes:
             assert process.stdout is not None
@@ -193,9 +214,15 @@ def run_clients(place: BenchPlace, clients: int, first: int, calls: int,
     end = max(float(r["end"]) for r in reports)
     latencies = [float(x) for r in reports for x in r["latencies"]]
     refusals = [str(x) for r in reports for x in r["refusals"]]
-    return RunResult(clients=clients, calls=len(latencies), wall=end - start,
-                     latencies=latencies, refusals=refusals,
-                     cpu=sum(float(r["cpu"]) for r in reports), load=os.getloadavg()[0])
+    return RunResult(
+        clients=clients,
+        calls=len(latencies),
+        wall=end - start,
+        latencies=latencies,
+        refusals=refusals,
+        cpu=sum(float(r["cpu"]) for r in reports),
+        load=os.getloadavg()[0],
+    )
 
 
 def password_cost(n: int, repeat: int) -> float:
@@ -236,14 +263,21 @@ def profile(place: BenchPlace, first: int, calls: int) -> None:
     backend.close()
     stats = pstats.Stats(profiler)
     total = stats.total_tt  # type: ignore[attr-defined]
-    print(f"\nprofile: {calls} randomize calls in this process, "
-          f"{total / calls * 1000:.2f} ms per call under cProfile")
-    raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]] = \
-        stats.stats  # type: ignore[attr-defined]
+    print(
+        f"\nprofile: {calls} randomize calls in this process, "
+        f"{total / calls * 1000:.2f} ms per call under cProfile"
+    )
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]] = stats.stats  # type: ignore[attr-defined]
     rows = []
     for label, file_end, function in PHASES:
-        cumulative = max((v[3] for (path, _line, name), v in raw.items()
-                          if path.endswith(file_end) and name.endswith(function)), default=0.0)
+        cumulative = max(
+            (
+                v[3]
+                for (path, _line, name), v in raw.items()
+                if path.endswith(file_end) and name.endswith(function)
+            ),
+            default=0.0,
+        )
         if cumulative or not label.startswith("  "):
             rows.append((label, cumulative / calls * 1000, 100 * cumulative / total))
     print(table(rows, ("phase (cumulative, overlapping)", "ms/call", "% of call")))
@@ -293,9 +327,13 @@ class HandWritten:
         if self.postgres:
             import psycopg
 
-            self.connection: Any = psycopg.connect(host=url.host, port=url.port,
-                                                   user=url.username, password=url.password,
-                                                   dbname=url.database)
+            self.connection: Any = psycopg.connect(
+                host=url.host,
+                port=url.port,
+                user=url.username,
+                password=url.password,
+                dbname=url.database,
+            )
         else:
             self.connection = sqlite3.connect(str(url.database), isolation_level=None)
             self.connection.execute("PRAGMA synchronous = FULL")
@@ -324,20 +362,22 @@ class HandWritten:
         self._begin(write=False)
         self._q("SELECT version_num FROM alembic_version")
         self._q("SELECT id FROM trial")
-        stored = self._q("SELECT password_hash, disabled FROM users WHERE name = ?",
-                         (self.user,))[0]
+        stored = self._q("SELECT password_hash, disabled FROM users WHERE name = ?", (self.user,))[
+            0
+        ]
         self._end(commit=False)
         assert verify_password(self.password, stored[0]) and not stored[1]
         self._begin(write=True)
         trial_id, wrapped = self._q("SELECT id, wrapped_data_key FROM trial")[0]
-        vault = Vault(unwrap_data_key(read_key_file(self.place.key_file), bytes(wrapped)),
-                      trial_id)
+        vault = Vault(unwrap_data_key(read_key_file(self.place.key_file), bytes(wrapped)), trial_id)
         self._q("SELECT id, role FROM users WHERE name = ?", (self.user,))
         assert not self._q("SELECT id FROM participants WHERE code = ?", (code,))
         stratum, position, sequence = self._q(
-            "SELECT id, position, next_sequence FROM strata WHERE key = ?" + lock, (key,))[0]
-        slot = self._q("SELECT id FROM slots WHERE stratum_id = ? AND sequence = ?",
-                       (stratum, sequence))[0][0]
+            "SELECT id, position, next_sequence FROM strata WHERE key = ?" + lock, (key,)
+        )[0]
+        slot = self._q(
+            "SELECT id FROM slots WHERE stratum_id = ? AND sequence = ?", (stratum, sequence)
+        )[0][0]
         now = datetime.now(UTC)
         stamp: Any = now.replace(tzinfo=None)
         day: Any = now.date()
@@ -345,37 +385,60 @@ class HandWritten:
             stamp, day = stamp.isoformat(" "), day.isoformat()
         number = f"R-{position}-{sequence:03d}"
         row = (code, SITE, stratum, slot, number, day, stamp, self.user, json.dumps(ANSWERS))
-        insert = ("INSERT INTO participants (code, site, stratum_id, slot_id, "
-                  "randomization_number, randomized_on, randomized_at, randomized_by, answers) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        insert = (
+            "INSERT INTO participants (code, site, stratum_id, slot_id, "
+            "randomization_number, randomized_on, randomized_at, randomized_by, answers) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         if self.postgres:
             participant_id = self._q(insert + " RETURNING id", row)[0][0]
         else:
             self._q(insert, row)
             participant_id = self.cursor.lastrowid
         self._q("UPDATE strata SET next_sequence = ? WHERE id = ?", (sequence + 1, stratum))
-        kit_id, kit = self._q("SELECT id, code FROM kits WHERE slot_id = ? AND visit = 1",
-                              (slot,))[0]
-        self._q("UPDATE kits SET status = 'dispensed', participant_id = ?, dispensed_at = ?, "
-                "visit_date = ? WHERE id = ?", (participant_id, stamp, day, kit_id))
+        kit_id, kit = self._q("SELECT id, code FROM kits WHERE slot_id = ? AND visit = 1", (slot,))[
+            0
+        ]
+        self._q(
+            "UPDATE kits SET status = 'dispensed', participant_id = ?, dispensed_at = ?, "
+            "visit_date = ? WHERE id = ?",
+            (participant_id, stamp, day, kit_id),
+        )
         head_seq, head_mac = self._q("SELECT seq, mac FROM audit_head WHERE id = 1" + lock)[0]
         assert not self._q("SELECT seq FROM audit_events WHERE seq = ?", (head_seq + 1,))
         at = audit.utc_text(now)
         events = []
         previous = head_mac
         for seq, action, subject, details in (
-                (head_seq + 1, "auth.login", "randomize", {}),
-                (head_seq + 2, "randomize", code, {"randomization_number": number,
-                                                    "kit": kit, "visit": 1})):
-            body = audit.canonical(seq, at, self.user, "investigator", action, subject, "",
-                                   details)
+            (head_seq + 1, "auth.login", "randomize", {}),
+            (
+                head_seq + 2,
+                "randomize",
+                code,
+                {"randomization_number": number, "kit": kit, "visit": 1},
+            ),
+        ):
+            body = audit.canonical(seq, at, self.user, "investigator", action, subject, "", details)
             mac = audit.event_mac(vault.audit_key(), previous, body)
-            events.append((seq, at, self.user, "investigator", action, subject, "",
-                           json.dumps(details, sort_keys=True, ensure_ascii=False),
-                           previous, mac))
+            events.append(
+                (
+                    seq,
+                    at,
+                    self.user,
+                    "investigator",
+                    action,
+                    subject,
+                    "",
+                    json.dumps(details, sort_keys=True, ensure_ascii=False),
+                    previous,
+                    mac,
+                )
+            )
             previous = mac
-        insert = ('INSERT INTO audit_events (seq, at, "user", role, action, subject, reason, '
-                  "details, prev_mac, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        insert = (
+            'INSERT INTO audit_events (seq, at, "user", role, action, subject, reason, '
+            "details, prev_mac, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         self.cursor.executemany(insert.replace("?", "%s") if self.postgres else insert, events)
         self._q("UPDATE audit_head SET seq = ?, mac = ? WHERE id = 1", (head_seq + 2, previous))
         self._end(commit=True)
@@ -393,33 +456,48 @@ def floor(place: BenchPlace, first: int, calls: int) -> None:
     today = backend.today()
     randomize_one(backend, first, today)  # warm: connection, caches
     with backend.store.engine.connect() as conn:
-        pid = _backend_pid(conn.connection.driver_connection) if place.engine != "sqlite" \
-            else None
-    rows.append(("LocalBackend.randomize", *_per_call(
-        lambda p: randomize_one(backend, p, today), range(first + 1, first + 1 + calls), pid)))
+        pid = _backend_pid(conn.connection.driver_connection) if place.engine != "sqlite" else None
+    rows.append(
+        (
+            "LocalBackend.randomize",
+            *_per_call(
+                lambda p: randomize_one(backend, p, today), range(first + 1, first + 1 + calls), pid
+            ),
+        )
+    )
     backend.close()
     by_hand = HandWritten(place, user, password)
     start = first + 1 + calls
     by_hand.randomize(start)
-    rows.append(("the same SQL by hand (raw driver)", *_per_call(
-        by_hand.randomize, range(start + 1, start + 1 + calls), by_hand.server_pid)))
+    rows.append(
+        (
+            "the same SQL by hand (raw driver)",
+            *_per_call(by_hand.randomize, range(start + 1, start + 1 + calls), by_hand.server_pid),
+        )
+    )
     by_hand.close()
     print(f"\nfloor: {calls} randomizations in this process, one after another")
     print(table(rows, ("how", "wall ms/call", "client CPU ms/call", "server CPU ms/call")))
-    print("(server CPU: the PostgreSQL backend's, read from /proc when the server is local; "
-          "SQLite runs inside the client)")
+    print(
+        "(server CPU: the PostgreSQL backend's, read from /proc when the server is local; "
+        "SQLite runs inside the client)"
+    )
 
 
-def _per_call(run: Callable[[int], None], participants: range,
-              server_pid: int | None) -> tuple[float, float, float]:
+def _per_call(
+    run: Callable[[int], None], participants: range, server_pid: int | None
+) -> tuple[float, float, float]:
     cpu, server = time.process_time(), _server_cpu(server_pid)
     start = time.perf_counter()
     for participant in participants:
         run(participant)
     wall = time.perf_counter() - start
     n = len(participants)
-    return (1000 * wall / n, 1000 * (time.process_time() - cpu) / n,
-            1000 * (_server_cpu(server_pid) - server) / n)
+    return (
+        1000 * wall / n,
+        1000 * (time.process_time() - cpu) / n,
+        1000 * (_server_cpu(server_pid) - server) / n,
+    )
 
 
 def main() -> None:
@@ -428,26 +506,51 @@ def main() -> None:
         sys.exit(client(json.loads(sys.argv[2])))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8],
-                        help="client process counts to run (default: 1 8)")
-    parser.add_argument("--calls", type=int, default=1000,
-                        help="timed randomizations per run, split over the clients")
-    parser.add_argument("--warmup", type=int, default=5,
-                        help="untimed randomizations per client before the start")
-    parser.add_argument("--scrypt-n", type=int, default=BENCH_SCRYPT_N,
-                        help="scrypt cost of the users' stored hashes (default 2**10; "
-                             f"production is {access.SCRYPT_N})")
-    parser.add_argument("--auth-repeat", type=int, default=10,
-                        help="verify_password timings per cost (best is reported)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile randomize in this process")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="client process counts to run (default: 1 8)",
+    )
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=1000,
+        help="timed randomizations per run, split over the clients",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed randomizations per client before the start"
+    )
+    parser.add_argument(
+        "--scrypt-n",
+        type=int,
+        default=BENCH_SCRYPT_N,
+        help="scrypt cost of the users' stored hashes (default 2**10; "
+        f"production is {access.SCRYPT_N})",
+    )
+    parser.add_argument(
+        "--auth-repeat",
+        type=int,
+        default=10,
+        help="verify_password timings per cost (best is reported)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile randomize in this process"
+    )
     parser.add_argument("--profile-calls", type=int, default=300)
-    parser.add_argument("--floor", action="store_true",
-                        help="also time the same SQL written by hand, in this process")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the same SQL written by hand, in this process",
+    )
     parser.add_argument("--floor-calls", type=int, default=300)
-    parser.add_argument("--quick", action="store_true",
-                        help="1 and 2 clients, 20 calls, one password timing each: checks "
-                             "that the benchmark works, not how fast")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 and 2 clients, 20 calls, one password timing each: checks "
+        "that the benchmark works, not how fast",
+    )
     args = parser.parse_args()
     if args.quick:
         args.clients, args.calls, args.warmup, args.auth_repeat = [1, 2], 20, 1, 1
@@ -455,31 +558,45 @@ def main() -> None:
     clients: list[int] = args.clients
     calls: int = args.calls
     warmup: int = args.warmup
-    needed = sum(calls + c * warmup for c in clients) + (args.profile_calls + 1) * args.profile \
+    needed = (
+        sum(calls + c * warmup for c in clients)
+        + (args.profile_calls + 1) * args.profile
         + (2 * args.floor_calls + 2) * args.floor
+    )
     per_stratum = needed // len(LEVELS) + 10
 
     with bench_place(args.db, "randomize", args.workdir) as place:
         print(machine(place))
         print(f"load average before: {load_average()}")
-        users = [(investigator(i)[0], Role.INVESTIGATOR, investigator(i)[1])
-                 for i in range(max(clients))]
-        admin = create_trial(place, design_toml("bench-randomize", per_stratum,
-                                                {"type": list(LEVELS)}), users, args.scrypt_n)
+        users = [
+            (investigator(i)[0], Role.INVESTIGATOR, investigator(i)[1]) for i in range(max(clients))
+        ]
+        admin = create_trial(
+            place,
+            design_toml("bench-randomize", per_stratum, {"type": list(LEVELS)}),
+            users,
+            args.scrypt_n,
+        )
         _summary, seconds = timed(admin.generate_list)
         admin.close()
-        print(f"trial: 2 strata x {per_stratum:,} slots, 1 visit; list generated in "
-              f"{seconds:.1f} s; users' scrypt cost n={args.scrypt_n}")
+        print(
+            f"trial: 2 strata x {per_stratum:,} slots, 1 visit; list generated in "
+            f"{seconds:.1f} s; users' scrypt cost n={args.scrypt_n}"
+        )
 
         production = password_cost(access.SCRYPT_N, max(3, args.auth_repeat // 3))
         cheap = password_cost(args.scrypt_n, args.auth_repeat)
         cores = os.cpu_count() or 1
-        print("\nauthentication (one verify_password, best of several; every operation "
-              "does one):")
-        print(table([
-            (f"production n={access.SCRYPT_N}", production * 1000, cores / production),
-            (f"benchmark users n={args.scrypt_n}", cheap * 1000, cores / cheap),
-        ], ("stored hash cost", "ms per login", f"logins/s ceiling on {cores} cores")))
+        print("\nauthentication (one verify_password, best of several; every operation does one):")
+        print(
+            table(
+                [
+                    (f"production n={access.SCRYPT_N}", production * 1000, cores / production),
+                    (f"benchmark users n={args.scrypt_n}", cheap * 1000, cores / cheap),
+                ],
+                ("stored hash cost", "ms per login", f"logins/s ceiling on {cores} cores"),
+            )
+        )
 
         results = []
         first = 1
@@ -489,17 +606,48 @@ def main() -> None:
             results.append(result)
             for refusal in sorted(set(result.refusals))[:5]:
                 print(f"  refusal ({count} clients): {refusal}")
-        print(f"\nrandomize on {place.engine}, users' hash n={args.scrypt_n} "
-              f"({cheap * 1000:.1f} ms of each call is password hashing):")
-        print(table([(place.engine, r.clients, r.calls, r.wall, r.rate,
-                      percentile_ms(r.latencies, 50), percentile_ms(r.latencies, 99),
-                      max(r.latencies) * 1000, len(r.refusals), 1000 * r.cpu / r.calls,
-                      r.load) for r in results],
-                    ("engine", "clients", "calls", "wall s", "per s", "p50 ms", "p99 ms",
-                     "max ms", "refused", "client CPU ms/call", "load avg")))
-        print("(client CPU: user + system time of the client processes per call; the "
-              "database server's CPU is not included. load avg: the machine's 1-minute "
-              "load when the run ended; above the core count, other work competed.)")
+        print(
+            f"\nrandomize on {place.engine}, users' hash n={args.scrypt_n} "
+            f"({cheap * 1000:.1f} ms of each call is password hashing):"
+        )
+        print(
+            table(
+                [
+                    (
+                        place.engine,
+                        r.clients,
+                        r.calls,
+                        r.wall,
+                        r.rate,
+                        percentile_ms(r.latencies, 50),
+                        percentile_ms(r.latencies, 99),
+                        max(r.latencies) * 1000,
+                        len(r.refusals),
+                        1000 * r.cpu / r.calls,
+                        r.load,
+                    )
+                    for r in results
+                ],
+                (
+                    "engine",
+                    "clients",
+                    "calls",
+                    "wall s",
+                    "per s",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "refused",
+                    "client CPU ms/call",
+                    "load avg",
+                ),
+            )
+        )
+        print(
+            "(client CPU: user + system time of the client processes per call; the "
+            "database server's CPU is not included. load avg: the machine's 1-minute "
+            "load when the run ended; above the core count, other work competed.)"
+        )
         if args.profile:
             profile(place, first, args.profile_calls)
             first += args.profile_calls + 1

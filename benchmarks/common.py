@@ -54,14 +54,22 @@ hashing' numbers are not dominated by it (parameters are stored beside each hash
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--db`` and ``--workdir``, shared by every benchmark."""
-    parser.add_argument("--db", default="sqlite", metavar="URL",
-                        help="'sqlite' (default: a file in a temporary directory) or a "
-                             "PostgreSQL server URL such as postgresql+psycopg://postgres@"
-                             "127.0.0.1:54329/postgres (a fresh database is created on it "
-                             "and dropped afterwards)")
-    parser.add_argument("--workdir", default=None, metavar="DIR",
-                        help="where temporary files (SQLite database, key file) go "
-                             "(default: the system temporary directory)")
+    parser.add_argument(
+        "--db",
+        default="sqlite",
+        metavar="URL",
+        help="'sqlite' (default: a file in a temporary directory) or a "
+        "PostgreSQL server URL such as postgresql+psycopg://postgres@"
+        "127.0.0.1:54329/postgres (a fresh database is created on it "
+        "and dropped afterwards)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="where temporary files (SQLite database, key file) go "
+        "(default: the system temporary directory)",
+    )
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,9 @@ def bench_place(db: str, name: str, workdir: str | None = None) -> Iterator[Benc
     directory = Path(tempfile.mkdtemp(prefix=f"bench_{name}_", dir=workdir))
     try:
         if db == "sqlite" or make_url(db).get_backend_name() == "sqlite":
-            yield BenchPlace(f"sqlite:///{directory / 'trial.db'}", directory / "trial.key",
-                             directory, "sqlite")
+            yield BenchPlace(
+                f"sqlite:///{directory / 'trial.db'}", directory / "trial.key", directory, "sqlite"
+            )
             return
         with scratch_database(db, f"bench_{name}") as url:
             yield BenchPlace(url, directory / "trial.key", directory, "postgresql")
@@ -105,9 +114,12 @@ def scrypt_cost(n: int) -> Iterator[None]:
         access.SCRYPT_N = saved
 
 
-def create_trial(place: BenchPlace, design_toml: str,
-                 users: Iterable[tuple[str, Role, str]] = (),
-                 scrypt_n: int = BENCH_SCRYPT_N) -> LocalBackend:
+def create_trial(
+    place: BenchPlace,
+    design_toml: str,
+    users: Iterable[tuple[str, Role, str]] = (),
+    scrypt_n: int = BENCH_SCRYPT_N,
+) -> LocalBackend:
     """``randomizer init`` with ``design_toml`` plus ``users``; returns the admin's backend.
 
     Every hash, the admin's included, is made at scrypt cost ``scrypt_n``.
@@ -120,19 +132,29 @@ def create_trial(place: BenchPlace, design_toml: str,
     return admin
 
 
-def design_toml(trial_id: str, stratum_length: int, factors: dict[str, list[str]],
-                visits: int = 1, block_sizes: Sequence[int] = (2, 4, 6),
-                criteria: bool = True) -> str:
+def design_toml(
+    trial_id: str,
+    stratum_length: int,
+    factors: dict[str, list[str]],
+    visits: int = 1,
+    block_sizes: Sequence[int] = (2, 4, 6),
+    criteria: bool = True,
+) -> str:
     """A 1:1 two-arm design; ``spare_fraction`` 0, ``visits`` dosing visits 28 days apart."""
     return designs.design_toml(
-        trial_id=trial_id, title=f"Benchmark trial {trial_id}",
+        trial_id=trial_id,
+        title=f"Benchmark trial {trial_id}",
         planned_participants=stratum_length * math.prod(len(v) for v in factors.values()),
-        stratum_length=stratum_length, arms=["active", "placebo"], block_sizes=block_sizes,
+        stratum_length=stratum_length,
+        arms=["active", "placebo"],
+        block_sizes=block_sizes,
         factors=factors,
         criteria=[designs.AGE, designs.must_be_yes("consent", "Written consent?")]
-        if criteria else (),
+        if criteria
+        else (),
         visits=[(f"Visit {n + 1}", 28 * n, 0 if n == 0 else 3) for n in range(visits)],
-        spare_fraction=0.0)
+        spare_fraction=0.0,
+    )
 
 
 # timing and reporting -------------------------------------------------------------------
@@ -179,9 +201,12 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
     lines = []
     for row in cells:
-        lines.append("  ".join(c.rjust(w) if right else c.ljust(w)
-                               for c, w, right in zip(row, widths, numeric, strict=True))
-                     .rstrip())
+        lines.append(
+            "  ".join(
+                c.rjust(w) if right else c.ljust(w)
+                for c, w, right in zip(row, widths, numeric, strict=True)
+            ).rstrip()
+        )
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -205,8 +230,10 @@ def machine(place: BenchPlace | None = None) -> str:
     except OSError:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    text = (f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB RAM, Python "
-            f"{platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}")
+    text = (
+        f"{os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB RAM, Python "
+        f"{platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}"
+    )
     if place is not None:
         text += f"; {engine_version(place.db_url)}"
     return text
@@ -273,8 +300,9 @@ def server_cpu_seconds(db_url: str) -> float | None:
     return total
 
 
-def copy_rows(conn: Connection, table_name: str, columns: Sequence[str],
-              rows: Iterable[Sequence[Any]]) -> None:
+def copy_rows(
+    conn: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
     """Bulk-insert plain rows (str/int/bytes/None) in ``conn``'s transaction.
 
     PostgreSQL: ``COPY ... FROM STDIN``; SQLite: the driver's ``executemany``. Values are

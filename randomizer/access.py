@@ -95,8 +95,7 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;
 the service layer enforces that state check."""
 
-UNLOCK_GATED = frozenset({Permission.VERIFY_LIST, Permission.UNBLIND_ALL,
-                          Permission.REPORT_ARMS})
+UNLOCK_GATED = frozenset({Permission.VERIFY_LIST, Permission.UNBLIND_ALL, Permission.REPORT_ARMS})
 """Permissions a statistician holds only once the trial is locked."""
 
 
@@ -112,15 +111,18 @@ def parse_role(text: str) -> Role:
     try:
         return Role(text.strip().lower())
     except ValueError:
-        raise InvalidInput(f"unknown role {text!r}: use one of "
-                           f"{', '.join(r.value for r in Role)}") from None
+        raise InvalidInput(
+            f"unknown role {text!r}: use one of {', '.join(r.value for r in Role)}"
+        ) from None
 
 
 def check_user_name(name: str) -> str:
     """Validate a user name (letter first; letters, digits, . _ -; at most 64)."""
     if not USER_NAME.fullmatch(name):  # match() would let "alice\n" through
-        raise InvalidInput(f"user name {name!r} is not valid: start with a letter, then "
-                           "letters, digits, '.', '_' or '-' (at most 64)")
+        raise InvalidInput(
+            f"user name {name!r} is not valid: start with a letter, then "
+            "letters, digits, '.', '_' or '-' (at most 64)"
+        )
     return name
 
 
@@ -138,8 +140,14 @@ def check_password(password: str) -> str:
     return password
 
 
-def hash_password(password: str, *, n: int | None = None, r: int = SCRYPT_R,
-                  p: int = SCRYPT_P, salt: bytes | None = None) -> str:
+def hash_password(
+    password: str,
+    *,
+    n: int | None = None,
+    r: int = SCRYPT_R,
+    p: int = SCRYPT_P,
+    salt: bytes | None = None,
+) -> str:
     """A salted scrypt hash, stored as ``scrypt$n$r$p$salt$hash`` (base64 parts).
 
     ``n`` defaults to the module's ``SCRYPT_N`` at call time.
@@ -165,16 +173,23 @@ def verify_password(password: str, stored: str) -> bool:
         n, r, p = int(n_text), int(r_text), int(p_text)
     except ValueError:
         return False
-    if not (n <= MAX_SCRYPT_N and r <= MAX_SCRYPT_R and p <= MAX_SCRYPT_P
-            and 128 * n * r <= MAX_SCRYPT_MEMORY and n * r * p <= MAX_SCRYPT_WORK
-            and (r < 1 or n < 2 ** (16 * r))):
+    if not (
+        n <= MAX_SCRYPT_N
+        and r <= MAX_SCRYPT_R
+        and p <= MAX_SCRYPT_P
+        and 128 * n * r <= MAX_SCRYPT_MEMORY
+        and n * r * p <= MAX_SCRYPT_WORK
+        and (r < 1 or n < 2 ** (16 * r))
+    ):
         raise DamagedRecord(
             f"a stored password hash asks for scrypt n={n_text[:20]}, r={r_text[:20]}, "
             f"p={p_text[:20]}, a cost no release writes: the users table was altered or "
-            "damaged")
+            "damaged"
+        )
     try:
-        candidate = Scrypt(salt=base64.b64decode(salt), length=32, n=n, r=r,
-                           p=p).derive(password.encode("utf-8", "surrogatepass"))
+        candidate = Scrypt(salt=base64.b64decode(salt), length=32, n=n, r=r, p=p).derive(
+            password.encode("utf-8", "surrogatepass")
+        )
     except (ValueError, UnicodeEncodeError):
         return False
     return hmac.compare_digest(candidate, base64.b64decode(digest))

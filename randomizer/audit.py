@@ -85,13 +85,30 @@ def utc_text(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def canonical(seq: int, at: str, user: str, role: str, action: str, subject: str,
-              reason: str, details: Mapping[str, Any]) -> bytes:
+def canonical(
+    seq: int,
+    at: str,
+    user: str,
+    role: str,
+    action: str,
+    subject: str,
+    reason: str,
+    details: Mapping[str, Any],
+) -> bytes:
     """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8)."""
-    event = {"seq": seq, "at": at, "user": user, "role": role, "action": action,
-             "subject": subject, "reason": reason, "details": details}
-    return json.dumps(event, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    event = {
+        "seq": seq,
+        "at": at,
+        "user": user,
+        "role": role,
+        "action": action,
+        "subject": subject,
+        "reason": reason,
+        "details": details,
+    }
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def event_mac(key: bytes, prev_mac: str, body: bytes) -> str:
@@ -107,9 +124,18 @@ def start_chain(session: Session) -> None:
     session.add(AuditHead(id=1, seq=0, mac=GENESIS_MAC))
 
 
-def append(session: Session, key: bytes, *, now: datetime, user: str, role: str,
-           action: str, subject: str = "", reason: str = "",
-           details: Mapping[str, Any] | None = None) -> AuditEvent:
+def append(
+    session: Session,
+    key: bytes,
+    *,
+    now: datetime,
+    user: str,
+    role: str,
+    action: str,
+    subject: str = "",
+    reason: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
     """Append one event inside the caller's transaction; the head row lock serialises writers.
 
     The user name, subject and reason are cut to :data:`USER_MAX`,
@@ -117,28 +143,50 @@ def append(session: Session, key: bytes, *, now: datetime, user: str, role: str,
     whatever name or subject was typed, of any length.
     """
     user, subject, reason = user[:USER_MAX], subject[:SUBJECT_MAX], reason[:REASON_MAX]
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1)
-                           .with_for_update()).one_or_none()
+    head = session.scalars(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).one_or_none()
     if head is None:
         raise AuditError("the audit trail has no head row: the database is damaged")
     detail_map = dict(details or {})
     seq = head.seq + 1
     if session.get(AuditRow, seq) is not None:
         # an event beyond the head: without this check the insert dies on the primary key
-        raise AuditError(f"audit trail broken after event {head.seq}: event {seq} already "
-                         "exists beyond the head (events were inserted or the head was edited)")
+        raise AuditError(
+            f"audit trail broken after event {head.seq}: event {seq} already "
+            "exists beyond the head (events were inserted or the head was edited)"
+        )
     at = utc_text(now)
     body = canonical(seq, at, user, role, action, subject, reason, detail_map)
     mac = event_mac(key, head.mac, body)
-    session.add(AuditRow(seq=seq, at=at, user=user, role=role, action=action, subject=subject,
-                         reason=reason, details=json.dumps(detail_map, sort_keys=True,
-                                                           ensure_ascii=False),
-                         prev_mac=head.mac, mac=mac))
+    session.add(
+        AuditRow(
+            seq=seq,
+            at=at,
+            user=user,
+            role=role,
+            action=action,
+            subject=subject,
+            reason=reason,
+            details=json.dumps(detail_map, sort_keys=True, ensure_ascii=False),
+            prev_mac=head.mac,
+            mac=mac,
+        )
+    )
     head.seq = seq
     head.mac = mac
     session.flush()
-    return AuditEvent(seq=seq, at=at, user=user, role=role, action=action, subject=subject,
-                      reason=reason, details=detail_map, mac=mac)
+    return AuditEvent(
+        seq=seq,
+        at=at,
+        user=user,
+        role=role,
+        action=action,
+        subject=subject,
+        reason=reason,
+        details=detail_map,
+        mac=mac,
+    )
 
 
 def events(session: Session, since: int = 0, limit: int | None = None) -> list[AuditEvent]:
@@ -154,8 +202,17 @@ def _to_event(row: AuditRow) -> AuditEvent:
         details = json.loads(row.details)
     except ValueError:
         details = {"unreadable": row.details}
-    return AuditEvent(seq=row.seq, at=row.at, user=row.user, role=row.role, action=row.action,
-                      subject=row.subject, reason=row.reason, details=details, mac=row.mac)
+    return AuditEvent(
+        seq=row.seq,
+        at=row.at,
+        user=row.user,
+        role=row.role,
+        action=row.action,
+        subject=row.subject,
+        reason=row.reason,
+        details=details,
+        mac=row.mac,
+    )
 
 
 def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
@@ -166,9 +223,22 @@ def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
     """
     last = None
     while True:
-        query = select(AuditRow.seq, AuditRow.at, AuditRow.user, AuditRow.role,
-                       AuditRow.action, AuditRow.subject, AuditRow.reason, AuditRow.details,
-                       AuditRow.prev_mac, AuditRow.mac).order_by(AuditRow.seq).limit(VERIFY_BATCH)
+        query = (
+            select(
+                AuditRow.seq,
+                AuditRow.at,
+                AuditRow.user,
+                AuditRow.role,
+                AuditRow.action,
+                AuditRow.subject,
+                AuditRow.reason,
+                AuditRow.details,
+                AuditRow.prev_mac,
+                AuditRow.mac,
+            )
+            .order_by(AuditRow.seq)
+            .limit(VERIFY_BATCH)
+        )
         if last is not None:
             query = query.where(AuditRow.seq > last)
         batch = session.execute(query).all()
@@ -188,38 +258,50 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     prev_mac = GENESIS_MAC
     expected_seq = 1
     checkpoint_found = False
-    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in \
-            chain_rows(session):
+    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in chain_rows(
+        session
+    ):
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq
-            raise AuditError(f"audit trail broken at event {where}: events are missing "
-                             "or out of order")
+            raise AuditError(
+                f"audit trail broken at event {where}: events are missing or out of order"
+            )
         try:
             detail_map = json.loads(details)
         except ValueError:
-            raise AuditError(f"audit trail broken at event {seq}: details are not JSON") \
-                from None
+            raise AuditError(f"audit trail broken at event {seq}: details are not JSON") from None
         body = canonical(seq, at, user, role, action, subject, reason, detail_map)
         if stored_prev != prev_mac or event_mac(key, prev_mac, body) != mac:
-            raise AuditError(f"audit trail broken at event {seq}: it was altered, inserted "
-                             "or reordered")
+            raise AuditError(
+                f"audit trail broken at event {seq}: it was altered, inserted or reordered"
+            )
         if checkpoint is not None and seq == checkpoint.seq:
             if mac != checkpoint.head_mac:
-                raise AuditError(f"audit trail differs from the signed checkpoint at event "
-                                 f"{seq}: the trail was rewritten or cut")
+                raise AuditError(
+                    f"audit trail differs from the signed checkpoint at event "
+                    f"{seq}: the trail was rewritten or cut"
+                )
             checkpoint_found = True
         prev_mac = mac
         expected_seq += 1
     head = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one_or_none()
     last = expected_seq - 1
     if head is None or head.seq != last or head.mac != prev_mac:
-        raise AuditError(f"audit trail broken after event {last}: the head does not match "
-                         "the last event (events were cut or the head was edited)")
+        raise AuditError(
+            f"audit trail broken after event {last}: the head does not match "
+            "the last event (events were cut or the head was edited)"
+        )
     if checkpoint is not None and not checkpoint_found:
-        raise AuditError(f"audit trail ends at event {last} but the signed checkpoint names "
-                         f"event {checkpoint.seq}: the tail was cut")
-    return ChainReport(events=last, head_seq=last, head_mac=prev_mac,
-                       checkpoint_seq=checkpoint.seq if checkpoint else None)
+        raise AuditError(
+            f"audit trail ends at event {last} but the signed checkpoint names "
+            f"event {checkpoint.seq}: the tail was cut"
+        )
+    return ChainReport(
+        events=last,
+        head_seq=last,
+        head_mac=prev_mac,
+        checkpoint_seq=checkpoint.seq if checkpoint else None,
+    )
 
 
 def verify_trail(op: Operation, checkpoint: Checkpoint | None = None) -> ChainReport:
@@ -229,11 +311,9 @@ def verify_trail(op: Operation, checkpoint: Checkpoint | None = None) -> ChainRe
     :func:`read_checkpoint`), so no public key has to reach the backend.
     """
     if checkpoint is not None and checkpoint.trial != op.trial.id:
-        raise InvalidInput(f"the checkpoint is for trial {checkpoint.trial!r}, "
-                           f"not {op.trial.id!r}")
+        raise InvalidInput(f"the checkpoint is for trial {checkpoint.trial!r}, not {op.trial.id!r}")
     report = verify(op.session, op.vault.audit_key(), checkpoint)
-    op.audit("audit.verify", details={"events": report.events,
-                                      "checkpoint": report.checkpoint_seq})
+    op.audit("audit.verify", details={"events": report.events, "checkpoint": report.checkpoint_seq})
     return report
 
 
@@ -257,17 +337,20 @@ def head(session: Session) -> tuple[int, str]:
 def new_signing_key() -> tuple[bytes, bytes]:
     """A fresh Ed25519 key pair as (private PEM, public PEM)."""
     private = Ed25519PrivateKey.generate()
-    private_pem = private.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
-    public_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return private_pem, public_pem
 
 
 def _statement(checkpoint: Checkpoint) -> str:
-    return (f"{NOTE_HEADER}\ntrial: {checkpoint.trial}\nsequence: {checkpoint.seq}\n"
-            f"head: {checkpoint.head_mac}\ntime: {checkpoint.at}\n")
+    return (
+        f"{NOTE_HEADER}\ntrial: {checkpoint.trial}\nsequence: {checkpoint.seq}\n"
+        f"head: {checkpoint.head_mac}\ntime: {checkpoint.at}\n"
+    )
 
 
 def load_signing_key(private_pem: bytes) -> Ed25519PrivateKey:
@@ -275,8 +358,9 @@ def load_signing_key(private_pem: bytes) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(private_pem, password=None)
     except (ValueError, TypeError):
-        raise InvalidInput("the signing key is not an unencrypted Ed25519 private key PEM") \
-            from None
+        raise InvalidInput(
+            "the signing key is not an unencrypted Ed25519 private key PEM"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise InvalidInput("the signing key is not an Ed25519 private key")
     return key
@@ -303,17 +387,26 @@ def read_checkpoint(note: str, public_pem: bytes) -> Checkpoint:
         if len(lines) != 6 or lines[0] != NOTE_HEADER:
             raise ValueError
         fields = dict(line.split(": ", 1) for line in lines[1:])
-        checkpoint = Checkpoint(trial=fields["trial"], seq=int(fields["sequence"]),
-                                head_mac=fields["head"], at=fields["time"])
+        checkpoint = Checkpoint(
+            trial=fields["trial"],
+            seq=int(fields["sequence"]),
+            head_mac=fields["head"],
+            at=fields["time"],
+        )
         signature = base64.b64decode(fields["signature"], validate=True)
     except (ValueError, KeyError):
-        raise InvalidInput("the checkpoint note is malformed: give the signed note exactly as "
-                           "the audit checkpoint wrote it", hint=Hint.CHECKPOINT) from None
+        raise InvalidInput(
+            "the checkpoint note is malformed: give the signed note exactly as "
+            "the audit checkpoint wrote it",
+            hint=Hint.CHECKPOINT,
+        ) from None
     try:
         key.verify(signature, _statement(checkpoint).encode("utf-8"))
     except InvalidSignature:
-        raise AuditError("the checkpoint note's signature does not verify with this public "
-                         "key: the note is forged or altered") from None
+        raise AuditError(
+            "the checkpoint note's signature does not verify with this public "
+            "key: the note is forged or altered"
+        ) from None
     return checkpoint
 
 

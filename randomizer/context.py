@@ -125,13 +125,25 @@ class Operation:
         """Whether the database lock has been taken."""
         return self.trial.locked_at is not None
 
-    def audit(self, action: str, subject: str = "", reason: str = "",
-              details: Mapping[str, Any] | None = None) -> audit.AuditEvent:
+    def audit(
+        self,
+        action: str,
+        subject: str = "",
+        reason: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> audit.AuditEvent:
         """Append an event in this transaction (before anything is revealed)."""
-        return audit.append(self.session, self.vault.audit_key(), now=self.now,
-                            user=self.user.name, role=self.user.role, action=action,
-                            subject=subject, reason=reason,
-                            details=_with_via(details, self.principal))
+        return audit.append(
+            self.session,
+            self.vault.audit_key(),
+            now=self.now,
+            user=self.user.name,
+            role=self.user.role,
+            action=action,
+            subject=subject,
+            reason=reason,
+            details=_with_via(details, self.principal),
+        )
 
     def require(self, permission: Permission) -> None:
         """Refuse unless the user's role holds ``permission`` now."""
@@ -139,8 +151,7 @@ class Operation:
             raise NotAuthorized(_refusal(self.user.role, permission, self.locked))
 
 
-def _with_via(details: Mapping[str, Any] | None,
-              principal: Principal) -> Mapping[str, Any] | None:
+def _with_via(details: Mapping[str, Any] | None, principal: Principal) -> Mapping[str, Any] | None:
     via = principal.via()
     if via is None:
         return details
@@ -185,7 +196,7 @@ LOGIN_REFUSED = "login refused for user {user!r}: unknown user, wrong password o
 
 def _login_refused(user: str) -> AuthenticationFailed:
     # the name as typed, of any length, goes into the message and the trail: cut it
-    return AuthenticationFailed(LOGIN_REFUSED.format(user=user[:audit.USER_MAX]))
+    return AuthenticationFailed(LOGIN_REFUSED.format(user=user[: audit.USER_MAX]))
 
 
 def _check_user_text(name: str) -> None:
@@ -196,9 +207,18 @@ def _check_user_text(name: str) -> None:
         raise InvalidInput("the user name is not valid text: use UTF-8 characters") from None
 
 
-def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, now: datetime,
-                 *, action: str, subject: str = "", channel: str = "cli", client: str = "",
-                 schema_check: bool = True) -> Principal:
+def authenticate(
+    store: Store,
+    trial_key: KeySource,
+    credentials: Credentials,
+    now: datetime,
+    *,
+    action: str,
+    subject: str = "",
+    channel: str = "cli",
+    client: str = "",
+    schema_check: bool = True,
+) -> Principal:
     """Check a user's password, before and outside any write transaction.
 
     The password hash costs about 0.1 s by design; computing it while holding
@@ -215,32 +235,67 @@ def authenticate(store: Store, trial_key: KeySource, credentials: Credentials, n
         if schema_check:
             store.check_schema(session)
         load_trial(session)
-        found = session.execute(select(User.name, User.password_hash, User.disabled)
-                                .where(User.name == credentials.user)).one_or_none()
+        found = session.execute(
+            select(User.name, User.password_hash, User.disabled).where(
+                User.name == credentials.user
+            )
+        ).one_or_none()
     stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
     try:
         matches = verify_password(credentials.password, stored)
     except DamagedRecord as exc:
         assert found is not None  # the dummy hash is never damaged
-        damaged = DamagedRecord(f"login refused for user {found.name!r}: {exc}; an admin can "
-                                "set a new password with 'randomizer user passwd'")
-        record_refusal(store, trial_key, Principal(credentials.user, channel, "", client),
-                       action, subject, now, damaged, "auth.failed", "damaged password hash")
+        damaged = DamagedRecord(
+            f"login refused for user {found.name!r}: {exc}; an admin can "
+            "set a new password with 'randomizer user passwd'"
+        )
+        record_refusal(
+            store,
+            trial_key,
+            Principal(credentials.user, channel, "", client),
+            action,
+            subject,
+            now,
+            damaged,
+            "auth.failed",
+            "damaged password hash",
+        )
         raise damaged from None
     if found is None or found.disabled or not matches:
-        why = "unknown user" if found is None else \
-            "disabled user" if found.disabled else "wrong password"
+        why = (
+            "unknown user"
+            if found is None
+            else "disabled user"
+            if found.disabled
+            else "wrong password"
+        )
         refusal = _login_refused(credentials.user)
-        record_refusal(store, trial_key, Principal(credentials.user, channel, "", client),
-                        action, subject, now, refusal, "auth.failed", why)
+        record_refusal(
+            store,
+            trial_key,
+            Principal(credentials.user, channel, "", client),
+            action,
+            subject,
+            now,
+            refusal,
+            "auth.failed",
+            why,
+        )
         raise refusal
     return Principal(user=found.name, channel=channel, client=client, fresh_login=True)
 
 
 @contextmanager
-def operation(store: Store, trial_key: KeySource, principal: Principal, permission: Permission,
-              action: str, now: datetime, subject: str = "",
-              schema_check: bool = True) -> Iterator[Operation]:
+def operation(
+    store: Store,
+    trial_key: KeySource,
+    principal: Principal,
+    permission: Permission,
+    action: str,
+    now: datetime,
+    subject: str = "",
+    schema_check: bool = True,
+) -> Iterator[Operation]:
     """Run one user action as ``principal``: authorise, then yield the open transaction.
 
     The principal comes from :func:`authenticate` (or a server token); the user
@@ -258,14 +313,20 @@ def operation(store: Store, trial_key: KeySource, principal: Principal, permissi
                 store.check_schema(session)
             trial = load_trial(session)
             vault = vault_for(trial, trial_key())
-            user = session.scalars(select(User).where(User.name == principal.user)) \
-                .one_or_none()
+            user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
             if user is None or user.disabled:
                 why = "unknown user" if user is None else "disabled user"
                 refusal = (_login_refused(principal.user), "auth.failed", why)
                 raise refusal[0]
-            op = Operation(session=session, trial=trial, design=_design(trial.design_toml),
-                           vault=vault, user=user, now=now, principal=principal)
+            op = Operation(
+                session=session,
+                trial=trial,
+                design=_design(trial.design_toml),
+                vault=vault,
+                user=user,
+                now=now,
+                principal=principal,
+            )
             try:
                 op.require(permission)
             except NotAuthorized as exc:
@@ -287,9 +348,17 @@ def operation(store: Store, trial_key: KeySource, principal: Principal, permissi
         raise
 
 
-def record_refusal(store: Store, trial_key: KeySource, principal: Principal, action: str,
-                   subject: str, now: datetime, exc: RandomizerError, kind: str,
-                   why: str) -> None:
+def record_refusal(
+    store: Store,
+    trial_key: KeySource,
+    principal: Principal,
+    action: str,
+    subject: str,
+    now: datetime,
+    exc: RandomizerError,
+    kind: str,
+    why: str,
+) -> None:
     """Record a refused action in a transaction of its own (after the action's rolled back).
 
     The user name and subject are whatever was typed; :func:`randomizer.audit.append`
@@ -302,5 +371,13 @@ def record_refusal(store: Store, trial_key: KeySource, principal: Principal, act
         name = principal.user if user is None else user.name
         role = "" if user is None else user.role
         details = {"command": action, "refusal": why, "message": str(exc)[:MESSAGE_MAX]}
-        audit.append(session, vault.audit_key(), now=now, user=name, role=role,
-                     action=kind, subject=subject, details=_with_via(details, principal))
+        audit.append(
+            session,
+            vault.audit_key(),
+            now=now,
+            user=name,
+            role=role,
+            action=kind,
+            subject=subject,
+            details=_with_via(details, principal),
+        )

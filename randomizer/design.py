@@ -153,15 +153,20 @@ class TrialDesign:
         names = {f.name for f in self.factors}
         unknown = sorted(set(levels) - names)
         if unknown:
-            raise InvalidInput(f"unknown stratification factor {unknown[0]!r}; "
-                               f"this design has: {', '.join(sorted(names)) or 'none'}")
+            raise InvalidInput(
+                f"unknown stratification factor {unknown[0]!r}; "
+                f"this design has: {', '.join(sorted(names)) or 'none'}"
+            )
         for factor in self.factors:
             if factor.name not in levels:
-                raise InvalidInput(f"missing stratum {factor.name}=LEVEL "
-                                   f"(one of: {', '.join(factor.levels)})")
+                raise InvalidInput(
+                    f"missing stratum {factor.name}=LEVEL (one of: {', '.join(factor.levels)})"
+                )
             if levels[factor.name] not in factor.levels:
-                raise InvalidInput(f"stratum {factor.name}={levels[factor.name]!r} is not a level; "
-                                   f"use one of: {', '.join(factor.levels)}")
+                raise InvalidInput(
+                    f"stratum {factor.name}={levels[factor.name]!r} is not a level; "
+                    f"use one of: {', '.join(factor.levels)}"
+                )
         return stratum_key(levels)
 
     def visit(self, number: int) -> Visit:
@@ -197,14 +202,18 @@ class TrialDesign:
         known = {c.id for c in self.criteria}
         unknown = sorted(set(answers) - known)
         if unknown:
-            raise InvalidInput(f"unknown eligibility criterion {unknown[0]!r}; "
-                               f"criteria are: {', '.join(sorted(known))}")
+            raise InvalidInput(
+                f"unknown eligibility criterion {unknown[0]!r}; "
+                f"criteria are: {', '.join(sorted(known))}"
+            )
         failures: list[str] = []
         for criterion in self.criteria:
             if criterion.id not in answers:
-                raise InvalidInput(f"missing answer for {criterion.id} ({criterion.question}): "
-                                   "every eligibility criterion needs an answer",
-                                   hint=Hint.ANSWERS)
+                raise InvalidInput(
+                    f"missing answer for {criterion.id} ({criterion.question}): "
+                    "every eligibility criterion needs an answer",
+                    hint=Hint.ANSWERS,
+                )
             failure = criterion.failure(answers[criterion.id])
             if failure is not None:
                 failures.append(failure)
@@ -245,8 +254,9 @@ def _yes_no(name: str, raw: str) -> bool:
 def shipped_designs() -> list[str]:
     """Names of the designs shipped inside the package."""
     folder = resources.files("randomizer").joinpath("designs")
-    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def design_text(name_or_path: str) -> str:
@@ -257,11 +267,14 @@ def design_text(name_or_path: str) -> str:
     try:
         return Path(name_or_path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DesignError(f"design {name_or_path!r} not found: give a file path or one of "
-                          f"{', '.join(shipped_designs())}") from None
+        raise DesignError(
+            f"design {name_or_path!r} not found: give a file path or one of "
+            f"{', '.join(shipped_designs())}"
+        ) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DesignError(f"cannot read design file {name_or_path!r}: "
-                          f"{getattr(exc, 'strerror', None) or exc}") from None
+        raise DesignError(
+            f"cannot read design file {name_or_path!r}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
 
 
 def load_design(name_or_path: str) -> TrialDesign:
@@ -289,16 +302,23 @@ class _Validator:
     def fail(self, field: str, problem: str) -> DesignError:
         return DesignError(f"{self.source}: {field}: {problem}")
 
-    def table(self, data: Mapping[str, Any], key: str, field: str,
-              allowed: Sequence[str], required: Sequence[str]) -> dict[str, Any]:
+    def table(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        field: str,
+        allowed: Sequence[str],
+        required: Sequence[str],
+    ) -> dict[str, Any]:
         value = data.get(key)
         if not isinstance(value, dict):
             raise self.fail(field, "missing table" if value is None else "must be a table")
         self.keys(value, field, allowed, required)
         return value
 
-    def keys(self, value: Mapping[str, Any], field: str,
-             allowed: Sequence[str], required: Sequence[str]) -> None:
+    def keys(
+        self, value: Mapping[str, Any], field: str, allowed: Sequence[str], required: Sequence[str]
+    ) -> None:
         for key in value:
             if key not in allowed:
                 raise self.fail(f"{field}.{key}", f"unknown key (allowed: {', '.join(allowed)})")
@@ -345,11 +365,19 @@ class _Validator:
             seen.add(value)
 
     def design(self, data: dict[str, Any]) -> TrialDesign:
-        self.keys(data, "design", ("trial", "allocation", "arms", "factors", "criteria",
-                                   "visits", "kits"), ("trial", "allocation", "arms", "visits"))
-        trial = self.table(data, "trial", "trial",
-                           ("id", "title", "planned_participants", "stratum_length", "sites"),
-                           ("id", "title", "planned_participants"))
+        self.keys(
+            data,
+            "design",
+            ("trial", "allocation", "arms", "factors", "criteria", "visits", "kits"),
+            ("trial", "allocation", "arms", "visits"),
+        )
+        trial = self.table(
+            data,
+            "trial",
+            "trial",
+            ("id", "title", "planned_participants", "stratum_length", "sites"),
+            ("id", "title", "planned_participants"),
+        )
         trial_id = self.string(trial["id"], "trial.id", _ID)
         title = self.string(trial["title"], "trial.title")
         planned = self.integer(trial["planned_participants"], "trial.planned_participants", 1)
@@ -374,12 +402,24 @@ class _Validator:
             raise self.fail("kits.spare_fraction", f"must be between 0 and 1, got {spare}")
         strata = math.prod(len(f.levels) for f in factors)
         if length * strata > MAX_LIST_LENGTH:
-            raise self.fail("trial.stratum_length", f"{length} per stratum x {strata} strata "
-                            f"is more than {MAX_LIST_LENGTH} slots")
-        return TrialDesign(id=trial_id, title=title, arms=arms, ratio=ratio,
-                           block_sizes=block_sizes, planned_participants=planned,
-                           stratum_length=length, factors=factors, criteria=criteria,
-                           visits=visits, spare_fraction=spare, sites=sites)
+            raise self.fail(
+                "trial.stratum_length",
+                f"{length} per stratum x {strata} strata is more than {MAX_LIST_LENGTH} slots",
+            )
+        return TrialDesign(
+            id=trial_id,
+            title=title,
+            arms=arms,
+            ratio=ratio,
+            block_sizes=block_sizes,
+            planned_participants=planned,
+            stratum_length=length,
+            factors=factors,
+            criteria=criteria,
+            visits=visits,
+            spare_fraction=spare,
+            sites=sites,
+        )
 
     def arms(self, raw: list[Any]) -> tuple[Arm, ...]:
         if len(raw) < 2:
@@ -389,23 +429,32 @@ class _Validator:
             field = f"arms[{i}]"
             if not isinstance(entry, dict):
                 raise self.fail(field, "must be a table")
-            self.keys(entry, field, ("id", "label", "description", "preparation"),
-                      ("id", "label", "preparation"))
-            arms.append(Arm(
-                id=self.string(entry["id"], f"{field}.id", _ID),
-                label=self.string(entry["label"], f"{field}.label"),
-                description=self.string(entry.get("description", entry["label"]),
-                                        f"{field}.description"),
-                preparation=self.string(entry["preparation"], f"{field}.preparation"),
-            ))
+            self.keys(
+                entry,
+                field,
+                ("id", "label", "description", "preparation"),
+                ("id", "label", "preparation"),
+            )
+            arms.append(
+                Arm(
+                    id=self.string(entry["id"], f"{field}.id", _ID),
+                    label=self.string(entry["label"], f"{field}.label"),
+                    description=self.string(
+                        entry.get("description", entry["label"]), f"{field}.description"
+                    ),
+                    preparation=self.string(entry["preparation"], f"{field}.preparation"),
+                )
+            )
         self.unique([a.id for a in arms], "arms.id")
         self.unique([a.label for a in arms], "arms.label")
         return tuple(arms)
 
-    def allocation(self, data: dict[str, Any],
-                   arms: tuple[Arm, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        alloc = self.table(data, "allocation", "allocation", ("ratio", "block_sizes"),
-                           ("ratio", "block_sizes"))
+    def allocation(
+        self, data: dict[str, Any], arms: tuple[Arm, ...]
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        alloc = self.table(
+            data, "allocation", "allocation", ("ratio", "block_sizes"), ("ratio", "block_sizes")
+        )
         ratio_raw = alloc["ratio"]
         if not isinstance(ratio_raw, dict):
             raise self.fail("allocation.ratio", "must be a table of arm id = integer")
@@ -421,12 +470,15 @@ class _Validator:
         if not isinstance(sizes_raw, list) or not sizes_raw:
             raise self.fail("allocation.block_sizes", "must be a non-empty array of integers")
         total = sum(ratio)
-        sizes = tuple(self.integer(s, f"allocation.block_sizes[{i}]", 1)
-                      for i, s in enumerate(sizes_raw))
+        sizes = tuple(
+            self.integer(s, f"allocation.block_sizes[{i}]", 1) for i, s in enumerate(sizes_raw)
+        )
         for i, size in enumerate(sizes):
             if size % total:
-                raise self.fail(f"allocation.block_sizes[{i}]",
-                                f"{size} is not a multiple of the ratio's sum {total}")
+                raise self.fail(
+                    f"allocation.block_sizes[{i}]",
+                    f"{size} is not a multiple of the ratio's sum {total}",
+                )
             if size > 1000:
                 raise self.fail(f"allocation.block_sizes[{i}]", f"{size} is above 1000")
         if len(set(sizes)) != len(sizes):
@@ -446,8 +498,9 @@ class _Validator:
             levels_raw = entry["levels"]
             if not isinstance(levels_raw, list) or len(levels_raw) < 2:
                 raise self.fail(f"{field}.levels", "must list at least 2 levels")
-            levels = tuple(self.string(lv, f"{field}.levels[{j}]", _LEVEL)
-                           for j, lv in enumerate(levels_raw))
+            levels = tuple(
+                self.string(lv, f"{field}.levels[{j}]", _LEVEL) for j, lv in enumerate(levels_raw)
+            )
             self.unique(levels, f"{field}.levels")
             question = self.string(entry.get("question", name), f"{field}.question")
             factors.append(Factor(name=name, levels=levels, question=question))
@@ -464,12 +517,14 @@ class _Validator:
             field = f"criteria[{i}]"
             if not isinstance(entry, dict):
                 raise self.fail(field, "must be a table")
-            self.keys(entry, field, ("id", "kind", "question", "min", "max"),
-                      ("id", "kind", "question"))
+            self.keys(
+                entry, field, ("id", "kind", "question", "min", "max"), ("id", "kind", "question")
+            )
             kind = entry["kind"]
             if kind not in CRITERION_KINDS:
-                raise self.fail(f"{field}.kind", f"{kind!r} is not one of "
-                                f"{', '.join(CRITERION_KINDS)}")
+                raise self.fail(
+                    f"{field}.kind", f"{kind!r} is not one of {', '.join(CRITERION_KINDS)}"
+                )
             lo = hi = None
             if kind == "range":
                 if "min" not in entry and "max" not in entry:
@@ -480,10 +535,15 @@ class _Validator:
                     raise self.fail(f"{field}.min", f"min {lo} is above max {hi}")
             elif "min" in entry or "max" in entry:
                 raise self.fail(field, f"min and max apply only to range criteria, not {kind}")
-            criteria.append(Criterion(id=self.string(entry["id"], f"{field}.id", _ID),
-                                      kind=kind,
-                                      question=self.string(entry["question"], f"{field}.question"),
-                                      minimum=lo, maximum=hi))
+            criteria.append(
+                Criterion(
+                    id=self.string(entry["id"], f"{field}.id", _ID),
+                    kind=kind,
+                    question=self.string(entry["question"], f"{field}.question"),
+                    minimum=lo,
+                    maximum=hi,
+                )
+            )
         self.unique([c.id for c in criteria], "criteria.id")
         return tuple(criteria)
 
@@ -503,19 +563,30 @@ class _Validator:
             name = self.string(entry["name"], f"{field}.name")
             if _CONTROL.search(name):
                 # a visit's name is printed in one-line messages and listings
-                raise self.fail(f"{field}.name", f"{name!r} must not hold control characters "
-                                "(line breaks, tabs)")
-            visits.append(Visit(number=i + 1, name=name, day=day,
-                                window=self.integer(window, f"{field}.window", 0)))
+                raise self.fail(
+                    f"{field}.name",
+                    f"{name!r} must not hold control characters (line breaks, tabs)",
+                )
+            visits.append(
+                Visit(
+                    number=i + 1,
+                    name=name,
+                    day=day,
+                    window=self.integer(window, f"{field}.window", 0),
+                )
+            )
         self.unique([v.name for v in visits], "visits.name")
         if visits[0].day != 0:
-            raise self.fail("visits[0].day", "the first dosing visit must be day 0 "
-                            "(the day of randomization)")
+            raise self.fail(
+                "visits[0].day", "the first dosing visit must be day 0 (the day of randomization)"
+            )
         for prev, cur in itertools.pairwise(visits):
             if cur.day <= prev.day:
-                raise self.fail(f"visits[{cur.number - 1}].day",
-                                f"day {cur.day} must come after day {prev.day}")
+                raise self.fail(
+                    f"visits[{cur.number - 1}].day", f"day {cur.day} must come after day {prev.day}"
+                )
             if cur.day - cur.window <= prev.day + prev.window:
-                raise self.fail(f"visits[{cur.number - 1}].window",
-                                "windows of consecutive visits overlap")
+                raise self.fail(
+                    f"visits[{cur.number - 1}].window", "windows of consecutive visits overlap"
+                )
         return tuple(visits)

@@ -79,8 +79,9 @@ class AuthenticationFailed(RandomizerError):
 class TooManyAttempts(AuthenticationFailed):
     """Logins are paused for this user name or client after failed attempts (retry later)."""
 
-    def __init__(self, message: str = "", retry_after: int = 0, *,
-                 hint: Hint | None = None) -> None:
+    def __init__(
+        self, message: str = "", retry_after: int = 0, *, hint: Hint | None = None
+    ) -> None:
         """``retry_after``: whole seconds until a login may be tried again (0: unknown)."""
         super().__init__(message, hint=hint)
         self.retry_after = retry_after

@@ -59,9 +59,17 @@ class LoginUnlock:
     lifted: bool
 
 
-def login(store: Store, trial_key: KeySource, credentials: Credentials, now: datetime, *,
-          kind: str = "api", client: str = "", idle: timedelta = IDLE_TIMEOUT,
-          absolute: timedelta = ABSOLUTE_TIMEOUT) -> IssuedToken:
+def login(
+    store: Store,
+    trial_key: KeySource,
+    credentials: Credentials,
+    now: datetime,
+    *,
+    kind: str = "api",
+    client: str = "",
+    idle: timedelta = IDLE_TIMEOUT,
+    absolute: timedelta = ABSOLUTE_TIMEOUT,
+) -> IssuedToken:
     """Check a password and issue a token of ``kind`` ("api" or "web").
 
     Refused logins are recorded (``auth.failed``) and counted per user and per
@@ -73,24 +81,29 @@ def login(store: Store, trial_key: KeySource, credentials: Credentials, now: dat
         with store.transaction() as session:
             check_throttle(session, credentials.user, client, now)
     except TooManyAttempts as exc:
-        record_refusal(store, trial_key, principal, "login", "", now, exc, "auth.failed",
-                       "throttled")
+        record_refusal(
+            store, trial_key, principal, "login", "", now, exc, "auth.failed", "throttled"
+        )
         raise
     try:
-        principal = authenticate(store, trial_key, credentials, now, action="login",
-                                 channel=kind, client=client)
+        principal = authenticate(
+            store, trial_key, credentials, now, action="login", channel=kind, client=client
+        )
     except AuthenticationFailed:
         with store.transaction() as session:
             record_failure(session, credentials.user, client, now)
         raise
-    with operation(store, trial_key, replace(principal, fresh_login=False), Permission.LOG_IN,
-                   "login", now) as op:
+    with operation(
+        store, trial_key, replace(principal, fresh_login=False), Permission.LOG_IN, "login", now
+    ) as op:
         record_success(op.session, principal.user, client)
-        issued = issue_token(op.session, principal.user, kind, now, client, idle=idle,
-                             absolute=absolute)
+        issued = issue_token(
+            op.session, principal.user, kind, now, client, idle=idle, absolute=absolute
+        )
         op.principal = replace(op.principal, session=issued.token_id)
-        op.audit("auth.login", subject=kind,
-                 details={"expires_at": audit.utc_text(issued.expires_at)})
+        op.audit(
+            "auth.login", subject=kind, details={"expires_at": audit.utc_text(issued.expires_at)}
+        )
     return issued
 
 
@@ -126,10 +139,11 @@ def lift_login_lock(op: Operation, name: str, client: str | None = None) -> Logi
     ``client`` to lift both. Recorded as ``user.unlock`` whatever it cleared.
     """
     check_user_name(name)
-    if client is not None and (not client or len(client) > MAX_CLIENT
-                               or not client.isprintable()):
-        raise InvalidInput(f"client address {client[:MAX_CLIENT]!r} is not valid: give the "
-                           f"address as the server saw it, at most {MAX_CLIENT} characters")
+    if client is not None and (not client or len(client) > MAX_CLIENT or not client.isprintable()):
+        raise InvalidInput(
+            f"client address {client[:MAX_CLIENT]!r} is not valid: give the "
+            f"address as the server saw it, at most {MAX_CLIENT} characters"
+        )
     lifted = lift_lock(op.session, name, client)
     op.audit("user.unlock", subject=name, details={"client": client, "lifted": lifted})
     return LoginUnlock(user=name, client=client, lifted=lifted)
@@ -142,10 +156,18 @@ def design_toml(store: Store) -> str:
         return load_trial(session).design_toml
 
 
-def record_server_event(store: Store, trial_key: KeySource, now: datetime, action: str,
-                        details: dict[str, Any]) -> None:
+def record_server_event(
+    store: Store, trial_key: KeySource, now: datetime, action: str, details: dict[str, Any]
+) -> None:
     """Record a server start or stop in the trail."""
     with store.transaction() as session:
         vault = vault_for(load_trial(session), trial_key())
-        audit.append(session, vault.audit_key(), now=now, user=SERVER_USER, role="",
-                     action=action, details=details)
+        audit.append(
+            session,
+            vault.audit_key(),
+            now=now,
+            user=SERVER_USER,
+            role="",
+            action=action,
+            details=details,
+        )

@@ -51,9 +51,12 @@ def sqlite_path(store: Store) -> Path:
     """The file of a SQLite store; other engines are refused."""
     url = make_url(store.engine.url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        raise StateError("backup and restore handle SQLite files only; for PostgreSQL use "
-                         "pg_dump/pg_restore as docs/operations.md describes, then verify the "
-                         "copy's audit trail and allocation list", hint=Hint.VERIFY_COPY)
+        raise StateError(
+            "backup and restore handle SQLite files only; for PostgreSQL use "
+            "pg_dump/pg_restore as docs/operations.md describes, then verify the "
+            "copy's audit trail and allocation list",
+            hint=Hint.VERIFY_COPY,
+        )
     return Path(url.database)
 
 
@@ -61,8 +64,10 @@ def upgrade(op: Operation, store: Store) -> UpgradeResult:
     """Migrate the schema to this release's head inside the operation's transaction."""
     before: SchemaStatus = store.status(op.session)
     if before.state == "ahead":
-        raise StateError(f"the database schema ({before.current}) is newer than this "
-                         f"randomizer knows ({before.head}): use the newer release")
+        raise StateError(
+            f"the database schema ({before.current}) is newer than this "
+            f"randomizer knows ({before.head}): use the newer release"
+        )
     if before.state == "unversioned":
         raise StateError(unversioned_message(store.url))
     if before.state != "current":
@@ -152,19 +157,29 @@ def _place(temporary: Path, out: Path) -> None:
     temporary.unlink()
 
 
-def _record_failure(store: Store, trial_key: KeySource, principal: Principal, now: datetime,
-                    out: Path, error: BaseException) -> None:
+def _record_failure(
+    store: Store,
+    trial_key: KeySource,
+    principal: Principal,
+    now: datetime,
+    out: Path,
+    error: BaseException,
+) -> None:
     message = str(error) or type(error).__name__
     # The failure being reported matters more than this record of it: a trail that
     # cannot be written fails the next command loudly anyway.
-    with contextlib.suppress(Exception), \
-            operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
-                      subject=str(out)) as op:
+    with (
+        contextlib.suppress(Exception),
+        operation(
+            store, trial_key, principal, Permission.MAINTAIN, "backup", now, subject=str(out)
+        ) as op,
+    ):
         op.audit("backup.failed", subject=str(out), details={"error": message[:2000]})
 
 
-def backup(store: Store, trial_key: KeySource, principal: Principal, now: datetime,
-           out: Path) -> BackupResult:
+def backup(
+    store: Store, trial_key: KeySource, principal: Principal, now: datetime, out: Path
+) -> BackupResult:
     """A consistent online copy of a SQLite trial database, verified with the key (admin).
 
     In this order: the login and role are checked; the copy is written to a
@@ -176,8 +191,9 @@ def backup(store: Store, trial_key: KeySource, principal: Principal, now: dateti
     """
     source = sqlite_path(store)
     _refuse_existing_backup(out)
-    with operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
-                   subject=str(out)):
+    with operation(
+        store, trial_key, principal, Permission.MAINTAIN, "backup", now, subject=str(out)
+    ):
         pass  # the role is checked (and a fresh login recorded) before anything is copied
     principal = dataclasses.replace(principal, fresh_login=False)
     temporary = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
@@ -187,8 +203,7 @@ def backup(store: Store, trial_key: KeySource, principal: Principal, now: dateti
             events = _verified_events(temporary, trial_key)
             digest = settle(temporary)
         except OSError as exc:
-            raise BackupFailed(f"cannot write the backup {out}: {exc.strerror or exc}") \
-                from None
+            raise BackupFailed(f"cannot write the backup {out}: {exc.strerror or exc}") from None
         except sqlite3.DatabaseError as exc:
             raise BackupFailed(f"cannot copy the database to {out}: {exc}") from None
     except BaseException as exc:
@@ -198,10 +213,10 @@ def backup(store: Store, trial_key: KeySource, principal: Principal, now: dateti
         raise
     placed = False
     try:
-        with operation(store, trial_key, principal, Permission.MAINTAIN, "backup", now,
-                       subject=str(out)) as op:
-            op.audit("backup", subject=str(out),
-                     details={"sha256": digest, "audit_events": events})
+        with operation(
+            store, trial_key, principal, Permission.MAINTAIN, "backup", now, subject=str(out)
+        ) as op:
+            op.audit("backup", subject=str(out), details={"sha256": digest, "audit_events": events})
             _place(temporary, out)
             placed = True
     except BaseException as exc:
@@ -214,8 +229,13 @@ def backup(store: Store, trial_key: KeySource, principal: Principal, now: dateti
     return BackupResult(file=str(out), sha256=digest, audit_events=events)
 
 
-def restore(store: Store, trial_key: KeySource, login: Callable[[], Principal], now: datetime,
-            backup_file: Path) -> BackupResult:
+def restore(
+    store: Store,
+    trial_key: KeySource,
+    login: Callable[[], Principal],
+    now: datetime,
+    backup_file: Path,
+) -> BackupResult:
     """Bring a backup back as ``store``'s (new) SQLite file, verified and audited (admin).
 
     ``login`` is called once the copy is in place, since the user is checked
@@ -227,8 +247,10 @@ def restore(store: Store, trial_key: KeySource, login: Callable[[], Principal], 
         raise InvalidInput(f"backup file {backup_file} not found")
     data = backup_file.read_bytes()
     if not data.startswith(SQLITE_HEADER):
-        raise InvalidInput(f"backup file {backup_file} is not a SQLite database: restore takes "
-                           "a file written by a randomizer backup")
+        raise InvalidInput(
+            f"backup file {backup_file} is not a SQLite database: restore takes "
+            "a file written by a randomizer backup"
+        )
     digest = hashlib.sha256(data).hexdigest()
     try:
         copy_sqlite(backup_file, target)

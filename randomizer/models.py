@@ -66,8 +66,7 @@ class Trial(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     seed_sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     list_digest: Mapped[str | None] = mapped_column(String(64), default=None)
-    list_generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(),
-                                                               default=None)
+    list_generated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     lock_reason: Mapped[str | None] = mapped_column(Text, default=None)
@@ -130,8 +129,7 @@ class Participant(Base):
     randomized_at: Mapped[datetime] = mapped_column(UTCDateTime())
     randomized_by: Mapped[str] = mapped_column(String(64))
     answers: Mapped[dict[str, str]] = mapped_column(JSON)
-    emergency_unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(),
-                                                                    default=None)
+    emergency_unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     emergency_unblinded_by: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
@@ -147,13 +145,13 @@ class Kit(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(9), unique=True)
     content_sealed: Mapped[bytes] = mapped_column(LargeBinary)
-    slot_id: Mapped[int | None] = mapped_column(ForeignKey("slots.id"), default=None,
-                                                index=True)
+    slot_id: Mapped[int | None] = mapped_column(ForeignKey("slots.id"), default=None, index=True)
     visit: Mapped[int | None] = mapped_column(Integer, default=None)
     spare: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="available")
-    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"),
-                                                      default=None, index=True)
+    participant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("participants.id"), default=None, index=True
+    )
     dispensed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     visit_date: Mapped[date | None] = mapped_column(Date, default=None)
     prepared_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -103,8 +103,9 @@ class PredictabilityReport:
     """The design's own blocks first, then the alternatives."""
 
 
-def predictability_report(design: TrialDesign, seed: bytes = SIMULATION_SEED,
-                          method: Method | None = None) -> PredictabilityReport:
+def predictability_report(
+    design: TrialDesign, seed: bytes = SIMULATION_SEED, method: Method | None = None
+) -> PredictabilityReport:
     """The design's figures and those of the usual alternatives with the same ratio.
 
     Alternatives whose block sizes are not multiples of the ratio's sum are
@@ -115,23 +116,33 @@ def predictability_report(design: TrialDesign, seed: bytes = SIMULATION_SEED,
     n = design.stratum_length
     total = sum(design.ratio)
     whole = -(-n // total) * total
-    rows = [block_predictability(design, design.block_sizes, seed=seed, method=method,
-                                 own=True)]
+    rows = [block_predictability(design, design.block_sizes, seed=seed, method=method, own=True)]
     seen = {frozenset(design.block_sizes)}
     for sizes in (*ALTERNATIVE_BLOCK_SIZES, (whole,)):
         if any(size % total for size in sizes) or frozenset(sizes) in seen:
             continue
         seen.add(frozenset(sizes))
         rows.append(block_predictability(design, sizes, seed=seed, method=method))
-    return PredictabilityReport(design=design.id, arms=design.arm_ids, ratio=design.ratio,
-                                participants=n, strata=len(design.strata()),
-                                imbalance_bound=design.imbalance_bound(), rows=tuple(rows))
+    return PredictabilityReport(
+        design=design.id,
+        arms=design.arm_ids,
+        ratio=design.ratio,
+        participants=n,
+        strata=len(design.strata()),
+        imbalance_bound=design.imbalance_bound(),
+        rows=tuple(rows),
+    )
 
 
-def block_predictability(design: TrialDesign, block_sizes: Sequence[int],
-                         participants: int | None = None, seed: bytes = SIMULATION_SEED,
-                         method: Method | None = None, trials: int | None = None,
-                         own: bool = False) -> Predictability:
+def block_predictability(
+    design: TrialDesign,
+    block_sizes: Sequence[int],
+    participants: int | None = None,
+    seed: bytes = SIMULATION_SEED,
+    method: Method | None = None,
+    trials: int | None = None,
+    own: bool = False,
+) -> Predictability:
     """The figures for ``block_sizes`` with the design's ratio, per stratum of ``participants``.
 
     ``participants`` defaults to the design's ``stratum_length``. ``method``
@@ -141,18 +152,25 @@ def block_predictability(design: TrialDesign, block_sizes: Sequence[int],
     sizes = tuple(block_sizes)
     n = design.stratum_length if participants is None else participants
     _check(design.ratio, sizes, n)
-    chosen: Method = method or ("exact" if exact_affordable(design.ratio, sizes, n)
-                                else "simulation")
+    chosen: Method = method or (
+        "exact" if exact_affordable(design.ratio, sizes, n) else "simulation"
+    )
     if chosen == "exact":
         share, error, simulated = exact_correct_guesses(design.ratio, sizes, n), 0.0, 0
     else:
         simulated = simulation_trials(sizes, n) if trials is None else trials
         share, error = simulated_correct_guesses(design, sizes, n, seed, simulated)
-    return Predictability(label=block_label(sizes, n), block_sizes=sizes,
-                          participants=n, correct_guesses=share, method=chosen,
-                          standard_error=error, trials=simulated,
-                          largest_imbalance=largest_imbalance(design.ratio, sizes, n),
-                          design=own)
+    return Predictability(
+        label=block_label(sizes, n),
+        block_sizes=sizes,
+        participants=n,
+        correct_guesses=share,
+        method=chosen,
+        standard_error=error,
+        trials=simulated,
+        largest_imbalance=largest_imbalance(design.ratio, sizes, n),
+        design=own,
+    )
 
 
 def block_label(block_sizes: Sequence[int], participants: int) -> str:
@@ -167,12 +185,12 @@ def block_label(block_sizes: Sequence[int], participants: int) -> str:
 def exact_affordable(ratio: Sequence[int], block_sizes: Sequence[int], participants: int) -> bool:
     """Whether :func:`exact_correct_guesses` stays within the work limits."""
     work = sum(_block_work(ratio, size) for size in block_sizes)
-    return (work <= EXACT_WORK_LIMIT
-            and participants * len(block_sizes) <= EXACT_STEP_LIMIT)
+    return work <= EXACT_WORK_LIMIT and participants * len(block_sizes) <= EXACT_STEP_LIMIT
 
 
-def exact_correct_guesses(ratio: Sequence[int], block_sizes: Sequence[int],
-                          participants: int) -> float:
+def exact_correct_guesses(
+    ratio: Sequence[int], block_sizes: Sequence[int], participants: int
+) -> float:
     """Expected share of right guesses over the first ``participants`` of a stratum, exactly.
 
     Sums, over every position where a block can start, the probability that
@@ -221,8 +239,10 @@ def position_hits(ratio: Sequence[int], size: int) -> NDArray[np.float64]:
         left = size - position
         remaining = [*left_of, left - others_left]
         # shortfall below the target share, times sum(ratio) to stay in integers
-        shortfall = [share * position - total * (count - arm_left)
-                     for share, count, arm_left in zip(ratio, full, remaining, strict=True)]
+        shortfall = [
+            share * position - total * (count - arm_left)
+            for share, count, arm_left in zip(ratio, full, remaining, strict=True)
+        ]
         top = np.maximum.reduce(shortfall)
         behind = [value == top for value in shortfall]
         right = sum(mask * arm_left for mask, arm_left in zip(behind, remaining, strict=True))
@@ -251,7 +271,7 @@ def guess_hits(arm_index: NDArray[np.integer], ratio: Sequence[int]) -> NDArray[
     result = np.empty(arms.size, dtype=np.float64)
     given = np.zeros(shares.size, dtype=np.int64)
     for start in range(0, arms.size, _CHUNK):
-        chunk = arms[start:start + _CHUNK]
+        chunk = arms[start : start + _CHUNK]
         rows = np.arange(chunk.size)
         onehot = np.zeros((chunk.size, shares.size), dtype=np.int64)
         onehot[rows, chunk] = 1
@@ -259,7 +279,7 @@ def guess_hits(arm_index: NDArray[np.integer], ratio: Sequence[int]) -> NDArray[
         position = np.arange(start, start + chunk.size, dtype=np.int64)[:, None]
         shortfall = shares * position - total * before
         behind = shortfall == shortfall.max(axis=1, keepdims=True)
-        result[start:start + chunk.size] = behind[rows, chunk] / behind.sum(axis=1)
+        result[start : start + chunk.size] = behind[rows, chunk] / behind.sum(axis=1)
         given += onehot.sum(axis=0)
     return result
 
@@ -276,9 +296,9 @@ def simulation_trials(block_sizes: Sequence[int], participants: int) -> int:
     return max(low, min(high, SIMULATION_WORK // steps))
 
 
-def simulated_correct_guesses(design: TrialDesign, block_sizes: Sequence[int],
-                              participants: int, seed: bytes,
-                              trials: int) -> tuple[float, float]:
+def simulated_correct_guesses(
+    design: TrialDesign, block_sizes: Sequence[int], participants: int, seed: bytes, trials: int
+) -> tuple[float, float]:
     """Share of right guesses and its standard error over ``trials`` generated strata.
 
     Each stratum is the generator's list (:func:`generate_schedule`) of an
@@ -290,8 +310,9 @@ def simulated_correct_guesses(design: TrialDesign, block_sizes: Sequence[int],
         raise InvalidInput(f"a simulation needs at least 2 trials, got {trials}")
     sizes = tuple(block_sizes)
     _check(design.ratio, sizes, participants)
-    variant = dataclasses.replace(design, block_sizes=sizes, factors=(),
-                                  stratum_length=participants)
+    variant = dataclasses.replace(
+        design, block_sizes=sizes, factors=(), stratum_length=participants
+    )
     shares = np.empty(trials, dtype=np.float64)
     for trial in range(trials):
         list_seed = hashlib.sha256(seed + trial.to_bytes(8, "little")).digest()
@@ -300,8 +321,7 @@ def simulated_correct_guesses(design: TrialDesign, block_sizes: Sequence[int],
     return float(shares.mean()), float(shares.std(ddof=1) / math.sqrt(trials))
 
 
-def largest_imbalance(ratio: Sequence[int], block_sizes: Sequence[int],
-                      participants: int) -> float:
+def largest_imbalance(ratio: Sequence[int], block_sizes: Sequence[int], participants: int) -> float:
     """The largest spread of ``count / ratio`` that can occur within the first ``participants``.
 
     Completed blocks are balanced, so the stratum is as unbalanced as its
@@ -342,5 +362,6 @@ def _check(ratio: Sequence[int], block_sizes: Sequence[int], participants: int) 
         raise InvalidInput("at least one block size is needed")
     for size in block_sizes:
         if size < 1 or size % total:
-            raise InvalidInput(f"block size {size} is not a positive multiple of the "
-                               f"ratio's sum {total}")
+            raise InvalidInput(
+                f"block size {size} is not a positive multiple of the ratio's sum {total}"
+            )

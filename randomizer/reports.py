@@ -53,50 +53,82 @@ def report(op: Operation) -> Report:
     participants = session.scalars(select(Participant)).all()
     by_site = Counter(p.site for p in participants)
     by_date = Counter(p.randomized_on.isoformat() for p in participants)
-    kits = Counter({status: count for status, count in session.execute(
-        select(Kit.status, func.count()).group_by(Kit.status))})
-    failures = session.scalar(select(func.count()).select_from(AuditRecord).where(
-        AuditRecord.action == "screen_failure")) or 0
+    kits = Counter(
+        {
+            status: count
+            for status, count in session.execute(
+                select(Kit.status, func.count()).group_by(Kit.status)
+            )
+        }
+    )
+    failures = (
+        session.scalar(
+            select(func.count())
+            .select_from(AuditRecord)
+            .where(AuditRecord.action == "screen_failure")
+        )
+        or 0
+    )
     show_arms = allowed(op.user.role, Permission.REPORT_ARMS, op.locked)
     result = Report(
-        trial=op.trial.id, locked=op.locked,
-        planned=op.design.planned_participants, randomized=len(participants),
+        trial=op.trial.id,
+        locked=op.locked,
+        planned=op.design.planned_participants,
+        randomized=len(participants),
         screen_failures=failures,
         emergency_unblindings=sum(1 for p in participants if p.emergency_unblinded_at),
-        by_site=dict(sorted(by_site.items())), by_date=dict(sorted(by_date.items())),
-        kits={status: kits.get(status, 0)
-              for status in ("available", "dispensed", "prepared", "voided")},
-        arms_shown=show_arms)
+        by_site=dict(sorted(by_site.items())),
+        by_date=dict(sorted(by_date.items())),
+        kits={
+            status: kits.get(status, 0)
+            for status in ("available", "dispensed", "prepared", "voided")
+        },
+        arms_shown=show_arms,
+    )
     if not show_arms:
         op.audit("report", details={"arms_shown": False})
         return result
     op.audit("report", details={"arms_shown": True})
     strata = {s.id: s for s in session.scalars(select(Stratum).order_by(Stratum.position))}
-    by_arm: dict[str, dict[str, int]] = {s.key: dict.fromkeys(op.design.arm_ids, 0)
-                                         for s in strata.values()}
+    by_arm: dict[str, dict[str, int]] = {
+        s.key: dict.fromkeys(op.design.arm_ids, 0) for s in strata.values()
+    }
     blocks: dict[tuple[str, int], tuple[int, Counter[str]]] = {}
-    slots = {s.id: s for s in session.scalars(select(Slot).where(
-        Slot.id.in_(select(Participant.slot_id))))}
+    slots = {
+        s.id: s
+        for s in session.scalars(select(Slot).where(Slot.id.in_(select(Participant.slot_id))))
+    }
     for p in participants:
         stratum = strata[p.stratum_id]
         slot = slots[p.slot_id]
-        arm, block, size = open_allocation(op.vault, stratum.key, slot.sequence,
-                                           slot.allocation_sealed)
+        arm, block, size = open_allocation(
+            op.vault, stratum.key, slot.sequence, slot.allocation_sealed
+        )
         by_arm[stratum.key][arm] += 1
         blocks.setdefault((stratum.key, block), (size, Counter()))[1][arm] += 1
-    by_block = [BlockBalance(stratum=key, block=block, block_size=size,
-                             assigned={a: counts.get(a, 0) for a in op.design.arm_ids})
-                for (key, block), (size, counts) in sorted(
-                    blocks.items(), key=lambda item: (strata_order(strata, item[0][0]),
-                                                      item[0][1]))]
+    by_block = [
+        BlockBalance(
+            stratum=key,
+            block=block,
+            block_size=size,
+            assigned={a: counts.get(a, 0) for a in op.design.arm_ids},
+        )
+        for (key, block), (size, counts) in sorted(
+            blocks.items(), key=lambda item: (strata_order(strata, item[0][0]), item[0][1])
+        )
+    ]
     totals: defaultdict[str, int] = defaultdict(int)
     for counts in by_arm.values():
         for arm, n in counts.items():
             totals[arm] += n
     by_arm["total"] = dict(totals)
-    return replace(result, by_arm=by_arm, by_block=by_block,
-                   imbalance=imbalance(by_arm["total"], op.design.ratio, op.design.arm_ids),
-                   imbalance_bound=op.design.imbalance_bound())
+    return replace(
+        result,
+        by_arm=by_arm,
+        by_block=by_block,
+        imbalance=imbalance(by_arm["total"], op.design.ratio, op.design.arm_ids),
+        imbalance_bound=op.design.imbalance_bound(),
+    )
 
 
 def strata_order(strata: dict[int, Stratum], key: str) -> int:

@@ -34,11 +34,13 @@ SLOT_KIND = "slot.allocation"
 KIT_KIND = "kit.content"
 SEED_KIND = "trial.seed"
 
-SEALED_WIDTHS: Mapping[str, int] = MappingProxyType({
-    SLOT_KIND: 64,
-    KIT_KIND: 32,
-    SEED_KIND: 64,
-})
+SEALED_WIDTHS: Mapping[str, int] = MappingProxyType(
+    {
+        SLOT_KIND: 64,
+        KIT_KIND: 32,
+        SEED_KIND: 64,
+    }
+)
 """Kinds of sealed value and the UTF-8 bytes each may hold.
 
 Arm ids are at most 32 characters; a slot's allocation is ``arm;block;block size``
@@ -58,25 +60,34 @@ def kit_row(code: str) -> str:
     return code
 
 
-def seal_allocation(vault: Vault, stratum: str, sequence: int, arm: str, block: int,
-                    block_size: int) -> bytes:
+def seal_allocation(
+    vault: Vault, stratum: str, sequence: int, arm: str, block: int, block_size: int
+) -> bytes:
     """Seal a slot's arm, block and block size together (one fixed width)."""
     return vault.seal(SLOT_KIND, slot_row(stratum, sequence), f"{arm};{block};{block_size}")
 
 
-def open_allocation(vault: Vault, stratum: str, sequence: int,
-                    sealed: bytes) -> tuple[str, int, int]:
+def open_allocation(
+    vault: Vault, stratum: str, sequence: int, sealed: bytes
+) -> tuple[str, int, int]:
     """The (arm, block, block size) of a sealed slot."""
     arm, block, size = vault.open(SLOT_KIND, slot_row(stratum, sequence), sealed).split(";")
     return arm, int(block), int(size)
 
 
-def seal_allocations(vault: Vault, stratum: str, first: int, arms: Sequence[str],
-                     blocks: Sequence[int], block_sizes: Sequence[int]) -> list[bytes]:
+def seal_allocations(
+    vault: Vault,
+    stratum: str,
+    first: int,
+    arms: Sequence[str],
+    blocks: Sequence[int],
+    block_sizes: Sequence[int],
+) -> list[bytes]:
     """Seal consecutive slots of one stratum, from sequence ``first`` on (list generation)."""
     rows = [slot_row(stratum, first + k) for k in range(len(arms))]
-    values = [f"{arm};{block};{size}" for arm, block, size in zip(arms, blocks, block_sizes,
-                                                                  strict=True)]
+    values = [
+        f"{arm};{block};{size}" for arm, block, size in zip(arms, blocks, block_sizes, strict=True)
+    ]
     return vault.seal_many(SLOT_KIND, rows, values)
 
 
@@ -85,8 +96,9 @@ def seal_kit_contents(vault: Vault, codes: Sequence[str], arms: Sequence[str]) -
     return vault.seal_many(KIT_KIND, [kit_row(code) for code in codes], arms)
 
 
-def open_allocation_arms(vault: Vault, slots: Sequence[tuple[str, int]],
-                         sealed: Sequence[bytes]) -> list[str]:
+def open_allocation_arms(
+    vault: Vault, slots: Sequence[tuple[str, int]], sealed: Sequence[bytes]
+) -> list[str]:
     """The arm of each sealed slot, given as (stratum, sequence) (exports of whole lists)."""
     rows = [slot_row(stratum, sequence) for stratum, sequence in slots]
     return [value.split(";", 1)[0] for value in vault.open_many(SLOT_KIND, rows, sealed)]
@@ -123,13 +135,14 @@ def participant_named(code: str) -> ColumnElement[bool]:
 
 def find_participant(op: Operation, code: str) -> Participant:
     """The randomized participant ``code`` (an id already checked by the caller)."""
-    found = list(op.session.scalars(select(Participant).where(participant_named(code))
-                                    .limit(2)))
+    found = list(op.session.scalars(select(Participant).where(participant_named(code)).limit(2)))
     if not found:
         raise NotFound(f"participant {code} is not randomized in this trial")
     if len(found) > 1:
-        raise StateError(f"participant {code} is randomized more than once (under ids that "
-                         "differ only in case): ask the admin to review the trial's records")
+        raise StateError(
+            f"participant {code} is randomized more than once (under ids that "
+            "differ only in case): ask the admin to review the trial's records"
+        )
     return found[0]
 
 
@@ -138,7 +151,8 @@ def participant_arm(op: Operation, participant: Participant) -> str:
     row = op.session.execute(
         select(Stratum.key, Slot.sequence, Slot.allocation_sealed)
         .join(Slot, Slot.stratum_id == Stratum.id)
-        .where(Slot.id == participant.slot_id)).one_or_none()
+        .where(Slot.id == participant.slot_id)
+    ).one_or_none()
     if row is None:
         raise StateError("the participant's slot is missing: the database is damaged")
     return open_allocation(op.vault, row.key, row.sequence, row.allocation_sealed)[0]

@@ -107,9 +107,15 @@ class TokenInfo:
     expires_at: datetime
 
 
-def issue_token(session: Session, user_name: str, kind: str, now: datetime, client: str,
-                idle: timedelta = IDLE_TIMEOUT,
-                absolute: timedelta = ABSOLUTE_TIMEOUT) -> IssuedToken:
+def issue_token(
+    session: Session,
+    user_name: str,
+    kind: str,
+    now: datetime,
+    client: str,
+    idle: timedelta = IDLE_TIMEOUT,
+    absolute: timedelta = ABSOLUTE_TIMEOUT,
+) -> IssuedToken:
     """Store a new token for ``user_name`` (already authenticated) and return it.
 
     ``client`` is the address the login came from. Only the token's hash is stored.
@@ -119,24 +125,32 @@ def issue_token(session: Session, user_name: str, kind: str, now: datetime, clie
     if idle <= timedelta(0) or absolute <= timedelta(0):
         raise InvalidInput("token lifetimes must be positive")
     if len(client) > _MAX_CLIENT or not client.isprintable():
-        raise InvalidInput(f"the client address must be at most {_MAX_CLIENT} printable "
-                           "characters")
+        raise InvalidInput(f"the client address must be at most {_MAX_CLIENT} printable characters")
     disabled = session.scalar(select(User.disabled).where(User.name == user_name))
     if disabled is None or disabled:
-        raise AuthenticationFailed(f"no login for user {user_name!r}: unknown user or "
-                                   "disabled account")
+        raise AuthenticationFailed(
+            f"no login for user {user_name!r}: unknown user or disabled account"
+        )
     raw = secrets.token_bytes(TOKEN_BYTES)
-    row = AuthToken(token_id=secrets.token_hex(8), token_hash=hashlib.sha256(raw).hexdigest(),
-                    user_name=user_name, kind=kind, created_at=now, last_used_at=now,
-                    expires_at=now + absolute, idle_seconds=math.ceil(idle.total_seconds()),
-                    client=client)
+    row = AuthToken(
+        token_id=secrets.token_hex(8),
+        token_hash=hashlib.sha256(raw).hexdigest(),
+        user_name=user_name,
+        kind=kind,
+        created_at=now,
+        last_used_at=now,
+        expires_at=now + absolute,
+        idle_seconds=math.ceil(idle.total_seconds()),
+        client=client,
+    )
     session.add(row)
     session.flush()
     return IssuedToken(token=_encode(raw), token_id=row.token_id, expires_at=row.expires_at)
 
 
-def resolve_token(session: Session, token: str, now: datetime,
-                  kind: str | None = None) -> TokenInfo:
+def resolve_token(
+    session: Session, token: str, now: datetime, kind: str | None = None
+) -> TokenInfo:
     """The login ``token`` stands for, its idle time restarted; refuses any unusable token.
 
     Unknown, malformed, revoked, expired (idle or absolute), of another
@@ -148,8 +162,9 @@ def resolve_token(session: Session, token: str, now: datetime,
     return _info(row)
 
 
-def check_token(session: Session, token: str, now: datetime,
-                kind: str | None = None) -> tuple[TokenInfo, bool]:
+def check_token(
+    session: Session, token: str, now: datetime, kind: str | None = None
+) -> tuple[TokenInfo, bool]:
     """The login ``token`` stands for, read only; and whether its use is due to be written.
 
     Refuses exactly as :func:`resolve_token` does and writes nothing, so a
@@ -176,23 +191,30 @@ def _usable_row(session: Session, token: str, now: datetime, kind: str | None) -
     found = None
     if digest is not None:
         found = session.execute(
-            select(AuthToken, User.disabled).join(User, User.name == AuthToken.user_name)
-            .where(AuthToken.token_hash == digest)).one_or_none()
+            select(AuthToken, User.disabled)
+            .join(User, User.name == AuthToken.user_name)
+            .where(AuthToken.token_hash == digest)
+        ).one_or_none()
     if found is None or digest is None:
         raise AuthenticationFailed(INVALID_TOKEN)
     row, disabled = found
-    usable = (hmac.compare_digest(row.token_hash, digest) and not disabled
-              and row.revoked_at is None and now < row.expires_at
-              and now < row.last_used_at + timedelta(seconds=row.idle_seconds)
-              and (kind is None or row.kind == kind))
+    usable = (
+        hmac.compare_digest(row.token_hash, digest)
+        and not disabled
+        and row.revoked_at is None
+        and now < row.expires_at
+        and now < row.last_used_at + timedelta(seconds=row.idle_seconds)
+        and (kind is None or row.kind == kind)
+    )
     if not usable:
         raise AuthenticationFailed(INVALID_TOKEN)
     return row
 
 
 def _info(row: AuthToken) -> TokenInfo:
-    return TokenInfo(token_id=row.token_id, user_name=row.user_name, kind=row.kind,
-                     expires_at=row.expires_at)
+    return TokenInfo(
+        token_id=row.token_id, user_name=row.user_name, kind=row.kind, expires_at=row.expires_at
+    )
 
 
 def revoke_token(session: Session, token_id_or_token: str, now: datetime, reason: str) -> bool:
@@ -222,7 +244,8 @@ def revoke_user_tokens(session: Session, user_name: str, now: datetime, reason: 
         session,
         update(AuthToken)
         .where(AuthToken.user_name == user_name, AuthToken.revoked_at.is_(None))
-        .values(revoked_at=now, revoked_reason=reason))
+        .values(revoked_at=now, revoked_reason=reason),
+    )
 
 
 def user_key(user_name: str) -> str:
@@ -242,8 +265,10 @@ def check_throttle(session: Session, user_name: str, client: str, now: datetime)
     as a failure: the password was never tried.
     """
     keys = (user_key(user_name), client_key(client))
-    waits = [_wait(row, now)
-             for row in session.scalars(select(LoginFailure).where(LoginFailure.key.in_(keys)))]
+    waits = [
+        _wait(row, now)
+        for row in session.scalars(select(LoginFailure).where(LoginFailure.key.in_(keys)))
+    ]
     locked = any(row_locked for _, row_locked in waits)
     wait = max((w for w, _ in waits), default=timedelta(0))
     if wait <= timedelta(0):
@@ -253,9 +278,13 @@ def check_throttle(session: Session, user_name: str, client: str, now: datetime)
         raise TooManyAttempts(
             "logins for this user name or from this address are locked after too many "
             f"failed attempts: try again in {math.ceil(seconds / 60)} min, or ask an admin "
-            "to lift the lock", retry_after=seconds)
-    raise TooManyAttempts("too many failed logins for this user name or from this address: "
-                          f"try again in {seconds} s", retry_after=seconds)
+            "to lift the lock",
+            retry_after=seconds,
+        )
+    raise TooManyAttempts(
+        f"too many failed logins for this user name or from this address: try again in {seconds} s",
+        retry_after=seconds,
+    )
 
 
 def record_failure(session: Session, user_name: str, client: str, now: datetime) -> bool:
@@ -268,8 +297,7 @@ def record_failure(session: Session, user_name: str, client: str, now: datetime)
     # one order everywhere, so two concurrent failures never wait on each other's row
     for key in sorted({user_key(user_name), client_key(client)}):
         row = _locked_row(session, key, now)
-        if row.failures and now - row.last_failure_at >= FORGET_AFTER and \
-                not _is_locked(row, now):
+        if row.failures and now - row.last_failure_at >= FORGET_AFTER and not _is_locked(row, now):
             row.failures = 0
         row.failures += 1
         row.last_failure_at = max(row.last_failure_at, now)
@@ -299,7 +327,7 @@ def backoff(failures: int) -> timedelta:
         return timedelta(0)
     # the exponent is bounded so that a huge count cannot overflow timedelta
     doublings = min(failures - BACKOFF_AFTER, 32)
-    wait: timedelta = BACKOFF_BASE * 2 ** doublings
+    wait: timedelta = BACKOFF_BASE * 2**doublings
     return min(wait, BACKOFF_CAP)
 
 
@@ -341,26 +369,38 @@ def _locked_row(session: Session, key: str, now: datetime) -> LoginFailure:
     values = {"key": key, "failures": 0, "last_failure_at": now, "locked_until": None}
     # two first failures at once must not both insert: let the database settle it
     if dialect == "sqlite":
-        session.execute(sqlite.insert(LoginFailure).values(**values)
-                        .on_conflict_do_nothing(index_elements=["key"]))
+        session.execute(
+            sqlite.insert(LoginFailure)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
     elif dialect == "postgresql":
-        session.execute(postgresql.insert(LoginFailure).values(**values)
-                        .on_conflict_do_nothing(index_elements=["key"]))
+        session.execute(
+            postgresql.insert(LoginFailure)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
     elif session.scalars(select(LoginFailure.id).where(LoginFailure.key == key)).first() is None:
         session.add(LoginFailure(**values))
         session.flush()
-    return session.scalars(select(LoginFailure).where(LoginFailure.key == key)
-                           .with_for_update()
-                           .execution_options(populate_existing=True)).one()
+    return session.scalars(
+        select(LoginFailure)
+        .where(LoginFailure.key == key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
 
 
 def _clear(session: Session, keys: list[str]) -> int:
     return _update(
         session,
         update(LoginFailure)
-        .where(LoginFailure.key.in_(keys),
-               (LoginFailure.failures > 0) | LoginFailure.locked_until.is_not(None))
-        .values(failures=0, locked_until=None))
+        .where(
+            LoginFailure.key.in_(keys),
+            (LoginFailure.failures > 0) | LoginFailure.locked_until.is_not(None),
+        )
+        .values(failures=0, locked_until=None),
+    )
 
 
 def _update(session: Session, statement: Update) -> int:

@@ -121,23 +121,31 @@ class Store:
         self.url = parsed.render_as_string(hide_password=True)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         database = parsed.database or ""
-        if self.is_sqlite and not create and database not in ("", ":memory:") \
-                and not Path(database).exists():
+        if (
+            self.is_sqlite
+            and not create
+            and database not in ("", ":memory:")
+            and not Path(database).exists()
+        ):
             # SQLite would create an empty file for a mistyped --db: refuse instead
-            raise StoreError(f"no randomizer trial at {self.url}: the file does not exist; "
-                             "check the database location, or create the trial first",
-                             hint=Hint.MISSING_DATABASE)
+            raise StoreError(
+                f"no randomizer trial at {self.url}: the file does not exist; "
+                "check the database location, or create the trial first",
+                hint=Hint.MISSING_DATABASE,
+            )
         if self.is_sqlite:
             if create and database not in ("", ":memory:") and not parsed.query.get("uri"):
-                event.listen(self.engine, "do_connect",
-                             functools.partial(_create_private, Path(database)))
+                event.listen(
+                    self.engine, "do_connect", functools.partial(_create_private, Path(database))
+                )
             event.listen(self.engine, "connect", _on_sqlite_connect)
             event.listen(self.engine, "begin", _on_sqlite_begin)
         elif self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", _on_postgresql_connect)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
-                                           expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -158,8 +166,7 @@ class Store:
             raise _store_error(exc, self.url) from None
         except DBAPIError as exc:
             if exc.connection_invalidated:
-                raise StoreError(f"lost the database connection: {_first_line(exc.orig)}") \
-                    from None
+                raise StoreError(f"lost the database connection: {_first_line(exc.orig)}") from None
             raise
 
     def has_schema(self) -> bool:
@@ -191,23 +198,31 @@ class Store:
         """Refuse a database that is empty, behind or ahead of this randomizer's schema."""
         status = self.status(session)
         if status.state == "empty":
-            raise StoreError(f"no randomizer trial in {self.url}: create the trial first",
-                             hint=Hint.INIT)
+            raise StoreError(
+                f"no randomizer trial in {self.url}: create the trial first", hint=Hint.INIT
+            )
         if status.state == "unversioned":
             raise StoreError(unversioned_message(self.url))
         if status.state == "behind":
-            raise StoreError(f"the database schema ({status.current}) is behind this "
-                             f"randomizer ({status.head}): take a backup, then an admin "
-                             "upgrades the database schema", hint=Hint.UPGRADE_SCHEMA)
+            raise StoreError(
+                f"the database schema ({status.current}) is behind this "
+                f"randomizer ({status.head}): take a backup, then an admin "
+                "upgrades the database schema",
+                hint=Hint.UPGRADE_SCHEMA,
+            )
         if status.state == "ahead":
-            raise StoreError(f"the database schema ({status.current}) is newer than this "
-                             f"randomizer knows ({status.head}): use the newer release")
+            raise StoreError(
+                f"the database schema ({status.current}) is newer than this "
+                f"randomizer knows ({status.head}): use the newer release"
+            )
 
 
 def unversioned_message(url: str) -> str:
     """The refusal of a database that holds tables but no schema revision."""
-    return (f"{url} holds randomizer tables but no schema revision (alembic_version is "
-            "empty): restore a backup, see docs/operations.md")
+    return (
+        f"{url} holds randomizer tables but no schema revision (alembic_version is "
+        "empty): restore a backup, see docs/operations.md"
+    )
 
 
 @dataclass(frozen=True)
@@ -235,8 +250,9 @@ def _revisions(script_location: str | None) -> tuple[str, frozenset[str]]:
 def alembic_config(connection: Connection) -> Config:
     """Alembic's configuration for this package's migrations, run on ``connection``."""
     config = Config()
-    config.set_main_option("script_location",
-                           str(resources.files("randomizer").joinpath("migrations")))
+    config.set_main_option(
+        "script_location", str(resources.files("randomizer").joinpath("migrations"))
+    )
     config.attributes["connection"] = connection
     return config
 

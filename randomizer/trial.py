@@ -124,35 +124,71 @@ def list_commitment(seed: bytes, digest: str) -> str:
     return hashlib.sha256(b"randomizer/v1 list\0" + seed + bytes.fromhex(digest)).hexdigest()
 
 
-def init_trial(store: Store, key_file: Path, design: TrialDesign, design_toml: str,
-               admin: str, password: str, now: datetime) -> InitResult:
+def init_trial(
+    store: Store,
+    key_file: Path,
+    design: TrialDesign,
+    design_toml: str,
+    admin: str,
+    password: str,
+    now: datetime,
+) -> InitResult:
     """Create schema, trial, key file and first admin, all or nothing."""
     check_user_name(admin)
     check_password(password)
     if store.has_schema():
-        raise StateError(f"{store.url} already holds a trial: create the new trial in another "
-                         "database, or keep working with that one", hint=Hint.OTHER_DATABASE)
+        raise StateError(
+            f"{store.url} already holds a trial: create the new trial in another "
+            "database, or keep working with that one",
+            hint=Hint.OTHER_DATABASE,
+        )
     trial_key = create_key_file(key_file)
     try:
         with store.transaction() as session:
             store.create_schema(session)
             data_key = new_data_key()
             vault = Vault(data_key, design.id)
-            session.add(Trial(id=design.id, design_toml=design_toml,
-                              design_digest=design.digest(),
-                              wrapped_data_key=wrap_data_key(trial_key, data_key),
-                              created_at=now))
-            session.add(User(name=admin, role=Role.ADMIN, password_hash=hash_password(password),
-                             disabled=False, created_at=now))
+            session.add(
+                Trial(
+                    id=design.id,
+                    design_toml=design_toml,
+                    design_digest=design.digest(),
+                    wrapped_data_key=wrap_data_key(trial_key, data_key),
+                    created_at=now,
+                )
+            )
+            session.add(
+                User(
+                    name=admin,
+                    role=Role.ADMIN,
+                    password_hash=hash_password(password),
+                    disabled=False,
+                    created_at=now,
+                )
+            )
             audit.start_chain(session)
             session.flush()
             key = vault.audit_key()
-            audit.append(session, key, now=now, user=admin, role=Role.ADMIN,
-                         action="trial.init", subject=design.id,
-                         details={"design_digest": design.digest(), "title": design.title})
-            audit.append(session, key, now=now, user=admin, role=Role.ADMIN, action="user.add",
-                         subject=admin, details={"before": None,
-                                                 "after": {"role": "admin", "disabled": False}})
+            audit.append(
+                session,
+                key,
+                now=now,
+                user=admin,
+                role=Role.ADMIN,
+                action="trial.init",
+                subject=design.id,
+                details={"design_digest": design.digest(), "title": design.title},
+            )
+            audit.append(
+                session,
+                key,
+                now=now,
+                user=admin,
+                role=Role.ADMIN,
+                action="user.add",
+                subject=admin,
+                details={"before": None, "after": {"role": "admin", "disabled": False}},
+            )
     except BaseException:
         key_file.unlink(missing_ok=True)
         raise
@@ -162,8 +198,9 @@ def init_trial(store: Store, key_file: Path, design: TrialDesign, design_toml: s
 def _user(op: Operation, name: str) -> User:
     user = op.session.scalars(select(User).where(User.name == name)).one_or_none()
     if user is None:
-        raise NotFound(f"no user {name!r}: check the name against the list of users",
-                       hint=Hint.LIST_USERS)
+        raise NotFound(
+            f"no user {name!r}: check the name against the list of users", hint=Hint.LIST_USERS
+        )
     return user
 
 
@@ -173,11 +210,19 @@ def add_user(op: Operation, name: str, role: Role, password: str) -> UserInfo:
     check_password(password)
     if op.session.scalars(select(User).where(User.name == name)).one_or_none() is not None:
         raise StateError(f"user {name!r} already exists: pick another name")
-    user = User(name=name, role=role, password_hash=hash_password(password), disabled=False,
-                created_at=op.now)
+    user = User(
+        name=name,
+        role=role,
+        password_hash=hash_password(password),
+        disabled=False,
+        created_at=op.now,
+    )
     op.session.add(user)
-    op.audit("user.add", subject=name,
-             details={"before": None, "after": {"role": role.value, "disabled": False}})
+    op.audit(
+        "user.add",
+        subject=name,
+        details={"before": None, "after": {"role": role.value, "disabled": False}},
+    )
     return _info(user)
 
 
@@ -192,15 +237,24 @@ def disable_user(op: Operation, name: str, reason: str) -> UserInfo:
     if user.disabled:
         raise StateError(f"user {name!r} is already disabled")
     if user.role == Role.ADMIN:
-        admins = op.session.scalar(select(func.count()).select_from(User).where(
-            User.role == Role.ADMIN, User.disabled.is_(False)))
+        admins = op.session.scalar(
+            select(func.count())
+            .select_from(User)
+            .where(User.role == Role.ADMIN, User.disabled.is_(False))
+        )
         if admins == 1:
             raise StateError(f"user {name!r} is the last enabled admin: add another admin first")
     user.disabled = True
     revoke_user_tokens(op.session, name, op.now, "user disabled")
-    op.audit("user.disable", subject=name, reason=reason,
-             details={"before": {"role": user.role, "disabled": False},
-                      "after": {"role": user.role, "disabled": True}})
+    op.audit(
+        "user.disable",
+        subject=name,
+        reason=reason,
+        details={
+            "before": {"role": user.role, "disabled": False},
+            "after": {"role": user.role, "disabled": True},
+        },
+    )
     return _info(user)
 
 
@@ -212,14 +266,21 @@ def change_password(op: Operation, name: str, password: str) -> UserInfo:
     user = _user(op, name)
     user.password_hash = hash_password(password)
     revoke_user_tokens(op.session, name, op.now, "password changed")
-    op.audit("user.passwd", subject=name,
-             details={"before": {"password": "(old hash)"}, "after": {"password": "(new hash)"}})
+    op.audit(
+        "user.passwd",
+        subject=name,
+        details={"before": {"password": "(old hash)"}, "after": {"password": "(new hash)"}},
+    )
     return _info(user)
 
 
 def _info(user: User) -> UserInfo:
-    return UserInfo(name=user.name, role=user.role, disabled=user.disabled,
-                    created_at=audit.utc_text(user.created_at))
+    return UserInfo(
+        name=user.name,
+        role=user.role,
+        disabled=user.disabled,
+        created_at=audit.utc_text(user.created_at),
+    )
 
 
 def rotate_key(op: Operation, old_key_file: Path, new_key_file: Path) -> str:
@@ -230,8 +291,7 @@ def rotate_key(op: Operation, old_key_file: Path, new_key_file: Path) -> str:
     new_key = create_key_file(new_key_file)
     try:
         op.trial.wrapped_data_key = wrap_data_key(new_key, data_key)
-        op.audit("key.rotate", subject=op.trial.id,
-                 details={"new_key_file": str(new_key_file)})
+        op.audit("key.rotate", subject=op.trial.id, details={"new_key_file": str(new_key_file)})
         op.session.flush()
     except BaseException:
         new_key_file.unlink(missing_ok=True)
@@ -255,16 +315,23 @@ def generate_list(op: Operation) -> ListSummary:
     in slot order, each slot's in visit order; the spare kits last, shuffled.
     """
     if op.trial.seed_sealed is not None:
-        raise StateError("the allocation list already exists: a trial has one list; "
-                         "verify it instead", hint=Hint.VERIFY_LIST)
+        raise StateError(
+            "the allocation list already exists: a trial has one list; verify it instead",
+            hint=Hint.VERIFY_LIST,
+        )
     design = op.design
     seed = secrets.token_bytes(32)
     schedule = generate_schedule(design, seed)
     vault = op.vault
     strata: dict[str, Stratum] = {}
     for position, key in enumerate(design.strata(), start=1):
-        strata[key] = Stratum(key=key, position=position, planned=design.stratum_length,
-                              size=len(schedule.stratum(key)), next_sequence=1)
+        strata[key] = Stratum(
+            key=key,
+            position=position,
+            planned=design.stratum_length,
+            size=len(schedule.stratum(key)),
+            next_sequence=1,
+        )
     op.session.add_all(strata.values())
     op.session.flush()
 
@@ -281,40 +348,67 @@ def generate_list(op: Operation) -> ListSummary:
             for start in range(0, len(stratum), LIST_CHUNK):
                 stop = min(start + LIST_CHUNK, len(stratum))
                 arm_ids = stratum.arm_ids
-                yield stratum, start, stop, [arm_ids[k] for k in
-                                             stratum.arm_index[start:stop].tolist()]
+                yield (
+                    stratum,
+                    start,
+                    stop,
+                    [arm_ids[k] for k in stratum.arm_index[start:stop].tolist()],
+                )
 
     with _large_cache(connection):
-        with _bulk_rows(connection, Slot.__tablename__,
-                        ("stratum_id", "sequence", "allocation_sealed")) as write:
+        with _bulk_rows(
+            connection, Slot.__tablename__, ("stratum_id", "sequence", "allocation_sealed")
+        ) as write:
             for stratum, start, stop, arms in chunks():
                 stratum_id = strata[stratum.stratum].id
-                sealed = seal_allocations(vault, stratum.stratum, start + 1, arms,
-                                          stratum.block[start:stop].tolist(),
-                                          stratum.block_size[start:stop].tolist())
-                write([(stratum_id, sequence, value)
-                       for sequence, value in enumerate(sealed, start=start + 1)])
+                sealed = seal_allocations(
+                    vault,
+                    stratum.stratum,
+                    start + 1,
+                    arms,
+                    stratum.block[start:stop].tolist(),
+                    stratum.block_size[start:stop].tolist(),
+                )
+                write(
+                    [
+                        (stratum_id, sequence, value)
+                        for sequence, value in enumerate(sealed, start=start + 1)
+                    ]
+                )
         slot_ids = {key: _slot_ids(connection, row.id, row.size) for key, row in strata.items()}
 
         used = 0
         with _bulk_rows(connection, Kit.__tablename__, _KIT_COLUMNS) as write:
             for stratum, start, stop, arms in chunks():
-                kit_codes = code_texts(codes[used:used + len(arms) * len(visits)])
+                kit_codes = code_texts(codes[used : used + len(arms) * len(visits)])
                 used += len(kit_codes)
-                contents = seal_kit_contents(vault, kit_codes,
-                                             [arm for arm in arms for _ in visits])
-                kit_slots = [slot_id for slot_id in slot_ids[stratum.stratum][start:stop].tolist()
-                             for _ in visits]
-                write([(code, content, slot_id, visit, False, "available")
-                       for code, content, slot_id, visit in zip(
-                           kit_codes, contents, kit_slots, visits * len(arms), strict=True)])
+                contents = seal_kit_contents(
+                    vault, kit_codes, [arm for arm in arms for _ in visits]
+                )
+                kit_slots = [
+                    slot_id
+                    for slot_id in slot_ids[stratum.stratum][start:stop].tolist()
+                    for _ in visits
+                ]
+                write(
+                    [
+                        (code, content, slot_id, visit, False, "available")
+                        for code, content, slot_id, visit in zip(
+                            kit_codes, contents, kit_slots, visits * len(arms), strict=True
+                        )
+                    ]
+                )
             for start in range(0, len(spare_arms), LIST_CHUNK * len(visits)):
-                arms = spare_arms[start:start + LIST_CHUNK * len(visits)]
-                kit_codes = code_texts(codes[used:used + len(arms)])
+                arms = spare_arms[start : start + LIST_CHUNK * len(visits)]
+                kit_codes = code_texts(codes[used : used + len(arms)])
                 used += len(kit_codes)
                 contents = seal_kit_contents(vault, kit_codes, arms)
-                write([(code, content, None, None, True, "available")
-                       for code, content in zip(kit_codes, contents, strict=True)])
+                write(
+                    [
+                        (code, content, None, None, True, "available")
+                        for code, content in zip(kit_codes, contents, strict=True)
+                    ]
+                )
     kits = used
     spare_kits = spare_kit_count(op.session)
 
@@ -324,11 +418,22 @@ def generate_list(op: Operation) -> ListSummary:
     op.trial.list_generated_at = op.now
     summary = ListSummary(
         strata=tuple(StratumSummary(k, s.planned, s.size) for k, s in strata.items()),
-        kits=kits, spare_kits=spare_kits, commitment=commitment)
-    op.audit("list.generate", subject=op.trial.id, details={
-        "commitment": commitment, "kits": kits, "spare_kits": spare_kits,
-        "strata": {s.stratum: {"planned": s.planned, "generated": s.generated}
-                   for s in summary.strata}})
+        kits=kits,
+        spare_kits=spare_kits,
+        commitment=commitment,
+    )
+    op.audit(
+        "list.generate",
+        subject=op.trial.id,
+        details={
+            "commitment": commitment,
+            "kits": kits,
+            "spare_kits": spare_kits,
+            "strata": {
+                s.stratum: {"planned": s.planned, "generated": s.generated} for s in summary.strata
+            },
+        },
+    )
     return summary
 
 
@@ -336,8 +441,9 @@ _KIT_COLUMNS = ("code", "content_sealed", "slot_id", "visit", "spare", "status")
 
 
 @contextmanager
-def _bulk_rows(connection: Connection, table: str,
-               columns: Sequence[str]) -> Iterator[Callable[[list[tuple[object, ...]]], None]]:
+def _bulk_rows(
+    connection: Connection, table: str, columns: Sequence[str]
+) -> Iterator[Callable[[list[tuple[object, ...]]], None]]:
     """A function that inserts plain rows into ``table`` in the connection's transaction.
 
     PostgreSQL: one ``COPY ... FROM STDIN`` for every call, ended when the block ends;
@@ -348,11 +454,12 @@ def _bulk_rows(connection: Connection, table: str,
     names = ", ".join(columns)
     driver: Any = connection.connection.driver_connection  # psycopg's or sqlite3's
     if connection.dialect.name == "postgresql":
-        with driver.cursor() as cursor, \
-                cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+
             def copy_rows(rows: list[tuple[object, ...]]) -> None:
                 for row in rows:
                     copy.write_row(row)
+
             yield copy_rows
         return
     statement = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in columns)})"
@@ -388,8 +495,11 @@ def _large_cache(connection: Connection) -> Iterator[None]:
 def _slot_ids(connection: Connection, stratum_id: int, size: int) -> NDArray[np.int64]:
     """The ids of the stratum's slots, in list order (sequence 1 first)."""
     rows = connection.execute(
-        select(Slot.id).where(Slot.stratum_id == stratum_id).order_by(Slot.sequence)
-        .execution_options(yield_per=LIST_CHUNK))  # streamed: not all ids as rows at once
+        select(Slot.id)
+        .where(Slot.stratum_id == stratum_id)
+        .order_by(Slot.sequence)
+        .execution_options(yield_per=LIST_CHUNK)
+    )  # streamed: not all ids as rows at once
     ids = np.fromiter(rows.scalars(), dtype=np.int64)
     if ids.size != size:
         raise StateError(f"list generation wrote {size} slots but reads back {ids.size}")
@@ -398,15 +508,16 @@ def _slot_ids(connection: Connection, stratum_id: int, size: int) -> NDArray[np.
 
 def spare_kit_count(session: Session) -> int:
     """Spare kits in the list, issued as replacements or not: the one count of spares."""
-    return session.scalar(select(func.count()).select_from(Kit)
-                          .where(Kit.spare.is_(True))) or 0
+    return session.scalar(select(func.count()).select_from(Kit).where(Kit.spare.is_(True))) or 0
 
 
 def require_list(op: Operation) -> bytes:
     """The trial's sealed seed; refused while no allocation list has been generated."""
     if op.trial.seed_sealed is None:
-        raise StateError("no allocation list yet: an admin generates the allocation list first",
-                         hint=Hint.GENERATE_LIST)
+        raise StateError(
+            "no allocation list yet: an admin generates the allocation list first",
+            hint=Hint.GENERATE_LIST,
+        )
     return op.trial.seed_sealed
 
 
@@ -424,17 +535,19 @@ def verify_list(op: Operation) -> ListSummary:
     stored: dict[tuple[str, int], tuple[str, int, int]] = {}
     for slot in op.session.scalars(select(Slot)):
         key = strata[slot.stratum_id].key
-        stored[(key, slot.sequence)] = open_allocation(op.vault, key, slot.sequence,
-                                                       slot.allocation_sealed)
-    expected = {(e.stratum, e.sequence): (e.arm, e.block, e.block_size)
-                for e in schedule.slots()}
+        stored[(key, slot.sequence)] = open_allocation(
+            op.vault, key, slot.sequence, slot.allocation_sealed
+        )
+    expected = {(e.stratum, e.sequence): (e.arm, e.block, e.block_size) for e in schedule.slots()}
     problems: list[str] = []
     if commitment != op.trial.list_digest:
         problems.append("the list commitment differs")
     if stored != expected:
         problems.append("stored slots differ from the regenerated list")
-    slot_arm = {slot_id: stored[(strata[s.stratum_id].key, s.sequence)][0]
-                for slot_id, s in ((s.id, s) for s in op.session.scalars(select(Slot)))}
+    slot_arm = {
+        slot_id: stored[(strata[s.stratum_id].key, s.sequence)][0]
+        for slot_id, s in ((s.id, s) for s in op.session.scalars(select(Slot)))
+    }
     kits = 0
     for kit in op.session.scalars(select(Kit)):
         kits += 1
@@ -447,25 +560,42 @@ def verify_list(op: Operation) -> ListSummary:
     if problems:
         raise ListMismatch("allocation list verification FAILED: " + "; ".join(problems))
     return ListSummary(
-        strata=tuple(StratumSummary(s.key, s.planned, s.size)
-                     for s in sorted(strata.values(), key=lambda s: s.position)),
-        kits=kits, spare_kits=spare_kit_count(op.session), commitment=commitment)
+        strata=tuple(
+            StratumSummary(s.key, s.planned, s.size)
+            for s in sorted(strata.values(), key=lambda s: s.position)
+        ),
+        kits=kits,
+        spare_kits=spare_kit_count(op.session),
+        commitment=commitment,
+    )
 
 
 def list_status(op: Operation) -> ListStatus:
     """Whether the list exists, how much of each stratum is used, kits by status (any role)."""
     op.audit("list.status")
-    strata = tuple(StratumStatus(s.key, s.planned, s.size, s.next_sequence - 1)
-                   for s in op.session.scalars(select(Stratum).order_by(Stratum.position)))
+    strata = tuple(
+        StratumStatus(s.key, s.planned, s.size, s.next_sequence - 1)
+        for s in op.session.scalars(select(Stratum).order_by(Stratum.position))
+    )
     kits = dict.fromkeys(("available", "dispensed", "prepared", "voided"), 0)
-    for status, count in op.session.execute(select(Kit.status, func.count())
-                                            .group_by(Kit.status)):
+    for status, count in op.session.execute(select(Kit.status, func.count()).group_by(Kit.status)):
         kits[status] = count
-    left = op.session.scalar(select(func.count()).select_from(Kit).where(
-        Kit.spare.is_(True), Kit.status == "available")) or 0
+    left = (
+        op.session.scalar(
+            select(func.count())
+            .select_from(Kit)
+            .where(Kit.spare.is_(True), Kit.status == "available")
+        )
+        or 0
+    )
     generated_at = op.trial.list_generated_at
-    return ListStatus(generated=op.trial.seed_sealed is not None,
-                      generated_at=audit.utc_text(generated_at) if generated_at else None,
-                      commitment=op.trial.list_digest, locked=op.locked, strata=strata,
-                      kits=kits, spare_kits=spare_kit_count(op.session),
-                      spare_kits_left=left)
+    return ListStatus(
+        generated=op.trial.seed_sealed is not None,
+        generated_at=audit.utc_text(generated_at) if generated_at else None,
+        commitment=op.trial.list_digest,
+        locked=op.locked,
+        strata=strata,
+        kits=kits,
+        spare_kits=spare_kit_count(op.session),
+        spare_kits_left=left,
+    )

@@ -56,8 +56,10 @@ AUDIT_MAC_INFO = b"randomizer/v1 audit-mac"
 _ASSOCIATED_DATA_PREFIX = b"randomizer/v1\0"
 _KEY_FILE_MAX = 4096
 _OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
-NOT_CURRENT_KEY = ("the key file does not open this trial: it is not the trial's current key "
-                   "(was the key rotated?)")
+NOT_CURRENT_KEY = (
+    "the key file does not open this trial: it is not the trial's current key "
+    "(was the key rotated?)"
+)
 """The message when the trial key does not unwrap the data key (a wrong or rotated key file)."""
 
 
@@ -245,16 +247,19 @@ class Vault:
         for value in set(values):
             encoded = value.encode("utf-8")
             if len(encoded) > width:
-                raise InvalidInput(f"a value is too long to seal as {kind}: at most {width} "
-                                   "bytes of UTF-8")
+                raise InvalidInput(
+                    f"a value is too long to seal as {kind}: at most {width} bytes of UTF-8"
+                )
             plaintexts[value] = bytes([len(encoded)]) + encoded + bytes(width - len(encoded))
         size = NONCE_SIZE * len(values)
         random = secrets.token_bytes(size)
-        nonces = [random[k:k + NONCE_SIZE] for k in range(0, size, NONCE_SIZE)]
+        nonces = [random[k : k + NONCE_SIZE] for k in range(0, size, NONCE_SIZE)]
         prefix = self._associated_data(kind, "")
         encrypt = self._aead.encrypt
-        return [nonce + encrypt(nonce, plaintexts[value], prefix + row.encode("utf-8"))
-                for nonce, value, row in zip(nonces, values, rows, strict=True)]
+        return [
+            nonce + encrypt(nonce, plaintexts[value], prefix + row.encode("utf-8"))
+            for nonce, value, row in zip(nonces, values, rows, strict=True)
+        ]
 
     def open(self, kind: str, row: str, sealed: bytes) -> str:
         """Open a value sealed by :meth:`seal` as the ``kind`` of ``row``.
@@ -297,12 +302,13 @@ class Vault:
             if len(value) != size:
                 raise SealedDataError(_OPAQUE)
             try:
-                plaintext = decrypt(value[:NONCE_SIZE], value[NONCE_SIZE:],
-                                    prefix + row.encode("utf-8"))
+                plaintext = decrypt(
+                    value[:NONCE_SIZE], value[NONCE_SIZE:], prefix + row.encode("utf-8")
+                )
                 length = plaintext[0]
                 if length > width or plaintext.count(0, 1 + length) != width - length:
                     raise SealedDataError(_OPAQUE)  # padding that is not all zero
-                opened.append(plaintext[1:1 + length].decode("utf-8"))
+                opened.append(plaintext[1 : 1 + length].decode("utf-8"))
             except (InvalidTag, UnicodeDecodeError):
                 raise SealedDataError(_OPAQUE) from None
         return opened

@@ -58,8 +58,7 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.REPORT_ARMS: {"admin"},
     Permission.MAINTAIN: {"admin"},
 }
-STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL,
-                           Permission.REPORT_ARMS}
+STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL, Permission.REPORT_ARMS}
 
 
 def test_every_permission_is_in_the_expected_table() -> None:
@@ -79,22 +78,32 @@ def test_allowed_matches_the_role_table(role: str, permission: Permission) -> No
 def test_blinded_roles() -> None:
     assert BLINDED_ROLES == {Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR}
     # a blinded role holds nothing that reveals an arm before the lock
-    for permission in (Permission.PREPARE, Permission.LIST_KITS, Permission.UNBLIND_ALL,
-                       Permission.REPORT_ARMS, Permission.GENERATE_LIST, Permission.VERIFY_LIST):
+    for permission in (
+        Permission.PREPARE,
+        Permission.LIST_KITS,
+        Permission.UNBLIND_ALL,
+        Permission.REPORT_ARMS,
+        Permission.GENERATE_LIST,
+        Permission.VERIFY_LIST,
+    ):
         for role in ("statistician", "monitor"):
             assert not allowed(role, permission, locked=False)
 
 
-@pytest.mark.parametrize("text, role", [("admin", Role.ADMIN), (" Monitor ", Role.MONITOR),
-                                        ("STATISTICIAN", Role.STATISTICIAN)])
+@pytest.mark.parametrize(
+    "text, role",
+    [("admin", Role.ADMIN), (" Monitor ", Role.MONITOR), ("STATISTICIAN", Role.STATISTICIAN)],
+)
 def test_parse_role(text: str, role: Role) -> None:
     assert parse_role(text) is role
 
 
 @pytest.mark.parametrize("text", ["wizard", "", "admins", "investigator,admin"])
 def test_parse_role_refuses_unknown_roles(text: str) -> None:
-    with pytest.raises(InvalidInput, match="unknown role .*: use one of admin, investigator, "
-                                           "pharmacist, statistician, monitor"):
+    with pytest.raises(
+        InvalidInput,
+        match="unknown role .*: use one of admin, investigator, pharmacist, statistician, monitor",
+    ):
         parse_role(text)
 
 
@@ -103,8 +112,7 @@ def test_valid_user_names(name: str) -> None:
     assert check_user_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "1abc", "-x", "a b", "a" * 65, "ali$ce", "élise",
-                                  "alice\n"])
+@pytest.mark.parametrize("name", ["", "1abc", "-x", "a b", "a" * 65, "ali$ce", "élise", "alice\n"])
 def test_invalid_user_names(name: str) -> None:
     with pytest.raises(InvalidInput, match="is not valid: start with a letter"):
         check_user_name(name)
@@ -141,8 +149,7 @@ def test_password_hash_round_trip(password: str, other: str) -> None:
     assert verify_password(other, stored) is (other == password)
 
 
-def test_password_hash_is_salted_and_stores_its_parameters(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_hash_is_salted_and_stores_its_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = hash_password("pw-admin-123456"), hash_password("pw-admin-123456")
     assert first != second
     scheme, n, r, p, salt, digest = first.split("$")
@@ -159,34 +166,56 @@ def test_default_scrypt_cost_is_the_documented_one() -> None:
     assert "\nSCRYPT_N = 2**15\n" in inspect.getsource(access)
 
 
-@pytest.mark.parametrize("stored", ["", "scrypt", "bcrypt$1$2$3$AAAA$AAAA",
-                                    "scrypt$x$8$1$AAAA$AAAA", "scrypt$3$8$1$AAAA$AAAA",
-                                    "scrypt$16$8$1$!!$AAAA"])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "scrypt",
+        "bcrypt$1$2$3$AAAA$AAAA",
+        "scrypt$x$8$1$AAAA$AAAA",
+        "scrypt$3$8$1$AAAA$AAAA",
+        "scrypt$16$8$1$!!$AAAA",
+    ],
+)
 def test_malformed_stored_hashes_never_verify(stored: str) -> None:
     assert verify_password("pw-admin-123456", stored) is False
 
 
-@pytest.mark.parametrize(("n", "r", "p"), [
-    (2**30, 8, 1),  # the case: 1 TiB, an internal MemoryError before
-    (2**21, 8, 1), (2**4, 33, 1), (2**4, 8, 17), (2**64, 8, 1),
-    (2**20, 16, 1),  # 2 GiB
-    (2**20, 8, 4),  # 4 x 10 s
-    (2**16, 1, 1)])  # OpenSSL's rule n < 2**(16 r): a MemoryError before
+@pytest.mark.parametrize(
+    ("n", "r", "p"),
+    [
+        (2**30, 8, 1),  # the case: 1 TiB, an internal MemoryError before
+        (2**21, 8, 1),
+        (2**4, 33, 1),
+        (2**4, 8, 17),
+        (2**64, 8, 1),
+        (2**20, 16, 1),  # 2 GiB
+        (2**20, 8, 4),  # 4 x 10 s
+        (2**16, 1, 1),
+    ],
+)  # OpenSSL's rule n < 2**(16 r): a MemoryError before
 def test_absurd_stored_scrypt_costs_are_refused_not_computed(n: int, r: int, p: int) -> None:
-    stored = "$".join(["scrypt", str(n), str(r), str(p)] + hash_password("x", n=2**4)
-                      .split("$")[4:])
-    with pytest.raises(DamagedRecord, match=f"asks for scrypt n={str(n)[:20]}, r={r}, p={p}, "
-                                            "a cost no release writes"):
+    stored = "$".join(
+        ["scrypt", str(n), str(r), str(p)] + hash_password("x", n=2**4).split("$")[4:]
+    )
+    with pytest.raises(
+        DamagedRecord,
+        match=f"asks for scrypt n={str(n)[:20]}, r={r}, p={p}, a cost no release writes",
+    ):
         verify_password("pw-admin-123456", stored)
 
 
 def test_a_login_with_an_absurd_stored_hash_is_refused_and_recorded(
-        trial_with_users: TrialFiles, run: Run) -> None:
+    trial_with_users: TrialFiles, run: Run
+) -> None:
     url = trial_with_users.db_url
     [(stored,)] = execute(url, "SELECT password_hash FROM users WHERE name = 'ivan'")
     _, _, _, _, salt, digest = stored.split("$")
-    execute(url, "UPDATE users SET password_hash = :h WHERE name = 'ivan'",
-            h=f"scrypt$1073741824$8$1${salt}${digest}")
+    execute(
+        url,
+        "UPDATE users SET password_hash = :h WHERE name = 'ivan'",
+        h=f"scrypt$1073741824$8$1${salt}${digest}",
+    )
     before = dump_database(url)
 
     result = run("report", user="ivan")
@@ -194,11 +223,15 @@ def test_a_login_with_an_absurd_stored_hash_is_refused_and_recorded(
     assert assert_error(result, 1) == (
         "login refused for user 'ivan': a stored password hash asks for scrypt n=1073741824, "
         "r=8, p=1, a cost no release writes: the users table was altered or damaged; an "
-        "admin can set a new password with 'randomizer user passwd'")
+        "admin can set a new password with 'randomizer user passwd'"
+    )
     assert without_audit(dump_database(url)) == without_audit(before)
     failed = audit_rows(url)[-1]
-    assert (failed["action"], failed["user"], failed["role"]) == ("auth.failed", "ivan",
-                                                                  "investigator")
+    assert (failed["action"], failed["user"], failed["role"]) == (
+        "auth.failed",
+        "ivan",
+        "investigator",
+    )
     assert failed["details"]["refusal"] == "damaged password hash"
     # an admin resets it, and ivan logs in again
     run.ok("user", "passwd", "ivan", "--password-stdin", user=ADMIN, input=NEW_PASSWORD + "\n")
@@ -244,54 +277,112 @@ LOGIN = ("auth.login",)
 COMMANDS: dict[str, Case] = {
     "user-add": Case(
         lambda f, a: ["user", "add", "newbie", "--role", "monitor", "--password-stdin"],
-        "user.add", ADMIN_ONLY, "manage users", (*LOGIN, "user.add"),
-        stdin="pw-newbie-123456\n", done="User newbie added as monitor."),
+        "user.add",
+        ADMIN_ONLY,
+        "manage users",
+        (*LOGIN, "user.add"),
+        stdin="pw-newbie-123456\n",
+        done="User newbie added as monitor.",
+    ),
     "user-list": Case(
         lambda f, a: ["user", "list"],
-        "user.list", ADMIN_ONLY, "manage users", LOGIN, done="stan   statistician  active"),
+        "user.list",
+        ADMIN_ONLY,
+        "manage users",
+        LOGIN,
+        done="stan   statistician  active",
+    ),
     "user-disable": Case(
         lambda f, a: ["user", "disable", "mona", "--reason", "left"],
-        "user.disable", ADMIN_ONLY, "manage users", (*LOGIN, "user.disable"),
-        done="User mona disabled."),
+        "user.disable",
+        ADMIN_ONLY,
+        "manage users",
+        (*LOGIN, "user.disable"),
+        done="User mona disabled.",
+    ),
     "user-passwd-own": Case(
         lambda f, a: ["user", "passwd", "--password-stdin"],
-        "user.passwd", frozenset(ROLES), "", (*LOGIN, "user.passwd"),
-        stdin=NEW_PASSWORD + "\n", done="Password of "),
+        "user.passwd",
+        frozenset(ROLES),
+        "",
+        (*LOGIN, "user.passwd"),
+        stdin=NEW_PASSWORD + "\n",
+        done="Password of ",
+    ),
     "user-passwd-other": Case(
         lambda f, a: ["user", "passwd", _other_user(a), "--password-stdin"],
-        "user.passwd", ADMIN_ONLY, "manage users", (*LOGIN, "user.passwd"),
-        stdin=NEW_PASSWORD + "\n", done="Password of ivan changed."),
+        "user.passwd",
+        ADMIN_ONLY,
+        "manage users",
+        (*LOGIN, "user.passwd"),
+        stdin=NEW_PASSWORD + "\n",
+        done="Password of ivan changed.",
+    ),
     "user-unlock": Case(
         lambda f, a: ["user", "unlock", "ivan"],
-        "user.unlock", ADMIN_ONLY, "manage users", (*LOGIN, "user.unlock"),
-        done="No failed logins or lock on user name ivan: nothing to lift."),
+        "user.unlock",
+        ADMIN_ONLY,
+        "manage users",
+        (*LOGIN, "user.unlock"),
+        done="No failed logins or lock on user name ivan: nothing to lift.",
+    ),
     "key-rotate": Case(
         lambda f, a: ["key", "rotate", "--new-key-file", str(f.directory / "new.key")],
-        "key.rotate", ADMIN_ONLY, "rotate the trial key", (*LOGIN, "key.rotate"),
-        done="Key rotated"),
+        "key.rotate",
+        ADMIN_ONLY,
+        "rotate the trial key",
+        (*LOGIN, "key.rotate"),
+        done="Key rotated",
+    ),
     "list-generate": Case(
         lambda f, a: ["list", "generate"],
-        "list.generate", ADMIN_ONLY, "generate the allocation list", (*LOGIN, "list.generate"),
-        stage="trial_with_users", done="Allocation list generated."),
+        "list.generate",
+        ADMIN_ONLY,
+        "generate the allocation list",
+        (*LOGIN, "list.generate"),
+        stage="trial_with_users",
+        done="Allocation list generated.",
+    ),
     "list-verify": Case(
         lambda f, a: ["list", "verify"],
-        "list.verify", ADMIN_ONLY, "verify the allocation list", (*LOGIN, "list.verify"),
-        done="Allocation list verified"),
+        "list.verify",
+        ADMIN_ONLY,
+        "verify the allocation list",
+        (*LOGIN, "list.verify"),
+        done="Allocation list verified",
+    ),
     "list-status": Case(
         lambda f, a: ["list", "status"],
-        "list.status", frozenset(ROLES), "", (*LOGIN, "list.status"),
-        done="Allocation list generated"),
+        "list.status",
+        frozenset(ROLES),
+        "",
+        (*LOGIN, "list.status"),
+        done="Allocation list generated",
+    ),
     "audit-show": Case(
         lambda f, a: ["audit", "show"],
-        "audit.show", READERS, "read the audit trail", LOGIN, done="trial.init"),
+        "audit.show",
+        READERS,
+        "read the audit trail",
+        LOGIN,
+        done="trial.init",
+    ),
     "audit-verify": Case(
         lambda f, a: ["audit", "verify"],
-        "audit.verify", READERS, "read the audit trail", (*LOGIN, "audit.verify"),
-        done="Audit trail verified"),
+        "audit.verify",
+        READERS,
+        "read the audit trail",
+        (*LOGIN, "audit.verify"),
+        done="Audit trail verified",
+    ),
     "audit-checkpoint": Case(
         lambda f, a: ["audit", "checkpoint", "--signing-key", str(_signing_key(f))],
-        "audit.checkpoint", ADMIN_ONLY, "sign audit checkpoints", (*LOGIN, "audit.checkpoint"),
-        done="randomizer audit checkpoint v1"),
+        "audit.checkpoint",
+        ADMIN_ONLY,
+        "sign audit checkpoints",
+        (*LOGIN, "audit.checkpoint"),
+        done="randomizer audit checkpoint v1",
+    ),
 }
 
 
@@ -303,8 +394,7 @@ def expected_refusal(case: Case, role: str) -> str:
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_role_matrix(command: str, role: str, request: pytest.FixtureRequest,
-                     run: Run) -> None:
+def test_role_matrix(command: str, role: str, request: pytest.FixtureRequest, run: Run) -> None:
     case = COMMANDS[command]
     files: TrialFiles = request.getfixturevalue(case.stage)
     actor = USER_OF_ROLE[role]
@@ -340,64 +430,102 @@ def test_the_matrix_covers_every_setup_and_audit_command() -> None:
     no_login = {"list preview", "audit keygen"}
     covered = {case.path for case in COMMANDS.values()}
     # the groups of trial setup and custody; later groups have their own matrices
-    names = {" ".join(path) for path, command in all_commands()
-             if len(path) == 2 and path[0] in ("user", "key", "list", "audit")}
+    names = {
+        " ".join(path)
+        for path, command in all_commands()
+        if len(path) == 2 and path[0] in ("user", "key", "list", "audit")
+    }
     # a new command in these groups belongs in COMMANDS (or, without a login, in no_login)
     assert names - no_login == covered
 
 
-def test_statistician_verifies_the_list_only_after_the_lock(trial_with_list: TrialFiles,
-                                                            run: Run) -> None:
-    assert assert_error(run("list", "verify", user="stan"), 1) == \
-        "role statistician may verify the allocation list only after the database lock"
+def test_statistician_verifies_the_list_only_after_the_lock(
+    trial_with_list: TrialFiles, run: Run
+) -> None:
+    assert (
+        assert_error(run("list", "verify", user="stan"), 1)
+        == "role statistician may verify the allocation list only after the database lock"
+    )
     run.ok("lock", "--reason", "last participant completed follow-up", user=ADMIN)
     result = run.ok("list", "verify", user="stan")
     assert "Allocation list verified: it matches its seed." in result.stdout
     # the other blinded roles stay refused after the lock
     for name in ("ivan", "mona"):
         role = USERS[name]
-        assert assert_error(run("list", "verify", user=name), 1) == \
-            f"role {role} may not verify the allocation list"
+        assert (
+            assert_error(run("list", "verify", user=name), 1)
+            == f"role {role} may not verify the allocation list"
+        )
+
 
 def test_own_password_change_takes_effect(trial_with_users: TrialFiles, run: Run) -> None:
     run.ok("user", "passwd", "--password-stdin", user="ivan", input=NEW_PASSWORD + "\n")
-    assert_error(run("user", "passwd", "--password-stdin", user="ivan",
-                     input="another-password-1\n"), 1, "login refused for user 'ivan'")
-    run.ok("user", "passwd", "--password-stdin", user="ivan", password=NEW_PASSWORD,
-           input=PASSWORDS["ivan"] + "\n")
+    assert_error(
+        run("user", "passwd", "--password-stdin", user="ivan", input="another-password-1\n"),
+        1,
+        "login refused for user 'ivan'",
+    )
+    run.ok(
+        "user",
+        "passwd",
+        "--password-stdin",
+        user="ivan",
+        password=NEW_PASSWORD,
+        input=PASSWORDS["ivan"] + "\n",
+    )
     change = [e for e in audit_rows(trial_with_users.db_url) if e["action"] == "user.passwd"]
     assert [(e["user"], e["subject"]) for e in change] == [("ivan", "ivan"), ("ivan", "ivan")]
     assert all(PASSWORDS["ivan"] not in str(e) and NEW_PASSWORD not in str(e) for e in change)
 
 
 def test_admin_resets_another_users_password(trial_with_users: TrialFiles, run: Run) -> None:
-    run.ok("user", "passwd", "petra", "--password-stdin", user=ADMIN,
-           input=NEW_PASSWORD + "\n")
+    run.ok("user", "passwd", "petra", "--password-stdin", user=ADMIN, input=NEW_PASSWORD + "\n")
     assert_error(run("user", "list", user="petra"), 1, "login refused")
-    run.ok("user", "passwd", "--password-stdin", user="petra", password=NEW_PASSWORD,
-           input=PASSWORDS["petra"] + "\n")
+    run.ok(
+        "user",
+        "passwd",
+        "--password-stdin",
+        user="petra",
+        password=NEW_PASSWORD,
+        input=PASSWORDS["petra"] + "\n",
+    )
 
 
-def test_password_change_of_an_unknown_user_is_refused(trial_with_users: TrialFiles,
-                                                       run: Run) -> None:
-    assert assert_error(run("user", "passwd", "nobody", "--password-stdin", user=ADMIN,
-                            input=NEW_PASSWORD + "\n"), 1) == \
-        "no user 'nobody': check the name against the list of users (see 'randomizer user list')"
+def test_password_change_of_an_unknown_user_is_refused(
+    trial_with_users: TrialFiles, run: Run
+) -> None:
+    assert (
+        assert_error(
+            run(
+                "user",
+                "passwd",
+                "nobody",
+                "--password-stdin",
+                user=ADMIN,
+                input=NEW_PASSWORD + "\n",
+            ),
+            1,
+        )
+        == "no user 'nobody': check the name against the list of users (see 'randomizer user list')"
+    )
 
 
 # Logins ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("who, password, why", [
-    ("ivan", "not-ivans-password", "wrong password"),
-    ("nobody", "pw-nobody-123456", "unknown user"),
-    ("mona", PASSWORDS["mona"], "disabled user"),
-    ("alice", "", "wrong password"),
-])
+@pytest.mark.parametrize(
+    "who, password, why",
+    [
+        ("ivan", "not-ivans-password", "wrong password"),
+        ("nobody", "pw-nobody-123456", "unknown user"),
+        ("mona", PASSWORDS["mona"], "disabled user"),
+        ("alice", "", "wrong password"),
+    ],
+)
 @pytest.mark.parametrize("command", [["user", "list"], ["audit", "show"], ["list", "verify"]])
-def test_failed_logins_are_refused_and_recorded(who: str, password: str, why: str,
-                                                command: list[str], trial_with_list: TrialFiles,
-                                                run: Run) -> None:
+def test_failed_logins_are_refused_and_recorded(
+    who: str, password: str, why: str, command: list[str], trial_with_list: TrialFiles, run: Run
+) -> None:
     run.ok("user", "disable", "mona", user=ADMIN)
     before = dump_database(trial_with_list.db_url)
     events_before = len(before["audit_events"])
@@ -419,11 +547,15 @@ def test_failed_logins_are_refused_and_recorded(who: str, password: str, why: st
     assert password not in str(failed) or password == ""
 
 
-def test_a_disabled_user_stays_locked_out_and_listed(trial_with_users: TrialFiles,
-                                                     run: Run) -> None:
+def test_a_disabled_user_stays_locked_out_and_listed(
+    trial_with_users: TrialFiles, run: Run
+) -> None:
     run.ok("user", "disable", "ivan", "--reason", "left the study team", user=ADMIN)
-    assert_error(run("user", "passwd", "--password-stdin", user="ivan",
-                     input=NEW_PASSWORD + "\n"), 1, "login refused for user 'ivan'")
+    assert_error(
+        run("user", "passwd", "--password-stdin", user="ivan", input=NEW_PASSWORD + "\n"),
+        1,
+        "login refused for user 'ivan'",
+    )
     listing = run.ok("user", "list", "--json", user=ADMIN)
     users = {u["name"]: u for u in json.loads(listing.stdout)}
     assert users["ivan"]["disabled"] is True and users["ivan"]["role"] == "investigator"
@@ -431,33 +563,48 @@ def test_a_disabled_user_stays_locked_out_and_listed(trial_with_users: TrialFile
     assert all("password" not in str(u) for u in users.values())
     event = [e for e in audit_rows(trial_with_users.db_url) if e["action"] == "user.disable"][-1]
     assert event["reason"] == "left the study team"
-    assert event["details"] == {"before": {"role": "investigator", "disabled": False},
-                                "after": {"role": "investigator", "disabled": True}}
+    assert event["details"] == {
+        "before": {"role": "investigator", "disabled": False},
+        "after": {"role": "investigator", "disabled": True},
+    }
 
 
-def test_disabling_twice_and_the_last_admin_is_refused(trial_with_users: TrialFiles,
-                                                       run: Run) -> None:
+def test_disabling_twice_and_the_last_admin_is_refused(
+    trial_with_users: TrialFiles, run: Run
+) -> None:
     run.ok("user", "disable", "ivan", user=ADMIN)
-    assert assert_error(run("user", "disable", "ivan", user=ADMIN), 1) == \
-        "user 'ivan' is already disabled"
-    assert assert_error(run("user", "disable", "alice", user=ADMIN), 1) == \
-        "user 'alice' is the last enabled admin: add another admin first"
-    assert assert_error(run("user", "disable", "ghost", user=ADMIN), 1) == \
-        "no user 'ghost': check the name against the list of users (see 'randomizer user list')"
+    assert (
+        assert_error(run("user", "disable", "ivan", user=ADMIN), 1)
+        == "user 'ivan' is already disabled"
+    )
+    assert (
+        assert_error(run("user", "disable", "alice", user=ADMIN), 1)
+        == "user 'alice' is the last enabled admin: add another admin first"
+    )
+    assert (
+        assert_error(run("user", "disable", "ghost", user=ADMIN), 1)
+        == "no user 'ghost': check the name against the list of users (see 'randomizer user list')"
+    )
     # with a second admin, the first may go
     run.add_user("adam", "admin", password="pw-adam-admin-1")
     run.ok("user", "disable", "alice", user="adam", password="pw-adam-admin-1")
     assert_error(run("user", "list", user=ADMIN), 1, "login refused for user 'alice'")
     refusals = [e for e in audit_rows(trial_with_users.db_url) if e["action"] == "refused"]
-    assert [e["details"]["refusal"] for e in refusals] == ["StateError", "StateError",
-                                                           "NotFound"]
+    assert [e["details"]["refusal"] for e in refusals] == ["StateError", "StateError", "NotFound"]
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"RANDOMIZER_PASSWORD": None}, "no password: set RANDOMIZER_PASSWORD or run on a terminal"),
-])
-def test_no_password_is_bad_usage(env: dict[str, str | None], message: str,
-                                  trial_with_users: TrialFiles, run: Run) -> None:
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"RANDOMIZER_PASSWORD": None},
+            "no password: set RANDOMIZER_PASSWORD or run on a terminal",
+        ),
+    ],
+)
+def test_no_password_is_bad_usage(
+    env: dict[str, str | None], message: str, trial_with_users: TrialFiles, run: Run
+) -> None:
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("user", "list", user=ADMIN, env=env), 2) == message
     assert dump_database(trial_with_users.db_url) == before
@@ -465,8 +612,10 @@ def test_no_password_is_bad_usage(env: dict[str, str | None], message: str,
 
 def test_no_user_is_bad_usage(trial_with_users: TrialFiles, run: Run) -> None:
     before = dump_database(trial_with_users.db_url)
-    assert assert_error(run("user", "list", password=PASSWORDS[ADMIN]), 2) == \
-        "no user: pass --user NAME or set RANDOMIZER_USER"
+    assert (
+        assert_error(run("user", "list", password=PASSWORDS[ADMIN]), 2)
+        == "no user: pass --user NAME or set RANDOMIZER_USER"
+    )
     assert dump_database(trial_with_users.db_url) == before
 
 

@@ -15,8 +15,11 @@ REFERENCE = re.compile(r"architecture\.md\)?,?\s+sections?\s+(\d+)((?:(?:,\s*|\s
 def _sources() -> list[Path]:
     paths = [ROOT / "README.md", ROOT / "cli.py", *ROOT.glob("docs/*.md")]
     for folder in ("randomizer", "tests", "benchmarks"):
-        paths += [p for p in (ROOT / folder).rglob("*")
-                  if p.suffix in (".py", ".md", ".json", ".toml") and p.is_file()]
+        paths += [
+            p
+            for p in (ROOT / folder).rglob("*")
+            if p.suffix in (".py", ".md", ".json", ".toml") and p.is_file()
+        ]
     return sorted(paths)
 
 
@@ -38,6 +41,7 @@ def test_every_section_reference_names_an_existing_section() -> None:
 
 
 def test_nothing_points_to_the_design_document_outside_the_repository() -> None:
-    found = [str(p.relative_to(ROOT)) for p in _sources()
-             if ABSENT_DOC in p.read_text(encoding="utf-8")]
+    found = [
+        str(p.relative_to(ROOT)) for p in _sources() if ABSENT_DOC in p.read_text(encoding="utf-8")
+    ]
     assert found == []

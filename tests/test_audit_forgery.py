@@ -31,13 +31,26 @@ WRONG = "wrong-password-123"
 FORGED_LINE = "    99 2026-06-01T12:00:00Z alice(admin) lock exosome-ms"
 
 # each breaks a line, moves the cursor or reorders text on some terminal or viewer
-BREAKS = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029",
-          "\x1b[2K\r", "\x1b[1A", "\u202e"]
+BREAKS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\x1b[2K\r",
+    "\x1b[1A",
+    "\u202e",
+]
 
 
 @pytest.mark.parametrize("separator", BREAKS, ids=[repr(b) for b in BREAKS])
-def test_a_failed_login_cannot_print_a_forged_event(run: Run, trial_with_users: TrialFiles,
-                                                    separator: str) -> None:
+def test_a_failed_login_cannot_print_a_forged_event(
+    run: Run, trial_with_users: TrialFiles, separator: str
+) -> None:
     forged = f"x{separator}{FORGED_LINE}"
     assert len(forged) <= audit.USER_MAX  # stored whole: the display alone must defuse it
     assert_error(run("user", "list", user=forged, password=WRONG), 1, "login refused for user")
@@ -60,10 +73,12 @@ def test_a_failed_login_cannot_print_a_forged_event(run: Run, trial_with_users: 
 
 
 def test_long_names_subjects_and_reasons_are_cut_before_they_are_stored(
-        run: Run, trial_with_users: TrialFiles) -> None:
+    run: Run, trial_with_users: TrialFiles
+) -> None:
     name = "n" * 1_500  # under the CLI's 2000-character argument limit, over USER_MAX
-    message = assert_error(run("user", "list", user=name, password=WRONG), 1,
-                           "login refused for user")
+    message = assert_error(
+        run("user", "list", user=name, password=WRONG), 1, "login refused for user"
+    )
     assert len(message) < 200
     stored = audit_rows(trial_with_users.db_url)[-1]
     assert stored["user"] == "n" * audit.USER_MAX
@@ -73,21 +88,39 @@ def test_long_names_subjects_and_reasons_are_cut_before_they_are_stored(
     try:
         with store.transaction() as session:
             vault = open_vault(load_trial(session), trial_with_users.key_file)
-            audit.append(session, vault.audit_key(), now=datetime.now(UTC), user="u" * 100,
-                         role="admin", action="test.long", subject="s" * 1000,
-                         reason="r" * 5000)
+            audit.append(
+                session,
+                vault.audit_key(),
+                now=datetime.now(UTC),
+                user="u" * 100,
+                role="admin",
+                action="test.long",
+                subject="s" * 1000,
+                reason="r" * 5000,
+            )
     finally:
         store.dispose()
     event = audit_rows(trial_with_users.db_url)[-1]
     assert (event["user"], event["subject"], event["reason"]) == (
-        "u" * audit.USER_MAX, "s" * audit.SUBJECT_MAX, "r" * audit.REASON_MAX)
+        "u" * audit.USER_MAX,
+        "s" * audit.SUBJECT_MAX,
+        "r" * audit.REASON_MAX,
+    )
     run.ok("audit", "verify", user=ADMIN)  # the MAC covers what was stored
     assert MESSAGE_MAX >= audit.REASON_MAX
 
 
 def _unsafe(char: str) -> bool:
-    return char != " " and unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl",
-                                                          "Zp", "Zs"}
+    return char != " " and unicodedata.category(char) in {
+        "Cc",
+        "Cf",
+        "Cs",
+        "Co",
+        "Cn",
+        "Zl",
+        "Zp",
+        "Zs",
+    }
 
 
 @given(value=st.text())
@@ -98,14 +131,29 @@ def test_a_shown_field_is_one_safe_line_that_reads_back(value: str) -> None:
     assert json.loads(text) == value
 
 
-@given(user=st.text(), subject=st.text(), reason=st.text(),
-       details=st.dictionaries(st.text(), st.text() | st.integers()))
-def test_every_event_is_one_line(user: str, subject: str, reason: str,
-                                 details: dict[str, object]) -> None:
-    line = event_line(AuditEvent(seq=7, at="2026-06-01T12:00:00.000000Z", user=user,
-                                 role="admin", action="refused", subject=subject,
-                                 reason=reason, details=details))
+@given(
+    user=st.text(),
+    subject=st.text(),
+    reason=st.text(),
+    details=st.dictionaries(st.text(), st.text() | st.integers()),
+)
+def test_every_event_is_one_line(
+    user: str, subject: str, reason: str, details: dict[str, object]
+) -> None:
+    line = event_line(
+        AuditEvent(
+            seq=7,
+            at="2026-06-01T12:00:00.000000Z",
+            user=user,
+            role="admin",
+            action="refused",
+            subject=subject,
+            reason=reason,
+            details=details,
+        )
+    )
     assert len(line.splitlines()) == 1
     assert not any(_unsafe(c) for c in line)
-    assert line.startswith(f"     7 2026-06-01T12:00:00.000000Z {shown(user)}(admin) refused "
-                           f"{shown(subject)}")
+    assert line.startswith(
+        f"     7 2026-06-01T12:00:00.000000Z {shown(user)}(admin) refused {shown(subject)}"
+    )

@@ -26,15 +26,16 @@ from tests.support.trial import ADMIN, Run, TrialFiles
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(postgres_url() is None,
-                       reason="the audit trigger and grants exist on PostgreSQL only"),
+    pytest.mark.skipif(
+        postgres_url() is None, reason="the audit trigger and grants exist on PostgreSQL only"
+    ),
 ]
 
 OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 
 TAMPERING = {
     "UPDATE": "UPDATE audit_events SET reason = 'nothing happened' WHERE seq = 1",
-    "UPDATE all": "UPDATE audit_events SET \"user\" = \"user\"",
+    "UPDATE all": 'UPDATE audit_events SET "user" = "user"',
     "DELETE": "DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)",
     "TRUNCATE": "TRUNCATE audit_events",
 }
@@ -70,16 +71,21 @@ def test_the_application_still_appends(trial_with_users: TrialFiles, run: Run) -
     run.ok("audit", "verify", user=ADMIN)
     added = audit_rows(trial_with_users.db_url)[events:]
     assert [(e["action"], e["subject"]) for e in added] == [
-        ("auth.login", "user.list"), ("auth.login", "audit.verify"), ("audit.verify", "")]
+        ("auth.login", "user.list"),
+        ("auth.login", "audit.verify"),
+        ("audit.verify", ""),
+    ]
     # a refusal is appended too, in a transaction of its own
     assert_error(run("user", "list", user="ivan"), 1, "role investigator may not")
     assert audit_rows(trial_with_users.db_url)[-1]["action"] == "refused"
 
 
 def test_the_triggers_are_installed_by_the_migration(trial_with_users: TrialFiles) -> None:
-    rows = execute(trial_with_users.db_url,
-                   "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_events'::regclass "
-                   "AND NOT tgisinternal AND tgenabled = 'O' ORDER BY tgname")
+    rows = execute(
+        trial_with_users.db_url,
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_events'::regclass "
+        "AND NOT tgisinternal AND tgenabled = 'O' ORDER BY tgname",
+    )
     assert rows == [("audit_events_append_only",), ("audit_events_no_truncate",)]
 
 
@@ -125,8 +131,9 @@ def app_role(trial_with_users: TrialFiles) -> Iterator[AppRole]:
         execute(trial_with_users.db_url, f'DROP OWNED BY "{name}"', f'DROP ROLE IF EXISTS "{name}"')
 
 
-def test_the_application_role_may_not_alter_the_trail(app_role: AppRole,
-                                                      trial_with_users: TrialFiles) -> None:
+def test_the_application_role_may_not_alter_the_trail(
+    app_role: AppRole, trial_with_users: TrialFiles
+) -> None:
     before = dump_database(trial_with_users.db_url)
     for name, statement in TAMPERING.items():
         error = _refused(app_role.url, statement)
@@ -135,32 +142,53 @@ def test_the_application_role_may_not_alter_the_trail(app_role: AppRole,
     assert dump_database(trial_with_users.db_url) == before
 
 
-def test_the_application_role_may_not_remove_the_guard(app_role: AppRole,
-                                                       trial_with_users: TrialFiles) -> None:
-    for statement in ("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
-                      "ALTER TABLE audit_events DISABLE TRIGGER ALL",
-                      "DROP TRIGGER audit_events_append_only ON audit_events",
-                      "DROP TABLE audit_events",
-                      "DROP FUNCTION randomizer_audit_append_only() CASCADE"):
+def test_the_application_role_may_not_remove_the_guard(
+    app_role: AppRole, trial_with_users: TrialFiles
+) -> None:
+    for statement in (
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
+        "ALTER TABLE audit_events DISABLE TRIGGER ALL",
+        "DROP TRIGGER audit_events_append_only ON audit_events",
+        "DROP TABLE audit_events",
+        "DROP FUNCTION randomizer_audit_append_only() CASCADE",
+    ):
         error = _refused(app_role.url, statement)
         assert "must be owner of" in str(error.orig), statement
         assert _sqlstate(error) == "42501", statement
-    assert len(execute(trial_with_users.db_url,
-                       "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_events'::regclass "
-                       "AND NOT tgisinternal AND tgenabled = 'O'")) == 2
+    assert (
+        len(
+            execute(
+                trial_with_users.db_url,
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_events'::regclass "
+                "AND NOT tgisinternal AND tgenabled = 'O'",
+            )
+        )
+        == 2
+    )
 
 
-def test_the_application_role_may_not_delete_anywhere(app_role: AppRole,
-                                                      trial_with_users: TrialFiles) -> None:
-    for table in ("trial", "users", "strata", "slots", "participants", "kits", "audit_head",
-                  "auth_tokens", "login_failures", "alembic_version"):
+def test_the_application_role_may_not_delete_anywhere(
+    app_role: AppRole, trial_with_users: TrialFiles
+) -> None:
+    for table in (
+        "trial",
+        "users",
+        "strata",
+        "slots",
+        "participants",
+        "kits",
+        "audit_head",
+        "auth_tokens",
+        "login_failures",
+        "alembic_version",
+    ):
         error = _refused(app_role.url, f"DELETE FROM {table}")
         assert f"permission denied for table {table}" in str(error.orig)
 
 
-def test_a_whole_trial_runs_as_the_application_role(app_role: AppRole,
-                                                    trial_with_users: TrialFiles,
-                                                    run: Run) -> None:
+def test_a_whole_trial_runs_as_the_application_role(
+    app_role: AppRole, trial_with_users: TrialFiles, run: Run
+) -> None:
     """The documented grants are enough for every command but init and restores."""
     directory = trial_with_users.directory
 
@@ -168,8 +196,16 @@ def test_a_whole_trial_runs_as_the_application_role(app_role: AppRole,
         return run.ok(*args, user=user, db=app_role.url, input=input).stdout
 
     assert "current" in ok(ADMIN, "db", "status")
-    ok(ADMIN, "user", "add", "zoe", "--role", "monitor", "--password-stdin",
-       input="pw-zoe-1234567890\n")
+    ok(
+        ADMIN,
+        "user",
+        "add",
+        "zoe",
+        "--role",
+        "monitor",
+        "--password-stdin",
+        input="pw-zoe-1234567890\n",
+    )
     ok(ADMIN, "user", "disable", "zoe", "--reason", "left the team")
     ok("mona", "user", "passwd", "--password-stdin", input="pw-monitor-123456\n")
     ok(ADMIN, "list", "generate")
@@ -195,8 +231,15 @@ def test_a_whole_trial_runs_as_the_application_role(app_role: AppRole,
     ok(ADMIN, "lock", "--reason", "last visit done")
     ok("stan", "unblind", "all", "--out", str(directory / "unblinded.csv"))
     ok(ADMIN, "list", "verify")
-    verified = ok(ADMIN, "audit", "verify", "--checkpoint", str(note),
-                  "--public-key", str(directory / "qa.pem.pub"))
+    verified = ok(
+        ADMIN,
+        "audit",
+        "verify",
+        "--checkpoint",
+        str(note),
+        "--public-key",
+        str(directory / "qa.pem.pub"),
+    )
     assert "signed checkpoint at event" in verified
     # every event above was appended by the application role, none altered
     users = {e["user"] for e in audit_rows(trial_with_users.db_url)}

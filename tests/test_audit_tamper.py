@@ -47,8 +47,12 @@ def _play(run: Run) -> Story:
     build_trial(run, "list")
     by_arm = one_per_arm(run, days_ago(100))
     participant = sorted(by_arm.values())[0]
-    kit = execute(files.db_url, "SELECT k.code FROM kits k JOIN participants p ON "
-                                "p.id = k.participant_id WHERE p.code = :p", p=participant)[0][0]
+    kit = execute(
+        files.db_url,
+        "SELECT k.code FROM kits k JOIN participants p ON "
+        "p.id = k.participant_id WHERE p.code = :p",
+        p=participant,
+    )[0][0]
     assert_ok(run("kit", "replace", kit, "--reason", "damaged", user="ivan"))
     assert_ok(run("unblind", "emergency", participant, "--reason", "anaphylaxis", user="ivan"))
     assert_ok(run("audit", "keygen", "--out", str(files.directory / "qa.pem"), user="alice"))
@@ -62,15 +66,19 @@ def _play(run: Run) -> Story:
         return [e["seq"] for e in events if e["action"] == action]
 
     checkpoints = seq("audit.checkpoint")
-    return Story(randomizations=tuple(seq("randomize")), emergency=seq("unblind.emergency")[0],
-                 note_a=checkpoints[0], lock=seq("lock")[0], export=seq("unblind.all")[0],
-                 note_b=checkpoints[1])
+    return Story(
+        randomizations=tuple(seq("randomize")),
+        emergency=seq("unblind.emergency")[0],
+        note_a=checkpoints[0],
+        lock=seq("lock")[0],
+        export=seq("unblind.all")[0],
+        note_b=checkpoints[1],
+    )
 
 
 def _checkpoint(run: Run, name: str) -> None:
     directory = run.files.directory
-    result = run("audit", "checkpoint", "--signing-key", str(directory / "qa.pem"),
-                 user="alice")
+    result = run("audit", "checkpoint", "--signing-key", str(directory / "qa.pem"), user="alice")
     assert_ok(result)
     (directory / name).write_text(result.stdout, encoding="utf-8")
 
@@ -100,8 +108,13 @@ def story(run: Run, template: tuple[Path, Story] | None) -> Story:
     directory, played = template
     assert files.db_path is not None
     for name in FILES:
-        target = files.db_path if name == "trial.db" else files.key_file \
-            if name == "trial.key" else files.directory / name
+        target = (
+            files.db_path
+            if name == "trial.db"
+            else files.key_file
+            if name == "trial.key"
+            else files.directory / name
+        )
         shutil.copy2(directory / name, target)
     return played
 
@@ -112,8 +125,13 @@ def tamper(files: TrialFiles, *statements: str, **params: Any) -> None:
     if postgres_url() is None:
         execute(files.db_url, *statements, **params)
     else:
-        execute(files.db_url, "ALTER TABLE audit_events DISABLE TRIGGER USER", *statements,
-                "ALTER TABLE audit_events ENABLE TRIGGER USER", **params)
+        execute(
+            files.db_url,
+            "ALTER TABLE audit_events DISABLE TRIGGER USER",
+            *statements,
+            "ALTER TABLE audit_events ENABLE TRIGGER USER",
+            **params,
+        )
 
 
 def recompute_from(files: TrialFiles, first: int) -> None:
@@ -124,13 +142,21 @@ def recompute_from(files: TrialFiles, first: int) -> None:
     statements, params = [], {}
     for event in events:
         if event["seq"] >= first:
-            body = audit.canonical(event["seq"], event["at"], event["user"], event["role"],
-                                   event["action"], event["subject"], event["reason"],
-                                   event["details"])
+            body = audit.canonical(
+                event["seq"],
+                event["at"],
+                event["user"],
+                event["role"],
+                event["action"],
+                event["subject"],
+                event["reason"],
+                event["details"],
+            )
             mac = audit.event_mac(key, prev, body)
             n = event["seq"]
-            statements.append(f"UPDATE audit_events SET prev_mac = :p{n}, mac = :m{n} "
-                              f"WHERE seq = {n}")
+            statements.append(
+                f"UPDATE audit_events SET prev_mac = :p{n}, mac = :m{n} WHERE seq = {n}"
+            )
             params[f"p{n}"], params[f"m{n}"] = prev, mac
             prev = mac
         else:
@@ -141,17 +167,25 @@ def recompute_from(files: TrialFiles, first: int) -> None:
 
 def delete_and_renumber(files: TrialFiles, seq: int) -> None:
     """Remove one event and close the gap, as if it had never been written."""
-    tamper(files, "DELETE FROM audit_events WHERE seq = :seq",
-           "UPDATE audit_events SET seq = -seq WHERE seq > :seq",
-           "UPDATE audit_events SET seq = -seq - 1 WHERE seq < 0", seq=seq)
+    tamper(
+        files,
+        "DELETE FROM audit_events WHERE seq = :seq",
+        "UPDATE audit_events SET seq = -seq WHERE seq > :seq",
+        "UPDATE audit_events SET seq = -seq - 1 WHERE seq < 0",
+        seq=seq,
+    )
 
 
 def verify(run: Run, note: str | None = None) -> Any:
     directory = run.files.directory
     args = ["audit", "verify"]
     if note is not None:
-        args += ["--checkpoint", str(directory / note), "--public-key",
-                 str(directory / "qa.pem.pub")]
+        args += [
+            "--checkpoint",
+            str(directory / note),
+            "--public-key",
+            str(directory / "qa.pem.pub"),
+        ]
     return run(*args, user="mona")
 
 
@@ -170,29 +204,43 @@ def test_hiding_the_emergency_unblinding_is_caught(run: Run, story: Story) -> No
     assert message == f"audit trail broken at event {story.emergency}: {MISSING}"
 
 
-@pytest.mark.parametrize(("column", "value"), [("reason", "routine check"),
-                                               ("user", "alice"),
-                                               ("at", "2020-01-01T00:00:00.000000Z")])
-def test_rewriting_the_emergency_unblinding_is_caught(run: Run, story: Story, column: str,
-                                                      value: str) -> None:
-    tamper(run.files, f'UPDATE audit_events SET "{column}" = :value WHERE seq = :seq',
-           value=value, seq=story.emergency)
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("reason", "routine check"), ("user", "alice"), ("at", "2020-01-01T00:00:00.000000Z")],
+)
+def test_rewriting_the_emergency_unblinding_is_caught(
+    run: Run, story: Story, column: str, value: str
+) -> None:
+    tamper(
+        run.files,
+        f'UPDATE audit_events SET "{column}" = :value WHERE seq = :seq',
+        value=value,
+        seq=story.emergency,
+    )
     assert assert_error(verify(run), 1) == (
-        f"audit trail broken at event {story.emergency}: {ALTERED}")
+        f"audit trail broken at event {story.emergency}: {ALTERED}"
+    )
 
 
-def test_a_forged_approval_inserted_before_the_unblinding_is_caught(run: Run,
-                                                                    story: Story) -> None:
+def test_a_forged_approval_inserted_before_the_unblinding_is_caught(run: Run, story: Story) -> None:
     files = run.files
     previous = audit_rows(files.db_url)[story.emergency - 2]
-    tamper(files, "UPDATE audit_events SET seq = -seq WHERE seq >= :seq",
-           "UPDATE audit_events SET seq = -seq + 1 WHERE seq < 0",
-           'INSERT INTO audit_events (seq, at, "user", role, action, subject, reason, details, '
-           "prev_mac, mac) VALUES (:seq, :at, 'alice', 'admin', 'unblind.approve', 'P-001', "
-           "'approved', '{}', :prev, :mac)", "UPDATE audit_head SET seq = seq + 1",
-           seq=story.emergency, at=previous["at"], prev=previous["mac"], mac="ab" * 32)
-    assert assert_error(verify(run), 1) == f"audit trail broken at event {story.emergency}: " \
-                                           f"{ALTERED}"
+    tamper(
+        files,
+        "UPDATE audit_events SET seq = -seq WHERE seq >= :seq",
+        "UPDATE audit_events SET seq = -seq + 1 WHERE seq < 0",
+        'INSERT INTO audit_events (seq, at, "user", role, action, subject, reason, details, '
+        "prev_mac, mac) VALUES (:seq, :at, 'alice', 'admin', 'unblind.approve', 'P-001', "
+        "'approved', '{}', :prev, :mac)",
+        "UPDATE audit_head SET seq = seq + 1",
+        seq=story.emergency,
+        at=previous["at"],
+        prev=previous["mac"],
+        mac="ab" * 32,
+    )
+    assert (
+        assert_error(verify(run), 1) == f"audit trail broken at event {story.emergency}: {ALTERED}"
+    )
 
 
 def test_swapping_two_randomizations_is_caught(run: Run, story: Story) -> None:
@@ -203,17 +251,20 @@ def test_swapping_two_randomizations_is_caught(run: Run, story: Story) -> None:
     statements, params = [], {}
     for target, source in ((first, second), (second, first)):
         assignments = ", ".join(f'"{c}" = :{c}{target}' for c in columns)
-        statements.append(f"UPDATE audit_events SET {assignments}, details = :d{target} "
-                          f"WHERE seq = {target}")
+        statements.append(
+            f"UPDATE audit_events SET {assignments}, details = :d{target} WHERE seq = {target}"
+        )
         params.update({f"{c}{target}": rows[source][c] for c in columns})
-        params[f"d{target}"] = execute(files.db_url, "SELECT details FROM audit_events WHERE "
-                                                     "seq = :s", s=source)[0][0]
+        params[f"d{target}"] = execute(
+            files.db_url, "SELECT details FROM audit_events WHERE seq = :s", s=source
+        )[0][0]
     tamper(files, *statements, **params)
     assert assert_error(verify(run), 1) == f"audit trail broken at event {first}: {ALTERED}"
 
 
 def test_a_trail_rewritten_with_the_key_is_caught_by_the_earlier_checkpoint(
-        run: Run, story: Story) -> None:
+    run: Run, story: Story
+) -> None:
     """Someone holding the key file deletes the unblinding and recomputes every MAC."""
     files = run.files
     delete_and_renumber(files, story.emergency)
@@ -225,33 +276,47 @@ def test_a_trail_rewritten_with_the_key_is_caught_by_the_earlier_checkpoint(
     for note, seq in (("a.note", story.note_a), ("b.note", story.note_b)):
         assert assert_error(verify(run, note), 1) == (
             f"audit trail differs from the signed checkpoint at event {seq}: the trail was "
-            "rewritten or cut")
+            "rewritten or cut"
+        )
 
 
-def test_an_edit_recomputed_with_the_key_is_caught_by_the_checkpoint(run: Run,
-                                                                     story: Story) -> None:
+def test_an_edit_recomputed_with_the_key_is_caught_by_the_checkpoint(
+    run: Run, story: Story
+) -> None:
     files = run.files
-    tamper(files, "UPDATE audit_events SET reason = 'routine check' WHERE seq = :seq",
-           seq=story.emergency)
+    tamper(
+        files,
+        "UPDATE audit_events SET reason = 'routine check' WHERE seq = :seq",
+        seq=story.emergency,
+    )
     assert_error(verify(run), 1)
     recompute_from(files, story.emergency)
     assert_ok(verify(run))
     assert assert_error(verify(run, "a.note"), 1).startswith(
-        f"audit trail differs from the signed checkpoint at event {story.note_a}")
+        f"audit trail differs from the signed checkpoint at event {story.note_a}"
+    )
 
 
-def test_cutting_the_export_off_the_tail_is_caught_by_the_checkpoint(run: Run,
-                                                                     story: Story) -> None:
+def test_cutting_the_export_off_the_tail_is_caught_by_the_checkpoint(
+    run: Run, story: Story
+) -> None:
     """Delete the last events (the export and the note B checkpoint) and fix the head."""
     files = run.files
     keep = story.export - 1
     mac = execute(files.db_url, "SELECT mac FROM audit_events WHERE seq = :s", s=keep)[0][0]
-    tamper(files, "DELETE FROM audit_events WHERE seq > :keep",
-           "UPDATE audit_head SET seq = :keep, mac = :mac", keep=keep, mac=mac)
+    tamper(
+        files,
+        "DELETE FROM audit_events WHERE seq > :keep",
+        "UPDATE audit_head SET seq = :keep, mac = :mac",
+        keep=keep,
+        mac=mac,
+    )
     # verify's own login becomes event keep + 1, short of note B's event
     message = assert_error(verify(run, "b.note"), 1)
-    assert message == (f"audit trail ends at event {keep + 1} but the signed checkpoint "
-                       f"names event {story.note_b}: the tail was cut")
+    assert message == (
+        f"audit trail ends at event {keep + 1} but the signed checkpoint "
+        f"names event {story.note_b}: the tail was cut"
+    )
     # the chain is consistent and the older note still holds: only the newer one tells
     assert_ok(verify(run, "a.note"))
     assert_ok(verify(run))
@@ -259,8 +324,8 @@ def test_cutting_the_export_off_the_tail_is_caught_by_the_checkpoint(run: Run,
 
 
 def test_cutting_the_tail_without_fixing_the_head_is_caught_without_a_note(
-        run: Run, story: Story) -> None:
+    run: Run, story: Story
+) -> None:
     tamper(run.files, "DELETE FROM audit_events WHERE seq >= :seq", seq=story.export)
     # verify's own login follows the stale head: the gap before it is named
-    assert assert_error(verify(run), 1) == f"audit trail broken at event {story.export}: " \
-                                           f"{MISSING}"
+    assert assert_error(verify(run), 1) == f"audit trail broken at event {story.export}: {MISSING}"

@@ -22,27 +22,37 @@ def _started(lines: list[str], prefix: str) -> list[int]:
     return [i for i, line in enumerate(lines) if line.startswith(prefix)]
 
 
-def test_the_demo_runs_custody_on_the_host_and_the_roles_through_its_server(
-        tmp_path: Path) -> None:
+def test_the_demo_runs_custody_on_the_host_and_the_roles_through_its_server(tmp_path: Path) -> None:
     folder = tmp_path / "demo-trial"
-    env = {name: None for name in ("RANDOMIZER_PASSWORD", "RANDOMIZER_USER", "RANDOMIZER_DB",
-                                   "RANDOMIZER_KEY_FILE", "RANDOMIZER_SERVER")}
-    result = CliRunner().invoke(cli, ["demo", "--dir", str(folder), "--quiet"], env=env,
-                                prog_name="randomizer")
+    env = {
+        name: None
+        for name in (
+            "RANDOMIZER_PASSWORD",
+            "RANDOMIZER_USER",
+            "RANDOMIZER_DB",
+            "RANDOMIZER_KEY_FILE",
+            "RANDOMIZER_SERVER",
+        )
+    }
+    result = CliRunner().invoke(
+        cli, ["demo", "--dir", str(folder), "--quiet"], env=env, prog_name="randomizer"
+    )
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     lines = result.stdout.splitlines()
 
     # the output says where each step ran
-    for prefix in ("[host] $ randomizer init --design exosome-ms --admin alice",
-                   "[host alice] $ randomizer list generate",
-                   "[host] $ randomizer serve --port ",
-                   "[remote ivan] $ randomizer randomize P-001 ",
-                   "[remote petra] $ randomizer pharmacy prepare ",
-                   "[remote mona] $ randomizer report",
-                   "[remote stan] $ randomizer unblind all ",
-                   "[remote alice] $ randomizer lock ",
-                   "[host] $ kill -TERM "):
+    for prefix in (
+        "[host] $ randomizer init --design exosome-ms --admin alice",
+        "[host alice] $ randomizer list generate",
+        "[host] $ randomizer serve --port ",
+        "[remote ivan] $ randomizer randomize P-001 ",
+        "[remote petra] $ randomizer pharmacy prepare ",
+        "[remote mona] $ randomizer report",
+        "[remote stan] $ randomizer unblind all ",
+        "[remote alice] $ randomizer lock ",
+        "[host] $ kill -TERM ",
+    ):
         assert _started(lines, prefix), prefix
     for name in (*REMOTE_USERS, "alice"):
         logins = _started(lines, f"[remote {name}] $ randomizer login")
@@ -61,7 +71,7 @@ def test_the_demo_runs_custody_on_the_host_and_the_roles_through_its_server(
     def via(event: dict[str, Any]) -> Any:
         return event["details"].get("via")
 
-    before, during, after = events[:start], events[start + 1:stop], events[stop + 1:]
+    before, during, after = events[:start], events[start + 1 : stop], events[stop + 1 :]
     assert {e["action"] for e in before} >= {"trial.init", "user.add", "list.generate"}
     assert all(via(e) is None for e in before + after)  # the host's own CLI
     assert after[-1]["action"] == "report" and {e["user"] for e in after} == {"alice"}

@@ -20,10 +20,12 @@ VERSION_LINE = f"randomizer, version {__version__}"
 REINSTALL = "the installed metadata is stale or wrong: reinstall with pip install -e ."
 
 
-def _python(*args: str, cwd: Path, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+def _python(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_python_m_randomizer_runs_the_command_line(tmp_path: Path) -> None:
@@ -69,5 +71,8 @@ def test_the_installed_distribution_has_no_top_level_cli_module(tmp_path: Path) 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = _python("-c", INSTALLED, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"scripts": ["randomizer.commands:main"],
-                                         "top_level": ["randomizer"], "cli": None}, REINSTALL
+    assert json.loads(result.stdout) == {
+        "scripts": ["randomizer.commands:main"],
+        "top_level": ["randomizer"],
+        "cli": None,
+    }, REINSTALL

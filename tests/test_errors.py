@@ -19,8 +19,11 @@ CLI_WORDS = re.compile(r"(?<![\w-])--[a-z]|'randomizer [a-z]|\bRANDOMIZER_[A-Z]"
 
 
 def _library_files() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py")
-                  if not any(p.is_relative_to(folder) for folder in FRONT_END_ONLY))
+    return sorted(
+        p
+        for p in PACKAGE.rglob("*.py")
+        if not any(p.is_relative_to(folder) for folder in FRONT_END_ONLY)
+    )
 
 
 def _raised_texts(path: Path) -> list[tuple[int, str]]:
@@ -44,14 +47,16 @@ def test_the_scan_sees_library_messages() -> None:
 
 @pytest.mark.parametrize("path", _library_files(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_library_messages_name_no_cli_flag_or_command(path: Path) -> None:
-    found = [f"{path.name}:{line}: {text!r}" for line, text in _raised_texts(path)
-             if CLI_WORDS.search(text)]
+    found = [
+        f"{path.name}:{line}: {text!r}"
+        for line, text in _raised_texts(path)
+        if CLI_WORDS.search(text)
+    ]
     assert found == []
 
 
 def test_the_pattern_catches_cli_words() -> None:
-    for text in ("use --override-window", "run 'randomizer init' first",
-                 "set RANDOMIZER_KEY_FILE"):
+    for text in ("use --override-window", "run 'randomizer init' first", "set RANDOMIZER_KEY_FILE"):
         assert CLI_WORDS.search(text), text
     assert not CLI_WORDS.search("2026-01-01 is outside 2026-01-02 to 2026-01-03")
 
@@ -63,9 +68,13 @@ def test_every_hint_has_cli_words() -> None:
 
 def test_the_error_line_adds_the_cli_hint() -> None:
     plain = StateError("no allocation list yet: an admin generates the allocation list first")
-    hinted = StateError("no allocation list yet: an admin generates the allocation list first",
-                        hint=Hint.GENERATE_LIST)
+    hinted = StateError(
+        "no allocation list yet: an admin generates the allocation list first",
+        hint=Hint.GENERATE_LIST,
+    )
     assert error_text(plain) == str(plain)
-    assert error_text(hinted) == ("no allocation list yet: an admin generates the allocation "
-                                  "list first (run 'randomizer list generate')")
+    assert error_text(hinted) == (
+        "no allocation list yet: an admin generates the allocation "
+        "list first (run 'randomizer list generate')"
+    )
     assert str(hinted) == str(plain)  # the library's message (and its audit record) has no flag

@@ -58,10 +58,12 @@ AUDIT_MAC_KEY = bytes.fromhex(V1["keys"]["audit_mac_key"])
 EVENTS: list[dict[str, Any]] = V1["audit"]["events"]
 CHECKPOINT: dict[str, Any] = V1["checkpoint"]
 
-sealed_cases = pytest.mark.parametrize("case", V1["sealed"],
-                                       ids=[case["name"] for case in V1["sealed"]])
-event_cases = pytest.mark.parametrize("event", EVENTS,
-                                      ids=[f"{e['seq']}-{e['action']}" for e in EVENTS])
+sealed_cases = pytest.mark.parametrize(
+    "case", V1["sealed"], ids=[case["name"] for case in V1["sealed"]]
+)
+event_cases = pytest.mark.parametrize(
+    "event", EVENTS, ids=[f"{e['seq']}-{e['action']}" for e in EVENTS]
+)
 
 
 def v1_vault(trial: str = TRIAL) -> Vault:
@@ -114,8 +116,9 @@ def test_the_audit_mac_key_is_the_stored_hkdf_of_the_data_key() -> None:
 
 @sealed_cases
 def test_sealing_with_the_stored_nonce_gives_the_stored_bytes(case: dict[str, Any]) -> None:
-    sealed = v1_vault().seal(case["kind"], case["row"], case["value"],
-                             nonce=bytes.fromhex(case["nonce"]))
+    sealed = v1_vault().seal(
+        case["kind"], case["row"], case["value"], nonce=bytes.fromhex(case["nonce"])
+    )
     assert sealed.hex() == case["sealed"]
 
 
@@ -133,14 +136,15 @@ def test_the_stored_bytes_follow_the_documented_layout(case: dict[str, Any]) -> 
     sealed = bytes.fromhex(case["sealed"])
     associated_data = bytes.fromhex(case["associated_data"])
     assert associated_data == b"\0".join(
-        [b"randomizer/v1", TRIAL.encode(), case["kind"].encode(), case["row"].encode()])
+        [b"randomizer/v1", TRIAL.encode(), case["kind"].encode(), case["row"].encode()]
+    )
     assert sealed[:NONCE_SIZE].hex() == case["nonce"]
-    plaintext = AESGCM(DATA_KEY).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:],
-                                         associated_data)
+    plaintext = AESGCM(DATA_KEY).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], associated_data)
     assert plaintext.hex() == case["plaintext"]
     value = case["value"].encode("utf-8")
-    assert plaintext == bytes([len(value)]) + value + bytes(SEALED_WIDTHS[case["kind"]]
-                                                             - len(value))
+    assert plaintext == bytes([len(value)]) + value + bytes(
+        SEALED_WIDTHS[case["kind"]] - len(value)
+    )
 
 
 @sealed_cases
@@ -152,7 +156,8 @@ def test_a_flipped_byte_of_the_stored_bytes_fails_opaquely(case: dict[str, Any])
 
 @sealed_cases
 def test_the_stored_bytes_fail_opaquely_under_other_associated_data_or_key(
-        case: dict[str, Any]) -> None:
+    case: dict[str, Any],
+) -> None:
     kind, row, sealed = case["kind"], case["row"], bytes.fromhex(case["sealed"])
     assert_opaque_failure(v1_vault(), kind, row + "0", sealed)
     assert_opaque_failure(v1_vault(TRIAL + "2"), kind, row, sealed)
@@ -162,14 +167,18 @@ def test_the_stored_bytes_fail_opaquely_under_other_associated_data_or_key(
     assert_opaque_failure(Vault(flipped(DATA_KEY, 31), TRIAL), kind, row, sealed)
 
 
-@pytest.mark.parametrize("case", [c for c in V1["sealed"] if c["kind"] == SLOT_KIND],
-                         ids=lambda case: case["name"])
+@pytest.mark.parametrize(
+    "case", [c for c in V1["sealed"] if c["kind"] == SLOT_KIND], ids=lambda case: case["name"]
+)
 def test_a_stored_slot_opens_to_its_arm_block_and_block_size(case: dict[str, Any]) -> None:
     stratum, _, sequence = case["row"].rpartition("#")
     assert slot_row(stratum, int(sequence)) == case["row"]
     arm, block, block_size = case["value"].split(";")
-    assert open_allocation(v1_vault(), stratum, int(sequence), bytes.fromhex(case["sealed"])) \
-        == (arm, int(block), int(block_size))
+    assert open_allocation(v1_vault(), stratum, int(sequence), bytes.fromhex(case["sealed"])) == (
+        arm,
+        int(block),
+        int(block_size),
+    )
 
 
 def test_the_stored_sealed_seed_opens_and_recomputes_the_list_commitment() -> None:
@@ -210,8 +219,16 @@ def test_no_library_code_fixes_a_nonce() -> None:
 
 
 def event_body(event: dict[str, Any]) -> bytes:
-    return audit.canonical(event["seq"], event["at"], event["user"], event["role"],
-                           event["action"], event["subject"], event["reason"], event["details"])
+    return audit.canonical(
+        event["seq"],
+        event["at"],
+        event["user"],
+        event["role"],
+        event["action"],
+        event["subject"],
+        event["reason"],
+        event["details"],
+    )
 
 
 @event_cases
@@ -250,18 +267,32 @@ def test_appending_the_stored_events_reproduces_their_macs_and_verifies(db_url: 
     try:
         with store.transaction() as session:
             appended = [
-                audit.append(session, key, now=datetime.fromisoformat(e["at"]),
-                             user=e["user"], role=e["role"], action=e["action"],
-                             subject=e["subject"], reason=e["reason"], details=e["details"])
-                for e in EVENTS]
-        assert [(e.seq, e.at, e.mac) for e in appended] == \
-            [(e["seq"], e["at"], e["mac"]) for e in EVENTS]
+                audit.append(
+                    session,
+                    key,
+                    now=datetime.fromisoformat(e["at"]),
+                    user=e["user"],
+                    role=e["role"],
+                    action=e["action"],
+                    subject=e["subject"],
+                    reason=e["reason"],
+                    details=e["details"],
+                )
+                for e in EVENTS
+            ]
+        assert [(e.seq, e.at, e.mac) for e in appended] == [
+            (e["seq"], e["at"], e["mac"]) for e in EVENTS
+        ]
         with store.transaction() as session:
             report = audit.verify(session, key, stored_checkpoint())
     finally:
         store.dispose()
-    assert report == audit.ChainReport(events=len(EVENTS), head_seq=len(EVENTS),
-                                       head_mac=EVENTS[-1]["mac"], checkpoint_seq=len(EVENTS))
+    assert report == audit.ChainReport(
+        events=len(EVENTS),
+        head_seq=len(EVENTS),
+        head_mac=EVENTS[-1]["mac"],
+        checkpoint_seq=len(EVENTS),
+    )
 
 
 def test_verify_accepts_the_stored_rows_as_a_database_holds_them(db_url: str) -> None:
@@ -269,11 +300,20 @@ def test_verify_accepts_the_stored_rows_as_a_database_holds_them(db_url: str) ->
     try:
         with store.transaction() as session:
             session.add_all(
-                AuditRow(seq=e["seq"], at=e["at"], user=e["user"], role=e["role"],
-                         action=e["action"], subject=e["subject"], reason=e["reason"],
-                         details=json.dumps(e["details"], sort_keys=True, ensure_ascii=False),
-                         prev_mac=e["prev_mac"], mac=e["mac"])
-                for e in EVENTS)
+                AuditRow(
+                    seq=e["seq"],
+                    at=e["at"],
+                    user=e["user"],
+                    role=e["role"],
+                    action=e["action"],
+                    subject=e["subject"],
+                    reason=e["reason"],
+                    details=json.dumps(e["details"], sort_keys=True, ensure_ascii=False),
+                    prev_mac=e["prev_mac"],
+                    mac=e["mac"],
+                )
+                for e in EVENTS
+            )
             head = session.get(AuditHead, 1)
             assert head is not None
             head.seq, head.mac = EVENTS[-1]["seq"], EVENTS[-1]["mac"]
@@ -293,22 +333,29 @@ def test_verify_accepts_the_stored_rows_as_a_database_holds_them(db_url: str) ->
 
 def test_signing_the_stored_checkpoint_gives_the_stored_note() -> None:
     # Ed25519 signatures are deterministic, so the whole note is fixed.
-    checkpoint = audit.Checkpoint(trial=CHECKPOINT["trial"], seq=CHECKPOINT["sequence"],
-                                  head_mac=CHECKPOINT["head"], at=CHECKPOINT["time"])
-    assert audit.sign_checkpoint(checkpoint, CHECKPOINT["private_key_pem"].encode()) \
+    checkpoint = audit.Checkpoint(
+        trial=CHECKPOINT["trial"],
+        seq=CHECKPOINT["sequence"],
+        head_mac=CHECKPOINT["head"],
+        at=CHECKPOINT["time"],
+    )
+    assert (
+        audit.sign_checkpoint(checkpoint, CHECKPOINT["private_key_pem"].encode())
         == CHECKPOINT["note"]
+    )
 
 
 def test_the_stored_note_verifies_with_the_stored_public_key_and_names_the_head() -> None:
     assert stored_checkpoint() == audit.Checkpoint(
-        trial=TRIAL, seq=CHECKPOINT["sequence"], head_mac=CHECKPOINT["head"],
-        at=CHECKPOINT["time"])
+        trial=TRIAL, seq=CHECKPOINT["sequence"], head_mac=CHECKPOINT["head"], at=CHECKPOINT["time"]
+    )
     assert (CHECKPOINT["sequence"], CHECKPOINT["head"]) == (EVENTS[-1]["seq"], EVENTS[-1]["mac"])
 
 
 def test_an_altered_stored_note_is_refused() -> None:
-    altered = CHECKPOINT["note"].replace(f"sequence: {CHECKPOINT['sequence']}\n",
-                                         f"sequence: {CHECKPOINT['sequence'] - 1}\n")
+    altered = CHECKPOINT["note"].replace(
+        f"sequence: {CHECKPOINT['sequence']}\n", f"sequence: {CHECKPOINT['sequence'] - 1}\n"
+    )
     assert altered != CHECKPOINT["note"]
     with pytest.raises(AuditError, match="^the checkpoint note's signature does not verify"):
         audit.read_checkpoint(altered, CHECKPOINT["public_key_pem"].encode())

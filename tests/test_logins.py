@@ -34,8 +34,11 @@ WRONG = "wrong-password-1"
 @pytest.fixture
 def store(trial_with_users: TrialFiles) -> Iterator[Store]:
     """The trial with one user per role (mona disabled), opened as the server would."""
-    admin = LocalBackend(trial_with_users.db_url, trial_with_users.key_file,
-                         lambda: Credentials("alice", PASSWORDS["alice"]))
+    admin = LocalBackend(
+        trial_with_users.db_url,
+        trial_with_users.key_file,
+        lambda: Credentials("alice", PASSWORDS["alice"]),
+    )
     try:
         admin.disable_user("mona", "left")
     finally:
@@ -73,25 +76,40 @@ def _cost(stored: str) -> tuple[str, str, str, str]:
 
 
 def _user_hashes(files: TrialFiles) -> dict[str, str]:
-    return dict((name, stored) for name, stored in
-                execute(files.db_url, "SELECT name, password_hash FROM users"))
+    return dict(
+        (name, stored)
+        for name, stored in execute(files.db_url, "SELECT name, password_hash FROM users")
+    )
 
 
-ATTEMPTS = [("ivan", PASSWORDS["ivan"], True), ("ivan", WRONG, False),
-            ("nobody", WRONG, False), ("mona", PASSWORDS["mona"], False)]
+ATTEMPTS = [
+    ("ivan", PASSWORDS["ivan"], True),
+    ("ivan", WRONG, False),
+    ("nobody", WRONG, False),
+    ("mona", PASSWORDS["mona"], False),
+]
 """A good login, a wrong password, an unknown user and a disabled one (right password)."""
 
 
-@pytest.mark.parametrize(("user", "password", "accepted"), ATTEMPTS,
-                         ids=["good", "wrong-password", "unknown", "disabled"])
+@pytest.mark.parametrize(
+    ("user", "password", "accepted"),
+    ATTEMPTS,
+    ids=["good", "wrong-password", "unknown", "disabled"],
+)
 def test_every_login_checks_one_password_of_a_users_cost(
-        store: Store, key: KeySource, checks: list[str], trial_with_users: TrialFiles,
-        user: str, password: str, accepted: bool) -> None:
+    store: Store,
+    key: KeySource,
+    checks: list[str],
+    trial_with_users: TrialFiles,
+    user: str,
+    password: str,
+    accepted: bool,
+) -> None:
     real = _user_hashes(trial_with_users)
-    for attempt in (lambda: authenticate(store, key, Credentials(user, password), T0,
-                                         action="report"),
-                    lambda: logins.login(store, key, Credentials(user, password), T0,
-                                         client=CLIENT)):
+    for attempt in (
+        lambda: authenticate(store, key, Credentials(user, password), T0, action="report"),
+        lambda: logins.login(store, key, Credentials(user, password), T0, client=CLIENT),
+    ):
         checks.clear()
         if accepted:
             attempt()
@@ -108,8 +126,9 @@ def test_every_login_checks_one_password_of_a_users_cost(
             assert stored not in real.values()
 
 
-def test_a_throttled_login_checks_no_password(store: Store, key: KeySource,
-                                              checks: list[str]) -> None:
+def test_a_throttled_login_checks_no_password(
+    store: Store, key: KeySource, checks: list[str]
+) -> None:
     for user, client in (("ivan", "192.0.2.1"), ("nobody", "192.0.2.2")):
         for _ in range(3):
             with pytest.raises(AuthenticationFailed) as refused:
@@ -119,12 +138,16 @@ def test_a_throttled_login_checks_no_password(store: Store, key: KeySource,
     refusals = []
     for user in ("ivan", "nobody"):
         with pytest.raises(TooManyAttempts) as refused:
-            logins.login(store, key, Credentials(user, PASSWORDS.get(user, WRONG)), T0,
-                         client="198.51.100.1")
+            logins.login(
+                store, key, Credentials(user, PASSWORDS.get(user, WRONG)), T0, client="198.51.100.1"
+            )
         refusals.append((str(refused.value), refused.value.retry_after))
     assert checks == []
-    assert refusals[0] == refusals[1] == (
-        "too many failed logins for this user name or from this address: try again in 1 s", 1)
+    assert (
+        refusals[0]
+        == refusals[1]
+        == ("too many failed logins for this user name or from this address: try again in 1 s", 1)
+    )
 
 
 def _lock(store: Store, key: KeySource, user: str, client: str) -> datetime:
@@ -138,15 +161,23 @@ def _lock(store: Store, key: KeySource, user: str, client: str) -> datetime:
     return now
 
 
-def _lift(store: Store, key: KeySource, now: datetime, user: str,
-          client: str | None = None, admin: str = "alice") -> LoginUnlock:
-    with operation(store, key, Principal(admin), Permission.MANAGE_USERS, "user.unlock",
-                   now, subject=user) as op:
+def _lift(
+    store: Store,
+    key: KeySource,
+    now: datetime,
+    user: str,
+    client: str | None = None,
+    admin: str = "alice",
+) -> LoginUnlock:
+    with operation(
+        store, key, Principal(admin), Permission.MANAGE_USERS, "user.unlock", now, subject=user
+    ) as op:
         return logins.lift_login_lock(op, user, client)
 
 
 def test_an_admin_lifts_a_lock_of_the_name_and_of_the_address(
-        store: Store, key: KeySource, trial_with_users: TrialFiles) -> None:
+    store: Store, key: KeySource, trial_with_users: TrialFiles
+) -> None:
     now = _lock(store, key, "ivan", CLIENT) + timedelta(minutes=1)
     good = Credentials("ivan", PASSWORDS["ivan"])
     with pytest.raises(TooManyAttempts) as locked:
@@ -163,11 +194,11 @@ def test_an_admin_lifts_a_lock_of_the_name_and_of_the_address(
     assert [(e["user"], e["role"], e["subject"], e["details"]) for e in events] == [
         ("alice", "admin", "ivan", {"client": None, "lifted": True}),
         ("alice", "admin", "ivan", {"client": CLIENT, "lifted": True}),
-        ("alice", "admin", "ivan", {"client": CLIENT, "lifted": False})]
+        ("alice", "admin", "ivan", {"client": CLIENT, "lifted": False}),
+    ]
 
 
-def test_a_lock_on_a_name_without_an_account_lifts_alike(store: Store,
-                                                         key: KeySource) -> None:
+def test_a_lock_on_a_name_without_an_account_lifts_alike(store: Store, key: KeySource) -> None:
     now = _lock(store, key, "nobody", CLIENT)
     assert _lift(store, key, now, "nobody", CLIENT) == LoginUnlock("nobody", CLIENT, True)
     with pytest.raises(AuthenticationFailed) as refused:
@@ -175,16 +206,24 @@ def test_a_lock_on_a_name_without_an_account_lifts_alike(store: Store,
     assert type(refused.value) is AuthenticationFailed  # counted again, not throttled
 
 
-@pytest.mark.parametrize(("user", "client", "message"), [
-    ("ivan smith", None, "user name 'ivan smith' is not valid"),
-    ("", None, "user name '' is not valid"),
-    ("ivan", "", "client address '' is not valid"),
-    ("ivan", "a" * 129, "client address 'aaaa"),
-    ("ivan", "10.0.0.1\n", "client address '10.0.0.1\\n' is not valid"),
-])
+@pytest.mark.parametrize(
+    ("user", "client", "message"),
+    [
+        ("ivan smith", None, "user name 'ivan smith' is not valid"),
+        ("", None, "user name '' is not valid"),
+        ("ivan", "", "client address '' is not valid"),
+        ("ivan", "a" * 129, "client address 'aaaa"),
+        ("ivan", "10.0.0.1\n", "client address '10.0.0.1\\n' is not valid"),
+    ],
+)
 def test_a_lift_of_something_no_login_can_be_is_bad_input(
-        store: Store, key: KeySource, trial_with_users: TrialFiles, user: str,
-        client: str | None, message: str) -> None:
+    store: Store,
+    key: KeySource,
+    trial_with_users: TrialFiles,
+    user: str,
+    client: str | None,
+    message: str,
+) -> None:
     before = audit_rows(trial_with_users.db_url)
     with pytest.raises(InvalidInput) as refused:
         _lift(store, key, T0, user, client)

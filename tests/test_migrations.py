@@ -66,7 +66,8 @@ def _compare(db_url: str, metadata: MetaData) -> list[Any]:
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True})
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
             return list(compare_metadata(context, metadata))
     finally:
         engine.dispose()
@@ -112,10 +113,12 @@ def test_the_schema_comparison_sees_a_difference(initialized_trial: TrialFiles) 
 def test_db_status_of_a_current_database(initialized_trial: TrialFiles, run: Run) -> None:
     result = run("db", "status")
     assert_ok(result)
-    assert result.stdout == (f"schema {HEAD}; this release expects {HEAD}: current, "
-                             "up to date\n")
+    assert result.stdout == (f"schema {HEAD}; this release expects {HEAD}: current, up to date\n")
     assert json.loads(run.ok("db", "status", "--json").stdout) == {
-        "current": HEAD, "head": HEAD, "state": "current"}
+        "current": HEAD,
+        "head": HEAD,
+        "state": "current",
+    }
 
 
 def test_db_status_of_an_empty_database(db_url: str, run: Run) -> None:
@@ -126,24 +129,30 @@ def test_db_status_of_an_empty_database(db_url: str, run: Run) -> None:
         assert not run.files.db_path.exists()
         run.files.db_path.touch()
     result = run.ok("db", "status")
-    assert result.stdout == (f"schema (none); this release expects {HEAD}: empty, "
-                             "run 'randomizer init'\n")
-    assert_error(run("user", "list", user=ADMIN), 1, "no randomizer trial in ",
-                 ": create the trial first (run 'randomizer init')")
+    assert result.stdout == (
+        f"schema (none); this release expects {HEAD}: empty, run 'randomizer init'\n"
+    )
+    assert_error(
+        run("user", "list", user=ADMIN),
+        1,
+        "no randomizer trial in ",
+        ": create the trial first (run 'randomizer init')",
+    )
 
 
-def test_db_upgrade_of_a_current_database_changes_only_the_trail(initialized_trial: TrialFiles,
-                                                                 run: Run) -> None:
+def test_db_upgrade_of_a_current_database_changes_only_the_trail(
+    initialized_trial: TrialFiles, run: Run
+) -> None:
     before = dump_database(initialized_trial.db_url)
     result = run.ok("db", "upgrade", user=ADMIN)
     assert result.stdout == f"schema {HEAD} -> {HEAD}\n"
     assert _without_trail(dump_database(initialized_trial.db_url)) == _without_trail(before)
-    assert audit_rows(initialized_trial.db_url)[-1]["details"] == {"before": HEAD,
-                                                                   "after": HEAD}
+    assert audit_rows(initialized_trial.db_url)[-1]["details"] == {"before": HEAD, "after": HEAD}
 
 
-def test_a_database_without_its_revision_row_is_not_called_empty(initialized_trial: TrialFiles,
-                                                                 run: Run) -> None:
+def test_a_database_without_its_revision_row_is_not_called_empty(
+    initialized_trial: TrialFiles, run: Run
+) -> None:
     """Tables without a revision: 'run init' would be refused, so it must not be advised."""
     execute(initialized_trial.db_url, "DELETE FROM alembic_version")
     before = dump_database(initialized_trial.db_url)
@@ -158,8 +167,9 @@ def test_a_database_without_its_revision_row_is_not_called_empty(initialized_tri
 
 # ahead: a newer release wrote this database -------------------------------------------------
 
-AHEAD = ("the database schema (9999) is newer than this randomizer knows (0002): "
-         "use the newer release")
+AHEAD = (
+    "the database schema (9999) is newer than this randomizer knows (0002): use the newer release"
+)
 
 # every command that opens the trial, with a user allowed to run it
 COMMANDS: list[tuple[tuple[str, ...], str]] = [
@@ -205,18 +215,21 @@ def _refused_everywhere(files: TrialFiles, run: Run, message: str) -> None:
     assert not (files.directory / "new.key").exists()
 
 
-def test_every_command_refuses_a_database_that_is_ahead(trial_with_users: TrialFiles,
-                                                        run: Run) -> None:
+def test_every_command_refuses_a_database_that_is_ahead(
+    trial_with_users: TrialFiles, run: Run
+) -> None:
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     _refused_everywhere(trial_with_users, run, AHEAD)
 
 
-def test_db_status_and_upgrade_of_a_database_that_is_ahead(trial_with_users: TrialFiles,
-                                                           run: Run) -> None:
+def test_db_status_and_upgrade_of_a_database_that_is_ahead(
+    trial_with_users: TrialFiles, run: Run
+) -> None:
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     result = run.ok("db", "status")
-    assert result.stdout == ("schema 9999; this release expects 0002: ahead, "
-                             "use the newer randomizer release\n")
+    assert result.stdout == (
+        "schema 9999; this release expects 0002: ahead, use the newer randomizer release\n"
+    )
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
     assert _revision(trial_with_users.db_url) == "9999"
@@ -230,8 +243,11 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(trial_with_users: Tri
 def _copy_scripts(tmp_path: Path) -> Path:
     """A copy of this release's migration scripts."""
     scripts = tmp_path / "migrations"
-    shutil.copytree(str(resources.files("randomizer").joinpath("migrations")), scripts,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        str(resources.files("randomizer").joinpath("migrations")),
+        scripts,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     return scripts
 
 
@@ -251,33 +267,38 @@ def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         settings = original(connection)
         settings.set_main_option("script_location", str(scripts))
         return settings
+
     monkeypatch.setattr(store, "alembic_config", config)
     monkeypatch.setattr(maintenance, "alembic_config", config)
 
 
 @pytest.fixture
-def behind(trial_with_list: TrialFiles, tmp_path: Path,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[TrialFiles]:
+def behind(
+    trial_with_list: TrialFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TrialFiles]:
     """The trial at schema 0002, run by a release whose head is 0003."""
     _newer_release(tmp_path, monkeypatch)
     yield trial_with_list
 
 
-BEHIND = ("the database schema (0002) is behind this randomizer (0003): take a backup, "
-          "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
-          "then 'randomizer db upgrade')")
+BEHIND = (
+    "the database schema (0002) is behind this randomizer (0003): take a backup, "
+    "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
+    "then 'randomizer db upgrade')"
+)
 
 
-def test_every_command_refuses_a_database_that_is_behind(behind: TrialFiles,
-                                                         run: Run) -> None:
+def test_every_command_refuses_a_database_that_is_behind(behind: TrialFiles, run: Run) -> None:
     _refused_everywhere(behind, run, BEHIND)
 
 
-def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(behind: TrialFiles,
-                                                                 run: Run) -> None:
+def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
+    behind: TrialFiles, run: Run
+) -> None:
     result = run.ok("db", "status")
-    assert result.stdout == ("schema 0002; this release expects 0003: behind, "
-                             "run 'randomizer db upgrade'\n")
+    assert result.stdout == (
+        "schema 0002; this release expects 0003: behind, run 'randomizer db upgrade'\n"
+    )
     trail = len(audit_rows(behind.db_url))
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
@@ -286,35 +307,51 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(behind: TrialFil
     assert "upgrade_probe" in _tables(behind.db_url)
     events = audit_rows(behind.db_url)[trail:]
     assert [(e["action"], e["user"], e["subject"]) for e in events] == [
-        ("auth.login", ADMIN, "db.upgrade"), ("db.upgrade", ADMIN, "")]
+        ("auth.login", ADMIN, "db.upgrade"),
+        ("db.upgrade", ADMIN, ""),
+    ]
     assert events[-1]["details"] == {"before": "0002", "after": "0003"}
 
-    assert run.ok("db", "status").stdout == ("schema 0003; this release expects 0003: "
-                                             "current, up to date\n")
+    assert run.ok("db", "status").stdout == (
+        "schema 0003; this release expects 0003: current, up to date\n"
+    )
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
     assert "it matches its seed" in run.ok("list", "verify", user=ADMIN).stdout
     run.ok("randomize", "P-001", "--site", "WAW", *answer_args(age="40"), user="ivan")
 
 
 def test_only_an_admin_may_upgrade(behind: TrialFiles, run: Run) -> None:
-    for user, role in (("ivan", "investigator"), ("petra", "pharmacist"),
-                       ("stan", "statistician"), ("mona", "monitor")):
+    for user, role in (
+        ("ivan", "investigator"),
+        ("petra", "pharmacist"),
+        ("stan", "statistician"),
+        ("mona", "monitor"),
+    ):
         trail = len(audit_rows(behind.db_url))
         assert assert_error(run("db", "upgrade", user=user), 1) == (
-            f"role {role} may not back up, restore or upgrade the database")
+            f"role {role} may not back up, restore or upgrade the database"
+        )
         [refusal] = audit_rows(behind.db_url)[trail:]
         assert (refusal["action"], refusal["user"], refusal["details"]["command"]) == (
-            "refused", user, "db.upgrade")
+            "refused",
+            user,
+            "db.upgrade",
+        )
     assert _revision(behind.db_url) == HEAD
     assert "upgrade_probe" not in _tables(behind.db_url)
 
 
-def test_a_failing_migration_changes_nothing(trial_with_list: TrialFiles, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch, run: Run) -> None:
+def test_a_failing_migration_changes_nothing(
+    trial_with_list: TrialFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Run
+) -> None:
     _newer_release(tmp_path, monkeypatch, fail=True)
     before = dump_database(trial_with_list.db_url)
-    assert_error(run("db", "upgrade", user=ADMIN), 1, "internal error (RuntimeError)",
-                 "nothing was committed")
+    assert_error(
+        run("db", "upgrade", user=ADMIN),
+        1,
+        "internal error (RuntimeError)",
+        "nothing was committed",
+    )
     assert _revision(trial_with_list.db_url) == HEAD
     assert "upgrade_probe" not in _tables(trial_with_list.db_url)
     assert dump_database(trial_with_list.db_url) == before
@@ -323,9 +360,9 @@ def test_a_failing_migration_changes_nothing(trial_with_list: TrialFiles, tmp_pa
 # the real upgrade: 0001 (the release before) -> 0002 (logins) ------------------------------
 
 
-def test_a_0001_database_upgrades_to_the_orm_schema(trial_files: TrialFiles, run: Run,
-                                                    tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_0001_database_upgrades_to_the_orm_schema(
+    trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scripts = _copy_scripts(tmp_path)
     (scripts / "versions" / "0002_logins.py").unlink()
     with monkeypatch.context() as release_0001:
@@ -338,7 +375,8 @@ def test_a_0001_database_upgrades_to_the_orm_schema(trial_files: TrialFiles, run
     assert assert_error(run("user", "list", user=ADMIN), 1) == (
         "the database schema (0001) is behind this randomizer (0002): take a backup, "
         "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
-        "then 'randomizer db upgrade')")
+        "then 'randomizer db upgrade')"
+    )
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
     assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*(ROOT / "randomizer").rglob("*.py"), ROOT / "cli.py",
-                  *(ROOT / "benchmarks").rglob("*.py")])
+SOURCES = sorted(
+    [*(ROOT / "randomizer").rglob("*.py"), ROOT / "cli.py", *(ROOT / "benchmarks").rglob("*.py")]
+)
 
 
 def _private_uses(tree: ast.Module) -> list[str]:
@@ -28,9 +29,13 @@ def _private_uses(tree: ast.Module) -> list[str]:
                 if alias.name.startswith("randomizer"):
                     modules.add(alias.asname or alias.name.split(".")[0])
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
-                and node.value.id in modules and node.attr.startswith("_") \
-                and not node.attr.startswith("__"):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
     return found
 
@@ -41,8 +46,12 @@ def test_no_module_uses_another_modules_private_names(path: Path) -> None:
 
 
 def test_the_check_finds_private_names() -> None:
-    tree = ast.parse("from randomizer.store import _alembic_config\n"
-                     "from randomizer import audit\n"
-                     "audit._rows(None)\n")
-    assert _private_uses(tree) == ["line 1: from randomizer.store import _alembic_config",
-                                   "line 3: audit._rows"]
+    tree = ast.parse(
+        "from randomizer.store import _alembic_config\n"
+        "from randomizer import audit\n"
+        "audit._rows(None)\n"
+    )
+    assert _private_uses(tree) == [
+        "line 1: from randomizer.store import _alembic_config",
+        "line 3: audit._rows",
+    ]

@@ -44,8 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # brute force -------------------------------------------------------------------------------
 
 
-def _size_sequences(sizes: Sequence[int], length: int,
-                    held: int = 0) -> Iterator[tuple[tuple[int, ...], Fraction]]:
+def _size_sequences(
+    sizes: Sequence[int], length: int, held: int = 0
+) -> Iterator[tuple[tuple[int, ...], Fraction]]:
     """Every block-size sequence the generator can draw for ``length``, with its probability."""
     if held >= length:
         yield (), Fraction(1)
@@ -57,8 +58,7 @@ def _size_sequences(sizes: Sequence[int], length: int,
 
 def _arrangements(ratio: Sequence[int], size: int) -> list[tuple[int, ...]]:
     """Every distinct order of one block (all equally likely)."""
-    block = [arm for arm, share in enumerate(ratio)
-             for _ in range(share * size // sum(ratio))]
+    block = [arm for arm, share in enumerate(ratio) for _ in range(share * size // sum(ratio))]
     return sorted(set(itertools.permutations(block)))
 
 
@@ -80,8 +80,9 @@ def _spread(counts: Sequence[int], ratio: Sequence[int]) -> Fraction:
     return max(scaled) - min(scaled)
 
 
-def brute_force(ratio: Sequence[int], sizes: Sequence[int],
-                length: int) -> tuple[Fraction, Fraction]:
+def brute_force(
+    ratio: Sequence[int], sizes: Sequence[int], length: int
+) -> tuple[Fraction, Fraction]:
     """(expected share of right guesses, largest imbalance) over the first ``length`` slots."""
     expected = Fraction(0)
     worst = Fraction(0)
@@ -114,10 +115,14 @@ BRUTE_FORCE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("ratio", "sizes", "length"), BRUTE_FORCE_CASES,
-                         ids=[f"{':'.join(map(str, r))}-{s}-{n}" for r, s, n in BRUTE_FORCE_CASES])
-def test_exact_figures_equal_brute_force(ratio: tuple[int, ...], sizes: tuple[int, ...],
-                                         length: int) -> None:
+@pytest.mark.parametrize(
+    ("ratio", "sizes", "length"),
+    BRUTE_FORCE_CASES,
+    ids=[f"{':'.join(map(str, r))}-{s}-{n}" for r, s, n in BRUTE_FORCE_CASES],
+)
+def test_exact_figures_equal_brute_force(
+    ratio: tuple[int, ...], sizes: tuple[int, ...], length: int
+) -> None:
     share, worst = brute_force(ratio, sizes, length)
     assert exact_correct_guesses(ratio, sizes, length) == pytest.approx(float(share), rel=1e-12)
     assert largest_imbalance(ratio, sizes, length) == pytest.approx(float(worst), rel=1e-12)
@@ -148,29 +153,46 @@ EXOSOME_TABLE = [
 
 def test_the_exosome_report() -> None:
     report = predictability_report(DESIGN)
-    assert (report.design, report.participants, report.strata, report.imbalance_bound) == \
-        ("exosome-ms", 20, 1, 3.0)
-    assert [(row.label, f"{row.correct_guesses:.1%}", row.largest_imbalance, row.design)
-            for row in report.rows] == EXOSOME_TABLE
-    assert {(row.method, row.standard_error, row.trials) for row in report.rows} == \
-        {("exact", 0.0, 0)}
+    assert (report.design, report.participants, report.strata, report.imbalance_bound) == (
+        "exosome-ms",
+        20,
+        1,
+        3.0,
+    )
+    assert [
+        (row.label, f"{row.correct_guesses:.1%}", row.largest_imbalance, row.design)
+        for row in report.rows
+    ] == EXOSOME_TABLE
+    assert {(row.method, row.standard_error, row.trials) for row in report.rows} == {
+        ("exact", 0.0, 0)
+    }
 
 
 def test_alternatives_that_do_not_fit_the_ratio_are_left_out() -> None:
     design = make_design(["a", "b", "c"], [1, 1, 1], [3, 6], 10)
     report = predictability_report(design)
     assert [(row.label, row.block_sizes) for row in report.rows] == [
-        ("random sizes {3, 6}", (3, 6)), ("one block of 12", (12,))]
+        ("random sizes {3, 6}", (3, 6)),
+        ("one block of 12", (12,)),
+    ]
     two_to_one = make_design(["a", "b"], [2, 1], [6], 20)
     assert [row.label for row in predictability_report(two_to_one).rows] == [
-        "fixed blocks of 6", "one block of 21"]
+        "fixed blocks of 6",
+        "one block of 21",
+    ]
 
 
 def test_a_design_among_the_alternatives_is_listed_once() -> None:
     design = make_design(["a", "b"], [1, 1], [4, 2], 12)
     labels = [row.label for row in predictability_report(design).rows]
-    assert labels == ["random sizes {2, 4}", "fixed blocks of 2", "fixed blocks of 4",
-                      "random sizes {4, 6}", "random sizes {2, 4, 6}", "one block of 12"]
+    assert labels == [
+        "random sizes {2, 4}",
+        "fixed blocks of 2",
+        "fixed blocks of 4",
+        "random sizes {4, 6}",
+        "random sizes {2, 4, 6}",
+        "one block of 12",
+    ]
 
 
 def _quoted(text: str, label: str) -> str:
@@ -182,8 +204,12 @@ def _quoted(text: str, label: str) -> str:
 def test_the_shipped_design_quotes_the_exact_figures() -> None:
     text = design_text("exosome-ms")
     figures = {row.label: row for row in predictability_report(DESIGN).rows}
-    for label in ("fixed blocks of 4", "random sizes {2, 4}", "random sizes {4, 6}",
-                  "one block of 20"):
+    for label in (
+        "fixed blocks of 4",
+        "random sizes {2, 4}",
+        "random sizes {4, 6}",
+        "one block of 20",
+    ):
         row = figures[label]
         assert _quoted(text, label) == f"{row.correct_guesses:.1%}"
         imbalance = re.search(re.escape(label) + r" .*largest imbalance[^:]*: (\d+)", text)
@@ -192,13 +218,16 @@ def test_the_shipped_design_quotes_the_exact_figures() -> None:
 
 def test_the_algorithm_page_quotes_the_exact_figures() -> None:
     text = (ROOT / "docs" / "algorithm.md").read_text(encoding="utf-8")
-    section = text[text.index("## Predictability and imbalance"):text.index("## The list digest")]
+    section = text[text.index("## Predictability and imbalance") : text.index("## The list digest")]
     flat = " ".join(section.split())
-    figures = {row.label: f"{row.correct_guesses:.1%}"
-               for row in predictability_report(DESIGN).rows}
-    assert (f"random blocks of 4 or 6: {figures['random sizes {4, 6}']}, against "
-            f"{figures['fixed blocks of 4']} for fixed blocks of 4 and "
-            f"{figures['one block of 20']} for one block of 20") in flat
+    figures = {
+        row.label: f"{row.correct_guesses:.1%}" for row in predictability_report(DESIGN).rows
+    }
+    assert (
+        f"random blocks of 4 or 6: {figures['random sizes {4, 6}']}, against "
+        f"{figures['fixed blocks of 4']} for fixed blocks of 4 and "
+        f"{figures['one block of 20']} for one block of 20"
+    ) in flat
 
 
 # simulation ---------------------------------------------------------------------------------------
@@ -213,23 +242,22 @@ SIMULATED = [
 
 
 @pytest.mark.parametrize(("ratio", "sizes", "length"), SIMULATED)
-def test_simulation_agrees_with_exact(ratio: tuple[int, ...], sizes: tuple[int, ...],
-                                      length: int) -> None:
+def test_simulation_agrees_with_exact(
+    ratio: tuple[int, ...], sizes: tuple[int, ...], length: int
+) -> None:
     design = make_design([f"arm{i}" for i in range(len(ratio))], ratio, sizes, length)
     exact = block_predictability(design, sizes, method="exact")
     simulated = block_predictability(design, sizes, method="simulation", trials=1500)
     assert (simulated.method, simulated.trials) == ("simulation", 1500)
     assert 0 < simulated.standard_error < 0.01
-    assert abs(simulated.correct_guesses - exact.correct_guesses) <= \
-        4 * simulated.standard_error
+    assert abs(simulated.correct_guesses - exact.correct_guesses) <= 4 * simulated.standard_error
     assert simulated.largest_imbalance == exact.largest_imbalance
 
 
 def test_simulation_is_repeatable_and_follows_its_seed() -> None:
     first = block_predictability(DESIGN, (4, 6), method="simulation", trials=50)
     again = block_predictability(DESIGN, (4, 6), method="simulation", trials=50)
-    other = block_predictability(DESIGN, (4, 6), method="simulation", trials=50,
-                                 seed=bytes(32))
+    other = block_predictability(DESIGN, (4, 6), method="simulation", trials=50, seed=bytes(32))
     assert first == again
     assert other.correct_guesses != first.correct_guesses
 
@@ -248,8 +276,12 @@ def test_too_costly_for_exact_is_simulated(monkeypatch: pytest.MonkeyPatch) -> N
     design = make_design(["a", "b"], [1, 1], [4, 6], 300)
     report = predictability_report(design)
     whole = report.rows[-1]
-    assert (whole.label, whole.method, whole.trials, whole.largest_imbalance) == \
-        ("one block of 300", "simulation", predictability.SIMULATED_TRIALS[0], 150)
+    assert (whole.label, whole.method, whole.trials, whole.largest_imbalance) == (
+        "one block of 300",
+        "simulation",
+        predictability.SIMULATED_TRIALS[0],
+        150,
+    )
     exact = block_predictability(design, (300,), method="exact")
     assert 0 < whole.standard_error < 0.02
     assert abs(whole.correct_guesses - exact.correct_guesses) <= 4 * whole.standard_error
@@ -263,11 +295,14 @@ def test_guess_hits_scores_ties_and_the_arm_behind() -> None:
     assert guess_hits(np.array([0, 0, 1]), (2, 1)).tolist() == [0.5, 0.0, 1.0]
 
 
-@pytest.mark.parametrize(("sizes", "length", "message"), [
-    ((3,), 10, "block size 3 is not a positive multiple of the ratio's sum 2"),
-    ((), 10, "at least one block size is needed"),
-    ((4,), 0, "participants per stratum must be at least 1, got 0"),
-])
+@pytest.mark.parametrize(
+    ("sizes", "length", "message"),
+    [
+        ((3,), 10, "block size 3 is not a positive multiple of the ratio's sum 2"),
+        ((), 10, "at least one block size is needed"),
+        ((4,), 0, "participants per stratum must be at least 1, got 0"),
+    ],
+)
 def test_bad_input_is_refused(sizes: tuple[int, ...], length: int, message: str) -> None:
     with pytest.raises(InvalidInput) as raised:
         exact_correct_guesses((1, 1), sizes, length)
@@ -278,10 +313,13 @@ def test_bad_input_is_refused(sizes: tuple[int, ...], length: int, message: str)
 
 
 @settings(max_examples=60, deadline=None)
-@given(sizes=st.sets(st.sampled_from([2, 4, 6, 8, 10]), min_size=1, max_size=3),
-       length=st.integers(1, 80))
-def test_one_to_one_guesses_beat_a_coin_and_imbalance_stays_in_bound(sizes: set[int],
-                                                                   length: int) -> None:
+@given(
+    sizes=st.sets(st.sampled_from([2, 4, 6, 8, 10]), min_size=1, max_size=3),
+    length=st.integers(1, 80),
+)
+def test_one_to_one_guesses_beat_a_coin_and_imbalance_stays_in_bound(
+    sizes: set[int], length: int
+) -> None:
     design = make_design(["a", "b"], [1, 1], sorted(sizes), length)
     row = block_predictability(design, sorted(sizes))
     assert 0.5 <= row.correct_guesses <= 1
@@ -290,9 +328,11 @@ def test_one_to_one_guesses_beat_a_coin_and_imbalance_stays_in_bound(sizes: set[
 
 
 @settings(max_examples=40, deadline=None)
-@given(ratio=st.lists(st.integers(1, 3), min_size=2, max_size=3),
-       multiples=st.sets(st.integers(1, 3), min_size=1, max_size=2),
-       length=st.integers(1, 30))
+@given(
+    ratio=st.lists(st.integers(1, 3), min_size=2, max_size=3),
+    multiples=st.sets(st.integers(1, 3), min_size=1, max_size=2),
+    length=st.integers(1, 30),
+)
 def test_any_ratio_stays_in_bound(ratio: list[int], multiples: set[int], length: int) -> None:
     sizes = sorted(m * sum(ratio) for m in multiples)
     design = make_design([f"arm{i}" for i in range(len(ratio))], ratio, sizes, length)
@@ -314,12 +354,15 @@ def test_design_check_prints_the_table() -> None:
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].startswith("exosome-ms: valid design exosome-ms (digest ")
-    assert lines[2] == ("Predictability per stratum of 20 participants (1 stratum), "
-                        "ratio exosome:saline = 1:1.")
+    assert lines[2] == (
+        "Predictability per stratum of 20 participants (1 stratum), ratio exosome:saline = 1:1."
+    )
     header = lines.index(next(line for line in lines if line.startswith("blocks ")))
-    rows = [re.split(r"\s{2,}", line) for line in lines[header + 2:]]
-    assert rows == [[f"{label}{' (this design)' if own else ''}", share, "exact",
-                     f"{imbalance:g}"] for label, share, imbalance, own in EXOSOME_TABLE]
+    rows = [re.split(r"\s{2,}", line) for line in lines[header + 2 :]]
+    assert rows == [
+        [f"{label}{' (this design)' if own else ''}", share, "exact", f"{imbalance:g}"]
+        for label, share, imbalance, own in EXOSOME_TABLE
+    ]
 
 
 def test_design_check_json() -> None:
@@ -328,22 +371,28 @@ def test_design_check_json() -> None:
     data = json.loads(out)
     assert (data["design"], data["valid"]) == ("exosome-ms", True)
     report = data["predictability"]
-    assert (report["participants"], report["ratio"], report["imbalance_bound"]) == \
-        (20, [1, 1], 3.0)
+    assert (report["participants"], report["ratio"], report["imbalance_bound"]) == (20, [1, 1], 3.0)
     first = report["rows"][0]
-    assert (first["label"], first["block_sizes"], first["method"], first["design"],
-            first["largest_imbalance"]) == ("random sizes {4, 6}", [4, 6], "exact", True, 3.0)
+    assert (
+        first["label"],
+        first["block_sizes"],
+        first["method"],
+        first["design"],
+        first["largest_imbalance"],
+    ) == ("random sizes {4, 6}", [4, 6], "exact", True, 3.0)
     assert first["correct_guesses"] == pytest.approx(0.68515625)
     assert [row["label"] for row in report["rows"]] == [label for label, *_ in EXOSOME_TABLE]
 
 
-def test_design_check_shows_a_simulated_figure(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_design_check_shows_a_simulated_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(predictability, "EXACT_WORK_LIMIT", 1000)
     monkeypatch.setattr(predictability, "SIMULATION_WORK", 0)
     design = tmp_path / "big.toml"
-    design.write_text(design_text("exosome-ms").replace("planned_participants = 20",
-                                                        "planned_participants = 300"))
+    design.write_text(
+        design_text("exosome-ms").replace("planned_participants = 20", "planned_participants = 300")
+    )
     code, out, _ = _invoke("design", "check", str(design), "--predictability")
     assert code == 0
     last = re.split(r"\s{2,}", out.splitlines()[-1])

@@ -66,8 +66,9 @@ def test_each_example_names_a_command_and_its_options(example: str) -> None:
     options = {opt for param in command.params for opt in param.opts} | {"--help"}
     for word in rest:
         if word.startswith("--"):
-            assert word.split("=")[0] in options | ROOT_OPTIONS, \
+            assert word.split("=")[0] in options | ROOT_OPTIONS, (
                 f"'randomizer {' '.join(path)}' has no option {word}"
+            )
 
 
 def test_no_example_date_is_in_the_future() -> None:

@@ -13,8 +13,18 @@ from tests.support.database import audit_rows, execute
 from tests.support.exosome import DESIGN, answer_args, arm_words_in
 from tests.support.trial import Run, TrialFiles
 
-BLINDED_KEYS = {"trial", "locked", "planned", "randomized", "screen_failures",
-                "emergency_unblindings", "by_site", "by_date", "kits", "arms_shown"}
+BLINDED_KEYS = {
+    "trial",
+    "locked",
+    "planned",
+    "randomized",
+    "screen_failures",
+    "emergency_unblindings",
+    "by_site",
+    "by_date",
+    "kits",
+    "arms_shown",
+}
 DAY0 = FOUR_DAY0
 
 
@@ -23,11 +33,18 @@ def busy_trial(run: Run, by_arm: dict[str, str]) -> TrialFiles:
     """Four participants (both arms), a screen failure, a replaced and a prepared kit,
     one emergency unblinding."""
     files = run.files
-    run("randomize", "P-900", "--site", "WAW", *answer_args(age="80"), "--date",
-        DAY0.isoformat(), user="ivan")
+    run(
+        "randomize",
+        "P-900",
+        "--site",
+        "WAW",
+        *answer_args(age="80"),
+        "--date",
+        DAY0.isoformat(),
+        user="ivan",
+    )
     first = sorted(by_arm.values())[0]
-    run.ok("kit", "replace", live_kit(files, first, 1), "--reason", "damaged",
-           user="ivan")
+    run.ok("kit", "replace", live_kit(files, first, 1), "--reason", "damaged", user="ivan")
     run.ok("pharmacy", "prepare", live_kit(files, first, 1), user="petra")
     run.ok("unblind", "emergency", first, "--reason", "rash", user="ivan")
     return files
@@ -45,37 +62,61 @@ def kit_counts(files: TrialFiles) -> dict[str, int]:
 
 @pytest.mark.parametrize("user", ["ivan", "mona", "stan", "petra"])
 def test_roles_without_arm_balance_see_recruitment_and_kits_only(
-        run: Run, busy_trial: TrialFiles, user: str) -> None:
+    run: Run, busy_trial: TrialFiles, user: str
+) -> None:
     data = report(run, user)
     assert data == {
-        "trial": "exosome-ms", "locked": False, "planned": 20, "randomized": 4,
-        "screen_failures": 1, "emergency_unblindings": 1, "by_site": {"WAW": 4},
-        "by_date": {DAY0.isoformat(): 4}, "kits": kit_counts(busy_trial),
-        "arms_shown": False, "by_arm": {}, "by_block": [], "imbalance": None,
-        "imbalance_bound": None}
+        "trial": "exosome-ms",
+        "locked": False,
+        "planned": 20,
+        "randomized": 4,
+        "screen_failures": 1,
+        "emergency_unblindings": 1,
+        "by_site": {"WAW": 4},
+        "by_date": {DAY0.isoformat(): 4},
+        "kits": kit_counts(busy_trial),
+        "arms_shown": False,
+        "by_arm": {},
+        "by_block": [],
+        "imbalance": None,
+        "imbalance_bound": None,
+    }
     assert data["kits"]["voided"] == 1 and data["kits"]["prepared"] == 1
     assert data["kits"]["dispensed"] == 3
     text = run.ok("report", user=user).stdout
     assert arm_words_in(text) == []
     assert "Balance" not in text and "Imbalance" not in text
-    assert "Trial exosome-ms: 4 of 20 planned randomized; 1 screen failures; 1 emergency " \
-           "unblindings" in text
+    assert (
+        "Trial exosome-ms: 4 of 20 planned randomized; 1 screen failures; 1 emergency "
+        "unblindings" in text
+    )
     event = audit_rows(busy_trial.db_url)[-1]
-    assert (event["action"], event["user"], event["details"]) == ("report", user,
-                                                                  {"arms_shown": False})
+    assert (event["action"], event["user"], event["details"]) == (
+        "report",
+        user,
+        {"arms_shown": False},
+    )
 
 
-def test_the_blinded_report_does_not_move_with_the_arms(run: Run,
-                                                        trial_with_list: TrialFiles) -> None:
+def test_the_blinded_report_does_not_move_with_the_arms(
+    run: Run, trial_with_list: TrialFiles
+) -> None:
     """After each randomization, the blinded report differs only by the count and the date."""
     seen = []
     for n in range(1, 7):
-        run.ok("randomize", f"P-{n:03d}", "--site", "WAW", *answer_args(), "--date",
-               DAY0.isoformat(), user="ivan")
+        run.ok(
+            "randomize",
+            f"P-{n:03d}",
+            "--site",
+            "WAW",
+            *answer_args(),
+            "--date",
+            DAY0.isoformat(),
+            user="ivan",
+        )
         data = report(run, "mona")
         seen.append(data)
-        assert set(data) - {"by_arm", "by_block", "imbalance", "imbalance_bound"} == \
-            BLINDED_KEYS
+        assert set(data) - {"by_arm", "by_block", "imbalance", "imbalance_bound"} == BLINDED_KEYS
         assert (data["by_arm"], data["by_block"], data["imbalance"]) == ({}, [], None)
         assert data["randomized"] == n and data["by_date"] == {DAY0.isoformat(): n}
     arms = participant_arms(trial_with_list)
@@ -99,8 +140,9 @@ def test_an_admin_sees_the_balance_by_arm_and_block(run: Run, busy_trial: TrialF
     assert audit_rows(busy_trial.db_url)[-1]["details"] == {"arms_shown": True}
 
 
-def test_a_statistician_sees_the_balance_only_after_the_lock(run: Run,
-                                                             busy_trial: TrialFiles) -> None:
+def test_a_statistician_sees_the_balance_only_after_the_lock(
+    run: Run, busy_trial: TrialFiles
+) -> None:
     assert report(run, "stan")["arms_shown"] is False
     run.ok("lock", "--reason", "end of trial", user="alice")
     data = report(run, "stan")

@@ -60,8 +60,9 @@ def store(trial_with_users: TrialFiles) -> Iterator[Store]:
         database.dispose()
 
 
-def _issue(store: Store, user: str = "ivan", kind: str = "api", now: datetime = T0,
-           **lifetimes: timedelta) -> IssuedToken:
+def _issue(
+    store: Store, user: str = "ivan", kind: str = "api", now: datetime = T0, **lifetimes: timedelta
+) -> IssuedToken:
     with store.transaction() as session:
         return issue_token(session, user, kind, now, CLIENT, **lifetimes)
 
@@ -81,8 +82,9 @@ def _refused(store: Store, token: str, now: datetime, kind: str | None = None) -
 
 def _token_rows(db_url: str) -> dict[str, tuple[str, object, str | None]]:
     """token_id -> (user, revoked_at, revoked_reason), read straight from the table."""
-    rows = execute(db_url, "SELECT token_id, user_name, revoked_at, revoked_reason "
-                           "FROM auth_tokens")
+    rows = execute(
+        db_url, "SELECT token_id, user_name, revoked_at, revoked_reason FROM auth_tokens"
+    )
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
 
@@ -97,11 +99,13 @@ def test_a_token_round_trip(store: Store) -> None:
     assert issued.expires_at == T0 + timedelta(hours=12)
     assert issued.token not in repr(issued)
     info = _resolve(store, issued.token, T0 + timedelta(minutes=1))
-    assert info == TokenInfo(token_id=issued.token_id, user_name="ivan", kind="api",
-                             expires_at=T0 + timedelta(hours=12))
+    assert info == TokenInfo(
+        token_id=issued.token_id, user_name="ivan", kind="api", expires_at=T0 + timedelta(hours=12)
+    )
     web = _issue(store, "mona", "web", absolute=timedelta(hours=1))
     assert _resolve(store, web.token, T0, kind="web") == TokenInfo(
-        token_id=web.token_id, user_name="mona", kind="web", expires_at=T0 + timedelta(hours=1))
+        token_id=web.token_id, user_name="mona", kind="web", expires_at=T0 + timedelta(hours=1)
+    )
 
 
 def test_each_token_is_new(store: Store) -> None:
@@ -110,8 +114,7 @@ def test_each_token_is_new(store: Store) -> None:
     assert first.token_id != second.token_id
 
 
-def test_only_the_hash_of_a_token_is_stored(store: Store,
-                                            trial_with_users: TrialFiles) -> None:
+def test_only_the_hash_of_a_token_is_stored(store: Store, trial_with_users: TrialFiles) -> None:
     issued = _issue(store, "stan", "web")
     _resolve(store, issued.token, T0 + SECOND)
     raw = base64.urlsafe_b64decode(issued.token + "=")
@@ -120,10 +123,17 @@ def test_only_the_hash_of_a_token_is_stored(store: Store,
     assert issued.token not in text
     assert raw.hex() not in text
     assert base64.b64encode(raw).decode().rstrip("=")[:40] not in text
-    assert not any(raw in value for rows in dump.values() for row in rows for value in row
-                   if isinstance(value, bytes))
-    [row] = execute(trial_with_users.db_url,
-                    "SELECT token_id, token_hash, user_name, kind, client FROM auth_tokens")
+    assert not any(
+        raw in value
+        for rows in dump.values()
+        for row in rows
+        for value in row
+        if isinstance(value, bytes)
+    )
+    [row] = execute(
+        trial_with_users.db_url,
+        "SELECT token_id, token_hash, user_name, kind, client FROM auth_tokens",
+    )
     assert row == (issued.token_id, hashlib.sha256(raw).hexdigest(), "stan", "web", CLIENT)
 
 
@@ -160,31 +170,40 @@ def test_the_absolute_expiry_holds_however_often_a_token_is_used(store: Store) -
 
 def _last_used(store: Store, token_id: str) -> datetime:
     with store.transaction(read_only=True) as session:
-        return session.scalars(select(AuthToken.last_used_at)
-                               .where(AuthToken.token_id == token_id)).one()
+        return session.scalars(
+            select(AuthToken.last_used_at).where(AuthToken.token_id == token_id)
+        ).one()
 
 
 def _principal(store: Store, token: str, now: datetime) -> Principal:
     return logins.principal_for(store, token, now, client=CLIENT)
 
 
-@pytest.mark.parametrize(("idle", "interval"), [(timedelta(minutes=30), timedelta(minutes=1)),
-                                                (timedelta(minutes=5), timedelta(seconds=30)),
-                                                (timedelta(minutes=1), timedelta(seconds=6))])
+@pytest.mark.parametrize(
+    ("idle", "interval"),
+    [
+        (timedelta(minutes=30), timedelta(minutes=1)),
+        (timedelta(minutes=5), timedelta(seconds=30)),
+        (timedelta(minutes=1), timedelta(seconds=6)),
+    ],
+)
 def test_a_check_writes_the_use_only_once_it_is_an_interval_old(
-        store: Store, idle: timedelta, interval: timedelta) -> None:
+    store: Store, idle: timedelta, interval: timedelta
+) -> None:
     assert sessions.use_interval(math.ceil(idle.total_seconds())) == interval
     issued = _issue(store, idle=idle)
     for now in (T0, T0 + interval / 2, T0 + interval - SECOND):
-        assert _principal(store, issued.token, now) == Principal("ivan", "api",
-                                                                 issued.token_id, CLIENT)
+        assert _principal(store, issued.token, now) == Principal(
+            "ivan", "api", issued.token_id, CLIENT
+        )
         assert _last_used(store, issued.token_id) == T0
     _principal(store, issued.token, T0 + interval)
     assert _last_used(store, issued.token_id) == T0 + interval
 
 
-def test_a_check_that_writes_nothing_changes_nothing(store: Store,
-                                                     trial_with_users: TrialFiles) -> None:
+def test_a_check_that_writes_nothing_changes_nothing(
+    store: Store, trial_with_users: TrialFiles
+) -> None:
     issued = _issue(store)
     before = dump_database(trial_with_users.db_url)
     _principal(store, issued.token, T0 + 59 * SECOND)
@@ -193,7 +212,8 @@ def test_a_check_that_writes_nothing_changes_nothing(store: Store,
 
 @pytest.mark.parametrize("idle", [timedelta(minutes=1), timedelta(minutes=30)])
 def test_a_token_used_within_its_idle_time_less_one_interval_stays_alive(
-        store: Store, idle: timedelta) -> None:
+    store: Store, idle: timedelta
+) -> None:
     gap = idle - sessions.use_interval(math.ceil(idle.total_seconds()))
     issued = _issue(store, idle=idle, absolute=timedelta(hours=12))
     used = T0
@@ -208,8 +228,10 @@ def test_a_token_used_within_its_idle_time_less_one_interval_stays_alive(
 def test_a_token_ends_at_most_one_interval_before_its_idle_time(store: Store) -> None:
     """The unwritten use at 0:59 does not restart the idle time: the token ends at 30:00
     where resolve_token (writing every use) would keep it until 30:59."""
-    kept, ended = _issue(store, idle=timedelta(minutes=30)), _issue(store,
-                                                                    idle=timedelta(minutes=30))
+    kept, ended = (
+        _issue(store, idle=timedelta(minutes=30)),
+        _issue(store, idle=timedelta(minutes=30)),
+    )
     for issued in (kept, ended):
         _principal(store, issued.token, T0 + 59 * SECOND)
     _principal(store, kept.token, T0 + timedelta(minutes=30) - SECOND)
@@ -222,15 +244,21 @@ def test_a_check_refuses_every_token_that_resolve_refuses(store: Store) -> None:
     expired, revoked = _issue(store, idle=timedelta(minutes=1)), _issue(store)
     with store.transaction() as session:
         revoke_token(session, revoked.token_id, T0, "logout")
-    for token, now in ((expired.token, T0 + timedelta(minutes=1)), (revoked.token, T0),
-                       (_issue(store).token, T0 + timedelta(hours=12)),
-                       (secrets.token_urlsafe(32), T0), ("garbage", T0)):
+    for token, now in (
+        (expired.token, T0 + timedelta(minutes=1)),
+        (revoked.token, T0),
+        (_issue(store).token, T0 + timedelta(hours=12)),
+        (secrets.token_urlsafe(32), T0),
+        ("garbage", T0),
+    ):
         with pytest.raises(AuthenticationFailed) as caught:
             _principal(store, token, now)
         assert type(caught.value) is AuthenticationFailed
         assert str(caught.value) == INVALID_TOKEN
-        with store.transaction(read_only=True) as session, \
-                pytest.raises(AuthenticationFailed, match=f"^{INVALID_TOKEN}$"):
+        with (
+            store.transaction(read_only=True) as session,
+            pytest.raises(AuthenticationFailed, match=f"^{INVALID_TOKEN}$"),
+        ):
             check_token(session, token, now)
 
 
@@ -245,8 +273,9 @@ def _token_row_locked(db_url: str, token_id: str) -> Iterator[None]:
                 conn.connection.driver_connection.isolation_level = None  # type: ignore[union-attr]
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             else:
-                conn.execute(select(AuthToken.id).where(AuthToken.token_id == token_id)
-                             .with_for_update())
+                conn.execute(
+                    select(AuthToken.id).where(AuthToken.token_id == token_id).with_for_update()
+                )
             try:
                 yield
             finally:
@@ -256,7 +285,8 @@ def _token_row_locked(db_url: str, token_id: str) -> Iterator[None]:
 
 
 def test_a_check_takes_no_write_lock_until_the_use_is_due(
-        trial_with_users: TrialFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    trial_with_users: TrialFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While a writer holds the token's row, a check that is not due goes through; a due
     one waits for the lock (and here, with a short lock timeout, gives up as busy)."""
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 300)
@@ -291,8 +321,9 @@ def test_a_revoked_token_is_refused(store: Store, trial_with_users: TrialFiles) 
     assert rows[other.token_id][1:] == (None, None)
 
 
-@pytest.mark.parametrize("value", ["", "abc", "0123456789abcdeg", "0123456789ABCDEF",
-                                   "x" * 42, "x" * 44])
+@pytest.mark.parametrize(
+    "value", ["", "abc", "0123456789abcdeg", "0123456789ABCDEF", "x" * 42, "x" * 44]
+)
 def test_revoking_something_that_is_neither_id_nor_token(store: Store, value: str) -> None:
     with store.transaction() as session, pytest.raises(InvalidInput) as caught:
         revoke_token(session, value, T0, "logout")
@@ -306,7 +337,8 @@ def test_a_token_of_another_kind_is_refused_when_a_kind_is_asked(store: Store) -
 
 
 def test_disable_and_passwd_revoke_every_token_of_that_user_only(
-        store: Store, trial_with_users: TrialFiles, run: Run) -> None:
+    store: Store, trial_with_users: TrialFiles, run: Run
+) -> None:
     mona = [_issue(store, "mona", "api"), _issue(store, "mona", "web")]
     ivan = [_issue(store, "ivan", "api"), _issue(store, "ivan", "web")]
     stan = _issue(store, "stan", "web")
@@ -328,11 +360,9 @@ def test_disable_and_passwd_revoke_every_token_of_that_user_only(
     assert rows[stan.token_id][1:] == (None, None)
 
 
-def test_an_admin_changing_a_password_revokes_that_users_tokens(store: Store,
-                                                                run: Run) -> None:
+def test_an_admin_changing_a_password_revokes_that_users_tokens(store: Store, run: Run) -> None:
     petra, alice = _issue(store, "petra"), _issue(store, ADMIN)
-    run.ok("user", "passwd", "petra", "--password-stdin", user=ADMIN,
-           input="pw-new-petra-123456\n")
+    run.ok("user", "passwd", "petra", "--password-stdin", user=ADMIN, input="pw-new-petra-123456\n")
     _refused(store, petra.token, T0)
     _resolve(store, alice.token, T0)
 
@@ -348,34 +378,41 @@ def test_revoke_user_tokens_counts_only_live_revocations(store: Store) -> None:
 
 
 def test_a_token_of_a_disabled_user_is_refused_even_if_not_revoked(
-        store: Store, trial_with_users: TrialFiles) -> None:
+    store: Store, trial_with_users: TrialFiles
+) -> None:
     issued = _issue(store, "mona")
-    execute(trial_with_users.db_url, "UPDATE users SET disabled = :yes WHERE name = 'mona'",
-            yes=True)
+    execute(
+        trial_with_users.db_url, "UPDATE users SET disabled = :yes WHERE name = 'mona'", yes=True
+    )
     _refused(store, issued.token, T0)
 
 
 @pytest.mark.parametrize("user", ["nobody", "mona"])
-def test_no_token_for_an_unknown_or_disabled_user(store: Store, trial_with_users: TrialFiles,
-                                                 user: str) -> None:
-    execute(trial_with_users.db_url, "UPDATE users SET disabled = :yes WHERE name = 'mona'",
-            yes=True)
+def test_no_token_for_an_unknown_or_disabled_user(
+    store: Store, trial_with_users: TrialFiles, user: str
+) -> None:
+    execute(
+        trial_with_users.db_url, "UPDATE users SET disabled = :yes WHERE name = 'mona'", yes=True
+    )
     with pytest.raises(AuthenticationFailed) as caught:
         _issue(store, user)
-    assert str(caught.value) == (f"no login for user {user!r}: unknown user or "
-                                 "disabled account")
+    assert str(caught.value) == (f"no login for user {user!r}: unknown user or disabled account")
     assert execute(trial_with_users.db_url, "SELECT count(*) FROM auth_tokens") == [(0,)]
 
 
-@pytest.mark.parametrize("kind, client, lifetimes, message", [
-    ("cli", CLIENT, {}, "token kind must be one of api, web, not 'cli'"),
-    ("api", "192.0.2.1\x00", {}, "the client address must be at most 128 printable characters"),
-    ("api", "x" * 129, {}, "the client address must be at most 128 printable characters"),
-    ("api", CLIENT, {"idle": timedelta(0)}, "token lifetimes must be positive"),
-    ("api", CLIENT, {"absolute": -SECOND}, "token lifetimes must be positive"),
-])
-def test_issue_refuses_bad_arguments(store: Store, kind: str, client: str,
-                                     lifetimes: dict[str, timedelta], message: str) -> None:
+@pytest.mark.parametrize(
+    "kind, client, lifetimes, message",
+    [
+        ("cli", CLIENT, {}, "token kind must be one of api, web, not 'cli'"),
+        ("api", "192.0.2.1\x00", {}, "the client address must be at most 128 printable characters"),
+        ("api", "x" * 129, {}, "the client address must be at most 128 printable characters"),
+        ("api", CLIENT, {"idle": timedelta(0)}, "token lifetimes must be positive"),
+        ("api", CLIENT, {"absolute": -SECOND}, "token lifetimes must be positive"),
+    ],
+)
+def test_issue_refuses_bad_arguments(
+    store: Store, kind: str, client: str, lifetimes: dict[str, timedelta], message: str
+) -> None:
     with store.transaction() as session, pytest.raises(InvalidInput) as caught:
         issue_token(session, "ivan", kind, T0, client, **lifetimes)
     assert str(caught.value) == message
@@ -392,23 +429,40 @@ def _non_canonical(token: str) -> str:
     return token[:-1] + alphabet[alphabet.index(token[-1]) | 1]
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: "",
-    lambda t: "not a token",
-    lambda t: secrets.token_urlsafe(32),  # well formed, never issued
-    _tampered,
-    _non_canonical,
-    lambda t: t + "=",
-    lambda t: t[:-1],
-    lambda t: " " + t,
-    lambda t: t + "\n",
-    lambda t: t.replace(t[5], "\x00"),
-    lambda t: base64.b64encode(base64.urlsafe_b64decode(t + "=")).decode(),  # standard b64
-    lambda t: base64.urlsafe_b64decode(t + "=").hex(),
-], ids=["empty", "text", "unknown", "tampered", "non-canonical", "padded", "short",
-        "leading-space", "newline", "nul", "standard-base64", "hex"])
-def test_unknown_and_malformed_tokens_are_refused_alike(store: Store,
-                                                        mangle: Callable[[str], str]) -> None:
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: "",
+        lambda t: "not a token",
+        lambda t: secrets.token_urlsafe(32),  # well formed, never issued
+        _tampered,
+        _non_canonical,
+        lambda t: t + "=",
+        lambda t: t[:-1],
+        lambda t: " " + t,
+        lambda t: t + "\n",
+        lambda t: t.replace(t[5], "\x00"),
+        lambda t: base64.b64encode(base64.urlsafe_b64decode(t + "=")).decode(),  # standard b64
+        lambda t: base64.urlsafe_b64decode(t + "=").hex(),
+    ],
+    ids=[
+        "empty",
+        "text",
+        "unknown",
+        "tampered",
+        "non-canonical",
+        "padded",
+        "short",
+        "leading-space",
+        "newline",
+        "nul",
+        "standard-base64",
+        "hex",
+    ],
+)
+def test_unknown_and_malformed_tokens_are_refused_alike(
+    store: Store, mangle: Callable[[str], str]
+) -> None:
     issued = _issue(store)
     wrong = mangle(issued.token)
     assert wrong != issued.token
@@ -424,26 +478,34 @@ def test_every_refusal_has_the_same_message(store: Store) -> None:
     revoked = _issue(store)
     with store.transaction() as session:
         revoke_token(session, revoked.token_id, T0, "logout")
-    for token, now, kind in ((expired.token, T0 + timedelta(minutes=1), None),
-                             (revoked.token, T0, None),
-                             (_issue(store).token, T0 + timedelta(hours=12), None),
-                             (_issue(store, kind="web").token, T0, "api"),
-                             (secrets.token_urlsafe(32), T0, None),
-                             ("garbage", T0, None)):
+    for token, now, kind in (
+        (expired.token, T0 + timedelta(minutes=1), None),
+        (revoked.token, T0, None),
+        (_issue(store).token, T0 + timedelta(hours=12), None),
+        (_issue(store, kind="web").token, T0, "api"),
+        (secrets.token_urlsafe(32), T0, None),
+        ("garbage", T0, None),
+    ):
         with pytest.raises(AuthenticationFailed) as caught:
             _resolve(store, token, now, kind)
         refusals.add((type(caught.value), str(caught.value)))
     assert refusals == {(AuthenticationFailed, INVALID_TOKEN)}
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(token=st.one_of(st.text(), st.text(alphabet="ABCxyz019-_=+/", min_size=40, max_size=46),
-                       st.from_regex(r"\A[A-Za-z0-9_-]{43}\Z"),
-                       st.binary(min_size=32, max_size=32).map(
-                           lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("="))))
-def test_resolve_token_raises_nothing_but_authentication_failed(store: Store,
-                                                                token: str) -> None:
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    token=st.one_of(
+        st.text(),
+        st.text(alphabet="ABCxyz019-_=+/", min_size=40, max_size=46),
+        st.from_regex(r"\A[A-Za-z0-9_-]{43}\Z"),
+        st.binary(min_size=32, max_size=32).map(
+            lambda raw: base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        ),
+    )
+)
+def test_resolve_token_raises_nothing_but_authentication_failed(store: Store, token: str) -> None:
     with pytest.raises(AuthenticationFailed) as caught:
         _resolve(store, token, T0)
     assert str(caught.value) == INVALID_TOKEN
@@ -457,8 +519,9 @@ def _fail(store: Store, now: datetime, user: str = "ivan", client: str = CLIENT)
         return record_failure(session, user, client, now)
 
 
-def _wait(store: Store, now: datetime, user: str = "ivan",
-          client: str = CLIENT) -> TooManyAttempts | None:
+def _wait(
+    store: Store, now: datetime, user: str = "ivan", client: str = CLIENT
+) -> TooManyAttempts | None:
     """The throttle's refusal at ``now``, or None if a login may be tried."""
     with store.transaction() as session:
         try:
@@ -487,8 +550,9 @@ def test_the_back_off_timeline_and_the_lock(store: Store) -> None:
         refusal = _wait(store, now + delay - SECOND)
         assert refusal is not None
         assert refusal.retry_after == 1
-        assert str(refusal) == ("too many failed logins for this user name or from this "
-                                "address: try again in 1 s")
+        assert str(refusal) == (
+            "too many failed logins for this user name or from this address: try again in 1 s"
+        )
         assert _wait(store, now + delay) is None
         now += delay
     first = _wait(store, now - timedelta(seconds=64))
@@ -499,9 +563,11 @@ def test_the_back_off_timeline_and_the_lock(store: Store) -> None:
     assert isinstance(locked, TooManyAttempts)
     assert isinstance(locked, AuthenticationFailed)
     assert locked.retry_after == 60
-    assert str(locked) == ("logins for this user name or from this address are locked after "
-                           "too many failed attempts: try again in 1 min, or ask an admin to "
-                           "lift the lock")
+    assert str(locked) == (
+        "logins for this user name or from this address are locked after "
+        "too many failed attempts: try again in 1 min, or ask an admin to "
+        "lift the lock"
+    )
     assert _wait(store, now + timedelta(minutes=30)) is None
     # after a lock, every further failure locks again
     now += timedelta(minutes=30)
@@ -569,8 +635,9 @@ def test_the_user_name_is_throttled_from_any_client(store: Store) -> None:
     assert _wait(store, T0, user="stan", client="203.0.113.9") is None
 
 
-def test_throttling_does_not_tell_whether_the_user_exists(store: Store,
-                                                          trial_with_users: TrialFiles) -> None:
+def test_throttling_does_not_tell_whether_the_user_exists(
+    store: Store, trial_with_users: TrialFiles
+) -> None:
     outcomes = []
     for user, client in (("ivan", "192.0.2.1"), ("nobody", "192.0.2.2")):
         refusals = []
@@ -582,10 +649,13 @@ def test_throttling_does_not_tell_whether_the_user_exists(store: Store,
         outcomes.append(refusals)
         assert user not in repr(refusals)
     assert outcomes[0] == outcomes[1]
-    rows = execute(trial_with_users.db_url,
-                   "SELECT key, failures FROM login_failures ORDER BY key")
-    assert rows == [("client:192.0.2.1", 11), ("client:192.0.2.2", 11), ("user:ivan", 11),
-                    ("user:nobody", 11)]
+    rows = execute(trial_with_users.db_url, "SELECT key, failures FROM login_failures ORDER BY key")
+    assert rows == [
+        ("client:192.0.2.1", 11),
+        ("client:192.0.2.2", 11),
+        ("user:ivan", 11),
+        ("user:nobody", 11),
+    ]
 
 
 def test_failures_are_forgotten_after_a_quiet_day(store: Store) -> None:
@@ -603,11 +673,11 @@ def test_a_lock_is_not_forgotten_while_it_lasts(store: Store) -> None:
     assert _wait(store, T0 + timedelta(minutes=29)) is not None
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(user=st.text(max_size=300), client=st.text(max_size=300))
-def test_any_user_name_and_client_can_be_throttled(store: Store, user: str,
-                                                   client: str) -> None:
+def test_any_user_name_and_client_can_be_throttled(store: Store, user: str, client: str) -> None:
     with store.transaction() as session:
         lift_lock(session, user, client)
     for _ in range(3):
@@ -616,8 +686,9 @@ def test_any_user_name_and_client_can_be_throttled(store: Store, user: str,
     assert refusal is not None and refusal.retry_after == 1
 
 
-def test_concurrent_first_failures_are_all_counted(store: Store,
-                                                   trial_with_users: TrialFiles) -> None:
+def test_concurrent_first_failures_are_all_counted(
+    store: Store, trial_with_users: TrialFiles
+) -> None:
     workers = 4
     start = threading.Barrier(workers)
     errors: list[BaseException] = []
@@ -635,6 +706,6 @@ def test_concurrent_first_failures_are_all_counted(store: Store,
     for thread in threads:
         thread.join()
     assert errors == []
-    assert execute(trial_with_users.db_url,
-                   "SELECT key, failures FROM login_failures ORDER BY key") == [
-        ("client:192.0.2.77", workers), ("user:petra", workers)]
+    assert execute(
+        trial_with_users.db_url, "SELECT key, failures FROM login_failures ORDER BY key"
+    ) == [("client:192.0.2.77", workers), ("user:petra", workers)]

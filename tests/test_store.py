@@ -30,16 +30,24 @@ def store(trial_with_users: TrialFiles) -> Iterator[Store]:
 
 
 def test_sqlite_runs_in_wal_mode_with_full_sync_and_foreign_keys(
-        store: Store, sqlite_only: None) -> None:
+    store: Store, sqlite_only: None
+) -> None:
     with store.engine.connect() as conn:
-        pragma = {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                  for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
-    assert pragma == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1,
-                      "busy_timeout": 30_000}
+        pragma = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+        }
+    assert pragma == {
+        "journal_mode": "wal",
+        "synchronous": 2,
+        "foreign_keys": 1,
+        "busy_timeout": 30_000,
+    }
 
 
 def test_a_transaction_holds_the_write_lock_from_its_first_statement(
-        store: Store, trial_with_users: TrialFiles, sqlite_only: None) -> None:
+    store: Store, trial_with_users: TrialFiles, sqlite_only: None
+) -> None:
     assert trial_with_users.db_path is not None
     other = sqlite3.connect(trial_with_users.db_path, timeout=0, isolation_level=None)
     try:
@@ -53,17 +61,25 @@ def test_a_transaction_holds_the_write_lock_from_its_first_statement(
         other.close()
 
 
-def test_a_database_that_stays_busy_is_refused(trial_with_users: TrialFiles, run: Run,
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               sqlite_only: None) -> None:
+def test_a_database_that_stays_busy_is_refused(
+    trial_with_users: TrialFiles, run: Run, monkeypatch: pytest.MonkeyPatch, sqlite_only: None
+) -> None:
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 50)
     assert trial_with_users.db_path is not None
     before = dump_database(trial_with_users.db_url)
     holder = sqlite3.connect(trial_with_users.db_path, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
-        result = run("user", "add", "newbie", "--role", "monitor", "--password-stdin",
-                     user=ADMIN, input="pw-newbie-123456\n")
+        result = run(
+            "user",
+            "add",
+            "newbie",
+            "--role",
+            "monitor",
+            "--password-stdin",
+            user=ADMIN,
+            input="pw-newbie-123456\n",
+        )
         assert_error(result, 1, "the database stayed busy for ", "try again")
         holder.execute("ROLLBACK")
     finally:
@@ -71,12 +87,20 @@ def test_a_database_that_stays_busy_is_refused(trial_with_users: TrialFiles, run
     assert dump_database(trial_with_users.db_url) == before
 
 
-def test_a_failed_transaction_leaves_nothing_behind(store: Store,
-                                                    trial_with_users: TrialFiles) -> None:
+def test_a_failed_transaction_leaves_nothing_behind(
+    store: Store, trial_with_users: TrialFiles
+) -> None:
     before = dump_database(trial_with_users.db_url)
     with pytest.raises(RuntimeError, match="half-way"), store.transaction() as session:
-        session.add(User(name="ghost", role="admin", password_hash="x", disabled=False,
-                         created_at=datetime.now(UTC)))
+        session.add(
+            User(
+                name="ghost",
+                role="admin",
+                password_hash="x",
+                disabled=False,
+                created_at=datetime.now(UTC),
+            )
+        )
         session.flush()
         raise RuntimeError("half-way")
     assert dump_database(trial_with_users.db_url) == before
@@ -99,8 +123,9 @@ def test_the_schema_records_its_revision(trial_with_users: TrialFiles, store: St
     assert status.head == revision
 
 
-def test_a_database_of_an_unknown_newer_schema_is_refused(trial_with_users: TrialFiles,
-                                                          run: Run, store: Store) -> None:
+def test_a_database_of_an_unknown_newer_schema_is_refused(
+    trial_with_users: TrialFiles, run: Run, store: Store
+) -> None:
     with store.transaction() as session:
         head = store.status(session).head
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = 'f00dfeed9999'")
@@ -108,17 +133,24 @@ def test_a_database_of_an_unknown_newer_schema_is_refused(trial_with_users: Tria
     for argv in (["user", "list"], ["audit", "verify"], ["list", "generate"]):
         assert assert_error(run(*argv, user=ADMIN), 1) == (
             f"the database schema (f00dfeed9999) is newer than this randomizer knows "
-            f"({head}): use the newer release")
+            f"({head}): use the newer release"
+        )
     assert dump_database(trial_with_users.db_url) == before
 
 
 # URLs --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["nosuchdb://admin:hunter2-secret@db.example/trial",
-                                 "postgresql+psycopg://admin:hunter2-secret@127.0.0.1:1/trial"])
-def test_a_database_password_is_never_shown(url: str, trial_with_users: TrialFiles,
-                                            run: Run) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "nosuchdb://admin:hunter2-secret@db.example/trial",
+        "postgresql+psycopg://admin:hunter2-secret@127.0.0.1:1/trial",
+    ],
+)
+def test_a_database_password_is_never_shown(
+    url: str, trial_with_users: TrialFiles, run: Run
+) -> None:
     result = run("user", "list", user=ADMIN, db=url)
     assert_error(result, 1)
     assert "hunter2" not in result.output
@@ -142,8 +174,9 @@ def test_times_are_stored_as_utc_and_read_back_aware(store: Store) -> None:
     warsaw = timezone(timedelta(hours=2))
     local = datetime(2026, 6, 1, 14, 30, 0, 250, tzinfo=warsaw)
     with store.transaction() as session:
-        session.add(User(name="tz", role="monitor", password_hash="x", disabled=False,
-                         created_at=local))
+        session.add(
+            User(name="tz", role="monitor", password_hash="x", disabled=False, created_at=local)
+        )
     with store.transaction() as session:
         created = session.scalars(select(User.created_at).where(User.name == "tz")).one()
     assert created == local

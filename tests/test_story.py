@@ -51,8 +51,18 @@ REPLACED = (5, 2)  # participant 5's week-12 kit arrives damaged
 UNBLINDED = (11, 3)  # participant 11 has a serious reaction after the week-24 infusion
 OFF_WINDOW = (7, 3)  # participant 7's week-24 infusion falls 10 days late
 EMERGENCY_REASON = "suspected anaphylaxis; treating physician needs to know the product"
-EXPORT_COLUMNS = ["participant", "site", "stratum", "randomization_number", "arm",
-                  "arm_label", "randomized_at", "kits", "emergency_unblinded", "dummy"]
+EXPORT_COLUMNS = [
+    "participant",
+    "site",
+    "stratum",
+    "randomization_number",
+    "arm",
+    "arm_label",
+    "randomized_at",
+    "kits",
+    "emergency_unblinded",
+    "dummy",
+]
 
 
 def pid(n: int) -> str:
@@ -132,42 +142,105 @@ def _play(story: Story) -> None:
     backdate_list(story.files)  # the story begins 420 days ago
 
     # Screening: a candidate failing three criteria is refused and uses no slot.
-    story.refuse("screen failure", "ivan", "randomize", "P-000", "--site", "WAW",
-                 *answer_args(age="70", edss="7.0", recent_relapse_or_steroids="yes"),
-                 "--date", story.start.isoformat())
+    story.refuse(
+        "screen failure",
+        "ivan",
+        "randomize",
+        "P-000",
+        "--site",
+        "WAW",
+        *answer_args(age="70", edss="7.0", recent_relapse_or_steroids="yes"),
+        "--date",
+        story.start.isoformat(),
+    )
 
     for when, n, visit in _calendar(story.start):
         participant = pid(n)
         if visit == 1:
-            out = story.cmd("ivan", "randomize", participant, "--site", "WAW", *answer_args(),
-                            "--date", when.isoformat(), "--json")
+            out = story.cmd(
+                "ivan",
+                "randomize",
+                participant,
+                "--site",
+                "WAW",
+                *answer_args(),
+                "--date",
+                when.isoformat(),
+                "--json",
+            )
             story.randomized[participant] = json.loads(out.stdout)
             story.day0[participant] = when
             kit = story.randomized[participant]["kit"]
             if n == 2:
-                story.refuse("randomize twice", "ivan", "randomize", participant, "--site",
-                             "WAW", *answer_args(), "--date", when.isoformat())
+                story.refuse(
+                    "randomize twice",
+                    "ivan",
+                    "randomize",
+                    participant,
+                    "--site",
+                    "WAW",
+                    *answer_args(),
+                    "--date",
+                    when.isoformat(),
+                )
             if n == 3:
-                story.refuse("visits out of order", "ivan", "kit", "request", participant,
-                             "--visit", "3", "--date", when.isoformat())
+                story.refuse(
+                    "visits out of order",
+                    "ivan",
+                    "kit",
+                    "request",
+                    participant,
+                    "--visit",
+                    "3",
+                    "--date",
+                    when.isoformat(),
+                )
         else:
-            request: tuple[str, ...] = ("kit", "request", participant, "--visit", str(visit),
-                                        "--date", when.isoformat(), "--json")
+            request: tuple[str, ...] = (
+                "kit",
+                "request",
+                participant,
+                "--visit",
+                str(visit),
+                "--date",
+                when.isoformat(),
+                "--json",
+            )
             if (n, visit) == OFF_WINDOW:
                 story.refuse("outside window", "ivan", *request)
-                request = (*request, "--override-window", "--reason",
-                           "participant in hospital for an unrelated fracture")
+                request = (
+                    *request,
+                    "--override-window",
+                    "--reason",
+                    "participant in hospital for an unrelated fracture",
+                )
             kit = json.loads(story.cmd("ivan", *request).stdout)["kit"]
         story.kits[(participant, visit)] = kit
 
         if (n, visit) == REPLACED:
-            out = story.cmd("ivan", "kit", "replace", kit, "--reason",
-                            "infusion bag damaged in transit", "--json")
+            out = story.cmd(
+                "ivan",
+                "kit",
+                "replace",
+                kit,
+                "--reason",
+                "infusion bag damaged in transit",
+                "--json",
+            )
             new = json.loads(out.stdout)["kit"]
             story.replaced = (kit, new)
             story.refuse("prepare voided kit", "petra", "pharmacy", "prepare", kit)
-            again = story.cmd("ivan", "kit", "request", participant, "--visit", str(visit),
-                              "--date", when.isoformat(), "--json")
+            again = story.cmd(
+                "ivan",
+                "kit",
+                "request",
+                participant,
+                "--visit",
+                str(visit),
+                "--date",
+                when.isoformat(),
+                "--json",
+            )
             story.replacement_repeat = json.loads(again.stdout)
             kit = new
             story.kits[(participant, visit)] = kit
@@ -178,12 +251,27 @@ def _play(story: Story) -> None:
             story.refuse("prepare twice", "petra", "pharmacy", "prepare", kit)
 
         if (n, visit) == UNBLINDED:
-            story.refuse("empty emergency reason", "ivan", "unblind", "emergency",
-                         participant, "--reason", "")
-            story.refuse("whitespace emergency reason", "ivan", "unblind", "emergency",
-                         participant, "--reason", "  \t ")
-            story.emergency = story.cmd("ivan", "unblind", "emergency", participant,
-                                        "--reason", EMERGENCY_REASON, "--json")
+            story.refuse(
+                "empty emergency reason",
+                "ivan",
+                "unblind",
+                "emergency",
+                participant,
+                "--reason",
+                "",
+            )
+            story.refuse(
+                "whitespace emergency reason",
+                "ivan",
+                "unblind",
+                "emergency",
+                participant,
+                "--reason",
+                "  \t ",
+            )
+            story.emergency = story.cmd(
+                "ivan", "unblind", "emergency", participant, "--reason", EMERGENCY_REASON, "--json"
+            )
 
     story.cmd("mona", "report")
     story.cmd("mona", "report", "--json")
@@ -193,18 +281,35 @@ def _play(story: Story) -> None:
     story.cmd("mona", "audit", "verify")
     story.refuse("list verify before lock", "stan", "list", "verify")
     story.early_export = story.files.directory / "too-early.csv"
-    story.refuse("unblind all before lock", "stan", "unblind", "all", "--out",
-                 str(story.early_export))
+    story.refuse(
+        "unblind all before lock", "stan", "unblind", "all", "--out", str(story.early_export)
+    )
 
-    story.lock_result = story.cmd(ADMIN, "lock", "--reason",
-                                  "last participant completed week 48; data cleaned")
+    story.lock_result = story.cmd(
+        ADMIN, "lock", "--reason", "last participant completed week 48; data cleaned"
+    )
     story.locked = True
-    story.refuse("randomize after lock", "ivan", "randomize", pid(21), "--site", "WAW",
-                 *answer_args(), "--date", days_ago(1).isoformat())
-    story.refuse("replace after lock", "ivan", "kit", "replace", story.kits[(pid(1), 4)],
-                 "--reason", "dropped")
-    story.refuse("prepare after lock", "petra", "pharmacy", "prepare",
-                 story.kits[(pid(2), 4)])
+    story.refuse(
+        "randomize after lock",
+        "ivan",
+        "randomize",
+        pid(21),
+        "--site",
+        "WAW",
+        *answer_args(),
+        "--date",
+        days_ago(1).isoformat(),
+    )
+    story.refuse(
+        "replace after lock",
+        "ivan",
+        "kit",
+        "replace",
+        story.kits[(pid(1), 4)],
+        "--reason",
+        "dropped",
+    )
+    story.refuse("prepare after lock", "petra", "pharmacy", "prepare", story.kits[(pid(2), 4)])
 
     story.export = story.files.directory / "final-unblinding.csv"
     story.export_result = story.cmd("stan", "unblind", "all", "--out", str(story.export))
@@ -213,10 +318,13 @@ def _play(story: Story) -> None:
     signing = story.files.directory / "qa-signing.pem"
     story.cmd(ADMIN, "audit", "keygen", "--out", str(signing))
     note = story.files.directory / "checkpoint.note"
-    note.write_text(story.cmd(ADMIN, "audit", "checkpoint", "--signing-key",
-                              str(signing)).stdout, encoding="utf-8")
-    story.verified = story.cmd("mona", "audit", "verify", "--checkpoint", str(note),
-                               "--public-key", f"{signing}.pub")
+    note.write_text(
+        story.cmd(ADMIN, "audit", "checkpoint", "--signing-key", str(signing)).stdout,
+        encoding="utf-8",
+    )
+    story.verified = story.cmd(
+        "mona", "audit", "verify", "--checkpoint", str(note), "--public-key", f"{signing}.pub"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -244,104 +352,141 @@ def _events(story: Story) -> list[dict[str, Any]]:
 
 def test_the_whole_story(story: Story) -> None:
     """Every participant randomized in order, every infusion prepared once, all exported."""
-    assert [story.randomized[pid(n)]["randomization_number"]
-            for n in range(1, PARTICIPANTS + 1)] == [f"R-{n:03d}" for n in
-                                                     range(1, PARTICIPANTS + 1)]
+    assert [
+        story.randomized[pid(n)]["randomization_number"] for n in range(1, PARTICIPANTS + 1)
+    ] == [f"R-{n:03d}" for n in range(1, PARTICIPANTS + 1)]
     for n in range(1, PARTICIPANTS + 1):
         assert story.randomized[pid(n)] == {
-            "participant": pid(n), "randomization_number": f"R-{n:03d}", "site": "WAW",
-            "visit": 1, "kit": story.kits[(pid(n), 1)]}
+            "participant": pid(n),
+            "randomization_number": f"R-{n:03d}",
+            "site": "WAW",
+            "visit": 1,
+            "kit": story.kits[(pid(n), 1)],
+        }
     # 80 infusions, each kit prepared once, for the right participant and visit
     assert len(story.kits) == 80 and len(set(story.kits.values())) == 80
     assert set(story.prepared) == set(story.kits.values())
     for (participant, visit), code in story.kits.items():
         prep = story.prepared[code]
         assert (prep["participant"], prep["visit"]) == (participant, visit)
-        assert prep["randomization_number"] == story.randomized[participant][
-            "randomization_number"]
+        assert prep["randomization_number"] == story.randomized[participant]["randomization_number"]
         assert prep["arm"] in DESIGN.arm_ids
         assert prep["instructions"] == DESIGN.arm(prep["arm"]).preparation
         assert "100 mL" in prep["instructions"]
-    statuses = Counter(row[0] for row in execute(story.files.db_url,
-                                                 "SELECT status FROM kits"))
+    statuses = Counter(row[0] for row in execute(story.files.db_url, "SELECT status FROM kits"))
     assert statuses["prepared"] == 80 and statuses["voided"] == 1
     assert statuses["dispensed"] == 0
 
     # the lock
     assert story.lock_result is not None
-    assert re.search(r"^Trial exosome-ms locked at \S+Z by alice with 20 participants\.",
-                     story.lock_result.stdout)
+    assert re.search(
+        r"^Trial exosome-ms locked at \S+Z by alice with 20 participants\.",
+        story.lock_result.stdout,
+    )
 
     # the export: one row per participant, the columns of the issue, its digest printed
     assert story.export is not None and story.export_result is not None
     data = story.export.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    assert story.export_result.stdout == (f"Wrote 20 participants to {story.export}\n"
-                                          f"SHA-256: {digest}\n")
+    assert story.export_result.stdout == (
+        f"Wrote 20 participants to {story.export}\nSHA-256: {digest}\n"
+    )
     assert stat.S_IMODE(story.export.stat().st_mode) == 0o600
     header = next(csv.reader(io.StringIO(data.decode("utf-8"))))
     assert header == EXPORT_COLUMNS
     rows = _export_rows(story)
     assert [r["participant"] for r in rows] == [pid(n) for n in range(1, PARTICIPANTS + 1)]
-    randomized_at = dict(execute(story.files.db_url,
-                                 "SELECT code, randomized_at FROM participants"))
+    randomized_at = dict(
+        execute(story.files.db_url, "SELECT code, randomized_at FROM participants")
+    )
     old, new = story.replaced
     for row in rows:
         participant = row["participant"]
         assert row["site"] == "WAW" and row["stratum"] == "all"
-        assert row["randomization_number"] == story.randomized[participant][
-            "randomization_number"]
+        assert row["randomization_number"] == story.randomized[participant]["randomization_number"]
         assert row["arm_label"] == DESIGN.arm(row["arm"]).label
         assert row["randomized_at"].endswith("Z")
-        assert row["randomized_at"][:19] == str(randomized_at[participant])[:19] \
-            .replace(" ", "T")
+        assert row["randomized_at"][:19] == str(randomized_at[participant])[:19].replace(" ", "T")
         expected_kits = [f"{v}:{story.kits[(participant, v)]}" for v in range(1, 5)]
         if participant == pid(REPLACED[0]):
             expected_kits.insert(REPLACED[1] - 1, f"{REPLACED[1]}:{old}(voided)")
             assert f"{REPLACED[1]}:{new}" in expected_kits
         assert row["kits"] == " ".join(expected_kits)
         # every kit a participant received holds that participant's arm
-        assert {story.prepared[story.kits[(participant, v)]]["arm"]
-                for v in range(1, 5)} == {row["arm"]}
-        assert row["emergency_unblinded"] == ("yes" if participant == pid(UNBLINDED[0])
-                                              else "no")
+        assert {story.prepared[story.kits[(participant, v)]]["arm"] for v in range(1, 5)} == {
+            row["arm"]
+        }
+        assert row["emergency_unblinded"] == ("yes" if participant == pid(UNBLINDED[0]) else "no")
 
     # the trail verifies, anchored by a signed checkpoint
     assert story.verified is not None
-    assert re.fullmatch(r"Audit trail verified: \d+ events, head [0-9a-f]{16}\.\.\.; signed "
-                        r"checkpoint at event \d+ holds\n", story.verified.stdout)
+    assert re.fullmatch(
+        r"Audit trail verified: \d+ events, head [0-9a-f]{16}\.\.\.; signed "
+        r"checkpoint at event \d+ holds\n",
+        story.verified.stdout,
+    )
     unblind_all = [e for e in _events(story) if e["action"] == "unblind.all"]
     assert len(unblind_all) == 1
     assert unblind_all[0]["user"] == "stan"
     mac = open_trial_vault(story.files).mac(data).hex()
     assert unblind_all[0]["details"] == {"participants": 20, "file_mac": mac}
 
+
 REFUSALS: dict[str, tuple[int, str, tuple[str, ...]]] = {
     # name: (exit code, command recorded in the refusal event, message fragments)
-    "screen failure": (1, "randomize", (
-        "participant P-000 is not eligible, no slot used: ",
-        "age: answered 70, must be 18 to 65", "edss: answered 7.0, must be 3 to 6.5",
-        "recent_relapse_or_steroids: answered yes, must be no")),
-    "randomize twice": (1, "randomize", (
-        "participant P-002 is already randomized as R-002",)),
-    "visits out of order": (1, "kit.request", (
-        "visit 3 comes after visit 2, whose kit has not been requested for P-003: request "
-        "visits in order",)),
-    "outside window": (1, "kit.request", (
-        "is outside the window of visit 3 (Week 24) for P-007",
-        "; to dose outside the window, give an override reason "
-        "(add --override-window --reason TEXT)")),
-    "prepare voided kit": (1, "pharmacy.prepare", (
-        "is VOIDED (infusion bag damaged in transit): do NOT prepare it; ask the investigator "
-        "for the replacement kit code",)),
-    "prepare twice": (1, "pharmacy.prepare", (
-        "was already prepared on", "by petra: a kit is prepared once")),
+    "screen failure": (
+        1,
+        "randomize",
+        (
+            "participant P-000 is not eligible, no slot used: ",
+            "age: answered 70, must be 18 to 65",
+            "edss: answered 7.0, must be 3 to 6.5",
+            "recent_relapse_or_steroids: answered yes, must be no",
+        ),
+    ),
+    "randomize twice": (1, "randomize", ("participant P-002 is already randomized as R-002",)),
+    "visits out of order": (
+        1,
+        "kit.request",
+        (
+            "visit 3 comes after visit 2, whose kit has not been requested for P-003: request "
+            "visits in order",
+        ),
+    ),
+    "outside window": (
+        1,
+        "kit.request",
+        (
+            "is outside the window of visit 3 (Week 24) for P-007",
+            "; to dose outside the window, give an override reason "
+            "(add --override-window --reason TEXT)",
+        ),
+    ),
+    "prepare voided kit": (
+        1,
+        "pharmacy.prepare",
+        (
+            "is VOIDED (infusion bag damaged in transit): do NOT prepare it; ask the investigator "
+            "for the replacement kit code",
+        ),
+    ),
+    "prepare twice": (
+        1,
+        "pharmacy.prepare",
+        ("was already prepared on", "by petra: a kit is prepared once"),
+    ),
     "empty emergency reason": (2, "unblind.emergency", ("--reason must not be empty",)),
     "whitespace emergency reason": (2, "unblind.emergency", ("--reason must not be empty",)),
-    "list verify before lock": (1, "list.verify", (
-        "role statistician may verify the allocation list only after the database lock",)),
-    "unblind all before lock": (1, "unblind.all", (
-        "role statistician may unblind the whole trial only after the database lock",)),
+    "list verify before lock": (
+        1,
+        "list.verify",
+        ("role statistician may verify the allocation list only after the database lock",),
+    ),
+    "unblind all before lock": (
+        1,
+        "unblind.all",
+        ("role statistician may unblind the whole trial only after the database lock",),
+    ),
     "randomize after lock": (1, "randomize", ("the database is locked: no more randomization",)),
     "replace after lock": (1, "kit.replace", ("the database is locked: no more dispensing",)),
     "prepare after lock": (1, "pharmacy.prepare", ("the database is locked: no more dispensing",)),
@@ -354,9 +499,12 @@ def test_each_refusal_of_the_story(story: Story, name: str) -> None:
     code, command, fragments = REFUSALS[name]
     message = assert_error(story.refusals[name], code, *fragments)
     assert story.refusals[name].stdout == ""
-    recorded = [e for e in _events(story)
-                if e["details"].get("message") == without_cli_hint(message)
-                and e["details"]["command"] == command]
+    recorded = [
+        e
+        for e in _events(story)
+        if e["details"].get("message") == without_cli_hint(message)
+        and e["details"]["command"] == command
+    ]
     if code == 1:
         assert len(recorded) == 1, recorded
         kind = "screen_failure" if name == "screen failure" else "refused"
@@ -369,8 +517,7 @@ def test_screen_failure_is_audited_and_uses_no_slot(story: Story) -> None:
     events = [e for e in _events(story) if e["action"] == "screen_failure"]
     assert len(events) == 1
     event = events[0]
-    assert (event["user"], event["role"], event["subject"]) == ("ivan", "investigator",
-                                                                "P-000")
+    assert (event["user"], event["role"], event["subject"]) == ("ivan", "investigator", "P-000")
     assert event["details"]["command"] == "randomize"
     assert "edss: answered 7.0, must be 3 to 6.5" in event["details"]["message"]
     # the passing criteria are not named as failures
@@ -379,9 +526,11 @@ def test_screen_failure_is_audited_and_uses_no_slot(story: Story) -> None:
         assert passing not in message
     # P-000 holds nothing; the next eligible participant took the first slot
     assert execute(story.files.db_url, "SELECT 1 FROM participants WHERE code = 'P-000'") == []
-    first = execute(story.files.db_url,
-                    "SELECT p.randomization_number, s.sequence FROM participants p "
-                    "JOIN slots s ON s.id = p.slot_id WHERE p.code = 'P-001'")
+    first = execute(
+        story.files.db_url,
+        "SELECT p.randomization_number, s.sequence FROM participants p "
+        "JOIN slots s ON s.id = p.slot_id WHERE p.code = 'P-001'",
+    )
     assert first == [("R-001", 1)]
 
 
@@ -394,13 +543,17 @@ def test_randomization_follows_the_sealed_list_exactly(story: Story) -> None:
     schedule = generate_schedule(DESIGN, seed).stratum("all")
     regenerated = [slot.arm for slot in schedule.slots()]
 
-    rows = execute(files.db_url,
-                   "SELECT p.code, s.sequence, s.allocation_sealed FROM participants p "
-                   "JOIN slots s ON s.id = p.slot_id ORDER BY p.randomized_at, p.id")
-    assert [(code, sequence) for code, sequence, _ in rows] == \
-        [(pid(n), n) for n in range(1, PARTICIPANTS + 1)]
-    sealed_arms = [open_allocation(vault, "all", sequence, bytes(sealed))[0]
-                   for _, sequence, sealed in rows]
+    rows = execute(
+        files.db_url,
+        "SELECT p.code, s.sequence, s.allocation_sealed FROM participants p "
+        "JOIN slots s ON s.id = p.slot_id ORDER BY p.randomized_at, p.id",
+    )
+    assert [(code, sequence) for code, sequence, _ in rows] == [
+        (pid(n), n) for n in range(1, PARTICIPANTS + 1)
+    ]
+    sealed_arms = [
+        open_allocation(vault, "all", sequence, bytes(sealed))[0] for _, sequence, sealed in rows
+    ]
     assert sealed_arms == regenerated[:PARTICIPANTS]
 
     exported = {row["participant"]: row["arm"] for row in _export_rows(story)}
@@ -423,17 +576,26 @@ def test_the_story_ends_within_the_imbalance_bound(story: Story) -> None:
     assert report["imbalance"] <= bound
     assert report["imbalance_bound"] == bound
     assert sum(b["block_size"] for b in report["by_block"]) >= PARTICIPANTS
-    assert (report["randomized"], report["screen_failures"],
-            report["emergency_unblindings"]) == (20, 1, 1)
+    assert (report["randomized"], report["screen_failures"], report["emergency_unblindings"]) == (
+        20,
+        1,
+        1,
+    )
 
 
 def test_replacement_kit_has_the_same_content(story: Story) -> None:
     old, new = story.replaced
     assert old and new and old != new
     assert story.replacement_repeat == {
-        "participant": pid(REPLACED[0]), "randomization_number": f"R-{REPLACED[0]:03d}",
-        "visit": REPLACED[1], "visit_name": "Week 12", "kit": new,
-        "visit_date": story.replacement_repeat["visit_date"], "repeat": True, "note": ""}
+        "participant": pid(REPLACED[0]),
+        "randomization_number": f"R-{REPLACED[0]:03d}",
+        "visit": REPLACED[1],
+        "visit_name": "Week 12",
+        "kit": new,
+        "visit_date": story.replacement_repeat["visit_date"],
+        "repeat": True,
+        "note": "",
+    }
     # the pharmacy list (unblinded) shows the voided kit's content: the same as the spare's
     listing = json.loads(story.run.ok("pharmacy", "list", "--json", user="petra").stdout)
     by_code = {k["kit"]: k for k in listing}
@@ -444,30 +606,43 @@ def test_replacement_kit_has_the_same_content(story: Story) -> None:
     assert story.prepared[new]["arm"] == arm_of_participant[pid(REPLACED[0])]
     replace = [e for e in _events(story) if e["action"] == "kit.replace"]
     assert len(replace) == 1
-    assert (replace[0]["subject"], replace[0]["reason"]) == (old,
-                                                             "infusion bag damaged in transit")
-    assert replace[0]["details"] == {"new_kit": new, "participant": pid(REPLACED[0]),
-                                     "visit": REPLACED[1]}
+    assert (replace[0]["subject"], replace[0]["reason"]) == (old, "infusion bag damaged in transit")
+    assert replace[0]["details"] == {
+        "new_kit": new,
+        "participant": pid(REPLACED[0]),
+        "visit": REPLACED[1],
+    }
 
 
 def test_window_override_is_audited(story: Story) -> None:
     participant, visit = pid(OFF_WINDOW[0]), OFF_WINDOW[1]
     target = story.day0[participant] + timedelta(days=168)
-    events = [e for e in _events(story) if e["action"] == "kit.request"
-              and e["subject"] == participant and e["details"].get("visit") == visit]
+    events = [
+        e
+        for e in _events(story)
+        if e["action"] == "kit.request"
+        and e["subject"] == participant
+        and e["details"].get("visit") == visit
+    ]
     assert len(events) == 1
     event = events[0]
     assert event["reason"] == "participant in hospital for an unrelated fracture"
     assert event["details"]["window_override"] == {
         "from": (target - timedelta(days=7)).isoformat(),
-        "to": (target + timedelta(days=7)).isoformat()}
+        "to": (target + timedelta(days=7)).isoformat(),
+    }
     assert event["details"]["date"] == (target + timedelta(days=10)).isoformat()
     message = story.refusals["outside window"].stderr
-    assert f"{(target - timedelta(days=7)).isoformat()} to " \
-           f"{(target + timedelta(days=7)).isoformat()}" in message
+    assert (
+        f"{(target - timedelta(days=7)).isoformat()} to "
+        f"{(target + timedelta(days=7)).isoformat()}" in message
+    )
     # in-window visits carry no override
-    others = [e for e in _events(story) if e["action"] == "kit.request"
-              and "window_override" in e["details"]]
+    others = [
+        e
+        for e in _events(story)
+        if e["action"] == "kit.request" and "window_override" in e["details"]
+    ]
     assert others == [event]
 
 
@@ -480,23 +655,32 @@ def test_emergency_unblinding_reveals_that_participant_only(story: Story) -> Non
     assert revealed["participant"] == participant
     assert (revealed["arm"], revealed["label"]) == (arm, DESIGN.arm(arm).label)
     assert revealed["randomization_number"] == f"R-{UNBLINDED[0]:03d}"
-    assert set(revealed) == {"participant", "arm", "label", "randomization_number",
-                             "unblinded_at"}
+    assert set(revealed) == {"participant", "arm", "label", "randomization_number", "unblinded_at"}
     low = story.emergency.stdout.lower()
     assert arm in low and DESIGN.arm(arm).label.lower() in low
-    for word in (other, DESIGN.arm(other).label.lower(), *(("placebo",) if other == "saline"
-                                                            else ())):
+    for word in (
+        other,
+        DESIGN.arm(other).label.lower(),
+        *(("placebo",) if other == "saline" else ()),
+    ):
         assert word not in low
     # nothing about any other participant
     assert re.findall(r"P-\d{3}", story.emergency.stdout) == [participant]
     assert re.findall(r"R-\d{3}", story.emergency.stdout) == [f"R-{UNBLINDED[0]:03d}"]
     events = [e for e in _events(story) if e["action"] == "unblind.emergency"]
     assert len(events) == 1
-    assert (events[0]["user"], events[0]["role"], events[0]["subject"],
-            events[0]["reason"]) == ("ivan", "investigator", participant, EMERGENCY_REASON)
+    assert (events[0]["user"], events[0]["role"], events[0]["subject"], events[0]["reason"]) == (
+        "ivan",
+        "investigator",
+        participant,
+        EMERGENCY_REASON,
+    )
     assert arm_words_in(json.dumps(events[0])) == []
-    marked = execute(story.files.db_url, "SELECT code, emergency_unblinded_by FROM "
-                                         "participants WHERE emergency_unblinded_at IS NOT NULL")
+    marked = execute(
+        story.files.db_url,
+        "SELECT code, emergency_unblinded_by FROM "
+        "participants WHERE emergency_unblinded_at IS NOT NULL",
+    )
     assert marked == [(participant, "ivan")]
 
 
@@ -504,8 +688,11 @@ def test_blinded_roles_never_saw_an_arm_during_the_story(story: Story) -> None:
     """Every output to the investigator, the monitor and the statistician before lock."""
     checked = 0
     for step in story.steps:
-        if step.user == "ivan" and step.args[:2] == ("unblind", "emergency") \
-                and step.result.exit_code == 0:
+        if (
+            step.user == "ivan"
+            and step.args[:2] == ("unblind", "emergency")
+            and step.result.exit_code == 0
+        ):
             continue  # the one output that must name an arm (tested above)
         blinded = step.user in ("ivan", "mona") or (step.user == "stan" and not step.locked)
         if not blinded:
@@ -523,10 +710,16 @@ def test_the_trail_records_who_did_what(story: Story) -> None:
     assert actions["pharmacy.prepare"] == 80
     assert actions["lock"] == 1 and actions["unblind.all"] == 1
     assert actions["kit.request"] == 60 + 1  # one repeat request after the replacement
-    after_lock = [e for e in events if e["action"] == "refused"
-                  and e["details"]["message"].startswith("the database is locked")]
+    after_lock = [
+        e
+        for e in events
+        if e["action"] == "refused" and e["details"]["message"].startswith("the database is locked")
+    ]
     assert {(e["user"], e["details"]["command"]) for e in after_lock} == {
-        ("ivan", "randomize"), ("ivan", "kit.replace"), ("petra", "pharmacy.prepare")}
+        ("ivan", "randomize"),
+        ("ivan", "kit.replace"),
+        ("petra", "pharmacy.prepare"),
+    }
     assert all(e["at"].endswith("Z") for e in events)
     # the trail shown to the monitor after everything names no arm
     shown = story.run.ok("audit", "show", "--json", user="mona")

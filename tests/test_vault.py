@@ -126,10 +126,10 @@ def test_seal_and_open_round_trip(kind: str, row: str, value: str) -> None:
     assert vault.open(kind, row, sealed) == value
 
 
-@given(kind=sealed_kinds, pairs=st.lists(st.tuples(st.text(), st.text(max_size=8)),
-                                          max_size=20))
+@given(kind=sealed_kinds, pairs=st.lists(st.tuples(st.text(), st.text(max_size=8)), max_size=20))
 def test_bulk_sealing_and_opening_agree_with_one_at_a_time(
-        kind: str, pairs: list[tuple[str, str]]) -> None:
+    kind: str, pairs: list[tuple[str, str]]
+) -> None:
     vault = Vault(DATA_KEY, TRIAL)
     rows = [row for row, _ in pairs]
     values = [value for _, value in pairs]
@@ -142,8 +142,9 @@ def test_bulk_sealing_and_opening_agree_with_one_at_a_time(
 def test_bulk_sealing_refuses_a_long_value_and_unequal_lists(vault: Vault) -> None:
     with pytest.raises(InvalidInput) as caught:
         vault.seal_many("kit.content", ["a", "b"], ["saline", "secret-arm-" * 4])
-    assert str(caught.value) == ("a value is too long to seal as kit.content: at most 32 "
-                                 "bytes of UTF-8")
+    assert str(caught.value) == (
+        "a value is too long to seal as kit.content: at most 32 bytes of UTF-8"
+    )
     with pytest.raises(ValueError, match="one row per value"):
         vault.seal_many("kit.content", ["a"], [])
     with pytest.raises(ValueError, match="one row per sealed value"):

@@ -80,8 +80,10 @@ class StratumSchedule:
         for text in (self.stratum, *self.arm_ids):
             # The list digest writes them as CSV fields (see Schedule.digest).
             if not text or any(c in text for c in ",\r\n\0"):
-                raise ValueError(f"stratum keys and arm ids must be non-empty and free of "
-                                 f"commas, line breaks and NUL: {text!r}")
+                raise ValueError(
+                    f"stratum keys and arm ids must be non-empty and free of "
+                    f"commas, line breaks and NUL: {text!r}"
+                )
         for column in (self.block, self.block_size, self.arm_index):
             column.setflags(write=False)
 
@@ -91,10 +93,13 @@ class StratumSchedule:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StratumSchedule):
             return NotImplemented
-        return (self.stratum == other.stratum and self.arm_ids == other.arm_ids
-                and np.array_equal(self.block, other.block)
-                and np.array_equal(self.block_size, other.block_size)
-                and np.array_equal(self.arm_index, other.arm_index))
+        return (
+            self.stratum == other.stratum
+            and self.arm_ids == other.arm_ids
+            and np.array_equal(self.block, other.block)
+            and np.array_equal(self.block_size, other.block_size)
+            and np.array_equal(self.arm_index, other.arm_index)
+        )
 
     @property
     def blocks(self) -> int:
@@ -109,8 +114,9 @@ class StratumSchedule:
     def slots(self) -> Iterator[ScheduledSlot]:
         """The slots in list order."""
         ids = self.arm_ids
-        rows = zip(self.block.tolist(), self.block_size.tolist(), self.arm_index.tolist(),
-                   strict=True)
+        rows = zip(
+            self.block.tolist(), self.block_size.tolist(), self.arm_index.tolist(), strict=True
+        )
         for sequence, (block, size, arm) in enumerate(rows, start=1):
             yield ScheduledSlot(self.stratum, sequence, block, size, ids[arm])
 
@@ -185,8 +191,9 @@ class Schedule:
                 first = False
 
 
-def generate_schedule(design: TrialDesign, seed: bytes,
-                      stratum_length: int | None = None) -> Schedule:
+def generate_schedule(
+    design: TrialDesign, seed: bytes, stratum_length: int | None = None
+) -> Schedule:
     """The allocation list of ``design`` for ``seed`` (32 bytes).
 
     Every stratum gets whole blocks until it holds at least ``stratum_length``
@@ -198,27 +205,30 @@ def generate_schedule(design: TrialDesign, seed: bytes,
     if isinstance(length, bool) or not isinstance(length, int):
         raise InvalidInput(f"participants per stratum must be an integer, got {length!r}")
     if not 1 <= length <= MAX_STRATUM_LENGTH:
-        raise InvalidInput(f"participants per stratum must be between 1 and "
-                           f"{MAX_STRATUM_LENGTH}, got {length}")
+        raise InvalidInput(
+            f"participants per stratum must be between 1 and {MAX_STRATUM_LENGTH}, got {length}"
+        )
     if length * len(design.strata()) > MAX_STRATUM_LENGTH:
-        raise InvalidInput(f"{length} participants per stratum x {len(design.strata())} strata "
-                           f"is more than {MAX_STRATUM_LENGTH} slots")
+        raise InvalidInput(
+            f"{length} participants per stratum x {len(design.strata())} strata "
+            f"is more than {MAX_STRATUM_LENGTH} slots"
+        )
     plan = _plan(design.arm_ids, design.ratio, design.block_sizes)
     strata = tuple(plan.stratum(seed, key, length) for key in design.strata())
     return Schedule(arm_ids=design.arm_ids, strata=strata)
 
 
 @functools.lru_cache(maxsize=32)
-def _plan(arm_ids: tuple[str, ...], ratio: tuple[int, ...],
-          block_sizes: tuple[int, ...]) -> _Plan:
+def _plan(arm_ids: tuple[str, ...], ratio: tuple[int, ...], block_sizes: tuple[int, ...]) -> _Plan:
     return _Plan(arm_ids, ratio, block_sizes)
 
 
 class _Plan:
     """What every stratum shares: size choices, unshuffled blocks, rejection bounds."""
 
-    def __init__(self, arm_ids: tuple[str, ...], ratio: tuple[int, ...],
-                 block_sizes: tuple[int, ...]) -> None:
+    def __init__(
+        self, arm_ids: tuple[str, ...], ratio: tuple[int, ...], block_sizes: tuple[int, ...]
+    ) -> None:
         self.arm_ids = arm_ids
         self.size_options = np.array(block_sizes, dtype=np.int64)
         self.size_options.setflags(write=False)
@@ -282,8 +292,9 @@ class _Plan:
                 return chosen[:blocks]
             count *= 2
 
-    def shuffle_draws(self, seed: bytes, label: str,
-                      sizes: NDArray[np.int64]) -> NDArray[np.uint64]:
+    def shuffle_draws(
+        self, seed: bytes, label: str, sizes: NDArray[np.int64]
+    ) -> NDArray[np.uint64]:
         """Values ``v`` whose ``v % n`` are the Fisher-Yates draws, block after block."""
         count = int(sizes.sum()) - sizes.size  # a block of size s takes s - 1 draws
         words = stream_words(seed, label, count)
@@ -312,8 +323,9 @@ class _Plan:
         blocks = sizes.size
         first_slot = np.cumsum(sizes) - sizes
         first_draw = first_slot - np.arange(blocks)
-        groups = [(size, np.flatnonzero(sizes == size))
-                  for size in sorted(self.unshuffled, reverse=True)]
+        groups = [
+            (size, np.flatnonzero(sizes == size)) for size in sorted(self.unshuffled, reverse=True)
+        ]
         order = np.concatenate([which for _, which in groups])
         ordered_sizes = sizes[order]
         top_row = largest - ordered_sizes  # each block's first row in the table
@@ -329,7 +341,7 @@ class _Plan:
             stop = start + which.size
             for position, arm in enumerate(self.unshuffled[size].tolist()):
                 row = largest - size + position
-                cells[row * blocks + start:row * blocks + stop] = arm
+                cells[row * blocks + start : row * blocks + stop] = arm
             start = stop
 
         block_draw = first_draw[order]
@@ -349,7 +361,7 @@ class _Plan:
         slot_of_top = first_slot[order] - top_row  # row r of a block is its slot top + r
         for row in range(largest):
             present = run(largest - row)
-            arm_index[slot_of_top[:present] + row] = cells[row * blocks:row * blocks + present]
+            arm_index[slot_of_top[:present] + row] = cells[row * blocks : row * blocks + present]
         return arm_index
 
 
@@ -366,16 +378,22 @@ class _Layout:
 
 
 def _csv_layout(stratum: StratumSchedule) -> _Layout:
-    return _Layout(f"{stratum.stratum},", ",", ",", ",",
-                   tuple(f"{arm}\n" for arm in stratum.arm_ids))
+    return _Layout(
+        f"{stratum.stratum},", ",", ",", ",", tuple(f"{arm}\n" for arm in stratum.arm_ids)
+    )
 
 
 def _json_layout(stratum: StratumSchedule) -> _Layout:
     def string(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)
-    return _Layout(f',\n    {{\n      "stratum": {string(stratum.stratum)},\n      "sequence": ',
-                   ',\n      "block": ', ',\n      "block_size": ', ',\n      "arm": ',
-                   tuple(f"{string(arm)}\n    }}" for arm in stratum.arm_ids))
+
+    return _Layout(
+        f',\n    {{\n      "stratum": {string(stratum.stratum)},\n      "sequence": ',
+        ',\n      "block": ',
+        ',\n      "block_size": ',
+        ',\n      "arm": ',
+        tuple(f"{string(arm)}\n    }}" for arm in stratum.arm_ids),
+    )
 
 
 def _text_rows(stratum: StratumSchedule, layout: _Layout) -> Iterator[bytes]:
@@ -391,17 +409,16 @@ def _text_rows(stratum: StratumSchedule, layout: _Layout) -> Iterator[bytes]:
     if n == 0:
         return
     ends = {min(start + _CHUNK, n) for start in range(0, n, _CHUNK)}
-    powers = [10 ** k for k in range(1, len(str(n)))]
+    powers = [10**k for k in range(1, len(str(n)))]
     ends.update(power - 1 for power in powers)  # the sequence gains a digit at slot `power`
     # the block number gains one at the first slot of block `power` (powers in the block
     # column's own type: a Python int would have numpy convert the whole column first)
-    ends.update(stratum.block.searchsorted(np.array(powers, dtype=stratum.block.dtype))
-                .tolist())
+    ends.update(stratum.block.searchsorted(np.array(powers, dtype=stratum.block.dtype)).tolist())
     size_width = len(str(int(stratum.block_size.max())))
     arms = [text.encode("utf-8") for text in layout.arms]
     arm_table = np.zeros((len(arms), max(len(a) for a in arms)), dtype=np.uint8)
     for k, encoded in enumerate(arms):
-        arm_table[k, :len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+        arm_table[k, : len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
     sizes_padded = int(stratum.block_size.min()) < 10 ** (size_width - 1)
     padded = sizes_padded or len({len(a) for a in arms}) > 1
     tables: dict[tuple[int, int], tuple[NDArray[np.uint8], list[int]]] = {}
@@ -412,23 +429,33 @@ def _text_rows(stratum: StratumSchedule, layout: _Layout) -> Iterator[bytes]:
         widths = (len(str(stop)), len(str(int(stratum.block[stop - 1]))))
         if widths not in tables or len(tables[widths][0]) < stop - start:
             # as long as this run needs: the 9 one-digit sequences need only 9 rows
-            tables[widths] = _row_table(layout, (*widths, size_width, arm_table.shape[1]),
-                                        _CHUNK if stop - start > 9 else stop - start)
+            tables[widths] = _row_table(
+                layout,
+                (*widths, size_width, arm_table.shape[1]),
+                _CHUNK if stop - start > 9 else stop - start,
+            )
         table, columns = tables[widths]
-        rows = table[:stop - start]
+        rows = table[: stop - start]
         _digits(rows, columns[0], widths[0], np.arange(start + 1, stop + 1, dtype=np.uint32))
         _digits(rows, columns[1], widths[1], stratum.block[start:stop].astype(np.uint32))
-        _digits(rows, columns[2], size_width, stratum.block_size[start:stop].astype(np.uint32),
-                pad=sizes_padded)
-        rows[:, columns[3]:columns[3] + arm_table.shape[1]] = \
-            arm_table[stratum.arm_index[start:stop]]
+        _digits(
+            rows,
+            columns[2],
+            size_width,
+            stratum.block_size[start:stop].astype(np.uint32),
+            pad=sizes_padded,
+        )
+        rows[:, columns[3] : columns[3] + arm_table.shape[1]] = arm_table[
+            stratum.arm_index[start:stop]
+        ]
         text = rows.tobytes()
         yield text.replace(b"\0", b"") if padded else text
         start = stop
 
 
-def _row_table(layout: _Layout, widths: tuple[int, int, int, int],
-               rows: int) -> tuple[NDArray[np.uint8], list[int]]:
+def _row_table(
+    layout: _Layout, widths: tuple[int, int, int, int], rows: int
+) -> tuple[NDArray[np.uint8], list[int]]:
     """A table of ``rows`` rows holding ``layout``'s constant text, and the first
     column of each of its four variable fields (of ``widths``)."""
     texts = [layout.before, layout.after_sequence, layout.after_block, layout.after_size]
@@ -437,20 +464,21 @@ def _row_table(layout: _Layout, widths: tuple[int, int, int, int],
     columns: list[int] = []
     column = 0
     for constant, width in zip(encoded, widths, strict=True):
-        table[0, column:column + constant.size] = constant
+        table[0, column : column + constant.size] = constant
         column += constant.size
         columns.append(column)
         column += width
     filled = 1
     while filled < rows:  # copy the first row down in doubling blocks: contiguous copies
         more = min(filled, rows - filled)
-        table[filled:filled + more] = table[:more]
+        table[filled : filled + more] = table[:more]
         filled += more
     return table, columns
 
 
-def _digits(table: NDArray[np.uint8], column: int, width: int, values: NDArray[np.uint32],
-            pad: bool = False) -> None:
+def _digits(
+    table: NDArray[np.uint8], column: int, width: int, values: NDArray[np.uint32], pad: bool = False
+) -> None:
     """Write positive ``values`` as ASCII digits in ``width`` columns from ``column``.
 
     Every value has ``width`` digits, or with ``pad`` at most that many, right-aligned

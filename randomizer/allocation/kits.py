@@ -150,10 +150,11 @@ def new_code_numbers(
             )
         random_bytes = token_bytes(PAYLOAD_LENGTH * batch)
         if len(random_bytes) != PAYLOAD_LENGTH * batch:
-            raise ValueError(f"token_bytes({PAYLOAD_LENGTH * batch}) returned "
-                             f"{len(random_bytes)} bytes")
+            raise ValueError(
+                f"token_bytes({PAYLOAD_LENGTH * batch}) returned {len(random_bytes)} bytes"
+            )
         drawn += batch
-        numbers[kept:kept + batch] = _numbers(random_bytes, batch)
+        numbers[kept : kept + batch] = _numbers(random_bytes, batch)
         kept += batch
         if kept == count or drawn == count + _SPARE_DRAWS:
             kept = _drop_repeats(numbers, kept, unavailable)
@@ -172,7 +173,7 @@ def code_texts(numbers: NDArray[np.int64]) -> list[str]:
     table[:, CODE_LENGTH] = _ALPHABET_BYTES[_TIMES_X_TABLE[check]]
     text = table.tobytes().decode("ascii")
     width = CODE_LENGTH + 1
-    return [text[start:start + width] for start in range(0, len(text), width)]
+    return [text[start : start + width] for start in range(0, len(text), width)]
 
 
 def _numbers(random_bytes: bytes, count: int) -> NDArray[np.int64]:
@@ -199,7 +200,7 @@ def _drop_repeats(numbers: NDArray[np.int64], kept: int, unavailable: set[int]) 
     seen: set[int] = set(unavailable)
     drop: list[int] = []
     for start in range(0, kept, _DRAW_BATCH):  # a batch at a time: small temporaries
-        part = drawn[start:start + _DRAW_BATCH]
+        part = drawn[start : start + _DRAW_BATCH]
         at = np.minimum(np.searchsorted(listed, part), listed.size - 1)
         for index in np.flatnonzero(listed[at] == part).tolist():
             number = int(part[index])

@@ -107,18 +107,22 @@ def check_participant_id(participant: str) -> str:
     # ASCII first: str.upper() turns some letters into ASCII ones ("\ufb01" into "FI")
     normal = normal.upper() if normal.isascii() else ""
     if not PARTICIPANT_ID.fullmatch(normal):
-        raise InvalidInput(f"participant id {participant[:40]!r} is not valid: use 1-32 "
-                           "letters, digits and dashes, starting with a letter or digit")
+        raise InvalidInput(
+            f"participant id {participant[:40]!r} is not valid: use 1-32 "
+            "letters, digits and dashes, starting with a letter or digit"
+        )
     return normal
 
 
 def _check_site(design: TrialDesign, site: str) -> str:
     if not SITE_ID.fullmatch(site):
-        raise InvalidInput(f"site {site[:40]!r} is not valid: use 1-32 letters, digits, "
-                           "'.', '_', '+' or '-'")
+        raise InvalidInput(
+            f"site {site[:40]!r} is not valid: use 1-32 letters, digits, '.', '_', '+' or '-'"
+        )
     if design.sites and site not in design.sites:
-        raise InvalidInput(f"site {site!r} is not a site of this trial: use one of "
-                           f"{', '.join(design.sites)}")
+        raise InvalidInput(
+            f"site {site!r} is not a site of this trial: use one of {', '.join(design.sites)}"
+        )
     return site
 
 
@@ -147,8 +151,14 @@ def randomization_number(stratum_position: int, strata: int, sequence: int) -> s
     return f"R-{stratum_position}-{sequence:03d}"
 
 
-def randomize(op: Operation, participant: str, site: str, levels: dict[str, str],
-              answers: dict[str, str], on: date) -> Randomization:
+def randomize(
+    op: Operation,
+    participant: str,
+    site: str,
+    levels: dict[str, str],
+    answers: dict[str, str],
+    on: date,
+) -> Randomization:
     """Randomize one eligible participant into the next free slot of its stratum."""
     participant = check_participant_id(participant)
     design = op.design
@@ -159,39 +169,64 @@ def randomize(op: Operation, participant: str, site: str, levels: dict[str, str]
     _refuse_if_locked(op, "randomization")
     require_list(op)
     _check_after_list(op, on)
-    existing = op.session.scalars(select(Participant).where(participant_named(participant))
-                                  .limit(1)).one_or_none()
+    existing = op.session.scalars(
+        select(Participant).where(participant_named(participant)).limit(1)
+    ).one_or_none()
     if existing is not None:
-        raise StateError(f"participant {existing.code} is already randomized as "
-                         f"{existing.randomization_number}")
+        raise StateError(
+            f"participant {existing.code} is already randomized as {existing.randomization_number}"
+        )
     if failures:
-        raise Ineligible(f"participant {participant} is not eligible, no slot used: "
-                         + "; ".join(failures))
+        raise Ineligible(
+            f"participant {participant} is not eligible, no slot used: " + "; ".join(failures)
+        )
     # The counter row lock serialises randomizations per stratum: FOR UPDATE on
     # PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the database.
-    stratum = op.session.scalars(select(Stratum).where(Stratum.key == stratum_key)
-                                 .with_for_update()).one()
+    stratum = op.session.scalars(
+        select(Stratum).where(Stratum.key == stratum_key).with_for_update()
+    ).one()
     sequence = stratum.next_sequence
     if sequence > stratum.size:
-        raise StateError(f"stratum {stratum_key} is full: all {stratum.size} slots are used; "
-                         "no participant can be randomized into it")
-    slot = op.session.scalars(select(Slot).where(Slot.stratum_id == stratum.id,
-                                                 Slot.sequence == sequence)).one()
+        raise StateError(
+            f"stratum {stratum_key} is full: all {stratum.size} slots are used; "
+            "no participant can be randomized into it"
+        )
+    slot = op.session.scalars(
+        select(Slot).where(Slot.stratum_id == stratum.id, Slot.sequence == sequence)
+    ).one()
     stratum.next_sequence = sequence + 1
     number = randomization_number(stratum.position, len(design.strata()), sequence)
-    row = Participant(code=participant, site=site, stratum_id=stratum.id, slot_id=slot.id,
-                      randomization_number=number, randomized_on=on, randomized_at=op.now,
-                      randomized_by=op.user.name, answers=dict(sorted(answers.items())))
+    row = Participant(
+        code=participant,
+        site=site,
+        stratum_id=stratum.id,
+        slot_id=slot.id,
+        randomization_number=number,
+        randomized_on=on,
+        randomized_at=op.now,
+        randomized_by=op.user.name,
+        answers=dict(sorted(answers.items())),
+    )
     op.session.add(row)
     op.session.flush()
     fault_point("randomize:slot-taken")
     kit = _dosing_kit(op, slot.id, 1)
     _dispense(op, kit, row, on)
-    op.audit("randomize", subject=participant, details={
-        "randomization_number": number, "site": site, "stratum": stratum_key,
-        "date": on.isoformat(), "kit": kit.code, "visit": 1})
-    return Randomization(participant=participant, randomization_number=number, site=site,
-                         visit=1, kit=kit.code)
+    op.audit(
+        "randomize",
+        subject=participant,
+        details={
+            "randomization_number": number,
+            "site": site,
+            "stratum": stratum_key,
+            "date": on.isoformat(),
+            "kit": kit.code,
+            "visit": 1,
+        },
+    )
+    return Randomization(
+        participant=participant, randomization_number=number, site=site, visit=1, kit=kit.code
+    )
 
 
 def _check_after_list(op: Operation, on: date) -> None:
@@ -202,8 +237,10 @@ def _check_after_list(op: Operation, on: date) -> None:
     # still be on the day before: never refuse it (as _check_not_future allows UTC+14).
     day = generated.astimezone().date()
     if on < min(day, (generated.astimezone(UTC) - timedelta(hours=12)).date()):
-        raise InvalidInput(f"date {on.isoformat()} is before the allocation list was generated "
-                           f"({day.isoformat()}): no participant can be randomized before it")
+        raise InvalidInput(
+            f"date {on.isoformat()} is before the allocation list was generated "
+            f"({day.isoformat()}): no participant can be randomized before it"
+        )
 
 
 def _check_not_future(op: Operation, on: date) -> None:
@@ -213,11 +250,15 @@ def _check_not_future(op: Operation, on: date) -> None:
 
 
 def _dosing_kit(op: Operation, slot_id: int, visit: int) -> Kit:
-    kit = op.session.scalars(select(Kit).where(Kit.slot_id == slot_id, Kit.visit == visit,
-                                               Kit.spare.is_(False))).one_or_none()
+    kit = op.session.scalars(
+        select(Kit).where(Kit.slot_id == slot_id, Kit.visit == visit, Kit.spare.is_(False))
+    ).one_or_none()
     if kit is None or kit.status != "available":
-        raise StateError("the kit list is damaged: the slot's kit is missing or already used; "
-                         "ask the admin to verify the allocation list", hint=Hint.VERIFY_LIST)
+        raise StateError(
+            "the kit list is damaged: the slot's kit is missing or already used; "
+            "ask the admin to verify the allocation list",
+            hint=Hint.VERIFY_LIST,
+        )
     return kit
 
 
@@ -230,9 +271,11 @@ def _dispense(op: Operation, kit: Kit, participant: Participant, on: date) -> No
 
 def _current_kit(op: Operation, participant: Participant, visit: int) -> Kit | None:
     """The participant's live (not voided) kit of a visit, if one was issued."""
-    return op.session.scalars(select(Kit).where(
-        Kit.participant_id == participant.id, Kit.visit == visit,
-        Kit.status != "voided")).one_or_none()
+    return op.session.scalars(
+        select(Kit).where(
+            Kit.participant_id == participant.id, Kit.visit == visit, Kit.status != "voided"
+        )
+    ).one_or_none()
 
 
 def window_of(visit: Visit, randomized_on: date) -> tuple[date, date]:
@@ -241,8 +284,9 @@ def window_of(visit: Visit, randomized_on: date) -> tuple[date, date]:
     return target - timedelta(days=visit.window), target + timedelta(days=visit.window)
 
 
-def request_kit(op: Operation, participant: str, visit_number: int, on: date | None,
-                override_reason: str | None) -> KitIssue:
+def request_kit(
+    op: Operation, participant: str, visit_number: int, on: date | None, override_reason: str | None
+) -> KitIssue:
     """The kit of a dosing visit, dated ``on`` (None: today); visits in order.
 
     A repeat request returns the kit already issued and keeps its recorded date;
@@ -255,19 +299,22 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date | N
     row = participant_row(op, participant)
     participant = row.code
     if on is not None and on < row.randomized_on:
-        raise InvalidInput(f"date {on.isoformat()} is before {participant} was randomized "
-                           f"({row.randomized_on.isoformat()}): no visit comes before "
-                           "randomization")
+        raise InvalidInput(
+            f"date {on.isoformat()} is before {participant} was randomized "
+            f"({row.randomized_on.isoformat()}): no visit comes before "
+            "randomization"
+        )
     existing = _current_kit(op, row, visit_number)
     if existing is not None:
-        details: dict[str, object] = {"visit": visit_number, "kit": existing.code,
-                                      "repeat": True}
+        details: dict[str, object] = {"visit": visit_number, "kit": existing.code, "repeat": True}
         note = ""
         if on is not None and on != existing.visit_date:
             recorded = existing.visit_date.isoformat() if existing.visit_date else "undated"
-            note = (f"visit {visit_number}'s kit was issued earlier, dated {recorded}: the date "
-                    f"{on.isoformat()} was not recorded; the kit and its recorded date are "
-                    "unchanged")
+            note = (
+                f"visit {visit_number}'s kit was issued earlier, dated {recorded}: the date "
+                f"{on.isoformat()} was not recorded; the kit and its recorded date are "
+                "unchanged"
+            )
             details["date_not_recorded"] = on.isoformat()
         op.audit("kit.request", subject=participant, details=details)
         return _issue(row, visit, existing, repeat=True, note=note)
@@ -275,19 +322,26 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date | N
     _refuse_if_locked(op, "dispensing")
     previous = _current_kit(op, row, visit_number - 1) if visit_number > 1 else None
     if visit_number > 1 and previous is None:
-        raise StateError(f"visit {visit_number} comes after visit {visit_number - 1}, whose "
-                         f"kit has not been requested for {participant}: request visits in order")
+        raise StateError(
+            f"visit {visit_number} comes after visit {visit_number - 1}, whose "
+            f"kit has not been requested for {participant}: request visits in order"
+        )
     if previous is not None and previous.visit_date is not None and on <= previous.visit_date:
-        raise InvalidInput(f"date {on.isoformat()} is not after visit {visit_number - 1} "
-                           f"({previous.visit_date.isoformat()})")
+        raise InvalidInput(
+            f"date {on.isoformat()} is not after visit {visit_number - 1} "
+            f"({previous.visit_date.isoformat()})"
+        )
     first, last = window_of(visit, row.randomized_on)
     details = {"visit": visit_number, "date": on.isoformat()}
     if not first <= on <= last:
         if override_reason is None:
-            raise StateError(f"{on.isoformat()} is outside the window of visit {visit_number} "
-                             f"({visit.name}) for {participant}: {first.isoformat()} to "
-                             f"{last.isoformat()}; to dose outside the window, give an "
-                             "override reason", hint=Hint.OVERRIDE_WINDOW)
+            raise StateError(
+                f"{on.isoformat()} is outside the window of visit {visit_number} "
+                f"({visit.name}) for {participant}: {first.isoformat()} to "
+                f"{last.isoformat()}; to dose outside the window, give an "
+                "override reason",
+                hint=Hint.OVERRIDE_WINDOW,
+            )
         details["window_override"] = {"from": first.isoformat(), "to": last.isoformat()}
     kit = _dosing_kit(op, row.slot_id, visit_number)
     _dispense(op, kit, row, on)
@@ -297,10 +351,16 @@ def request_kit(op: Operation, participant: str, visit_number: int, on: date | N
 
 
 def _issue(row: Participant, visit: Visit, kit: Kit, repeat: bool, note: str = "") -> KitIssue:
-    return KitIssue(participant=row.code, randomization_number=row.randomization_number,
-                    visit=visit.number, visit_name=visit.name, kit=kit.code,
-                    visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
-                    repeat=repeat, note=note)
+    return KitIssue(
+        participant=row.code,
+        randomization_number=row.randomization_number,
+        visit=visit.number,
+        visit_name=visit.name,
+        kit=kit.code,
+        visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
+        repeat=repeat,
+        note=note,
+    )
 
 
 def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
@@ -310,14 +370,14 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     if old.status == "voided":
         raise StateError(f"kit {old.code} is already voided")
     if old.participant_id is None or old.visit is None:
-        raise StateError(f"kit {old.code} has not been issued to a participant: only issued "
-                         "kits can be replaced")
+        raise StateError(
+            f"kit {old.code} has not been issued to a participant: only issued kits can be replaced"
+        )
     content = open_kit_content(op.vault, old.code, old.content_sealed)
     candidates: list[Kit] = []
     stock: Counter[str] = Counter()
     issued = 0
-    for candidate in op.session.scalars(select(Kit).where(Kit.spare.is_(True))
-                                        .order_by(Kit.id)):
+    for candidate in op.session.scalars(select(Kit).where(Kit.spare.is_(True)).order_by(Kit.id)):
         arm = open_kit_content(op.vault, candidate.code, candidate.content_sealed)
         stock[arm] += 1
         if candidate.status != "available":
@@ -328,9 +388,11 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     # refusing only when this kit's own arm has none left would tell a blinded
     # investigator which kits share an arm.
     if not candidates or issued >= min(stock[arm] for arm in op.design.arm_ids):
-        raise StateError(f"no spare kit left to replace {old.code}: the trial's spare kits are "
-                         "used up, and spares cannot be added to a generated list; contact "
-                         "the list custodian")
+        raise StateError(
+            f"no spare kit left to replace {old.code}: the trial's spare kits are "
+            "used up, and spares cannot be added to a generated list; contact "
+            "the list custodian"
+        )
     # Any available spare of the arm, chosen by the OS CSPRNG: taking the lowest id
     # would tell whoever reads the kits table (no key needed) that every available
     # spare below the chosen one holds the other arm.
@@ -344,11 +406,15 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
     spare.visit = old.visit
     spare.replaces_kit_id = old.id
     _dispense(op, spare, participant, old.visit_date or op.today)
-    op.audit("kit.replace", subject=old.code, reason=reason,
-             details={"new_kit": spare.code, "participant": participant.code,
-                      "visit": old.visit})
-    return KitReplacement(voided=old.code, kit=spare.code, participant=participant.code,
-                          visit=old.visit)
+    op.audit(
+        "kit.replace",
+        subject=old.code,
+        reason=reason,
+        details={"new_kit": spare.code, "participant": participant.code, "visit": old.visit},
+    )
+    return KitReplacement(
+        voided=old.code, kit=spare.code, participant=participant.code, visit=old.visit
+    )
 
 
 def prepare_kit(op: Operation, code: str) -> Preparation:
@@ -356,29 +422,45 @@ def prepare_kit(op: Operation, code: str) -> Preparation:
     kit = _kit(op, code)
     _refuse_if_locked(op, "dispensing")
     if kit.status == "voided":
-        raise StateError(f"kit {kit.code} is VOIDED ({kit.void_reason or 'no reason'}): do NOT "
-                         "prepare it; ask the investigator for the replacement kit code")
+        raise StateError(
+            f"kit {kit.code} is VOIDED ({kit.void_reason or 'no reason'}): do NOT "
+            "prepare it; ask the investigator for the replacement kit code"
+        )
     if kit.status == "prepared":
         when = kit.prepared_at.date().isoformat() if kit.prepared_at else "earlier"
-        raise StateError(f"kit {kit.code} was already prepared on {when} by "
-                         f"{kit.prepared_by}: a kit is prepared once")
+        raise StateError(
+            f"kit {kit.code} was already prepared on {when} by "
+            f"{kit.prepared_by}: a kit is prepared once"
+        )
     if kit.participant_id is None or kit.visit is None:
-        raise StateError(f"kit {kit.code} has not been issued to a participant: prepare only "
-                         "kits an investigator has requested")
+        raise StateError(
+            f"kit {kit.code} has not been issued to a participant: prepare only "
+            "kits an investigator has requested"
+        )
     participant = op.session.get(Participant, kit.participant_id)
     assert participant is not None
-    op.audit("pharmacy.prepare", subject=kit.code,
-             details={"participant": participant.code, "visit": kit.visit})
+    op.audit(
+        "pharmacy.prepare",
+        subject=kit.code,
+        details={"participant": participant.code, "visit": kit.visit},
+    )
     arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
     kit.status = "prepared"
     kit.prepared_at = op.now
     kit.prepared_by = op.user.name
     visit = op.design.visit(kit.visit)
-    return Preparation(kit=kit.code, arm=arm.id, label=arm.label, description=arm.description,
-                       instructions=arm.preparation, participant=participant.code,
-                       randomization_number=participant.randomization_number,
-                       visit=visit.number, visit_name=visit.name,
-                       prepared_at=op.now.isoformat())
+    return Preparation(
+        kit=kit.code,
+        arm=arm.id,
+        label=arm.label,
+        description=arm.description,
+        instructions=arm.preparation,
+        participant=participant.code,
+        randomization_number=participant.randomization_number,
+        visit=visit.number,
+        visit_name=visit.name,
+        prepared_at=op.now.isoformat(),
+    )
 
 
 def pharmacy_list(op: Operation) -> list[PharmacyKit]:
@@ -388,8 +470,15 @@ def pharmacy_list(op: Operation) -> list[PharmacyKit]:
     rows = []
     for kit in op.session.scalars(select(Kit).order_by(Kit.code)):
         arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
-        rows.append(PharmacyKit(kit=kit.code, arm=arm.id, label=arm.label, status=kit.status,
-                                spare=kit.spare,
-                                participant=codes.get(kit.participant_id or -1, ""),
-                                visit=kit.visit))
+        rows.append(
+            PharmacyKit(
+                kit=kit.code,
+                arm=arm.id,
+                label=arm.label,
+                status=kit.status,
+                spare=kit.spare,
+                participant=codes.get(kit.participant_id or -1, ""),
+                visit=kit.visit,
+            )
+        )
     return rows

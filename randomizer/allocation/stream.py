@@ -102,8 +102,9 @@ def largest_accepted(moduli: NDArray[np.uint64]) -> NDArray[np.uint64]:
     return all_ones - (all_ones % n + np.uint64(1)) % n
 
 
-def uniform_draws(seed: bytes, label: str,
-                  moduli: NDArray[np.uint64]) -> tuple[NDArray[np.uint64], int]:
+def uniform_draws(
+    seed: bytes, label: str, moduli: NDArray[np.uint64]
+) -> tuple[NDArray[np.uint64], int]:
     """Draws ``uniform(moduli[0]), uniform(moduli[1]), ...`` from the start of a stream.
 
     Returns the draws and the number of words they consumed. Exact: a rejected word
@@ -119,10 +120,10 @@ def uniform_draws(seed: bytes, label: str,
     while done < count:
         if words.size < count + skipped:
             words = stream_words(seed, label, 2 * (count + skipped))
-        window = words[done + skipped:count + skipped]
+        window = words[done + skipped : count + skipped]
         rejected = np.flatnonzero(window > top[done:])
         stop = count - done if rejected.size == 0 else int(rejected[0])
-        draws[done:done + stop] = window[:stop] % n[done:done + stop]
+        draws[done : done + stop] = window[:stop] % n[done : done + stop]
         done += stop
         if rejected.size:
             skipped += 1
@@ -151,7 +152,7 @@ class WordStream:
             size = max(64 * WORD_BYTES, 2 * len(self._buffer))
             self._buffer = hashlib.shake_256(self._hash_input).digest(size)
         self._position += 1
-        return int.from_bytes(self._buffer[start:start + WORD_BYTES], "little")
+        return int.from_bytes(self._buffer[start : start + WORD_BYTES], "little")
 
     def uniform(self, n: int) -> int:
         """A uniform integer in [0, n), by rejection; consumes at least one word."""

@@ -56,8 +56,14 @@ _TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~+/=-]{1,1024}")
 """What a bearer token may look like (RFC 6750's b64token): anything else is no token."""
 
 _FALLBACK: dict[int, type[RandomizerError]] = {
-    400: InvalidInput, 401: AuthenticationFailed, 403: NotAuthorized, 404: NotFound,
-    409: StateError, 413: InvalidInput, 422: InvalidInput, 429: TooManyAttempts,
+    400: InvalidInput,
+    401: AuthenticationFailed,
+    403: NotAuthorized,
+    404: NotFound,
+    409: StateError,
+    413: InvalidInput,
+    422: InvalidInput,
+    429: TooManyAttempts,
     503: Busy,
 }
 
@@ -125,12 +131,16 @@ def load_token(server: str) -> tuple[str, str] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        raise InvalidInput(f"the token file {path} is unreadable: log in again",
-                           hint=Hint.LOGIN) from None
-    if not isinstance(data, dict) or not isinstance(data.get("user"), str) or \
-            not isinstance(data.get("token"), str) or not _TOKEN_TEXT.fullmatch(data["token"]):
-        raise InvalidInput(f"the token file {path} is unreadable: log in again",
-                           hint=Hint.LOGIN)
+        raise InvalidInput(
+            f"the token file {path} is unreadable: log in again", hint=Hint.LOGIN
+        ) from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("user"), str)
+        or not isinstance(data.get("token"), str)
+        or not _TOKEN_TEXT.fullmatch(data["token"])
+    ):
+        raise InvalidInput(f"the token file {path} is unreadable: log in again", hint=Hint.LOGIN)
     return data["user"], data["token"]
 
 
@@ -149,31 +159,48 @@ class HttpBackend:
     this backend's life only, logged out by :meth:`close`).
     """
 
-    def __init__(self, server: str, token: str | None = None,
-                 credentials: Callable[[], Credentials] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        credentials: Callable[[], Credentials] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.server = check_server_url(server)
         self._token = token
         self._credentials = credentials
         self._temporary = False
-        self._client = httpx.Client(base_url=self.server, timeout=TIMEOUT, transport=transport,
-                                    headers={"User-Agent": f"randomizer-cli/{sys.platform}"})
+        self._client = httpx.Client(
+            base_url=self.server,
+            timeout=TIMEOUT,
+            transport=transport,
+            headers={"User-Agent": f"randomizer-cli/{sys.platform}"},
+        )
 
     # the wire ------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: Any = None,
-              params: dict[str, Any] | None = None, auth: bool = True) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self._bearer()}"} if auth else {}
         try:
-            response = self._client.request(method, f"/api/v1{path}", json=body, params=params,
-                                            headers=headers)
+            response = self._client.request(
+                method, f"/api/v1{path}", json=body, params=params, headers=headers
+            )
         except httpx.TimeoutException:
-            raise ServerUnavailable(f"the trial server at {self.server} did not answer in "
-                                    "time; nothing may have been done: check before retrying"
-                                    ) from None
+            raise ServerUnavailable(
+                f"the trial server at {self.server} did not answer in "
+                "time; nothing may have been done: check before retrying"
+            ) from None
         except httpx.HTTPError as exc:
-            raise ServerUnavailable(f"cannot reach the trial server at {self.server}: "
-                                    f"{type(exc).__name__}") from None
+            raise ServerUnavailable(
+                f"cannot reach the trial server at {self.server}: {type(exc).__name__}"
+            ) from None
         if response.is_success:
             return response
         try:
@@ -181,41 +208,61 @@ class HttpBackend:
         except ValueError:
             payload = None
         fallback = _FALLBACK.get(response.status_code)
-        if fallback is None or not isinstance(payload, dict) or \
-                not isinstance(payload.get("error"), str):
+        if (
+            fallback is None
+            or not isinstance(payload, dict)
+            or not isinstance(payload.get("error"), str)
+        ):
             # not a refusal of a trial server: another program, or a proxy's error page
-            raise ServerUnavailable(f"the trial server at {self.server} answered "
-                                    f"{response.status_code} without a readable error")
+            raise ServerUnavailable(
+                f"the trial server at {self.server} answered "
+                f"{response.status_code} without a readable error"
+            )
         error = error_from_wire(payload, fallback)
         if isinstance(error, TooManyAttempts):
             wait = response.headers.get("Retry-After", "")
             error.retry_after = int(wait) if wait.isascii() and wait.isdigit() else 0
         raise error
 
-    def _json(self, method: str, path: str, body: Any = None,
-              params: dict[str, Any] | None = None, auth: bool = True) -> Any:
+    def _json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+    ) -> Any:
         response = self._send(method, path, body, params, auth)
         try:
             return response.json()
         except ValueError:
-            raise ServerUnavailable(f"the trial server at {self.server} answered something "
-                                    "that is not JSON") from None
+            raise ServerUnavailable(
+                f"the trial server at {self.server} answered something that is not JSON"
+            ) from None
 
-    def _call(self, cls: type[T], method: str, path: str, body: Any = None,
-              params: dict[str, Any] | None = None) -> T:
+    def _call(
+        self,
+        cls: type[T],
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> T:
         data = self._json(method, path, body, params)
         try:
             return from_wire(cls, data)
         except (ValueError, TypeError) as exc:
-            raise ServerUnavailable(f"the trial server at {self.server} answered an unexpected "
-                                    f"shape ({exc}): is it the same randomizer release?"
-                                    ) from None
+            raise ServerUnavailable(
+                f"the trial server at {self.server} answered an unexpected "
+                f"shape ({exc}): is it the same randomizer release?"
+            ) from None
 
     def _bearer(self) -> str:
         if self._token is None:
             if self._credentials is None:
-                raise AuthenticationFailed(f"not logged in to {self.server}: log in first",
-                                           hint=Hint.LOGIN)
+                raise AuthenticationFailed(
+                    f"not logged in to {self.server}: log in first", hint=Hint.LOGIN
+                )
             self._token = self.login(self._credentials())
             self._temporary = True
         return self._token
@@ -224,9 +271,12 @@ class HttpBackend:
 
     def login(self, credentials: Credentials) -> str:
         """Exchange a password for a token (no other call needs the password)."""
-        data = self._json("POST", "/auth/token", {"user": credentials.user,
-                                                  "password": credentials.password},
-                          auth=False)
+        data = self._json(
+            "POST",
+            "/auth/token",
+            {"user": credentials.user, "password": credentials.password},
+            auth=False,
+        )
         token = data.get("token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not _TOKEN_TEXT.fullmatch(token):
             raise ServerUnavailable(f"the trial server at {self.server} sent no token")
@@ -259,8 +309,12 @@ class HttpBackend:
 
     def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
         """Add a user with a role (admin)."""
-        return self._call(trial.UserInfo, "POST", "/users",
-                          {"name": name, "role": role.value, "password": password})
+        return self._call(
+            trial.UserInfo,
+            "POST",
+            "/users",
+            {"name": name, "role": role.value, "password": password},
+        )
 
     def list_users(self) -> list[trial.UserInfo]:
         """Every user (admin)."""
@@ -268,27 +322,31 @@ class HttpBackend:
 
     def disable_user(self, name: str, reason: str) -> trial.UserInfo:
         """Disable a user (admin)."""
-        return self._call(trial.UserInfo, "POST", f"/users/{_segment(name)}/disable",
-                          {"reason": reason})
+        return self._call(
+            trial.UserInfo, "POST", f"/users/{_segment(name)}/disable", {"reason": reason}
+        )
 
     def change_password(self, name: str | None, password: str) -> trial.UserInfo:
         """Change one's own password, or (admin) another user's."""
         target = name or self._whoami()
-        return self._call(trial.UserInfo, "POST", f"/users/{_segment(target)}/password",
-                          {"password": password})
+        return self._call(
+            trial.UserInfo, "POST", f"/users/{_segment(target)}/password", {"password": password}
+        )
 
     def lift_login_lock(self, name: str, client: str | None = None) -> logins.LoginUnlock:
         """Clear failed logins and any lock of a user name (and of ``client``) (admin)."""
-        return self._call(logins.LoginUnlock, "POST", f"/users/{_segment(name)}/unlock",
-                          {"client": client})
+        return self._call(
+            logins.LoginUnlock, "POST", f"/users/{_segment(name)}/unlock", {"client": client}
+        )
 
     def _whoami(self) -> str:
         if self._credentials is not None:
             return self._credentials().user
         saved = load_token(self.server)
         if saved is None:
-            raise AuthenticationFailed(f"not logged in to {self.server}: log in first",
-                                       hint=Hint.LOGIN)
+            raise AuthenticationFailed(
+                f"not logged in to {self.server}: log in first", hint=Hint.LOGIN
+            )
         return saved[0]
 
     def generate_list(self) -> trial.ListSummary:
@@ -303,24 +361,52 @@ class HttpBackend:
         """Regenerate and compare (admin; statistician after lock)."""
         return self._call(trial.ListSummary, "POST", "/list/verify")
 
-    def randomize(self, participant: str, site: str, levels: dict[str, str],
-                  answers: dict[str, str], on: date | None = None) -> service.Randomization:
+    def randomize(
+        self,
+        participant: str,
+        site: str,
+        levels: dict[str, str],
+        answers: dict[str, str],
+        on: date | None = None,
+    ) -> service.Randomization:
         """Randomize one participant (investigator)."""
-        return self._call(service.Randomization, "POST", "/participants", {
-            "participant": participant, "site": site, "levels": levels, "answers": answers,
-            "date": on.isoformat() if on else None})
+        return self._call(
+            service.Randomization,
+            "POST",
+            "/participants",
+            {
+                "participant": participant,
+                "site": site,
+                "levels": levels,
+                "answers": answers,
+                "date": on.isoformat() if on else None,
+            },
+        )
 
-    def request_kit(self, participant: str, visit: int, on: date | None = None,
-                    override_reason: str | None = None) -> service.KitIssue:
+    def request_kit(
+        self,
+        participant: str,
+        visit: int,
+        on: date | None = None,
+        override_reason: str | None = None,
+    ) -> service.KitIssue:
         """The kit of one dosing visit (investigator)."""
-        return self._call(service.KitIssue, "POST", f"/participants/{_segment(participant)}/kits",
-                          {"visit": visit, "date": on.isoformat() if on else None,
-                           "override_reason": override_reason})
+        return self._call(
+            service.KitIssue,
+            "POST",
+            f"/participants/{_segment(participant)}/kits",
+            {
+                "visit": visit,
+                "date": on.isoformat() if on else None,
+                "override_reason": override_reason,
+            },
+        )
 
     def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
         """Void a kit and issue a spare (investigator)."""
-        return self._call(service.KitReplacement, "POST", f"/kits/{_segment(code)}/replace",
-                          {"reason": reason})
+        return self._call(
+            service.KitReplacement, "POST", f"/kits/{_segment(code)}/replace", {"reason": reason}
+        )
 
     def prepare_kit(self, code: str) -> service.Preparation:
         """What a kit holds; records its preparation (pharmacist)."""
@@ -328,14 +414,16 @@ class HttpBackend:
 
     def pharmacy_list(self) -> list[service.PharmacyKit]:
         """Every kit with content and status (pharmacist)."""
-        return self._call(list[service.PharmacyKit], "GET",
-                          "/pharmacy/kits")
+        return self._call(list[service.PharmacyKit], "GET", "/pharmacy/kits")
 
     def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
         """Break the code for one participant (investigator, admin)."""
-        return self._call(emergency.Unblinding, "POST",
-                          f"/participants/{_segment(participant)}/emergency-unblinding",
-                          {"reason": reason})
+        return self._call(
+            emergency.Unblinding,
+            "POST",
+            f"/participants/{_segment(participant)}/emergency-unblinding",
+            {"reason": reason},
+        )
 
     def lock(self, reason: str) -> locking.LockResult:
         """Lock the database (admin)."""
@@ -354,8 +442,9 @@ class HttpBackend:
         sha256 = response.headers.get("X-Randomizer-SHA256", "")
         count = response.headers.get("X-Randomizer-Participants", "")
         if not count.isdigit() or len(sha256) != 64:
-            raise ServerUnavailable(f"the trial server at {self.server} sent an export "
-                                    "without its digest")
+            raise ServerUnavailable(
+                f"the trial server at {self.server} sent an export without its digest"
+            )
         return locking.Export(csv=response.content, sha256=sha256, participants=int(count))
 
     def report(self) -> reports.Report:
@@ -367,8 +456,7 @@ class HttpBackend:
         params: dict[str, Any] = {"since": since}
         if limit is not None:
             params["limit"] = limit
-        return self._call(list[audit.AuditEvent], "GET",
-                          "/audit/events", params=params)
+        return self._call(list[audit.AuditEvent], "GET", "/audit/events", params=params)
 
     def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:
         """Verify the chain (and a checkpoint whose signature was checked here)."""

@@ -67,12 +67,23 @@ class Backend(Protocol):
 
     # the blinded path ----------------------------------------------------------
 
-    def randomize(self, participant: str, site: str, levels: dict[str, str],
-                  answers: dict[str, str], on: date | None = None) -> service.Randomization:
+    def randomize(
+        self,
+        participant: str,
+        site: str,
+        levels: dict[str, str],
+        answers: dict[str, str],
+        on: date | None = None,
+    ) -> service.Randomization:
         """Randomize one eligible participant (investigator)."""
 
-    def request_kit(self, participant: str, visit: int, on: date | None = None,
-                    override_reason: str | None = None) -> service.KitIssue:
+    def request_kit(
+        self,
+        participant: str,
+        visit: int,
+        on: date | None = None,
+        override_reason: str | None = None,
+    ) -> service.KitIssue:
         """The kit of one dosing visit (investigator)."""
 
     def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
@@ -115,8 +126,7 @@ class Backend(Protocol):
 class Custody(Protocol):
     """Operations on the trial's host itself: they need the key file or the database file."""
 
-    def init(self, design_toml: str, source: str, admin: str,
-             password: str) -> trial.InitResult:
+    def init(self, design_toml: str, source: str, admin: str, password: str) -> trial.InitResult:
         """Create the trial database, key file and first admin from a design's TOML text."""
 
     def rotate_key(self, new_key_file: Path) -> str:

@@ -42,9 +42,13 @@ class LocalBackend:
     only when an operation needs a login). The server uses :meth:`serving`.
     """
 
-    def __init__(self, db_url: str, key_file: Path,
-                 credentials: Callable[[], Credentials] | None = None,
-                 clock: Callable[[], datetime] = audit.now_utc) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        key_file: Path,
+        credentials: Callable[[], Credentials] | None = None,
+        clock: Callable[[], datetime] = audit.now_utc,
+    ) -> None:
         self.db_url = db_url
         self.key_file = key_file
         self._trial_key: KeySource = key_file_source(key_file)
@@ -55,8 +59,13 @@ class LocalBackend:
         self._owns_store = True
 
     @classmethod
-    def serving(cls, store: Store, trial_key: bytes, principal: Principal,
-                clock: Callable[[], datetime] = audit.now_utc) -> LocalBackend:
+    def serving(
+        cls,
+        store: Store,
+        trial_key: bytes,
+        principal: Principal,
+        clock: Callable[[], datetime] = audit.now_utc,
+    ) -> LocalBackend:
         """A backend for one server request: shared store, key held in memory, known user."""
         backend = cls(store.url, Path(), None, clock)
         backend._store = store
@@ -85,31 +94,60 @@ class LocalBackend:
         if self._principal is None:
             if self._credentials is None:
                 raise RuntimeError("this backend has no credentials to log in with")
-            self._principal = authenticate(self.store, self._trial_key, self._credentials(),
-                                           self._clock(), action=action,
-                                           schema_check=schema_check)
+            self._principal = authenticate(
+                self.store,
+                self._trial_key,
+                self._credentials(),
+                self._clock(),
+                action=action,
+                schema_check=schema_check,
+            )
         return self._principal
 
-    def _run(self, permission: Permission, action: str, body: Callable[[Operation], T],
-             subject: str = "", schema_check: bool = True) -> T:
+    def _run(
+        self,
+        permission: Permission,
+        action: str,
+        body: Callable[[Operation], T],
+        subject: str = "",
+        schema_check: bool = True,
+    ) -> T:
         principal = self.login(action, schema_check)
-        with operation(self.store, self._trial_key, principal, permission, action,
-                       self._clock(), subject=subject, schema_check=schema_check) as op:
+        with operation(
+            self.store,
+            self._trial_key,
+            principal,
+            permission,
+            action,
+            self._clock(),
+            subject=subject,
+            schema_check=schema_check,
+        ) as op:
             return body(op)
 
     # setup and custody -------------------------------------------------
 
-    def init(self, design_toml: str, source: str, admin: str,
-             password: str) -> trial.InitResult:
+    def init(self, design_toml: str, source: str, admin: str, password: str) -> trial.InitResult:
         """Create the trial database, key file and first admin from a design's TOML text."""
         design = parse_design(design_toml, source=source)
-        return trial.init_trial(self._open_store(create=True), self.key_file, design,
-                                design_toml, admin, password, self._clock())
+        return trial.init_trial(
+            self._open_store(create=True),
+            self.key_file,
+            design,
+            design_toml,
+            admin,
+            password,
+            self._clock(),
+        )
 
     def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
         """Add a user with a role."""
-        return self._run(Permission.MANAGE_USERS, "user.add",
-                         lambda op: trial.add_user(op, name, role, password), name)
+        return self._run(
+            Permission.MANAGE_USERS,
+            "user.add",
+            lambda op: trial.add_user(op, name, role, password),
+            name,
+        )
 
     def list_users(self) -> list[trial.UserInfo]:
         """All users."""
@@ -117,26 +155,40 @@ class LocalBackend:
 
     def disable_user(self, name: str, reason: str) -> trial.UserInfo:
         """Disable a user."""
-        return self._run(Permission.MANAGE_USERS, "user.disable",
-                         lambda op: trial.disable_user(op, name, reason), name)
+        return self._run(
+            Permission.MANAGE_USERS,
+            "user.disable",
+            lambda op: trial.disable_user(op, name, reason),
+            name,
+        )
 
     def change_password(self, name: str | None, password: str) -> trial.UserInfo:
         """Change one's own password, or (admin) another user's."""
-        return self._run(Permission.REPORT, "user.passwd",
-                         lambda op: trial.change_password(op, name or op.user.name, password),
-                         name or "")
+        return self._run(
+            Permission.REPORT,
+            "user.passwd",
+            lambda op: trial.change_password(op, name or op.user.name, password),
+            name or "",
+        )
 
     def lift_login_lock(self, name: str, client: str | None = None) -> logins.LoginUnlock:
         """Clear failed logins and any lock of a user name (and of ``client``)."""
-        return self._run(Permission.MANAGE_USERS, "user.unlock",
-                         lambda op: logins.lift_login_lock(op, name, client), name)
+        return self._run(
+            Permission.MANAGE_USERS,
+            "user.unlock",
+            lambda op: logins.lift_login_lock(op, name, client),
+            name,
+        )
 
     def rotate_key(self, new_key_file: Path) -> str:
         """Re-wrap the data key under a new key file (removed again if the commit fails)."""
         existed = new_key_file.exists()
         try:
-            return self._run(Permission.ROTATE_KEY, "key.rotate",
-                             lambda op: trial.rotate_key(op, self.key_file, new_key_file))
+            return self._run(
+                Permission.ROTATE_KEY,
+                "key.rotate",
+                lambda op: trial.rotate_key(op, self.key_file, new_key_file),
+            )
         except BaseException:
             if not existed:
                 new_key_file.unlink(missing_ok=True)
@@ -158,13 +210,15 @@ class LocalBackend:
 
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
         """Read audit events after ``since``."""
-        return self._run(Permission.READ_AUDIT, "audit.show",
-                         lambda op: audit.events(op.session, since, limit))
+        return self._run(
+            Permission.READ_AUDIT, "audit.show", lambda op: audit.events(op.session, since, limit)
+        )
 
     def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:
         """Verify the chain and, given a checkpoint, that its head is still there."""
-        return self._run(Permission.READ_AUDIT, "audit.verify",
-                         lambda op: audit.verify_trail(op, checkpoint))
+        return self._run(
+            Permission.READ_AUDIT, "audit.verify", lambda op: audit.verify_trail(op, checkpoint)
+        )
 
     def audit_checkpoint(self) -> audit.Checkpoint:
         """Record a checkpoint of the head; returned unsigned for the caller to sign."""
@@ -182,27 +236,51 @@ class LocalBackend:
         """Today's local date by the backend's clock."""
         return self._clock().astimezone().date()
 
-    def randomize(self, participant: str, site: str, levels: dict[str, str],
-                  answers: dict[str, str], on: date | None = None) -> service.Randomization:
+    def randomize(
+        self,
+        participant: str,
+        site: str,
+        levels: dict[str, str],
+        answers: dict[str, str],
+        on: date | None = None,
+    ) -> service.Randomization:
         """Randomize one participant (investigator)."""
-        return self._run(Permission.RANDOMIZE, "randomize", lambda op: service.randomize(
-            op, participant, site, levels, answers, on or op.today), participant)
+        return self._run(
+            Permission.RANDOMIZE,
+            "randomize",
+            lambda op: service.randomize(op, participant, site, levels, answers, on or op.today),
+            participant,
+        )
 
-    def request_kit(self, participant: str, visit: int, on: date | None = None,
-                    override_reason: str | None = None) -> service.KitIssue:
+    def request_kit(
+        self,
+        participant: str,
+        visit: int,
+        on: date | None = None,
+        override_reason: str | None = None,
+    ) -> service.KitIssue:
         """The kit of one dosing visit (investigator)."""
-        return self._run(Permission.DISPENSE, "kit.request", lambda op: service.request_kit(
-            op, participant, visit, on, override_reason), participant)
+        return self._run(
+            Permission.DISPENSE,
+            "kit.request",
+            lambda op: service.request_kit(op, participant, visit, on, override_reason),
+            participant,
+        )
 
     def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
         """Void a kit and issue a spare of the same content (investigator)."""
-        return self._run(Permission.DISPENSE, "kit.replace",
-                         lambda op: service.replace_kit(op, code, reason), code)
+        return self._run(
+            Permission.DISPENSE,
+            "kit.replace",
+            lambda op: service.replace_kit(op, code, reason),
+            code,
+        )
 
     def prepare_kit(self, code: str) -> service.Preparation:
         """What a kit holds; records its preparation (pharmacist)."""
-        return self._run(Permission.PREPARE, "pharmacy.prepare",
-                         lambda op: service.prepare_kit(op, code), code)
+        return self._run(
+            Permission.PREPARE, "pharmacy.prepare", lambda op: service.prepare_kit(op, code), code
+        )
 
     def pharmacy_list(self) -> list[service.PharmacyKit]:
         """Every kit with content and status (pharmacist)."""
@@ -210,9 +288,12 @@ class LocalBackend:
 
     def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
         """Break the code for one participant (investigator, admin)."""
-        return self._run(Permission.EMERGENCY_UNBLIND, "unblind.emergency",
-                         lambda op: emergency.emergency_unblind(op, participant, reason),
-                         participant)
+        return self._run(
+            Permission.EMERGENCY_UNBLIND,
+            "unblind.emergency",
+            lambda op: emergency.emergency_unblind(op, participant, reason),
+            participant,
+        )
 
     def lock(self, reason: str) -> locking.LockResult:
         """Lock the database (admin)."""
@@ -239,16 +320,22 @@ class LocalBackend:
 
     def db_upgrade(self) -> maintenance.UpgradeResult:
         """Migrate the schema to this release (admin)."""
-        return self._run(Permission.MAINTAIN, "db.upgrade",
-                         lambda op: maintenance.upgrade(op, self.store), schema_check=False)
+        return self._run(
+            Permission.MAINTAIN,
+            "db.upgrade",
+            lambda op: maintenance.upgrade(op, self.store),
+            schema_check=False,
+        )
 
     def backup(self, out: Path) -> maintenance.BackupResult:
         """A consistent online copy of a SQLite database, verified with the key (admin)."""
-        return maintenance.backup(self.store, self._trial_key, self.login("backup"),
-                                  self._clock(), out)
+        return maintenance.backup(
+            self.store, self._trial_key, self.login("backup"), self._clock(), out
+        )
 
     def restore(self, backup_file: Path) -> maintenance.BackupResult:
         """Bring a backup back as this backend's (new) database, verified, audited (admin)."""
         store = self._open_store(create=True)
-        return maintenance.restore(store, self._trial_key, lambda: self.login("restore"),
-                                   self._clock(), backup_file)
+        return maintenance.restore(
+            store, self._trial_key, lambda: self.login("restore"), self._clock(), backup_file
+        )

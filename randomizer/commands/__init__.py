@@ -27,8 +27,9 @@ __all__ = ["cli", "main"]
 @root_options
 @click.version_option(__version__, prog_name="randomizer")
 @click.pass_context
-def cli(ctx: click.Context, db: str, key_file: Path, user: str | None, as_json: bool,
-        server: str | None) -> None:
+def cli(
+    ctx: click.Context, db: str, key_file: Path, user: str | None, as_json: bool, server: str | None
+) -> None:
     """randomizer: blinded randomization and allocation for clinical trials.
 
     Example: randomizer --user alice design show exosome-ms
@@ -36,8 +37,27 @@ def cli(ctx: click.Context, db: str, key_file: Path, user: str | None, as_json: 
     ctx.obj = Settings(db=db, key_file=key_file, user=user, as_json=as_json, server=server)
 
 
-for command in (init, user, key, design, list_group, randomize, kit, pharmacy, unblind, lock,
-                report, audit_group, demo, db, backup, restore, serve, login, logout):
+for command in (
+    init,
+    user,
+    key,
+    design,
+    list_group,
+    randomize,
+    kit,
+    pharmacy,
+    unblind,
+    lock,
+    report,
+    audit_group,
+    demo,
+    db,
+    backup,
+    restore,
+    serve,
+    login,
+    logout,
+):
     cli.add_command(command)
 
 

@@ -28,9 +28,13 @@ from randomizer.commands.base import (
 from randomizer.design import Criterion, TrialDesign
 from randomizer.errors import InvalidInput
 
-date_option = click.option("--date", "on", type=click.DateTime(["%Y-%m-%d"]), default=None,
-                           help="Date of the visit, YYYY-MM-DD (default: today on this "
-                                "machine's local calendar).")
+date_option = click.option(
+    "--date",
+    "on",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Date of the visit, YYYY-MM-DD (default: today on this machine's local calendar).",
+)
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -49,14 +53,17 @@ def _answers_file(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read answers file {path}: "
-                           f"{getattr(exc, 'strerror', None) or exc}") from None
+        raise InvalidInput(
+            f"cannot read answers file {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError; nesting
-        raise InvalidInput(f"answers file {path} is not valid "
-                           f"{'JSON' if path.suffix == '.json' else 'TOML'}: "
-                           f"{str(exc).splitlines()[0]}") from None
+        raise InvalidInput(
+            f"answers file {path} is not valid "
+            f"{'JSON' if path.suffix == '.json' else 'TOML'}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidInput(f"answers file {path} must map criterion ids to answers")
     answers: dict[str, str] = {}
@@ -69,8 +76,9 @@ def _answers_file(path: Path) -> dict[str, str]:
             raise InvalidInput(f"answers file {path}: {name} must be a number, yes/no or text")
         if max(len(name), len(answers[name])) > MAX_TEXT:
             # as for an argument: the server takes no longer field
-            raise InvalidInput(f"answers file {path}: an answer is longer than {MAX_TEXT} "
-                               "characters")
+            raise InvalidInput(
+                f"answers file {path}: an answer is longer than {MAX_TEXT} characters"
+            )
     return answers
 
 
@@ -79,9 +87,12 @@ def _ask_answers(design: TrialDesign, answers: dict[str, str]) -> bool:
     asked = False
     for criterion in design.criteria:
         if criterion.id not in answers:
-            answers[criterion.id] = str(click.prompt(
-                f"{criterion.question} ({_answer_form(criterion)})",
-                value_proc=functools.partial(_checked, criterion)))
+            answers[criterion.id] = str(
+                click.prompt(
+                    f"{criterion.question} ({_answer_form(criterion)})",
+                    value_proc=functools.partial(_checked, criterion),
+                )
+            )
             asked = True
     return asked
 
@@ -98,10 +109,11 @@ def _checked(criterion: Criterion, raw: str) -> str:
     return raw.strip()
 
 
-def _confirm(participant: str, site: str, levels: dict[str, str],
-             answers: dict[str, str]) -> None:
-    click.echo(f"\nParticipant {participant} at site {site}"
-               + "".join(f", {name}={level}" for name, level in sorted(levels.items())))
+def _confirm(participant: str, site: str, levels: dict[str, str], answers: dict[str, str]) -> None:
+    click.echo(
+        f"\nParticipant {participant} at site {site}"
+        + "".join(f", {name}={level}" for name, level in sorted(levels.items()))
+    )
     for name, value in answers.items():
         click.echo(f"  {name}: {value}")
     click.confirm(f"Randomize {participant} with these answers?", abort=True)
@@ -114,18 +126,38 @@ def _date(value: datetime | None) -> date | None:
 @click.command()
 @click.argument("participant")
 @click.option("--site", required=True, help="Site code, e.g. WAW.")
-@click.option("--stratum", "strata", multiple=True, metavar="FACTOR=LEVEL",
-              help="Stratification factor level (repeat for each factor).")
-@click.option("--answer", "answer_pairs", multiple=True, metavar="CRITERION=VALUE",
-              help="Eligibility answer (repeat); numbers or yes/no.")
-@click.option("--answers", "answers_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML or JSON file of eligibility answers.")
+@click.option(
+    "--stratum",
+    "strata",
+    multiple=True,
+    metavar="FACTOR=LEVEL",
+    help="Stratification factor level (repeat for each factor).",
+)
+@click.option(
+    "--answer",
+    "answer_pairs",
+    multiple=True,
+    metavar="CRITERION=VALUE",
+    help="Eligibility answer (repeat); numbers or yes/no.",
+)
+@click.option(
+    "--answers",
+    "answers_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML or JSON file of eligibility answers.",
+)
 @date_option
 @json_option
 @pass_settings
-def randomize(settings: Settings, participant: str, site: str, strata: tuple[str, ...],
-              answer_pairs: tuple[str, ...], answers_path: Path | None,
-              on: datetime | None) -> None:
+def randomize(
+    settings: Settings,
+    participant: str,
+    site: str,
+    strata: tuple[str, ...],
+    answer_pairs: tuple[str, ...],
+    answers_path: Path | None,
+    on: datetime | None,
+) -> None:
     """Check eligibility and randomize a participant; prints the visit-1 kit code.
 
     Participant ids are read without surrounding spaces and in upper case: p-007 is P-007.
@@ -144,10 +176,15 @@ def randomize(settings: Settings, participant: str, site: str, strata: tuple[str
         if _ask_answers(backend.trial_design(), answers):
             _confirm(participant, site, levels, answers)
     result = backend.randomize(participant, site, levels, answers, _date(on))
-    emit(settings, result, lambda: (
-        f"Participant {result.participant} randomized at {result.site}: "
-        f"randomization number {result.randomization_number}.\n"
-        f"Visit 1 kit: {result.kit}"))
+    emit(
+        settings,
+        result,
+        lambda: (
+            f"Participant {result.participant} randomized at {result.site}: "
+            f"randomization number {result.randomization_number}.\n"
+            f"Visit 1 kit: {result.kit}"
+        ),
+    )
 
 
 @click.group()
@@ -162,13 +199,20 @@ def kit() -> None:
 @click.argument("participant")
 @click.option("--visit", type=click.IntRange(min=1), required=True, help="Dosing visit number.")
 @date_option
-@click.option("--override-window", is_flag=True,
-              help="Dose outside the visit window (needs --reason).")
+@click.option(
+    "--override-window", is_flag=True, help="Dose outside the visit window (needs --reason)."
+)
 @reason_option(required=False)
 @json_option
 @pass_settings
-def kit_request(settings: Settings, participant: str, visit: int, on: datetime | None,
-                override_window: bool, reason: str | None) -> None:
+def kit_request(
+    settings: Settings,
+    participant: str,
+    visit: int,
+    on: datetime | None,
+    override_window: bool,
+    reason: str | None,
+) -> None:
     """The kit code for a participant's dosing visit (the same code if asked again).
 
     Dated today unless --date gives an earlier day.
@@ -178,13 +222,18 @@ def kit_request(settings: Settings, participant: str, visit: int, on: datetime |
         raise InvalidInput("--override-window needs --reason TEXT")
     if reason is not None and not override_window:
         raise InvalidInput("--reason is only used with --override-window")
-    issued = settings.backend().request_kit(participant, visit, _date(on),
-                                            reason if override_window else None)
+    issued = settings.backend().request_kit(
+        participant, visit, _date(on), reason if override_window else None
+    )
     again = " (issued earlier)" if issued.repeat else ""
     note = f"\nNote: {issued.note}." if issued.note else ""
-    emit(settings, issued, f"{issued.participant} ({issued.randomization_number}) visit "
-         f"{issued.visit} ({issued.visit_name}) on {issued.visit_date}: kit {issued.kit}{again}"
-         f"{note}")
+    emit(
+        settings,
+        issued,
+        f"{issued.participant} ({issued.randomization_number}) visit "
+        f"{issued.visit} ({issued.visit_name}) on {issued.visit_date}: kit {issued.kit}{again}"
+        f"{note}",
+    )
 
 
 @kit.command("replace")
@@ -198,8 +247,12 @@ def kit_replace(settings: Settings, code: str, reason: str) -> None:
     Example: randomizer kit replace ABCD-EFGC --reason "bag punctured"
     """
     result = settings.backend().replace_kit(code, reason)
-    emit(settings, result, f"Kit {result.voided} voided. {result.participant} visit "
-         f"{result.visit}: use kit {result.kit}")
+    emit(
+        settings,
+        result,
+        f"Kit {result.voided} voided. {result.participant} visit "
+        f"{result.visit}: use kit {result.kit}",
+    )
 
 
 @click.group()
@@ -220,12 +273,17 @@ def pharmacy_prepare(settings: Settings, code: str) -> None:
     Example: randomizer pharmacy prepare ABCD-EFGC
     """
     prep = settings.backend().prepare_kit(code)
-    emit(settings, prep, lambda: (
-        f"Kit {prep.kit} for {prep.participant} ({prep.randomization_number}), visit "
-        f"{prep.visit} ({prep.visit_name})\n"
-        f"CONTENT: {prep.label} [{prep.arm}]\n{prep.description}\n"
-        f"Preparation: {prep.instructions}\n"
-        "Label the infusion with the kit code only; never tell blinded staff the content."))
+    emit(
+        settings,
+        prep,
+        lambda: (
+            f"Kit {prep.kit} for {prep.participant} ({prep.randomization_number}), visit "
+            f"{prep.visit} ({prep.visit_name})\n"
+            f"CONTENT: {prep.label} [{prep.arm}]\n{prep.description}\n"
+            f"Preparation: {prep.instructions}\n"
+            "Label the infusion with the kit code only; never tell blinded staff the content."
+        ),
+    )
 
 
 STDOUT = Path("-")
@@ -236,15 +294,27 @@ def _write_kits_csv(handle: TextIO, kits: list[PharmacyKit]) -> None:
     writer = csv.writer(handle, lineterminator="\n")
     writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])
     for k in kits:
-        writer.writerow([k.kit, k.arm, k.label, k.status, "yes" if k.spare else "no",
-                         k.participant, k.visit or ""])
+        writer.writerow(
+            [
+                k.kit,
+                k.arm,
+                k.label,
+                k.status,
+                "yes" if k.spare else "no",
+                k.participant,
+                k.visit or "",
+            ]
+        )
 
 
 @pharmacy.command("list")
-@click.option("--csv", "csv_path",
-              type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              help="Also write the list as CSV (new file, mode 0600); '-' prints the CSV "
-                   "alone to standard output.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Also write the list as CSV (new file, mode 0600); '-' prints the CSV "
+    "alone to standard output.",
+)
 @json_option
 @pass_settings
 def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
@@ -271,9 +341,17 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
     if fd is not None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             _write_kits_csv(handle, kits)
-    emit(settings, kits, lambda: table(
-        [(k.kit, k.label, k.status, "spare" if k.spare else "", k.participant, k.visit or "")
-         for k in kits], ["kit", "content", "status", "spare", "participant", "visit"]))
+    emit(
+        settings,
+        kits,
+        lambda: table(
+            [
+                (k.kit, k.label, k.status, "spare" if k.spare else "", k.participant, k.visit or "")
+                for k in kits
+            ],
+            ["kit", "content", "status", "spare", "participant", "visit"],
+        ),
+    )
 
 
 def create_private(path: Path) -> int:

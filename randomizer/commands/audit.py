@@ -35,8 +35,9 @@ def audit_group() -> None:
 
 
 @audit_group.command("show")
-@click.option("--since", type=click.IntRange(min=0), default=0,
-              help="Only events after this sequence number.")
+@click.option(
+    "--since", type=click.IntRange(min=0), default=0, help="Only events after this sequence number."
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
 @json_option
 @pass_settings
@@ -45,11 +46,13 @@ def audit_show(settings: Settings, since: int, limit: int | None) -> None:
 
     Example: randomizer audit show --since 100 --json
     """
-    events = settings.backend().audit_events(min(since, SEQ_MAX),
-                                             None if limit is None else min(limit, SEQ_MAX))
+    events = settings.backend().audit_events(
+        min(since, SEQ_MAX), None if limit is None else min(limit, SEQ_MAX)
+    )
 
     def text() -> str:
         return "\n".join(event_line(e) for e in events) if events else "(no events)"
+
     emit(settings, events, text)
 
 
@@ -83,9 +86,11 @@ def event_line(event: AuditEvent) -> str:
     """
     reason = f" reason={shown(event.reason)}" if event.reason else ""
     details = f" {shown(event.details)}" if event.details else ""
-    return (f"{event.seq:>6} {shown(event.at)[1:-1]} {shown(event.user)}"
-            f"({shown(event.role)[1:-1]}) {shown(event.action)[1:-1]} {shown(event.subject)}"
-            f"{reason}{details}")
+    return (
+        f"{event.seq:>6} {shown(event.at)[1:-1]} {shown(event.user)}"
+        f"({shown(event.role)[1:-1]}) {shown(event.action)[1:-1]} {shown(event.subject)}"
+        f"{reason}{details}"
+    )
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -96,10 +101,16 @@ def _read(path: Path, what: str) -> bytes:
 
 
 @audit_group.command("verify")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="A signed note from 'audit checkpoint'.")
-@click.option("--public-key", type=click.Path(dir_okay=False, path_type=Path),
-              help="The public key that signed the note.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A signed note from 'audit checkpoint'.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The public key that signed the note.",
+)
 @json_option
 @pass_settings
 def audit_verify(settings: Settings, checkpoint: Path | None, public_key: Path | None) -> None:
@@ -111,21 +122,36 @@ def audit_verify(settings: Settings, checkpoint: Path | None, public_key: Path |
     signed = None
     if checkpoint is not None:
         if public_key is None:
-            raise InvalidInput("a checkpoint note is checked with the public key that "
-                               "signed it: give that public key too", hint=Hint.CHECKPOINT_KEY)
+            raise InvalidInput(
+                "a checkpoint note is checked with the public key that "
+                "signed it: give that public key too",
+                hint=Hint.CHECKPOINT_KEY,
+            )
         # the signature is checked here, where the public key is; the backend checks the head
-        signed = read_checkpoint(_read(checkpoint, "checkpoint note").decode("utf-8", "replace"),
-                                 _read(public_key, "public key"))
+        signed = read_checkpoint(
+            _read(checkpoint, "checkpoint note").decode("utf-8", "replace"),
+            _read(public_key, "public key"),
+        )
     report = settings.backend().audit_verify(signed)
-    anchored = (f"; signed checkpoint at event {report.checkpoint_seq} holds"
-                if report.checkpoint_seq is not None else "")
-    emit(settings, report, f"Audit trail verified: {report.events} events, "
-         f"head {report.head_mac[:16]}...{anchored}")
+    anchored = (
+        f"; signed checkpoint at event {report.checkpoint_seq} holds"
+        if report.checkpoint_seq is not None
+        else ""
+    )
+    emit(
+        settings,
+        report,
+        f"Audit trail verified: {report.events} events, head {report.head_mac[:16]}...{anchored}",
+    )
 
 
 @audit_group.command("keygen")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Private key file; the public key goes to FILE.pub.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key file; the public key goes to FILE.pub.",
+)
 @json_option
 @pass_settings
 def audit_keygen(settings: Settings, out: Path) -> None:
@@ -142,16 +168,26 @@ def audit_keygen(settings: Settings, out: Path) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(private_pem)
     public.write_bytes(public_pem)
-    emit(settings, {"private_key": str(out), "public_key": str(public)},
-         f"Signing key written to {out} (mode 0600), public key to {public}.")
+    emit(
+        settings,
+        {"private_key": str(out), "public_key": str(public)},
+        f"Signing key written to {out} (mode 0600), public key to {public}.",
+    )
 
 
 @audit_group.command("checkpoint")
-@click.option("--signing-key", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Ed25519 private key from 'audit keygen'.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the note to this new file (mode 0600) instead of standard output; "
-                   "a refused command leaves no file.")
+@click.option(
+    "--signing-key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key from 'audit keygen'.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the note to this new file (mode 0600) instead of standard output; "
+    "a refused command leaves no file.",
+)
 @pass_settings
 def audit_checkpoint(settings: Settings, signing_key: Path, out: Path | None) -> None:
     """Print a signed note of the trail's head, to file outside the database (admin).

@@ -32,7 +32,7 @@ DEBUG_ENV = "RANDOMIZER_DEBUG"
 CLI_HINTS: dict[Hint, str] = {
     Hint.INIT: "run 'randomizer init'",
     Hint.MISSING_DATABASE: "check --db URL (RANDOMIZER_DB), or run 'randomizer init' to start "
-                           "a trial",
+    "a trial",
     Hint.OTHER_DATABASE: "pass another --db URL",
     Hint.KEY_FILE: "pass --key-file PATH or set RANDOMIZER_KEY_FILE",
     Hint.GENERATE_LIST: "run 'randomizer list generate'",
@@ -46,7 +46,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.CHECKPOINT: "made by 'randomizer audit checkpoint'",
     Hint.CHECKPOINT_KEY: "give --public-key FILE with --checkpoint",
     Hint.ANSWERS: "when not on a terminal, the answers must be given with --answer "
-                  "CRITERION=VALUE (repeated) or --answers FILE",
+    "CRITERION=VALUE (repeated) or --answers FILE",
     Hint.LOGIN: "run 'randomizer --server URL --user NAME login'",
 }
 """How the CLI spells out each :class:`~randomizer.errors.Hint`: the command or flags to type."""
@@ -72,9 +72,14 @@ def _fail(message: str, code: int) -> NoReturn:
 class RandomizerGroup(click.Group):
     """Root group whose ``main`` is the single error boundary of the CLI."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         """Run the CLI, turning every failure into one ``Error:`` line and an exit code."""
         if args is not None and any("\0" in str(arg) for arg in args):
             # only in-process callers can pass NUL (no real argv holds one); PostgreSQL
@@ -82,11 +87,9 @@ class RandomizerGroup(click.Group):
             _fail("an argument holds a NUL character, which no command accepts", 2)
         if any(len(str(arg)) > MAX_TEXT for arg in (sys.argv[1:] if args is None else args)):
             # the server takes no longer field: refused here, a local run answers alike
-            _fail(f"an argument is longer than {MAX_TEXT} characters, which no command "
-                  "accepts", 2)
+            _fail(f"an argument is longer than {MAX_TEXT} characters, which no command accepts", 2)
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False,
-                                  **extra)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except RandomizerError as exc:
             _fail(error_text(exc), exit_code(exc))
         except click.exceptions.NoArgsIsHelpError as exc:
@@ -111,8 +114,11 @@ class RandomizerGroup(click.Group):
         except Exception as exc:  # the boundary: never show a traceback to a user
             if os.environ.get(DEBUG_ENV):
                 raise
-            _fail(f"internal error ({type(exc).__name__}); nothing was committed. "
-                  f"Set {DEBUG_ENV}=1 for details and report it", 1)
+            _fail(
+                f"internal error ({type(exc).__name__}); nothing was committed. "
+                f"Set {DEBUG_ENV}=1 for details and report it",
+                1,
+            )
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -148,8 +154,10 @@ class Settings:
         """The backend for custody commands, which run on the trial's host only."""
         if self.server:
             command = click.get_current_context().command_path
-            raise InvalidInput(f"'{command}' is a custody command: run it on the trial's host "
-                               "(with --db and --key-file), not through --server")
+            raise InvalidInput(
+                f"'{command}' is a custody command: run it on the trial's host "
+                "(with --db and --key-file), not through --server"
+            )
         return self._local()
 
     def _local(self) -> LocalBackend:
@@ -163,8 +171,7 @@ class Settings:
         if self._credentials is None:
             if not self.user:
                 raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
-            self._credentials = Credentials(self.user,
-                                            read_password(f"Password for {self.user}"))
+            self._credentials = Credentials(self.user, read_password(f"Password for {self.user}"))
         return self._credentials
 
 
@@ -209,8 +216,9 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     """A plain aligned text table."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -218,19 +226,34 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 def root_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The global options of docs/architecture.md section 9."""
     decorators = [
-        click.option("--db", envvar="RANDOMIZER_DB", default=DEFAULT_URL, show_default=True,
-                     help="Database URL (RANDOMIZER_DB)."),
-        click.option("--key-file", envvar="RANDOMIZER_KEY_FILE", default="randomizer.key",
-                     show_default=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Trial key file, kept outside the database (RANDOMIZER_KEY_FILE)."),
-        click.option("--user", envvar="RANDOMIZER_USER",
-                     help="Acting user (RANDOMIZER_USER); password from RANDOMIZER_PASSWORD "
-                          "or a prompt."),
-        click.option("--json", "as_json", is_flag=True,
-                     help="Machine-readable JSON output."),
-        click.option("--server", envvar="RANDOMIZER_SERVER", metavar="URL",
-                     help="Work through the trial server at URL (RANDOMIZER_SERVER) instead "
-                          "of opening the database and key file here."),
+        click.option(
+            "--db",
+            envvar="RANDOMIZER_DB",
+            default=DEFAULT_URL,
+            show_default=True,
+            help="Database URL (RANDOMIZER_DB).",
+        ),
+        click.option(
+            "--key-file",
+            envvar="RANDOMIZER_KEY_FILE",
+            default="randomizer.key",
+            show_default=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Trial key file, kept outside the database (RANDOMIZER_KEY_FILE).",
+        ),
+        click.option(
+            "--user",
+            envvar="RANDOMIZER_USER",
+            help="Acting user (RANDOMIZER_USER); password from RANDOMIZER_PASSWORD or a prompt.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output."),
+        click.option(
+            "--server",
+            envvar="RANDOMIZER_SERVER",
+            metavar="URL",
+            help="Work through the trial server at URL (RANDOMIZER_SERVER) instead "
+            "of opening the database and key file here.",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -243,14 +266,21 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         settings.as_json = True
 
 
-json_option = click.option("--json", "as_json", is_flag=True, expose_value=False,
-                           callback=_set_json, is_eager=True,
-                           help="Machine-readable JSON output (same as the global --json).")
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_json,
+    is_eager=True,
+    help="Machine-readable JSON output (same as the global --json).",
+)
 """The per-command --json flag, equivalent to the global one."""
 
 
 def reason_option(required: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A --reason TEXT option whose value must not be blank."""
+
     def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
         if value is None:
             return None
@@ -259,5 +289,7 @@ def reason_option(required: bool = True) -> Callable[[Callable[..., Any]], Calla
         if len(value) > MAX_TEXT:
             raise InvalidInput(f"--reason is too long: at most {MAX_TEXT} characters")
         return value.strip()
-    return click.option("--reason", required=required, callback=check,
-                        help="Why (recorded in the audit trail).")
+
+    return click.option(
+        "--reason", required=required, callback=check, help="Why (recorded in the audit trail)."
+    )

@@ -29,8 +29,13 @@ import randomizer
 from randomizer.commands.base import Settings, pass_settings
 from randomizer.errors import InvalidInput
 
-USERS = {"alice": "admin", "ivan": "investigator", "petra": "pharmacist",
-         "stan": "statistician", "mona": "monitor"}
+USERS = {
+    "alice": "admin",
+    "ivan": "investigator",
+    "petra": "pharmacist",
+    "stan": "statistician",
+    "mona": "monitor",
+}
 PARTICIPANTS = 20
 KIT_CODE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}\b")
 SERVER_START_WAIT = 60.0
@@ -52,23 +57,28 @@ class _Player:
 
     def __init__(self, root: click.Command, folder: Path) -> None:
         self.root = root
-        self.base = ["--db", f"sqlite:///{folder / 'trial.db'}",
-                     "--key-file", str(folder / "trial.key")]
+        self.base = [
+            "--db",
+            f"sqlite:///{folder / 'trial.db'}",
+            "--key-file",
+            str(folder / "trial.key"),
+        ]
         self.folder = folder
         self.server = ""
         """The trial server's URL once it runs."""
         self.logged_in: set[str] = set()
         """Users working from their own machines through the server."""
 
-    def _environment(self, user: str | None, remote: bool,
-                     command: str) -> dict[str, str | None]:
+    def _environment(self, user: str | None, remote: bool, command: str) -> dict[str, str | None]:
         if not remote:  # the host: the key file and the database, never another server
             return {"RANDOMIZER_PASSWORD": _password(user or "alice"), "RANDOMIZER_SERVER": None}
         # each user's own machine: a token folder of their own; the password only to log in
         machine = self.folder / "machines" / str(user)
         state = "LOCALAPPDATA" if os.name == "nt" else "XDG_STATE_HOME"
-        return {state: str(machine.resolve()),
-                "RANDOMIZER_PASSWORD": _password(str(user)) if command == "login" else None}
+        return {
+            state: str(machine.resolve()),
+            "RANDOMIZER_PASSWORD": _password(str(user)) if command == "login" else None,
+        }
 
     def login(self, user: str) -> None:
         """``user`` logs in to the server from their own machine; their commands go there."""
@@ -84,8 +94,14 @@ class _Player:
         self.run(user, "logout")
         self.logged_in.discard(user)
 
-    def run(self, user: str | None, *args: str, expect: int = 0, show: bool = True,
-            stdin: str | None = None) -> str:
+    def run(
+        self,
+        user: str | None,
+        *args: str,
+        expect: int = 0,
+        show: bool = True,
+        stdin: str | None = None,
+    ) -> str:
         """Run one command as ``user``; print it and its output when ``show``; return stdout.
 
         What the command wrote to stderr (an intended refusal's ``Error:`` line) is
@@ -115,17 +131,27 @@ class _Player:
         if show:
             click.echo(out.getvalue() + err.getvalue(), nl=False)
         if code != expect:
-            raise click.ClickException(f"demo step failed (exit {code}, expected {expect}): "
-                                       f"randomizer {shown}: {err.getvalue().strip()}")
+            raise click.ClickException(
+                f"demo step failed (exit {code}, expected {expect}): "
+                f"randomizer {shown}: {err.getvalue().strip()}"
+            )
         return out.getvalue()
 
     def command_line(self, user: str, *args: str) -> str:
         """The full command line to run ``args`` as ``user`` on the demo trial from anywhere."""
         db, db_url, key_option, key_file = self.base
-        absolute = ["--db", f"sqlite:///{Path(db_url.removeprefix('sqlite:///')).resolve()}",
-                    key_option, str(Path(key_file).resolve()), "--user", user, *args]
-        return (f"RANDOMIZER_PASSWORD={_password(user)} randomizer "
-                + " ".join(shlex.quote(a) for a in absolute))
+        absolute = [
+            "--db",
+            f"sqlite:///{Path(db_url.removeprefix('sqlite:///')).resolve()}",
+            key_option,
+            str(Path(key_file).resolve()),
+            "--user",
+            user,
+            *args,
+        ]
+        return f"RANDOMIZER_PASSWORD={_password(user)} randomizer " + " ".join(
+            shlex.quote(a) for a in absolute
+        )
 
 
 def _date_list_back(db: Path, day: date) -> None:
@@ -137,8 +163,9 @@ def _date_list_back(db: Path, day: date) -> None:
     connection = sqlite3.connect(db)
     try:
         with connection:
-            connection.execute("UPDATE trial SET list_generated_at = ?",
-                               (f"{day.isoformat()} 00:00:00.000000",))
+            connection.execute(
+                "UPDATE trial SET list_generated_at = ?", (f"{day.isoformat()} 00:00:00.000000",)
+            )
     finally:
         connection.close()
 
@@ -150,9 +177,20 @@ def _kit_code(output: str) -> str:
 def _answers(n: int) -> list[str]:
     age = 28 + (n * 7) % 35
     edss = 3.0 + (n % 8) * 0.5
-    return ["--answer", f"age={age}", "--answer", "progressive_ms=yes",
-            "--answer", f"edss={edss:g}", "--answer", "recent_relapse_or_steroids=no",
-            "--answer", "other_neuro_autoimmune=no", "--answer", "infection_malignancy_systemic=no"]
+    return [
+        "--answer",
+        f"age={age}",
+        "--answer",
+        "progressive_ms=yes",
+        "--answer",
+        f"edss={edss:g}",
+        "--answer",
+        "recent_relapse_or_steroids=no",
+        "--answer",
+        "other_neuro_autoimmune=no",
+        "--answer",
+        "infection_malignancy_systemic=no",
+    ]
 
 
 def _set_environment(values: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -181,17 +219,24 @@ class _TrialServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = ["serve", "--port", str(self.port)]
         self.log = log
-        environment = {name: value for name, value in os.environ.items()
-                       if name not in ("RANDOMIZER_SERVER", "RANDOMIZER_PASSWORD")}
+        environment = {
+            name: value
+            for name, value in os.environ.items()
+            if name not in ("RANDOMIZER_SERVER", "RANDOMIZER_PASSWORD")
+        }
         # the package this demo runs from, also when run from a checkout without install
         package_root = str(Path(randomizer.__file__).resolve().parent.parent)
         environment["PYTHONPATH"] = os.pathsep.join(
-            [package_root, *filter(None, [environment.get("PYTHONPATH")])])
+            [package_root, *filter(None, [environment.get("PYTHONPATH")])]
+        )
         with log.open("wb") as sink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "randomizer", *base, *self.args],
-                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-                env=environment)
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
 
     def wait_until_up(self) -> None:
         """Return once the server answers its health check; refuse if it never does."""
@@ -206,8 +251,9 @@ class _TrialServer:
                 time.sleep(0.1)
         self.stop()
         tail = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        raise click.ClickException("the demo's trial server did not start: "
-                                   + " / ".join(tail or ["no output"]))
+        raise click.ClickException(
+            "the demo's trial server did not start: " + " / ".join(tail or ["no output"])
+        )
 
     def stop(self) -> int | None:
         """SIGTERM, as systemd stops it (the server audits its stop); the exit status."""
@@ -222,9 +268,14 @@ class _TrialServer:
 
 
 @click.command()
-@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("demo-trial"), show_default=True,
-              help="Empty directory for the demo database, key and exports.")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-trial"),
+    show_default=True,
+    help="Empty directory for the demo database, key and exports.",
+)
 @click.option("--quiet", is_flag=True, help="Print only the main steps and the final balance.")
 @pass_settings
 def demo(settings: Settings, folder: Path, quiet: bool) -> None:
@@ -243,22 +294,39 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     root = click.get_current_context().find_root().command
     play = _Player(root, folder)
     verbose = not quiet
-    click.echo(f"Demo of the exosome-ms trial in {folder}/ (SQLite). Demo passwords are "
-               "'demo-<user>-password'.")
-    click.echo("[host ...] steps run on the trial's host, with the key file and the database; "
-               "[remote NAME] steps on NAME's own machine, through the trial server "
-               "(--server URL after 'randomizer login').")
-    click.echo("\n# On the host, the admin creates the trial, its users and the sealed list "
-               "(custody: generated where the key is, before anyone else can log in).")
+    click.echo(
+        f"Demo of the exosome-ms trial in {folder}/ (SQLite). Demo passwords are "
+        "'demo-<user>-password'."
+    )
+    click.echo(
+        "[host ...] steps run on the trial's host, with the key file and the database; "
+        "[remote NAME] steps on NAME's own machine, through the trial server "
+        "(--server URL after 'randomizer login')."
+    )
+    click.echo(
+        "\n# On the host, the admin creates the trial, its users and the sealed list "
+        "(custody: generated where the key is, before anyone else can log in)."
+    )
     play.run(None, "init", "--design", "exosome-ms", "--admin", "alice")
     for name, role in USERS.items():
         if role != "admin":
-            play.run("alice", "user", "add", name, "--role", role, "--password-stdin",
-                     stdin=_password(name) + "\n", show=verbose)
+            play.run(
+                "alice",
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+                stdin=_password(name) + "\n",
+                show=verbose,
+            )
     play.run("alice", "list", "generate")
 
-    click.echo("\n# The host starts the trial server: it alone holds the key and opens the "
-               "database. Everyone else logs in to it from their own machine.")
+    click.echo(
+        "\n# The host starts the trial server: it alone holds the key and opens the "
+        "database. Everyone else logs in to it from their own machine."
+    )
     server = _TrialServer(play.base, folder / "server.log")
     click.get_current_context().call_on_close(server.stop)  # also when a step fails
     click.echo(f"\n[host] $ randomizer {' '.join(server.args)} &")
@@ -271,8 +339,20 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     start = date.today() - timedelta(days=420)
     _date_list_back(folder / "trial.db", start - timedelta(days=7))
     click.echo("\n# Screening: one candidate fails eligibility (EDSS 7.0) and uses no slot.")
-    play.run("ivan", "randomize", "P-000", "--site", "WAW", *_answers(0)[:4],
-             "--answer", "edss=7.0", *_answers(0)[6:], "--date", start.isoformat(), expect=1)
+    play.run(
+        "ivan",
+        "randomize",
+        "P-000",
+        "--site",
+        "WAW",
+        *_answers(0)[:4],
+        "--answer",
+        "edss=7.0",
+        *_answers(0)[6:],
+        "--date",
+        start.isoformat(),
+        expect=1,
+    )
 
     # A realistic calendar: one randomization a week, infusions at weeks 0/12/24/36
     # (a few days off target, inside the +/-7 day window), every step in date order.
@@ -286,25 +366,52 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     for when, n, _kind, visit in steps:
         pid = f"P-{n:03d}"
         if visit == 1:
-            out = play.run("ivan", "randomize", pid, "--site", "WAW", *_answers(n),
-                           "--date", when.isoformat(), show=verbose or n <= 2)
+            out = play.run(
+                "ivan",
+                "randomize",
+                pid,
+                "--site",
+                "WAW",
+                *_answers(n),
+                "--date",
+                when.isoformat(),
+                show=verbose or n <= 2,
+            )
         else:
-            out = play.run("ivan", "kit", "request", pid, "--visit", str(visit), "--date",
-                           when.isoformat(), show=verbose or (n == 1 and visit == 2))
+            out = play.run(
+                "ivan",
+                "kit",
+                "request",
+                pid,
+                "--visit",
+                str(visit),
+                "--date",
+                when.isoformat(),
+                show=verbose or (n == 1 and visit == 2),
+            )
         kit = _kit_code(out)
         if n == 5 and visit == 2:
             click.echo("\n# The week-12 kit of P-005 arrives damaged: it is replaced.")
-            replaced = play.run("ivan", "kit", "replace", kit, "--reason",
-                                "infusion bag damaged in transit")
+            replaced = play.run(
+                "ivan", "kit", "replace", kit, "--reason", "infusion bag damaged in transit"
+            )
             click.echo("\n# The pharmacy scans the voided kit by mistake and is stopped:")
             play.run("petra", "pharmacy", "prepare", kit, expect=1)
             kit = _kit_code(replaced)
         play.run("petra", "pharmacy", "prepare", kit, show=verbose or (n == 1 and visit == 1))
         if n == 11 and visit == 3:
-            click.echo("\n# P-011 has a serious adverse reaction: the investigator breaks "
-                       "the code for P-011 alone, at once, with a reason.")
-            play.run("ivan", "unblind", "emergency", pid, "--reason",
-                     "suspected anaphylaxis; treating physician needs to know the product")
+            click.echo(
+                "\n# P-011 has a serious adverse reaction: the investigator breaks "
+                "the code for P-011 alone, at once, with a reason."
+            )
+            play.run(
+                "ivan",
+                "unblind",
+                "emergency",
+                pid,
+                "--reason",
+                "suspected anaphylaxis; treating physician needs to know the product",
+            )
     click.echo("\n# Blinded views stay blinded: the monitor's report has no arm in it.")
     play.run("mona", "report")
     play.run("mona", "audit", "verify")
@@ -318,10 +425,24 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     play.run("stan", "list", "verify")
     play.run("alice", "audit", "keygen", "--out", str(folder / "qa-signing.pem"))
     note = folder / "checkpoint.note"
-    play.run("alice", "audit", "checkpoint", "--signing-key", str(folder / "qa-signing.pem"),
-             "--out", str(note))
-    play.run("mona", "audit", "verify", "--checkpoint", str(note), "--public-key",
-             str(folder / "qa-signing.pem.pub"))
+    play.run(
+        "alice",
+        "audit",
+        "checkpoint",
+        "--signing-key",
+        str(folder / "qa-signing.pem"),
+        "--out",
+        str(note),
+    )
+    play.run(
+        "mona",
+        "audit",
+        "verify",
+        "--checkpoint",
+        str(note),
+        "--public-key",
+        str(folder / "qa-signing.pem.pub"),
+    )
     click.echo("\n# Everyone logs out; the host stops the server (SIGTERM, as systemd does).")
     for name in ("ivan", "petra", "mona", "stan", "alice"):
         play.logout(name)
@@ -331,8 +452,11 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     click.echo("\n# Final balance (admin view, after lock):")
     play.run("alice", "report")
     click.echo("\n# Go on exploring this trial (it is locked now); for example:")
-    for user, *args in (("mona", "report"), ("mona", "audit", "show", "--limit", "20"),
-                        ("petra", "pharmacy", "list"), ("stan", "list", "verify"),
-                        ("alice", "user", "list")):
+    for user, *args in (
+        ("mona", "report"),
+        ("mona", "audit", "show", "--limit", "20"),
+        ("petra", "pharmacy", "list"),
+        ("stan", "list", "verify"),
+        ("alice", "user", "list"),
+    ):
         click.echo(play.command_line(user, *args))
-

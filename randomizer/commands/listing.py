@@ -19,14 +19,17 @@ from randomizer.trial import ListSummary
 
 
 def _design_text(design: TrialDesign) -> str:
-    lines = [f"{design.id}: {design.title}",
-             f"Planned participants: {design.planned_participants} "
-             f"(list length per stratum: {design.stratum_length})",
-             "Arms (ratio): " + ", ".join(f"{a.id} = {a.label} ({r})"
-                                          for a, r in zip(design.arms, design.ratio,
-                                                          strict=True)),
-             "Block sizes: " + ", ".join(str(s) for s in design.block_sizes),
-             "Strata: " + ", ".join(design.strata())]
+    lines = [
+        f"{design.id}: {design.title}",
+        f"Planned participants: {design.planned_participants} "
+        f"(list length per stratum: {design.stratum_length})",
+        "Arms (ratio): "
+        + ", ".join(
+            f"{a.id} = {a.label} ({r})" for a, r in zip(design.arms, design.ratio, strict=True)
+        ),
+        "Block sizes: " + ", ".join(str(s) for s in design.block_sizes),
+        "Strata: " + ", ".join(design.strata()),
+    ]
     if design.sites:
         lines.append("Sites: " + ", ".join(design.sites))
     lines.append("Eligibility:")
@@ -35,8 +38,9 @@ def _design_text(design: TrialDesign) -> str:
     lines.append("Dosing visits:")
     for v in design.visits:
         lines.append(f"  {v.number}. {v.name}: day {v.day} (window +/-{v.window} days)")
-    lines.append(f"Spare kits per arm: {design.spares_per_arm()} "
-                 f"(spare fraction {design.spare_fraction})")
+    lines.append(
+        f"Spare kits per arm: {design.spares_per_arm()} (spare fraction {design.spare_fraction})"
+    )
     return "\n".join(lines)
 
 
@@ -63,9 +67,12 @@ def design_show(settings: Settings, name_or_file: str) -> None:
 
 @design.command("check")
 @click.argument("file")
-@click.option("--predictability", is_flag=True,
-              help="Also show how well the next arm could be guessed and the largest "
-                   "imbalance, for these blocks and the usual alternatives.")
+@click.option(
+    "--predictability",
+    is_flag=True,
+    help="Also show how well the next arm could be guessed and the largest "
+    "imbalance, for these blocks and the usual alternatives.",
+)
 @json_option
 @pass_settings
 def design_check(settings: Settings, file: str, predictability: bool) -> None:
@@ -86,18 +93,30 @@ def design_check(settings: Settings, file: str, predictability: bool) -> None:
 def _predictability_text(report: PredictabilityReport) -> str:
     strata = f"{report.strata} strat{'um' if report.strata == 1 else 'a'}"
     ratio = ":".join(str(r) for r in report.ratio)
-    lines = [f"Predictability per stratum of {report.participants} participants ({strata}), "
-             f"ratio {':'.join(report.arms)} = {ratio}.",
-             "Correct guesses: the expected share of right guesses by an investigator who",
-             "always guesses the arm furthest below its share so far (Blackwell-Hodges;",
-             "ties guessed at random). Largest imbalance: the most the arms' counts",
-             "(divided by the ratio) can differ at any point in the stratum.", ""]
+    lines = [
+        f"Predictability per stratum of {report.participants} participants ({strata}), "
+        f"ratio {':'.join(report.arms)} = {ratio}.",
+        "Correct guesses: the expected share of right guesses by an investigator who",
+        "always guesses the arm furthest below its share so far (Blackwell-Hodges;",
+        "ties guessed at random). Largest imbalance: the most the arms' counts",
+        "(divided by the ratio) can differ at any point in the stratum.",
+        "",
+    ]
     rows = []
     for row in report.rows:
-        figure = "exact" if row.method == "exact" else \
-            f"simulated: {row.trials} lists, SE {row.standard_error:.2%}"
-        rows.append((row.label + (" (this design)" if row.design else ""),
-                     f"{row.correct_guesses:.1%}", figure, f"{row.largest_imbalance:g}"))
+        figure = (
+            "exact"
+            if row.method == "exact"
+            else f"simulated: {row.trials} lists, SE {row.standard_error:.2%}"
+        )
+        rows.append(
+            (
+                row.label + (" (this design)" if row.design else ""),
+                f"{row.correct_guesses:.1%}",
+                figure,
+                f"{row.largest_imbalance:g}",
+            )
+        )
     lines.append(table(rows, ["blocks", "correct guesses", "figure", "largest imbalance"]))
     return "\n".join(lines)
 
@@ -113,15 +132,23 @@ def list_group() -> None:
 @list_group.command("preview")
 @click.option("--design", "design_ref", required=True, help="Design name or file.")
 @click.option("--seed", required=True, help="The seed as 64 hexadecimal digits.")
-@click.option("--participants", type=int, default=None,
-              help="List length per stratum (default: the design's).")
-@click.option("--csv", "as_csv", is_flag=True,
-              help="CSV output: stratum,sequence,block,block_size,arm (its SHA-256 is the "
-                   "list digest).")
+@click.option(
+    "--participants",
+    type=int,
+    default=None,
+    help="List length per stratum (default: the design's).",
+)
+@click.option(
+    "--csv",
+    "as_csv",
+    is_flag=True,
+    help="CSV output: stratum,sequence,block,block_size,arm (its SHA-256 is the list digest).",
+)
 @json_option
 @pass_settings
-def list_preview(settings: Settings, design_ref: str, seed: str,
-                 participants: int | None, as_csv: bool) -> None:
+def list_preview(
+    settings: Settings, design_ref: str, seed: str, participants: int | None, as_csv: bool
+) -> None:
     """Print the list a seed gives, without any database (validation and dummy runs).
 
     With --json or --csv the rows are written as they are laid out, a few thousand at
@@ -138,21 +165,32 @@ def list_preview(settings: Settings, design_ref: str, seed: str,
         return
     if settings.as_json:
         # The document json.dumps(indent=2) would print (as emit does), built piece by piece.
-        head = json.dumps({"design": loaded.id, "seed": format_seed(seed_bytes)}, indent=2,
-                          ensure_ascii=False)
-        _write_chunks(itertools.chain([head[:-2].encode("utf-8") + b',\n  "slots": ['],
-                                      schedule.json_slot_chunks(), [b"\n  ]\n}\n"]))
+        head = json.dumps(
+            {"design": loaded.id, "seed": format_seed(seed_bytes)}, indent=2, ensure_ascii=False
+        )
+        _write_chunks(
+            itertools.chain(
+                [head[:-2].encode("utf-8") + b',\n  "slots": ['],
+                schedule.json_slot_chunks(),
+                [b"\n  ]\n}\n"],
+            )
+        )
         return
 
     def text() -> str:
-        parts = [table([(s.stratum, s.sequence, s.block, s.block_size, s.arm)
-                        for s in schedule.slots()],
-                       ["stratum", "sequence", "block", "block_size", "arm"]), "",
-                 "Balance per stratum:"]
+        parts = [
+            table(
+                [(s.stratum, s.sequence, s.block, s.block_size, s.arm) for s in schedule.slots()],
+                ["stratum", "sequence", "block", "block_size", "arm"],
+            ),
+            "",
+            "Balance per stratum:",
+        ]
         for stratum, counts in schedule.counts().items():
             parts.append(f"  {stratum}: " + ", ".join(f"{a} {n}" for a, n in counts.items()))
         parts.append(f"List digest: {schedule.digest()}")
         return "\n".join(parts)
+
     click.echo(text())
 
 
@@ -163,9 +201,12 @@ def _write_chunks(chunks: Iterable[bytes]) -> None:
 
 def _summary_text(summary: ListSummary, verb: str) -> str:
     rows = [(s.stratum, s.planned, s.generated) for s in summary.strata]
-    return (f"{verb}\n" + table(rows, ["stratum", "planned", "generated"]) +
-            f"\nKits: {summary.kits} ({summary.spare_kits} spares)"
-            f"\nList commitment: {summary.commitment}")
+    return (
+        f"{verb}\n"
+        + table(rows, ["stratum", "planned", "generated"])
+        + f"\nKits: {summary.kits} ({summary.spare_kits} spares)"
+        f"\nList commitment: {summary.commitment}"
+    )
 
 
 @list_group.command("generate")
@@ -194,14 +235,18 @@ def list_status(settings: Settings) -> None:
     def text() -> str:
         if not status.generated:
             return "No allocation list yet: an admin generates it first."
-        rows = [(s.stratum, s.planned, s.generated, s.used, s.generated - s.used)
-                for s in status.strata]
+        rows = [
+            (s.stratum, s.planned, s.generated, s.used, s.generated - s.used) for s in status.strata
+        ]
         kits = ", ".join(f"{name} {count}" for name, count in status.kits.items())
-        return (f"Allocation list generated {status.generated_at}"
-                f"{' (database locked)' if status.locked else ''}.\n"
-                + table(rows, ["stratum", "planned", "generated", "used", "free"])
-                + f"\nKits: {kits}; spares {status.spare_kits_left} of "
-                  f"{status.spare_kits} left\nList commitment: {status.commitment}")
+        return (
+            f"Allocation list generated {status.generated_at}"
+            f"{' (database locked)' if status.locked else ''}.\n"
+            + table(rows, ["stratum", "planned", "generated", "used", "free"])
+            + f"\nKits: {kits}; spares {status.spare_kits_left} of "
+            f"{status.spare_kits} left\nList commitment: {status.commitment}"
+        )
+
     emit(settings, status, text)
 
 
@@ -214,5 +259,8 @@ def list_verify(settings: Settings) -> None:
     Admin, or statistician after the lock. Example: randomizer list verify
     """
     summary = settings.backend().verify_list()
-    emit(settings, summary, lambda: _summary_text(summary, "Allocation list verified: "
-                                                  "it matches its seed."))
+    emit(
+        settings,
+        summary,
+        lambda: _summary_text(summary, "Allocation list verified: it matches its seed."),
+    )

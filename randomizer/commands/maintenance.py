@@ -26,12 +26,19 @@ def db_status(settings: Settings) -> None:
     Example: randomizer db status
     """
     status = settings.custody().db_status()
-    advice = {"current": "up to date", "behind": "run 'randomizer db upgrade'",
-              "ahead": "use the newer randomizer release",
-              "empty": "run 'randomizer init'",
-              "unversioned": "restore a backup (see docs/operations.md)"}[status.state]
-    emit(settings, status, f"schema {status.current or '(none)'}; this release expects "
-         f"{status.head}: {status.state}, {advice}")
+    advice = {
+        "current": "up to date",
+        "behind": "run 'randomizer db upgrade'",
+        "ahead": "use the newer randomizer release",
+        "empty": "run 'randomizer init'",
+        "unversioned": "restore a backup (see docs/operations.md)",
+    }[status.state]
+    emit(
+        settings,
+        status,
+        f"schema {status.current or '(none)'}; this release expects "
+        f"{status.head}: {status.state}, {advice}",
+    )
 
 
 @db.command("upgrade")
@@ -47,8 +54,12 @@ def db_upgrade(settings: Settings) -> None:
 
 
 @click.command()
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Backup file to create (must not exist; mode 0600).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Backup file to create (must not exist; mode 0600).",
+)
 @json_option
 @pass_settings
 def backup(settings: Settings, out: Path) -> None:
@@ -58,13 +69,22 @@ def backup(settings: Settings, out: Path) -> None:
     Example: randomizer backup --out /backups/trial-2026-11-25.db
     """
     result = settings.custody().backup(out)
-    emit(settings, result, f"Backup written to {result.file} and verified "
-         f"({result.audit_events} audit events).\nSHA-256: {result.sha256}")
+    emit(
+        settings,
+        result,
+        f"Backup written to {result.file} and verified "
+        f"({result.audit_events} audit events).\nSHA-256: {result.sha256}",
+    )
 
 
 @click.command()
-@click.option("--from", "backup_file", required=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Backup file to restore.")
+@click.option(
+    "--from",
+    "backup_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Backup file to restore.",
+)
 @json_option
 @pass_settings
 def restore(settings: Settings, backup_file: Path) -> None:
@@ -74,5 +94,9 @@ def restore(settings: Settings, backup_file: Path) -> None:
     Example: randomizer --db sqlite:///restored.db restore --from /backups/trial.db
     """
     result = settings.custody().restore(backup_file)
-    emit(settings, result, f"Restored {backup_file} into {result.file}: audit trail "
-         f"({result.audit_events} events) and allocation list verified.")
+    emit(
+        settings,
+        result,
+        f"Restored {backup_file} into {result.file}: audit trail "
+        f"({result.audit_events} events) and allocation list verified.",
+    )

@@ -14,28 +14,65 @@ from randomizer.errors import InvalidInput
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; other than loopback needs TLS or --behind-proxy.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; other than loopback needs TLS or --behind-proxy.",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes.")
-@click.option("--certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TLS certificate (PEM).")
-@click.option("--keyfile", "tls_keyfile",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TLS private key (PEM) of --certfile.")
-@click.option("--behind-proxy", is_flag=True,
-              help="A TLS-terminating proxy is in front: trust its forwarded headers.")
-@click.option("--proxy-address", default="127.0.0.1", show_default=True,
-              help="The only address whose forwarded headers are trusted.")
-@click.option("--token-idle-minutes", type=click.IntRange(1, 24 * 60), default=30,
-              show_default=True, help="A login ends after this long unused.")
-@click.option("--token-hours", type=click.IntRange(1, 7 * 24), default=12, show_default=True,
-              help="A login ends after this long whatever its use.")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Worker processes."
+)
+@click.option(
+    "--certfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TLS certificate (PEM).",
+)
+@click.option(
+    "--keyfile",
+    "tls_keyfile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TLS private key (PEM) of --certfile.",
+)
+@click.option(
+    "--behind-proxy",
+    is_flag=True,
+    help="A TLS-terminating proxy is in front: trust its forwarded headers.",
+)
+@click.option(
+    "--proxy-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="The only address whose forwarded headers are trusted.",
+)
+@click.option(
+    "--token-idle-minutes",
+    type=click.IntRange(1, 24 * 60),
+    default=30,
+    show_default=True,
+    help="A login ends after this long unused.",
+)
+@click.option(
+    "--token-hours",
+    type=click.IntRange(1, 7 * 24),
+    default=12,
+    show_default=True,
+    help="A login ends after this long whatever its use.",
+)
 @pass_settings
-def serve(settings: Settings, host: str, port: int, workers: int, certfile: Path | None,
-          tls_keyfile: Path | None, behind_proxy: bool, proxy_address: str,
-          token_idle_minutes: int, token_hours: int) -> None:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    certfile: Path | None,
+    tls_keyfile: Path | None,
+    behind_proxy: bool,
+    proxy_address: str,
+    token_idle_minutes: int,
+    token_hours: int,
+) -> None:
     """Run the trial server: it alone opens the key file and the database.
 
     Users then work with 'randomizer --server URL login' and any command with
@@ -47,11 +84,21 @@ def serve(settings: Settings, host: str, port: int, workers: int, certfile: Path
 
     if settings.server:
         raise InvalidInput("serve runs the server itself: drop --server")
-    run_server(ServeOptions(
-        db_url=settings.db, key_file=settings.key_file, host=host, port=port, workers=workers,
-        certfile=certfile, keyfile=tls_keyfile, behind_proxy=behind_proxy,
-        proxy_address=proxy_address, token_idle=timedelta(minutes=token_idle_minutes),
-        token_absolute=timedelta(hours=token_hours)))
+    run_server(
+        ServeOptions(
+            db_url=settings.db,
+            key_file=settings.key_file,
+            host=host,
+            port=port,
+            workers=workers,
+            certfile=certfile,
+            keyfile=tls_keyfile,
+            behind_proxy=behind_proxy,
+            proxy_address=proxy_address,
+            token_idle=timedelta(minutes=token_idle_minutes),
+            token_absolute=timedelta(hours=token_hours),
+        )
+    )
 
 
 def _server(settings: Settings) -> str:
@@ -78,8 +125,11 @@ def login(settings: Settings) -> None:
     finally:
         client.close()
     path = save_token(server, settings.user, token)
-    emit(settings, {"server": server, "user": settings.user, "token_file": str(path)},
-         f"Logged in to {server} as {settings.user}; token kept in {path}.")
+    emit(
+        settings,
+        {"server": server, "user": settings.user, "token_file": str(path)},
+        f"Logged in to {server} as {settings.user}; token kept in {path}.",
+    )
 
 
 @click.command()
@@ -96,5 +146,8 @@ def logout(settings: Settings) -> None:
         backend.logout()
     finally:
         removed = remove_token(server)
-    emit(settings, {"server": server, "logged_out": True, "token_file_removed": removed},
-         f"Logged out of {server}.")
+    emit(
+        settings,
+        {"server": server, "logged_out": True, "token_file_removed": removed},
+        f"Logged out of {server}.",
+    )

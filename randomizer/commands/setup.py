@@ -22,8 +22,12 @@ from randomizer.errors import InvalidInput
 
 
 @click.command()
-@click.option("--design", "design_ref", required=True,
-              help="Shipped design name (exosome-ms) or a design TOML file.")
+@click.option(
+    "--design",
+    "design_ref",
+    required=True,
+    help="Shipped design name (exosome-ms) or a design TOML file.",
+)
 @click.option("--admin", required=True, help="Name of the first admin (list custodian).")
 @json_option
 @pass_settings
@@ -35,11 +39,16 @@ def init(settings: Settings, design_ref: str, admin: str) -> None:
     custody = settings.custody()  # refuses --server before asking for a password
     password = read_password(f"Password for new admin {admin}", confirm=True)
     result = custody.init(design_text(design_ref), design_ref, admin, password)
-    emit(settings, result, lambda: (
-        f"Trial {result.trial} created in {result.database}\n"
-        f"Key file {result.key_file} written (mode 0600): keep it outside the database "
-        "host's backups; without it nothing sealed can be read.\n"
-        f"Admin {result.admin} can now add users and generate the list."))
+    emit(
+        settings,
+        result,
+        lambda: (
+            f"Trial {result.trial} created in {result.database}\n"
+            f"Key file {result.key_file} written (mode 0600): keep it outside the database "
+            "host's backups; without it nothing sealed can be read.\n"
+            f"Admin {result.admin} can now add users and generate the list."
+        ),
+    )
 
 
 @click.group()
@@ -58,14 +67,19 @@ def _new_password(password_stdin: bool, name: str) -> str:
         return check_password_length(line.rstrip("\r\n"))
     if not sys.stdin.isatty():
         raise InvalidInput("no password for the new user: use --password-stdin")
-    return check_password_length(str(click.prompt(f"Password for {name}", hide_input=True,
-                                                  confirmation_prompt=True)))
+    return check_password_length(
+        str(click.prompt(f"Password for {name}", hide_input=True, confirmation_prompt=True))
+    )
 
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", "role_text", required=True,
-              help="admin, investigator, pharmacist, statistician or monitor.")
+@click.option(
+    "--role",
+    "role_text",
+    required=True,
+    help="admin, investigator, pharmacist, statistician or monitor.",
+)
 @click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
 @json_option
 @pass_settings
@@ -89,9 +103,14 @@ def user_list(settings: Settings) -> None:
     Example: randomizer user list --json
     """
     users = settings.backend().list_users()
-    emit(settings, users, lambda: table(
-        [(u.name, u.role, "disabled" if u.disabled else "active", u.created_at) for u in users],
-        ["user", "role", "status", "created"]))
+    emit(
+        settings,
+        users,
+        lambda: table(
+            [(u.name, u.role, "disabled" if u.disabled else "active", u.created_at) for u in users],
+            ["user", "role", "status", "created"],
+        ),
+    )
 
 
 @user.command("disable")
@@ -125,8 +144,11 @@ def user_passwd(settings: Settings, name: str | None, password_stdin: bool) -> N
 
 @user.command("unlock")
 @click.argument("name")
-@click.option("--client", metavar="ADDRESS",
-              help="Also lift the lock of this client address (as the server logged it).")
+@click.option(
+    "--client",
+    metavar="ADDRESS",
+    help="Also lift the lock of this client address (as the server logged it).",
+)
 @json_option
 @pass_settings
 def user_unlock(settings: Settings, name: str, client: str | None) -> None:
@@ -135,10 +157,14 @@ def user_unlock(settings: Settings, name: str, client: str | None) -> None:
     Example: randomizer --server https://trial.example.org user unlock ivan --client 10.0.0.7
     """
     result = settings.backend().lift_login_lock(name, client)
-    where = f"user name {result.user}" + (f" and address {result.client}" if result.client
-                                          else "")
-    emit(settings, result, f"Login lock of {where} lifted." if result.lifted
-         else f"No failed logins or lock on {where}: nothing to lift.")
+    where = f"user name {result.user}" + (f" and address {result.client}" if result.client else "")
+    emit(
+        settings,
+        result,
+        f"Login lock of {where} lifted."
+        if result.lifted
+        else f"No failed logins or lock on {where}: nothing to lift.",
+    )
 
 
 @click.group()
@@ -150,8 +176,12 @@ def key() -> None:
 
 
 @key.command("rotate")
-@click.option("--new-key-file", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the new key file (must not exist).")
+@click.option(
+    "--new-key-file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the new key file (must not exist).",
+)
 @json_option
 @pass_settings
 def key_rotate(settings: Settings, new_key_file: str) -> None:
@@ -162,5 +192,9 @@ def key_rotate(settings: Settings, new_key_file: str) -> None:
     from pathlib import Path
 
     path = settings.custody().rotate_key(Path(new_key_file))
-    emit(settings, {"new_key_file": path}, f"Key rotated: use {path} from now on and destroy "
-         "the old key file (backups made before now still need it).")
+    emit(
+        settings,
+        {"new_key_file": path},
+        f"Key rotated: use {path} from now on and destroy "
+        "the old key file (backups made before now still need it).",
+    )

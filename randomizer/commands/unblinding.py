@@ -42,16 +42,27 @@ def unblind_emergency(settings: Settings, participant: str, reason: str) -> None
     Example: randomizer unblind emergency P-007 --reason "anaphylaxis, treating physician needs arm"
     """
     result = settings.backend().emergency_unblind(participant, reason)
-    emit(settings, {"participant": result.participant, "arm": result.arm,
-                    "label": result.label, "randomization_number": result.randomization_number,
-                    "unblinded_at": result.unblinded_at},
-         f"EMERGENCY UNBLINDING of {result.participant} ({result.randomization_number}): "
-         f"{result.label} [{result.arm}]. This has been recorded with your reason.")
+    emit(
+        settings,
+        {
+            "participant": result.participant,
+            "arm": result.arm,
+            "label": result.label,
+            "randomization_number": result.randomization_number,
+            "unblinded_at": result.unblinded_at,
+        },
+        f"EMERGENCY UNBLINDING of {result.participant} ({result.randomization_number}): "
+        f"{result.label} [{result.arm}]. This has been recorded with your reason.",
+    )
 
 
 @unblind.command("all")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV file to write (must not exist; mode 0600).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write (must not exist; mode 0600).",
+)
 @json_option
 @pass_settings
 def unblind_all(settings: Settings, out: Path) -> None:
@@ -60,15 +71,20 @@ def unblind_all(settings: Settings, out: Path) -> None:
     Example: randomizer unblind all --out final-unblinding.csv
     """
     export = _write_export(out, settings.backend().unblind_all)
-    emit(settings, {"file": str(out), "sha256": export.sha256,
-                    "participants": export.participants},
-         f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}")
+    emit(
+        settings,
+        {"file": str(out), "sha256": export.sha256, "participants": export.participants},
+        f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}",
+    )
 
 
 @unblind.command("dummy")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV file to write: its name must contain 'dummy' (must not exist; "
-                   "mode 0600).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write: its name must contain 'dummy' (must not exist; mode 0600).",
+)
 @json_option
 @pass_settings
 def unblind_dummy(settings: Settings, out: Path) -> None:
@@ -79,14 +95,23 @@ def unblind_dummy(settings: Settings, out: Path) -> None:
     Example: randomizer unblind dummy --out dummy-unblinding.csv
     """
     if DUMMY not in out.name.lower():
-        raise InvalidInput(f"{out}: the file name of a dummy export must contain "
-                           f"'{DUMMY}' (for example dummy-unblinding.csv), so that it is "
-                           "never taken for the real one")
+        raise InvalidInput(
+            f"{out}: the file name of a dummy export must contain "
+            f"'{DUMMY}' (for example dummy-unblinding.csv), so that it is "
+            "never taken for the real one"
+        )
     export = _write_export(out, settings.backend().unblind_dummy)
-    emit(settings, {"file": str(out), "sha256": export.sha256,
-                    "participants": export.participants, "dummy": True},
-         f"Wrote {export.participants} participants with DUMMY arms (made up, not the "
-         f"trial's) to {out}\nSHA-256: {export.sha256}")
+    emit(
+        settings,
+        {
+            "file": str(out),
+            "sha256": export.sha256,
+            "participants": export.participants,
+            "dummy": True,
+        },
+        f"Wrote {export.participants} participants with DUMMY arms (made up, not the "
+        f"trial's) to {out}\nSHA-256: {export.sha256}",
+    )
 
 
 DUMMY = "dummy"
@@ -118,29 +143,44 @@ def lock(settings: Settings, reason: str) -> None:
     Example: randomizer lock --reason "database lock after last participant's week 48 visit"
     """
     result = settings.backend().lock(reason)
-    emit(settings, result, f"Trial {result.trial} locked at {result.locked_at} by "
-         f"{result.locked_by} with {result.participants} participants. Statisticians may now "
-         "run 'randomizer unblind all'.")
+    emit(
+        settings,
+        result,
+        f"Trial {result.trial} locked at {result.locked_at} by "
+        f"{result.locked_by} with {result.participants} participants. Statisticians may now "
+        "run 'randomizer unblind all'.",
+    )
 
 
 def _report_text(rep: Report) -> str:
-    lines = [f"Trial {rep.trial}: {rep.randomized} of {rep.planned} planned randomized"
-             f"{' (LOCKED)' if rep.locked else ''}; {rep.screen_failures} screen failures; "
-             f"{rep.emergency_unblindings} emergency unblindings",
-             "", "Recruitment by site:",
-             table(list(rep.by_site.items()), ["site", "participants"]),
-             "", "Recruitment by date:",
-             table(list(rep.by_date.items()), ["date", "participants"]),
-             "", "Kits by status:", table(list(rep.kits.items()), ["status", "kits"])]
+    lines = [
+        f"Trial {rep.trial}: {rep.randomized} of {rep.planned} planned randomized"
+        f"{' (LOCKED)' if rep.locked else ''}; {rep.screen_failures} screen failures; "
+        f"{rep.emergency_unblindings} emergency unblindings",
+        "",
+        "Recruitment by site:",
+        table(list(rep.by_site.items()), ["site", "participants"]),
+        "",
+        "Recruitment by date:",
+        table(list(rep.by_date.items()), ["date", "participants"]),
+        "",
+        "Kits by status:",
+        table(list(rep.kits.items()), ["status", "kits"]),
+    ]
     if rep.arms_shown:
         arms = list(next(iter(rep.by_arm.values())).keys()) if rep.by_arm else []
-        lines += ["", "Balance by arm (unblinded view):",
-                  table([(s, *c.values()) for s, c in rep.by_arm.items()], ["stratum", *arms]),
-                  "", "Balance by block:",
-                  table([(b.stratum, b.block, b.block_size, *b.assigned.values())
-                         for b in rep.by_block], ["stratum", "block", "size", *arms]),
-                  f"Imbalance now: {rep.imbalance:g} (the design allows at most "
-                  f"{rep.imbalance_bound:g})"]
+        lines += [
+            "",
+            "Balance by arm (unblinded view):",
+            table([(s, *c.values()) for s, c in rep.by_arm.items()], ["stratum", *arms]),
+            "",
+            "Balance by block:",
+            table(
+                [(b.stratum, b.block, b.block_size, *b.assigned.values()) for b in rep.by_block],
+                ["stratum", "block", "size", *arms],
+            ),
+            f"Imbalance now: {rep.imbalance:g} (the design allows at most {rep.imbalance_bound:g})",
+        ]
     return "\n".join(lines)
 
 

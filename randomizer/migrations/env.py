@@ -8,7 +8,8 @@ from randomizer.models import Base
 
 config = context.config
 connection = config.attributes["connection"]
-context.configure(connection=connection, target_metadata=Base.metadata,
-                  transaction_per_migration=False)
+context.configure(
+    connection=connection, target_metadata=Base.metadata, transaction_per_migration=False
+)
 with context.begin_transaction():
     context.run_migrations()

@@ -161,18 +161,31 @@ class ErrorBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    error: Annotated[str, Field(pattern=r"^[^\r\n]+$",
-                                description="What was refused and what to do, on one line.")]
-    kind: Annotated[str, Field(json_schema_extra={"enum": sorted(error_classes())},
-                               description="The library's error class; the client raises it.")]
-    hint: Annotated[str | None, Field(
-        default=None, json_schema_extra={"enum": [h.name for h in Hint]},
-        description="The next step the refusal points to, for the client to word "
-                    "(present only when there is one).")] = None
+    error: Annotated[
+        str,
+        Field(pattern=r"^[^\r\n]+$", description="What was refused and what to do, on one line."),
+    ]
+    kind: Annotated[
+        str,
+        Field(
+            json_schema_extra={"enum": sorted(error_classes())},
+            description="The library's error class; the client raises it.",
+        ),
+    ]
+    hint: Annotated[
+        str | None,
+        Field(
+            default=None,
+            json_schema_extra={"enum": [h.name for h in Hint]},
+            description="The next step the refusal points to, for the client to word "
+            "(present only when there is one).",
+        ),
+    ] = None
 
 
-def _refusal(status: int, description: str,
-             headers: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+def _refusal(
+    status: int, description: str, headers: dict[str, Any] | None = None
+) -> dict[int | str, dict[str, Any]]:
     response: dict[str, Any] = {"model": ErrorBody, "description": description}
     if headers:
         response["headers"] = headers
@@ -180,14 +193,26 @@ def _refusal(status: int, description: str,
 
 
 TOO_LARGE = _refusal(413, "The request body is over 1 MiB (InvalidInput).")
-MALFORMED = _refusal(422, "The request does not fit this operation's parameters or body "
-                          "(InvalidInput); nothing was attempted.")
-UNAVAILABLE = _refusal(503, "The database is busy or cannot be reached (Busy, StoreError, "
-                            "KeyFileError); try again.")
-REFUSED_LOGIN = _refusal(401, "The login or token is not valid (AuthenticationFailed); the "
-                              "message never says whether the user exists.",
-                         {"WWW-Authenticate": {"description": "Always 'Bearer'.", "required": True,
-                                               "schema": {"type": "string", "enum": ["Bearer"]}}})
+MALFORMED = _refusal(
+    422,
+    "The request does not fit this operation's parameters or body "
+    "(InvalidInput); nothing was attempted.",
+)
+UNAVAILABLE = _refusal(
+    503, "The database is busy or cannot be reached (Busy, StoreError, KeyFileError); try again."
+)
+REFUSED_LOGIN = _refusal(
+    401,
+    "The login or token is not valid (AuthenticationFailed); the "
+    "message never says whether the user exists.",
+    {
+        "WWW-Authenticate": {
+            "description": "Always 'Bearer'.",
+            "required": True,
+            "schema": {"type": "string", "enum": ["Bearer"]},
+        }
+    },
+)
 
 PUBLIC_ERRORS: dict[int | str, dict[str, Any]] = {**TOO_LARGE}
 """What a route without a login can refuse."""
@@ -196,24 +221,39 @@ LOGIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **_refusal(400, "Malformed input the library refused (InvalidInput)."),
     **REFUSED_LOGIN,
     **_refusal(409, "Any other refusal of the library (an integrity failure)."),
-    **TOO_LARGE, **MALFORMED,
-    **_refusal(429, "Too many failed logins for this user name or from this address "
-                    "(TooManyAttempts); the password was not checked.",
-               {"Retry-After": {"description": "Whole seconds until a login may be tried again.",
-                                "required": True, "schema": {"type": "integer", "minimum": 1}}}),
+    **TOO_LARGE,
+    **MALFORMED,
+    **_refusal(
+        429,
+        "Too many failed logins for this user name or from this address "
+        "(TooManyAttempts); the password was not checked.",
+        {
+            "Retry-After": {
+                "description": "Whole seconds until a login may be tried again.",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    ),
     **UNAVAILABLE,
 }
 """What the login route can refuse."""
 
 SIGNED_IN_ERRORS: dict[int | str, dict[str, Any]] = {
-    **_refusal(400, "Malformed input the library refused (InvalidInput, DesignError, "
-                    "KitCodeError)."),
+    **_refusal(
+        400, "Malformed input the library refused (InvalidInput, DesignError, KitCodeError)."
+    ),
     **REFUSED_LOGIN,
     **_refusal(403, "The caller's role may not do this, or not yet (NotAuthorized)."),
     **_refusal(404, "The participant, kit or user does not exist (NotFound)."),
-    **_refusal(409, "The trial's state refuses it, the participant is not eligible, or an "
-                    "integrity check failed (StateError, Ineligible, AuditError...)."),
-    **TOO_LARGE, **MALFORMED, **UNAVAILABLE,
+    **_refusal(
+        409,
+        "The trial's state refuses it, the participant is not eligible, or an "
+        "integrity check failed (StateError, Ineligible, AuditError...).",
+    ),
+    **TOO_LARGE,
+    **MALFORMED,
+    **UNAVAILABLE,
 }
 """What a route that needs a login can refuse."""
 
@@ -233,25 +273,34 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-bearer = HTTPBearer(auto_error=False, scheme_name="HTTPBearer",
-                    description="The token from POST /api/v1/auth/token, as "
-                                "'Authorization: Bearer TOKEN'.")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="The token from POST /api/v1/auth/token, as 'Authorization: Bearer TOKEN'.",
+)
 """The bearer scheme, declared for clients; refusals stay the library's own (401, never 403)."""
 
 
-def caller(request: Request, state: Annotated[ServerState, Depends(server_state)],
-           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-           ) -> Principal:
+def caller(
+    request: Request,
+    state: Annotated[ServerState, Depends(server_state)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
     """The principal of the bearer token; the user and role never come from the request."""
     if credentials is None:
-        raise AuthenticationFailed("log in first: send the token from POST /api/v1/auth/token "
-                                   "as 'Authorization: Bearer TOKEN'")
-    return logins.principal_for(state.store, credentials.credentials, state.clock(),
-                                client=client_address(request, state))
+        raise AuthenticationFailed(
+            "log in first: send the token from POST /api/v1/auth/token "
+            "as 'Authorization: Bearer TOKEN'"
+        )
+    return logins.principal_for(
+        state.store, credentials.credentials, state.clock(), client=client_address(request, state)
+    )
 
 
-def backend(principal: Annotated[Principal, Depends(caller)],
-            state: Annotated[ServerState, Depends(server_state)]) -> Iterator[Backend]:
+def backend(
+    principal: Annotated[Principal, Depends(caller)],
+    state: Annotated[ServerState, Depends(server_state)],
+) -> Iterator[Backend]:
     """A backend acting as the caller, on the server's store and held key."""
     serving = LocalBackend.serving(state.store, state.trial_key, principal, state.clock)
     try:
@@ -264,12 +313,20 @@ Caller = Annotated[Principal, Depends(caller)]
 Acting = Annotated[Backend, Depends(backend)]
 State = Annotated[ServerState, Depends(server_state)]
 
-public = APIRouter(prefix="/api/v1", route_class=DocumentedRoute, responses=PUBLIC_ERRORS,
-                   generate_unique_id_function=operation_id)
+public = APIRouter(
+    prefix="/api/v1",
+    route_class=DocumentedRoute,
+    responses=PUBLIC_ERRORS,
+    generate_unique_id_function=operation_id,
+)
 """The routes anyone may call: health and the login."""
 
-router = APIRouter(prefix="/api/v1", route_class=DocumentedRoute, responses=SIGNED_IN_ERRORS,
-                   generate_unique_id_function=operation_id)
+router = APIRouter(
+    prefix="/api/v1",
+    route_class=DocumentedRoute,
+    responses=SIGNED_IN_ERRORS,
+    generate_unique_id_function=operation_id,
+)
 """Every route that acts as a logged-in user."""
 
 
@@ -282,11 +339,19 @@ def health() -> Health:
 @public.post("/auth/token", responses=LOGIN_ERRORS)
 def issue_token(body: TokenRequest, request: Request, state: State) -> TokenResponse:
     """Log in: check the password once and return a bearer token."""
-    issued = logins.login(state.store, state.key_source, Credentials(body.user, body.password),
-                          state.clock(), kind="api", client=client_address(request, state),
-                          idle=state.token_idle, absolute=state.token_absolute)
-    return TokenResponse(token=issued.token, token_id=issued.token_id,
-                         expires_at=audit.utc_text(issued.expires_at))
+    issued = logins.login(
+        state.store,
+        state.key_source,
+        Credentials(body.user, body.password),
+        state.clock(),
+        kind="api",
+        client=client_address(request, state),
+        idle=state.token_idle,
+        absolute=state.token_absolute,
+    )
+    return TokenResponse(
+        token=issued.token, token_id=issued.token_id, expires_at=audit.utc_text(issued.expires_at)
+    )
 
 
 @router.post("/auth/logout", status_code=204)
@@ -308,8 +373,9 @@ def design(principal: Caller, state: State) -> DesignResponse:
 @router.post("/participants")
 def randomize(body: RandomizeRequest, acting: Acting) -> service.Randomization:
     """Randomize one participant (investigator)."""
-    return acting.randomize(body.participant, body.site, dict(body.levels), dict(body.answers),
-                            body.date)
+    return acting.randomize(
+        body.participant, body.site, dict(body.levels), dict(body.answers), body.date
+    )
 
 
 @router.post("/participants/{participant:path}/kits")
@@ -318,10 +384,10 @@ def request_kit(participant: Name, body: KitRequest, acting: Acting) -> service.
     return acting.request_kit(participant, body.visit, body.date, body.override_reason)
 
 
-@router.post("/participants/{participant:path}/emergency-unblinding",
-             response_model=emergency.Unblinding)
-def emergency_unblind(participant: Name, body: Reason,
-                      acting: Acting) -> JSONResponse:
+@router.post(
+    "/participants/{participant:path}/emergency-unblinding", response_model=emergency.Unblinding
+)
+def emergency_unblind(participant: Name, body: Reason, acting: Acting) -> JSONResponse:
     """Break the code for one participant (investigator, admin); never cached."""
     result: emergency.Unblinding = acting.emergency_unblind(participant, body.reason)
     return JSONResponse(to_wire(result), headers={"Cache-Control": "no-store"})
@@ -353,15 +419,28 @@ def lock(body: Reason, acting: Acting) -> locking.LockResult:
     return acting.lock(body.reason)
 
 
-@router.post("/unblinding", response_class=Response, responses={200: {
-    "description": "The export: one row per participant, with its digest in the headers.",
-    "content": {"text/csv": {"schema": {"type": "string"}}},
-    "headers": {
-        "X-Randomizer-SHA256": {"description": "SHA-256 of the CSV, 64 hexadecimal digits.",
-                                "required": True,
-                                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
-        "X-Randomizer-Participants": {"description": "Rows in the CSV.", "required": True,
-                                      "schema": {"type": "integer", "minimum": 0}}}}})
+@router.post(
+    "/unblinding",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The export: one row per participant, with its digest in the headers.",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "headers": {
+                "X-Randomizer-SHA256": {
+                    "description": "SHA-256 of the CSV, 64 hexadecimal digits.",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                },
+                "X-Randomizer-Participants": {
+                    "description": "Rows in the CSV.",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+            },
+        }
+    },
+)
 def unblind_all(acting: Acting) -> Response:
     """The full unblinding as CSV (statistician, after lock); audited before it is sent."""
     export: locking.Export = acting.unblind_all()
@@ -370,13 +449,20 @@ def unblind_all(acting: Acting) -> Response:
 
 def _csv(export: locking.Export) -> Response:
     """An export as a CSV response, never cached, its digest and count in headers."""
-    return Response(export.csv, media_type="text/csv; charset=utf-8", headers={
-        "Cache-Control": "no-store", "X-Randomizer-SHA256": export.sha256,
-        "X-Randomizer-Participants": str(export.participants)})
+    return Response(
+        export.csv,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Randomizer-SHA256": export.sha256,
+            "X-Randomizer-Participants": str(export.participants),
+        },
+    )
 
 
-@router.post("/unblinding/dummy", response_class=Response,
-             responses={200: {"content": {"text/csv": {}}}})
+@router.post(
+    "/unblinding/dummy", response_class=Response, responses={200: {"content": {"text/csv": {}}}}
+)
 def unblind_dummy(acting: Acting) -> Response:
     """The full unblinding's CSV with made-up arms, marked dummy (statistician); audited."""
     export: locking.Export = acting.unblind_dummy()
@@ -450,8 +536,9 @@ class EventsPage(Body):
 @router.get("/audit/events")
 def audit_events(acting: Acting, page: Annotated[EventsPage, Query()]) -> list[audit.AuditEvent]:
     """Audit events after ``since`` (admin, monitor); unknown parameters are refused."""
-    return acting.audit_events(min(page.since, SEQ_MAX), None if page.limit is None
-                               else min(page.limit, SEQ_MAX))
+    return acting.audit_events(
+        min(page.since, SEQ_MAX), None if page.limit is None else min(page.limit, SEQ_MAX)
+    )
 
 
 @router.post("/audit/verify")
@@ -467,4 +554,3 @@ def audit_verify(body: VerifyRequest, acting: Acting) -> audit.ChainReport:
 def audit_checkpoint(acting: Acting) -> audit.Checkpoint:
     """Record a checkpoint and return it unsigned: the client signs it (admin)."""
     return acting.audit_checkpoint()
-

@@ -111,11 +111,20 @@ class _BodyTooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = JSONResponse({"error": f"request body too large: at most {limit} bytes",
-                         "kind": "InvalidInput"}, status_code=413).body
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    body = JSONResponse(
+        {"error": f"request body too large: at most {limit} bytes", "kind": "InvalidInput"},
+        status_code=413,
+    ).body
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -128,14 +137,16 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
         # made now, so the first login of an unknown user costs one hash like any other
         access.dummy_hash()
         if audit_lifecycle:
-            logins.record_server_event(state.store, state.key_source, state.clock(),
-                                       "server.start", details)
+            logins.record_server_event(
+                state.store, state.key_source, state.clock(), "server.start", details
+            )
         try:
             yield
         finally:
             if audit_lifecycle:
-                logins.record_server_event(state.store, state.key_source, state.clock(),
-                                           "server.stop", details)
+                logins.record_server_event(
+                    state.store, state.key_source, state.clock(), "server.stop", details
+                )
 
     app = build_app(lifespan)
     app.state.randomizer = state
@@ -148,16 +159,22 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     :func:`create_app` gives it its trial; on its own it serves only its
     OpenAPI document (:mod:`randomizer.server.openapi`).
     """
-    app = FastAPI(title="randomizer", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None,
-                  description="Blinded randomization and allocation for clinical trials.")
+    app = FastAPI(
+        title="randomizer",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Blinded randomization and allocation for clinical trials.",
+    )
     app.include_router(api.public)
     app.include_router(api.router)
 
     @app.exception_handler(RandomizerError)
     async def refused(_request: Request, exc: RandomizerError) -> JSONResponse:
-        return JSONResponse(error_to_wire(exc), status_code=status_of(exc),
-                            headers=refusal_headers(exc))
+        return JSONResponse(
+            error_to_wire(exc), status_code=status_of(exc), headers=refusal_headers(exc)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -168,28 +185,36 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
                 continue
             where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-        return JSONResponse({"error": _one_line("malformed request: " + "; ".join(problems)),
-                             "kind": "InvalidInput"}, status_code=422)
+        return JSONResponse(
+            {
+                "error": _one_line("malformed request: " + "; ".join(problems)),
+                "kind": "InvalidInput",
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         text = {404: "no such endpoint", 405: "method not allowed"}.get(
-            exc.status_code, _one_line(str(exc.detail)))
+            exc.status_code, _one_line(str(exc.detail))
+        )
         kind = "NotFound" if exc.status_code == 404 else "InvalidInput"
         # keep what the status needs, such as the Allow header of a 405
-        return JSONResponse({"error": text, "kind": kind}, status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse(
+            {"error": text, "kind": kind}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
         # the boundary: the log names the class, the response names nothing
         log.error("internal error in a request: %s", type(exc).__name__)
-        return JSONResponse({"error": "internal error; nothing was committed",
-                             "kind": "RandomizerError"}, status_code=500)
+        return JSONResponse(
+            {"error": "internal error; nothing was committed", "kind": "RandomizerError"},
+            status_code=500,
+        )
 
     @app.middleware("http")
-    async def headers(request: Request,
-                      call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         response = await call_next(request)
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["X-Content-Type-Options"] = "nosniff"

@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -66,8 +67,10 @@ def check_deployment(options: ServeOptions) -> None:
     if options.workers < 1:
         raise InvalidInput("the number of workers must be at least 1")
     if not is_loopback(options.host) and options.certfile is None and not options.behind_proxy:
-        raise InvalidInput(f"refusing to listen on {options.host} without TLS: give a "
-                           "certificate and key, or say that a TLS proxy is in front")
+        raise InvalidInput(
+            f"refusing to listen on {options.host} without TLS: give a "
+            "certificate and key, or say that a TLS proxy is in front"
+        )
     if options.keyfile is not None:
         check_tls_key(options.keyfile)
 
@@ -82,8 +85,10 @@ def check_tls_key(path: Path) -> None:
         raise KeyFileError(f"cannot read TLS key file {path}: {error.strerror}") from None
     if mode & 0o077:
         who = "others" if mode & 0o007 else "its group"
-        raise KeyFileError(f"TLS key file {path} is accessible by {who} (mode {mode:04o}): "
-                           f"chmod 600 {path}, owned by the account that runs the server")
+        raise KeyFileError(
+            f"TLS key file {path} is accessible by {who} (mode {mode:04o}): "
+            f"chmod 600 {path}, owned by the account that runs the server"
+        )
 
 
 def open_state(options: ServeOptions) -> ServerState:
@@ -97,38 +102,59 @@ def open_state(options: ServeOptions) -> ServerState:
     except BaseException:
         store.dispose()
         raise
-    return ServerState(store=store, trial_key=trial_key, token_idle=options.token_idle,
-                       token_absolute=options.token_absolute)
+    return ServerState(
+        store=store,
+        trial_key=trial_key,
+        token_idle=options.token_idle,
+        token_absolute=options.token_absolute,
+    )
 
 
 def _options_to_env(options: ServeOptions) -> str:
-    return json.dumps({"db_url": options.db_url, "key_file": str(options.key_file),
-                       "idle": options.token_idle.total_seconds(),
-                       "absolute": options.token_absolute.total_seconds()})
+    return json.dumps(
+        {
+            "db_url": options.db_url,
+            "key_file": str(options.key_file),
+            "idle": options.token_idle.total_seconds(),
+            "absolute": options.token_absolute.total_seconds(),
+        }
+    )
 
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process of ``serve --workers N`` (uvicorn's factory)."""
     config = json.loads(os.environ[CONFIG_ENV])
-    options = ServeOptions(db_url=config["db_url"], key_file=Path(config["key_file"]),
-                           token_idle=timedelta(seconds=config["idle"]),
-                           token_absolute=timedelta(seconds=config["absolute"]))
+    options = ServeOptions(
+        db_url=config["db_url"],
+        key_file=Path(config["key_file"]),
+        token_idle=timedelta(seconds=config["idle"]),
+        token_absolute=timedelta(seconds=config["absolute"]),
+    )
     return create_app(open_state(options))
 
 
 def serve(options: ServeOptions) -> None:
     """Run the server until it is stopped (Ctrl-C or SIGTERM); start and stop are audited."""
     check_deployment(options)
-    common = {"host": options.host, "port": options.port, "server_header": False,
-              "proxy_headers": options.behind_proxy,
-              "forwarded_allow_ips": options.proxy_address if options.behind_proxy else "",
-              "ssl_certfile": str(options.certfile) if options.certfile else None,
-              "ssl_keyfile": str(options.keyfile) if options.keyfile else None,
-              "log_level": "info", "timeout_graceful_shutdown": 10}
+    common: dict[str, Any] = {
+        "host": options.host,
+        "port": options.port,
+        "server_header": False,
+        "proxy_headers": options.behind_proxy,
+        "forwarded_allow_ips": options.proxy_address if options.behind_proxy else "",
+        "ssl_certfile": str(options.certfile) if options.certfile else None,
+        "ssl_keyfile": str(options.keyfile) if options.keyfile else None,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 10,
+    }
     if options.workers == 1:
-        uvicorn.run(create_app(open_state(options)), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(open_state(options)), **common)
         return
     open_state(options).store.dispose()  # fail here, once, rather than in every worker
     os.environ[CONFIG_ENV] = _options_to_env(options)
-    uvicorn.run("randomizer.server.main:app_from_environment", factory=True,
-                workers=options.workers, **common)  # type: ignore[arg-type]
+    uvicorn.run(
+        "randomizer.server.main:app_from_environment",
+        factory=True,
+        workers=options.workers,
+        **common,
+    )

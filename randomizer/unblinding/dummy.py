@@ -40,8 +40,9 @@ from randomizer.unblinding.lock import (
 )
 
 
-def dummy_arms(design: TrialDesign, participants: Mapping[str, int],
-               seed: bytes) -> dict[str, list[str]]:
+def dummy_arms(
+    design: TrialDesign, participants: Mapping[str, int], seed: bytes
+) -> dict[str, list[str]]:
     """Made-up arms for ``participants[stratum]`` participants of each stratum (pure).
 
     They are the first slots of each stratum of the design's list for
@@ -52,8 +53,10 @@ def dummy_arms(design: TrialDesign, participants: Mapping[str, int],
         return {}
     schedule = generate_schedule(design, seed, max(wanted.values()))
     lists = {stratum.stratum: stratum for stratum in schedule.strata}
-    return {stratum: [design.arm_ids[i] for i in lists[stratum].arm_index[:count].tolist()]
-            for stratum, count in wanted.items()}
+    return {
+        stratum: [design.arm_ids[i] for i in lists[stratum].arm_index[:count].tolist()]
+        for stratum, count in wanted.items()
+    }
 
 
 def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
@@ -64,11 +67,18 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
     the file depends on the real arms.
     """
     connection = op.session.connection()
-    statement = (select(*PARTICIPANT_COLUMNS)
-                 .join(Stratum, Stratum.id == Participant.stratum_id)
-                 .order_by(*EXPORT_ORDER))
-    sizes = Counter(row[0] for batch in driver_rows(connection, select(Stratum.key).join(
-        Participant, Participant.stratum_id == Stratum.id)) for row in batch)
+    statement = (
+        select(*PARTICIPANT_COLUMNS)
+        .join(Stratum, Stratum.id == Participant.stratum_id)
+        .order_by(*EXPORT_ORDER)
+    )
+    sizes = Counter(
+        row[0]
+        for batch in driver_rows(
+            connection, select(Stratum.key).join(Participant, Participant.stratum_id == Stratum.id)
+        )
+        for row in batch
+    )
     made_up = dummy_arms(op.design, sizes, secrets.token_bytes(32) if seed is None else seed)
     handed = {stratum: iter(arms) for stratum, arms in made_up.items()}
 
@@ -77,6 +87,9 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
             yield rows, [next(handed[row[3]]) for row in rows]
 
     data, count = write_export(op, with_arms(), dummy=True)
-    op.audit("unblind.dummy", subject=op.trial.id,
-             details={"participants": count, "file_mac": op.vault.mac(data).hex()})
+    op.audit(
+        "unblind.dummy",
+        subject=op.trial.id,
+        details={"participants": count, "file_mac": op.vault.mac(data).hex()},
+    )
     return Export(csv=data, sha256=hashlib.sha256(data).hexdigest(), participants=count)

@@ -34,8 +34,9 @@ def vector_cases(name: str) -> Callable[[F], F]:
 
 def design_of_vector(case: Mapping[str, Any]) -> TrialDesign:
     """The design a generator.json case describes."""
-    return make_design(case["arms"], case["ratio"], case["block_sizes"], case["length"],
-                       case["factors"])
+    return make_design(
+        case["arms"], case["ratio"], case["block_sizes"], case["length"], case["factors"]
+    )
 
 
 def rows(schedule: Schedule) -> list[RefSlot]:

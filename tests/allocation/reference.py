@@ -27,7 +27,7 @@ def shake_words(seed: bytes, label: str) -> Iterator[int]:
     while True:
         output = hashlib.shake_256(message).digest(size)
         while position + 8 <= size:
-            yield int.from_bytes(output[position:position + 8], "little")
+            yield int.from_bytes(output[position : position + 8], "little")
             position += 8
         size *= 2
 
@@ -46,8 +46,9 @@ class Stream:
             return w % n
 
 
-def generate(design: TrialDesign, seed: bytes, length: int | None = None,
-             words: WordSource = shake_words) -> list[RefSlot]:
+def generate(
+    design: TrialDesign, seed: bytes, length: int | None = None, words: WordSource = shake_words
+) -> list[RefSlot]:
     """The whole list, stratum by stratum in design order, slots in list order."""
     if length is None:
         length = design.stratum_length

@@ -58,14 +58,17 @@ def worked_example() -> str:
     total = sum(design.ratio)
     slots: list[tuple[int, int, str]] = []
     for number, size in enumerate(sizes, start=1):
-        block = [arm for arm, r in zip(arms, design.ratio, strict=True)
-                 for _ in range(r * size // total)]
+        block = [
+            arm for arm, r in zip(arms, design.ratio, strict=True) for _ in range(r * size // total)
+        ]
         out.append(f"  block {number} (size {size}), before shuffling: {' '.join(block)}")
         for i in range(size - 1, 0, -1):
             word, j = draw(shuffle_words, i + 1)
             block[i], block[j] = block[j], block[i]
-            out.append(f"    i={i}  word {word:<20}  j = uniform({i + 1}) = word mod {i + 1}"
-                       f" = {j}  swap {i},{j}: {' '.join(block)}")
+            out.append(
+                f"    i={i}  word {word:<20}  j = uniform({i + 1}) = word mod {i + 1}"
+                f" = {j}  swap {i},{j}: {' '.join(block)}"
+            )
         slots += [(number, size, arm) for arm in block]
     out.append("")
     out.append("The list (stratum all):")
@@ -81,10 +84,14 @@ def worked_example() -> str:
     hi, lo = divmod(w, 2**32)
     out.append("Shuffle word 2 without 64-bit integers (see 'Checking a list'):")
     out.append(f"  hi = {hi}, lo = {lo}   (word = hi * 4294967296 + lo)")
-    out.append(f"  2^32 mod 3 = {2**32 % 3}, 2^64 mod 3 = {2**64 % 3}: rejected only if"
-               f" hi = 4294967295 and lo >= {2**32 - 2**64 % 3}; it is not")
-    out.append(f"  ((hi mod 3) * (2^32 mod 3) + lo) mod 3 = ({hi % 3} * {2**32 % 3} + {lo}) mod 3"
-               f" = {((hi % 3) * (2**32 % 3) + lo) % 3}")
+    out.append(
+        f"  2^32 mod 3 = {2**32 % 3}, 2^64 mod 3 = {2**64 % 3}: rejected only if"
+        f" hi = 4294967295 and lo >= {2**32 - 2**64 % 3}; it is not"
+    )
+    out.append(
+        f"  ((hi mod 3) * (2^32 mod 3) + lo) mod 3 = ({hi % 3} * {2**32 % 3} + {lo}) mod 3"
+        f" = {((hi % 3) * (2**32 % 3) + lo) % 3}"
+    )
     return "\n".join(out)
 
 
@@ -107,9 +114,11 @@ def test_worked_example_in_the_doc_is_what_the_code_computes() -> None:
 def test_doc_names_the_seed_and_rules_the_code_uses() -> None:
     text = doc_text()
     assert SEED_HEX in text
-    for rule in ['b"randomizer/v1\\0" + seed + b"\\0" + label',
-                 "2^64 - (2^64 mod n)",
-                 "stratum,sequence,block,block_size,arm"]:
+    for rule in [
+        'b"randomizer/v1\\0" + seed + b"\\0" + label',
+        "2^64 - (2^64 mod n)",
+        "stratum,sequence,block,block_size,arm",
+    ]:
         assert rule in text, rule
 
 

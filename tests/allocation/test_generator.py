@@ -54,8 +54,11 @@ def both(design: TrialDesign, seed: bytes, length: int | None = None) -> list[re
 def test_independent_vectors(case: dict[str, Any]) -> None:
     design = design_of_vector(case)
     seed = parse_seed(case["seed"])
-    expected = [(stratum, s["sequence"], s["block"], s["block_size"], s["arm"])
-                for stratum, slots in case["expected"].items() for s in slots]
+    expected = [
+        (stratum, s["sequence"], s["block"], s["block_size"], s["arm"])
+        for stratum, slots in case["expected"].items()
+        for s in slots
+    ]
 
     assert rows(generate_schedule(design, seed)) == expected
     assert reference.generate(design, seed) == expected
@@ -79,7 +82,8 @@ def test_digest_is_sha256_of_the_csv_text() -> None:
     design = make_design(["drug", "placebo"], [3, 2], [5, 10, 15], 40, {"site": ["WAW", "KRK"]})
     schedule = generate_schedule(design, SEED)
     text = "stratum,sequence,block,block_size,arm\n" + "".join(
-        f"{s.stratum},{s.sequence},{s.block},{s.block_size},{s.arm}\n" for s in schedule.slots())
+        f"{s.stratum},{s.sequence},{s.block},{s.block_size},{s.arm}\n" for s in schedule.slots()
+    )
     import hashlib
 
     assert schedule.digest() == hashlib.sha256(text.encode()).hexdigest()
@@ -93,27 +97,41 @@ def test_digest_across_chunks_and_digit_widths() -> None:
 
 def json_text(schedule: Schedule) -> bytes:
     """What json.dumps(indent=2) makes of the slots under a top-level key, in UTF-8."""
-    slots = [{"stratum": s.stratum, "sequence": s.sequence, "block": s.block,
-              "block_size": s.block_size, "arm": s.arm} for s in schedule.slots()]
+    slots = [
+        {
+            "stratum": s.stratum,
+            "sequence": s.sequence,
+            "block": s.block,
+            "block_size": s.block_size,
+            "arm": s.arm,
+        }
+        for s in schedule.slots()
+    ]
     return json.dumps({"slots": slots}, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 def csv_text(schedule: Schedule) -> bytes:
-    return ("stratum,sequence,block,block_size,arm\n" + "".join(
-        f"{s.stratum},{s.sequence},{s.block},{s.block_size},{s.arm}\n"
-        for s in schedule.slots())).encode("utf-8")
+    return (
+        "stratum,sequence,block,block_size,arm\n"
+        + "".join(
+            f"{s.stratum},{s.sequence},{s.block},{s.block_size},{s.arm}\n" for s in schedule.slots()
+        )
+    ).encode("utf-8")
 
 
-@pytest.mark.parametrize(("arms", "ratio", "sizes", "length", "factors"), [
-    # sequences past 9, 99, 999 and 9,999 and blocks past 9, 99 and 999, in more than one
-    # chunk of rows; arms of different lengths; block sizes of 1, 2 and 3 digits
-    (["a", "placebo", "drug-x"], [1, 1, 1], [3, 12, 300], 20_000, TWO_FACTORS),
-    (["aa", "bb"], [1, 1], [2], 12_345, {}),  # every row the same length: no padding
-    (["drug", "placebo"], [3, 2], [5, 10, 15], 1, {"site": ["WAW", "KRK"]}),
-])
+@pytest.mark.parametrize(
+    ("arms", "ratio", "sizes", "length", "factors"),
+    [
+        # sequences past 9, 99, 999 and 9,999 and blocks past 9, 99 and 999, in more than one
+        # chunk of rows; arms of different lengths; block sizes of 1, 2 and 3 digits
+        (["a", "placebo", "drug-x"], [1, 1, 1], [3, 12, 300], 20_000, TWO_FACTORS),
+        (["aa", "bb"], [1, 1], [2], 12_345, {}),  # every row the same length: no padding
+        (["drug", "placebo"], [3, 2], [5, 10, 15], 1, {"site": ["WAW", "KRK"]}),
+    ],
+)
 def test_text_chunks_are_the_csv_and_json_of_the_slots(
-        arms: list[str], ratio: list[int], sizes: list[int], length: int,
-        factors: dict[str, list[str]]) -> None:
+    arms: list[str], ratio: list[int], sizes: list[int], length: int, factors: dict[str, list[str]]
+) -> None:
     schedule = generate_schedule(make_design(arms, ratio, sizes, length, factors), SEED)
     chunks = list(schedule.csv_chunks())
     assert b"".join(chunks) == csv_text(schedule)
@@ -127,12 +145,17 @@ def test_text_chunks_are_the_csv_and_json_of_the_slots(
 def test_json_chunks_escape_names_as_json_does() -> None:
     # Design validation keeps names plain; the layout must not rely on it.
     one = np.ones(3, dtype=np.int32)
-    stratum = StratumSchedule(stratum='lev\u00e9l "q" \\ \u2603', arm_ids=("\u00e4", "b\tc"),
-                              block=one, block_size=np.full(3, 4, dtype=np.int16),
-                              arm_index=np.array([0, 1, 0], dtype=np.int16))
+    stratum = StratumSchedule(
+        stratum='lev\u00e9l "q" \\ \u2603',
+        arm_ids=("\u00e4", "b\tc"),
+        block=one,
+        block_size=np.full(3, 4, dtype=np.int16),
+        arm_index=np.array([0, 1, 0], dtype=np.int16),
+    )
     schedule = Schedule(arm_ids=stratum.arm_ids, strata=(stratum,))
-    assert b'{\n  "slots": [' + b"".join(schedule.json_slot_chunks()) + b"\n  ]\n}" \
-        == json_text(schedule)
+    assert b'{\n  "slots": [' + b"".join(schedule.json_slot_chunks()) + b"\n  ]\n}" == json_text(
+        schedule
+    )
     assert b"".join(schedule.csv_chunks()) == csv_text(schedule)
 
 
@@ -141,7 +164,10 @@ def test_json_chunks_escape_names_as_json_does() -> None:
 RATIOS = [(1, 1), (2, 1), (1, 2, 1), (1, 1, 1), (3, 2)]
 BLOCK_MULTIPLES = [m for k in (1, 2, 3) for m in combinations((1, 2, 3, 4), k)]
 FACTOR_SETS: list[dict[str, list[str]]] = [
-    {}, {"site": ["WAW", "KRK"]}, {"site": ["WAW", "KRK", "GDA"]}, TWO_FACTORS,
+    {},
+    {"site": ["WAW", "KRK"]},
+    {"site": ["WAW", "KRK", "GDA"]},
+    TWO_FACTORS,
 ]
 
 
@@ -150,10 +176,11 @@ def designs(draw: st.DrawFn) -> tuple[TrialDesign, int | None]:
     ratio = draw(st.sampled_from(RATIOS))
     unit = sum(ratio)
     multiples = draw(st.sampled_from(BLOCK_MULTIPLES))
-    arms = ["a", "b", "c"][:len(ratio)]
+    arms = ["a", "b", "c"][: len(ratio)]
     length = draw(st.integers(1, 60))
-    design = make_design(arms, ratio, [m * unit for m in multiples], length,
-                         draw(st.sampled_from(FACTOR_SETS)))
+    design = make_design(
+        arms, ratio, [m * unit for m in multiples], length, draw(st.sampled_from(FACTOR_SETS))
+    )
     override = draw(st.none() | st.integers(1, 40))
     return design, override
 
@@ -165,15 +192,19 @@ def test_vectorised_equals_reference(case: tuple[TrialDesign, int | None], seed:
     both(design, seed, length)
 
 
-@pytest.mark.parametrize(("ratio", "sizes", "factors"), [
-    ((1, 1), [6], {}),
-    ((2, 1), [3, 6], {}),
-    ((1, 2, 1), [4, 8, 12], {}),
-    ((1, 1), [2, 4, 6], TWO_FACTORS),
-])
+@pytest.mark.parametrize(
+    ("ratio", "sizes", "factors"),
+    [
+        ((1, 1), [6], {}),
+        ((2, 1), [3, 6], {}),
+        ((1, 2, 1), [4, 8, 12], {}),
+        ((1, 1), [2, 4, 6], TWO_FACTORS),
+    ],
+)
 def test_vectorised_equals_reference_on_long_lists(
-        ratio: tuple[int, ...], sizes: list[int], factors: dict[str, list[str]]) -> None:
-    design = make_design(["a", "b", "c"][:len(ratio)], ratio, sizes, 3000, factors)
+    ratio: tuple[int, ...], sizes: list[int], factors: dict[str, list[str]]
+) -> None:
+    design = make_design(["a", "b", "c"][: len(ratio)], ratio, sizes, 3000, factors)
     for k in range(3):
         both(design, bytes([k]) * 32)
 
@@ -192,10 +223,10 @@ def tampered_words(seed: bytes, label: str) -> Iterator[int]:
 def test_rejected_words_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     # Real rejections are too rare to meet; feed both implementations the same
     # stream with rejected words in it, through the vectorised code's exact path.
-    def fake_stream_words(seed: bytes, label: str,
-                          count: int) -> np.ndarray[Any, np.dtype[np.uint64]]:
-        return np.fromiter(islice(tampered_words(seed, label), count), dtype=np.uint64,
-                           count=count)
+    def fake_stream_words(
+        seed: bytes, label: str, count: int
+    ) -> np.ndarray[Any, np.dtype[np.uint64]]:
+        return np.fromiter(islice(tampered_words(seed, label), count), dtype=np.uint64, count=count)
 
     design = make_design(["a", "b"], [1, 1], [2, 4, 6], 30, TWO_FACTORS)
     untampered = generate_schedule(design, SEED)
@@ -210,11 +241,17 @@ def test_rejected_words_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch) -> 
 # Properties of every list -------------------------------------------------------
 
 
-@pytest.mark.parametrize(("ratio", "sizes"), [
-    ((1, 1), [4, 6]), ((2, 1), [3, 6, 9]), ((1, 2, 1), [4, 8]), ((3, 2), [5, 10]),
-])
+@pytest.mark.parametrize(
+    ("ratio", "sizes"),
+    [
+        ((1, 1), [4, 6]),
+        ((2, 1), [3, 6, 9]),
+        ((1, 2, 1), [4, 8]),
+        ((3, 2), [5, 10]),
+    ],
+)
 def test_every_block_is_balanced_to_the_ratio(ratio: tuple[int, ...], sizes: list[int]) -> None:
-    arms = ["a", "b", "c"][:len(ratio)]
+    arms = ["a", "b", "c"][: len(ratio)]
     design = make_design(arms, ratio, sizes, 500, TWO_FACTORS)
     for k in range(5):
         schedule = generate_schedule(design, bytes([k + 1]) * 32)
@@ -255,10 +292,16 @@ def test_stratum_length_override_and_default() -> None:
 
 
 def test_adding_a_level_leaves_the_other_strata_unchanged() -> None:
-    small = make_design(["a", "b"], [1, 1], [2, 4, 6], 50,
-                        {"type": ["PPMS", "SPMS"], "edss": ["low", "high"]})
-    large = make_design(["a", "b"], [1, 1], [2, 4, 6], 50,
-                        {"type": ["PPMS", "SPMS", "RRMS"], "edss": ["low", "mid", "high"]})
+    small = make_design(
+        ["a", "b"], [1, 1], [2, 4, 6], 50, {"type": ["PPMS", "SPMS"], "edss": ["low", "high"]}
+    )
+    large = make_design(
+        ["a", "b"],
+        [1, 1],
+        [2, 4, 6],
+        50,
+        {"type": ["PPMS", "SPMS", "RRMS"], "edss": ["low", "mid", "high"]},
+    )
     before = generate_schedule(small, SEED)
     after = generate_schedule(large, SEED)
     assert len(after.strata) == 9
@@ -278,8 +321,14 @@ def test_same_seed_gives_the_same_list_in_a_fresh_process() -> None:
     here = generate_schedule(design, SEED).digest()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": hash_seed}
-        result = subprocess.run([sys.executable, "-c", design_text], cwd=ROOT, env=env,
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", design_text],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert result.stdout.strip() == here
 
 

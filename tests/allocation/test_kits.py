@@ -203,7 +203,8 @@ def test_bulk_codes_are_the_codes_drawn_one_at_a_time() -> None:
         def token_bytes(n: int) -> bytes:
             nonlocal position
             position += n
-            return stream[position - n:position]
+            return stream[position - n : position]
+
         return token_bytes
 
     taken = new_codes(3, token_bytes=source())

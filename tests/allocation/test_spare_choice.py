@@ -59,21 +59,27 @@ class _RollBack(Exception):
 def spare_arms(files: TrialFiles) -> dict[str, tuple[int, str]]:
     """Every spare kit's id and arm by code, read as the key holder."""
     vault = open_trial_vault(files)
-    rows = execute(files.db_url, "SELECT id, code, content_sealed FROM kits WHERE spare = :s",
-                   s=True)
-    return {code: (kit_id, vault.open(KIT_KIND, kit_row(code), bytes(sealed)))
-            for kit_id, code, sealed in rows}
+    rows = execute(
+        files.db_url, "SELECT id, code, content_sealed FROM kits WHERE spare = :s", s=True
+    )
+    return {
+        code: (kit_id, vault.open(KIT_KIND, kit_row(code), bytes(sealed)))
+        for kit_id, code, sealed in rows
+    }
 
 
 def live_visit_1_kit(op: Operation, participant: str) -> str:
     return op.session.scalars(
-        select(Kit.code).join(Participant, Participant.id == Kit.participant_id)
-        .where(Participant.code == participant, Kit.visit == 1, Kit.status != "voided")).one()
+        select(Kit.code)
+        .join(Participant, Participant.id == Kit.participant_id)
+        .where(Participant.code == participant, Kit.visit == 1, Kit.status != "voided")
+    ).one()
 
 
 def available_spares(op: Operation) -> list[str]:
-    return list(op.session.scalars(select(Kit.code).where(Kit.spare.is_(True),
-                                                          Kit.status == "available")))
+    return list(
+        op.session.scalars(select(Kit.code).where(Kit.spare.is_(True), Kit.status == "available"))
+    )
 
 
 def simulate(files: TrialFiles, rounds: int) -> list[Observation]:
@@ -89,17 +95,24 @@ def simulate(files: TrialFiles, rounds: int) -> list[Observation]:
     try:
         for _ in range(rounds):
             try:
-                with operation(store, key_file_source(files.key_file), Principal("ivan"),
-                               Permission.DISPENSE, "kit.replace", datetime.now(UTC)) as op:
+                with operation(
+                    store,
+                    key_file_source(files.key_file),
+                    Principal("ivan"),
+                    Permission.DISPENSE,
+                    "kit.replace",
+                    datetime.now(UTC),
+                ) as op:
                     for _ in range(per_round):
                         participant = simulation.choice(participants)
-                        same_arm = sorted(spares[code][0] for code in available_spares(op)
-                                          if spares[code][1] == arms[participant])
-                        issued = replace_kit(op, live_visit_1_kit(op, participant),
-                                             "simulation")
+                        same_arm = sorted(
+                            spares[code][0]
+                            for code in available_spares(op)
+                            if spares[code][1] == arms[participant]
+                        )
+                        issued = replace_kit(op, live_visit_1_kit(op, participant), "simulation")
                         assert spares[issued.kit][1] == arms[participant]
-                        observations.append((len(same_arm),
-                                             same_arm.index(spares[issued.kit][0])))
+                        observations.append((len(same_arm), same_arm.index(spares[issued.kit][0])))
                     raise _RollBack
             except _RollBack:
                 pass
@@ -145,8 +158,7 @@ def rank_p_value(observations: Sequence[Observation]) -> float:
 
 
 @pytest.mark.slow
-def test_the_spares_chosen_and_left_reveal_no_arm_pairs(run: Run,
-                                                        by_arm: dict[str, str]) -> None:
+def test_the_spares_chosen_and_left_reveal_no_arm_pairs(run: Run, by_arm: dict[str, str]) -> None:
     before = dump_database(run.files.db_url)
     observations = simulate(run.files, ROUNDS)
     assert dump_database(run.files.db_url) == before  # every round was rolled back

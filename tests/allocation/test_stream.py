@@ -47,7 +47,7 @@ def test_stream_is_shake256_of_domain_seed_and_label() -> None:
     message = b"randomizer/v1\0" + SEED + b"\0" + "stratum:édss=hi/sizes".encode()
     raw = hashlib.shake_256(message).digest(24)
     assert stream_bytes(SEED, "stratum:édss=hi/sizes", 24) == raw
-    expected = [int.from_bytes(raw[k:k + 8], "little") for k in (0, 8, 16)]
+    expected = [int.from_bytes(raw[k : k + 8], "little") for k in (0, 8, 16)]
     assert stream_words(SEED, "stratum:édss=hi/sizes", 3).tolist() == expected
 
 
@@ -66,10 +66,20 @@ def test_labels_and_seeds_give_different_streams() -> None:
     assert stream_words(bytes(32), "stratum:all/sizes", 4).tolist() != base
 
 
-@pytest.mark.parametrize(("n", "limit"), [
-    (1, 2**64), (2, 2**64), (3, 2**64 - 1), (4, 2**64), (5, 2**64 - 1), (6, 2**64 - 4),
-    (10, 2**64 - 6), (1000, 2**64 - 616), (2**63 + 1, 2**63 + 1),
-])
+@pytest.mark.parametrize(
+    ("n", "limit"),
+    [
+        (1, 2**64),
+        (2, 2**64),
+        (3, 2**64 - 1),
+        (4, 2**64),
+        (5, 2**64 - 1),
+        (6, 2**64 - 4),
+        (10, 2**64 - 6),
+        (1000, 2**64 - 616),
+        (2**63 + 1, 2**63 + 1),
+    ],
+)
 def test_rejection_limit(n: int, limit: int) -> None:
     assert rejection_limit(n) == limit
     assert int(largest_accepted(np.array([n], dtype=np.uint64))[0]) == limit - 1
@@ -96,8 +106,10 @@ def test_uniform_is_word_modulo_n_when_nothing_is_rejected() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(seed=st.binary(min_size=32, max_size=32),
-       moduli=st.lists(st.integers(min_value=1, max_value=2**64 - 1), min_size=0, max_size=40))
+@given(
+    seed=st.binary(min_size=32, max_size=32),
+    moduli=st.lists(st.integers(min_value=1, max_value=2**64 - 1), min_size=0, max_size=40),
+)
 def test_uniform_draws_equal_sequential_draws(seed: bytes, moduli: list[int]) -> None:
     # Moduli up to 2**64 - 1 make rejections common, so the exact path is exercised.
     draws, used = uniform_draws(seed, "x", np.array(moduli, dtype=np.uint64))
@@ -121,19 +133,35 @@ def test_uniform_draws_skip_rejected_words(monkeypatch: pytest.MonkeyPatch) -> N
     assert used == 8
 
 
-@pytest.mark.parametrize("text", [
-    "00" * 32, "AbCdEf0123456789" * 4, "ff" * 32,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "00" * 32,
+        "AbCdEf0123456789" * 4,
+        "ff" * 32,
+    ],
+)
 def test_parse_seed_accepts_64_hex_digits_either_case(text: str) -> None:
     seed = parse_seed(text)
     assert len(seed) == 32
     assert format_seed(seed) == text.lower()
 
 
-@pytest.mark.parametrize("text", [
-    "", "00" * 31, "00" * 32 + "0", "0x" + "00" * 31, "g" + "0" * 63, " " + "0" * 63,
-    "0" * 63 + "\n", "0" * 64 + "\n", "０" * 64, "00" * 32 + " ",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "00" * 31,
+        "00" * 32 + "0",
+        "0x" + "00" * 31,
+        "g" + "0" * 63,
+        " " + "0" * 63,
+        "0" * 63 + "\n",
+        "0" * 64 + "\n",
+        "０" * 64,
+        "00" * 32 + " ",
+    ],
+)
 def test_parse_seed_rejects_anything_else(text: str) -> None:
     with pytest.raises(InvalidInput, match="^seed must be 64 hexadecimal digits") as info:
         parse_seed(text)

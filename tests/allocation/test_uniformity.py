@@ -43,10 +43,12 @@ def sattolo_first_block(seed: bytes) -> tuple[str, ...]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("shuffle", "uniform"), [(first_block, True),
-                                                  (sattolo_first_block, False)])
-def test_block_patterns_are_uniform(shuffle: Callable[[bytes], tuple[str, ...]],
-                                    uniform: bool) -> None:
+@pytest.mark.parametrize(
+    ("shuffle", "uniform"), [(first_block, True), (sattolo_first_block, False)]
+)
+def test_block_patterns_are_uniform(
+    shuffle: Callable[[bytes], tuple[str, ...]], uniform: bool
+) -> None:
     # The second case checks that this test can fail: a biased shuffle is caught.
     p = p_value([shuffle(seed) for seed in SEEDS], PATTERNS)
     assert (p > 0.001) is uniform, p

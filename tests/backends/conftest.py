@@ -42,12 +42,14 @@ class ContractTrial:
 def _local(files: TrialFiles) -> Callable[[str, str], Backend]:
     def connect(user: str, password: str) -> Backend:
         return LocalBackend(files.db_url, files.key_file, lambda: Credentials(user, password))
+
     return connect
 
 
 def _http(url: str) -> Callable[[str, str], Backend]:
     def connect(user: str, password: str) -> Backend:
         return HttpBackend(url, credentials=lambda: Credentials(user, password))
+
     return connect
 
 
@@ -60,8 +62,7 @@ def trial(request: pytest.FixtureRequest, trial_with_list: TrialFiles) -> Iterat
     """
     with ExitStack() as stack:
         if request.param == "http":
-            url = stack.enter_context(live_server(trial_with_list.db_url,
-                                                  trial_with_list.key_file))
+            url = stack.enter_context(live_server(trial_with_list.db_url, trial_with_list.key_file))
             prepared = ContractTrial(trial_with_list, _http(url))
         else:
             prepared = ContractTrial(trial_with_list, _local(trial_with_list))

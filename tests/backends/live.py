@@ -17,8 +17,9 @@ from randomizer.server.main import ServeOptions, open_state
 
 
 @contextmanager
-def live_server(db_url: str, key_file: Path,
-                clock: Callable[[], datetime] | None = None) -> Iterator[str]:
+def live_server(
+    db_url: str, key_file: Path, clock: Callable[[], datetime] | None = None
+) -> Iterator[str]:
     """Serve the trial at ``db_url`` on a free loopback port; yields the base URL.
 
     ``clock`` replaces the server's clock (tokens, throttling, audit times).

@@ -43,8 +43,7 @@ START = date.today() - timedelta(days=100)
 
 
 def _randomize(trial: ContractTrial, participant: str, **answers: str) -> Randomization:
-    return trial.as_user("ivan").randomize(participant, "WAW", {}, {**ELIGIBLE, **answers},
-                                           START)
+    return trial.as_user("ivan").randomize(participant, "WAW", {}, {**ELIGIBLE, **answers}, START)
 
 
 def _refusal(error: type[RandomizerError], call: object) -> str:
@@ -75,16 +74,22 @@ def _assert_no_arm(value: object) -> None:
 
 def test_randomize_gives_number_and_kit_and_no_arm(trial: ContractTrial) -> None:
     result = trial.as_user("ivan").randomize("P-001", "WAW", {}, dict(ELIGIBLE), START)
-    assert (result.participant, result.randomization_number, result.site, result.visit) == \
-        ("P-001", "R-001", "WAW", 1)
+    assert (result.participant, result.randomization_number, result.site, result.visit) == (
+        "P-001",
+        "R-001",
+        "WAW",
+        1,
+    )
     assert parse_code(result.kit) == result.kit
     _assert_no_arm(result)
 
 
 def test_randomize_twice_is_refused_naming_the_number(trial: ContractTrial) -> None:
     _randomize(trial, "P-001")
-    assert _refusal(StateError, lambda: _randomize(trial, "P-001")) == \
-        "participant P-001 is already randomized as R-001"
+    assert (
+        _refusal(StateError, lambda: _randomize(trial, "P-001"))
+        == "participant P-001 is already randomized as R-001"
+    )
 
 
 def test_ineligible_uses_no_slot_and_names_every_failure(trial: ContractTrial) -> None:
@@ -107,11 +112,12 @@ def test_kit_request_repeat_and_order(trial: ContractTrial) -> None:
     assert issued.kit != first.kit
     again = ivan.request_kit("P-001", 2, START + timedelta(days=84))
     assert (again.kit, again.repeat) == (issued.kit, True)
-    message = _refusal(StateError, lambda: ivan.request_kit("P-001", 4,
-                                                            START + timedelta(days=90)))
+    message = _refusal(StateError, lambda: ivan.request_kit("P-001", 4, START + timedelta(days=90)))
     assert message.startswith("visit 4 comes after visit 3")
-    assert _refusal(NotFound, lambda: ivan.request_kit("P-404", 2)) == \
-        "participant P-404 is not randomized in this trial"
+    assert (
+        _refusal(NotFound, lambda: ivan.request_kit("P-404", 2))
+        == "participant P-404 is not randomized in this trial"
+    )
 
 
 def test_replace_then_pharmacy(trial: ContractTrial) -> None:
@@ -121,7 +127,8 @@ def test_replace_then_pharmacy(trial: ContractTrial) -> None:
     _assert_no_arm(replaced)
     petra = trial.as_user("petra")
     assert _refusal(StateError, lambda: petra.prepare_kit(kit)).startswith(
-        f"kit {kit} is VOIDED (bag damaged)")
+        f"kit {kit} is VOIDED (bag damaged)"
+    )
     prepared = petra.prepare_kit(replaced.kit)
     assert prepared.arm in ARMS and prepared.participant == "P-001"
     listed = {k.kit: k for k in petra.pharmacy_list()}
@@ -135,27 +142,32 @@ def test_emergency_unblinding(trial: ContractTrial) -> None:
     with pytest.raises(InvalidInput) as raised:
         ivan.emergency_unblind("P-001", "  ")
     assert (str(raised.value), raised.value.hint) == (
-        "a reason is required to break the code: say why", Hint.REASON)
+        "a reason is required to break the code: say why",
+        Hint.REASON,
+    )
     unblinding = ivan.emergency_unblind("P-001", "anaphylaxis")
     assert unblinding.arm in ARMS and unblinding.participant == "P-001"
     events = trial.as_user("mona").audit_events()
     recorded = [e for e in events if e.action == "unblind.emergency"]
-    assert [(e.subject, e.reason, e.user) for e in recorded] == \
-        [("P-001", "anaphylaxis", "ivan")]
+    assert [(e.subject, e.reason, e.user) for e in recorded] == [("P-001", "anaphylaxis", "ivan")]
 
 
 def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
     _randomize(trial, "P-001")
     stan = trial.as_user("stan")
-    assert _refusal(NotAuthorized, stan.unblind_all) == \
-        "role statistician may unblind the whole trial only after the database lock"
+    assert (
+        _refusal(NotAuthorized, stan.unblind_all)
+        == "role statistician may unblind the whole trial only after the database lock"
+    )
     locked = trial.as_user("alice").lock("database lock")
     assert (locked.participants, locked.locked_by) == (1, "alice")
     export = stan.unblind_all()
     header, row = export.csv.decode().splitlines()
     assert header.startswith("participant,") and row.startswith("P-001,WAW,")
-    assert _refusal(StateError, lambda: _randomize(trial, "P-002")) == \
-        "the database is locked: no more randomization"
+    assert (
+        _refusal(StateError, lambda: _randomize(trial, "P-002"))
+        == "the database is locked: no more randomization"
+    )
     assert stan.verify_list().commitment == trial.as_user("alice").verify_list().commitment
 
 
@@ -166,14 +178,19 @@ def test_dummy_unblinding_before_the_lock(trial: ContractTrial) -> None:
     assert export.participants == 2
     assert export.sha256 == hashlib.sha256(export.csv).hexdigest()
     rows = list(csv.DictReader(export.csv.decode().splitlines()))
-    assert [(r["participant"], r["randomization_number"], r["dummy"]) for r in rows] == \
-        [("P-001", "R-001", "yes"), ("P-002", "R-002", "yes")]
+    assert [(r["participant"], r["randomization_number"], r["dummy"]) for r in rows] == [
+        ("P-001", "R-001", "yes"),
+        ("P-002", "R-002", "yes"),
+    ]
     assert {r["arm"] for r in rows} <= {f"dummy-{arm}" for arm in ARMS}
-    assert _refusal(NotAuthorized, trial.as_user("alice").unblind_dummy) == \
-        "role admin may not write a dummy unblinding"
+    assert (
+        _refusal(NotAuthorized, trial.as_user("alice").unblind_dummy)
+        == "role admin may not write a dummy unblinding"
+    )
     recorded = [e for e in trial.as_user("mona").audit_events() if e.action == "unblind.dummy"]
-    assert [(e.user, e.subject, e.details["participants"]) for e in recorded] == \
-        [("stan", "exosome-ms", 2)]
+    assert [(e.user, e.subject, e.details["participants"]) for e in recorded] == [
+        ("stan", "exosome-ms", 2)
+    ]
 
 
 def test_reports_by_role(trial: ContractTrial) -> None:
@@ -217,10 +234,12 @@ def test_role_refusals(trial: ContractTrial, user: str, method: str, message: st
 
 
 def test_wrong_password_and_unknown_user_read_the_same(trial: ContractTrial) -> None:
-    wrong = _refusal(AuthenticationFailed,
-                     lambda: trial.as_user("ivan", password="not-the-password").report())
-    unknown = _refusal(AuthenticationFailed,
-                       lambda: trial.as_user("nobody", password="whatever-12345").report())
+    wrong = _refusal(
+        AuthenticationFailed, lambda: trial.as_user("ivan", password="not-the-password").report()
+    )
+    unknown = _refusal(
+        AuthenticationFailed, lambda: trial.as_user("nobody", password="whatever-12345").report()
+    )
     assert wrong.replace("'ivan'", "X") == unknown.replace("'nobody'", "X")
 
 
@@ -229,9 +248,10 @@ def test_users_add_disable_passwd(trial: ContractTrial) -> None:
     added = alice.add_user("ines", Role.INVESTIGATOR, "pw-ines-123456")
     assert (added.name, added.role, added.disabled) == ("ines", "investigator", False)
     assert "ines" in [u.name for u in alice.list_users()]
-    assert _refusal(StateError, lambda: alice.add_user("ines", Role.MONITOR,
-                                                       "pw-ines-123456")) == \
-        "user 'ines' already exists: pick another name"
+    assert (
+        _refusal(StateError, lambda: alice.add_user("ines", Role.MONITOR, "pw-ines-123456"))
+        == "user 'ines' already exists: pick another name"
+    )
     trial.passwords["ines"] = "pw-ines-123456"
     trial.as_user("ines").change_password(None, "pw-ines-new-123456")
     trial.passwords["ines"] = "pw-ines-new-123456"
@@ -272,14 +292,19 @@ def test_an_admin_lifts_a_login_lock(trial: ContractTrial) -> None:
     assert alice.lift_login_lock("ivan", "192.0.2.7") == LoginUnlock("ivan", "192.0.2.7", True)
     assert not _throttled(trial, "stan", "192.0.2.7")
     assert alice.lift_login_lock("nobody") == LoginUnlock("nobody", None, False)
-    assert _refusal(NotAuthorized, lambda: trial.as_user("mona").lift_login_lock("ivan")) == \
-        "role monitor may not manage users"
+    assert (
+        _refusal(NotAuthorized, lambda: trial.as_user("mona").lift_login_lock("ivan"))
+        == "role monitor may not manage users"
+    )
     assert _refusal(InvalidInput, lambda: alice.lift_login_lock("ivan smith")).startswith(
-        "user name 'ivan smith' is not valid")
+        "user name 'ivan smith' is not valid"
+    )
     events = [e for e in trial.as_user("mona").audit_events() if e.action == "user.unlock"]
     assert [(e.user, e.subject, e.details["client"], e.details["lifted"]) for e in events] == [
-        ("alice", "ivan", None, True), ("alice", "ivan", "192.0.2.7", True),
-        ("alice", "nobody", None, False)]
+        ("alice", "ivan", None, True),
+        ("alice", "ivan", "192.0.2.7", True),
+        ("alice", "nobody", None, False),
+    ]
 
 
 def test_generate_list_twice_is_refused(trial: ContractTrial) -> None:

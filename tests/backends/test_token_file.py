@@ -55,7 +55,8 @@ def test_xdg_state_home_is_honoured(xdg: Path) -> None:
 
 @pytest.mark.parametrize("value", [None, "", "relative/state"])
 def test_without_an_absolute_xdg_state_home_the_home_directory_is_used(
-        value: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    value: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     if value is None:
         monkeypatch.delenv("XDG_STATE_HOME", raising=False)
@@ -64,16 +65,20 @@ def test_without_an_absolute_xdg_state_home_the_home_directory_is_used(
     assert state_directory() == tmp_path / ".local" / "state" / "randomizer"
 
 
-@pytest.mark.parametrize(("server", "name"), [
-    ("http://127.0.0.1:8000", "http-127.0.0.1-8000.token"),
-    ("http://trial.example.org", "http-trial.example.org-80.token"),
-    ("https://Trial.Example.ORG", "https-trial.example.org-443.token"),
-    ("https://trial.example.org:8443", "https-trial.example.org-8443.token"),
-    ("http://[::1]:8000", "http-__1-8000.token"),
-    ("http://[fe80::1%25eth0]:8000", "http-fe80__1_25eth0-8000.token"),
-])
+@pytest.mark.parametrize(
+    ("server", "name"),
+    [
+        ("http://127.0.0.1:8000", "http-127.0.0.1-8000.token"),
+        ("http://trial.example.org", "http-trial.example.org-80.token"),
+        ("https://Trial.Example.ORG", "https-trial.example.org-443.token"),
+        ("https://trial.example.org:8443", "https-trial.example.org-8443.token"),
+        ("http://[::1]:8000", "http-__1-8000.token"),
+        ("http://[fe80::1%25eth0]:8000", "http-fe80__1_25eth0-8000.token"),
+    ],
+)
 def test_one_token_file_per_server_with_a_name_any_platform_takes(
-        server: str, name: str, xdg: Path) -> None:
+    server: str, name: str, xdg: Path
+) -> None:
     path = token_path(server)
     assert path.name == name
     assert not set(path.name) & set('<>:"/\\|?*')  # what no Windows file name may hold
@@ -89,7 +94,10 @@ def test_the_token_file_is_0600_in_a_0700_directory(xdg: Path) -> None:
     assert _mode(path) == 0o600
     assert _mode(path.parent) == 0o700
     assert json.loads(path.read_text(encoding="utf-8")) == {
-        "server": SERVER, "user": "ivan", "token": TOKEN}
+        "server": SERVER,
+        "user": "ivan",
+        "token": TOKEN,
+    }
     assert load_token(SERVER) == ("ivan", TOKEN)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
 
@@ -136,11 +144,18 @@ def test_a_new_login_replaces_the_old_and_remove_deletes_it(xdg: Path) -> None:
     assert remove_token(SERVER) is False
 
 
-@pytest.mark.parametrize("content", [
-    b"{", b'{"user": "ivan"}', b'{"user": "ivan", "token": ""}',
-    b'{"user": "ivan", "token": "a b"}', b'{"user": "ivan", "token": "\\u00e9"}',
-    b'["ivan", "t"]', b"\xff\xfe",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{",
+        b'{"user": "ivan"}',
+        b'{"user": "ivan", "token": ""}',
+        b'{"user": "ivan", "token": "a b"}',
+        b'{"user": "ivan", "token": "\\u00e9"}',
+        b'["ivan", "t"]',
+        b"\xff\xfe",
+    ],
+)
 def test_an_unreadable_token_file_says_to_log_in_again(content: bytes, xdg: Path) -> None:
     path = token_path(SERVER)
     path.parent.mkdir(parents=True)
@@ -148,7 +163,9 @@ def test_an_unreadable_token_file_says_to_log_in_again(content: bytes, xdg: Path
     with pytest.raises(InvalidInput) as refused:
         load_token(SERVER)
     assert (str(refused.value), refused.value.hint) == (
-        f"the token file {path} is unreadable: log in again", Hint.LOGIN)
+        f"the token file {path} is unreadable: log in again",
+        Hint.LOGIN,
+    )
 
 
 # the Windows branch ---------------------------------------------------------------------
@@ -168,9 +185,9 @@ def windows(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int]]]:
     yield opened
 
 
-def test_windows_keeps_tokens_in_local_appdata(windows: list[tuple[int, int]], xdg: Path,
-                                               tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_windows_keeps_tokens_in_local_appdata(
+    windows: list[tuple[int, int]], xdg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     appdata = tmp_path / "AppData" / "Local"
     monkeypatch.setenv("LOCALAPPDATA", str(appdata))
     assert state_directory() == appdata / "randomizer"  # XDG_STATE_HOME is not Windows'
@@ -185,8 +202,8 @@ def test_windows_keeps_tokens_in_local_appdata(windows: list[tuple[int, int]], x
 
 
 def test_windows_without_local_appdata_uses_the_home_directory(
-        windows: list[tuple[int, int]], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    windows: list[tuple[int, int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("LOCALAPPDATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("USERPROFILE", str(tmp_path))
@@ -195,8 +212,9 @@ def test_windows_without_local_appdata_uses_the_home_directory(
     assert load_token("http://[::1]:8000") == ("ivan", TOKEN)
 
 
-def test_windows_replaces_a_stale_temporary_file(windows: list[tuple[int, int]], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_windows_replaces_a_stale_temporary_file(
+    windows: list[tuple[int, int]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOCALAPPDATA", str(tmp_path))
     stale = token_path(SERVER).with_suffix(".tmp")
     stale.parent.mkdir(parents=True)
@@ -205,4 +223,3 @@ def test_windows_replaces_a_stale_temporary_file(windows: list[tuple[int, int]],
     save_token(SERVER, "ivan", "C" * 43)  # and a second login over the first
     assert load_token(SERVER) == ("ivan", "C" * 43)
     assert not stale.exists()
-

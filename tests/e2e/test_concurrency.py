@@ -23,7 +23,8 @@ from tests.support.trial import Run
 @pytest.mark.slow
 def test_eight_processes_never_share_or_skip_a_slot(run: Run, tmp_path: Path) -> None:
     prepare_trial(run, tmp_path)
-    results = run_workers(worker_command("local", run.files.db_url,
-                                         str(run.files.key_file)), tmp_path)
+    results = run_workers(
+        worker_command("local", run.files.db_url, str(run.files.key_file)), tmp_path
+    )
     check_allocation(run.files.db_url, results)
     assert_ok(run("audit", "verify", user="alice"))

@@ -31,15 +31,17 @@ CASES = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("fault", "command"), CASES, ids=[c[0] for c in CASES])
 def test_a_killed_command_leaves_no_trace_and_succeeds_on_retry(
-        run: Run, trial_with_list: TrialFiles, fault: str, command: tuple[str, ...]) -> None:
+    run: Run, trial_with_list: TrialFiles, fault: str, command: tuple[str, ...]
+) -> None:
     first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
     kit = first.stdout.split('"kit": "')[1][:9]
     args = [a.replace("{kit}", kit) for a in command]
     before = dump_database(trial_with_list.db_url)
 
     files = trial_with_list
-    killed = finish(cli_process(files.db_url, files.key_file, "ivan", *args, fault=fault),
-                    timeout=120)
+    killed = finish(
+        cli_process(files.db_url, files.key_file, "ivan", *args, fault=fault), timeout=120
+    )
 
     assert killed.code == -signal.SIGKILL, killed.stderr
     assert killed.stdout == ""  # nothing revealed: the process died before printing

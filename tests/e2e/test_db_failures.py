@@ -65,16 +65,21 @@ def closed_port() -> int:
 
 def tree(folder: Path) -> dict[str, str]:
     """Every path below ``folder`` with a digest of its content ('dir' for a directory)."""
-    return {str(p.relative_to(folder)): "dir" if p.is_dir() else
-            hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): "dir"
+        if p.is_dir()
+        else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def invoke(run: Run, url: str, key_file: Path, command: str) -> Result:
     """One command against ``url``; every user's password is right, so only the URL fails."""
     args = COMMANDS[command]
     user = args[1] if args[0] == "--user" else "alice"
-    return run(*args, db=url, key_file=key_file, input="",
-               env={"RANDOMIZER_PASSWORD": PASSWORDS[user]})
+    return run(
+        *args, db=url, key_file=key_file, input="", env={"RANDOMIZER_PASSWORD": PASSWORDS[user]}
+    )
 
 
 def assert_refused_leaving_nothing(run: Run, tmp_path: Path, url: str, *fragments: str) -> None:
@@ -146,21 +151,32 @@ def server() -> str:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("role", ["no_such_role", "locked_out", "busy_bee"])
-def test_a_refused_login_is_one_error_line(run: Run, tmp_path: Path, server: str,
-                                           role: str) -> None:
+def test_a_refused_login_is_one_error_line(
+    run: Run, tmp_path: Path, server: str, role: str
+) -> None:
     # The test cluster trusts every local login, so a role that does not exist is
     # the refusal we can provoke; its name must not pass for "the database is busy".
     url = make_url(server).set(username=role, password=SECRET)
-    assert_refused_leaving_nothing(run, tmp_path, url.render_as_string(hide_password=False),
-                                   "database error", f'role "{role}" does not exist')
+    assert_refused_leaving_nothing(
+        run,
+        tmp_path,
+        url.render_as_string(hide_password=False),
+        "database error",
+        f'role "{role}" does not exist',
+    )
 
 
 @pytest.mark.postgres
 def test_a_missing_database_is_one_error_line(run: Run, tmp_path: Path, server: str) -> None:
     name = f"randomizer_missing_{secrets.token_hex(4)}"
     url = make_url(server).set(database=name)
-    assert_refused_leaving_nothing(run, tmp_path, url.render_as_string(hide_password=False),
-                                   "database error", f'database "{name}" does not exist')
+    assert_refused_leaving_nothing(
+        run,
+        tmp_path,
+        url.render_as_string(hide_password=False),
+        "database error",
+        f'database "{name}" does not exist',
+    )
     assert not execute(server, "SELECT 1 FROM pg_database WHERE datname = :name", name=name)
 
 
@@ -173,20 +189,27 @@ def _application_name(db_url: str) -> str:
     return name
 
 
-def _terminate_when_paused(server: str, application: str, statement: str,
-                           process: subprocess.Popen[str]) -> None:
+def _terminate_when_paused(
+    server: str, application: str, statement: str, process: subprocess.Popen[str]
+) -> None:
     """Wait until the CLI's backend has idled inside its transaction for a second after
     ``statement`` (the fault point sleeps 5 s), then terminate that backend: this test's
     only, by its application_name, as other tests share the server."""
-    paused = ("FROM pg_stat_activity WHERE datname = current_database() "
-              "AND pid <> pg_backend_pid() AND application_name = :app "
-              "AND state = 'idle in transaction' AND query LIKE :statement "
-              "AND now() - state_change > interval '1 second'")
+    paused = (
+        "FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND application_name = :app "
+        "AND state = 'idle in transaction' AND query LIKE :statement "
+        "AND now() - state_change > interval '1 second'"
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert process.poll() is None, "the CLI ended before it reached the pause"
-        killed = execute(server, f"SELECT pg_terminate_backend(pid) {paused}",
-                         app=application, statement=f"{statement}%")
+        killed = execute(
+            server,
+            f"SELECT pg_terminate_backend(pid) {paused}",
+            app=application,
+            statement=f"{statement}%",
+        )
         if killed:
             assert killed == [(True,)], killed
             return
@@ -196,8 +219,11 @@ def _terminate_when_paused(server: str, application: str, statement: str,
 
 GONE = [
     # (fault point, the last statement before it, the command)
-    ("pause:randomize:slot-taken", "UPDATE strata",  # flushed after INSERT INTO participants
-     ("randomize", "P-002", "--site", "WAW", *answer_args())),
+    (
+        "pause:randomize:slot-taken",
+        "UPDATE strata",  # flushed after INSERT INTO participants
+        ("randomize", "P-002", "--site", "WAW", *answer_args()),
+    ),
     ("pause:randomize:before-commit", "", ("randomize", "P-002", "--site", "WAW", *answer_args())),
     ("pause:kit.replace:voided", "", ("kit", "replace", "{kit}", "--reason", "bag damaged")),
 ]
@@ -206,9 +232,14 @@ GONE = [
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.parametrize(("fault", "statement", "command"), GONE, ids=[g[0] for g in GONE])
-def test_a_server_that_goes_away_mid_command(run: Run, trial_with_list: TrialFiles,
-                                             server: str, fault: str, statement: str,
-                                             command: tuple[str, ...]) -> None:
+def test_a_server_that_goes_away_mid_command(
+    run: Run,
+    trial_with_list: TrialFiles,
+    server: str,
+    fault: str,
+    statement: str,
+    command: tuple[str, ...],
+) -> None:
     first = run.ok("--json", "randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
     kit = first.stdout.split('"kit": "')[1][:9]
     args = [a.replace("{kit}", kit) for a in command]

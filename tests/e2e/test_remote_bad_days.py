@@ -28,8 +28,10 @@ from tests.support.remote import RemoteRun
 from tests.support.trial import PASSWORDS, TrialFiles
 
 LOGIN_REFUSED = "login refused for user 'ivan': unknown user, wrong password or disabled account"
-UNREADABLE = ("the token file {path} is unreadable: log in again "
-              "(run 'randomizer --server URL --user NAME login')")
+UNREADABLE = (
+    "the token file {path} is unreadable: log in again "
+    "(run 'randomizer --server URL --user NAME login')"
+)
 
 
 @pytest.fixture
@@ -67,15 +69,23 @@ def test_a_server_that_is_down_is_one_error_line(state_home: Path, workdir: Path
     assert _one_error(remote("login", user="ivan"), 1, expected) == expected
     assert not token_path(url).exists()
     save_token(url, "ivan", "t" * 43)  # a saved login changes nothing
-    assert _one_error(remote("kit", "request", "P-001", "--visit", "2"), 1, expected) == \
-        expected
+    assert _one_error(remote("kit", "request", "P-001", "--visit", "2"), 1, expected) == expected
 
 
 def test_a_server_that_is_down_as_a_real_process(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    done = remote_cli(url, "randomize", "P-001", "--site", "WAW", *answer_args(),
-                      cwd=tmp_path, state_home=tmp_path / "state", user="ivan",
-                      password=PASSWORDS["ivan"])
+    done = remote_cli(
+        url,
+        "randomize",
+        "P-001",
+        "--site",
+        "WAW",
+        *answer_args(),
+        cwd=tmp_path,
+        state_home=tmp_path / "state",
+        user="ivan",
+        password=PASSWORDS["ivan"],
+    )
     assert (done.code, done.stdout) == (1, "")
     assert done.stderr == f"Error: cannot reach the trial server at {url}: ConnectError\n"
     assert list(tmp_path.iterdir()) == []
@@ -136,8 +146,9 @@ COMMANDS = {
 
 @pytest.mark.parametrize("answer", list(GARBAGE))
 @pytest.mark.parametrize("saved_login", [False, True], ids=["password", "token"])
-def test_a_server_answering_garbage_is_one_error_line(answer: str, saved_login: bool,
-                                                      state_home: Path, workdir: Path) -> None:
+def test_a_server_answering_garbage_is_one_error_line(
+    answer: str, saved_login: bool, state_home: Path, workdir: Path
+) -> None:
     with garbage_server(*GARBAGE[answer]) as url:
         remote = RemoteRun(url, state_home)
         saved = save_token(url, "ivan", "t" * 43).read_bytes() if saved_login else None
@@ -156,11 +167,18 @@ def test_a_server_answering_garbage_is_one_error_line(answer: str, saved_login: 
 
 def test_a_garbage_login_answer_as_a_real_process(tmp_path: Path) -> None:
     with garbage_server(*GARBAGE["200-text"]) as url:
-        done = remote_cli(url, "login", cwd=tmp_path, state_home=tmp_path / "state",
-                          user="ivan", password=PASSWORDS["ivan"])
+        done = remote_cli(
+            url,
+            "login",
+            cwd=tmp_path,
+            state_home=tmp_path / "state",
+            user="ivan",
+            password=PASSWORDS["ivan"],
+        )
     assert (done.code, done.stdout) == (1, "")
-    assert done.stderr == (f"Error: the trial server at {url} answered something that is "
-                           "not JSON\n")
+    assert done.stderr == (
+        f"Error: the trial server at {url} answered something that is not JSON\n"
+    )
     assert not (tmp_path / "state").exists()
 
 
@@ -177,16 +195,20 @@ CUSTODY = [
 
 
 @pytest.mark.parametrize("args", CUSTODY, ids=[" ".join(a[:2]) for a in CUSTODY])
-def test_custody_commands_are_refused_through_a_server(args: tuple[str, ...], state_home: Path,
-                                                       workdir: Path) -> None:
+def test_custody_commands_are_refused_through_a_server(
+    args: tuple[str, ...], state_home: Path, workdir: Path
+) -> None:
     # a closed port: had the command tried the server, it would say it cannot reach it
     remote = RemoteRun(f"http://127.0.0.1:{free_port()}", state_home)
     command = " ".join(a for a in args[:2] if not a.startswith("-"))
-    result = remote(*args, user="alice", password=None,
-                    env={"RANDOMIZER_PASSWORD": None})  # refused before any password is asked
+    result = remote(
+        *args, user="alice", password=None, env={"RANDOMIZER_PASSWORD": None}
+    )  # refused before any password is asked
     message = assert_error(result, 2)
-    assert message == (f"'randomizer {command}' is a custody command: run it on the trial's "
-                       "host (with --db and --key-file), not through --server")
+    assert message == (
+        f"'randomizer {command}' is a custody command: run it on the trial's "
+        "host (with --db and --key-file), not through --server"
+    )
     assert list(workdir.iterdir()) == []
 
 
@@ -207,25 +229,47 @@ def server(trial_with_users: TrialFiles) -> Iterator[str]:
 
 def test_a_wrong_password_writes_no_token_file(server: str, state_home: Path) -> None:
     remote = RemoteRun(server, state_home)
-    assert assert_error(remote("login", user="ivan", password="not-ivans-password"), 1) == \
-        LOGIN_REFUSED
+    assert (
+        assert_error(remote("login", user="ivan", password="not-ivans-password"), 1)
+        == LOGIN_REFUSED
+    )
     assert not state_home.exists()
     assert_ok(remote("login", user="ivan"))
     saved = token_path(server).read_bytes()
-    assert assert_error(remote("login", user="ivan", password="not-ivans-password"), 1) == \
-        LOGIN_REFUSED
+    assert (
+        assert_error(remote("login", user="ivan", password="not-ivans-password"), 1)
+        == LOGIN_REFUSED
+    )
     assert token_path(server).read_bytes() == saved  # the earlier login stands
     assert_ok(remote("report"))
 
 
-@pytest.mark.parametrize("content", [
-    b"garbage{", b"", b'["ivan", "token"]', b'{"user": "ivan"}', b'{"user": 7, "token": "t"}',
-    b'{"user": "ivan", "token": "two words"}', '{"user": "ivan", "token": "\u00e9"}'.encode(),
-    b"\xff\xfe\x00",
-], ids=["not-json", "empty", "a-list", "no-token", "no-user-name", "token-with-space",
-        "token-not-ascii", "not-utf-8"])
-def test_a_damaged_token_file_is_a_clear_error(content: bytes, server: str,
-                                               state_home: Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"garbage{",
+        b"",
+        b'["ivan", "token"]',
+        b'{"user": "ivan"}',
+        b'{"user": 7, "token": "t"}',
+        b'{"user": "ivan", "token": "two words"}',
+        '{"user": "ivan", "token": "\u00e9"}'.encode(),
+        b"\xff\xfe\x00",
+    ],
+    ids=[
+        "not-json",
+        "empty",
+        "a-list",
+        "no-token",
+        "no-user-name",
+        "token-with-space",
+        "token-not-ascii",
+        "not-utf-8",
+    ],
+)
+def test_a_damaged_token_file_is_a_clear_error(
+    content: bytes, server: str, state_home: Path
+) -> None:
     remote = RemoteRun(server, state_home)
     assert_ok(remote("login", user="ivan"))
     path = token_path(server)
@@ -237,12 +281,22 @@ def test_a_damaged_token_file_is_a_clear_error(content: bytes, server: str,
     assert_ok(remote("report"))
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:99999", "http://127.0.0.1:port", "http://[::1", "http://127.0.0.1:0",
-    "ftp://trial.example.org", "trial.example.org", "http://",
-])
-def test_a_malformed_server_url_is_malformed_input(url: str, state_home: Path,
-                                                   workdir: Path) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:port",
+        "http://[::1",
+        "http://127.0.0.1:0",
+        "ftp://trial.example.org",
+        "trial.example.org",
+        "http://",
+    ],
+)
+def test_a_malformed_server_url_is_malformed_input(
+    url: str, state_home: Path, workdir: Path
+) -> None:
     result = RemoteRun(url, state_home)("report", user="ivan")
-    assert assert_error(result, 2) == (f"server URL {url!r} is not valid: use "
-                                       "http(s)://HOST[:PORT]")
+    assert assert_error(result, 2) == (
+        f"server URL {url!r} is not valid: use http(s)://HOST[:PORT]"
+    )

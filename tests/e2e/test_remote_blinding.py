@@ -48,8 +48,9 @@ def _key(name: str, user: str) -> str:
     return f"{user}:{name}"
 
 
-REMOTE_ONLY = [(name, user) for user in BLINDED
-               for name in ("login", "report-with-token", "logout", "passwd")]
+REMOTE_ONLY = [
+    (name, user) for user in BLINDED for name in ("login", "report-with-token", "logout", "passwd")
+]
 """What only the remote CLI has, run by each blinded user in this order."""
 
 
@@ -73,18 +74,32 @@ def _collect(run: Run, url: str, directory: Path) -> RemoteLeakTrial:
     assert_ok(remote("kit", "replace", voided, "--reason", "damaged", user="ivan"))
     assert_ok(remote("pharmacy", "prepare", live_kit(files, second, 1), user="petra"))
     assert_ok(remote("pharmacy", "list", user="petra"))
-    assert_ok(remote("unblind", "emergency", sorted(by_arm.values())[-1], "--reason",
-                     "serious adverse event", user="ivan"))
+    assert_ok(
+        remote(
+            "unblind",
+            "emergency",
+            sorted(by_arm.values())[-1],
+            "--reason",
+            "serious adverse event",
+            user="ivan",
+        )
+    )
     signing = directory / "qa.pem"
     assert_ok(remote("audit", "keygen", "--out", str(signing), user="alice"))
     checkpoint = remote("audit", "checkpoint", "--signing-key", str(signing), user="alice")
     assert_ok(checkpoint)
     note = directory / "checkpoint.note"
     note.write_text(checkpoint.stdout, encoding="utf-8")
-    facts = Facts(first=first, second=second, kit=live_kit(files, first, 1),
-                  voided=voided, note=str(note), public_key=f"{signing}.pub",
-                  out=str(directory / "export.csv"),
-                  dummy_out=str(directory / "dummy-export.csv"))
+    facts = Facts(
+        first=first,
+        second=second,
+        kit=live_kit(files, first, 1),
+        voided=voided,
+        note=str(note),
+        public_key=f"{signing}.pub",
+        out=str(directory / "export.csv"),
+        dummy_out=str(directory / "dummy-export.csv"),
+    )
     outputs: dict[str, tuple[int, Result]] = {}
     for name, user, argv, code in CASES:
         outputs[_key(name, user)] = (code, remote(*argv(facts), user=user))
@@ -93,21 +108,22 @@ def _collect(run: Run, url: str, directory: Path) -> RemoteLeakTrial:
         if name == "login":
             result = state("login", user=user)
         elif name == "passwd":
-            result = state("user", "passwd", "--password-stdin", user=user,
-                           input=PASSWORDS[user] + "-new\n")
+            result = state(
+                "user", "passwd", "--password-stdin", user=user, input=PASSWORDS[user] + "-new\n"
+            )
         else:
             result = state("report" if name.startswith("report") else name)
         outputs[_key(name, user)] = (0, result)
     return RemoteLeakTrial(run=run, remote=remote, outputs=outputs)
 
 
-KEYS = [_key(name, user) for name, user, _, _ in CASES] + \
-    [_key(name, user) for name, user in REMOTE_ONLY]
+KEYS = [_key(name, user) for name, user, _, _ in CASES] + [
+    _key(name, user) for name, user in REMOTE_ONLY
+]
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_no_arm_in_any_blinded_remote_output(remote_leak_trial: RemoteLeakTrial,
-                                             key: str) -> None:
+def test_no_arm_in_any_blinded_remote_output(remote_leak_trial: RemoteLeakTrial, key: str) -> None:
     code, result = remote_leak_trial.outputs[key]
     if code == 0:
         assert_ok(result)
@@ -119,11 +135,20 @@ def test_no_arm_in_any_blinded_remote_output(remote_leak_trial: RemoteLeakTrial,
 
 
 def test_the_remote_trail_has_every_kind_of_event_and_no_arm(
-        remote_leak_trial: RemoteLeakTrial) -> None:
+    remote_leak_trial: RemoteLeakTrial,
+) -> None:
     shown = json.loads(remote_leak_trial.outputs["mona:audit-show-json"][1].stdout)
     actions = {e["action"] for e in shown}
-    assert {"randomize", "kit.replace", "pharmacy.prepare", "pharmacy.list",
-            "unblind.emergency", "audit.checkpoint", "auth.login", "auth.logout"} <= actions
+    assert {
+        "randomize",
+        "kit.replace",
+        "pharmacy.prepare",
+        "pharmacy.list",
+        "unblind.emergency",
+        "audit.checkpoint",
+        "auth.login",
+        "auth.logout",
+    } <= actions
     assert any(e["details"].get("via", {}).get("channel") == "api" for e in shown)
     for event in audit_rows(remote_leak_trial.run.files.db_url):
         assert arm_words_in(json.dumps(event, ensure_ascii=False)) == [], event
@@ -141,8 +166,12 @@ def _anonymous(text: str) -> str:
 def _event_shape(event: dict[str, Any]) -> str:
     # the request's token id differs from one login to the next; nothing else may
     details = {k: v for k, v in event["details"].items() if k != "via"}
-    return _anonymous(json.dumps([event["action"], event["user"], event["subject"],
-                                  event["reason"], details], sort_keys=True))
+    return _anonymous(
+        json.dumps(
+            [event["action"], event["user"], event["subject"], event["reason"], details],
+            sort_keys=True,
+        )
+    )
 
 
 @dataclass
@@ -162,14 +191,24 @@ def server(run: Run, by_arm: dict[str, str]) -> Iterator[str]:
         yield url
 
 
-def _for_each_arm(remote: RemoteRun, db_url: str, by_arm: dict[str, str],
-                  argv: Callable[[str], tuple[str, ...]], user: str = "ivan") -> Attempt:
+def _for_each_arm(
+    remote: RemoteRun,
+    db_url: str,
+    by_arm: dict[str, str],
+    argv: Callable[[str], tuple[str, ...]],
+    user: str = "ivan",
+) -> Attempt:
     results, events = [], []
     for arm in DESIGN.arm_ids:
         before = len(audit_rows(db_url))
         results.append(remote(*argv(by_arm[arm]), user=user))
-        events.append([_event_shape(e) for e in audit_rows(db_url)[before:]
-                       if not e["action"].startswith("auth.")])
+        events.append(
+            [
+                _event_shape(e)
+                for e in audit_rows(db_url)[before:]
+                if not e["action"].startswith("auth.")
+            ]
+        )
     return Attempt(results, events)
 
 
@@ -188,14 +227,20 @@ def _assert_identical(attempt: Attempt, code: int) -> None:
 
 @pytest.mark.parametrize(("argv", "code"), [pytest.param(a, c, id=n) for n, a, c in REFUSALS])
 def test_a_remote_refusal_is_the_same_for_every_arm(
-        run: Run, by_arm: dict[str, str], server: str, tmp_path: Path,
-        argv: Callable[[str], tuple[str, ...]], code: int) -> None:
+    run: Run,
+    by_arm: dict[str, str],
+    server: str,
+    tmp_path: Path,
+    argv: Callable[[str], tuple[str, ...]],
+    code: int,
+) -> None:
     remote = RemoteRun(server, tmp_path / "state")
     _assert_identical(_for_each_arm(remote, run.files.db_url, by_arm, argv), code)
 
 
 def test_remote_kit_answers_and_refusals_are_the_same_for_every_arm(
-        run: Run, by_arm: dict[str, str], server: str, tmp_path: Path) -> None:
+    run: Run, by_arm: dict[str, str], server: str, tmp_path: Path
+) -> None:
     """Request, replace, replace the voided kit, run out of spares, other roles, the lock."""
     files, remote = run.files, RemoteRun(server, tmp_path / "state")
 
@@ -210,8 +255,7 @@ def test_remote_kit_answers_and_refusals_are_the_same_for_every_arm(
     each(lambda p: ("kit", "replace", voided[p], "--reason", "damaged"), 0)
     each(lambda p: ("kit", "replace", voided[p], "--reason", "damaged"), 1)
     each(lambda p: ("kit", "replace", live_kit(files, p, 2), "--reason", "damaged"), 0)
-    no_spare = each(lambda p: ("kit", "replace", live_kit(files, p, 2), "--reason",
-                               "damaged"), 1)
+    no_spare = each(lambda p: ("kit", "replace", live_kit(files, p, 2), "--reason", "damaged"), 1)
     assert "no spare kit left to replace" in no_spare.results[0].stderr
     for user in ("mona", "stan"):
         each(lambda p: ("unblind", "emergency", p, "--reason", "curious"), 1, user)
@@ -224,27 +268,39 @@ def test_remote_kit_answers_and_refusals_are_the_same_for_every_arm(
     each(lambda p: ("kit", "replace", live_kit(files, p, 1), "--reason", "damaged"), 1)
 
 
-def test_api_refusals_are_the_same_for_every_arm(run: Run, by_arm: dict[str, str],
-                                                 server: str) -> None:
+def test_api_refusals_are_the_same_for_every_arm(
+    run: Run, by_arm: dict[str, str], server: str
+) -> None:
     """Status, headers and body of a refusal over the wire, whatever the participant's arm."""
     with httpx.Client(base_url=server, timeout=30) as client:
+
         def token(user: str) -> dict[str, str]:
-            answer = client.post("/api/v1/auth/token",
-                                 json={"user": user, "password": PASSWORDS[user]})
+            answer = client.post(
+                "/api/v1/auth/token", json={"user": user, "password": PASSWORDS[user]}
+            )
             return {"Authorization": f"Bearer {answer.json()['token']}"}
 
         ivan, mona = token("ivan"), token("mona")
         requests: list[Callable[[str], httpx.Response]] = [
-            lambda p: client.post(f"/api/v1/participants/{p}/kits", headers=ivan,
-                                  json={"visit": 3, "date": on(84)}),
-            lambda p: client.post(f"/api/v1/participants/{p}/kits", headers=mona,
-                                  json={"visit": 2}),
-            lambda p: client.post(f"/api/v1/participants/{p}/emergency-unblinding",
-                                  headers=mona, json={"reason": "curious"}),
-            lambda p: client.post(f"/api/v1/kits/{live_kit(run.files, p, 1)}/prepare",
-                                  headers=ivan),
-            lambda p: client.post("/api/v1/participants", headers=ivan, json={
-                "participant": p, "site": "WAW", "answers": {}}),
+            lambda p: client.post(
+                f"/api/v1/participants/{p}/kits", headers=ivan, json={"visit": 3, "date": on(84)}
+            ),
+            lambda p: client.post(
+                f"/api/v1/participants/{p}/kits", headers=mona, json={"visit": 2}
+            ),
+            lambda p: client.post(
+                f"/api/v1/participants/{p}/emergency-unblinding",
+                headers=mona,
+                json={"reason": "curious"},
+            ),
+            lambda p: client.post(
+                f"/api/v1/kits/{live_kit(run.files, p, 1)}/prepare", headers=ivan
+            ),
+            lambda p: client.post(
+                "/api/v1/participants",
+                headers=ivan,
+                json={"participant": p, "site": "WAW", "answers": {}},
+            ),
         ]
         for request in requests:
             answers = [request(by_arm[arm]) for arm in DESIGN.arm_ids]

@@ -41,20 +41,28 @@ DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
 
 
 def _eligible(participant: str, **overrides: str) -> tuple[str, ...]:
-    return ("randomize", participant, "--site", "WAW", *answer_args(**overrides),
-            "--date", DAY0)
+    return ("randomize", participant, "--site", "WAW", *answer_args(**overrides), "--date", DAY0)
 
 
 CASES: list[tuple[str, str, str | None, tuple[str, ...], int]] = [
     # (case, user, password (None: the user's own), arguments, exit code)
     ("randomize", "ivan", None, _eligible("P-001"), 0),
     ("randomize-json", "ivan", None, ("--json", *_eligible("P-002")), 0),
-    ("kit-request", "ivan", None, ("kit", "request", "P-001", "--visit", "2", "--date", WEEK12),
-     0),
-    ("kit-request-repeat", "ivan", None,
-     ("kit", "request", "P-001", "--visit", "2", "--date", WEEK12), 0),
-    ("kit-request-repeat-json", "ivan", None,
-     ("kit", "request", "P-001", "--visit", "2", "--date", WEEK12, "--json"), 0),
+    ("kit-request", "ivan", None, ("kit", "request", "P-001", "--visit", "2", "--date", WEEK12), 0),
+    (
+        "kit-request-repeat",
+        "ivan",
+        None,
+        ("kit", "request", "P-001", "--visit", "2", "--date", WEEK12),
+        0,
+    ),
+    (
+        "kit-request-repeat-json",
+        "ivan",
+        None,
+        ("kit", "request", "P-001", "--visit", "2", "--date", WEEK12, "--json"),
+        0,
+    ),
     ("kit-replace", "ivan", None, ("kit", "replace", "{kit}", "--reason", "bag punctured"), 0),
     ("report", "mona", None, ("report",), 0),
     ("401-wrong-password", "ivan", "not-ivans-password", ("report",), 1),
@@ -67,27 +75,39 @@ CASES: list[tuple[str, str, str | None, tuple[str, ...], int]] = [
     ("404-user", "alice", None, ("user", "disable", "nobody", "--reason", "left"), 1),
     ("409-randomized", "ivan", None, _eligible("P-001"), 1),
     ("409-ineligible", "ivan", None, _eligible("P-009", age="12"), 1),
-    ("409-visit-order", "ivan", None,
-     ("kit", "request", "P-001", "--visit", "4", "--date", WEEK12), 1),
-    ("409-window", "ivan", None,
-     ("kit", "request", "P-002", "--visit", "2", "--date", TOO_EARLY), 1),
+    (
+        "409-visit-order",
+        "ivan",
+        None,
+        ("kit", "request", "P-001", "--visit", "4", "--date", WEEK12),
+        1,
+    ),
+    (
+        "409-window",
+        "ivan",
+        None,
+        ("kit", "request", "P-002", "--visit", "2", "--date", TOO_EARLY),
+        1,
+    ),
     ("409-list-exists", "alice", None, ("list", "generate"), 1),
     ("400-participant-id", "ivan", None, _eligible("P 1"), 2),
-    ("400-unknown-site", "ivan", None,
-     ("randomize", "P-010", "--site", "XXX", *answer_args()), 2),
-    ("400-missing-answer", "ivan", None,
-     ("randomize", "P-010", "--site", "WAW", "--answer", "age=45"), 2),
+    ("400-unknown-site", "ivan", None, ("randomize", "P-010", "--site", "XXX", *answer_args()), 2),
+    (
+        "400-missing-answer",
+        "ivan",
+        None,
+        ("randomize", "P-010", "--site", "WAW", "--answer", "age=45"),
+        2,
+    ),
     ("400-check-character", "ivan", None, ("kit", "replace", "ABCD-EFGH", "--reason", "x"), 2),
     # a "/" or ".." in a path identifier used to miss the route ("no such endpoint", exit 1)
     ("400-slash-in-participant", "ivan", None, ("kit", "request", "P/1", "--visit", "2"), 2),
-    ("400-dot-dot-participant", "ivan", None, ("unblind", "emergency", "..", "--reason", "x"),
-     2),
+    ("400-dot-dot-participant", "ivan", None, ("unblind", "emergency", "..", "--reason", "x"), 2),
     ("400-slash-in-code", "petra", None, ("pharmacy", "prepare", "AB/CD"), 2),
     ("404-slash-in-user", "alice", None, ("user", "disable", "a/b", "--reason", "x"), 1),
     # the API's field bounds used to answer these with 422 "malformed request: ..."
     ("422-long-participant", "ivan", None, _eligible("P" * 200), 2),
-    ("422-long-site", "ivan", None, ("randomize", "P-011", "--site", "W" * 200, *answer_args()),
-     2),
+    ("422-long-site", "ivan", None, ("randomize", "P-011", "--site", "W" * 200, *answer_args()), 2),
     ("422-long-answer", "ivan", None, _eligible("P-011", age="4" * 300), 1),
     ("422-long-code", "ivan", None, ("kit", "replace", "A" * 200, "--reason", "x"), 2),
     ("422-visit-5000", "ivan", None, ("kit", "request", "P-001", "--visit", "5000"), 2),
@@ -131,14 +151,27 @@ def _comparable(events: list[dict[str, Any]]) -> list[str]:
         if event["action"].startswith("auth."):
             continue  # a remote command logs in and out; a local one checks the password
         details = {k: v for k, v in event["details"].items() if k != "via"}
-        kept.append(_normal(json.dumps([event["user"], event["role"], event["action"],
-                                        event["subject"], event["reason"], details],
-                                       sort_keys=True)))
+        kept.append(
+            _normal(
+                json.dumps(
+                    [
+                        event["user"],
+                        event["role"],
+                        event["action"],
+                        event["subject"],
+                        event["reason"],
+                        details,
+                    ],
+                    sort_keys=True,
+                )
+            )
+        )
     return kept
 
 
-def test_local_and_remote_runs_answer_alike(run: Run, trial_with_list: TrialFiles,
-                                            twin: TrialFiles, tmp_path: Path) -> None:
+def test_local_and_remote_runs_answer_alike(
+    run: Run, trial_with_list: TrialFiles, twin: TrialFiles, tmp_path: Path
+) -> None:
     with live_server(twin.db_url, twin.key_file) as url:
         remote = RemoteRun(url, tmp_path / "state")
         sides = {"local": tmp_path / "local", "remote": tmp_path / "remote"}
@@ -158,20 +191,32 @@ def test_local_and_remote_runs_answer_alike(run: Run, trial_with_list: TrialFile
             assert local.exit_code == code, f"{case}: {describe(local)}"
             assert far.exit_code == local.exit_code, f"{case}: {describe(far)}"
             for stream in ("stdout", "stderr"):
-                texts = {side: _normal(getattr(results[side], stream))
-                         .replace(str(sides[side]), "<dir>") for side in sides}
+                texts = {
+                    side: _normal(getattr(results[side], stream)).replace(str(sides[side]), "<dir>")
+                    for side in sides
+                }
                 if run.files.db_path is None:  # two lists generated apart: lengths may differ
-                    texts = {side: re.sub(r"\navailable +\d+\n", "\navailable <n>\n", text)
-                             for side, text in texts.items()}
+                    texts = {
+                        side: re.sub(r"\navailable +\d+\n", "\navailable <n>\n", text)
+                        for side, text in texts.items()
+                    }
                 assert texts["remote"] == texts["local"], f"{case}: {stream}"
             assert "Traceback" not in far.output, case
             if code:
                 assert len(far.stderr.splitlines()) == 1, case
             assert trails["remote"] == trails["local"], case
-        exports = {side: _normal((directory / "final.csv").read_text(encoding="utf-8"))
-                   for side, directory in sides.items()}
+        exports = {
+            side: _normal((directory / "final.csv").read_text(encoding="utf-8"))
+            for side, directory in sides.items()
+        }
         if run.files.db_path is None:  # two lists generated apart: the arms may differ
-            exports = {side: re.sub(r",(exosome,MSC-derived exosomes|saline,0\.9% saline "
-                                    r"\(placebo\)),", ",<arm>,", text)
-                       for side, text in exports.items()}
+            exports = {
+                side: re.sub(
+                    r",(exosome,MSC-derived exosomes|saline,0\.9% saline "
+                    r"\(placebo\)),",
+                    ",<arm>,",
+                    text,
+                )
+                for side, text in exports.items()
+            }
         assert exports["remote"] == exports["local"]

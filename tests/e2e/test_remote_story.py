@@ -50,11 +50,23 @@ class Person:
     home: Path
     state: Path
 
-    def __call__(self, *args: str, password: str | None = None,
-                 input: str | None = None, user: str | None = None) -> Finished:
+    def __call__(
+        self,
+        *args: str,
+        password: str | None = None,
+        input: str | None = None,
+        user: str | None = None,
+    ) -> Finished:
         """The remote CLI as this person (their saved login unless a password is given)."""
-        return remote_cli(self.server, *args, cwd=self.home, state_home=self.state,
-                          user=user, password=password, input=input)
+        return remote_cli(
+            self.server,
+            *args,
+            cwd=self.home,
+            state_home=self.state,
+            user=user,
+            password=password,
+            input=input,
+        )
 
     def ok(self, *args: str, **kwargs: Any) -> str:
         """Run and assert success; returns stdout."""
@@ -66,8 +78,10 @@ class Person:
     def refused(self, code: int, message: str, *args: str) -> None:
         """Run and assert one ``Error:`` line, exactly ``message``, and the exit code."""
         done = self(*args)
-        assert (done.code, done.stderr, done.stdout) == (code, f"Error: {message}\n", ""), \
-            (args, done)
+        assert (done.code, done.stderr, done.stdout) == (code, f"Error: {message}\n", ""), (
+            args,
+            done,
+        )
 
     @property
     def token_file(self) -> Path:
@@ -78,8 +92,9 @@ class Person:
     def login(self) -> str:
         """``randomizer login`` with the password; checks the token file; returns the token."""
         out = self.ok("login", user=self.name, password=PASSWORDS[self.name])
-        assert out == (f"Logged in to {self.server} as {self.name}; token kept in "
-                       f"{self.token_file}.\n")
+        assert out == (
+            f"Logged in to {self.server} as {self.name}; token kept in {self.token_file}.\n"
+        )
         assert stat.S_IMODE(self.token_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(self.token_file.parent.stat().st_mode) == 0o700
         saved = json.loads(self.token_file.read_text(encoding="utf-8"))
@@ -92,8 +107,9 @@ def _no_arm(text: str, who: str) -> None:
     assert not arm_words_in(text), f"{who} was shown an arm: {text!r}"
 
 
-def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: TrialFiles,
-                                                   tmp_path: Path) -> None:
+def test_the_blinded_path_through_a_running_server(
+    run: Run, initialized_trial: TrialFiles, tmp_path: Path
+) -> None:
     files = initialized_trial
     tokens: dict[str, str] = {}
     with serve_process(files.db_url, files.key_file) as url:
@@ -102,20 +118,31 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
             home, state = tmp_path / name / "work", tmp_path / name / "state"
             home.mkdir(parents=True)
             people[name] = Person(name, url, home, state)
-        alice, ivan, petra, stan, mona = (people[n] for n in ("alice", "ivan", "petra", "stan",
-                                                               "mona"))
+        alice, ivan, petra, stan, mona = (
+            people[n] for n in ("alice", "ivan", "petra", "stan", "mona")
+        )
 
         # the admin adds the users and generates the list ------------------------------
         tokens["alice"] = alice.login()
         for name, role in USERS.items():
             if name != ADMIN:
-                assert alice.ok("user", "add", name, "--role", role, "--password-stdin",
-                                input=PASSWORDS[name] + "\n") == \
-                    f"User {name} added as {role}.\n"
+                assert (
+                    alice.ok(
+                        "user",
+                        "add",
+                        name,
+                        "--role",
+                        role,
+                        "--password-stdin",
+                        input=PASSWORDS[name] + "\n",
+                    )
+                    == f"User {name} added as {role}.\n"
+                )
         generated = alice.ok("list", "generate")
         assert generated.startswith("Allocation list generated.\n")
-        kit_count = re.search(r"\nKits: (\d+) \(8 spares\)\nList commitment: [0-9a-f]{64}\n$",
-                              generated)
+        kit_count = re.search(
+            r"\nKits: (\d+) \(8 spares\)\nList commitment: [0-9a-f]{64}\n$", generated
+        )
         assert kit_count, generated  # the list runs past 20 slots when a block does
         backdate_list(files)  # the story's randomizations are dated months ago
 
@@ -123,22 +150,42 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
         tokens["ivan"] = ivan.login()
         kits: dict[str, str] = {}
         for n in range(1, 5):
-            out = ivan.ok("randomize", f"P-00{n}", "--site", "WAW", *answer_args(),
-                          "--date", DAY0.isoformat())
-            found = re.fullmatch(rf"Participant P-00{n} randomized at WAW: randomization "
-                                 rf"number R-00{n}\.\nVisit 1 kit: ({KIT_CODE.pattern})\n", out)
+            out = ivan.ok(
+                "randomize", f"P-00{n}", "--site", "WAW", *answer_args(), "--date", DAY0.isoformat()
+            )
+            found = re.fullmatch(
+                rf"Participant P-00{n} randomized at WAW: randomization "
+                rf"number R-00{n}\.\nVisit 1 kit: ({KIT_CODE.pattern})\n",
+                out,
+            )
             assert found, out
             kits[f"P-00{n}"] = found.group(1)
-        ivan.refused(1, "participant P-001 is already randomized as R-001",
-                     "randomize", "P-001", "--site", "WAW", *answer_args())
-        ivan.refused(1, "participant P-005 is not eligible, no slot used: age: answered 12, "
-                        "must be 18 to 65 (Age in years at screening)",
-                     "randomize", "P-005", "--site", "WAW", *answer_args(age="12"))
+        ivan.refused(
+            1,
+            "participant P-001 is already randomized as R-001",
+            "randomize",
+            "P-001",
+            "--site",
+            "WAW",
+            *answer_args(),
+        )
+        ivan.refused(
+            1,
+            "participant P-005 is not eligible, no slot used: age: answered 12, "
+            "must be 18 to 65 (Age in years at screening)",
+            "randomize",
+            "P-005",
+            "--site",
+            "WAW",
+            *answer_args(age="12"),
+        )
         first = ivan.ok("kit", "request", "P-001", "--visit", "2", "--date", WEEK12)
         code = first.split("kit ")[1].strip()
         assert first == f"P-001 (R-001) visit 2 (Week 12) on {WEEK12}: kit {code}\n"
-        assert ivan.ok("kit", "request", "P-001", "--visit", "2", "--date", WEEK12) == \
-            f"P-001 (R-001) visit 2 (Week 12) on {WEEK12}: kit {code} (issued earlier)\n"
+        assert (
+            ivan.ok("kit", "request", "P-001", "--visit", "2", "--date", WEEK12)
+            == f"P-001 (R-001) visit 2 (Week 12) on {WEEK12}: kit {code} (issued earlier)\n"
+        )
         replaced = ivan.ok("kit", "replace", code, "--reason", "bag punctured")
         spare = replaced.rsplit("use kit ", 1)[1].strip()
         assert replaced == f"Kit {code} voided. P-001 visit 2: use kit {spare}\n"
@@ -147,15 +194,19 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
         arms = participant_arms(files)  # as the key holder, behind the server's back
         assert set(arms.values()) == set(ARMS)
         unblinded = ivan.ok("unblind", "emergency", "P-002", "--reason", "anaphylaxis")
-        assert unblinded == (f"EMERGENCY UNBLINDING of P-002 (R-002): "
-                             f"{LABEL_OF[arms['P-002']]} [{arms['P-002']}]. This has been "
-                             "recorded with your reason.\n")
+        assert unblinded == (
+            f"EMERGENCY UNBLINDING of P-002 (R-002): "
+            f"{LABEL_OF[arms['P-002']]} [{arms['P-002']}]. This has been "
+            "recorded with your reason.\n"
+        )
 
         # the pharmacist prepares and lists kits ------------------------------------------
         tokens["petra"] = petra.login()
         prepared = petra.ok("pharmacy", "prepare", spare)
-        assert prepared.startswith(f"Kit {spare} for P-001 (R-001), visit 2 (Week 12)\n"
-                                   f"CONTENT: {LABEL_OF[arms['P-001']]} [{arms['P-001']}]\n")
+        assert prepared.startswith(
+            f"Kit {spare} for P-001 (R-001), visit 2 (Week 12)\n"
+            f"CONTENT: {LABEL_OF[arms['P-001']]} [{arms['P-001']}]\n"
+        )
         listing = petra.ok("pharmacy", "list", "--csv", "kits.csv")
         rows = {line.split()[0]: line for line in listing.splitlines()[2:]}
         assert len(rows) == int(kit_count.group(1))  # a replacement issues one of the spares
@@ -168,40 +219,61 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
         # the monitor reads the report and the trail; a blinded role sees no arm -----------
         tokens["mona"] = mona.login()
         report = mona.ok("report")
-        assert report.startswith("Trial exosome-ms: 4 of 20 planned randomized; 1 screen "
-                                 "failures; 1 emergency unblindings\n")
+        assert report.startswith(
+            "Trial exosome-ms: 4 of 20 planned randomized; 1 screen "
+            "failures; 1 emergency unblindings\n"
+        )
         trail = mona.ok("audit", "show")
         verified = mona.ok("audit", "verify")
         for text in (report, trail, verified):
             _no_arm(text, "the monitor")
         assert "Balance by arm" not in report
-        assert re.fullmatch(r"Audit trail verified: \d+ events, head [0-9a-f]{16}\.\.\.\n",
-                            verified)
+        assert re.fullmatch(
+            r"Audit trail verified: \d+ events, head [0-9a-f]{16}\.\.\.\n", verified
+        )
 
         # a checkpoint signed on the admin's machine, verified on the monitor's ---------
         assert alice.ok("audit", "keygen", "--out", "qa.pem").startswith(
-            "Signing key written to qa.pem (mode 0600)")
+            "Signing key written to qa.pem (mode 0600)"
+        )
         note = alice.ok("audit", "checkpoint", "--signing-key", "qa.pem")
         assert note.startswith("randomizer audit checkpoint v1\ntrial: exosome-ms\n")
         (mona.home / "2026-q4.note").write_text(note, encoding="utf-8")
         shutil.copy(alice.home / "qa.pem.pub", mona.home / "qa.pub")
         head = re.search(r"^sequence: (\d+)$", note, re.M)
         assert head, note
-        anchored = mona.ok("audit", "verify", "--checkpoint", "2026-q4.note",
-                           "--public-key", "qa.pub")
+        anchored = mona.ok(
+            "audit", "verify", "--checkpoint", "2026-q4.note", "--public-key", "qa.pub"
+        )
         assert anchored.endswith(f"; signed checkpoint at event {head.group(1)} holds\n")
 
         # the statistician waits for the lock, then exports --------------------------------
         tokens["stan"] = stan.login()
-        stan.refused(1, "role statistician may unblind the whole trial only after the "
-                        "database lock", "unblind", "all", "--out", "final.csv")
+        stan.refused(
+            1,
+            "role statistician may unblind the whole trial only after the database lock",
+            "unblind",
+            "all",
+            "--out",
+            "final.csv",
+        )
         assert not (stan.home / "final.csv").exists()
         _no_arm(stan.ok("report"), "the statistician before the lock")
         locked = alice.ok("lock", "--reason", "last participant's week 48 visit done")
-        assert re.fullmatch(r"Trial exosome-ms locked at \S+Z by alice with 4 participants\. "
-                            r"Statisticians may now run 'randomizer unblind all'\.\n", locked)
-        ivan.refused(1, "the database is locked: no more randomization",
-                     "randomize", "P-006", "--site", "WAW", *answer_args())
+        assert re.fullmatch(
+            r"Trial exosome-ms locked at \S+Z by alice with 4 participants\. "
+            r"Statisticians may now run 'randomizer unblind all'\.\n",
+            locked,
+        )
+        ivan.refused(
+            1,
+            "the database is locked: no more randomization",
+            "randomize",
+            "P-006",
+            "--site",
+            "WAW",
+            *answer_args(),
+        )
         exported = stan.ok("unblind", "all", "--out", "final.csv")
         export = stan.home / "final.csv"
         digest = hashlib.sha256(export.read_bytes()).hexdigest()
@@ -209,8 +281,12 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
         assert stat.S_IMODE(export.stat().st_mode) == 0o600
         table = list(csv.DictReader(io.StringIO(export.read_text(encoding="utf-8"))))
         assert {row["participant"]: row["arm"] for row in table} == arms
-        assert {row["participant"]: row["emergency_unblinded"] for row in table} == \
-            {"P-001": "no", "P-002": "yes", "P-003": "no", "P-004": "no"}
+        assert {row["participant"]: row["emergency_unblinded"] for row in table} == {
+            "P-001": "no",
+            "P-002": "yes",
+            "P-003": "no",
+            "P-004": "no",
+        }
         assert f"2:{code}(voided) 2:{spare}" in table[0]["kits"]
 
         # logout: the token file goes and the token stops working ---------------------------
@@ -221,8 +297,11 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
         ivan.token_file.write_text(json.dumps(stolen), encoding="utf-8")
         done = ivan("report")
         assert (done.code, done.stdout, done.stderr) == (1, "", NOT_LOGGED_IN)
-        answer = httpx.get(f"{url}/api/v1/report", timeout=10,
-                           headers={"Authorization": f"Bearer {tokens['ivan']}"})
+        answer = httpx.get(
+            f"{url}/api/v1/report",
+            timeout=10,
+            headers={"Authorization": f"Bearer {tokens['ivan']}"},
+        )
         assert answer.status_code == 401
 
     # nobody's machine holds a database, a key file or a token --------------------------------
@@ -235,7 +314,7 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
     events = audit_rows(files.db_url)
     starts = [i for i, e in enumerate(events) if e["action"] == "server.start"]
     assert len(starts) == 1
-    served, stop = events[starts[0] + 1:-1], events[-1]
+    served, stop = events[starts[0] + 1 : -1], events[-1]
     assert stop["action"] == "server.stop" and stop["user"] == "(server)"
     assert stop["details"]["pid"] == events[starts[0]]["details"]["pid"]
     sessions: dict[str, set[str]] = {}
@@ -245,13 +324,27 @@ def test_the_blinded_path_through_a_running_server(run: Run, initialized_trial: 
         assert re.fullmatch(r"[0-9a-f]{16}", via["session"]), event
         sessions.setdefault(event["user"], set()).add(via["session"])
     assert {user: len(ids) for user, ids in sessions.items()} == {name: 1 for name in USERS}
-    logins = {e["user"]: e["details"]["via"]["session"] for e in served
-              if e["action"] == "auth.login"}
+    logins = {
+        e["user"]: e["details"]["via"]["session"] for e in served if e["action"] == "auth.login"
+    }
     assert logins == {user: ids.pop() for user, ids in sessions.items()}
     actions = [e["action"] for e in served]
-    for action in ("user.add", "list.generate", "randomize", "screen_failure", "kit.request",
-                   "kit.replace", "unblind.emergency", "pharmacy.prepare", "pharmacy.list",
-                   "report", "audit.verify", "audit.checkpoint", "lock", "unblind.all"):
+    for action in (
+        "user.add",
+        "list.generate",
+        "randomize",
+        "screen_failure",
+        "kit.request",
+        "kit.replace",
+        "unblind.emergency",
+        "pharmacy.prepare",
+        "pharmacy.list",
+        "report",
+        "audit.verify",
+        "audit.checkpoint",
+        "lock",
+        "unblind.all",
+    ):
         assert action in actions, action
     assert actions.count("auth.logout") == len(USERS)
     trail = json.dumps(events)

@@ -48,11 +48,21 @@ def main(argv: list[str]) -> int:
     today = audit.now_utc().astimezone().date()  # the service's local calendar, same machine
     try:
         for pid in participants:
-            done = backend.randomize(pid, "WAW", {"type": level_of(pid)}, dict(ANSWERS),
-                                     today - timedelta(days=7))
+            done = backend.randomize(
+                pid, "WAW", {"type": level_of(pid)}, dict(ANSWERS), today - timedelta(days=7)
+            )
             kit = backend.request_kit(pid, 2, today)
-            print(json.dumps({"participant": pid, "number": done.randomization_number,
-                              "kit1": done.kit, "kit2": kit.kit}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "participant": pid,
+                        "number": done.randomization_number,
+                        "kit1": done.kit,
+                        "kit2": kit.kit,
+                    }
+                ),
+                flush=True,
+            )
     finally:
         backend.close()
     return 0

@@ -19,9 +19,14 @@ from tests.backends.live import live_server
 from tests.support.database import audit_rows, dump_database
 from tests.support.trial import PASSWORDS, TrialFiles
 
-ELIGIBLE = {"age": "45", "progressive_ms": "yes", "edss": "4.5",
-            "recent_relapse_or_steroids": "no", "other_neuro_autoimmune": "no",
-            "infection_malignancy_systemic": "no"}
+ELIGIBLE = {
+    "age": "45",
+    "progressive_ms": "yes",
+    "edss": "4.5",
+    "recent_relapse_or_steroids": "no",
+    "other_neuro_autoimmune": "no",
+    "infection_malignancy_systemic": "no",
+}
 
 
 @dataclass
@@ -33,8 +38,9 @@ class Api:
     files: TrialFiles
 
     def token(self, user: str, password: str | None = None) -> str:
-        response = self.client.post("/api/v1/auth/token", json={
-            "user": user, "password": password or PASSWORDS[user]})
+        response = self.client.post(
+            "/api/v1/auth/token", json={"user": user, "password": password or PASSWORDS[user]}
+        )
         assert response.status_code == 200, response.text
         token: str = response.json()["token"]
         return token
@@ -46,8 +52,10 @@ class Api:
 @pytest.fixture
 def api(trial_with_list: TrialFiles) -> Iterator[Api]:
     """A server for the prepared trial and a client."""
-    with live_server(trial_with_list.db_url, trial_with_list.key_file) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        live_server(trial_with_list.db_url, trial_with_list.key_file) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         yield Api(url, client, trial_with_list)
 
 
@@ -78,26 +86,36 @@ def test_missing_or_malformed_authorization_is_401(api: Api, header: str | None)
 
 @pytest.mark.parametrize("token", ["x" * 43, "A" * 10, "é" * 43, "0" * 500])
 def test_forged_tokens_are_refused_alike(api: Api, token: str) -> None:
-    response = api.client.get("/api/v1/report",
-                              headers={b"Authorization": f"Bearer {token}".encode()})
+    response = api.client.get(
+        "/api/v1/report", headers={b"Authorization": f"Bearer {token}".encode()}
+    )
     assert _error(response, 401) == "the login is not valid or has expired: log in again"
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
 def test_wrong_password_unknown_and_disabled_users_read_the_same(api: Api) -> None:
     alice = api.as_user("alice")
-    assert api.client.post("/api/v1/users/mona/disable", json={"reason": "left"},
-                           headers=alice).status_code == 200
+    assert (
+        api.client.post(
+            "/api/v1/users/mona/disable", json={"reason": "left"}, headers=alice
+        ).status_code
+        == 200
+    )
     bodies = []
-    for user, password in [("ivan", "wrong-password-1"), ("nobody", "wrong-password-1"),
-                           ("mona", PASSWORDS["mona"])]:
-        response = api.client.post("/api/v1/auth/token",
-                                   json={"user": user, "password": password})
+    for user, password in [
+        ("ivan", "wrong-password-1"),
+        ("nobody", "wrong-password-1"),
+        ("mona", PASSWORDS["mona"]),
+    ]:
+        response = api.client.post("/api/v1/auth/token", json={"user": user, "password": password})
         bodies.append(_error(response, 401).replace(repr(user), "U"))
     assert len(set(bodies)) == 1, bodies
     failed = [e for e in audit_rows(api.files.db_url) if e["action"] == "auth.failed"]
     assert [e["details"]["refusal"] for e in failed] == [
-        "wrong password", "unknown user", "disabled user"]
+        "wrong password",
+        "unknown user",
+        "disabled user",
+    ]
 
 
 def test_logout_revokes_the_token(api: Api) -> None:
@@ -111,8 +129,9 @@ def test_disable_and_password_change_revoke_every_token(api: Api) -> None:
     first, second = api.as_user("ivan"), api.as_user("ivan")
     monitor = api.as_user("mona")
     alice = api.as_user("alice")
-    response = api.client.post("/api/v1/users/ivan/password",
-                               json={"password": "a-new-password-123"}, headers=alice)
+    response = api.client.post(
+        "/api/v1/users/ivan/password", json={"password": "a-new-password-123"}, headers=alice
+    )
     assert response.status_code == 200
     for headers in (first, second):
         _error(api.client.get("/api/v1/report", headers=headers), 401)
@@ -125,37 +144,37 @@ def test_role_comes_from_the_token_not_the_body(api: Api) -> None:
     ivan = api.as_user("ivan")
     message = _error(api.client.post("/api/v1/lock", json={"reason": "x"}, headers=ivan), 403)
     assert message == "role investigator may not lock the database"
-    forged = api.client.post("/api/v1/lock", json={"reason": "x", "user": "alice"},
-                             headers=ivan)
+    forged = api.client.post("/api/v1/lock", json={"reason": "x", "user": "alice"}, headers=ivan)
     assert _error(forged, 422).startswith("malformed request: user: ")
 
 
-@pytest.mark.parametrize(("body", "where"), [
-    (b"{not json", "body"),
-    (b"[]", "body"),
-    (json.dumps({"participant": "P-1", "site": "WAW", "extra": 1}).encode(), "extra"),
-    (json.dumps({"participant": 7, "site": "WAW"}).encode(), "participant"),
-    (json.dumps({"participant": "P\u00001", "site": "WAW"}).encode(), "participant"),
-    (json.dumps({"participant": "P-1" * 700, "site": "WAW"}).encode(), "participant"),
-    (json.dumps({"participant": "P-1", "site": "WAW", "date": "2020-13-45"}).encode(), "date"),
-])
-def test_malformed_bodies_are_422_and_change_nothing(api: Api, body: bytes,
-                                                     where: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b"{not json", "body"),
+        (b"[]", "body"),
+        (json.dumps({"participant": "P-1", "site": "WAW", "extra": 1}).encode(), "extra"),
+        (json.dumps({"participant": 7, "site": "WAW"}).encode(), "participant"),
+        (json.dumps({"participant": "P\u00001", "site": "WAW"}).encode(), "participant"),
+        (json.dumps({"participant": "P-1" * 700, "site": "WAW"}).encode(), "participant"),
+        (json.dumps({"participant": "P-1", "site": "WAW", "date": "2020-13-45"}).encode(), "date"),
+    ],
+)
+def test_malformed_bodies_are_422_and_change_nothing(api: Api, body: bytes, where: str) -> None:
     headers = {**api.as_user("ivan"), "Content-Type": "application/json"}
     before = dump_database(api.files.db_url)
-    message = _error(api.client.post("/api/v1/participants", content=body, headers=headers),
-                     422)
+    message = _error(api.client.post("/api/v1/participants", content=body, headers=headers), 422)
     assert message.startswith("malformed request: ") and where in message
     after = dump_database(api.files.db_url)
-    assert {k: v for k, v in after.items() if not k.startswith(("audit", "auth_tokens"))} == \
-        {k: v for k, v in before.items() if not k.startswith(("audit", "auth_tokens"))}
+    assert {k: v for k, v in after.items() if not k.startswith(("audit", "auth_tokens"))} == {
+        k: v for k, v in before.items() if not k.startswith(("audit", "auth_tokens"))
+    }
 
 
 def test_oversized_body_is_413(api: Api) -> None:
     headers = {**api.as_user("ivan"), "Content-Type": "application/json"}
     body = b'{"participant": "' + b"x" * (1024 * 1024 + 10) + b'"}'
-    message = _error(api.client.post("/api/v1/participants", content=body, headers=headers),
-                     413)
+    message = _error(api.client.post("/api/v1/participants", content=body, headers=headers), 413)
     assert message == "request body too large: at most 1048576 bytes"
 
 
@@ -170,8 +189,9 @@ def test_unknown_endpoint_and_method(api: Api) -> None:
 def test_unknown_query_parameters_are_refused(api: Api, query: str) -> None:
     # found by the schema fuzz (test_api_fuzz): a misspelt parameter was ignored, so
     # "since" silently meant 0 and the whole trail came back
-    message = _error(api.client.get(f"/api/v1/audit/events{query}",
-                                    headers=api.as_user("mona")), 422)
+    message = _error(
+        api.client.get(f"/api/v1/audit/events{query}", headers=api.as_user("mona")), 422
+    )
     assert message.startswith("malformed request: ") and "Extra inputs" in message
 
 
@@ -180,29 +200,36 @@ def test_library_refusals_cross_with_their_class(api: Api) -> None:
     body: dict[str, Any] = {"participant": "P-001", "site": "WAW", "answers": ELIGIBLE}
     assert api.client.post("/api/v1/participants", json=body, headers=ivan).status_code == 200
     again = api.client.post("/api/v1/participants", json=body, headers=ivan)
-    assert again.json() == {"error": "participant P-001 is already randomized as R-001",
-                            "kind": "StateError"}
+    assert again.json() == {
+        "error": "participant P-001 is already randomized as R-001",
+        "kind": "StateError",
+    }
     assert again.status_code == 409
-    missing = api.client.post("/api/v1/participants/P-404/kits", json={"visit": 2},
-                              headers=ivan)
+    missing = api.client.post("/api/v1/participants/P-404/kits", json={"visit": 2}, headers=ivan)
     assert _error(missing, 404) == "participant P-404 is not randomized in this trial"
-    bad = api.client.post("/api/v1/participants", json={**body, "participant": "P 1"},
-                          headers=ivan)
+    bad = api.client.post("/api/v1/participants", json={**body, "participant": "P 1"}, headers=ivan)
     assert _error(bad, 400).startswith("participant id 'P 1' is not valid")
 
 
 def test_events_of_a_request_name_channel_token_id_and_client(api: Api) -> None:
-    response = api.client.post("/api/v1/auth/token",
-                               json={"user": "ivan", "password": PASSWORDS["ivan"]})
+    response = api.client.post(
+        "/api/v1/auth/token", json={"user": "ivan", "password": PASSWORDS["ivan"]}
+    )
     token, token_id = response.json()["token"], response.json()["token_id"]
-    api.client.post("/api/v1/participants", headers={"Authorization": f"Bearer {token}"},
-                    json={"participant": "P-001", "site": "WAW", "answers": ELIGIBLE})
+    api.client.post(
+        "/api/v1/participants",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"participant": "P-001", "site": "WAW", "answers": ELIGIBLE},
+    )
     events = audit_rows(api.files.db_url)
     login = [e for e in events if e["action"] == "auth.login" and e["user"] == "ivan"][-1]
     randomize = [e for e in events if e["action"] == "randomize"][-1]
     for event in (login, randomize):
-        assert event["details"]["via"] == {"channel": "api", "session": token_id,
-                                           "client": "127.0.0.1"}
+        assert event["details"]["via"] == {
+            "channel": "api",
+            "session": token_id,
+            "client": "127.0.0.1",
+        }
     assert token not in json.dumps(events)
 
 
@@ -217,10 +244,16 @@ def test_server_start_and_stop_are_audited(trial_with_list: TrialFiles) -> None:
 
 def test_sensitive_answers_are_never_cached(api: Api) -> None:
     ivan = api.as_user("ivan")
-    api.client.post("/api/v1/participants", headers=ivan,
-                    json={"participant": "P-001", "site": "WAW", "answers": ELIGIBLE})
-    response = api.client.post("/api/v1/participants/P-001/emergency-unblinding",
-                               json={"reason": "anaphylaxis"}, headers=ivan)
+    api.client.post(
+        "/api/v1/participants",
+        headers=ivan,
+        json={"participant": "P-001", "site": "WAW", "answers": ELIGIBLE},
+    )
+    response = api.client.post(
+        "/api/v1/participants/P-001/emergency-unblinding",
+        json={"reason": "anaphylaxis"},
+        headers=ivan,
+    )
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
     assert api.client.get("/api/v1/health").headers["X-Content-Type-Options"] == "nosniff"

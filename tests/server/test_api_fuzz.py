@@ -52,8 +52,11 @@ EXAMPLES = int(os.environ.get("RANDOMIZER_FUZZ_EXAMPLES", "50"))
 
 DOCUMENT = openapi.document()
 SCHEMA = schemathesis.openapi.from_dict(DOCUMENT)
-OPERATIONS = {f"{method.upper()} {path}": SCHEMA[path][method.upper()]
-              for path, methods in DOCUMENT["paths"].items() for method in methods}
+OPERATIONS = {
+    f"{method.upper()} {path}": SCHEMA[path][method.upper()]
+    for path, methods in DOCUMENT["paths"].items()
+    for method in methods
+}
 
 BAD_LOGINS = ["forged", "malformed", "expired", "revoked", "none"]
 LOGINS = [*USERS, *USERS, *BAD_LOGINS]
@@ -95,12 +98,12 @@ def target(trial_with_list: TrialFiles) -> Iterator[FuzzTarget]:
     now = audit.now_utc()
     with store.transaction() as session:
         # idle for a second, an hour ago: expired; the other one revoked at once
-        expired = issue_token(session, "ivan", "api", now - timedelta(hours=1), "fuzz",
-                              idle=timedelta(seconds=1)).token
+        expired = issue_token(
+            session, "ivan", "api", now - timedelta(hours=1), "fuzz", idle=timedelta(seconds=1)
+        ).token
         revoked = issue_token(session, "alice", "api", now, "fuzz").token
         revoke_token(session, revoked, now, "logout")
-    fixed = {"forged": FORGED, "malformed": "not a token", "expired": expired,
-             "revoked": revoked}
+    fixed = {"forged": FORGED, "malformed": "not a token", "expired": expired, "revoked": revoked}
     try:
         with live_server(trial_with_list.db_url, trial_with_list.key_file) as url:
             yield FuzzTarget(url, store, fixed)
@@ -108,23 +111,30 @@ def target(trial_with_list: TrialFiles) -> Iterator[FuzzTarget]:
         store.dispose()
 
 
-def one_line_refusal(ctx: CheckContext, response: schemathesis.Response,
-                     case: Case[Any]) -> bool | None:
+def one_line_refusal(
+    ctx: CheckContext, response: schemathesis.Response, case: Case[Any]
+) -> bool | None:
     """No 5xx at all, and every refusal ``{"error": one line, "kind": name[, "hint": step]}``."""
     assert response.status_code < 500, f"server error {response.status_code}: {response.text}"
     if response.status_code < 400:
         return None
     body = json.loads(response.text)
-    assert isinstance(body, dict) and {"error", "kind"} <= set(body) <= {"error", "kind", "hint"}, \
+    assert isinstance(body, dict) and {"error", "kind"} <= set(body) <= {"error", "kind", "hint"}, (
         body
+    )
     assert isinstance(body["error"], str) and body["error"].strip(), body
     assert "\n" not in body["error"] and "Traceback" not in response.text, body
     return True
 
 
 CHECKS: list[CheckFunction] = [
-    one_line_refusal, status_code_conformance, content_type_conformance,
-    response_headers_conformance, response_schema_conformance, negative_data_rejection]
+    one_line_refusal,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 
 @pytest.mark.parametrize("label", sorted(OPERATIONS))
@@ -133,14 +143,21 @@ def test_operation_answers_only_what_the_document_says(target: FuzzTarget, label
     method, path = label.split(" ")
     declared = DOCUMENT["paths"][path][method.lower()]
     if "parameters" in declared or "requestBody" in declared:
-        cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                          operation.as_strategy(GenerationMode.NEGATIVE))
+        cases = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE),
+            operation.as_strategy(GenerationMode.NEGATIVE),
+        )
     else:
         # nothing to generate but the login: every one is tried, once
         cases = st.builds(operation.Case)
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=cases, login=st.sampled_from(LOGINS))
     def run(case: Case[Any], login: str) -> None:
         headers = {**dict(case.headers or {}), **target.bearer(login)}

@@ -81,17 +81,33 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(files: TrialFiles, *options: str, scheme: str = "http",
-            verify: ssl.SSLContext | bool = True) -> Iterator[Served]:
+def serving(
+    files: TrialFiles, *options: str, scheme: str = "http", verify: ssl.SSLContext | bool = True
+) -> Iterator[Served]:
     """``randomizer serve`` for ``files``' trial on a free loopback port, stopped at the end."""
     port = _free_port()
     log = files.directory / f"server-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "randomizer", "--db", files.db_url, "--key-file",
-             str(files.key_file), "serve", "--port", str(port), *options],
-            cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, stdout=sink,
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "randomizer",
+                "--db",
+                files.db_url,
+                "--key-file",
+                str(files.key_file),
+                "serve",
+                "--port",
+                str(port),
+                *options,
+            ],
+            cwd=ROOT,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     served = Served(process, f"{scheme}://127.0.0.1:{port}", port, log, verify)
     try:
         _wait_until_up(served)
@@ -105,8 +121,9 @@ def _wait_until_up(served: Served) -> None:
     with served.client() as client:
         while True:
             if served.process.poll() is not None:
-                raise AssertionError(f"the server exited with {served.process.returncode}:\n"
-                                     f"{served.output()}")
+                raise AssertionError(
+                    f"the server exited with {served.process.returncode}:\n{served.output()}"
+                )
             try:
                 if client.get("/api/v1/health").status_code == 200:
                     return
@@ -118,8 +135,9 @@ def _wait_until_up(served: Served) -> None:
 
 
 def _login(client: httpx.Client, user: str, headers: dict[str, str] | None = None) -> str:
-    response = client.post("/api/v1/auth/token", headers=headers,
-                           json={"user": user, "password": PASSWORDS[user]})
+    response = client.post(
+        "/api/v1/auth/token", headers=headers, json={"user": user, "password": PASSWORDS[user]}
+    )
     assert response.status_code == 200, response.text
     token: str = response.json()["token"]
     return token
@@ -138,7 +156,7 @@ def _listening_addresses(port: int) -> set[str]:
             if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
                 raw = bytes.fromhex(address)
                 # /proc writes each 32-bit word of the address in host (little-endian) order
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
                 found.add(str(ipaddress.ip_address(words)))
     return found
 
@@ -173,38 +191,55 @@ def _certificate(directory: Path, key_mode: int = 0o600) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "randomizer test server")])
     now = dt.datetime.now(dt.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256()))
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = directory / "server.crt", directory / "server.key"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key_file.chmod(key_mode)
     return cert_file, key_file
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "trial.example.org"])
 def test_a_public_address_without_tls_or_proxy_is_refused(
-        run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], host: str) -> None:
+    run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], host: str
+) -> None:
     before = audit_rows(trial_with_list.db_url)
     result = run("serve", "--host", host)
-    assert_error(result, 2, f"refusing to listen on {host} without TLS",
-                 "give a certificate and key, or say that a TLS proxy is in front")
+    assert_error(
+        result,
+        2,
+        f"refusing to listen on {host} without TLS",
+        "give a certificate and key, or say that a TLS proxy is in front",
+    )
     assert result.stdout == ""
     assert no_uvicorn == []
     assert audit_rows(trial_with_list.db_url) == before
 
 
 def test_tls_needs_the_certificate_and_its_key_together(
-        run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any]) -> None:
+    run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any]
+) -> None:
     cert_file, _ = _certificate(trial_with_list.directory)
     result = run("serve", "--host", "0.0.0.0", "--certfile", str(cert_file))
     assert_error(result, 2, "TLS needs both a certificate file and its key file")
@@ -213,12 +248,15 @@ def test_tls_needs_the_certificate_and_its_key_together(
 
 @pytest.mark.parametrize("options", [("--behind-proxy",), ("--certfile", "--keyfile")])
 def test_a_public_address_is_allowed_with_tls_or_behind_a_proxy(
-        run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any],
-        options: tuple[str, ...]) -> None:
+    run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], options: tuple[str, ...]
+) -> None:
     cert_file, key_file = _certificate(trial_with_list.directory)
     files = {"--certfile": str(cert_file), "--keyfile": str(key_file)}
-    args = [item for option in options
-            for item in ((option, files[option]) if option in files else (option,))]
+    args = [
+        item
+        for option in options
+        for item in ((option, files[option]) if option in files else (option,))
+    ]
     result = run("serve", "--host", "0.0.0.0", *args)
     assert result.exit_code == 0, result.output
     assert [call["host"] for call in no_uvicorn] == ["0.0.0.0"]
@@ -227,36 +265,52 @@ def test_a_public_address_is_allowed_with_tls_or_behind_a_proxy(
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o620], ids=oct)
 def test_a_key_file_others_may_access_stops_serve_before_it_starts(
-        run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], mode: int) -> None:
+    run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], mode: int
+) -> None:
     before = audit_rows(trial_with_list.db_url)
     trial_with_list.key_file.chmod(mode)
     result = run("serve")
     who = "others" if mode & 0o007 else "its group"
-    assert_error(result, 1, f"key file {trial_with_list.key_file} is ", f"by {who}",
-                 f"(mode {mode:04o}): chmod 600")
+    assert_error(
+        result,
+        1,
+        f"key file {trial_with_list.key_file} is ",
+        f"by {who}",
+        f"(mode {mode:04o}): chmod 600",
+    )
     assert no_uvicorn == []
     assert audit_rows(trial_with_list.db_url) == before
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o644], ids=oct)
 def test_a_tls_key_others_may_read_stops_serve_before_it_starts(
-        run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], mode: int) -> None:
+    run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], mode: int
+) -> None:
     cert_file, key_file = _certificate(trial_with_list.directory, key_mode=mode)
     result = run("serve", "--certfile", str(cert_file), "--keyfile", str(key_file))
-    assert_error(result, 1, f"TLS key file {key_file} is accessible by",
-                 f"(mode {mode:04o}): chmod 600")
+    assert_error(
+        result, 1, f"TLS key file {key_file} is accessible by", f"(mode {mode:04o}): chmod 600"
+    )
     assert no_uvicorn == []
 
 
 # TLS, proxies, logs and stopping, through a real server process -----------------
 
 
-def test_the_server_answers_over_https_with_its_certificate(
-        trial_with_list: TrialFiles) -> None:
+def test_the_server_answers_over_https_with_its_certificate(trial_with_list: TrialFiles) -> None:
     cert_file, key_file = _certificate(trial_with_list.directory)
     trusted = ssl.create_default_context(cafile=str(cert_file))
-    with serving(trial_with_list, "--host", "127.0.0.1", "--certfile", str(cert_file),
-                 "--keyfile", str(key_file), scheme="https", verify=trusted) as served:
+    with serving(
+        trial_with_list,
+        "--host",
+        "127.0.0.1",
+        "--certfile",
+        str(cert_file),
+        "--keyfile",
+        str(key_file),
+        scheme="https",
+        verify=trusted,
+    ) as served:
         with served.client() as client:
             response = client.get("/api/v1/health")
             assert response.status_code == 200
@@ -267,19 +321,25 @@ def test_the_server_answers_over_https_with_its_certificate(
             untrusted.get(f"{served.url}/api/v1/health")
 
 
-@pytest.mark.parametrize(("options", "seen"), [
-    (("--behind-proxy", "--proxy-address", "127.0.0.1"), "203.0.113.7"),
-    (("--behind-proxy", "--proxy-address", "192.0.2.1"), "127.0.0.1"),
-    ((), "127.0.0.1"),
-])
+@pytest.mark.parametrize(
+    ("options", "seen"),
+    [
+        (("--behind-proxy", "--proxy-address", "127.0.0.1"), "203.0.113.7"),
+        (("--behind-proxy", "--proxy-address", "192.0.2.1"), "127.0.0.1"),
+        ((), "127.0.0.1"),
+    ],
+)
 def test_forwarded_for_is_believed_only_from_the_proxy_address(
-        trial_with_list: TrialFiles, options: tuple[str, ...], seen: str) -> None:
+    trial_with_list: TrialFiles, options: tuple[str, ...], seen: str
+) -> None:
     forwarded = {"X-Forwarded-For": "203.0.113.7"}
     with serving(trial_with_list, *options) as served, served.client() as client:
         token = _login(client, "ivan", headers=forwarded)
-        response = client.post("/api/v1/participants", json={
-            "participant": "P-001", "site": "WAW", "answers": dict(ELIGIBLE)},
-            headers={**forwarded, "Authorization": f"Bearer {token}"})
+        response = client.post(
+            "/api/v1/participants",
+            json={"participant": "P-001", "site": "WAW", "answers": dict(ELIGIBLE)},
+            headers={**forwarded, "Authorization": f"Bearer {token}"},
+        )
         assert response.status_code == 200, response.text
     events = audit_rows(trial_with_list.db_url)
     login = [e for e in events if e["action"] == "auth.login" and e["user"] == "ivan"][-1]
@@ -289,13 +349,16 @@ def test_forwarded_for_is_believed_only_from_the_proxy_address(
 
 
 def test_the_server_log_holds_no_password_token_or_request_body(
-        trial_with_list: TrialFiles) -> None:
+    trial_with_list: TrialFiles,
+) -> None:
     wrong = "not-ivans-password-4711"
     with serving(trial_with_list) as served, served.client() as client:
         token = _login(client, "ivan")
-        randomized = client.post("/api/v1/participants", json={
-            "participant": "P-001", "site": "WAW", "answers": dict(ELIGIBLE)},
-            headers={"Authorization": f"Bearer {token}"})
+        randomized = client.post(
+            "/api/v1/participants",
+            json={"participant": "P-001", "site": "WAW", "answers": dict(ELIGIBLE)},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert randomized.status_code == 200, randomized.text
         refused = client.post("/api/v1/auth/token", json={"user": "ivan", "password": wrong})
         assert refused.status_code == 401
@@ -307,13 +370,18 @@ def test_the_server_log_holds_no_password_token_or_request_body(
     assert '"POST /api/v1/auth/token HTTP/1.1" 401' in log
     for secret in (PASSWORDS["ivan"], wrong, token, token[:16], "Bearer", "Authorization"):
         assert secret not in log, secret
-    for body_part in ('"answers"', "progressive_ms", "recent_relapse_or_steroids", '"site"',
-                      "P-001", '"password"'):
+    for body_part in (
+        '"answers"',
+        "progressive_ms",
+        "recent_relapse_or_steroids",
+        '"site"',
+        "P-001",
+        '"password"',
+    ):
         assert body_part not in log, body_part
 
 
-def test_sigterm_stops_the_server_cleanly_and_audits_the_stop(
-        trial_with_list: TrialFiles) -> None:
+def test_sigterm_stops_the_server_cleanly_and_audits_the_stop(trial_with_list: TrialFiles) -> None:
     with serving(trial_with_list) as served:
         pid = served.process.pid
         status = served.stop()
@@ -335,14 +403,17 @@ def _mode(path: Path) -> int:
 
 
 def test_init_and_the_server_create_the_sqlite_files_private(
-        run: Run, trial_files: TrialFiles, sqlite_only: None) -> None:
+    run: Run, trial_files: TrialFiles, sqlite_only: None
+) -> None:
     run.init()
     database = trial_files.db_path
     assert database is not None
     assert _mode(database) == 0o600
     assert _mode(trial_files.key_file) == 0o600
-    with live_server(trial_files.db_url, trial_files.key_file) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        live_server(trial_files.db_url, trial_files.key_file) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         _login(client, "alice")  # a write: the server's connections make -wal and -shm
         wal, shm = Path(f"{database}-wal"), Path(f"{database}-shm")
         assert wal.exists() and shm.exists()
@@ -350,7 +421,8 @@ def test_init_and_the_server_create_the_sqlite_files_private(
 
 
 def test_a_sqlite_database_others_could_read_is_made_private_when_opened(
-        run: Run, trial_with_list: TrialFiles, sqlite_only: None) -> None:
+    run: Run, trial_with_list: TrialFiles, sqlite_only: None
+) -> None:
     database = trial_with_list.db_path
     assert database is not None
     database.chmod(0o644)

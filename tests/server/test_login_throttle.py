@@ -30,10 +30,11 @@ from tests.support.database import audit_rows
 from tests.support.trial import PASSWORDS, Run, TrialFiles
 
 WRONG = "wrong-password-1"
-BACKING_OFF = ("too many failed logins for this user name or from this address: "
-               "try again in 1 s")
-LOCKED = ("logins for this user name or from this address are locked after too many "
-          "failed attempts: try again in 30 min, or ask an admin to lift the lock")
+BACKING_OFF = "too many failed logins for this user name or from this address: try again in 1 s"
+LOCKED = (
+    "logins for this user name or from this address are locked after too many "
+    "failed attempts: try again in 30 min, or ask an admin to lift the lock"
+)
 
 
 @dataclass
@@ -65,14 +66,18 @@ class Server:
         if address not in self.clients:
             transport = httpx.HTTPTransport(local_address=address)
             self.clients[address] = self.stack.enter_context(
-                httpx.Client(base_url=self.url, transport=transport, timeout=30))
+                httpx.Client(base_url=self.url, transport=transport, timeout=30)
+            )
         return self.clients[address]
 
-    def login(self, user: str, password: str | None = None,
-              address: str = "127.0.0.2") -> httpx.Response:
+    def login(
+        self, user: str, password: str | None = None, address: str = "127.0.0.2"
+    ) -> httpx.Response:
         """``POST /auth/token`` from ``address``."""
-        return self.at(address).post("/api/v1/auth/token", json={
-            "user": user, "password": PASSWORDS[user] if password is None else password})
+        return self.at(address).post(
+            "/api/v1/auth/token",
+            json={"user": user, "password": PASSWORDS[user] if password is None else password},
+        )
 
     def as_admin(self, address: str = "127.0.0.1") -> dict[str, str]:
         """Headers of a fresh admin login (from an address nobody throttled)."""
@@ -92,8 +97,9 @@ def server(trial_with_list: TrialFiles) -> Iterator[Server]:
     """The prepared trial served on a test clock."""
     clock = Clock(audit.now_utc())
     with ExitStack() as stack:
-        url = stack.enter_context(live_server(trial_with_list.db_url, trial_with_list.key_file,
-                                              clock=clock))
+        url = stack.enter_context(
+            live_server(trial_with_list.db_url, trial_with_list.key_file, clock=clock)
+        )
         yield Server(url, trial_with_list, clock, stack)
 
 
@@ -106,8 +112,7 @@ def _throttled(response: httpx.Response) -> tuple[str, str]:
     return body["error"], response.headers["Retry-After"]
 
 
-def test_past_three_failures_the_user_name_waits_even_from_another_address(
-        server: Server) -> None:
+def test_past_three_failures_the_user_name_waits_even_from_another_address(server: Server) -> None:
     for _ in range(3):
         assert server.login("ivan", WRONG).status_code == 401
     # the right password, from elsewhere: refused before it is checked
@@ -136,8 +141,9 @@ def test_a_locked_user_is_refused_until_an_admin_lifts_the_lock(server: Server) 
     server.fail_until_locked("ivan", "127.0.0.2")
     server.clock.advance(timedelta(minutes=5))
     assert _throttled(server.login("ivan", address="127.0.0.3")) == (
-        LOCKED.replace("30 min", "25 min"), str(int((LOCK_DURATION - timedelta(minutes=5))
-                                                    .total_seconds())))
+        LOCKED.replace("30 min", "25 min"),
+        str(int((LOCK_DURATION - timedelta(minutes=5)).total_seconds())),
+    )
     admin = server.as_admin()
     lifted = server.at("127.0.0.1").post("/api/v1/users/ivan/unlock", json={}, headers=admin)
     assert lifted.status_code == 200
@@ -145,33 +151,42 @@ def test_a_locked_user_is_refused_until_an_admin_lifts_the_lock(server: Server) 
     assert server.login("ivan", address="127.0.0.3").status_code == 200
     # ivan's own address locked itself too: it waits until its lock is lifted as well
     assert _throttled(server.login("ivan"))[0] == LOCKED.replace("30 min", "25 min")
-    both = server.at("127.0.0.1").post("/api/v1/users/ivan/unlock",
-                                       json={"client": "127.0.0.2"}, headers=admin)
+    both = server.at("127.0.0.1").post(
+        "/api/v1/users/ivan/unlock", json={"client": "127.0.0.2"}, headers=admin
+    )
     assert both.json() == {"user": "ivan", "client": "127.0.0.2", "lifted": True}
     assert server.login("ivan").status_code == 200
     again = server.at("127.0.0.1").post("/api/v1/users/ivan/unlock", json={}, headers=admin)
     assert again.json() == {"user": "ivan", "client": None, "lifted": False}
     unlocks = [e for e in audit_rows(server.files.db_url) if e["action"] == "user.unlock"]
-    assert [(e["user"], e["subject"], e["details"]["client"], e["details"]["lifted"])
-            for e in unlocks] == [("alice", "ivan", None, True),
-                                  ("alice", "ivan", "127.0.0.2", True),
-                                  ("alice", "ivan", None, False)]
+    assert [
+        (e["user"], e["subject"], e["details"]["client"], e["details"]["lifted"]) for e in unlocks
+    ] == [
+        ("alice", "ivan", None, True),
+        ("alice", "ivan", "127.0.0.2", True),
+        ("alice", "ivan", None, False),
+    ]
     assert unlocks[0]["details"]["via"]["client"] == "127.0.0.1"
 
 
-@pytest.mark.parametrize(("user", "path", "body", "status", "message"), [
-    ("ivan", "ivan", {}, 403, "role investigator may not manage users"),
-    ("mona", "alice", {}, 403, "role monitor may not manage users"),
-    ("alice", "not%20a%20name", {}, 400, "user name 'not a name' is not valid"),
-    ("alice", "ivan", {"client": "\u00850"}, 400, "client address '\\x850' is not valid"),
-    ("alice", "ivan", {"user": "x"}, 422, "malformed request: user: "),
-    ("alice", "ivan", {"client": 7}, 422, "malformed request: client: "),
-])
-def test_lifting_a_lock_refuses(server: Server, user: str, path: str, body: dict[str, Any],
-                                status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("user", "path", "body", "status", "message"),
+    [
+        ("ivan", "ivan", {}, 403, "role investigator may not manage users"),
+        ("mona", "alice", {}, 403, "role monitor may not manage users"),
+        ("alice", "not%20a%20name", {}, 400, "user name 'not a name' is not valid"),
+        ("alice", "ivan", {"client": "\u00850"}, 400, "client address '\\x850' is not valid"),
+        ("alice", "ivan", {"user": "x"}, 422, "malformed request: user: "),
+        ("alice", "ivan", {"client": 7}, 422, "malformed request: client: "),
+    ],
+)
+def test_lifting_a_lock_refuses(
+    server: Server, user: str, path: str, body: dict[str, Any], status: int, message: str
+) -> None:
     token = server.login(user, address="127.0.0.1").json()["token"]
-    response = server.at("127.0.0.1").post(f"/api/v1/users/{path}/unlock", json=body,
-                                           headers={"Authorization": f"Bearer {token}"})
+    response = server.at("127.0.0.1").post(
+        f"/api/v1/users/{path}/unlock", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error", "kind"}
     assert response.json()["error"].startswith(message), response.json()
@@ -188,7 +203,8 @@ def _lock(files: TrialFiles, user: str, client: str) -> None:
 
 
 def test_the_http_client_raises_too_many_attempts_with_the_wait(
-        trial_with_list: TrialFiles) -> None:
+    trial_with_list: TrialFiles,
+) -> None:
     _lock(trial_with_list, "ivan", "192.0.2.1")
     with live_server(trial_with_list.db_url, trial_with_list.key_file) as url:
         client = HttpBackend(url)
@@ -202,7 +218,8 @@ def test_the_http_client_raises_too_many_attempts_with_the_wait(
 
 
 def test_the_remote_cli_reports_the_lock_and_an_admin_lifts_it(
-        trial_with_list: TrialFiles, run: Run, tmp_path: Path) -> None:
+    trial_with_list: TrialFiles, run: Run, tmp_path: Path
+) -> None:
     _lock(trial_with_list, "ivan", "192.0.2.1")
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     with live_server(trial_with_list.db_url, trial_with_list.key_file) as url:
@@ -216,10 +233,13 @@ def test_the_remote_cli_reports_the_lock_and_an_admin_lifts_it(
 
 
 def test_the_first_unknown_user_costs_no_more_than_any_other(
-        trial_with_list: TrialFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    trial_with_list: TrialFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(access, "_DUMMY_HASHES", {})  # as in a process that just started
-    with live_server(trial_with_list.db_url, trial_with_list.key_file) as url, \
-            httpx.Client(base_url=url) as client:
+    with (
+        live_server(trial_with_list.db_url, trial_with_list.key_file) as url,
+        httpx.Client(base_url=url) as client,
+    ):
         made: list[str] = []
 
         def spy(password: str, **_: object) -> str:
@@ -227,7 +247,6 @@ def test_the_first_unknown_user_costs_no_more_than_any_other(
             return ""
 
         monkeypatch.setattr(access, "hash_password", spy)
-        response = client.post("/api/v1/auth/token",
-                               json={"user": "nobody", "password": WRONG})
+        response = client.post("/api/v1/auth/token", json={"user": "nobody", "password": WRONG})
         assert response.status_code == 401
     assert made == []  # the dummy hash was made at start, not during this login

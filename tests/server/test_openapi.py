@@ -24,8 +24,11 @@ SIGNED_IN_REFUSALS = {"400", "401", "403", "404", "409", "413", "422", "503"}
 
 
 def _operations() -> list[tuple[str, str, dict[str, Any]]]:
-    return [(method, path, operation) for path, methods in DOCUMENT["paths"].items()
-            for method, operation in methods.items()]
+    return [
+        (method, path, operation)
+        for path, methods in DOCUMENT["paths"].items()
+        for method, operation in methods.items()
+    ]
 
 
 OPERATIONS = _operations()
@@ -33,8 +36,9 @@ IDS = [f"{method.upper()} {path}" for method, path, _ in OPERATIONS]
 
 
 def test_the_committed_document_is_the_apps() -> None:
-    assert COMMITTED.read_text(encoding="utf-8") == openapi.render(), \
+    assert COMMITTED.read_text(encoding="utf-8") == openapi.render(), (
         f"docs/openapi.json differs from the app's document: run '{REGENERATE}' and commit it"
+    )
 
 
 def test_main_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,8 +61,9 @@ def test_every_route_is_in_the_document_summarised_from_its_docstring() -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "operation"), OPERATIONS, ids=IDS)
-def test_every_refusal_is_declared_as_one_error_body(method: str, path: str,
-                                                     operation: dict[str, Any]) -> None:
+def test_every_refusal_is_declared_as_one_error_body(
+    method: str, path: str, operation: dict[str, Any]
+) -> None:
     responses = operation["responses"]
     refusals = {status for status in responses if int(status) >= 400}
     for status in refusals:
@@ -70,7 +75,9 @@ def test_every_refusal_is_declared_as_one_error_body(method: str, path: str,
         assert refusals == {"400", "401", "409", "413", "422", "429", "503"}
         assert responses["429"]["headers"]["Retry-After"] == {
             "description": "Whole seconds until a login may be tried again.",
-            "required": True, "schema": {"type": "integer", "minimum": 1}}
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
     else:
         assert refusals == SIGNED_IN_REFUSALS
     if "401" in refusals:
@@ -95,8 +102,9 @@ def test_the_error_body_is_error_kind_and_an_optional_hint() -> None:
 
 
 @pytest.mark.parametrize(("method", "path", "operation"), OPERATIONS, ids=IDS)
-def test_signed_in_operations_declare_the_bearer_scheme(method: str, path: str,
-                                                        operation: dict[str, Any]) -> None:
+def test_signed_in_operations_declare_the_bearer_scheme(
+    method: str, path: str, operation: dict[str, Any]
+) -> None:
     if (method, path) in PUBLIC:
         assert "security" not in operation
     else:
@@ -114,18 +122,32 @@ def test_the_export_is_csv_with_its_digest() -> None:
     answer = DOCUMENT["paths"]["/api/v1/unblinding"]["post"]["responses"]["200"]
     assert answer["content"] == {"text/csv": {"schema": {"type": "string"}}}
     assert {name: header["required"] for name, header in answer["headers"].items()} == {
-        "X-Randomizer-SHA256": True, "X-Randomizer-Participants": True}
+        "X-Randomizer-SHA256": True,
+        "X-Randomizer-Participants": True,
+    }
 
 
-@pytest.mark.parametrize(("path", "schema"), [
-    ("/api/v1/participants/{participant}/emergency-unblinding",
-     {"$ref": "#/components/schemas/Unblinding"}),
-    ("/api/v1/kits/{code}/prepare", {"$ref": "#/components/schemas/Preparation"}),
-    ("/api/v1/pharmacy/kits", {"type": "array", "title": "Response Pharmacy List",
-                               "items": {"$ref": "#/components/schemas/PharmacyKit"}}),
-    ("/api/v1/users/{name}/unlock", {"$ref": "#/components/schemas/LoginUnlock"}),
-])
-def test_results_sent_as_they_are_still_declare_their_schema(path: str,
-                                                             schema: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("path", "schema"),
+    [
+        (
+            "/api/v1/participants/{participant}/emergency-unblinding",
+            {"$ref": "#/components/schemas/Unblinding"},
+        ),
+        ("/api/v1/kits/{code}/prepare", {"$ref": "#/components/schemas/Preparation"}),
+        (
+            "/api/v1/pharmacy/kits",
+            {
+                "type": "array",
+                "title": "Response Pharmacy List",
+                "items": {"$ref": "#/components/schemas/PharmacyKit"},
+            },
+        ),
+        ("/api/v1/users/{name}/unlock", {"$ref": "#/components/schemas/LoginUnlock"}),
+    ],
+)
+def test_results_sent_as_they_are_still_declare_their_schema(
+    path: str, schema: dict[str, Any]
+) -> None:
     (operation,) = DOCUMENT["paths"][path].values()
     assert operation["responses"]["200"]["content"]["application/json"]["schema"] == schema

@@ -12,15 +12,19 @@ from tests.support.exosome import arm_words_in
 OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
 """The one message of every failure to open a sealed value."""
 
-NOT_CURRENT_KEY = ("the key file does not open this trial: it is not the trial's current key "
-                   "(was the key rotated?)")
+NOT_CURRENT_KEY = (
+    "the key file does not open this trial: it is not the trial's current key "
+    "(was the key rotated?)"
+)
 """The message when the key file does not unwrap the trial's data key (old, wrong or altered)."""
 
 
 def describe(result: Result) -> str:
     """Exit code, stdout, stderr and exception of a result, for an assertion's message."""
-    return (f"exit {result.exit_code}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}\n"
-            f"exception: {result.exception!r}")
+    return (
+        f"exit {result.exit_code}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}\n"
+        f"exception: {result.exception!r}"
+    )
 
 
 def assert_ok(result: Result) -> None:
@@ -53,8 +57,7 @@ def assert_no_arm(result: Result, what: str = "", inputs: Iterable[str] = ()) ->
     """
     given = [value.lower() for value in inputs]
     for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
-        found = [word for word in arm_words_in(text)
-                 if not any(word in value for value in given)]
+        found = [word for word in arm_words_in(text) if not any(word in value for value in given)]
         assert not found, f"{what}: {stream} names {found}: {text!r}"
 
 

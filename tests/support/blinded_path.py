@@ -41,8 +41,17 @@ def days_ago(days: int) -> date:
 
 def randomize(run: Run, participant: str, on: date, **overrides: str) -> dict[str, Any]:
     """Randomize an eligible participant as ivan; return the --json result."""
-    result = run("randomize", participant, "--site", "WAW", *answer_args(**overrides),
-                 "--date", on.isoformat(), "--json", user="ivan")
+    result = run(
+        "randomize",
+        participant,
+        "--site",
+        "WAW",
+        *answer_args(**overrides),
+        "--date",
+        on.isoformat(),
+        "--json",
+        user="ivan",
+    )
     assert_ok(result)
     data: dict[str, Any] = json.loads(result.stdout)
     return data
@@ -51,20 +60,27 @@ def randomize(run: Run, participant: str, on: date, **overrides: str) -> dict[st
 def participant_arms(files: TrialFiles) -> dict[str, str]:
     """Every randomized participant's arm, read as the key holder from the sealed slots."""
     vault = open_trial_vault(files)
-    rows = execute(files.db_url,
-                   "SELECT p.code, st.key, s.sequence, s.allocation_sealed "
-                   "FROM participants p JOIN slots s ON s.id = p.slot_id "
-                   "JOIN strata st ON st.id = s.stratum_id")
-    return {code: open_allocation(vault, key, sequence, bytes(sealed))[0]
-            for code, key, sequence, sealed in rows}
+    rows = execute(
+        files.db_url,
+        "SELECT p.code, st.key, s.sequence, s.allocation_sealed "
+        "FROM participants p JOIN slots s ON s.id = p.slot_id "
+        "JOIN strata st ON st.id = s.stratum_id",
+    )
+    return {
+        code: open_allocation(vault, key, sequence, bytes(sealed))[0]
+        for code, key, sequence, sealed in rows
+    }
 
 
 def live_kit(files: TrialFiles, participant: str, visit: int) -> str:
     """The code of a participant's live (not voided) kit of one visit."""
-    rows = execute(files.db_url,
-                   "SELECT k.code FROM kits k JOIN participants p ON p.id = k.participant_id "
-                   "WHERE p.code = :p AND k.visit = :v AND k.status != 'voided'",
-                   p=participant, v=visit)
+    rows = execute(
+        files.db_url,
+        "SELECT k.code FROM kits k JOIN participants p ON p.id = k.participant_id "
+        "WHERE p.code = :p AND k.visit = :v AND k.status != 'voided'",
+        p=participant,
+        v=visit,
+    )
     assert len(rows) == 1, rows
     return str(rows[0][0])
 
@@ -81,8 +97,14 @@ def normalized(text: str, names: Mapping[str, str]) -> str:
     return text
 
 
-def refused(run: Run, *args: str, user: str, code: int, fragments: Iterable[str] = (),
-            command: str | None = None) -> str:
+def refused(
+    run: Run,
+    *args: str,
+    user: str,
+    code: int,
+    fragments: Iterable[str] = (),
+    command: str | None = None,
+) -> str:
     """Run a command that must be refused and prove that it changed nothing.
 
     Exit 2 (malformed input) leaves every table as it was, the audit trail
@@ -157,6 +179,7 @@ def four_participants(run: Run, templates: TrialTemplates) -> dict[str, str]:
 
     Returns arm -> the first participant in that arm (the ``by_arm`` fixture).
     """
+
     def build(new: Run) -> dict[str, str]:
         build_trial(new, "list")
         return one_per_arm(new, FOUR_DAY0)

@@ -32,12 +32,21 @@ PARTICIPANT_IDS = [f"C-{n:04d}" for n in range(1, PARTICIPANTS + 1)]
 """Every participant, split over the workers round robin."""
 
 DESIGN = design_toml(
-    trial_id="concurrency", title="Concurrency trial", planned_participants=400,
-    stratum_length=200, arms=["active", "placebo"], block_sizes=[2, 4],
+    trial_id="concurrency",
+    title="Concurrency trial",
+    planned_participants=400,
+    stratum_length=200,
+    arms=["active", "placebo"],
+    block_sizes=[2, 4],
     factors={"type": ["PPMS", "SPMS"]},
-    criteria=[AGE, must_be_yes("progressive_ms", "Progressive MS?"),
-              in_range("edss", "EDSS", 3.0, 6.5)],
-    visits=[("Day 0", 0, 0), ("Day 7", 7, 2)], spare_fraction=0.0)
+    criteria=[
+        AGE,
+        must_be_yes("progressive_ms", "Progressive MS?"),
+        in_range("edss", "EDSS", 3.0, 6.5),
+    ],
+    visits=[("Day 0", 0, 0), ("Day 7", 7, 2)],
+    spare_fraction=0.0,
+)
 """Two strata of 200 slots, two dosing visits, no spare kits: 400 participants fill it."""
 
 ANSWERS = {"age": "40", "progressive_ms": "yes", "edss": "4.5"}
@@ -68,18 +77,27 @@ def prepare_trial(run: Run, directory: Path) -> None:
     backdate_list(run.files)  # the workers randomize dated 7 days ago
 
 
-def run_workers(command: WorkerCommand, directory: Path,
-                timeout: float = 300) -> list[dict[str, Any]]:
+def run_workers(
+    command: WorkerCommand, directory: Path, timeout: float = 300
+) -> list[dict[str, Any]]:
     """Run one worker per investigator, all released at once; every line they printed.
 
     Each worker gets every :data:`WORKERS`-th participant. A worker that fails
     fails the test with its stderr.
     """
     go = directory / "go"
-    workers = [subprocess.Popen(command(name, password, go, PARTICIPANT_IDS[i::WORKERS]),
-                                cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for i, (name, password) in enumerate(INVESTIGATORS.items())]
+    workers = [
+        subprocess.Popen(
+            command(name, password, go, PARTICIPANT_IDS[i::WORKERS]),
+            cwd=ROOT,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, (name, password) in enumerate(INVESTIGATORS.items())
+    ]
     try:
         time.sleep(1.0)  # let every interpreter start and reach the barrier
         go.touch()
@@ -97,9 +115,19 @@ def run_workers(command: WorkerCommand, directory: Path,
 def worker_command(*connection: str) -> WorkerCommand:
     """The argv of ``tests.e2e.worker`` reaching the trial through ``connection``
     (``local DB_URL KEY_FILE`` or ``http SERVER_URL``)."""
+
     def command(user: str, password: str, go: Path, participants: Sequence[str]) -> list[str]:
-        return [sys.executable, "-m", "tests.e2e.worker", *connection, user, password,
-                str(go), *participants]
+        return [
+            sys.executable,
+            "-m",
+            "tests.e2e.worker",
+            *connection,
+            user,
+            password,
+            str(go),
+            *participants,
+        ]
+
     return command
 
 
@@ -109,10 +137,12 @@ def check_allocation(db_url: str, results: list[dict[str, Any]]) -> None:
     ``results`` are the workers' lines: what each participant was told.
     """
     assert sorted(r["participant"] for r in results) == PARTICIPANT_IDS
-    rows = execute(db_url,
-                   "SELECT p.id, p.code, p.randomization_number, s.key, sl.sequence, sl.id "
-                   "FROM participants p JOIN strata s ON s.id = p.stratum_id "
-                   "JOIN slots sl ON sl.id = p.slot_id ORDER BY p.id")
+    rows = execute(
+        db_url,
+        "SELECT p.id, p.code, p.randomization_number, s.key, sl.sequence, sl.id "
+        "FROM participants p JOIN strata s ON s.id = p.stratum_id "
+        "JOIN slots sl ON sl.id = p.slot_id ORDER BY p.id",
+    )
     assert len(rows) == PARTICIPANTS
     assert len({r[5] for r in rows}) == PARTICIPANTS, "a slot was used twice"
     told = {r["participant"]: r["number"] for r in results}
@@ -127,10 +157,12 @@ def check_allocation(db_url: str, results: list[dict[str, Any]]) -> None:
         assert sequences == list(range(1, len(sequences) + 1)), stratum
     assert sorted(len(s) for s in by_stratum.values()) == [200, 200]
 
-    kits = execute(db_url,
-                   "SELECT p.code, k.visit, k.code FROM kits k "
-                   "JOIN participants p ON p.id = k.participant_id "
-                   "WHERE k.status = 'dispensed'")
+    kits = execute(
+        db_url,
+        "SELECT p.code, k.visit, k.code FROM kits k "
+        "JOIN participants p ON p.id = k.participant_id "
+        "WHERE k.status = 'dispensed'",
+    )
     per_participant: dict[str, dict[int, str]] = defaultdict(dict)
     for participant, visit, code in kits:
         assert visit not in per_participant[participant], (participant, visit)

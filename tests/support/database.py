@@ -52,12 +52,15 @@ def scratch_db_url(directory: Path) -> Iterator[str]:
         with maintenance.connect() as conn:
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         url = make_url(server).update_query_dict(
-            {"options": f"-csearch_path={schema}", "application_name": schema})
+            {"options": f"-csearch_path={schema}", "application_name": schema}
+        )
         yield url.render_as_string(hide_password=False)
     finally:
         with maintenance.connect() as conn:
-            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 f"WHERE application_name = '{schema}'")
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE application_name = '{schema}'"
+            )
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         maintenance.dispose()
 
@@ -106,15 +109,18 @@ class Snapshots:
         self.engine: Engine = create_engine(db_url)
         self.metadata = MetaData()
         self.metadata.reflect(self.engine)
-        self.columns = {name: [c.name for c in table.columns]
-                        for name, table in self.metadata.tables.items()}
+        self.columns = {
+            name: [c.name for c in table.columns] for name, table in self.metadata.tables.items()
+        }
         """Each table's column names, in the order of a dump's row tuples."""
 
     def dump(self) -> Dump:
         """Every row of every table, sorted: compare before and after to prove nothing changed."""
         with self.engine.connect() as conn:
-            return {name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
-                    for name, table in self.metadata.tables.items()}
+            return {
+                name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
+                for name, table in self.metadata.tables.items()
+            }
 
     def dispose(self) -> None:
         """Close the engine's connections."""
@@ -154,18 +160,32 @@ def execute(db_url: str, *statements: str, **params: Any) -> list[tuple[Any, ...
 
 def audit_rows(db_url: str) -> list[dict[str, Any]]:
     """The audit trail read straight from its table, in sequence order, details parsed."""
-    rows = execute(db_url, 'SELECT seq, at, "user", role, action, subject, reason, details, '
-                           "prev_mac, mac FROM audit_events ORDER BY seq")
-    keys = ("seq", "at", "user", "role", "action", "subject", "reason", "details",
-            "prev_mac", "mac")
+    rows = execute(
+        db_url,
+        'SELECT seq, at, "user", role, action, subject, reason, details, '
+        "prev_mac, mac FROM audit_events ORDER BY seq",
+    )
+    keys = (
+        "seq",
+        "at",
+        "user",
+        "role",
+        "action",
+        "subject",
+        "reason",
+        "details",
+        "prev_mac",
+        "mac",
+    )
     events = [dict(zip(keys, row, strict=True)) for row in rows]
     for event in events:
         event["details"] = json.loads(event["details"])
     return events
 
 
-def new_events(before: Iterable[Mapping[str, Any]],
-               after: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def new_events(
+    before: Iterable[Mapping[str, Any]], after: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Audit events in ``after`` beyond the last sequence number of ``before``."""
     last = max((event["seq"] for event in before), default=0)
     return [event for event in after if event["seq"] > last]

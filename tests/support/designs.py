@@ -31,11 +31,15 @@ FIRST_VISIT_ONLY: tuple[VisitSpec, ...] = (("Day 0", 0, 0),)
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def in_range(criterion_id: str, question: str, minimum: float,
-             maximum: float) -> CriterionSpec:
+def in_range(criterion_id: str, question: str, minimum: float, maximum: float) -> CriterionSpec:
     """A ``range`` criterion from ``minimum`` to ``maximum``."""
-    return {"id": criterion_id, "kind": "range", "question": question,
-            "min": minimum, "max": maximum}
+    return {
+        "id": criterion_id,
+        "kind": "range",
+        "question": question,
+        "min": minimum,
+        "max": maximum,
+    }
 
 
 def must_be_yes(criterion_id: str, question: str) -> CriterionSpec:
@@ -47,50 +51,83 @@ AGE = in_range("age", "Age", 18, 65)
 """The age criterion of the test and benchmark designs (not exosome-ms's wording)."""
 
 
-def design_toml(*, planned_participants: int, arms: Sequence[ArmSpec],
-                block_sizes: Sequence[int], ratio: Sequence[int] | None = None,
-                trial_id: str = "t1", title: str = "Test trial",
-                stratum_length: int | None = None,
-                factors: Mapping[str, Sequence[str]] | None = None,
-                criteria: Sequence[CriterionSpec] = (),
-                visits: Sequence[VisitSpec] = FIRST_VISIT_ONLY,
-                spare_fraction: float | None = None) -> str:
+def design_toml(
+    *,
+    planned_participants: int,
+    arms: Sequence[ArmSpec],
+    block_sizes: Sequence[int],
+    ratio: Sequence[int] | None = None,
+    trial_id: str = "t1",
+    title: str = "Test trial",
+    stratum_length: int | None = None,
+    factors: Mapping[str, Sequence[str]] | None = None,
+    criteria: Sequence[CriterionSpec] = (),
+    visits: Sequence[VisitSpec] = FIRST_VISIT_ONLY,
+    spare_fraction: float | None = None,
+) -> str:
     """The text of a design file; ``ratio`` defaults to 1 for every arm.
 
     Optional parts left at ``None`` (stratum length, spare fraction) are not
     written, so the design's own defaults apply.
     """
-    arm_specs = [(arm, arm.capitalize(), f"Prepare {arm}.") if isinstance(arm, str) else arm
-                 for arm in arms]
+    arm_specs = [
+        (arm, arm.capitalize(), f"Prepare {arm}.") if isinstance(arm, str) else arm for arm in arms
+    ]
     arm_ids = [arm_id for arm_id, _, _ in arm_specs]
-    trial: dict[str, object] = {"id": trial_id, "title": title,
-                                "planned_participants": planned_participants}
+    trial: dict[str, object] = {
+        "id": trial_id,
+        "title": title,
+        "planned_participants": planned_participants,
+    }
     if stratum_length is not None:
         trial["stratum_length"] = stratum_length
     weights = ratio if ratio is not None else [1] * len(arm_ids)
     tables = [
         _table("[trial]", trial),
-        _table("[allocation]", {"ratio": dict(zip(arm_ids, weights, strict=True)),
-                                "block_sizes": list(block_sizes)}),
-        *(_table("[[arms]]", {"id": arm_id, "label": label, "preparation": preparation})
-          for arm_id, label, preparation in arm_specs),
-        *(_table("[[factors]]", {"name": name, "levels": list(levels)})
-          for name, levels in (factors or {}).items()),
+        _table(
+            "[allocation]",
+            {"ratio": dict(zip(arm_ids, weights, strict=True)), "block_sizes": list(block_sizes)},
+        ),
+        *(
+            _table("[[arms]]", {"id": arm_id, "label": label, "preparation": preparation})
+            for arm_id, label, preparation in arm_specs
+        ),
+        *(
+            _table("[[factors]]", {"name": name, "levels": list(levels)})
+            for name, levels in (factors or {}).items()
+        ),
         *(_table("[[criteria]]", criterion) for criterion in criteria),
-        *(_table("[[visits]]", {"name": name, "day": day, **({"window": window} if window else {})})
-          for name, day, window in visits),
+        *(
+            _table(
+                "[[visits]]", {"name": name, "day": day, **({"window": window} if window else {})}
+            )
+            for name, day, window in visits
+        ),
     ]
     if spare_fraction is not None:
         tables.append(_table("[kits]", {"spare_fraction": spare_fraction}))
     return "\n".join(tables)
 
 
-def make_design(arms: Sequence[str], ratio: Sequence[int], block_sizes: Sequence[int],
-                length: int, factors: Mapping[str, Sequence[str]] | None = None) -> TrialDesign:
+def make_design(
+    arms: Sequence[str],
+    ratio: Sequence[int],
+    block_sizes: Sequence[int],
+    length: int,
+    factors: Mapping[str, Sequence[str]] | None = None,
+) -> TrialDesign:
     """A validated design with just what the generator reads (the keys of the vector files)."""
-    return parse_design(design_toml(trial_id="gen-test", title="Generator test",
-                                    planned_participants=length, arms=arms, ratio=ratio,
-                                    block_sizes=block_sizes, factors=factors))
+    return parse_design(
+        design_toml(
+            trial_id="gen-test",
+            title="Generator test",
+            planned_participants=length,
+            arms=arms,
+            ratio=ratio,
+            block_sizes=block_sizes,
+            factors=factors,
+        )
+    )
 
 
 def _table(header: str, values: Mapping[str, object]) -> str:
@@ -117,7 +154,8 @@ def _value(value: object) -> str:
 
 def _string(text: str) -> str:
     """A TOML basic string: quote, backslash and control characters escaped."""
-    escaped = "".join(f"\\{c}" if c in '"\\'
-                      else f"\\u{ord(c):04x}" if ord(c) < 0x20 or c == "\x7f" else c
-                      for c in text)
+    escaped = "".join(
+        f"\\{c}" if c in '"\\' else f"\\u{ord(c):04x}" if ord(c) < 0x20 or c == "\x7f" else c
+        for c in text
+    )
     return f'"{escaped}"'

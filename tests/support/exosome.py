@@ -33,9 +33,18 @@ def answer_args(**overrides: str) -> list[str]:
     return [arg for name, value in answers.items() for arg in ("--answer", f"{name}={value}")]
 
 
-ARM_WORDS = tuple(dict.fromkeys(word.lower() for word in (
-    *ARMS, *ARM_LABELS, "placebo",
-    *(arm.id for arm in DESIGN.arms), *(arm.label for arm in DESIGN.arms))))
+ARM_WORDS = tuple(
+    dict.fromkeys(
+        word.lower()
+        for word in (
+            *ARMS,
+            *ARM_LABELS,
+            "placebo",
+            *(arm.id for arm in DESIGN.arms),
+            *(arm.label for arm in DESIGN.arms),
+        )
+    )
+)
 """What must never reach a blinded role (matched case-insensitively)."""
 
 PUBLIC_TEXT = (DESIGN.title, TRIAL_ID)

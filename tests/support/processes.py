@@ -33,8 +33,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli_process(db_url: str, key_file: Path, user: str, *args: str,
-                fault: str | None = None) -> subprocess.Popen[str]:
+def cli_process(
+    db_url: str, key_file: Path, user: str, *args: str, fault: str | None = None
+) -> subprocess.Popen[str]:
     """The real CLI as ``user`` (password from the environment), started and not waited for.
 
     ``fault`` arms a test-only fault point (RANDOMIZER_TEST_FAULT): the process
@@ -46,10 +47,25 @@ def cli_process(db_url: str, key_file: Path, user: str, *args: str,
     if fault is not None:
         env["RANDOMIZER_TEST_FAULT"] = fault
     return subprocess.Popen(
-        [sys.executable, "-m", "randomizer", "--db", db_url, "--key-file",
-         str(key_file), "--user", user, *args],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "randomizer",
+            "--db",
+            db_url,
+            "--key-file",
+            str(key_file),
+            "--user",
+            user,
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class Finished(NamedTuple):
@@ -93,8 +109,9 @@ class ServerProcess:
 
 
 @contextmanager
-def server_process(db_url: str, key_file: Path, log: Path, *args: str,
-                   start_timeout: float = 30) -> Iterator[ServerProcess]:
+def server_process(
+    db_url: str, key_file: Path, log: Path, *args: str, start_timeout: float = 30
+) -> Iterator[ServerProcess]:
     """``python -m randomizer --db URL --key-file K serve --port P [args]`` on a free port.
 
     Yields once ``GET /api/v1/health`` answers. The server's output goes to
@@ -105,10 +122,25 @@ def server_process(db_url: str, key_file: Path, log: Path, *args: str,
     port = free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "randomizer", "--db", db_url, "--key-file", str(key_file),
-             "serve", "--port", str(port), *args],
-            cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, stdout=output,
-            stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "randomizer",
+                "--db",
+                db_url,
+                "--key-file",
+                str(key_file),
+                "serve",
+                "--port",
+                str(port),
+                *args,
+            ],
+            cwd=ROOT,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + start_timeout
@@ -147,13 +179,21 @@ def serve_process(db_url: str, key_file: Path, timeout: float = 60) -> Iterator[
         with server_process(db_url, key_file, log, start_timeout=timeout) as server:
             yield server.url
         if server.process.returncode not in (0, -signal.SIGTERM):
-            raise AssertionError(f"the server exited with {server.process.returncode}:\n"
-                                 f"{server.log_text()}")
+            raise AssertionError(
+                f"the server exited with {server.process.returncode}:\n{server.log_text()}"
+            )
 
 
-def remote_cli(server: str, *args: str, cwd: Path, state_home: Path, user: str | None = None,
-               password: str | None = None, input: str | None = None,
-               timeout: float = 120) -> Finished:
+def remote_cli(
+    server: str,
+    *args: str,
+    cwd: Path,
+    state_home: Path,
+    user: str | None = None,
+    password: str | None = None,
+    input: str | None = None,
+    timeout: float = 120,
+) -> Finished:
     """The real CLI with ``--server``, as a user away from the trial's host would run it.
 
     Its environment names no database and no key file (no RANDOMIZER_ variable
@@ -167,7 +207,14 @@ def remote_cli(server: str, *args: str, cwd: Path, state_home: Path, user: str |
     argv = [sys.executable, "-m", "randomizer", "--server", server]
     if user is not None:
         argv += ["--user", user]
-    done = subprocess.run([*argv, *args], cwd=cwd, env=env, input=input, capture_output=True,
-                          text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL if input is None else None)
+    done = subprocess.run(
+        [*argv, *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL if input is None else None,
+    )
     return Finished(done.returncode, done.stdout, done.stderr)

@@ -41,9 +41,14 @@ class RemoteRun:
         self.state_home = state_home
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, user: str | None = None, password: str | None = None,
-                 input: str | None = None, env: Mapping[str, str | None] | None = None
-                 ) -> Result:
+    def __call__(
+        self,
+        *args: str,
+        user: str | None = None,
+        password: str | None = None,
+        input: str | None = None,
+        env: Mapping[str, str | None] | None = None,
+    ) -> Result:
         argv = ["--server", self.server]
         if user is not None:
             argv += ["--user", user]
@@ -52,5 +57,6 @@ class RemoteRun:
             password = PASSWORDS.get(user)
         environment["RANDOMIZER_PASSWORD"] = password
         environment.update(env or {})
-        return self.runner.invoke(cli, [*argv, *args], input=input, env=environment,
-                                  prog_name="randomizer")
+        return self.runner.invoke(
+            cli, [*argv, *args], input=input, env=environment, prog_name="randomizer"
+        )

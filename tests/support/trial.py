@@ -95,12 +95,17 @@ class Run:
         self.files = files
         self.runner = CliRunner()
 
-    def __call__(self, *args: str, user: str | None = None, password: str | None = None,
-                 input: str | None = None, db: str | None = None,
-                 key_file: Path | str | None = None,
-                 env: Mapping[str, str | None] | None = None) -> Result:
-        argv = ["--db", db or self.files.db_url,
-                "--key-file", str(key_file or self.files.key_file)]
+    def __call__(
+        self,
+        *args: str,
+        user: str | None = None,
+        password: str | None = None,
+        input: str | None = None,
+        db: str | None = None,
+        key_file: Path | str | None = None,
+        env: Mapping[str, str | None] | None = None,
+    ) -> Result:
+        argv = ["--db", db or self.files.db_url, "--key-file", str(key_file or self.files.key_file)]
         if user is not None:
             argv += ["--user", user]
         environment = dict(_UNSET_ENV)
@@ -108,8 +113,9 @@ class Run:
             password = PASSWORDS.get(user)
         environment["RANDOMIZER_PASSWORD"] = password
         environment.update(env or {})
-        return self.runner.invoke(cli, [*argv, *args], input=input, env=environment,
-                                  prog_name="randomizer")
+        return self.runner.invoke(
+            cli, [*argv, *args], input=input, env=environment, prog_name="randomizer"
+        )
 
     def ok(self, *args: str, **kwargs: Any) -> Result:
         """Invoke and assert success."""
@@ -119,16 +125,31 @@ class Run:
 
     def init(self, admin: str = ADMIN, design: str = DESIGN_NAME) -> Result:
         """``init`` the trial with its first admin."""
-        result = self.ok("init", "--design", design, "--admin", admin,
-                         env={"RANDOMIZER_PASSWORD": PASSWORDS.get(admin, "pw-admin-123456")})
+        result = self.ok(
+            "init",
+            "--design",
+            design,
+            "--admin",
+            admin,
+            env={"RANDOMIZER_PASSWORD": PASSWORDS.get(admin, "pw-admin-123456")},
+        )
         self.files.users[admin] = "admin"
         return result
 
-    def add_user(self, name: str, role: str, password: str | None = None,
-                 actor: str = ADMIN) -> Result:
+    def add_user(
+        self, name: str, role: str, password: str | None = None, actor: str = ADMIN
+    ) -> Result:
         """Add a user through the CLI as ``actor``."""
-        result = self.ok("user", "add", name, "--role", role, "--password-stdin",
-                         user=actor, input=(password or PASSWORDS[name]) + "\n")
+        result = self.ok(
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            user=actor,
+            input=(password or PASSWORDS[name]) + "\n",
+        )
         self.files.users[name] = role
         return result
 
@@ -148,8 +169,11 @@ def backdate_list(files: TrialFiles, age: timedelta = LIST_AGE) -> datetime:
     Behind the service's back: the ``list.generate`` audit event keeps its real time.
     """
     at = datetime.now(UTC) - age
-    execute(files.db_url, "UPDATE trial SET list_generated_at = :at",
-            at=at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"))
+    execute(
+        files.db_url,
+        "UPDATE trial SET list_generated_at = :at",
+        at=at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"),
+    )
     return at
 
 
@@ -174,8 +198,7 @@ def scratch_trial(directory: Path) -> Iterator[Run]:
     """
     with pytest.MonkeyPatch.context() as patch, scratch_db_url(directory) as url:
         patch.setattr(access, "SCRYPT_N", FAST_SCRYPT_N)
-        yield Run(TrialFiles(db_url=url, key_file=directory / "trial.key",
-                             directory=directory))
+        yield Run(TrialFiles(db_url=url, key_file=directory / "trial.key", directory=directory))
 
 
 class TrialTemplates:
@@ -224,12 +247,15 @@ class TrialTemplates:
 
 def all_commands() -> Iterator[tuple[tuple[str, ...], click.Command]]:
     """Every command and group of the CLI with its path (the root is the empty path)."""
-    def walk(command: click.Command,
-             path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+
+    def walk(
+        command: click.Command, path: tuple[str, ...]
+    ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
         yield path, command
         if isinstance(command, click.Group):
             for name, sub in sorted(command.commands.items()):
                 yield from walk(sub, (*path, name))
+
     yield from walk(cli, ())
 
 

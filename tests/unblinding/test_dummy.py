@@ -55,20 +55,29 @@ def test_the_dummy_export(run: Run, by_arm: dict[str, str], fixed_seed: list[int
     result = run.ok("unblind", "dummy", "--out", str(out), user="stan")
     data = out.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    assert result.stdout == (f"Wrote 4 participants with DUMMY arms (made up, not the trial's) "
-                             f"to {out}\nSHA-256: {digest}\n")
+    assert result.stdout == (
+        f"Wrote 4 participants with DUMMY arms (made up, not the trial's) "
+        f"to {out}\nSHA-256: {digest}\n"
+    )
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     rows = _rows(out)
     # every row says it is dummy; the arms are the design's list for a fresh OS seed
     assert fixed_seed == [32]
     made_up = dummy_arms(DESIGN, {"all": 4}, bytes(range(32)))["all"]
-    assert [(r["arm"], r["arm_label"], r["dummy"]) for r in rows] == \
-        [(f"dummy-{arm}", DUMMY_ARMS[f"dummy-{arm}"], "yes") for arm in made_up]
+    assert [(r["arm"], r["arm_label"], r["dummy"]) for r in rows] == [
+        (f"dummy-{arm}", DUMMY_ARMS[f"dummy-{arm}"], "yes") for arm in made_up
+    ]
     event = audit_rows(files.db_url)[-1]
-    assert (event["action"], event["user"], event["role"], event["subject"]) == \
-        ("unblind.dummy", "stan", "statistician", "exosome-ms")
-    assert event["details"] == {"participants": 4,
-                                "file_mac": open_trial_vault(files).mac(data).hex()}
+    assert (event["action"], event["user"], event["role"], event["subject"]) == (
+        "unblind.dummy",
+        "stan",
+        "statistician",
+        "exosome-ms",
+    )
+    assert event["details"] == {
+        "participants": 4,
+        "file_mac": open_trial_vault(files).mac(data).hex(),
+    }
 
     # every other column is what the real export says, after the lock
     run.ok("lock", "--reason", LOCK_REASON, user="alice")
@@ -84,33 +93,49 @@ def test_the_dummy_export(run: Run, by_arm: dict[str, str], fixed_seed: list[int
     again = files.directory / "Dummy-2.csv"
     result = run.ok("unblind", "dummy", "--out", str(again), "--json", user="stan")
     assert json.loads(result.stdout) == {
-        "file": str(again), "sha256": hashlib.sha256(again.read_bytes()).hexdigest(),
-        "participants": 4, "dummy": True}
+        "file": str(again),
+        "sha256": hashlib.sha256(again.read_bytes()).hexdigest(),
+        "participants": 4,
+        "dummy": True,
+    }
 
 
 @pytest.mark.parametrize("name", ["unblinding.csv", "final-export.csv", "dumy.csv"])
-def test_a_file_name_without_dummy_is_refused(run: Run, by_arm: dict[str, str],
-                                              name: str) -> None:
+def test_a_file_name_without_dummy_is_refused(run: Run, by_arm: dict[str, str], name: str) -> None:
     out = run.files.directory / name
     message = refused(run, "unblind", "dummy", "--out", str(out), user="stan", code=2)
-    assert message == (f"{out}: the file name of a dummy export must contain 'dummy' (for "
-                       "example dummy-unblinding.csv), so that it is never taken for the "
-                       "real one")
+    assert message == (
+        f"{out}: the file name of a dummy export must contain 'dummy' (for "
+        "example dummy-unblinding.csv), so that it is never taken for the "
+        "real one"
+    )
     assert not out.exists()
     # a folder named dummy does not make the file's own name say so
     folder = run.files.directory / "dummy"
     folder.mkdir()
-    refused(run, "unblind", "dummy", "--out", str(folder / name), user="stan", code=2,
-            fragments=("must contain 'dummy'",))
+    refused(
+        run,
+        "unblind",
+        "dummy",
+        "--out",
+        str(folder / name),
+        user="stan",
+        code=2,
+        fragments=("must contain 'dummy'",),
+    )
 
 
-@pytest.mark.parametrize(("user", "role"), [("alice", "admin"), ("ivan", "investigator"),
-                                            ("petra", "pharmacist"), ("mona", "monitor")])
-def test_only_the_statistician_writes_a_dummy(run: Run, by_arm: dict[str, str], user: str,
-                                              role: str) -> None:
+@pytest.mark.parametrize(
+    ("user", "role"),
+    [("alice", "admin"), ("ivan", "investigator"), ("petra", "pharmacist"), ("mona", "monitor")],
+)
+def test_only_the_statistician_writes_a_dummy(
+    run: Run, by_arm: dict[str, str], user: str, role: str
+) -> None:
     out = run.files.directory / "dummy.csv"
-    message = refused(run, "unblind", "dummy", "--out", str(out), user=user, code=1,
-                      command="unblind.dummy")
+    message = refused(
+        run, "unblind", "dummy", "--out", str(out), user=user, code=1, command="unblind.dummy"
+    )
     assert message == f"role {role} may not write a dummy unblinding"
     assert not out.exists()
 
@@ -120,8 +145,9 @@ ARM_COLUMNS = ("allocation_sealed", "content_sealed")
 but opens nothing: the patched vault shows that)."""
 
 
-def test_the_dummy_never_reads_a_sealed_arm(run: Run, by_arm: dict[str, str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dummy_never_reads_a_sealed_arm(
+    run: Run, by_arm: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from randomizer.vault import Vault
 
     def no_opening(*args: Any, **kwargs: Any) -> str:
@@ -147,8 +173,7 @@ def test_the_dummy_never_reads_a_sealed_arm(run: Run, by_arm: dict[str, str],
     monkeypatch.setattr(lock, "driver_rows", recorded_rows)
     event.listen(Engine, "before_cursor_execute", record)
     try:
-        run.ok("unblind", "dummy", "--out", str(run.files.directory / "dummy.csv"),
-               user="stan")
+        run.ok("unblind", "dummy", "--out", str(run.files.directory / "dummy.csv"), user="stan")
     finally:
         event.remove(Engine, "before_cursor_execute", record)
     assert any("FROM participants" in s for s in statements)  # the listener saw the export
@@ -199,8 +224,11 @@ def test_dummy_arms_agree_with_the_real_ones_no_better_than_chance() -> None:
     agree = _agreement(lambda real, seed: dummy_arms(DESIGN, {"all": len(real)}, seed)["all"])
     assert _two_sided_binomial(agree, 4000) > 0.001, agree
     # the test sees a leak: a dummy that copies the real arms one time in ten
-    leaky = _agreement(lambda real, seed: real if seed[0] < 26 else
-                       dummy_arms(DESIGN, {"all": len(real)}, seed)["all"])
+    leaky = _agreement(
+        lambda real, seed: (
+            real if seed[0] < 26 else dummy_arms(DESIGN, {"all": len(real)}, seed)["all"]
+        )
+    )
     assert _two_sided_binomial(leaky, 4000) < 0.001, leaky
 
 
