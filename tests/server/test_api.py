@@ -17,16 +17,8 @@ import pytest
 from randomizer import __version__
 from tests.backends.live import live_server
 from tests.support.database import audit_rows, dump_database
+from tests.support.exosome import ELIGIBLE
 from tests.support.trial import PASSWORDS, TrialFiles
-
-ELIGIBLE = {
-    "age": "45",
-    "progressive_ms": "yes",
-    "edss": "4.5",
-    "recent_relapse_or_steroids": "no",
-    "other_neuro_autoimmune": "no",
-    "infection_malignancy_systemic": "no",
-}
 
 
 @dataclass
