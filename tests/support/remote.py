@@ -12,18 +12,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from randomizer.commands import cli
-from tests.support.trial import PASSWORDS
-
-_UNSET_ENV: dict[str, str | None] = {
-    "RANDOMIZER_PASSWORD": None,
-    "RANDOMIZER_USER": None,
-    "RANDOMIZER_DB": None,
-    "RANDOMIZER_KEY_FILE": None,
-    "RANDOMIZER_SERVER": None,
-    "RANDOMIZER_DEBUG": None,
-    "RANDOMIZER_TEST_FAULT": None,
-}
+from tests.support.trial import invoke_cli
 
 
 class RemoteRun:
@@ -49,14 +38,12 @@ class RemoteRun:
         input: str | None = None,
         env: Mapping[str, str | None] | None = None,
     ) -> Result:
-        argv = ["--server", self.server]
-        if user is not None:
-            argv += ["--user", user]
-        environment = {**_UNSET_ENV, "XDG_STATE_HOME": str(self.state_home)}
-        if password is None and user is not None:
-            password = PASSWORDS.get(user)
-        environment["RANDOMIZER_PASSWORD"] = password
-        environment.update(env or {})
-        return self.runner.invoke(
-            cli, [*argv, *args], input=input, env=environment, prog_name="randomizer"
+        return invoke_cli(
+            self.runner,
+            ["--server", self.server],
+            args,
+            user=user,
+            password=password,
+            input=input,
+            env={"XDG_STATE_HOME": str(self.state_home), **(env or {})},
         )

@@ -57,9 +57,33 @@ _UNSET_ENV: dict[str, str | None] = {
     "RANDOMIZER_USER": None,
     "RANDOMIZER_DB": None,
     "RANDOMIZER_KEY_FILE": None,
+    "RANDOMIZER_SERVER": None,
     "RANDOMIZER_DEBUG": None,
     "RANDOMIZER_TEST_FAULT": None,  # in-process, a crash-test hook would kill pytest itself
 }
+
+
+def invoke_cli(
+    runner: CliRunner,
+    connection: list[str],
+    args: tuple[str, ...],
+    *,
+    user: str | None,
+    password: str | None,
+    input: str | None,
+    env: Mapping[str, str | None] | None,
+) -> Result:
+    """The root command in-process: ``connection`` options, ``--user``, then ``args``.
+
+    No RANDOMIZER_ variable of the caller's shell leaks in; RANDOMIZER_PASSWORD
+    is ``user``'s password from :data:`PASSWORDS` unless ``password`` is given,
+    and ``env`` adds or unsets (None) variables last.
+    """
+    argv = [*connection, *(["--user", user] if user is not None else [])]
+    if password is None and user is not None:
+        password = PASSWORDS.get(user)
+    environment = {**_UNSET_ENV, "RANDOMIZER_PASSWORD": password, **(env or {})}
+    return runner.invoke(cli, [*argv, *args], input=input, env=environment, prog_name="randomizer")
 
 
 @dataclass
@@ -105,16 +129,14 @@ class Run:
         key_file: Path | str | None = None,
         env: Mapping[str, str | None] | None = None,
     ) -> Result:
-        argv = ["--db", db or self.files.db_url, "--key-file", str(key_file or self.files.key_file)]
-        if user is not None:
-            argv += ["--user", user]
-        environment = dict(_UNSET_ENV)
-        if password is None and user is not None:
-            password = PASSWORDS.get(user)
-        environment["RANDOMIZER_PASSWORD"] = password
-        environment.update(env or {})
-        return self.runner.invoke(
-            cli, [*argv, *args], input=input, env=environment, prog_name="randomizer"
+        connection = [
+            "--db",
+            db or self.files.db_url,
+            "--key-file",
+            str(key_file or self.files.key_file),
+        ]
+        return invoke_cli(
+            self.runner, connection, args, user=user, password=password, input=input, env=env
         )
 
     def ok(self, *args: str, **kwargs: Any) -> Result:
