@@ -222,8 +222,8 @@ class KeyMaterial:
 
 def wrap_keys(trial_key: bytes, data_key: bytes, audit_key: bytes, row_key: bytes) -> KeyMaterial:
     """Wrap the data key and both MAC keys under ``trial_key``, each on its own (key format 2)."""
-    _check_key_size(audit_key, "audit MAC key")
-    _check_key_size(row_key, "row MAC key")
+    _check_key_size(audit_key, "MAC key of the audit trail")
+    _check_key_size(row_key, "MAC key of the rows")
     return KeyMaterial(
         key_format=KEY_FORMAT_WRAPPED,
         wrapped_data_key=wrap_data_key(trial_key, data_key),
@@ -309,8 +309,8 @@ class Vault:
             audit_key = _derive(data_key, AUDIT_MAC_INFO)
         if row_key is None:
             row_key = _derive(data_key, ROW_MAC_INFO)
-        _check_key_size(audit_key, "audit MAC key")
-        _check_key_size(row_key, "row MAC key")
+        _check_key_size(audit_key, "MAC key of the audit trail")
+        _check_key_size(row_key, "MAC key of the rows")
         self._audit_key = audit_key
         self._row_key = row_key
 
