@@ -280,7 +280,8 @@ def sealed_size(kind: str) -> int:
 class Vault:
     """Seals and opens one trial's blinded values under its unwrapped data key.
 
-    Build it with ``Vault(unwrap_data_key(read_key_file(path), wrapped), trial_id)``.
+    Build it from a trial's stored keys with :func:`open_keys` (key format 1 or 2);
+    ``Vault(data_key, trial_id)`` derives the MAC keys as key format 1 does.
     A sealed value is ``nonce || AES-256-GCM ciphertext and tag``; its associated
     data is ``b"randomizer/v1\\0" + trial id + b"\\0" + kind + b"\\0" + row``
     (UTF-8), and its plaintext is one length byte, the UTF-8 value and zero

@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
 
 from randomizer import rotation
+from randomizer import trial as trial_module
 from randomizer.access import Permission
 from randomizer.context import Principal, key_file_source, operation
 from randomizer.errors import SealedDataError, StateError
@@ -361,11 +362,14 @@ def test_list_generation_refuses_keys_rotated_under_it(trial_with_users: TrialFi
             ) as op,
         ):
             # as if another process had rotated since this operation read the trial row
-            op.trial.wrapped_data_key = b"\0" * 40
             op.session.expunge(op.trial)
-            rotation.lock_keys(op)
+            op.trial.wrapped_data_key = bytes(40)
+            trial_module.generate_list(op)
     finally:
         store.dispose()
+    assert execute(files.db_url, "SELECT count(*) FROM slots") == [(0,)]
+    assert execute(files.db_url, "SELECT seed_sealed FROM trial") == [(None,)]
+    assert audit_rows(files.db_url)[-1]["details"]["refusal"] == "StateError"
 
 
 # key material --------------------------------------------------------------------------
