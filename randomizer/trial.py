@@ -1,4 +1,4 @@
-"""Trial setup and custody: init, users, key rotation, list generation and verification."""
+"""Trial setup and custody: init, users, list generation and verification."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from randomizer.allocation.kits import code_texts, new_code_numbers
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
-from randomizer.errors import Hint, InvalidInput, ListMismatch, NotFound, StateError
+from randomizer.errors import Hint, ListMismatch, NotFound, StateError
 from randomizer.models import Kit, Slot, Stratum, Trial, User
+from randomizer.rotation import lock_keys
 from randomizer.sealed import (
     open_allocation,
     open_kit_content,
@@ -41,14 +42,7 @@ from randomizer.sealed import (
 )
 from randomizer.sessions import revoke_user_tokens
 from randomizer.store import Store
-from randomizer.vault import (
-    Vault,
-    create_key_file,
-    new_data_key,
-    read_key_file,
-    unwrap_data_key,
-    wrap_data_key,
-)
+from randomizer.vault import Vault, create_key_file, new_data_key, wrap_data_key
 
 
 @dataclass(frozen=True)
@@ -283,22 +277,6 @@ def _info(user: User) -> UserInfo:
     )
 
 
-def rotate_key(op: Operation, old_key_file: Path, new_key_file: Path) -> str:
-    """Re-wrap the data key under a new trial key written to ``new_key_file``."""
-    if new_key_file.resolve() == old_key_file.resolve():
-        raise InvalidInput("the new key file must be a new path, not the current key file")
-    data_key = unwrap_data_key(read_key_file(old_key_file), op.trial.wrapped_data_key)
-    new_key = create_key_file(new_key_file)
-    try:
-        op.trial.wrapped_data_key = wrap_data_key(new_key, data_key)
-        op.audit("key.rotate", subject=op.trial.id, details={"new_key_file": str(new_key_file)})
-        op.session.flush()
-    except BaseException:
-        new_key_file.unlink(missing_ok=True)
-        raise
-    return str(new_key_file)
-
-
 LIST_CHUNK = 10_000
 """Slots (and their slots' kits) sealed and written at a time by :func:`generate_list`."""
 
@@ -319,6 +297,7 @@ def generate_list(op: Operation) -> ListSummary:
             "the allocation list already exists: a trial has one list; verify it instead",
             hint=Hint.VERIFY_LIST,
         )
+    lock_keys(op)  # a rotation committed since this operation began would strand the list
     design = op.design
     seed = secrets.token_bytes(32)
     schedule = generate_schedule(design, seed)

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, logins, maintenance, reports, trial
+from randomizer import audit, logins, maintenance, reports, rotation, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import (
@@ -181,17 +181,21 @@ class LocalBackend:
         )
 
     def rotate_key(self, new_key_file: Path) -> str:
-        """Re-wrap the data key under a new key file (removed again if the commit fails)."""
+        """A new key file, a new data key, every sealed value sealed again (rotation.py).
+
+        After a failure the new key file is removed unless the database may need it
+        (:func:`randomizer.rotation.discard_new_key_file`).
+        """
         existed = new_key_file.exists()
         try:
             return self._run(
                 Permission.ROTATE_KEY,
                 "key.rotate",
-                lambda op: trial.rotate_key(op, self.key_file, new_key_file),
-            )
+                lambda op: rotation.rotate_key(op, self.key_file, new_key_file),
+            ).new_key_file
         except BaseException:
-            if not existed:
-                new_key_file.unlink(missing_ok=True)
+            if not existed and new_key_file.exists():
+                rotation.discard_new_key_file(self.store, new_key_file)
             raise
 
     def generate_list(self) -> trial.ListSummary:
