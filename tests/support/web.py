@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import anyio
@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from randomizer.server.app import create_app
 from randomizer.server.main import ServeOptions, open_state
 from randomizer.server.state import ServerState
+from tests.support.exosome import ELIGIBLE
 from tests.support.trial import PASSWORDS
 
 BASE_URL = "https://testserver"
@@ -67,13 +68,12 @@ class Browser:
         assert found, f"no CSRF field on the page: {self.last.text[:400]}"
         return found.group(1)
 
-    def hidden(self) -> dict[str, str]:
-        """Every hidden field of the last page (the last form's value wins)."""
+    def hidden(self, action: str) -> dict[str, str]:
+        """The hidden fields of the last page's first form posting to ``action``."""
         assert self.last is not None
-        return {
-            html.unescape(name): html.unescape(value)
-            for name, value in _HIDDEN.findall(self.last.text)
-        }
+        start = self.last.text.index(f'<form method="post" action="{action}"')
+        form = self.last.text[start : self.last.text.index("</form>", start)]
+        return {html.unescape(name): html.unescape(value) for name, value in _HIDDEN.findall(form)}
 
     def post(
         self,
@@ -137,3 +137,27 @@ def text_of(page: str) -> str:
     """A page's visible text, roughly: tags dropped, entities decoded, spaces folded."""
     without = re.sub(r"<[^>]+>", " ", page)
     return " ".join(html.unescape(without).split())
+
+
+def randomize_form(
+    participant: str, on: date | None = None, site: str = "WAW", **overrides: str
+) -> dict[str, str]:
+    """The fields of a filled-in randomize form: the eligible answers with ``overrides``."""
+    fields = {
+        "page": "/randomize",
+        "participant": participant,
+        "site": site,
+        "date": on.isoformat() if on else "",
+    }
+    fields.update({f"answer.{name}": value for name, value in {**ELIGIBLE, **overrides}.items()})
+    return fields
+
+
+def randomize_through_pages(browser: Browser, participant: str, on: date | None = None) -> str:
+    """Randomize an eligible participant through the form and its confirmation; the result page."""
+    browser.get("/randomize")
+    browser.post("/randomize/confirm", randomize_form(participant, on))
+    assert browser.last is not None and browser.last.status_code == 200, browser.last.text
+    browser.post("/randomize", browser.hidden("/randomize"))
+    assert browser.last is not None and browser.last.status_code == 303, browser.last.text
+    return browser.follow().text
