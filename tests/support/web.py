@@ -156,8 +156,8 @@ def randomize_form(
 def randomize_through_pages(browser: Browser, participant: str, on: date | None = None) -> str:
     """Randomize an eligible participant through the form and its confirmation; the result page."""
     browser.get("/randomize")
-    browser.post("/randomize/confirm", randomize_form(participant, on))
-    assert browser.last is not None and browser.last.status_code == 200, browser.last.text
-    browser.post("/randomize", browser.hidden("/randomize"))
-    assert browser.last is not None and browser.last.status_code == 303, browser.last.text
+    confirm = browser.post("/randomize/confirm", randomize_form(participant, on))
+    assert confirm.status_code == 200, confirm.text
+    done = browser.post("/randomize", browser.hidden("/randomize"))
+    assert done.status_code == 303, done.text
     return browser.follow().text
