@@ -96,6 +96,13 @@ class Browser:
         assert self.last is not None and self.last.status_code in (302, 303), self.last
         return self.get(self.last.headers["location"])
 
+    def follow_link(self, text: str) -> httpx.Response:
+        """GET the first link of the last page whose text is ``text``."""
+        assert self.last is not None
+        found = re.search(rf'<a href="([^"]+)"[^>]*>{re.escape(text)}</a>', self.last.text)
+        assert found, f"no link {text!r} on the page"
+        return self.get(html.unescape(found.group(1)))
+
     def login(self, user: str, password: str | None = None) -> httpx.Response:
         """Log in through the login form; returns the first page."""
         self.get("/login")
