@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from randomizer.context import Operation, load_trial
-from randomizer.errors import InvalidInput, SealedDataError, StateError
+from randomizer.errors import InvalidInput, SealedDataError, StateError, StoreError
 from randomizer.models import Kit, Slot, Stratum, Trial
 from randomizer.sealed import (
     KIT_KIND,
@@ -110,6 +110,7 @@ def rotate_key(op: Operation, current_key_file: Path, new_key_file: Path) -> Rot
             "key rotation does not know where every kind of sealed value is stored: "
             "add the new kind to rotation.RESEALERS"
         )
+    _check_privileges(op)
     lock_keys(op)
     old_vault = op.vault
     key_format_before = op.trial.key_format
@@ -143,6 +144,35 @@ def rotate_key(op: Operation, current_key_file: Path, new_key_file: Path) -> Rot
         key_format_after=material.key_format,
         resealed=resealed,
     )
+
+
+def _check_privileges(op: Operation) -> None:
+    """On PostgreSQL, refuse a role that may not rewrite what rotation rewrites.
+
+    The application role of docs/operations.md may only insert slots: without this
+    check it would fail half-way with the server's bare "permission denied".
+    """
+    connection = op.session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    tables = (Slot.__tablename__, Kit.__tablename__, Trial.__tablename__)
+    missing = [
+        table
+        for table in tables
+        if not connection.exec_driver_sql(
+            "SELECT has_table_privilege(%(table)s, 'UPDATE')", {"table": table}
+        ).scalar_one()
+    ]
+    if not connection.exec_driver_sql(
+        "SELECT has_database_privilege(current_database(), 'TEMPORARY')"
+    ).scalar_one():
+        missing.append("temporary tables")
+    if missing:
+        raise StoreError(
+            "key rotate rewrites every sealed slot and kit, which this database role may "
+            f"not ({', '.join(missing)}): run it as the database owner, as "
+            "docs/operations.md says"
+        )
 
 
 def _check_new_key_file(path: Path, op: Operation, material: KeyMaterial) -> None:

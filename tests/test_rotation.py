@@ -307,6 +307,33 @@ def test_a_rotation_killed_before_its_commit_leaves_the_old_key_working(
     run.ok("list", "verify", user=ADMIN, key_file=new_key)
 
 
+@pytest.mark.slow
+def test_a_rotation_killed_after_its_commit_leaves_the_new_key_working(
+    trial_with_list: TrialFiles, run: Run
+) -> None:
+    files = trial_with_list
+    new_key = files.directory / "new.key"
+    killed = finish(
+        cli_process(
+            files.db_url,
+            files.key_file,
+            ADMIN,
+            "key",
+            "rotate",
+            "--new-key-file",
+            str(new_key),
+            fault="key.rotate:after-commit",
+        ),
+        timeout=120,
+    )
+    assert killed.code == -signal.SIGKILL, killed.stderr
+    assert killed.stdout == ""  # died before it could say so: the key file must be there
+    assert key_rows(files)[0] == KEY_FORMAT_WRAPPED
+    assert assert_error(run("list", "verify", user=ADMIN), 1) == NOT_CURRENT_KEY
+    run.ok("list", "verify", user=ADMIN, key_file=new_key)
+    run.ok("audit", "verify", user=ADMIN, key_file=new_key)
+
+
 def test_a_kind_of_sealed_value_rotation_does_not_know_stops_it(
     trial_with_list: TrialFiles, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -134,7 +134,7 @@ class Custody(Protocol):
         """Create the trial database, key file and first admin from a design's TOML text."""
 
     def rotate_key(self, new_key_file: Path) -> str:
-        """Re-wrap the trial's keys under a new key file (admin)."""
+        """Rotate to a new key file: a new data key, every sealed value sealed again (admin)."""
 
     def db_status(self) -> SchemaStatus:
         """Schema revision of the database against this release (no login needed)."""

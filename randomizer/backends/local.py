@@ -23,6 +23,7 @@ from randomizer.context import (
     Operation,
     Principal,
     authenticate,
+    fault_point,
     key_file_source,
     load_trial,
     operation,
@@ -188,11 +189,13 @@ class LocalBackend:
         """
         existed = new_key_file.exists()
         try:
-            return self._run(
+            rotated = self._run(
                 Permission.ROTATE_KEY,
                 "key.rotate",
                 lambda op: rotation.rotate_key(op, self.key_file, new_key_file),
-            ).new_key_file
+            )
+            fault_point("key.rotate:after-commit")
+            return rotated.new_key_file
         except BaseException:
             if not existed and new_key_file.exists():
                 rotation.discard_new_key_file(self.store, new_key_file)

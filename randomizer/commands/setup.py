@@ -185,7 +185,10 @@ def key() -> None:
 @json_option
 @pass_settings
 def key_rotate(settings: Settings, new_key_file: str) -> None:
-    """Re-wrap the data key under a new trial key; the old key file stops working.
+    """A new trial key and data key; every sealed value is sealed again under them.
+
+    Afterwards the old key file opens nothing in this database (backups made before
+    still need it). Stop the trial server first; on PostgreSQL run it as the owner.
 
     Example: randomizer key rotate --new-key-file /secure/trial-2026.key
     """
