@@ -15,6 +15,7 @@ from randomizer.access import Permission, allowed
 from randomizer.context import Operation
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation
+from randomizer.sites import kit_in_scope, participant_in_scope
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,16 @@ class Report:
 
 
 def report(op: Operation) -> Report:
-    """The report the caller's role may see now."""
+    """The report the caller's role may see now, of the participants of the caller's sites."""
     session = op.session
-    participants = session.scalars(select(Participant)).all()
+    participants = session.scalars(select(Participant).where(participant_in_scope(op))).all()
     by_site = Counter(p.site for p in participants)
     by_date = Counter(p.randomized_on.isoformat() for p in participants)
     kits = Counter(
         {
             status: count
             for status, count in session.execute(
-                select(Kit.status, func.count()).group_by(Kit.status)
+                select(Kit.status, func.count()).where(kit_in_scope(op)).group_by(Kit.status)
             )
         }
     )

@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Integer, MetaData, create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from randomizer import maintenance, store
+from randomizer import maintenance, sites, store, trial
 from randomizer.errors import AuthenticationFailed
 from randomizer.models import Base
 from randomizer.sessions import issue_token, resolve_token
@@ -34,19 +34,19 @@ from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0002"
+HEAD = "0007"
 
 NEXT_REVISION = '''
 """A later release's schema change, for the tests.
 
 Revision ID: 0003
-Revises: 0002
+Revises: {head}
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0002"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -168,7 +168,8 @@ def test_a_database_without_its_revision_row_is_not_called_empty(
 # ahead: a newer release wrote this database -------------------------------------------------
 
 AHEAD = (
-    "the database schema (9999) is newer than this randomizer knows (0002): use the newer release"
+    f"the database schema (9999) is newer than this randomizer knows ({HEAD}): "
+    "use the newer release"
 )
 
 # every command that opens the trial, with a user allowed to run it
@@ -228,7 +229,7 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 9999; this release expects 0002: ahead, use the newer randomizer release\n"
+        f"schema 9999; this release expects {HEAD}: ahead, use the newer randomizer release\n"
     )
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
@@ -255,7 +256,9 @@ def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool =
     """Make this process a release whose migrations end at 0003 (a copy of the scripts)."""
     scripts = _copy_scripts(tmp_path)
     failure = 'raise RuntimeError("migration 0003 failed half-way")' if fail else "pass"
-    (scripts / "versions" / "0003_probe.py").write_text(NEXT_REVISION.format(fail=failure))
+    (scripts / "versions" / "0003_probe.py").write_text(
+        NEXT_REVISION.format(fail=failure, head=HEAD)
+    )
     _use_scripts(scripts, monkeypatch)
 
 
@@ -276,13 +279,13 @@ def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def behind(
     trial_with_list: TrialFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TrialFiles]:
-    """The trial at schema 0002, run by a release whose head is 0003."""
+    """The trial at schema HEAD, run by a release whose next revision is 0003."""
     _newer_release(tmp_path, monkeypatch)
     yield trial_with_list
 
 
 BEHIND = (
-    "the database schema (0002) is behind this randomizer (0003): take a backup, "
+    f"the database schema ({HEAD}) is behind this randomizer (0003): take a backup, "
     "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
     "then 'randomizer db upgrade')"
 )
@@ -297,12 +300,12 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
 ) -> None:
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 0002; this release expects 0003: behind, run 'randomizer db upgrade'\n"
+        f"schema {HEAD}; this release expects 0003: behind, run 'randomizer db upgrade'\n"
     )
     trail = len(audit_rows(behind.db_url))
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0002", "after": "0003"}
+    assert json.loads(upgraded.stdout) == {"before": HEAD, "after": "0003"}
     assert _revision(behind.db_url) == "0003"
     assert "upgrade_probe" in _tables(behind.db_url)
     events = audit_rows(behind.db_url)[trail:]
@@ -310,7 +313,7 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
         ("auth.login", ADMIN, "db.upgrade"),
         ("db.upgrade", ADMIN, ""),
     ]
-    assert events[-1]["details"] == {"before": "0002", "after": "0003"}
+    assert events[-1]["details"] == {"before": HEAD, "after": "0003"}
 
     assert run.ok("db", "status").stdout == (
         "schema 0003; this release expects 0003: current, up to date\n"
@@ -364,23 +367,27 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
     trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scripts = _copy_scripts(tmp_path)
-    (scripts / "versions" / "0002_logins.py").unlink()
+    for later in (scripts / "versions").glob("000[2-9]_*.py"):
+        later.unlink()
     with monkeypatch.context() as release_0001:
         _use_scripts(scripts, release_0001)
+        # the release before had no per-site rights: every user was trial-wide
+        release_0001.setattr(sites, "user_sites", lambda op, user: ())
+        release_0001.setattr(trial, "user_sites", lambda op, user: ())
         build_trial(run, "list")
     url = trial_files.db_url
     assert _revision(url) == "0001"
     assert not {"auth_tokens", "login_failures"} & _tables(url)
     before = dump_database(url)
     assert assert_error(run("user", "list", user=ADMIN), 1) == (
-        "the database schema (0001) is behind this randomizer (0002): take a backup, "
+        f"the database schema (0001) is behind this randomizer ({HEAD}): take a backup, "
         "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
         "then 'randomizer db upgrade')"
     )
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
-    assert _revision(url) == "0002"
+    assert json.loads(upgraded.stdout) == {"before": "0001", "after": HEAD}
+    assert _revision(url) == HEAD
     assert _compare(url, Base.metadata) == []
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     after = dump_database(url)

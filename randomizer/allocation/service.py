@@ -23,6 +23,7 @@ from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
 from randomizer.sealed import find_participant, open_kit_content, participant_named
+from randomizer.sites import kit_in_scope, participant_in_scope, require_site, scope
 from randomizer.trial import require_list
 
 PARTICIPANT_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
@@ -132,13 +133,19 @@ def _refuse_if_locked(op: Operation, what: str) -> None:
 
 
 def participant_row(op: Operation, participant: str) -> Participant:
-    """The randomized participant with id ``participant`` (checked), or NotFound."""
-    return find_participant(op, check_participant_id(participant))
+    """The randomized participant with id ``participant`` (checked), or NotFound.
+
+    A participant of a site the acting user is not limited to is not found either,
+    with the same message (:mod:`randomizer.sites`).
+    """
+    return find_participant(op, check_participant_id(participant), participant_in_scope(op))
 
 
 def _kit(op: Operation, code: str) -> Kit:
     canonical = parse_code(code)
-    kit = op.session.scalars(select(Kit).where(Kit.code == canonical)).one_or_none()
+    kit = op.session.scalars(
+        select(Kit).where(Kit.code == canonical, kit_in_scope(op))
+    ).one_or_none()
     if kit is None:
         raise NotFound(f"no kit {canonical} in this trial: check the label")
     return kit
@@ -163,6 +170,7 @@ def randomize(
     participant = check_participant_id(participant)
     design = op.design
     _check_site(design, site)
+    require_site(op, site, "randomize participants")
     stratum_key = design.stratum_of(levels)
     failures = design.check_answers(answers)
     _check_not_future(op, on)
@@ -172,6 +180,13 @@ def randomize(
     existing = op.session.scalars(
         select(Participant).where(participant_named(participant)).limit(1)
     ).one_or_none()
+    limited_to = scope(op)
+    if existing is not None and limited_to is not None and existing.site not in limited_to:
+        # another site's participant: its number and site are not this user's to see
+        raise StateError(
+            f"participant {participant} is already randomized at another site: "
+            "participant ids are unique across the trial; check the id"
+        )
     if existing is not None:
         raise StateError(
             f"participant {existing.code} is already randomized as {existing.randomization_number}"
@@ -468,7 +483,7 @@ def pharmacy_list(op: Operation) -> list[PharmacyKit]:
     op.audit("pharmacy.list")
     codes = {p.id: p.code for p in op.session.scalars(select(Participant))}
     rows = []
-    for kit in op.session.scalars(select(Kit).order_by(Kit.code)):
+    for kit in op.session.scalars(select(Kit).where(kit_in_scope(op)).order_by(Kit.code)):
         arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
         rows.append(
             PharmacyKit(
