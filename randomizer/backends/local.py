@@ -336,7 +336,7 @@ class LocalBackend:
     def participant_view(self, site: str | None = None) -> list[participants.ParticipantVisits]:
         """The participants the caller may see (of ``site``): visits done, next window."""
         return self._run(
-            Permission.REPORT,
+            Permission.READ_PARTICIPANTS,
             "participant.list",
             lambda op: participants.participant_view(op, site),
             site or "",

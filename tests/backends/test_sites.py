@@ -232,3 +232,25 @@ def test_an_admin_limits_a_user_to_sites_and_lifts_it(sites: ContractTrial) -> N
         "disabled": False,
         "sites": ["WAW"],
     }
+
+
+def test_an_admin_limited_to_a_site_grants_rights_within_it_only(sites: ContractTrial) -> None:
+    sites.as_user("alice").add_user("ada", Role.ADMIN, "pw-ada-123456", ["WAW"])
+    sites.passwords["ada"] = "pw-ada-123456"
+    ada = sites.as_user("ada")
+    beyond = "user ada is limited to site WAW: only a trial-wide admin may give {} rights beyond "
+    assert (
+        str(_refused(NotAuthorized, lambda: ada.add_user("xena", Role.MONITOR, "pw-xena-123456")))
+        == beyond.format("xena") + "those sites"
+    )
+    assert ada.add_user("xena", Role.MONITOR, "pw-xena-123456", ["WAW"]).sites == ("WAW",)
+    for name, new in (("kris", ["WAW"]), ("ivan", ["WAW"]), ("xena", []), ("xena", ["KRK"])):
+        assert (
+            str(
+                _refused(NotAuthorized, lambda: ada.set_user_sites(name, new))  # noqa: B023
+            )
+            == beyond.format(name) + "those sites"
+        )
+    assert sites.as_user("alice").user_sites("kris").sites == ("KRK",)
+    _same_refusal(lambda p: ada.emergency_unblind(p, "anaphylaxis"), "P-201", "P-999")
+    assert ada.report().by_site == {"WAW": 1}
