@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, Select, literal_column, select, true
 
+from randomizer import audit
 from randomizer.context import Operation
 from randomizer.errors import NotAuthorized
 from randomizer.models import Kit, Participant, User, UserSite
@@ -109,3 +110,60 @@ def require_within_scope(op: Operation, sites: Iterable[str], target: str) -> No
             f"user {op.user.name} is limited to site {', '.join(sorted(own))}: only a "
             f"trial-wide admin may give {target} rights beyond those sites"
         )
+
+
+PARTICIPANT_ACTIONS = frozenset(
+    {"randomize", "kit.request", "kit.replace", "unblind.emergency", "pharmacy.prepare"}
+)
+"""Actions about one participant (or one of their kits): a refusal of one is too."""
+
+EVENT_BATCH = 1000
+"""Audit events read at a time while those a limited reader may see are picked out."""
+
+
+def visible_events(
+    op: Operation, since: int = 0, limit: int | None = None
+) -> list[audit.AuditEvent]:
+    """Audit events after ``since`` the acting user may read, at most ``limit`` of them.
+
+    A trial-wide reader gets every event. A reader limited to sites gets the
+    trial-level events (logins, users, the list, the lock, reports) and those about
+    their sites' participants and kits; an event about another site's participant,
+    and a refusal naming an id that is none of their sites' participants (another
+    site's or none at all, alike), is left out.
+    """
+    sites = scope(op)
+    if sites is None:
+        return audit.events(op.session, since, limit)
+    own = {
+        code.upper()
+        for code in op.session.scalars(
+            select(Participant.code).where(Participant.site.in_(sorted(sites)))
+        )
+    }
+    own |= set(op.session.scalars(select(Kit.code).where(kit_in_scope(op))))
+    shown: list[audit.AuditEvent] = []
+    after = since
+    while True:
+        batch = audit.events(op.session, after, EVENT_BATCH)
+        for event in batch:
+            if _visible(event, sites, own):
+                shown.append(event)
+                if limit is not None and len(shown) == limit:
+                    return shown
+        if len(batch) < EVENT_BATCH:
+            return shown
+        after = batch[-1].seq
+
+
+def _visible(event: audit.AuditEvent, sites: frozenset[str], own: set[str]) -> bool:
+    details = event.details
+    if "site" in details:  # randomize, a screen failure, a participant list
+        return details["site"] in sites
+    participant = details.get("participant")
+    if isinstance(participant, str):  # kit.replace, pharmacy.prepare
+        return participant.upper() in own
+    command = details.get("command") if event.action in ("refused", "screen_failure") else None
+    if event.action in PARTICIPANT_ACTIONS or command in PARTICIPANT_ACTIONS:
+        return event.subject.strip().upper() in own
+    return True

@@ -192,9 +192,11 @@ def randomize(
             f"participant {existing.code} is already randomized as {existing.randomization_number}"
         )
     if failures:
-        raise Ineligible(
+        screen_failure = Ineligible(
             f"participant {participant} is not eligible, no slot used: " + "; ".join(failures)
         )
+        screen_failure.audit_details = {"site": site}  # reports count screen failures per site
+        raise screen_failure
     # The counter row lock serialises randomizations per stratum: FOR UPDATE on
     # PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the database.
     stratum = op.session.scalars(

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, logins, maintenance, participants, reports, trial
+from randomizer import audit, logins, maintenance, participants, reports, sites, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import (
@@ -213,7 +213,7 @@ class LocalBackend:
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
         """Read audit events after ``since``."""
         return self._run(
-            Permission.READ_AUDIT, "audit.show", lambda op: audit.events(op.session, since, limit)
+            Permission.READ_AUDIT, "audit.show", lambda op: sites.visible_events(op, since, limit)
         )
 
     def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:

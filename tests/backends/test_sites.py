@@ -22,7 +22,15 @@ from randomizer.backends.http import HttpBackend
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
-from randomizer.errors import InvalidInput, NotAuthorized, NotFound, RandomizerError, StateError
+from randomizer.errors import (
+    Ineligible,
+    InvalidInput,
+    NotAuthorized,
+    NotFound,
+    RandomizerError,
+    StateError,
+)
+from randomizer.sites import PARTICIPANT_ACTIONS
 from tests.backends.conftest import BACKEND_KINDS, ContractTrial
 from tests.backends.live import live_server
 from tests.support.exosome import DESIGN, ELIGIBLE
@@ -254,3 +262,47 @@ def test_an_admin_limited_to_a_site_grants_rights_within_it_only(sites: Contract
     assert sites.as_user("alice").user_sites("kris").sites == ("KRK",)
     _same_refusal(lambda p: ada.emergency_unblind(p, "anaphylaxis"), "P-201", "P-999")
     assert ada.report().by_site == {"WAW": 1}
+
+
+def test_a_limited_reader_sees_only_their_sites_events_and_screen_failures(
+    sites: ContractTrial,
+) -> None:
+    wanda, kris = sites.as_user("wanda"), sites.as_user("kris")
+    kris.request_kit("P-201", 2, START + timedelta(days=84))
+    krk_kit = next(k for k in sites.as_user("petra").pharmacy_list() if k.participant == "P-201")
+    kris.replace_kit(krk_kit.kit, "bag damaged")
+    wanda.request_kit("P-101", 2, START + timedelta(days=84))
+    _refused(NotFound, lambda: wanda.request_kit("P-201", 3))
+    _refused(NotFound, lambda: wanda.request_kit("P-999", 3))
+
+    def screen_failure(user: str, participant: str, site: str) -> None:
+        backend = sites.as_user(user)
+        answers = {**ELIGIBLE, "age": "70"}
+        _refused(Ineligible, lambda: backend.randomize(participant, site, {}, answers, START))
+
+    screen_failure("wanda", "P-102", "WAW")
+    screen_failure("kris", "P-202", "KRK")
+    screen_failure("ivan", "P-203", "KRK")
+
+    def about_participants(user: str) -> list[tuple[str, str]]:
+        return [
+            (e.action, e.subject)
+            for e in sites.as_user(user).audit_events()
+            if e.action in PARTICIPANT_ACTIONS
+            or e.details.get("command") in PARTICIPANT_ACTIONS
+            and e.action in ("refused", "screen_failure")
+        ]
+
+    assert about_participants("mila") == [
+        ("randomize", "P-101"),
+        ("kit.request", "P-101"),
+        ("screen_failure", "P-102"),
+    ]
+    everything = about_participants("mona")
+    assert ("kit.replace", krk_kit.kit) in everything and ("refused", "P-999") in everything
+    assert ("screen_failure", "P-203") in everything
+    assert len(everything) == 10
+    # a page of a limited reader's events holds only what they may see
+    assert [e.subject for e in sites.as_user("mila").audit_events(limit=200)][-1] != "P-202"
+    assert (wanda.report().screen_failures, kris.report().screen_failures) == (1, 2)
+    assert sites.as_user("mona").report().screen_failures == 3
