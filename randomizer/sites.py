@@ -95,11 +95,15 @@ def check_sites(op: Operation, sites: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({_check_site(op.design, site) for site in sites}))
 
 
-def require_within_scope(op: Operation, sites: Iterable[str], target: str) -> None:
-    """Refuse a limited admin giving (or changing) rights beyond their own sites.
+def require_within_scope(
+    op: Operation, sites: Iterable[str], target: str, what: str | None = None
+) -> None:
+    """Refuse a limited admin acting on users beyond their own sites.
 
     A trial-wide admin may set any sites; an admin limited to sites may only
-    limit a user, whose current and new sites both lie within their own.
+    limit a user (and disable them or set their password) whose current and new
+    sites all lie within their own. ``what`` names the refused action; by default,
+    giving ``target`` rights.
     """
     own = scope(op)
     if own is None:
@@ -108,7 +112,7 @@ def require_within_scope(op: Operation, sites: Iterable[str], target: str) -> No
     if not wanted or not wanted <= own:
         raise NotAuthorized(
             f"user {op.user.name} is limited to site {', '.join(sorted(own))}: only a "
-            f"trial-wide admin may give {target} rights beyond those sites"
+            f"trial-wide admin may {what or f'give {target} rights'} beyond those sites"
         )
 
 

@@ -30,7 +30,7 @@ from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
 from randomizer.errors import Hint, InvalidInput, ListMismatch, NotFound, StateError
-from randomizer.models import Kit, Slot, Stratum, Trial, User, UserSite
+from randomizer.models import Kit, Participant, Slot, Stratum, Trial, User, UserSite
 from randomizer.sealed import (
     open_allocation,
     open_kit_content,
@@ -40,7 +40,14 @@ from randomizer.sealed import (
     seal_seed,
 )
 from randomizer.sessions import revoke_user_tokens
-from randomizer.sites import check_sites, require_within_scope, user_sites
+from randomizer.sites import (
+    check_sites,
+    kit_in_scope,
+    participant_in_scope,
+    require_within_scope,
+    scope,
+    user_sites,
+)
 from randomizer.store import Store
 from randomizer.vault import (
     Vault,
@@ -275,6 +282,7 @@ def set_user_sites(op: Operation, name: str, sites: Sequence[str]) -> UserInfo:
 def disable_user(op: Operation, name: str, reason: str) -> UserInfo:
     """Disable an account; the last enabled admin cannot be disabled."""
     user = _user(op, name)
+    require_within_scope(op, user_sites(op, user), name, f"disable {name}, who acts")
     if user.disabled:
         raise StateError(f"user {name!r} is already disabled")
     if user.role == Role.ADMIN:
@@ -305,6 +313,10 @@ def change_password(op: Operation, name: str, password: str) -> UserInfo:
     if name != op.user.name:
         op.require(Permission.MANAGE_USERS)
     user = _user(op, name)
+    if name != op.user.name:
+        require_within_scope(
+            op, user_sites(op, user), name, f"set the password of {name}, who acts"
+        )
     user.password_hash = hash_password(password)
     revoke_user_tokens(op.session, name, op.now, "password changed")
     op.audit(
@@ -615,12 +627,26 @@ def verify_list(op: Operation) -> ListSummary:
 def list_status(op: Operation) -> ListStatus:
     """Whether the list exists, how much of each stratum is used, kits by status (any role)."""
     op.audit("list.status")
+    limited = scope(op) is not None
+    # a user limited to sites sees the slots their sites' participants took, and their kits
+    used: dict[int, int] = {
+        stratum_id: count
+        for stratum_id, count in op.session.execute(
+            select(Participant.stratum_id, func.count())
+            .where(participant_in_scope(op))
+            .group_by(Participant.stratum_id)
+        )
+    }
     strata = tuple(
-        StratumStatus(s.key, s.planned, s.size, s.next_sequence - 1)
+        StratumStatus(
+            s.key, s.planned, s.size, used.get(s.id, 0) if limited else s.next_sequence - 1
+        )
         for s in op.session.scalars(select(Stratum).order_by(Stratum.position))
     )
     kits = dict.fromkeys(("available", "dispensed", "prepared", "voided"), 0)
-    for status, count in op.session.execute(select(Kit.status, func.count()).group_by(Kit.status)):
+    for status, count in op.session.execute(
+        select(Kit.status, func.count()).where(kit_in_scope(op)).group_by(Kit.status)
+    ):
         kits[status] = count
     left = (
         op.session.scalar(

@@ -260,8 +260,29 @@ def test_an_admin_limited_to_a_site_grants_rights_within_it_only(sites: Contract
             == beyond.format(name) + "those sites"
         )
     assert sites.as_user("alice").user_sites("kris").sites == ("KRK",)
+    assert str(_refused(NotAuthorized, lambda: ada.disable_user("kris", "left"))) == (
+        "user ada is limited to site WAW: only a trial-wide admin may disable kris, who acts "
+        "beyond those sites"
+    )
+    assert str(
+        _refused(NotAuthorized, lambda: ada.change_password("ivan", "pw-ivan-new-123456"))
+    ) == (
+        "user ada is limited to site WAW: only a trial-wide admin may set the password of "
+        "ivan, who acts beyond those sites"
+    )
+    assert ada.disable_user("xena", "left").disabled
     _same_refusal(lambda p: ada.emergency_unblind(p, "anaphylaxis"), "P-201", "P-999")
     assert ada.report().by_site == {"WAW": 1}
+
+
+def test_list_status_of_a_limited_user_counts_their_sites_only(sites: ContractTrial) -> None:
+    mine = sites.as_user("mila").list_status()
+    assert [s.used for s in mine.strata] == [1]
+    assert (mine.kits["dispensed"], mine.kits["available"]) == (1, 0)
+    everyone = sites.as_user("mona").list_status()
+    assert [s.used for s in everyone.strata] == [2]
+    assert everyone.kits["dispensed"] == 2 and everyone.kits["available"] > 0
+    assert mine.spare_kits_left == everyone.spare_kits_left
 
 
 def test_a_limited_reader_sees_only_their_sites_events_and_screen_failures(
