@@ -404,7 +404,12 @@ def record_refusal(
         user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
         name = principal.user if user is None else user.name
         role = "" if user is None else user.role
-        details = {"command": action, "refusal": why, "message": str(exc)[:MESSAGE_MAX]}
+        details = {
+            **(exc.audit_details or {}),
+            "command": action,
+            "refusal": why,
+            "message": str(exc)[:MESSAGE_MAX],
+        }
         audit.append(
             session,
             vault.audit_key(),

@@ -99,6 +99,17 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class UserSite(Base):
+    """A site a user is limited to; a user with no rows here acts trial-wide."""
+
+    __tablename__ = "user_sites"
+    __table_args__ = (UniqueConstraint("user_id", "site"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    site: Mapped[str] = mapped_column(String(32))
+
+
 class Stratum(Base):
     """A stratum of the list; ``next_sequence`` is the counter row locked to randomize."""
 

@@ -30,7 +30,7 @@ from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
 from randomizer.errors import Hint, ListMismatch, NotFound, StateError
-from randomizer.models import Kit, Slot, Stratum, Trial, User
+from randomizer.models import Kit, Participant, Slot, Stratum, Trial, User, UserSite
 from randomizer.rotation import lock_keys
 from randomizer.sealed import (
     open_allocation,
@@ -41,6 +41,14 @@ from randomizer.sealed import (
     seal_seed,
 )
 from randomizer.sessions import revoke_user_tokens
+from randomizer.sites import (
+    check_sites,
+    kit_in_scope,
+    participant_in_scope,
+    require_within_scope,
+    scope,
+    user_sites,
+)
 from randomizer.store import Store
 from randomizer.vault import Vault, create_key_file, new_data_key, wrap_data_key
 
@@ -53,6 +61,8 @@ class UserInfo:
     role: str
     disabled: bool
     created_at: str
+    sites: tuple[str, ...] = ()
+    """The sites the user is limited to; empty when trial-wide."""
 
 
 @dataclass(frozen=True)
@@ -198,10 +208,14 @@ def _user(op: Operation, name: str) -> User:
     return user
 
 
-def add_user(op: Operation, name: str, role: Role, password: str) -> UserInfo:
-    """Create a user (admin only)."""
+def add_user(
+    op: Operation, name: str, role: Role, password: str, sites: Sequence[str] = ()
+) -> UserInfo:
+    """Create a user (admin only), limited to ``sites`` if any are given."""
     check_user_name(name)
     check_password(password)
+    limited = check_sites(op, sites)
+    require_within_scope(op, limited, name)
     if op.session.scalars(select(User).where(User.name == name)).one_or_none() is not None:
         raise StateError(f"user {name!r} already exists: pick another name")
     user = User(
@@ -212,22 +226,57 @@ def add_user(op: Operation, name: str, role: Role, password: str) -> UserInfo:
         created_at=op.now,
     )
     op.session.add(user)
-    op.audit(
-        "user.add",
-        subject=name,
-        details={"before": None, "after": {"role": role.value, "disabled": False}},
-    )
-    return _info(user)
+    op.session.flush()
+    op.session.add_all(UserSite(user_id=user.id, site=site) for site in limited)
+    after: dict[str, object] = {"role": role.value, "disabled": False}
+    if limited:
+        after["sites"] = list(limited)
+    op.audit("user.add", subject=name, details={"before": None, "after": after})
+    return _info(op, user)
 
 
 def list_users(op: Operation) -> list[UserInfo]:
     """Every user, by name."""
-    return [_info(u) for u in op.session.scalars(select(User).order_by(User.name))]
+    return [_info(op, u) for u in op.session.scalars(select(User).order_by(User.name))]
+
+
+def show_user_sites(op: Operation, name: str) -> UserInfo:
+    """One user and the sites they are limited to (admin)."""
+    return _info(op, _user(op, name))
+
+
+def set_user_sites(op: Operation, name: str, sites: Sequence[str]) -> UserInfo:
+    """Limit a user to ``sites``, or (none given) make them trial-wide (admin); audited.
+
+    The change counts from the user's next action on. An admin limited to sites
+    may only move a user among those sites.
+    """
+    user = _user(op, name)
+    limited = check_sites(op, sites)
+    before = user_sites(op, user)
+    require_within_scope(op, before, name)
+    require_within_scope(op, limited, name)
+    if limited != before:
+        for row in op.session.scalars(select(UserSite).where(UserSite.user_id == user.id)):
+            op.session.delete(row)
+        op.session.flush()
+        op.session.add_all(UserSite(user_id=user.id, site=site) for site in limited)
+        op.session.flush()
+    op.audit(
+        "user.sites",
+        subject=name,
+        details={
+            "before": {"sites": list(before)},
+            "after": {"sites": list(limited)},
+        },
+    )
+    return _info(op, user)
 
 
 def disable_user(op: Operation, name: str, reason: str) -> UserInfo:
     """Disable an account; the last enabled admin cannot be disabled."""
     user = _user(op, name)
+    require_within_scope(op, user_sites(op, user), name, f"disable {name}, who acts")
     if user.disabled:
         raise StateError(f"user {name!r} is already disabled")
     if user.role == Role.ADMIN:
@@ -249,7 +298,7 @@ def disable_user(op: Operation, name: str, reason: str) -> UserInfo:
             "after": {"role": user.role, "disabled": True},
         },
     )
-    return _info(user)
+    return _info(op, user)
 
 
 def change_password(op: Operation, name: str, password: str) -> UserInfo:
@@ -258,6 +307,10 @@ def change_password(op: Operation, name: str, password: str) -> UserInfo:
     if name != op.user.name:
         op.require(Permission.MANAGE_USERS)
     user = _user(op, name)
+    if name != op.user.name:
+        require_within_scope(
+            op, user_sites(op, user), name, f"set the password of {name}, who acts"
+        )
     user.password_hash = hash_password(password)
     revoke_user_tokens(op.session, name, op.now, "password changed")
     op.audit(
@@ -265,15 +318,16 @@ def change_password(op: Operation, name: str, password: str) -> UserInfo:
         subject=name,
         details={"before": {"password": "(old hash)"}, "after": {"password": "(new hash)"}},
     )
-    return _info(user)
+    return _info(op, user)
 
 
-def _info(user: User) -> UserInfo:
+def _info(op: Operation, user: User) -> UserInfo:
     return UserInfo(
         name=user.name,
         role=user.role,
         disabled=user.disabled,
         created_at=audit.utc_text(user.created_at),
+        sites=user_sites(op, user),
     )
 
 
@@ -552,12 +606,26 @@ def verify_list(op: Operation) -> ListSummary:
 def list_status(op: Operation) -> ListStatus:
     """Whether the list exists, how much of each stratum is used, kits by status (any role)."""
     op.audit("list.status")
+    limited = scope(op) is not None
+    # a user limited to sites sees the slots their sites' participants took, and their kits
+    used: dict[int, int] = {
+        stratum_id: count
+        for stratum_id, count in op.session.execute(
+            select(Participant.stratum_id, func.count())
+            .where(participant_in_scope(op))
+            .group_by(Participant.stratum_id)
+        )
+    }
     strata = tuple(
-        StratumStatus(s.key, s.planned, s.size, s.next_sequence - 1)
+        StratumStatus(
+            s.key, s.planned, s.size, used.get(s.id, 0) if limited else s.next_sequence - 1
+        )
         for s in op.session.scalars(select(Stratum).order_by(Stratum.position))
     )
     kits = dict.fromkeys(("available", "dispensed", "prepared", "voided"), 0)
-    for status, count in op.session.execute(select(Kit.status, func.count()).group_by(Kit.status)):
+    for status, count in op.session.execute(
+        select(Kit.status, func.count()).where(kit_in_scope(op)).group_by(Kit.status)
+    ):
         kits[status] = count
     left = (
         op.session.scalar(

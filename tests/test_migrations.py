@@ -34,7 +34,7 @@ from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0004"
+HEAD = "0007"
 NEXT = "9000"
 """The revision of the tests' "next release" (a copy of the scripts plus one)."""
 
@@ -362,7 +362,7 @@ def test_a_failing_migration_changes_nothing(
     assert dump_database(trial_with_list.db_url) == before
 
 
-# the real upgrade: 0001 (the release before) -> 0002 (logins) -> 0004 (key material) ----
+# the real upgrade: 0001 -> 0002 (logins) -> 0004 (key material) -> 0007 (user sites) ---
 
 
 def test_a_0001_database_upgrades_to_the_orm_schema(
@@ -377,6 +377,7 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
         url,
         "DROP TABLE auth_tokens",
         "DROP TABLE login_failures",
+        "DROP TABLE user_sites",
         "ALTER TABLE trial DROP COLUMN key_format",
         "ALTER TABLE trial DROP COLUMN wrapped_audit_key",
         "ALTER TABLE trial DROP COLUMN wrapped_row_key",
