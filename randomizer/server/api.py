@@ -566,3 +566,9 @@ def participants(acting: Acting) -> list[service.ParticipantSummary]:
     """Every randomized participant: site, number, visits done, kits; never an arm
     (investigator)."""
     return acting.participants()
+
+
+@router.get("/kits/{code:path}/label")
+def kit_label(code: Name, acting: Acting) -> service.KitLabel:
+    """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
+    return acting.kit_label(code)
