@@ -262,15 +262,17 @@ def acting(state: ServerState, who: Visitor) -> Iterator[Backend]:
         serving.close()
 
 
-_designs: dict[int, TrialDesign] = {}
+_designs: dict[int, tuple[ServerState, TrialDesign]] = {}
 
 
 def design_of(state: ServerState) -> TrialDesign:
     """The trial's design (public), parsed once per server."""
-    key = id(state)
-    if key not in _designs:
-        _designs[key] = parse_design(logins.design_toml(state.store))
-    return _designs[key]
+    held = _designs.get(id(state))
+    # the state is held with its design, so its id cannot be reused by another one
+    if held is None or held[0] is not state:
+        held = (state, parse_design(logins.design_toml(state.store)))
+        _designs[id(state)] = held
+    return held[1]
 
 
 def render(

@@ -199,6 +199,7 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
 ) -> None:
     stan = _as(pages, "stan")
     stan.get("/unblinding")
+    assert "<h2>By arm</h2>" not in stan.get("/report").text
     refused = stan.post("/unblinding")
     assert refused.status_code in (403, 409)
     assert "lock" in text_of(refused.text)
@@ -209,6 +210,9 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
     assert unconfirmed.status_code == 400 and 'id="confirm-error"' in unconfirmed.text
     locked = alice.post("/lock", {"reason": "database lock", "confirm": "yes"})
     assert locked.status_code == 200 and "The database is locked." in locked.text
+    report = stan.get("/report")
+    assert "<h2>By arm</h2>" in report.text
+    assert set(arm_words_in(report.text)) >= set(DESIGN.arm_ids)
     stan.get("/unblinding")
     export = stan.post("/unblinding")
     assert export.status_code == 200
