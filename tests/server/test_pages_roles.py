@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from randomizer.allocation import service
-from randomizer.server import pages as web_pages
+from randomizer.server.pages import oversight
 from tests.support.blinded_path import FOUR_DAY0, live_kit, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import DESIGN, arm_words_in
@@ -149,7 +149,7 @@ def test_kit_list_csv_has_the_history_columns_and_is_never_cached(
 def test_the_audit_trail_pages_and_filters(
     pages: Callable[[], Browser], run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(web_pages, "AUDIT_PAGE", 5)
+    monkeypatch.setattr(oversight, "AUDIT_PAGE", 5)
     mona = _as(pages, "mona")
     first = mona.get("/audit")
     assert first.status_code == 200
