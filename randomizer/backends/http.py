@@ -453,6 +453,10 @@ class HttpBackend:
         """The report the caller's role may see."""
         return self._call(reports.Report, "GET", "/report")
 
+    def kit_label(self, code: str) -> service.KitLabel:
+        """The label of a prepared kit's infusion bag (pharmacist)."""
+        return self._call(service.KitLabel, "GET", f"/kits/{_segment(code)}/label")
+
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
         """Audit events after ``since`` (admin, monitor)."""
         params: dict[str, Any] = {"since": since}

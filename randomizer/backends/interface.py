@@ -136,6 +136,9 @@ class Backend(Protocol):
     def participant_view(self, site: str | None = None) -> list[participants.ParticipantVisits]:
         """The participants the caller may see (of ``site``): visits done, next window."""
 
+    def kit_label(self, code: str) -> service.KitLabel:
+        """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
+
 
 class Custody(Protocol):
     """Operations on the trial's host itself: they need the key file or the database file."""

@@ -595,3 +595,9 @@ def participant_view(
 ) -> list[participants.ParticipantVisits]:
     """The participants the caller may see (of one site): visits done, next window."""
     return acting.participant_view(query.site)
+
+
+@router.get("/kits/{code:path}/label")
+def kit_label(code: Name, acting: Acting) -> service.KitLabel:
+    """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
+    return acting.kit_label(code)

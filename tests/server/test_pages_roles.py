@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from randomizer.allocation import service
-from randomizer.server import pages as web_pages
+from randomizer.server.pages import oversight
 from tests.support.blinded_path import FOUR_DAY0, live_kit, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import DESIGN, arm_words_in
-from tests.support.trial import PASSWORDS, Run
+from tests.support.trial import PASSWORDS, Run, TrialFiles
 from tests.support.web import Browser, text_of, web_app
 
 
@@ -107,7 +107,7 @@ def test_no_label_before_the_kit_is_prepared(pages: Callable[[], Browser], run: 
     code = live_kit(run.files, "P-001", 1)
     page = _as(pages, "petra").get(f"/pharmacy/label/{code}")
     assert page.status_code == 409
-    assert f"kit {code} is requested, not prepared" in text_of(page.text)
+    assert f"kit {code} is requested, not prepared: a label is printed" in text_of(page.text)
 
 
 def test_kit_list_csv_has_the_history_columns_and_is_never_cached(
@@ -149,7 +149,7 @@ def test_kit_list_csv_has_the_history_columns_and_is_never_cached(
 def test_the_audit_trail_pages_and_filters(
     pages: Callable[[], Browser], run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(web_pages, "AUDIT_PAGE", 5)
+    monkeypatch.setattr(oversight, "AUDIT_PAGE", 5)
     mona = _as(pages, "mona")
     first = mona.get("/audit")
     assert first.status_code == 200
@@ -199,6 +199,7 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
 ) -> None:
     stan = _as(pages, "stan")
     stan.get("/unblinding")
+    assert "<h2>By arm</h2>" not in stan.get("/report").text
     refused = stan.post("/unblinding")
     assert refused.status_code in (403, 409)
     assert "lock" in text_of(refused.text)
@@ -209,6 +210,9 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
     assert unconfirmed.status_code == 400 and 'id="confirm-error"' in unconfirmed.text
     locked = alice.post("/lock", {"reason": "database lock", "confirm": "yes"})
     assert locked.status_code == 200 and "The database is locked." in locked.text
+    report = stan.get("/report")
+    assert "<h2>By arm</h2>" in report.text
+    assert set(arm_words_in(report.text)) >= set(DESIGN.arm_ids)
     stan.get("/unblinding")
     export = stan.post("/unblinding")
     assert export.status_code == 200
@@ -258,3 +262,19 @@ def test_admin_sees_the_list_status(pages: Callable[[], Browser]) -> None:
     assert page.status_code == 200
     assert "Commitment" in page.text and "Spare kits left" in page.text
     assert arm_words_in(page.text) == []
+
+
+def test_admin_generates_the_list_once(trial_with_users: TrialFiles) -> None:
+    with web_app(trial_with_users.db_url, trial_with_users.key_file) as make:
+        alice = _as(make, "alice")
+        page = alice.get("/list")
+        assert "The list is not generated yet." in page.text
+        done = alice.post("/list/generate")
+        assert done.status_code == 303 and done.headers["location"] == "/list?done=generated"
+        shown = alice.follow()
+        assert "The list is generated." in shown.text and "Commitment" in shown.text
+        again = alice.post("/list/generate")
+        assert again.status_code == 409 and 'class="error-summary"' in again.text
+        assert arm_words_in(again.text) == []
+    actions = [r["action"] for r in audit_rows(trial_with_users.db_url)]
+    assert actions.count("list.generate") == 1
