@@ -47,6 +47,7 @@ from common import (
     BENCH_SCRYPT_N,
     BenchPlace,
     add_common_arguments,
+    approve_list,
     bench_place,
     create_trial,
     design_toml,
@@ -579,6 +580,7 @@ def main() -> None:
         )
         _summary, seconds = timed(admin.generate_list)
         admin.close()
+        approve_list(place, args.scrypt_n)
         print(
             f"trial: 2 strata x {per_stratum:,} slots, 1 visit; list generated in "
             f"{seconds:.1f} s; users' scrypt cost n={args.scrypt_n}"

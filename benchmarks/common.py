@@ -46,7 +46,10 @@ ADMIN = "admin"
 PASSWORDS = {
     "admin": "bench-admin-password",
     "statistician": "bench-statistician-password",
+    "approver": "bench-approver-password",
 }
+APPROVER = "approver"
+"""The second admin who approves a benchmark trial's list (its generator may not)."""
 BENCH_SCRYPT_N = 2**10
 """scrypt cost of the benchmark users' hashes: cheap, so that 'excluding password
 hashing' numbers are not dominated by it (parameters are stored beside each hash)."""
@@ -130,6 +133,17 @@ def create_trial(
         for name, role, password in users:
             admin.add_user(name, role, password)
     return admin
+
+
+def approve_list(place: BenchPlace, scrypt_n: int = BENCH_SCRYPT_N) -> None:
+    """Add :data:`APPROVER` (a second admin) and approve the generated draft list for go-live."""
+    admin = place.backend(ADMIN, PASSWORDS[ADMIN])
+    with scrypt_cost(scrypt_n):
+        admin.add_user(APPROVER, Role.ADMIN, PASSWORDS[APPROVER])
+    admin.close()
+    approver = place.backend(APPROVER, PASSWORDS[APPROVER])
+    approver.approve_list()
+    approver.close()
 
 
 def design_toml(

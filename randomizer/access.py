@@ -65,6 +65,8 @@ class Permission(StrEnum):
     REPORT = "see blinded reports"
     REPORT_ARMS = "see balance by arm"
     MAINTAIN = "back up, restore or upgrade the database"
+    APPROVE_LIST = "approve the allocation list"
+    VOID_PARTICIPANT = "void a randomization made in error"
 
 
 BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
@@ -90,6 +92,10 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.REPORT: frozenset(_ALL),
     Permission.REPORT_ARMS: frozenset({Role.ADMIN, Role.STATISTICIAN}),
     Permission.MAINTAIN: frozenset({Role.ADMIN}),
+    # the QC summary it shows is blinded (counts and the commitment), so a
+    # statistician may approve before the lock
+    Permission.APPROVE_LIST: frozenset({Role.ADMIN, Role.STATISTICIAN}),
+    Permission.VOID_PARTICIPANT: frozenset({Role.ADMIN}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

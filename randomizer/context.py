@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from randomizer import audit
 from randomizer.access import Permission, allowed, dummy_hash, verify_password
@@ -170,9 +170,17 @@ def _design(text: str) -> TrialDesign:
     return parse_design(text)
 
 
-def load_trial(session: Session) -> Trial:
-    """The trial row of this database."""
-    trial = session.scalars(select(Trial)).one_or_none()
+UPGRADE_COLUMNS = (Trial.id, Trial.design_toml, Trial.wrapped_data_key, Trial.locked_at)
+"""The trial row's columns every schema has had: all that ``db upgrade`` reads before it
+migrates (a column a later schema added does not exist yet in the database it upgrades)."""
+
+
+def load_trial(session: Session, upgrading: bool = False) -> Trial:
+    """The trial row of this database (only :data:`UPGRADE_COLUMNS` when ``upgrading``)."""
+    statement = select(Trial)
+    if upgrading:
+        statement = statement.options(load_only(*UPGRADE_COLUMNS))
+    trial = session.scalars(statement).one_or_none()
     if trial is None:
         raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
     return trial
@@ -234,7 +242,7 @@ def authenticate(
     with store.transaction(read_only=True) as session:
         if schema_check:
             store.check_schema(session)
-        load_trial(session)
+        load_trial(session, upgrading=not schema_check)
         found = session.execute(
             select(User.name, User.password_hash, User.disabled).where(
                 User.name == credentials.user
@@ -311,7 +319,7 @@ def operation(
         with store.transaction() as session:
             if schema_check:
                 store.check_schema(session)
-            trial = load_trial(session)
+            trial = load_trial(session, upgrading=not schema_check)
             vault = vault_for(trial, trial_key())
             user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
             if user is None or user.disabled:
@@ -365,7 +373,8 @@ def record_refusal(
     cuts them to their widths, and the message is cut here to :data:`MESSAGE_MAX`.
     """
     with store.transaction() as session:
-        trial = load_trial(session)
+        # the trial row's key alone: a refused 'db upgrade' meets a schema behind this release
+        trial = load_trial(session, upgrading=True)
         vault = vault_for(trial, trial_key())
         user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
         name = principal.user if user is None else user.name

@@ -70,6 +70,11 @@ class Trial(Base):
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     lock_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    list_generated_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    list_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    """``draft`` once generated, ``approved`` once a second user approved it; None before."""
+    list_approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    list_approved_by: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class User(Base):
@@ -131,6 +136,10 @@ class Participant(Base):
     answers: Mapped[dict[str, str]] = mapped_column(JSON)
     emergency_unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     emergency_unblinded_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    """Set when the randomization was made in error; the slot stays used."""
+    voided_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    void_reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Kit(Base):

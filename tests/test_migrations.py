@@ -4,8 +4,8 @@ A database whose schema is behind this release is refused with the command
 that fixes it (``randomizer db upgrade``); one that is ahead is refused with
 "use the newer release". "Behind" is staged by giving the code a copy of its
 migration scripts with one more revision (``0003``), as the next release
-will; the real upgrade from ``0001`` by a trial made with a copy of the
-scripts without ``0002``, as the release before made it.
+will; the real upgrade from ``0001`` by a trial made at the head and then
+stripped of what ``0002`` and ``0005`` added, as the release before made it.
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0002"
+HEAD = "0005"
 
 NEXT_REVISION = '''
 """A later release's schema change, for the tests.
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0002"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -168,7 +168,7 @@ def test_a_database_without_its_revision_row_is_not_called_empty(
 # ahead: a newer release wrote this database -------------------------------------------------
 
 AHEAD = (
-    "the database schema (9999) is newer than this randomizer knows (0002): use the newer release"
+    "the database schema (9999) is newer than this randomizer knows (0005): use the newer release"
 )
 
 # every command that opens the trial, with a user allowed to run it
@@ -228,7 +228,7 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 9999; this release expects 0002: ahead, use the newer randomizer release\n"
+        "schema 9999; this release expects 0005: ahead, use the newer randomizer release\n"
     )
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
@@ -276,13 +276,13 @@ def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def behind(
     trial_with_list: TrialFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TrialFiles]:
-    """The trial at schema 0002, run by a release whose head is 0003."""
+    """The trial at schema 0005, run by a release whose head is 0003."""
     _newer_release(tmp_path, monkeypatch)
     yield trial_with_list
 
 
 BEHIND = (
-    "the database schema (0002) is behind this randomizer (0003): take a backup, "
+    "the database schema (0005) is behind this randomizer (0003): take a backup, "
     "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
     "then 'randomizer db upgrade')"
 )
@@ -297,12 +297,12 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
 ) -> None:
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 0002; this release expects 0003: behind, run 'randomizer db upgrade'\n"
+        "schema 0005; this release expects 0003: behind, run 'randomizer db upgrade'\n"
     )
     trail = len(audit_rows(behind.db_url))
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0002", "after": "0003"}
+    assert json.loads(upgraded.stdout) == {"before": "0005", "after": "0003"}
     assert _revision(behind.db_url) == "0003"
     assert "upgrade_probe" in _tables(behind.db_url)
     events = audit_rows(behind.db_url)[trail:]
@@ -310,7 +310,7 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
         ("auth.login", ADMIN, "db.upgrade"),
         ("db.upgrade", ADMIN, ""),
     ]
-    assert events[-1]["details"] == {"before": "0002", "after": "0003"}
+    assert events[-1]["details"] == {"before": "0005", "after": "0003"}
 
     assert run.ok("db", "status").stdout == (
         "schema 0003; this release expects 0003: current, up to date\n"
@@ -357,35 +357,49 @@ def test_a_failing_migration_changes_nothing(
     assert dump_database(trial_with_list.db_url) == before
 
 
-# the real upgrade: 0001 (the release before) -> 0002 (logins) ------------------------------
+# the real upgrade: 0001 (the release before) -> 0002 (logins) -> 0005 (conduct) -------------
+
+RELEASE_0005_TRIAL = ("list_generated_by", "list_state", "list_approved_at", "list_approved_by")
+RELEASE_0005_PARTICIPANTS = ("voided_at", "voided_by", "void_reason")
 
 
 def test_a_0001_database_upgrades_to_the_orm_schema(
     trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scripts = _copy_scripts(tmp_path)
-    (scripts / "versions" / "0002_logins.py").unlink()
-    with monkeypatch.context() as release_0001:
-        _use_scripts(scripts, release_0001)
-        build_trial(run, "list")
+    build_trial(run, "list")
     url = trial_files.db_url
+    # what the release before (0001) made: without 0002's tables and 0005's columns
+    execute(
+        url,
+        "DROP TABLE auth_tokens",
+        "DROP TABLE login_failures",
+        *(f"ALTER TABLE trial DROP COLUMN {column}" for column in RELEASE_0005_TRIAL),
+        *(f"ALTER TABLE participants DROP COLUMN {column}" for column in RELEASE_0005_PARTICIPANTS),
+        "UPDATE alembic_version SET version_num = '0001'",
+    )
     assert _revision(url) == "0001"
     assert not {"auth_tokens", "login_failures"} & _tables(url)
     before = dump_database(url)
     assert assert_error(run("user", "list", user=ADMIN), 1) == (
-        "the database schema (0001) is behind this randomizer (0002): take a backup, "
+        f"the database schema (0001) is behind this randomizer ({HEAD}): take a backup, "
         "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
         "then 'randomizer db upgrade')"
     )
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
-    assert _revision(url) == "0002"
+    assert json.loads(upgraded.stdout) == {"before": "0001", "after": HEAD}
+    assert _revision(url) == HEAD
     assert _compare(url, Base.metadata) == []
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     after = dump_database(url)
     assert (after["auth_tokens"], after["login_failures"]) == ([], [])
-    unchanged = {name for name in before if not name.startswith("audit_")} - {"alembic_version"}
+    # a list in use before approval existed goes on as approved (by no one)
+    assert execute(url, "SELECT list_state, list_approved_by FROM trial") == [("approved", None)]
+    unchanged = {name for name in before if not name.startswith("audit_")} - {
+        "alembic_version",
+        "trial",
+        "participants",
+    }
     assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
 

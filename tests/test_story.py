@@ -61,6 +61,11 @@ EXPORT_COLUMNS = [
     "randomized_at",
     "kits",
     "emergency_unblinded",
+    "randomized_by",
+    "status",
+    "voided_at",
+    "voided_by",
+    "void_reason",
     "dummy",
 ]
 
@@ -139,6 +144,7 @@ def _play(story: Story) -> None:
         if name != ADMIN:
             run.add_user(name, role)
     story.cmd(ADMIN, "list", "generate")
+    story.cmd("stan", "list", "approve")  # go-live: a second person, not the generator
     backdate_list(story.files)  # the story begins 420 days ago
 
     # Screening: a candidate failing three criteria is refused and uses no slot.

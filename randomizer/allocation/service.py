@@ -18,12 +18,13 @@ from datetime import UTC, date, timedelta
 from sqlalchemy import select
 
 from randomizer.allocation.kits import parse_code
+from randomizer.audit import utc_text
 from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
 from randomizer.sealed import find_participant, open_kit_content, participant_named
-from randomizer.trial import require_list
+from randomizer.trial import require_approved_list
 
 PARTICIPANT_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 """Participant ids once normalised: a letter or digit, then letters, digits and dashes;
@@ -66,6 +67,17 @@ class KitReplacement:
     kit: str
     participant: str
     visit: int
+
+
+@dataclass(frozen=True)
+class ParticipantVoid:
+    """A randomization marked as made in error; its slot stays used."""
+
+    participant: str
+    randomization_number: str
+    voided_at: str
+    voided_by: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,55 @@ def participant_row(op: Operation, participant: str) -> Participant:
     return find_participant(op, check_participant_id(participant))
 
 
+def _refuse_if_voided(op: Operation, row: Participant, what: str) -> None:
+    if row.voided_at is not None:
+        raise StateError(
+            f"participant {row.code} ({row.randomization_number}) was randomized in error "
+            f"and voided: {what}"
+        )
+
+
+def void_participant(op: Operation, participant: str, reason: str) -> ParticipantVoid:
+    """Mark a randomization made in error (admin); the slot is NOT returned to the list.
+
+    Intention to treat: the participant keeps its randomization number and slot, stays
+    in every export with its status and reason, and gets no further kit.
+    """
+    participant = check_participant_id(participant)
+    if not reason or not reason.strip():
+        raise InvalidInput(
+            "a reason is required to void a randomization: say why", hint=Hint.REASON
+        )
+    row = participant_row(op, participant)
+    _refuse_if_locked(op, "changes to participants")
+    if row.voided_at is not None:
+        raise StateError(
+            f"participant {row.code} is already voided (by {row.voided_by} at "
+            f"{utc_text(row.voided_at)})"
+        )
+    row.voided_at = op.now
+    row.voided_by = op.user.name
+    row.void_reason = reason.strip()
+    op.audit(
+        "participant.void",
+        subject=row.code,
+        reason=reason.strip(),
+        details={
+            "randomization_number": row.randomization_number,
+            "before": {"status": "randomized"},
+            "after": {"status": "voided"},
+            "slot": "stays used",
+        },
+    )
+    return ParticipantVoid(
+        participant=row.code,
+        randomization_number=row.randomization_number,
+        voided_at=utc_text(op.now),
+        voided_by=op.user.name,
+        reason=reason.strip(),
+    )
+
+
 def _kit(op: Operation, code: str) -> Kit:
     canonical = parse_code(code)
     kit = op.session.scalars(select(Kit).where(Kit.code == canonical)).one_or_none()
@@ -167,7 +228,7 @@ def randomize(
     failures = design.check_answers(answers)
     _check_not_future(op, on)
     _refuse_if_locked(op, "randomization")
-    require_list(op)
+    require_approved_list(op)
     _check_after_list(op, on)
     existing = op.session.scalars(
         select(Participant).where(participant_named(participant)).limit(1)
@@ -298,6 +359,7 @@ def request_kit(
         _check_not_future(op, on)
     row = participant_row(op, participant)
     participant = row.code
+    _refuse_if_voided(op, row, "no kit is issued to them")
     if on is not None and on < row.randomized_on:
         raise InvalidInput(
             f"date {on.isoformat()} is before {participant} was randomized "
@@ -373,6 +435,9 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
         raise StateError(
             f"kit {old.code} has not been issued to a participant: only issued kits can be replaced"
         )
+    owner = op.session.get(Participant, old.participant_id)
+    assert owner is not None
+    _refuse_if_voided(op, owner, "no kit is issued to them")
     content = open_kit_content(op.vault, old.code, old.content_sealed)
     candidates: list[Kit] = []
     stock: Counter[str] = Counter()
@@ -439,6 +504,7 @@ def prepare_kit(op: Operation, code: str) -> Preparation:
         )
     participant = op.session.get(Participant, kit.participant_id)
     assert participant is not None
+    _refuse_if_voided(op, participant, f"do NOT prepare kit {kit.code}")
     op.audit(
         "pharmacy.prepare",
         subject=kit.code,

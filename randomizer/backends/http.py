@@ -361,6 +361,10 @@ class HttpBackend:
         """Regenerate and compare (admin; statistician after lock)."""
         return self._call(trial.ListSummary, "POST", "/list/verify")
 
+    def approve_list(self) -> trial.ListApproval:
+        """Approve the draft list for go-live (admin or statistician, not its generator)."""
+        return self._call(trial.ListApproval, "POST", "/list/approve")
+
     def randomize(
         self,
         participant: str,
@@ -422,6 +426,15 @@ class HttpBackend:
             emergency.Unblinding,
             "POST",
             f"/participants/{_segment(participant)}/emergency-unblinding",
+            {"reason": reason},
+        )
+
+    def void_participant(self, participant: str, reason: str) -> service.ParticipantVoid:
+        """Mark a randomization made in error; the slot stays used (admin)."""
+        return self._call(
+            service.ParticipantVoid,
+            "POST",
+            f"/participants/{_segment(participant)}/void",
             {"reason": reason},
         )
 

@@ -65,6 +65,9 @@ class Backend(Protocol):
     def verify_list(self) -> trial.ListSummary:
         """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""
 
+    def approve_list(self) -> trial.ListApproval:
+        """Approve the draft list for go-live (admin or statistician, not its generator)."""
+
     # the blinded path ----------------------------------------------------------
 
     def randomize(
@@ -97,6 +100,9 @@ class Backend(Protocol):
 
     def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
         """Break the code for one participant, at once, with a reason (investigator, admin)."""
+
+    def void_participant(self, participant: str, reason: str) -> service.ParticipantVoid:
+        """Mark a randomization made in error; the slot stays used (admin)."""
 
     def lock(self, reason: str) -> locking.LockResult:
         """Lock the database (admin)."""

@@ -206,6 +206,10 @@ class LocalBackend:
         """Regenerate from the sealed seed and compare."""
         return self._run(Permission.VERIFY_LIST, "list.verify", trial.verify_list)
 
+    def approve_list(self) -> trial.ListApproval:
+        """Approve the draft list for go-live (admin or statistician, not its generator)."""
+        return self._run(Permission.APPROVE_LIST, "list.approve", trial.approve_list)
+
     # audit ---------------------------------------------------------------
 
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
@@ -292,6 +296,15 @@ class LocalBackend:
             Permission.EMERGENCY_UNBLIND,
             "unblind.emergency",
             lambda op: emergency.emergency_unblind(op, participant, reason),
+            participant,
+        )
+
+    def void_participant(self, participant: str, reason: str) -> service.ParticipantVoid:
+        """Mark a randomization made in error; the slot stays used (admin)."""
+        return self._run(
+            Permission.VOID_PARTICIPANT,
+            "participant.void",
+            lambda op: service.void_participant(op, participant, reason),
             participant,
         )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from randomizer import __version__
-from randomizer.commands.allocation import kit, pharmacy, randomize
+from randomizer.commands.allocation import kit, participant, pharmacy, randomize
 from randomizer.commands.audit import audit_group
 from randomizer.commands.base import RandomizerGroup, Settings, root_options
 from randomizer.commands.demo import demo
@@ -57,6 +57,7 @@ for command in (
     serve,
     login,
     logout,
+    participant,
 ):
     cli.add_command(command)
 

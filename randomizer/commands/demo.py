@@ -322,6 +322,8 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
                 show=verbose,
             )
     play.run("alice", "list", "generate")
+    click.echo("\n# The list is a draft: whoever generated it may not approve it.")
+    play.run("alice", "list", "approve", expect=1)
 
     click.echo(
         "\n# The host starts the trial server: it alone holds the key and opens the "
@@ -335,6 +337,14 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     click.echo(f"Serving {server.url} (process {server.process.pid}; its log: {server.log}).")
     for name in ("ivan", "petra", "mona", "stan"):
         play.login(name)
+
+    click.echo(
+        "\n# Go-live: the new list is a draft. A second person, not the one who generated "
+        "it, reviews its blinded QC summary and approves it; until then no one can be "
+        "randomized."
+    )
+    play.run("stan", "list", "status")
+    play.run("stan", "list", "approve")
 
     start = date.today() - timedelta(days=420)
     _date_list_back(folder / "trial.db", start - timedelta(days=7))

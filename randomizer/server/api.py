@@ -413,6 +413,12 @@ def pharmacy_list(acting: Acting) -> JSONResponse:
     return JSONResponse(to_wire(kits), headers={"Cache-Control": "no-store"})
 
 
+@router.post("/participants/{participant:path}/void")
+def void_participant(participant: Name, body: Reason, acting: Acting) -> service.ParticipantVoid:
+    """Mark a randomization made in error; the slot stays used (admin)."""
+    return acting.void_participant(participant, body.reason)
+
+
 @router.post("/lock")
 def lock(body: Reason, acting: Acting) -> locking.LockResult:
     """Lock the database (admin)."""
@@ -494,6 +500,12 @@ def list_status(acting: Acting) -> trial.ListStatus:
 def verify_list(acting: Acting) -> trial.ListSummary:
     """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""
     return acting.verify_list()
+
+
+@router.post("/list/approve")
+def approve_list(acting: Acting) -> trial.ListApproval:
+    """Approve the draft list for go-live (admin or statistician, not its generator)."""
+    return acting.approve_list()
 
 
 @router.get("/users")

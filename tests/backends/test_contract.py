@@ -171,6 +171,55 @@ def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
     assert stan.verify_list().commitment == trial.as_user("alice").verify_list().commitment
 
 
+def test_a_voided_participant_keeps_its_slot_gets_no_kit_and_stays_in_the_export(
+    trial: ContractTrial,
+) -> None:
+    first = _randomize(trial, "P-001")
+    alice, ivan, petra = (trial.as_user(name) for name in ("alice", "ivan", "petra"))
+    assert _refusal(NotAuthorized, lambda: ivan.void_participant("P-001", "typo")) == (
+        "role investigator may not void a randomization made in error"
+    )
+    assert _refusal(InvalidInput, lambda: alice.void_participant("P-001", "  ")).startswith(
+        "a reason is required to void a randomization"
+    )
+    voided = alice.void_participant("p-001", "randomized under the wrong id")
+    assert (voided.participant, voided.randomization_number, voided.voided_by) == (
+        "P-001",
+        "R-001",
+        "alice",
+    )
+    _assert_no_arm(voided)
+    no_kit = "participant P-001 (R-001) was randomized in error and voided: "
+    assert _refusal(
+        StateError, lambda: ivan.request_kit("P-001", 2, START + timedelta(days=84))
+    ) == (no_kit + "no kit is issued to them")
+    assert _refusal(StateError, lambda: ivan.replace_kit(first.kit, "dropped")) == (
+        no_kit + "no kit is issued to them"
+    )
+    assert _refusal(StateError, lambda: petra.prepare_kit(first.kit)) == (
+        no_kit + f"do NOT prepare kit {first.kit}"
+    )
+    assert _refusal(StateError, lambda: alice.void_participant("P-001", "again")).startswith(
+        f"participant P-001 is already voided (by alice at {voided.voided_at})"
+    )
+    # the slot stays used: the next participant takes the next one
+    assert _randomize(trial, "P-002").randomization_number == "R-002"
+    assert [s.used for s in ivan.list_status().strata] == [2]
+    recorded = [e for e in trial.as_user("mona").audit_events() if e.action == "participant.void"]
+    assert [(e.user, e.subject, e.reason) for e in recorded] == [
+        ("alice", "P-001", "randomized under the wrong id")
+    ]
+    alice.lock("database lock")
+    rows = list(csv.DictReader(trial.as_user("stan").unblind_all().csv.decode().splitlines()))
+    assert [
+        (r["participant"], r["status"], r["voided_by"], r["voided_at"], r["void_reason"])
+        for r in rows
+    ] == [
+        ("P-001", "voided", "alice", voided.voided_at, "randomized under the wrong id"),
+        ("P-002", "randomized", "", "", ""),
+    ]
+
+
 def test_dummy_unblinding_before_the_lock(trial: ContractTrial) -> None:
     _randomize(trial, "P-001")
     _randomize(trial, "P-002")
@@ -310,6 +359,49 @@ def test_an_admin_lifts_a_login_lock(trial: ContractTrial) -> None:
 def test_generate_list_twice_is_refused(trial: ContractTrial) -> None:
     message = _refusal(StateError, trial.as_user("alice").generate_list)
     assert message.startswith("the allocation list already exists")
+
+
+def test_the_generator_cannot_approve_and_no_one_is_randomized_before_approval(
+    draft_trial: ContractTrial,
+) -> None:
+    ivan, ada, stan = (draft_trial.as_user(name) for name in ("ivan", "ada", "stan"))
+    draft = "the allocation list is a draft awaiting approval: no participant can be randomized"
+    refused = _refusal(StateError, lambda: _randomize(draft_trial, "P-001"))
+    assert refused.startswith(draft)
+    assert ivan.list_status().state == "draft"
+    assert _refusal(NotAuthorized, ada.approve_list) == (
+        "user ada generated the allocation list and may not approve it: a second admin or "
+        "statistician reviews and approves it"
+    )
+    assert _refusal(NotAuthorized, ivan.approve_list) == (
+        "role investigator may not approve the allocation list"
+    )
+    approval = stan.approve_list()
+    assert (approval.generated_by, approval.approved_by) == ("ada", "stan")
+    status = ivan.list_status()
+    assert (status.state, status.approved_by, status.approved_at) == (
+        "approved",
+        "stan",
+        approval.approved_at,
+    )
+    assert approval.commitment == status.commitment
+    assert [(s.stratum, s.planned, s.generated) for s in approval.strata] == [
+        (s.stratum, s.planned, s.generated) for s in status.strata
+    ]
+    assert approval.kits == sum(status.kits.values())
+    assert approval.spare_kits == status.spare_kits
+    _assert_no_arm(approval)
+    assert _randomize(draft_trial, "P-001").randomization_number == "R-001"
+    assert _refusal(StateError, draft_trial.as_user("alice").approve_list).startswith(
+        f"the allocation list is already approved by stan at {approval.approved_at}"
+    )
+    events = draft_trial.as_user("mona").audit_events()
+    refusals = [(e.user, e.details["command"]) for e in events if e.action == "refused"]
+    assert ("ivan", "randomize") in refusals and ("ada", "list.approve") in refusals
+    [approved] = [e for e in events if e.action == "list.approve"]
+    assert approved.user == "stan"
+    assert approved.details["commitment"] == approval.commitment
+    assert approved.details["state"] == {"before": "draft", "after": "approved"}
 
 
 # the audit trail ---------------------------------------------------------------------

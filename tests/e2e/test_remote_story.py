@@ -145,6 +145,17 @@ def test_the_blinded_path_through_a_running_server(
         )
         assert kit_count, generated  # the list runs past 20 slots when a block does
         backdate_list(files)  # the story's randomizations are dated months ago
+        # go-live: a second person approves the draft list (its generator may not)
+        alice.refused(
+            1,
+            "user alice generated the allocation list and may not approve it: a second "
+            "admin or statistician reviews and approves it",
+            "list",
+            "approve",
+        )
+        tokens["stan"] = stan.login()
+        approved = stan.ok("list", "approve")
+        assert approved.startswith("Allocation list approved by stan at ")
 
         # the investigator randomizes, requests and replaces kits -----------------------
         tokens["ivan"] = ivan.login()
@@ -248,7 +259,6 @@ def test_the_blinded_path_through_a_running_server(
         assert anchored.endswith(f"; signed checkpoint at event {head.group(1)} holds\n")
 
         # the statistician waits for the lock, then exports --------------------------------
-        tokens["stan"] = stan.login()
         stan.refused(
             1,
             "role statistician may unblind the whole trial only after the database lock",

@@ -35,6 +35,11 @@ COLUMNS = [
     "randomized_at",
     "kits",
     "emergency_unblinded",
+    "randomized_by",
+    "status",
+    "voided_at",
+    "voided_by",
+    "void_reason",
     "dummy",
 ]
 DAY0 = FOUR_DAY0
