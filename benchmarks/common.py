@@ -37,6 +37,7 @@ from randomizer import access  # noqa: E402
 from randomizer.access import Role  # noqa: E402
 from randomizer.backends.local import LocalBackend  # noqa: E402
 from randomizer.context import Credentials  # noqa: E402
+from randomizer.signatures import Signature, meaning_of  # noqa: E402
 from tests.support import designs  # noqa: E402
 from tests.support.database import scratch_database  # noqa: E402
 
@@ -142,7 +143,7 @@ def approve_list(place: BenchPlace, scrypt_n: int = BENCH_SCRYPT_N) -> None:
         admin.add_user(APPROVER, Role.ADMIN, PASSWORDS[APPROVER])
     admin.close()
     approver = place.backend(APPROVER, PASSWORDS[APPROVER])
-    approver.approve_list()
+    approver.approve_list(signature=Signature(PASSWORDS[APPROVER], meaning_of("list.approve")))
     approver.close()
 
 

@@ -42,6 +42,7 @@ from randomizer.errors import (
     StoreError,
 )
 from randomizer.models import Trial, User
+from randomizer.signatures import SignedBy, is_signed
 from randomizer.store import Store
 from randomizer.vault import Vault, read_key_file, unwrap_data_key
 
@@ -114,6 +115,8 @@ class Operation:
     user: User
     now: datetime
     principal: Principal = field(default_factory=lambda: Principal(""))
+    signature: SignedBy | None = None
+    """The user's electronic signature of this action, when it is a signed one."""
 
     @property
     def today(self) -> date:
@@ -132,7 +135,13 @@ class Operation:
         reason: str = "",
         details: Mapping[str, Any] | None = None,
     ) -> audit.AuditEvent:
-        """Append an event in this transaction (before anything is revealed)."""
+        """Append an event in this transaction (before anything is revealed).
+
+        The event of the signed action itself carries the signature (printed name,
+        time, meaning) in its details, under ``signature``.
+        """
+        if self.signature is not None and action == self.signature.action:
+            details = {**(details or {}), "signature": self.signature.record()}
         return audit.append(
             self.session,
             self.vault.audit_key(),
@@ -303,8 +312,12 @@ def operation(
     now: datetime,
     subject: str = "",
     schema_check: bool = True,
+    signature: SignedBy | None = None,
 ) -> Iterator[Operation]:
     """Run one user action as ``principal``: authorise, then yield the open transaction.
+
+    A signed action (:data:`randomizer.signatures.MEANINGS`) needs ``signature``, the
+    principal's own from :func:`randomizer.logins.sign` for this very action.
 
     The principal comes from :func:`authenticate` (or a server token); the user
     row is read again inside the transaction, so an account disabled since the
@@ -334,12 +347,19 @@ def operation(
                 user=user,
                 now=now,
                 principal=principal,
+                signature=signature,
             )
             try:
                 op.require(permission)
             except NotAuthorized as exc:
                 refusal = (exc, "refused", "role")
                 raise
+            if is_signed(action) and (
+                signature is None or (signature.action, signature.name) != (action, user.name)
+            ):
+                raise InvalidInput(
+                    f"{action} is a signed action: the user re-enters their password to sign it"
+                )
             if principal.fresh_login:
                 op.audit("auth.login", subject=action)
             try:

@@ -140,6 +140,10 @@ class Participant(Base):
     """Set when the randomization was made in error; the slot stays used."""
     voided_by: Mapped[str | None] = mapped_column(String(64), default=None)
     void_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    randomization_meaning: Mapped[str | None] = mapped_column(Text, default=None)
+    """The meaning of the investigator's electronic signature of the randomization."""
+    void_meaning: Mapped[str | None] = mapped_column(Text, default=None)
+    """The meaning of the admin's electronic signature of the void."""
 
 
 class Kit(Base):

@@ -360,7 +360,13 @@ def test_a_failing_migration_changes_nothing(
 # the real upgrade: 0001 (the release before) -> 0002 (logins) -> 0005 (conduct) -------------
 
 RELEASE_0005_TRIAL = ("list_generated_by", "list_state", "list_approved_at", "list_approved_by")
-RELEASE_0005_PARTICIPANTS = ("voided_at", "voided_by", "void_reason")
+RELEASE_0005_PARTICIPANTS = (
+    "voided_at",
+    "voided_by",
+    "void_reason",
+    "randomization_meaning",
+    "void_meaning",
+)
 
 
 def test_a_0001_database_upgrades_to_the_orm_schema(

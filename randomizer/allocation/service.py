@@ -177,6 +177,7 @@ def void_participant(op: Operation, participant: str, reason: str) -> Participan
     row.voided_at = op.now
     row.voided_by = op.user.name
     row.void_reason = reason.strip()
+    row.void_meaning = op.signature.meaning if op.signature else None
     op.audit(
         "participant.void",
         subject=row.code,
@@ -267,6 +268,7 @@ def randomize(
         randomized_at=op.now,
         randomized_by=op.user.name,
         answers=dict(sorted(answers.items())),
+        randomization_meaning=op.signature.meaning if op.signature else None,
     )
     op.session.add(row)
     op.session.flush()

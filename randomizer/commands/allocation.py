@@ -176,7 +176,9 @@ def randomize(
         settings.credentials()
         if _ask_answers(backend.trial_design(), answers):
             _confirm(participant, site, levels, answers)
-    result = backend.randomize(participant, site, levels, answers, _date(on))
+    result = backend.randomize(
+        participant, site, levels, answers, _date(on), signature=settings.signature("randomize")
+    )
     emit(
         settings,
         result,
@@ -385,7 +387,9 @@ def participant_void(settings: Settings, participant_id: str, reason: str) -> No
     further kit.
     Example: randomizer participant void P-007 --reason "randomized under the wrong id"
     """
-    result = settings.backend().void_participant(participant_id, reason)
+    result = settings.backend().void_participant(
+        participant_id, reason, signature=settings.signature("participant.void")
+    )
     emit(
         settings,
         result,

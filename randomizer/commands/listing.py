@@ -290,7 +290,7 @@ def list_approve(settings: Settings) -> None:
         status = backend.list_status()
         click.echo(_status_text(status))
         click.confirm("Approve this allocation list for go-live?", abort=True)
-    approval = backend.approve_list()
+    approval = backend.approve_list(signature=settings.signature("list.approve"))
     emit(settings, approval, lambda: _approval_text(approval))
 
 

@@ -34,6 +34,8 @@ EXPORT_COLUMNS = (
     "voided_at",
     "voided_by",
     "void_reason",
+    "randomization_signature_meaning",
+    "void_signature_meaning",
     "dummy",
 )
 """The export's header. Real and dummy exports have the same columns; ``dummy`` says which."""
@@ -50,6 +52,8 @@ PARTICIPANT_COLUMNS = (
     Participant.voided_at,
     Participant.voided_by,
     Participant.void_reason,
+    Participant.randomization_meaning,
+    Participant.void_meaning,
 )
 """What the export says of each participant besides the arm (needs a join on Stratum)."""
 
@@ -203,6 +207,9 @@ def write_export(
                 "" if voided_at is None else _utc(read_time(voided_at)),
                 voided_by or "",
                 void_reason or "",
+                # the signatures' printed names and times are randomized_by/at, voided_by/at
+                randomization_meaning or "",
+                void_meaning or "",
                 flag,
             ]
             for (
@@ -217,6 +224,8 @@ def write_export(
                 voided_at,
                 voided_by,
                 void_reason,
+                randomization_meaning,
+                void_meaning,
             ), arm_id in zip(rows, arms, strict=True)
         )
         count += len(rows)

@@ -16,6 +16,7 @@ from randomizer.backends.http import HttpBackend
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
+from randomizer.signatures import Signature, meaning_of
 from tests.backends.live import live_server
 from tests.support.trial import GENERATOR, GENERATOR_PASSWORD, PASSWORDS, TrialFiles
 
@@ -31,6 +32,10 @@ class ContractTrial:
     connect: Callable[[str, str], Backend]
     passwords: dict[str, str] = field(default_factory=lambda: dict(PASSWORDS))
     opened: list[Backend] = field(default_factory=list)
+
+    def signed(self, name: str, action: str, password: str | None = None) -> Signature:
+        """``name``'s electronic signature of ``action`` (their password unless one is given)."""
+        return Signature(password or self.passwords.get(name, ""), meaning_of(action))
 
     def as_user(self, name: str, password: str | None = None) -> Backend:
         """A backend acting as ``name`` (with that user's password unless one is given)."""

@@ -41,6 +41,10 @@ NOT_LOGGED_IN = "Error: the login is not valid or has expired: log in again\n"
 LABEL_OF = {arm.id: arm.label for arm in DESIGN.arms}
 
 
+SIGNED = frozenset({"randomize", "lock", "unblind", "list", "participant"})
+"""Commands (first words) whose action may be signed: the password is given to sign."""
+
+
 @dataclass
 class Person:
     """One user at a machine of their own: an empty working directory and a state directory."""
@@ -57,7 +61,13 @@ class Person:
         input: str | None = None,
         user: str | None = None,
     ) -> Finished:
-        """The remote CLI as this person (their saved login unless a password is given)."""
+        """The remote CLI as this person (their saved login unless a password is given).
+
+        A signed command gets this person's password to sign with (their saved login
+        still does for the rest).
+        """
+        if password is None and user is None and args and args[0] in SIGNED:
+            password = PASSWORDS[self.name]
         return remote_cli(
             self.server,
             *args,

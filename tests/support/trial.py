@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from randomizer import access
 from randomizer.commands import cli
 from randomizer.context import load_trial, open_vault
+from randomizer.signatures import Signature, meaning_of
 from randomizer.store import Store
 from randomizer.vault import Vault
 from tests.support.assertions import assert_ok
@@ -226,6 +227,12 @@ def build_trial(run: Run, stage: str) -> None:
 
 APPROVER = "stan"
 """Who approves a prepared trial's list: a statistician, not the admin who generated it."""
+
+
+def signature(user: str, action: str, password: str | None = None) -> Signature:
+    """``user``'s electronic signature of ``action`` (their password from :data:`PASSWORDS`)."""
+    known = {**PASSWORDS, GENERATOR: GENERATOR_PASSWORD}
+    return Signature(known[user] if password is None else password, meaning_of(action))
 
 
 def approve_list(run: Run, approver: str = APPROVER) -> Result:

@@ -1,4 +1,4 @@
-"""Conduct: list approval by a second person, participants randomized in error.
+"""Conduct: list approval by a second person, participants randomized in error, signatures.
 
 Revision ID: 0005
 Revises: 0002
@@ -17,7 +17,8 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    """Add the list's state and approval to ``trial``, the void columns to ``participants``.
+    """Add the list's state and approval to ``trial``; the void columns and the meanings of
+    the randomization's and the void's electronic signatures to ``participants``.
 
     A list generated before this release was already in use without an approval
     step: it becomes ``approved`` (by no one, which ``list status`` shows), so
@@ -33,6 +34,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("voided_at", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("voided_by", sa.String(64), nullable=True))
         batch.add_column(sa.Column("void_reason", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("randomization_meaning", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("void_meaning", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
