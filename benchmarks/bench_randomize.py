@@ -13,7 +13,7 @@ throughput (calls / wall time from the first start to the last end), latency p50
 and maximum per call, and refusals.
 
 Authentication is reported apart: every operation verifies the user's scrypt password
-hash. The users' hashes are made at ``--scrypt-n`` (default 2**10, cheap); the cost of
+hash, and a randomization verifies it once more as its electronic signature. The users' hashes are made at ``--scrypt-n`` (default 2**10, cheap); the cost of
 one ``verify_password`` at that cost and at the production cost
 (:data:`randomizer.access.SCRYPT_N`) is timed separately. Run with
 ``--scrypt-n 32768`` to see throughput including production hashing.
@@ -598,7 +598,10 @@ def main() -> None:
         production = password_cost(access.SCRYPT_N, max(3, args.auth_repeat // 3))
         cheap = password_cost(args.scrypt_n, args.auth_repeat)
         cores = os.cpu_count() or 1
-        print("\nauthentication (one verify_password, best of several; every operation does one):")
+        print(
+            "\nauthentication (one verify_password, best of several; every operation does "
+            "one, and a signed one such as randomize one more for its signature):"
+        )
         print(
             table(
                 [
