@@ -41,6 +41,7 @@ from common import (
     BENCH_SCRYPT_N,
     BenchPlace,
     add_common_arguments,
+    approve_list,
     bench_place,
     create_trial,
     design_toml,
@@ -190,6 +191,7 @@ def main() -> None:
         )
         admin.generate_list()
         admin.close()
+        approve_list(place)
         print(
             f"trial: 2 strata x {per_stratum:,} slots, 1 visit; users' scrypt cost "
             f"n={BENCH_SCRYPT_N}"

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    ADMIN,
     PASSWORDS,
     BenchPlace,
     add_common_arguments,
@@ -51,6 +52,7 @@ from sqlalchemy import insert, select, update
 from randomizer.access import Role
 from randomizer.allocation.service import randomization_number
 from randomizer.models import Kit, Participant, Slot, Stratum
+from randomizer.signatures import Signature, meaning_of
 from randomizer.store import Store
 
 TARGET_SECONDS = 1.0
@@ -125,7 +127,8 @@ def export_in_child(db_url: str, key_file: str) -> dict[str, Any]:
     statistician.trial_design()  # import, connect and read the design first
     rss_before = max_rss_mib()
     cpu = time.process_time()
-    export, seconds = timed(statistician.unblind_all)
+    signature = Signature(PASSWORDS[STATISTICIAN], meaning_of("unblind.all"))
+    export, seconds = timed(lambda: statistician.unblind_all(signature=signature))
     cpu = time.process_time() - cpu
     rss_peak = max_rss_mib()
     statistician.close()
@@ -189,7 +192,10 @@ def main() -> None:
         print(f"list: {summary.kits:,} slots and kits generated in {generate_seconds:.1f} s")
         fill_seconds = take_every_slot(place, participants)
         print(f"{participants:,} participants randomized by bulk SQL in {fill_seconds:.1f} s")
-        admin.lock("benchmark: full unblinding export")
+        admin.lock(
+            "benchmark: full unblinding export",
+            signature=Signature(PASSWORDS[ADMIN], meaning_of("lock")),
+        )
         admin.close()
 
         print(f"load average before: {load_average()}")
@@ -240,7 +246,9 @@ def main() -> None:
             statistician.trial_design()
             profiler = cProfile.Profile()
             profiler.enable()
-            statistician.unblind_all()
+            statistician.unblind_all(
+                signature=Signature(PASSWORDS[STATISTICIAN], meaning_of("unblind.all"))
+            )
             profiler.disable()
             print("\ncProfile of one export, top functions by own time:")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(15)

@@ -13,8 +13,8 @@ throughput (calls / wall time from the first start to the last end), latency p50
 and maximum per call, and refusals.
 
 Authentication is reported apart: every operation verifies the user's scrypt password
-hash. The users' hashes are made at ``--scrypt-n`` (default 2**10, cheap); the cost of
-one ``verify_password`` at that cost and at the production cost
+hash, and a randomization verifies it once more as its electronic signature. The users'
+hashes are made at ``--scrypt-n`` (default 2**10, cheap); the cost of one ``verify_password`` at that cost and at the production cost
 (:data:`randomizer.access.SCRYPT_N`) is timed separately. Run with
 ``--scrypt-n 32768`` to see throughput including production hashing.
 
@@ -47,6 +47,7 @@ from common import (
     BENCH_SCRYPT_N,
     BenchPlace,
     add_common_arguments,
+    approve_list,
     bench_place,
     create_trial,
     design_toml,
@@ -65,6 +66,7 @@ from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
 from randomizer.errors import RandomizerError
+from randomizer.signatures import Signature, meaning_of
 from randomizer.vault import Vault, read_key_file, unwrap_data_key
 
 LEVELS = ("PPMS", "SPMS")
@@ -77,10 +79,16 @@ def investigator(index: int) -> tuple[str, str]:
     return f"inv{index}", f"investigator-{index}-password"
 
 
-def randomize_one(backend: Backend, participant: int, on: date) -> None:
-    """Randomize participant number ``participant`` (stratum by parity)."""
+def randomize_one(backend: Backend, participant: int, on: date, password: str) -> None:
+    """Randomize participant number ``participant`` (stratum by parity), signed with
+    ``password`` (each randomization checks it once more: an electronic signature)."""
     backend.randomize(
-        f"P-{participant:07d}", SITE, {"type": LEVELS[participant % 2]}, dict(ANSWERS), on
+        f"P-{participant:07d}",
+        SITE,
+        {"type": LEVELS[participant % 2]},
+        dict(ANSWERS),
+        on,
+        signature=Signature(password, meaning_of("randomize")),
     )
 
 
@@ -109,7 +117,7 @@ def client(config: dict[str, Any]) -> int:
     warmup = [int(p) for p in config["warmup"]]
     timed_ids = [int(p) for p in config["participants"]]
     for participant in warmup:
-        randomize_one(backend, participant, today)
+        randomize_one(backend, participant, today, password)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return 3
@@ -120,7 +128,7 @@ def client(config: dict[str, Any]) -> int:
     for participant in timed_ids:
         begin = time.perf_counter()
         try:
-            randomize_one(backend, participant, today)
+            randomize_one(backend, participant, today, password)
         except RandomizerError as exc:
             refusals.append(f"{type(exc).__name__}: {exc}")
         latencies.append(time.perf_counter() - begin)
@@ -254,11 +262,11 @@ def profile(place: BenchPlace, first: int, calls: int) -> None:
     user, password = investigator(0)
     backend = place.backend(user, password)
     today = backend.today()
-    randomize_one(backend, first, today)  # warm
+    randomize_one(backend, first, today, password)  # warm
     profiler = cProfile.Profile()
     profiler.enable()
     for participant in range(first + 1, first + 1 + calls):
-        randomize_one(backend, participant, today)
+        randomize_one(backend, participant, today, password)
     profiler.disable()
     backend.close()
     stats = pstats.Stats(profiler)
@@ -454,14 +462,16 @@ def floor(place: BenchPlace, first: int, calls: int) -> None:
     rows = []
     backend = place.backend(user, password)
     today = backend.today()
-    randomize_one(backend, first, today)  # warm: connection, caches
+    randomize_one(backend, first, today, password)  # warm: connection, caches
     with backend.store.engine.connect() as conn:
         pid = _backend_pid(conn.connection.driver_connection) if place.engine != "sqlite" else None
     rows.append(
         (
             "LocalBackend.randomize",
             *_per_call(
-                lambda p: randomize_one(backend, p, today), range(first + 1, first + 1 + calls), pid
+                lambda p: randomize_one(backend, p, today, password),
+                range(first + 1, first + 1 + calls),
+                pid,
             ),
         )
     )
@@ -579,6 +589,7 @@ def main() -> None:
         )
         _summary, seconds = timed(admin.generate_list)
         admin.close()
+        approve_list(place, args.scrypt_n)
         print(
             f"trial: 2 strata x {per_stratum:,} slots, 1 visit; list generated in "
             f"{seconds:.1f} s; users' scrypt cost n={args.scrypt_n}"
@@ -587,7 +598,10 @@ def main() -> None:
         production = password_cost(access.SCRYPT_N, max(3, args.auth_repeat // 3))
         cheap = password_cost(args.scrypt_n, args.auth_repeat)
         cores = os.cpu_count() or 1
-        print("\nauthentication (one verify_password, best of several; every operation does one):")
+        print(
+            "\nauthentication (one verify_password, best of several; every operation does "
+            "one, and a signed one such as randomize one more for its signature):"
+        )
         print(
             table(
                 [

@@ -37,6 +37,7 @@ from randomizer import access  # noqa: E402
 from randomizer.access import Role  # noqa: E402
 from randomizer.backends.local import LocalBackend  # noqa: E402
 from randomizer.context import Credentials  # noqa: E402
+from randomizer.signatures import Signature, meaning_of  # noqa: E402
 from tests.support import designs  # noqa: E402
 from tests.support.database import scratch_database  # noqa: E402
 
@@ -46,7 +47,10 @@ ADMIN = "admin"
 PASSWORDS = {
     "admin": "bench-admin-password",
     "statistician": "bench-statistician-password",
+    "approver": "bench-approver-password",
 }
+APPROVER = "approver"
+"""The second admin who approves a benchmark trial's list (its generator may not)."""
 BENCH_SCRYPT_N = 2**10
 """scrypt cost of the benchmark users' hashes: cheap, so that 'excluding password
 hashing' numbers are not dominated by it (parameters are stored beside each hash)."""
@@ -130,6 +134,17 @@ def create_trial(
         for name, role, password in users:
             admin.add_user(name, role, password)
     return admin
+
+
+def approve_list(place: BenchPlace, scrypt_n: int = BENCH_SCRYPT_N) -> None:
+    """Add :data:`APPROVER` (a second admin) and approve the generated draft list for go-live."""
+    admin = place.backend(ADMIN, PASSWORDS[ADMIN])
+    with scrypt_cost(scrypt_n):
+        admin.add_user(APPROVER, Role.ADMIN, PASSWORDS[APPROVER])
+    admin.close()
+    approver = place.backend(APPROVER, PASSWORDS[APPROVER])
+    approver.approve_list(signature=Signature(PASSWORDS[APPROVER], meaning_of("list.approve")))
+    approver.close()
 
 
 def design_toml(

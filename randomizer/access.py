@@ -66,6 +66,8 @@ class Permission(StrEnum):
     REPORT_ARMS = "see balance by arm"
     MAINTAIN = "back up, restore or upgrade the database"
     READ_PARTICIPANTS = "list participants and their visits"
+    APPROVE_LIST = "approve the allocation list"
+    VOID_PARTICIPANT = "void a randomization made in error"
 
 
 BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
@@ -94,6 +96,10 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.READ_PARTICIPANTS: frozenset(
         {Role.ADMIN, Role.INVESTIGATOR, Role.PHARMACIST, Role.MONITOR}
     ),
+    # the QC summary it shows is blinded (counts and the commitment), so a
+    # statistician may approve before the lock
+    Permission.APPROVE_LIST: frozenset({Role.ADMIN, Role.STATISTICIAN}),
+    Permission.VOID_PARTICIPANT: frozenset({Role.ADMIN}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

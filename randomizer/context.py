@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect, select
-from sqlalchemy.orm import Session, object_session, undefer_group
+from sqlalchemy.orm import Session, load_only, object_session
 
 from randomizer import audit
 from randomizer.access import Permission, allowed, dummy_hash, verify_password
@@ -42,6 +42,7 @@ from randomizer.errors import (
     StoreError,
 )
 from randomizer.models import Trial, User
+from randomizer.signatures import SignedBy, is_signed
 from randomizer.store import Store
 from randomizer.vault import KEY_FORMAT_DERIVED, KeyMaterial, Vault, open_keys, read_key_file
 
@@ -114,6 +115,8 @@ class Operation:
     user: User
     now: datetime
     principal: Principal = field(default_factory=lambda: Principal(""))
+    signature: SignedBy | None = None
+    """The user's electronic signature of this action, when it is a signed one."""
 
     @property
     def today(self) -> date:
@@ -132,7 +135,13 @@ class Operation:
         reason: str = "",
         details: Mapping[str, Any] | None = None,
     ) -> audit.AuditEvent:
-        """Append an event in this transaction (before anything is revealed)."""
+        """Append an event in this transaction (before anything is revealed).
+
+        The event of the signed action itself carries the signature (printed name,
+        time, meaning) in its details, under ``signature``.
+        """
+        if self.signature is not None and action == self.signature.action:
+            details = {**(details or {}), "signature": self.signature.record()}
         return audit.append(
             self.session,
             self.vault.audit_key(),
@@ -170,16 +179,17 @@ def _design(text: str) -> TrialDesign:
     return parse_design(text)
 
 
-def load_trial(session: Session, *, keys: bool = True) -> Trial:
-    """The trial row of this database.
+UPGRADE_COLUMNS = (Trial.id, Trial.design_toml, Trial.wrapped_data_key, Trial.locked_at)
+"""The trial row's columns every schema has had: all that ``db upgrade`` reads before it
+migrates (a column a later schema added does not exist yet in the database it upgrades)."""
 
-    ``keys=False`` leaves out the key material columns (key format 2), for a schema
-    that may predate them (``db upgrade``); :func:`vault_for` then finds out.
-    """
-    query = select(Trial)
-    if keys:
-        query = query.options(undefer_group("keys"))
-    trial = session.scalars(query).one_or_none()
+
+def load_trial(session: Session, upgrading: bool = False) -> Trial:
+    """The trial row of this database (only :data:`UPGRADE_COLUMNS` when ``upgrading``)."""
+    statement = select(Trial)
+    if upgrading:
+        statement = statement.options(load_only(*UPGRADE_COLUMNS))
+    trial = session.scalars(statement).one_or_none()
     if trial is None:
         raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
     return trial
@@ -267,7 +277,7 @@ def authenticate(
     with store.transaction(read_only=True) as session:
         if schema_check:
             store.check_schema(session)
-        load_trial(session, keys=schema_check)
+        load_trial(session, upgrading=not schema_check)
         found = session.execute(
             select(User.name, User.password_hash, User.disabled).where(
                 User.name == credentials.user
@@ -328,8 +338,12 @@ def operation(
     now: datetime,
     subject: str = "",
     schema_check: bool = True,
+    signature: SignedBy | None = None,
 ) -> Iterator[Operation]:
     """Run one user action as ``principal``: authorise, then yield the open transaction.
+
+    A signed action (:data:`randomizer.signatures.MEANINGS`) needs ``signature``, the
+    principal's own from :func:`randomizer.logins.sign` for this very action.
 
     The principal comes from :func:`authenticate` (or a server token); the user
     row is read again inside the transaction, so an account disabled since the
@@ -344,7 +358,7 @@ def operation(
         with store.transaction() as session:
             if schema_check:
                 store.check_schema(session)
-            trial = load_trial(session, keys=schema_check)
+            trial = load_trial(session, upgrading=not schema_check)
             vault = vault_for(trial, trial_key(), schema_checked=schema_check)
             user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
             if user is None or user.disabled:
@@ -359,12 +373,19 @@ def operation(
                 user=user,
                 now=now,
                 principal=principal,
+                signature=signature,
             )
             try:
                 op.require(permission)
             except NotAuthorized as exc:
                 refusal = (exc, "refused", "role")
                 raise
+            if is_signed(action) and (
+                signature is None or (signature.action, signature.name) != (action, user.name)
+            ):
+                raise InvalidInput(
+                    f"{action} is a signed action: the user re-enters their password to sign it"
+                )
             if principal.fresh_login:
                 op.audit("auth.login", subject=action)
             try:
@@ -399,7 +420,7 @@ def record_refusal(
     """
     with store.transaction() as session:
         # a refusal may be of ``db upgrade``, on a schema older than this release's
-        trial = load_trial(session, keys=False)
+        trial = load_trial(session, upgrading=True)
         vault = vault_for(trial, trial_key(), schema_checked=False)
         user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
         name = principal.user if user is None else user.name

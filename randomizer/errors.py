@@ -37,6 +37,7 @@ class Hint(StrEnum):
     CHECKPOINT_KEY = "give the checkpoint's public key"
     ANSWERS = "give the eligibility answers"
     LOGIN = "log in to the trial server"
+    APPROVE_LIST = "approve the allocation list"
 
 
 class RandomizerError(Exception):

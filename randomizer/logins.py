@@ -17,7 +17,13 @@ from typing import Any
 from sqlalchemy import select
 
 from randomizer import audit
-from randomizer.access import Permission, check_user_name
+from randomizer.access import (
+    MAX_PASSWORD_LENGTH,
+    Permission,
+    check_user_name,
+    dummy_hash,
+    verify_password,
+)
 from randomizer.context import (
     Credentials,
     KeySource,
@@ -29,7 +35,7 @@ from randomizer.context import (
     record_refusal,
     vault_for,
 )
-from randomizer.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
+from randomizer.errors import AuthenticationFailed, DamagedRecord, InvalidInput, TooManyAttempts
 from randomizer.models import User
 from randomizer.sessions import (
     ABSOLUTE_TIMEOUT,
@@ -44,6 +50,7 @@ from randomizer.sessions import (
     resolve_token,
     revoke_token,
 )
+from randomizer.signatures import Signature, SignedBy, meaning_of
 from randomizer.store import Store
 
 SERVER_USER = "(server)"
@@ -108,6 +115,71 @@ def login(
             "auth.login", subject=kind, details={"expires_at": audit.utc_text(issued.expires_at)}
         )
     return issued
+
+
+SIGNATURE_REFUSED = (
+    "signature refused for user {user!r}: wrong password or disabled account; nothing was done"
+)
+
+
+def sign(
+    store: Store,
+    trial_key: KeySource,
+    principal: Principal,
+    signature: Signature,
+    action: str,
+    subject: str,
+    now: datetime,
+) -> SignedBy:
+    """Check an electronic signature: the principal's password, re-entered for ``action``.
+
+    Outside any write transaction, as a login's check. The meaning must be the
+    action's own (:data:`randomizer.signatures.MEANINGS`), else the signer was shown
+    something else: malformed input. A wrong password is refused with
+    :class:`AuthenticationFailed`, recorded as ``signature.failed`` and counted
+    towards the login throttle of the user name and client; while that throttle
+    holds, a signature is refused before its password is checked.
+    """
+    meaning = meaning_of(action)
+    if signature.meaning != meaning:
+        raise InvalidInput(f"the signature's meaning is not this action's: sign {meaning!r}")
+    if len(signature.password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"password too long: at most {MAX_PASSWORD_LENGTH} characters")
+    try:
+        with store.transaction() as session:
+            check_throttle(session, principal.user, principal.client, now)
+    except TooManyAttempts as exc:
+        record_refusal(
+            store, trial_key, principal, action, subject, now, exc, "signature.failed", "throttled"
+        )
+        raise
+    with store.transaction(read_only=True) as session:
+        store.check_schema(session)
+        found = session.execute(
+            select(User.password_hash, User.disabled).where(User.name == principal.user)
+        ).one_or_none()
+    stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
+    try:
+        matches = verify_password(signature.password, stored)
+    except DamagedRecord:
+        matches = False  # an altered hash signs nothing; the login already said why
+    if found is None or found.disabled or not matches:
+        refusal = AuthenticationFailed(SIGNATURE_REFUSED.format(user=principal.user))
+        with store.transaction() as session:
+            record_failure(session, principal.user, principal.client, now)
+        record_refusal(
+            store,
+            trial_key,
+            principal,
+            action,
+            subject,
+            now,
+            refusal,
+            "signature.failed",
+            "wrong password" if found is not None and not found.disabled else "no such user",
+        )
+        raise refusal
+    return SignedBy(name=principal.user, at=audit.utc_text(now), meaning=meaning, action=action)
 
 
 def principal_for(store: Store, token: str, now: datetime, client: str = "") -> Principal:

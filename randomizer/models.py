@@ -71,19 +71,16 @@ class Trial(Base):
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     lock_reason: Mapped[str | None] = mapped_column(Text, default=None)
-    # Deferred (group "keys"): a database whose schema predates them must still load its
-    # trial row for ``db upgrade``; context.load_trial loads them wherever they exist.
-    key_format: Mapped[int] = mapped_column(
-        Integer, server_default=text("1"), deferred=True, deferred_group="keys"
-    )
+    key_format: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     """How the trial's keys are stored: 1, the data key only (MAC keys derived from it);
     2, the data key and both MAC keys each wrapped by the trial key (see vault.py)."""
-    wrapped_audit_key: Mapped[bytes | None] = mapped_column(
-        LargeBinary, deferred=True, deferred_group="keys"
-    )
-    wrapped_row_key: Mapped[bytes | None] = mapped_column(
-        LargeBinary, deferred=True, deferred_group="keys"
-    )
+    wrapped_audit_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    wrapped_row_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    list_generated_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    list_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    """``draft`` once generated, ``approved`` once a second user approved it; None before."""
+    list_approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    list_approved_by: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class User(Base):
@@ -156,6 +153,14 @@ class Participant(Base):
     answers: Mapped[dict[str, str]] = mapped_column(JSON)
     emergency_unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     emergency_unblinded_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    """Set when the randomization was made in error; the slot stays used."""
+    voided_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    void_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    randomization_meaning: Mapped[str | None] = mapped_column(Text, default=None)
+    """The meaning of the investigator's electronic signature of the randomization."""
+    void_meaning: Mapped[str | None] = mapped_column(Text, default=None)
+    """The meaning of the admin's electronic signature of the void."""
 
 
 class Kit(Base):

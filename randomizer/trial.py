@@ -29,7 +29,13 @@ from randomizer.allocation.kits import code_texts, new_code_numbers
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
-from randomizer.errors import Hint, ListMismatch, NotFound, StateError
+from randomizer.errors import (
+    Hint,
+    ListMismatch,
+    NotAuthorized,
+    NotFound,
+    StateError,
+)
 from randomizer.models import Kit, Participant, Slot, Stratum, Trial, User, UserSite
 from randomizer.rotation import lock_keys
 from randomizer.sealed import (
@@ -85,6 +91,19 @@ class ListSummary:
 
 
 @dataclass(frozen=True)
+class ListApproval:
+    """A list's go-live approval and the blinded QC summary it was given on."""
+
+    strata: tuple[StratumSummary, ...]
+    kits: int
+    spare_kits: int
+    commitment: str
+    generated_by: str | None
+    approved_by: str
+    approved_at: str
+
+
+@dataclass(frozen=True)
 class StratumStatus:
     """How far one stratum of the list has been used (no arm)."""
 
@@ -106,6 +125,11 @@ class ListStatus:
     kits: dict[str, int]
     spare_kits: int
     spare_kits_left: int
+    state: str = "none"
+    """``none`` (no list), ``draft`` (awaiting approval) or ``approved``."""
+    generated_by: str | None = None
+    approved_by: str | None = None
+    approved_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -449,6 +473,8 @@ def generate_list(op: Operation) -> ListSummary:
     op.trial.seed_sealed = seal_seed(vault, format_seed(seed))
     op.trial.list_digest = commitment
     op.trial.list_generated_at = op.now
+    op.trial.list_generated_by = op.user.name
+    op.trial.list_state = LIST_DRAFT
     summary = ListSummary(
         strata=tuple(StratumSummary(k, s.planned, s.size) for k, s in strata.items()),
         kits=kits,
@@ -460,6 +486,7 @@ def generate_list(op: Operation) -> ListSummary:
         subject=op.trial.id,
         details={
             "commitment": commitment,
+            "state": LIST_DRAFT,
             "kits": kits,
             "spare_kits": spare_kits,
             "strata": {
@@ -468,6 +495,82 @@ def generate_list(op: Operation) -> ListSummary:
         },
     )
     return summary
+
+
+LIST_DRAFT = "draft"
+"""A generated list no one has approved yet: no participant can be randomized."""
+LIST_APPROVED = "approved"
+"""A list a second user approved: it is live."""
+
+
+def list_state(trial: Trial) -> str:
+    """``none``, ``draft`` or ``approved``."""
+    if trial.seed_sealed is None:
+        return "none"
+    return trial.list_state or LIST_DRAFT
+
+
+def require_approved_list(op: Operation) -> None:
+    """Refuse while the list is missing or still a draft (go-live needs a second person)."""
+    require_list(op)
+    if list_state(op.trial) != LIST_APPROVED:
+        raise StateError(
+            "the allocation list is a draft awaiting approval: no participant can be "
+            "randomized until a second admin or statistician, not the one who "
+            "generated it, approves it",
+            hint=Hint.APPROVE_LIST,
+        )
+
+
+def approve_list(op: Operation) -> ListApproval:
+    """Approve the draft list for go-live: a second admin or statistician, never its generator.
+
+    The approver has reviewed the blinded QC summary (``list status``): counts per
+    stratum, planned against generated, kit counts and the list commitment. The
+    approval event carries that summary, so the trail says what was approved.
+    """
+    require_list(op)
+    trial = op.trial
+    if list_state(trial) == LIST_APPROVED:
+        by = f" by {trial.list_approved_by}" if trial.list_approved_by else ""
+        when = f" at {audit.utc_text(trial.list_approved_at)}" if trial.list_approved_at else ""
+        raise StateError(f"the allocation list is already approved{by}{when}")
+    if trial.list_generated_by is None or trial.list_generated_by == op.user.name:
+        raise NotAuthorized(
+            f"user {op.user.name} generated the allocation list and may not approve it: "
+            "a second admin or statistician reviews and approves it"
+        )
+    strata = tuple(
+        StratumSummary(s.key, s.planned, s.size)
+        for s in op.session.scalars(select(Stratum).order_by(Stratum.position))
+    )
+    kits = op.session.scalar(select(func.count()).select_from(Kit)) or 0
+    spare_kits = spare_kit_count(op.session)
+    commitment = trial.list_digest or ""
+    trial.list_state = LIST_APPROVED
+    trial.list_approved_at = op.now
+    trial.list_approved_by = op.user.name
+    op.audit(
+        "list.approve",
+        subject=trial.id,
+        details={
+            "commitment": commitment,
+            "generated_by": trial.list_generated_by,
+            "state": {"before": LIST_DRAFT, "after": LIST_APPROVED},
+            "kits": kits,
+            "spare_kits": spare_kits,
+            "strata": {s.stratum: {"planned": s.planned, "generated": s.generated} for s in strata},
+        },
+    )
+    return ListApproval(
+        strata=strata,
+        kits=kits,
+        spare_kits=spare_kits,
+        commitment=commitment,
+        generated_by=trial.list_generated_by,
+        approved_by=op.user.name,
+        approved_at=audit.utc_text(op.now),
+    )
 
 
 _KIT_COLUMNS = ("code", "content_sealed", "slot_id", "visit", "spare", "status")
@@ -636,6 +739,7 @@ def list_status(op: Operation) -> ListStatus:
         or 0
     )
     generated_at = op.trial.list_generated_at
+    approved_at = op.trial.list_approved_at
     return ListStatus(
         generated=op.trial.seed_sealed is not None,
         generated_at=audit.utc_text(generated_at) if generated_at else None,
@@ -645,4 +749,8 @@ def list_status(op: Operation) -> ListStatus:
         kits=kits,
         spare_kits=spare_kit_count(op.session),
         spare_kits_left=left,
+        state=list_state(op.trial),
+        generated_by=op.trial.list_generated_by,
+        approved_by=op.trial.list_approved_by,
+        approved_at=audit.utc_text(approved_at) if approved_at else None,
     )

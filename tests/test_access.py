@@ -58,6 +58,8 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.REPORT_ARMS: {"admin"},
     Permission.MAINTAIN: {"admin"},
     Permission.READ_PARTICIPANTS: {"admin", "investigator", "pharmacist", "monitor"},
+    Permission.APPROVE_LIST: {"admin", "statistician"},
+    Permission.VOID_PARTICIPANT: {"admin"},
 }
 STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL, Permission.REPORT_ARMS}
 
@@ -367,6 +369,15 @@ COMMANDS: dict[str, Case] = {
         "verify the allocation list",
         (*LOGIN, "list.verify"),
         done="Allocation list verified",
+    ),
+    "list-approve": Case(
+        lambda f, a: ["list", "approve"],
+        "list.approve",
+        frozenset({"admin", "statistician"}),
+        "approve the allocation list",
+        (*LOGIN, "list.approve"),
+        stage="trial_with_draft_list",
+        done="Allocation list approved by",
     ),
     "list-status": Case(
         lambda f, a: ["list", "status"],

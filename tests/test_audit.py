@@ -96,7 +96,7 @@ def test_the_chain_verifies_after_the_whole_setup(trial_with_list: TrialFiles, r
     assert all(b["prev_mac"] == a["mac"] for a, b in zip(events, events[1:], strict=False))
     assert all(UTC_TEXT.match(e["at"]) for e in events)
     assert all(e["user"] and e["role"] for e in events)
-    assert {e["user"] for e in events} == {ADMIN, "ivan", "petra"}
+    assert {e["user"] for e in events} == {ADMIN, "ivan", "petra", "stan"}  # stan approved
     # no password, hash or key in the trail
     trail = json.dumps(events)
     for secret in (

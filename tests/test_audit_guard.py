@@ -215,6 +215,7 @@ def test_a_whole_trial_runs_as_the_application_role(
     ok(ADMIN, "user", "disable", "zoe", "--reason", "left the team")
     ok("mona", "user", "passwd", "--password-stdin", input="pw-monitor-123456\n")
     ok(ADMIN, "list", "generate")
+    ok("stan", "list", "approve")
     first = ok("ivan", "randomize", "P-001", "--site", "WAW", *answer_args())
     kit = re.search(r"Visit 1 kit: (\S+)", first)
     assert kit is not None

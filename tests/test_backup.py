@@ -65,6 +65,7 @@ import sys, time
 from pathlib import Path
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
+from randomizer.signatures import Signature, meaning_of
 from tests.support.exosome import ELIGIBLE as answers
 
 db, key, password, stop = sys.argv[1:5]
@@ -73,7 +74,10 @@ n = 0
 while not Path(stop).exists() and n < 2000:
     n += 1
     if n <= 20:
-        backend.randomize(f"P-{n:03d}", "WAW", {}, dict(answers))
+        backend.randomize(
+            f"P-{n:03d}", "WAW", {}, dict(answers),
+            signature=Signature(password, meaning_of("randomize")),
+        )
     else:
         backend.report()
     print(n, flush=True)

@@ -4,8 +4,8 @@ A database whose schema is behind this release is refused with the command
 that fixes it (``randomizer db upgrade``); one that is ahead is refused with
 "use the newer release". "Behind" is staged by giving the code a copy of its
 migration scripts with one more revision (``9000``), as the next release
-will; the real upgrade from ``0001`` by a trial made with a copy of the
-scripts without ``0002``, as the release before made it.
+will; the real upgrade from ``0001`` by a trial made at the head and then
+stripped of what the later revisions added, as the release before made it.
 """
 
 from __future__ import annotations
@@ -362,17 +362,24 @@ def test_a_failing_migration_changes_nothing(
     assert dump_database(trial_with_list.db_url) == before
 
 
-# the real upgrade: 0001 -> 0002 (logins) -> 0004 (key material) -> 0007 (user sites) ---
+# the real upgrade: 0001 -> 0002 (logins) -> 0004 (key material) -> 0005 (conduct) -> 0007 (sites)
+
+RELEASE_0005_TRIAL = ("list_generated_by", "list_state", "list_approved_at", "list_approved_by")
+RELEASE_0005_PARTICIPANTS = (
+    "voided_at",
+    "voided_by",
+    "void_reason",
+    "randomization_meaning",
+    "void_meaning",
+)
 
 
 def test_a_0001_database_upgrades_to_the_orm_schema(
     trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A trial of this release with what the later revisions added taken away: the
-    # schema 0001 made (this release's code cannot build a trial on an older schema,
-    # since it reads and writes the columns added since).
     build_trial(run, "list")
     url = trial_files.db_url
+    # what the release before (0001) made: without what later revisions added
     execute(
         url,
         "DROP TABLE auth_tokens",
@@ -381,6 +388,8 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
         "ALTER TABLE trial DROP COLUMN key_format",
         "ALTER TABLE trial DROP COLUMN wrapped_audit_key",
         "ALTER TABLE trial DROP COLUMN wrapped_row_key",
+        *(f"ALTER TABLE trial DROP COLUMN {column}" for column in RELEASE_0005_TRIAL),
+        *(f"ALTER TABLE participants DROP COLUMN {column}" for column in RELEASE_0005_PARTICIPANTS),
         "UPDATE alembic_version SET version_num = '0001'",
     )
     assert _revision(url) == "0001"
@@ -399,13 +408,19 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     after = dump_database(url)
     assert (after["auth_tokens"], after["login_failures"]) == ([], [])
+    # a list in use before approval existed goes on as approved (by no one)
+    assert execute(url, "SELECT list_state, list_approved_by FROM trial") == [("approved", None)]
     unchanged = {name for name in before if not name.startswith("audit_")} - {
         "alembic_version",
         "trial",
+        "participants",
     }
     assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
-    # the trial keeps its keys as they were: key format 1, no wrapped MAC keys
-    assert after["trial"] == [(*row, 1, None, None) for row in before["trial"]]
+    # the trial keeps its keys as they were (key format 1, no wrapped MAC keys); a list
+    # in use before approval existed goes on as approved by no one
+    assert after["trial"] == [
+        (*row, 1, None, None, None, "approved", None, None) for row in before["trial"]
+    ]
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
 
     # the new tables work: a login of mona's dies when she is disabled

@@ -23,7 +23,15 @@ from randomizer.vault import NONCE_SIZE, sealed_size
 from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE, assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute, without_audit
 from tests.support.exosome import ARM_LABELS, ARMS, TRIAL_ID, answer_args
-from tests.support.trial import ADMIN, PASSWORDS, Run, TrialFiles, open_trial_vault, write_key_file
+from tests.support.trial import (
+    ADMIN,
+    PASSWORDS,
+    Run,
+    TrialFiles,
+    approve_list,
+    open_trial_vault,
+    write_key_file,
+)
 
 # What a stolen database must not reveal ------------------------------------------------
 
@@ -402,6 +410,7 @@ def test_generate_and_verify_count_spares_alike_after_replacements(
     kits_line = next(line for line in generated.splitlines() if line.startswith("Kits: "))
     spares = load_design("exosome-ms").spares_per_arm() * len(ARMS)
     assert kits_line.endswith(f" ({spares} spares)")
+    approve_list(run)
     run.ok("randomize", "P-001", "--site", "WAW", *answer_args(), user="ivan")
     for reason in ("bag punctured", "dropped"):
         kit = execute(

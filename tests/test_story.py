@@ -32,6 +32,7 @@ from randomizer.allocation.generator import generate_schedule
 from randomizer.allocation.stream import parse_seed
 from randomizer.reports import imbalance
 from randomizer.sealed import SEED_KIND, open_allocation
+from randomizer.signatures import MEANINGS
 from tests.support.assertions import assert_error, assert_ok, without_cli_hint
 from tests.support.blinded_path import days_ago, participant_arms
 from tests.support.database import audit_rows, execute
@@ -61,6 +62,13 @@ EXPORT_COLUMNS = [
     "randomized_at",
     "kits",
     "emergency_unblinded",
+    "randomized_by",
+    "status",
+    "voided_at",
+    "voided_by",
+    "void_reason",
+    "randomization_signature_meaning",
+    "void_signature_meaning",
     "dummy",
 ]
 
@@ -139,6 +147,7 @@ def _play(story: Story) -> None:
         if name != ADMIN:
             run.add_user(name, role)
     story.cmd(ADMIN, "list", "generate")
+    story.cmd("stan", "list", "approve")  # go-live: a second person, not the generator
     backdate_list(story.files)  # the story begins 420 days ago
 
     # Screening: a candidate failing three criteria is refused and uses no slot.
@@ -429,7 +438,11 @@ def test_the_whole_story(story: Story) -> None:
     assert len(unblind_all) == 1
     assert unblind_all[0]["user"] == "stan"
     mac = open_trial_vault(story.files).mac(data).hex()
+    signature = unblind_all[0]["details"].pop("signature")
     assert unblind_all[0]["details"] == {"participants": 20, "file_mac": mac}
+    # the final unblinding is signed: printed name, time, meaning
+    assert (signature["name"], signature["meaning"]) == ("stan", MEANINGS["unblind.all"])
+    assert signature["at"] <= unblind_all[0]["at"]
 
 
 REFUSALS: dict[str, tuple[int, str, tuple[str, ...]]] = {

@@ -22,13 +22,14 @@ from sqlalchemy import select
 
 from randomizer import audit
 from randomizer.allocation.kits import parse_code
+from randomizer.audit import utc_text
 from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import find_participant, open_kit_content, participant_named
 from randomizer.sites import kit_in_scope, participant_in_scope, require_site, scope
-from randomizer.trial import require_list
+from randomizer.trial import require_approved_list
 
 PARTICIPANT_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 """Participant ids once normalised: a letter or digit, then letters, digits and dashes;
@@ -71,6 +72,17 @@ class KitReplacement:
     kit: str
     participant: str
     visit: int
+
+
+@dataclass(frozen=True)
+class ParticipantVoid:
+    """A randomization marked as made in error; its slot stays used."""
+
+    participant: str
+    randomization_number: str
+    voided_at: str
+    voided_by: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,56 @@ def participant_row(op: Operation, participant: str) -> Participant:
     return find_participant(op, check_participant_id(participant), participant_in_scope(op))
 
 
+def _refuse_if_voided(op: Operation, row: Participant, what: str) -> None:
+    if row.voided_at is not None:
+        raise StateError(
+            f"participant {row.code} ({row.randomization_number}) was randomized in error "
+            f"and voided: {what}"
+        )
+
+
+def void_participant(op: Operation, participant: str, reason: str) -> ParticipantVoid:
+    """Mark a randomization made in error (admin); the slot is NOT returned to the list.
+
+    Intention to treat: the participant keeps its randomization number and slot, stays
+    in every export with its status and reason, and gets no further kit.
+    """
+    participant = check_participant_id(participant)
+    if not reason or not reason.strip():
+        raise InvalidInput(
+            "a reason is required to void a randomization: say why", hint=Hint.REASON
+        )
+    row = participant_row(op, participant)
+    _refuse_if_locked(op, "changes to participants")
+    if row.voided_at is not None:
+        raise StateError(
+            f"participant {row.code} is already voided (by {row.voided_by} at "
+            f"{utc_text(row.voided_at)})"
+        )
+    row.voided_at = op.now
+    row.voided_by = op.user.name
+    row.void_reason = reason.strip()
+    row.void_meaning = op.signature.meaning if op.signature else None
+    op.audit(
+        "participant.void",
+        subject=row.code,
+        reason=reason.strip(),
+        details={
+            "randomization_number": row.randomization_number,
+            "before": {"status": "randomized"},
+            "after": {"status": "voided"},
+            "slot": "stays used",
+        },
+    )
+    return ParticipantVoid(
+        participant=row.code,
+        randomization_number=row.randomization_number,
+        voided_at=utc_text(op.now),
+        voided_by=op.user.name,
+        reason=reason.strip(),
+    )
+
+
 def _kit(op: Operation, code: str) -> Kit:
     canonical = parse_code(code)
     kit = op.session.scalars(
@@ -194,7 +256,7 @@ def randomize(
     failures = design.check_answers(answers)
     _check_not_future(op, on)
     _refuse_if_locked(op, "randomization")
-    require_list(op)
+    require_approved_list(op)
     _check_after_list(op, on)
     existing = op.session.scalars(
         select(Participant).where(participant_named(participant)).limit(1)
@@ -242,6 +304,7 @@ def randomize(
         randomized_at=op.now,
         randomized_by=op.user.name,
         answers=dict(sorted(answers.items())),
+        randomization_meaning=op.signature.meaning if op.signature else None,
     )
     op.session.add(row)
     op.session.flush()
@@ -334,6 +397,7 @@ def request_kit(
         _check_not_future(op, on)
     row = participant_row(op, participant)
     participant = row.code
+    _refuse_if_voided(op, row, "no kit is issued to them")
     if on is not None and on < row.randomized_on:
         raise InvalidInput(
             f"date {on.isoformat()} is before {participant} was randomized "
@@ -409,6 +473,9 @@ def replace_kit(op: Operation, code: str, reason: str) -> KitReplacement:
         raise StateError(
             f"kit {old.code} has not been issued to a participant: only issued kits can be replaced"
         )
+    owner = op.session.get(Participant, old.participant_id)
+    assert owner is not None
+    _refuse_if_voided(op, owner, "no kit is issued to them")
     content = open_kit_content(op.vault, old.code, old.content_sealed)
     candidates: list[Kit] = []
     stock: Counter[str] = Counter()
@@ -475,6 +542,7 @@ def prepare_kit(op: Operation, code: str) -> Preparation:
         )
     participant = op.session.get(Participant, kit.participant_id)
     assert participant is not None
+    _refuse_if_voided(op, participant, f"do NOT prepare kit {kit.code}")
     op.audit(
         "pharmacy.prepare",
         subject=kit.code,

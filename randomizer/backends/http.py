@@ -44,6 +44,7 @@ from randomizer.errors import (
     StateError,
     TooManyAttempts,
 )
+from randomizer.signatures import Signature
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
 
@@ -363,6 +364,12 @@ class HttpBackend:
         """Regenerate and compare (admin; statistician after lock)."""
         return self._call(trial.ListSummary, "POST", "/list/verify")
 
+    def approve_list(self, *, signature: Signature) -> trial.ListApproval:
+        """Approve the draft list for go-live (admin or statistician, not its generator); signed."""
+        return self._call(
+            trial.ListApproval, "POST", "/list/approve", {"signature": _signed(signature)}
+        )
+
     def randomize(
         self,
         participant: str,
@@ -370,8 +377,10 @@ class HttpBackend:
         levels: dict[str, str],
         answers: dict[str, str],
         on: date | None = None,
+        *,
+        signature: Signature,
     ) -> service.Randomization:
-        """Randomize one participant (investigator)."""
+        """Randomize one participant (investigator); signed."""
         return self._call(
             service.Randomization,
             "POST",
@@ -382,6 +391,7 @@ class HttpBackend:
                 "levels": levels,
                 "answers": answers,
                 "date": on.isoformat() if on else None,
+                "signature": _signed(signature),
             },
         )
 
@@ -418,29 +428,47 @@ class HttpBackend:
         """Every kit with content and status (pharmacist)."""
         return self._call(list[service.PharmacyKit], "GET", "/pharmacy/kits")
 
-    def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
-        """Break the code for one participant (investigator, admin)."""
+    def emergency_unblind(
+        self, participant: str, reason: str, *, signature: Signature
+    ) -> emergency.Unblinding:
+        """Break the code for one participant (investigator, admin); signed."""
         return self._call(
             emergency.Unblinding,
             "POST",
             f"/participants/{_segment(participant)}/emergency-unblinding",
-            {"reason": reason},
+            {"reason": reason, "signature": _signed(signature)},
         )
 
-    def lock(self, reason: str) -> locking.LockResult:
-        """Lock the database (admin)."""
-        return self._call(locking.LockResult, "POST", "/lock", {"reason": reason})
+    def void_participant(
+        self, participant: str, reason: str, *, signature: Signature
+    ) -> service.ParticipantVoid:
+        """Mark a randomization made in error; the slot stays used (admin); signed."""
+        return self._call(
+            service.ParticipantVoid,
+            "POST",
+            f"/participants/{_segment(participant)}/void",
+            {"reason": reason, "signature": _signed(signature)},
+        )
 
-    def unblind_all(self) -> locking.Export:
-        """The full unblinding CSV (statistician, after lock)."""
-        return self._export("/unblinding")
+    def lock(self, reason: str, *, signature: Signature) -> locking.LockResult:
+        """Lock the database (admin); signed."""
+        return self._call(
+            locking.LockResult,
+            "POST",
+            "/lock",
+            {"reason": reason, "signature": _signed(signature)},
+        )
+
+    def unblind_all(self, *, signature: Signature) -> locking.Export:
+        """The full unblinding CSV (statistician, after lock); signed."""
+        return self._export("/unblinding", {"signature": _signed(signature)})
 
     def unblind_dummy(self) -> locking.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""
         return self._export("/unblinding/dummy")
 
-    def _export(self, path: str) -> locking.Export:
-        response = self._send("POST", path)
+    def _export(self, path: str, body: Any = None) -> locking.Export:
+        response = self._send("POST", path, body)
         sha256 = response.headers.get("X-Randomizer-SHA256", "")
         count = response.headers.get("X-Randomizer-Participants", "")
         if not count.isdigit() or len(sha256) != 64:
@@ -491,6 +519,11 @@ class HttpBackend:
         return self._call(
             list[participants.ParticipantVisits], "GET", "/participants", params=params
         )
+
+
+def _signed(signature: Signature) -> dict[str, str]:
+    """A signature as the API takes it: the password re-entered now and the meaning shown."""
+    return {"password": signature.password, "meaning": signature.meaning}
 
 
 def _segment(value: str) -> str:

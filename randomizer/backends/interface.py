@@ -7,6 +7,10 @@ on the host that holds the key and the database) or through the trial server
 (the HTTP client). Results are the library's frozen dataclasses; refusals are
 the library's :class:`~randomizer.errors.RandomizerError` subclasses.
 
+Signed actions take the signer's :class:`~randomizer.signatures.Signature`
+(the password re-entered at the moment of signing and the meaning shown), checked
+behind the call whatever login the backend holds.
+
 Custody operations (creating a trial, rotating the key, backups, restores,
 schema upgrades) need the key file or the database file itself, so they are a
 separate protocol, :class:`Custody`, that only a backend running on the
@@ -24,6 +28,7 @@ from randomizer import audit, logins, maintenance, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
+from randomizer.signatures import Signature
 from randomizer.store import SchemaStatus
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
@@ -68,6 +73,9 @@ class Backend(Protocol):
     def verify_list(self) -> trial.ListSummary:
         """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""
 
+    def approve_list(self, *, signature: Signature) -> trial.ListApproval:
+        """Approve the draft list for go-live (admin or statistician, not its generator); signed."""
+
     # the blinded path ----------------------------------------------------------
 
     def randomize(
@@ -77,8 +85,10 @@ class Backend(Protocol):
         levels: dict[str, str],
         answers: dict[str, str],
         on: date | None = None,
+        *,
+        signature: Signature,
     ) -> service.Randomization:
-        """Randomize one eligible participant (investigator)."""
+        """Randomize one eligible participant (investigator); signed."""
 
     def request_kit(
         self,
@@ -98,14 +108,23 @@ class Backend(Protocol):
     def pharmacy_list(self) -> list[service.PharmacyKit]:
         """Every kit with content and status (pharmacist)."""
 
-    def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
-        """Break the code for one participant, at once, with a reason (investigator, admin)."""
+    def emergency_unblind(
+        self, participant: str, reason: str, *, signature: Signature
+    ) -> emergency.Unblinding:
+        """Break the code for one participant, at once, with a reason (investigator, admin);
+        signed."""
 
-    def lock(self, reason: str) -> locking.LockResult:
-        """Lock the database (admin)."""
+    def void_participant(
+        self, participant: str, reason: str, *, signature: Signature
+    ) -> service.ParticipantVoid:
+        """Mark a randomization made in error; the slot stays used (admin); signed."""
 
-    def unblind_all(self) -> locking.Export:
-        """The full unblinding as CSV (statistician, after lock), audited before returned."""
+    def lock(self, reason: str, *, signature: Signature) -> locking.LockResult:
+        """Lock the database (admin); signed."""
+
+    def unblind_all(self, *, signature: Signature) -> locking.Export:
+        """The full unblinding as CSV (statistician, after lock), audited before returned;
+        signed."""
 
     def unblind_dummy(self) -> locking.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician, any time)."""

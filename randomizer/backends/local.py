@@ -29,6 +29,7 @@ from randomizer.context import (
     operation,
 )
 from randomizer.design import TrialDesign, parse_design
+from randomizer.signatures import Signature
 from randomizer.store import SchemaStatus, Store
 from randomizer.unblinding import dummy, emergency
 from randomizer.unblinding import lock as locking
@@ -112,8 +113,14 @@ class LocalBackend:
         body: Callable[[Operation], T],
         subject: str = "",
         schema_check: bool = True,
+        signature: Signature | None = None,
     ) -> T:
         principal = self.login(action, schema_check)
+        signed = None
+        if signature is not None:
+            signed = logins.sign(
+                self.store, self._trial_key, principal, signature, action, subject, self._clock()
+            )
         with operation(
             self.store,
             self._trial_key,
@@ -123,6 +130,7 @@ class LocalBackend:
             self._clock(),
             subject=subject,
             schema_check=schema_check,
+            signature=signed,
         ) as op:
             return body(op)
 
@@ -215,6 +223,12 @@ class LocalBackend:
         """Regenerate from the sealed seed and compare."""
         return self._run(Permission.VERIFY_LIST, "list.verify", trial.verify_list)
 
+    def approve_list(self, *, signature: Signature) -> trial.ListApproval:
+        """Approve the draft list for go-live (admin or statistician, not its generator); signed."""
+        return self._run(
+            Permission.APPROVE_LIST, "list.approve", trial.approve_list, signature=signature
+        )
+
     # audit ---------------------------------------------------------------
 
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
@@ -252,13 +266,16 @@ class LocalBackend:
         levels: dict[str, str],
         answers: dict[str, str],
         on: date | None = None,
+        *,
+        signature: Signature,
     ) -> service.Randomization:
-        """Randomize one participant (investigator)."""
+        """Randomize one participant (investigator); signed."""
         return self._run(
             Permission.RANDOMIZE,
             "randomize",
             lambda op: service.randomize(op, participant, site, levels, answers, on or op.today),
             participant,
+            signature=signature,
         )
 
     def request_kit(
@@ -295,22 +312,41 @@ class LocalBackend:
         """Every kit with content and status (pharmacist)."""
         return self._run(Permission.LIST_KITS, "pharmacy.list", service.pharmacy_list)
 
-    def emergency_unblind(self, participant: str, reason: str) -> emergency.Unblinding:
-        """Break the code for one participant (investigator, admin)."""
+    def emergency_unblind(
+        self, participant: str, reason: str, *, signature: Signature
+    ) -> emergency.Unblinding:
+        """Break the code for one participant (investigator, admin); signed."""
         return self._run(
             Permission.EMERGENCY_UNBLIND,
             "unblind.emergency",
             lambda op: emergency.emergency_unblind(op, participant, reason),
             participant,
+            signature=signature,
         )
 
-    def lock(self, reason: str) -> locking.LockResult:
-        """Lock the database (admin)."""
-        return self._run(Permission.LOCK, "lock", lambda op: locking.lock(op, reason))
+    def void_participant(
+        self, participant: str, reason: str, *, signature: Signature
+    ) -> service.ParticipantVoid:
+        """Mark a randomization made in error; the slot stays used (admin); signed."""
+        return self._run(
+            Permission.VOID_PARTICIPANT,
+            "participant.void",
+            lambda op: service.void_participant(op, participant, reason),
+            participant,
+            signature=signature,
+        )
 
-    def unblind_all(self) -> locking.Export:
-        """The full unblinding as CSV (statistician, after lock). Audited before returned."""
-        return self._run(Permission.UNBLIND_ALL, "unblind.all", locking.unblind_all)
+    def lock(self, reason: str, *, signature: Signature) -> locking.LockResult:
+        """Lock the database (admin); signed."""
+        return self._run(
+            Permission.LOCK, "lock", lambda op: locking.lock(op, reason), signature=signature
+        )
+
+    def unblind_all(self, *, signature: Signature) -> locking.Export:
+        """The full unblinding as CSV (statistician, after lock), audited first; signed."""
+        return self._run(
+            Permission.UNBLIND_ALL, "unblind.all", locking.unblind_all, signature=signature
+        )
 
     def unblind_dummy(self) -> locking.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""

@@ -1,4 +1,5 @@
-"""Commands of the blinded path: randomize, kit request|replace, pharmacy prepare|list."""
+"""Commands of the blinded path: randomize, kit request|replace, pharmacy prepare|list,
+participant void."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from randomizer.commands.base import (
     reason_option,
     table,
 )
+from randomizer.commands.participants import participant
 from randomizer.design import Criterion, TrialDesign
 from randomizer.errors import InvalidInput
 
@@ -175,7 +177,9 @@ def randomize(
         settings.credentials()
         if _ask_answers(backend.trial_design(), answers):
             _confirm(participant, site, levels, answers)
-    result = backend.randomize(participant, site, levels, answers, _date(on))
+    result = backend.randomize(
+        participant, site, levels, answers, _date(on), signature=settings.signature("randomize")
+    )
     emit(
         settings,
         result,
@@ -349,3 +353,27 @@ def create_private(path: Path) -> int:
         raise InvalidInput(f"{path} already exists: refusing to overwrite it") from None
     except OSError as exc:
         raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
+
+
+@participant.command("void")
+@click.argument("participant_id", metavar="PARTICIPANT")
+@reason_option()
+@json_option
+@pass_settings
+def participant_void(settings: Settings, participant_id: str, reason: str) -> None:
+    """Mark a randomization made in error (admin); its slot stays used (intention to treat).
+
+    The participant stays in every export with its status and reason, and gets no
+    further kit.
+    Example: randomizer participant void P-007 --reason "randomized under the wrong id"
+    """
+    result = settings.backend().void_participant(
+        participant_id, reason, signature=settings.signature("participant.void")
+    )
+    emit(
+        settings,
+        result,
+        f"Participant {result.participant} ({result.randomization_number}) voided by "
+        f"{result.voided_by} at {result.voided_at}: randomized in error. The slot stays "
+        "used; no further kit will be issued to this participant.",
+    )

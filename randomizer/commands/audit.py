@@ -85,11 +85,22 @@ def event_line(event: AuditEvent) -> str:
     line breaks included: printed raw, it could add lines that look like events.
     """
     reason = f" reason={shown(event.reason)}" if event.reason else ""
-    details = f" {shown(event.details)}" if event.details else ""
+    rest = dict(event.details)
+    signature = rest.pop("signature", None)
+    signed = ""
+    if isinstance(signature, dict):
+        # an electronic signature: printed name, date and time, meaning
+        signed = (
+            f" signed-by={shown(signature.get('name'))} signed-at={shown(signature.get('at'))}"
+            f" meaning={shown(signature.get('meaning'))}"
+        )
+    else:
+        rest = dict(event.details)
+    details = f" {shown(rest)}" if rest else ""
     return (
         f"{event.seq:>6} {shown(event.at)[1:-1]} {shown(event.user)}"
         f"({shown(event.role)[1:-1]}) {shown(event.action)[1:-1]} {shown(event.subject)}"
-        f"{reason}{details}"
+        f"{reason}{signed}{details}"
     )
 
 

@@ -25,6 +25,7 @@ from randomizer.backends.local import LocalBackend
 from randomizer.backends.wire import MAX_TEXT, to_wire
 from randomizer.context import Credentials
 from randomizer.errors import Hint, InvalidInput, RandomizerError
+from randomizer.signatures import Signature, meaning_of
 from randomizer.store import DEFAULT_URL
 
 DEBUG_ENV = "RANDOMIZER_DEBUG"
@@ -48,6 +49,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.ANSWERS: "when not on a terminal, the answers must be given with --answer "
     "CRITERION=VALUE (repeated) or --answers FILE",
     Hint.LOGIN: "run 'randomizer --server URL --user NAME login'",
+    Hint.APPROVE_LIST: "a second admin or statistician runs 'randomizer list approve'",
 }
 """How the CLI spells out each :class:`~randomizer.errors.Hint`: the command or flags to type."""
 
@@ -165,6 +167,21 @@ class Settings:
         # release pooled connections when the command ends (in-process callers, tests)
         click.get_current_context().call_on_close(backend.close)
         return backend
+
+    def signature(self, action: str) -> Signature:
+        """The acting user's electronic signature of ``action``: the password re-entered now.
+
+        From RANDOMIZER_PASSWORD, or a hidden prompt on a terminal that shows the
+        signature's meaning, asked at the moment of signing even when a saved login
+        (a token) would do for everything else. In a local run the same password
+        is the command's login, so it is asked once.
+        """
+        meaning = meaning_of(action)
+        who = f" of {self.user}" if self.user else ""
+        password = read_password(f"{meaning}\nPassword{who} to sign")
+        if self._credentials is None and self.user:
+            self._credentials = Credentials(self.user, password)
+        return Signature(password=password, meaning=meaning)
 
     def credentials(self) -> Credentials:
         """The acting user's name and password (environment or prompt, asked once)."""

@@ -46,6 +46,11 @@ def _password(user: str) -> str:
     return f"demo-{user}-password"
 
 
+_SIGNING = frozenset({"login", "randomize", "lock", "unblind", "list", "participant"})
+"""Commands (first words) a remote user types a password for: the login, and those whose
+actions are signed (randomize, lock, unblind emergency|all, list approve, participant void)."""
+
+
 class _Player:
     """Runs CLI commands in-process against the demo directory and prints them.
 
@@ -72,12 +77,13 @@ class _Player:
     def _environment(self, user: str | None, remote: bool, command: str) -> dict[str, str | None]:
         if not remote:  # the host: the key file and the database, never another server
             return {"RANDOMIZER_PASSWORD": _password(user or "alice"), "RANDOMIZER_SERVER": None}
-        # each user's own machine: a token folder of their own; the password only to log in
+        # each user's own machine: a token folder of their own; the password only to log
+        # in and to sign (re-entered for every signed action, token or not)
         machine = self.folder / "machines" / str(user)
         state = "LOCALAPPDATA" if os.name == "nt" else "XDG_STATE_HOME"
         return {
             state: str(machine.resolve()),
-            "RANDOMIZER_PASSWORD": _password(str(user)) if command == "login" else None,
+            "RANDOMIZER_PASSWORD": _password(str(user)) if command in _SIGNING else None,
         }
 
     def login(self, user: str) -> None:
@@ -322,6 +328,8 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
                 show=verbose,
             )
     play.run("alice", "list", "generate")
+    click.echo("\n# The list is a draft: whoever generated it may not approve it.")
+    play.run("alice", "list", "approve", expect=1)
 
     click.echo(
         "\n# The host starts the trial server: it alone holds the key and opens the "
@@ -335,6 +343,14 @@ def demo(settings: Settings, folder: Path, quiet: bool) -> None:
     click.echo(f"Serving {server.url} (process {server.process.pid}; its log: {server.log}).")
     for name in ("ivan", "petra", "mona", "stan"):
         play.login(name)
+
+    click.echo(
+        "\n# Go-live: the new list is a draft. A second person, not the one who generated "
+        "it, reviews its blinded QC summary and approves it; until then no one can be "
+        "randomized."
+    )
+    play.run("stan", "list", "status")
+    play.run("stan", "list", "approve")
 
     start = date.today() - timedelta(days=420)
     _date_list_back(folder / "trial.db", start - timedelta(days=7))

@@ -9,7 +9,8 @@ from randomizer.commands.base import Settings, emit, json_option, pass_settings,
 
 @click.group()
 def participant() -> None:
-    """Randomized participants: who, visits done, the next visit's window.
+    """Randomized participants: who, visits done, the next visit's window; void a
+    randomization made in error (admin).
 
     Example: randomizer --user ivan participant list --site WAW
     """

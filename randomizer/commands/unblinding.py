@@ -41,7 +41,9 @@ def unblind_emergency(settings: Settings, participant: str, reason: str) -> None
     Never waits for approval; it is audited and reviewed afterwards.
     Example: randomizer unblind emergency P-007 --reason "anaphylaxis, treating physician needs arm"
     """
-    result = settings.backend().emergency_unblind(participant, reason)
+    result = settings.backend().emergency_unblind(
+        participant, reason, signature=settings.signature("unblind.emergency")
+    )
     emit(
         settings,
         {
@@ -70,7 +72,9 @@ def unblind_all(settings: Settings, out: Path) -> None:
 
     Example: randomizer unblind all --out final-unblinding.csv
     """
-    export = _write_export(out, settings.backend().unblind_all)
+    backend = settings.backend()
+    signature = settings.signature("unblind.all")
+    export = _write_export(out, lambda: backend.unblind_all(signature=signature))
     emit(
         settings,
         {"file": str(out), "sha256": export.sha256, "participants": export.participants},
@@ -142,7 +146,7 @@ def lock(settings: Settings, reason: str) -> None:
 
     Example: randomizer lock --reason "database lock after last participant's week 48 visit"
     """
-    result = settings.backend().lock(reason)
+    result = settings.backend().lock(reason, signature=settings.signature("lock"))
     emit(
         settings,
         result,

@@ -39,6 +39,7 @@ from randomizer.context import Credentials, Principal
 from randomizer.errors import AuthenticationFailed, Hint
 from randomizer.server.state import ServerState, client_address, server_state
 from randomizer.sessions import INVALID_TOKEN
+from randomizer.signatures import Signature
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
 
@@ -98,14 +99,36 @@ class DesignResponse(BaseModel):
     toml: str
 
 
+class SignatureBody(Body):
+    """An electronic signature: the password re-entered now and the meaning shown to the signer.
+
+    Required by every signed action even with a valid token; the meaning must be
+    the action's own (``randomizer.signatures.MEANINGS``).
+    """
+
+    password: Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
+    meaning: Text
+
+    def value(self) -> Signature:
+        """The library's signature."""
+        return Signature(password=self.password, meaning=self.meaning)
+
+
+class Signed(Body):
+    """A signed action without other fields."""
+
+    signature: SignatureBody
+
+
 class RandomizeRequest(Body):
-    """Randomize one participant."""
+    """Randomize one participant (signed)."""
 
     participant: Name
     site: Name
     levels: dict[Name, Name] = Field(default_factory=dict, max_length=32)
     answers: dict[Name, Name] = Field(default_factory=dict, max_length=64)
     date: Date | None = None
+    signature: SignatureBody
 
 
 class KitRequest(Body):
@@ -120,6 +143,13 @@ class Reason(Body):
     """A state change that needs a reason."""
 
     reason: Text
+
+
+class SignedReason(Body):
+    """A signed state change that needs a reason."""
+
+    reason: Text
+    signature: SignatureBody
 
 
 class NewUser(Body):
@@ -380,7 +410,12 @@ def design(principal: Caller, state: State) -> DesignResponse:
 def randomize(body: RandomizeRequest, acting: Acting) -> service.Randomization:
     """Randomize one participant (investigator)."""
     return acting.randomize(
-        body.participant, body.site, dict(body.levels), dict(body.answers), body.date
+        body.participant,
+        body.site,
+        dict(body.levels),
+        dict(body.answers),
+        body.date,
+        signature=body.signature.value(),
     )
 
 
@@ -393,9 +428,11 @@ def request_kit(participant: Name, body: KitRequest, acting: Acting) -> service.
 @router.post(
     "/participants/{participant:path}/emergency-unblinding", response_model=emergency.Unblinding
 )
-def emergency_unblind(participant: Name, body: Reason, acting: Acting) -> JSONResponse:
-    """Break the code for one participant (investigator, admin); never cached."""
-    result: emergency.Unblinding = acting.emergency_unblind(participant, body.reason)
+def emergency_unblind(participant: Name, body: SignedReason, acting: Acting) -> JSONResponse:
+    """Break the code for one participant (investigator, admin; signed); never cached."""
+    result: emergency.Unblinding = acting.emergency_unblind(
+        participant, body.reason, signature=body.signature.value()
+    )
     return JSONResponse(to_wire(result), headers={"Cache-Control": "no-store"})
 
 
@@ -419,10 +456,18 @@ def pharmacy_list(acting: Acting) -> JSONResponse:
     return JSONResponse(to_wire(kits), headers={"Cache-Control": "no-store"})
 
 
+@router.post("/participants/{participant:path}/void")
+def void_participant(
+    participant: Name, body: SignedReason, acting: Acting
+) -> service.ParticipantVoid:
+    """Mark a randomization made in error; the slot stays used (admin; signed)."""
+    return acting.void_participant(participant, body.reason, signature=body.signature.value())
+
+
 @router.post("/lock")
-def lock(body: Reason, acting: Acting) -> locking.LockResult:
-    """Lock the database (admin)."""
-    return acting.lock(body.reason)
+def lock(body: SignedReason, acting: Acting) -> locking.LockResult:
+    """Lock the database (admin; signed)."""
+    return acting.lock(body.reason, signature=body.signature.value())
 
 
 @router.post(
@@ -447,9 +492,9 @@ def lock(body: Reason, acting: Acting) -> locking.LockResult:
         }
     },
 )
-def unblind_all(acting: Acting) -> Response:
-    """The full unblinding as CSV (statistician, after lock); audited before it is sent."""
-    export: locking.Export = acting.unblind_all()
+def unblind_all(body: Signed, acting: Acting) -> Response:
+    """The full unblinding as CSV (statistician, after lock; signed); audited before it is sent."""
+    export: locking.Export = acting.unblind_all(signature=body.signature.value())
     return _csv(export)
 
 
@@ -500,6 +545,12 @@ def list_status(acting: Acting) -> trial.ListStatus:
 def verify_list(acting: Acting) -> trial.ListSummary:
     """Regenerate the list from the sealed seed and compare (admin; statistician after lock)."""
     return acting.verify_list()
+
+
+@router.post("/list/approve")
+def approve_list(body: Signed, acting: Acting) -> trial.ListApproval:
+    """Approve the draft list for go-live (admin or statistician, not its generator; signed)."""
+    return acting.approve_list(signature=body.signature.value())
 
 
 @router.get("/users")

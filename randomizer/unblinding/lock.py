@@ -30,6 +30,13 @@ EXPORT_COLUMNS = (
     "randomized_at",
     "kits",
     "emergency_unblinded",
+    "randomized_by",
+    "status",
+    "voided_at",
+    "voided_by",
+    "void_reason",
+    "randomization_signature_meaning",
+    "void_signature_meaning",
     "dummy",
 )
 """The export's header. Real and dummy exports have the same columns; ``dummy`` says which."""
@@ -42,6 +49,12 @@ PARTICIPANT_COLUMNS = (
     Participant.randomization_number,
     Participant.randomized_at,
     Participant.emergency_unblinded_at,
+    Participant.randomized_by,
+    Participant.voided_at,
+    Participant.voided_by,
+    Participant.void_reason,
+    Participant.randomization_meaning,
+    Participant.void_meaning,
 )
 """What the export says of each participant besides the arm (needs a join on Stratum)."""
 
@@ -187,15 +200,35 @@ def write_export(
                 stratum,
                 number,
                 *marked[arm_id],
-                # utc_text's format; isoformat is the same text for years 1000 to 9999
-                read_time(randomized_at).isoformat(timespec="microseconds") + "Z",
+                _utc(read_time(randomized_at)),
                 " ".join(kits[pid]),
                 "yes" if unblinded else "no",
+                randomized_by,
+                # randomized in error: the row stays (intention to treat), marked
+                "voided" if voided_at is not None else "randomized",
+                "" if voided_at is None else _utc(read_time(voided_at)),
+                voided_by or "",
+                void_reason or "",
+                # the signatures' printed names and times are randomized_by/at, voided_by/at
+                randomization_meaning or "",
+                void_meaning or "",
                 flag,
             ]
-            for (pid, code, site, stratum, number, randomized_at, unblinded), arm_id in zip(
-                rows, arms, strict=True
-            )
+            for (
+                pid,
+                code,
+                site,
+                stratum,
+                number,
+                randomized_at,
+                unblinded,
+                randomized_by,
+                voided_at,
+                voided_by,
+                void_reason,
+                randomization_meaning,
+                void_meaning,
+            ), arm_id in zip(rows, arms, strict=True)
         )
         count += len(rows)
     return buffer.getvalue().encode("utf-8"), count
@@ -219,6 +252,11 @@ def driver_rows(connection: Connection, statement: ClauseElement) -> Iterator[Se
             yield rows
     finally:
         cursor.close()
+
+
+def _utc(value: Any) -> str:
+    # utc_text's format; isoformat is the same text for years 1000 to 9999
+    return str(value.isoformat(timespec="microseconds")) + "Z"
 
 
 def _as_read(value: Any) -> Any:

@@ -20,7 +20,7 @@ from tests.support.blinded_path import FOUR_DAY0, days_ago, refused
 from tests.support.blinded_path import randomize as randomize_cli
 from tests.support.database import execute
 from tests.support.exosome import ELIGIBLE, answer_args
-from tests.support.trial import PASSWORDS, Run, TrialFiles, backdate_list
+from tests.support.trial import PASSWORDS, Run, TrialFiles, backdate_list, signature
 
 LIST_DAYS_AGO = 10
 LONG_AGO = date(1, 1, 1)
@@ -64,7 +64,9 @@ def test_no_randomization_before_the_list_was_generated(
     )
     assert message == expected
     with pytest.raises(InvalidInput) as refusal:
-        ivan.randomize("P-001", "WAW", {}, dict(ELIGIBLE), on)
+        ivan.randomize(
+            "P-001", "WAW", {}, dict(ELIGIBLE), on, signature=signature("ivan", "randomize")
+        )
     assert str(refusal.value) == expected
     assert "--" not in expected
     assert execute(trial_with_list.db_url, "SELECT count(*) FROM participants") == [(0,)]
@@ -77,7 +79,12 @@ def test_the_day_the_list_was_generated_is_allowed(
     randomize_cli(run, "P-001", days_ago(LIST_DAYS_AGO))
     assert (
         ivan.randomize(
-            "P-002", "WAW", {}, dict(ELIGIBLE), days_ago(LIST_DAYS_AGO)
+            "P-002",
+            "WAW",
+            {},
+            dict(ELIGIBLE),
+            days_ago(LIST_DAYS_AGO),
+            signature=signature("ivan", "randomize"),
         ).randomization_number
         == "R-002"
     )

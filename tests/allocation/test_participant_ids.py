@@ -20,12 +20,13 @@ from randomizer.allocation.service import PARTICIPANT_ID, check_participant_id, 
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials, Principal, key_file_source, operation
 from randomizer.errors import InvalidInput, StateError
+from randomizer.signatures import MEANINGS, SignedBy
 from randomizer.store import Store
 from tests.support.blinded_path import FOUR_DAY0, refused
 from tests.support.blinded_path import randomize as randomize_cli
 from tests.support.database import execute
 from tests.support.exosome import ELIGIBLE, answer_args
-from tests.support.trial import PASSWORDS, Run, TrialFiles
+from tests.support.trial import PASSWORDS, Run, TrialFiles, signature
 
 DAY0 = FOUR_DAY0
 
@@ -102,9 +103,13 @@ def test_the_same_participant_cannot_be_randomized_twice_through_the_library(
         files.db_url, files.key_file, credentials=lambda: Credentials("ivan", PASSWORDS["ivan"])
     )
     try:
-        first = backend.randomize("P-007", "WAW", {}, dict(ELIGIBLE), DAY0)
+        first = backend.randomize(
+            "P-007", "WAW", {}, dict(ELIGIBLE), DAY0, signature=signature("ivan", "randomize")
+        )
         with pytest.raises(StateError) as refusal:
-            backend.randomize("P-007\n", "WAW", {}, dict(ELIGIBLE), DAY0)
+            backend.randomize(
+                "P-007\n", "WAW", {}, dict(ELIGIBLE), DAY0, signature=signature("ivan", "randomize")
+            )
         assert str(refusal.value) == (
             f"participant P-007 is already randomized as {first.randomization_number}"
         )
@@ -177,6 +182,9 @@ def test_ids_differing_only_in_white_space_or_case_are_one_participant(
             Permission.RANDOMIZE,
             "randomize",
             datetime.now(UTC),
+            signature=SignedBy(
+                "ivan", "2026-01-01T00:00:00.000000Z", MEANINGS["randomize"], "randomize"
+            ),
         ) as op:
             accepted = randomize(op, first, "WAW", {}, dict(ELIGIBLE), DAY0)
             assert accepted.participant == first.strip().upper()

@@ -21,6 +21,7 @@ import pytest
 from randomizer.allocation import service
 from randomizer.allocation.kits import ALPHABET, new_code, parse_code
 from randomizer.sealed import KIT_KIND, kit_row
+from randomizer.signatures import MEANINGS
 from tests.support.assertions import assert_error
 from tests.support.blinded_path import (
     FOUR_DAY0,
@@ -106,6 +107,8 @@ def test_randomize_gives_the_number_and_the_visit_1_kit(
     ]
     event = [e for e in audit_rows(trial_with_list.db_url) if e["action"] == "randomize"][-1]
     assert (event["user"], event["subject"]) == ("ivan", "P-002")
+    signature = event["details"].pop("signature")
+    assert (signature["name"], signature["meaning"]) == ("ivan", MEANINGS["randomize"])
     assert event["details"] == {
         "randomization_number": "R-002",
         "site": "WAW",

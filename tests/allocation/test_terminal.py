@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from randomizer.commands import allocation, base
+from randomizer.signatures import MEANINGS
 from tests.support.assertions import assert_error
 from tests.support.blinded_path import live_kit
 from tests.support.database import dump_database, execute
@@ -60,6 +61,7 @@ def test_the_password_comes_first_then_each_question_until_its_answer_parses(
     run: Run, trial_with_list: TrialFiles, terminal: None
 ) -> None:
     typed = [PASSWORDS["ivan"], "45", "maybe", "yes", "four", "4,5", "no", "no", "no", "y"]
+    typed.append(PASSWORDS["ivan"])  # the signature: re-entered at the moment of signing
     result = run(
         "randomize",
         "P-001",
@@ -85,6 +87,7 @@ def test_the_password_comes_first_then_each_question_until_its_answer_parses(
         "  recent_relapse_or_steroids: no\n  other_neuro_autoimmune: no\n"
         "  infection_malignancy_systemic: no\n"
         "Randomize P-001 with these answers? [y/N]: "
+        f"y\n{MEANINGS['randomize']}\nPassword of ivan to sign: \n"
     )
     kit = live_kit(trial_with_list, "P-001", 1)
     assert out.endswith(
@@ -233,6 +236,9 @@ def test_on_a_real_terminal_the_password_is_asked_first_and_never_echoed(
             term.type(ELIGIBLE[criterion])
         term.expect("Randomize P-001 with these answers? [y/N]:")
         term.type("y")
+        term.expect(MEANINGS["randomize"])
+        term.expect("Password of ivan to sign: ")
+        term.type(PASSWORDS["ivan"])
         term.expect("Visit 1 kit: ")
     finally:
         code = term.close()

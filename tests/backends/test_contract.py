@@ -34,8 +34,10 @@ from randomizer.errors import (
 )
 from randomizer.logins import LoginUnlock
 from randomizer.sessions import LOCK_AFTER, check_throttle, record_failure
+from randomizer.signatures import MEANINGS, Signature
 from randomizer.store import Store
 from tests.backends.conftest import ContractTrial
+from tests.support.database import execute
 from tests.support.exosome import ARM_WORDS, ARMS, ELIGIBLE, PUBLIC_TEXT
 
 START = date.today() - timedelta(days=100)
@@ -43,7 +45,14 @@ START = date.today() - timedelta(days=100)
 
 
 def _randomize(trial: ContractTrial, participant: str, **answers: str) -> Randomization:
-    return trial.as_user("ivan").randomize(participant, "WAW", {}, {**ELIGIBLE, **answers}, START)
+    return trial.as_user("ivan").randomize(
+        participant,
+        "WAW",
+        {},
+        {**ELIGIBLE, **answers},
+        START,
+        signature=trial.signed("ivan", "randomize"),
+    )
 
 
 def _refusal(error: type[RandomizerError], call: object) -> str:
@@ -73,7 +82,9 @@ def _assert_no_arm(value: object) -> None:
 
 
 def test_randomize_gives_number_and_kit_and_no_arm(trial: ContractTrial) -> None:
-    result = trial.as_user("ivan").randomize("P-001", "WAW", {}, dict(ELIGIBLE), START)
+    result = trial.as_user("ivan").randomize(
+        "P-001", "WAW", {}, dict(ELIGIBLE), START, signature=trial.signed("ivan", "randomize")
+    )
     assert (result.participant, result.randomization_number, result.site, result.visit) == (
         "P-001",
         "R-001",
@@ -140,12 +151,14 @@ def test_emergency_unblinding(trial: ContractTrial) -> None:
     _randomize(trial, "P-001")
     ivan = trial.as_user("ivan")
     with pytest.raises(InvalidInput) as raised:
-        ivan.emergency_unblind("P-001", "  ")
+        ivan.emergency_unblind("P-001", "  ", signature=trial.signed("ivan", "unblind.emergency"))
     assert (str(raised.value), raised.value.hint) == (
         "a reason is required to break the code: say why",
         Hint.REASON,
     )
-    unblinding = ivan.emergency_unblind("P-001", "anaphylaxis")
+    unblinding = ivan.emergency_unblind(
+        "P-001", "anaphylaxis", signature=trial.signed("ivan", "unblind.emergency")
+    )
     assert unblinding.arm in ARMS and unblinding.participant == "P-001"
     events = trial.as_user("mona").audit_events()
     recorded = [e for e in events if e.action == "unblind.emergency"]
@@ -156,12 +169,15 @@ def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
     _randomize(trial, "P-001")
     stan = trial.as_user("stan")
     assert (
-        _refusal(NotAuthorized, stan.unblind_all)
+        _refusal(
+            NotAuthorized,
+            lambda: stan.unblind_all(signature=trial.signed("stan", "unblind.all")),
+        )
         == "role statistician may unblind the whole trial only after the database lock"
     )
-    locked = trial.as_user("alice").lock("database lock")
+    locked = trial.as_user("alice").lock("database lock", signature=trial.signed("alice", "lock"))
     assert (locked.participants, locked.locked_by) == (1, "alice")
-    export = stan.unblind_all()
+    export = stan.unblind_all(signature=trial.signed("stan", "unblind.all"))
     header, row = export.csv.decode().splitlines()
     assert header.startswith("participant,") and row.startswith("P-001,WAW,")
     assert (
@@ -169,6 +185,62 @@ def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
         == "the database is locked: no more randomization"
     )
     assert stan.verify_list().commitment == trial.as_user("alice").verify_list().commitment
+
+
+def test_a_voided_participant_keeps_its_slot_gets_no_kit_and_stays_in_the_export(
+    trial: ContractTrial,
+) -> None:
+    first = _randomize(trial, "P-001")
+    alice, ivan, petra = (trial.as_user(name) for name in ("alice", "ivan", "petra"))
+
+    def void(user: str) -> Signature:
+        return trial.signed(user, "participant.void")
+
+    assert _refusal(
+        NotAuthorized, lambda: ivan.void_participant("P-001", "typo", signature=void("ivan"))
+    ) == ("role investigator may not void a randomization made in error")
+    assert _refusal(
+        InvalidInput, lambda: alice.void_participant("P-001", "  ", signature=void("alice"))
+    ).startswith("a reason is required to void a randomization")
+    voided = alice.void_participant(
+        "p-001", "randomized under the wrong id", signature=void("alice")
+    )
+    assert (voided.participant, voided.randomization_number, voided.voided_by) == (
+        "P-001",
+        "R-001",
+        "alice",
+    )
+    _assert_no_arm(voided)
+    no_kit = "participant P-001 (R-001) was randomized in error and voided: "
+    assert _refusal(
+        StateError, lambda: ivan.request_kit("P-001", 2, START + timedelta(days=84))
+    ) == (no_kit + "no kit is issued to them")
+    assert _refusal(StateError, lambda: ivan.replace_kit(first.kit, "dropped")) == (
+        no_kit + "no kit is issued to them"
+    )
+    assert _refusal(StateError, lambda: petra.prepare_kit(first.kit)) == (
+        no_kit + f"do NOT prepare kit {first.kit}"
+    )
+    assert _refusal(
+        StateError, lambda: alice.void_participant("P-001", "again", signature=void("alice"))
+    ).startswith(f"participant P-001 is already voided (by alice at {voided.voided_at})")
+    # the slot stays used: the next participant takes the next one
+    assert _randomize(trial, "P-002").randomization_number == "R-002"
+    assert [s.used for s in ivan.list_status().strata] == [2]
+    recorded = [e for e in trial.as_user("mona").audit_events() if e.action == "participant.void"]
+    assert [(e.user, e.subject, e.reason) for e in recorded] == [
+        ("alice", "P-001", "randomized under the wrong id")
+    ]
+    alice.lock("database lock", signature=trial.signed("alice", "lock"))
+    export = trial.as_user("stan").unblind_all(signature=trial.signed("stan", "unblind.all"))
+    rows = list(csv.DictReader(export.csv.decode().splitlines()))
+    assert [
+        (r["participant"], r["status"], r["voided_by"], r["voided_at"], r["void_reason"])
+        for r in rows
+    ] == [
+        ("P-001", "voided", "alice", voided.voided_at, "randomized under the wrong id"),
+        ("P-002", "randomized", "", "", ""),
+    ]
 
 
 def test_dummy_unblinding_before_the_lock(trial: ContractTrial) -> None:
@@ -221,13 +293,17 @@ ROLE_REFUSALS = [
 def test_role_refusals(trial: ContractTrial, user: str, method: str, message: str) -> None:
     backend = trial.as_user(user)
     calls = {
-        "randomize": lambda: backend.randomize("P-001", "WAW", {}, dict(ELIGIBLE), START),
+        "randomize": lambda: backend.randomize(
+            "P-001", "WAW", {}, dict(ELIGIBLE), START, signature=trial.signed(user, "randomize")
+        ),
         "pharmacy_list": backend.pharmacy_list,
         "generate_list": backend.generate_list,
-        "lock": lambda: backend.lock("why"),
+        "lock": lambda: backend.lock("why", signature=trial.signed(user, "lock")),
         "audit_events": backend.audit_events,
         "list_users": backend.list_users,
-        "emergency_unblind": lambda: backend.emergency_unblind("P-001", "why"),
+        "emergency_unblind": lambda: backend.emergency_unblind(
+            "P-001", "why", signature=trial.signed(user, "unblind.emergency")
+        ),
         "unblind_dummy": backend.unblind_dummy,
     }
     assert _refusal(NotAuthorized, calls[method]).startswith(message)
@@ -282,6 +358,51 @@ def _throttled(trial: ContractTrial, user: str, client: str) -> bool:
         store.dispose()
 
 
+def test_a_signature_with_a_wrong_password_is_refused_and_recorded(trial: ContractTrial) -> None:
+    ivan = trial.as_user("ivan")
+    ivan.report()  # logged in: over http the backend now holds a token, yet must sign
+
+    def randomize(signature: Signature) -> Randomization:
+        return ivan.randomize("P-001", "WAW", {}, dict(ELIGIBLE), START, signature=signature)
+
+    wrong = trial.signed("ivan", "randomize", password="not-ivans-password")
+    assert _refusal(AuthenticationFailed, lambda: randomize(wrong)) == (
+        "signature refused for user 'ivan': wrong password or disabled account; nothing was done"
+    )
+    elsewhere = Signature(trial.passwords["ivan"], MEANINGS["lock"])
+    assert _refusal(InvalidInput, lambda: randomize(elsewhere)) == (
+        f"the signature's meaning is not this action's: sign {MEANINGS['randomize']!r}"
+    )
+    assert [s.used for s in ivan.list_status().strata] == [0]
+    assert execute(
+        trial.files.db_url, "SELECT failures FROM login_failures WHERE key = 'user:ivan'"
+    ) == [(1,)]  # counted towards the login throttle
+    randomize(trial.signed("ivan", "randomize"))
+    events = trial.as_user("mona").audit_events()
+    [failed] = [e for e in events if e.action == "signature.failed"]
+    assert (failed.user, failed.subject, failed.details["command"]) == (
+        "ivan",
+        "P-001",
+        "randomize",
+    )
+    assert failed.details["refusal"] == "wrong password"
+    [signed] = [e for e in events if e.action == "randomize"]
+    assert signed.details["signature"]["name"] == "ivan"
+    assert signed.details["signature"]["meaning"] == MEANINGS["randomize"]
+    assert signed.details["signature"]["at"] <= signed.at
+
+    _fail_logins(trial, "ivan", "192.0.2.7", LOCK_AFTER)  # the user name is locked
+    assert _refusal(
+        TooManyAttempts,
+        lambda: ivan.emergency_unblind(
+            "P-001", "anaphylaxis", signature=trial.signed("ivan", "unblind.emergency")
+        ),
+    ).startswith("logins for this user name or from this address are locked")
+    throttled = [e for e in trial.as_user("mona").audit_events() if e.action == "signature.failed"]
+    assert throttled[-1].details["refusal"] == "throttled"
+    assert not [e for e in trial.as_user("mona").audit_events() if e.action == "unblind.emergency"]
+
+
 def test_an_admin_lifts_a_login_lock(trial: ContractTrial) -> None:
     _fail_logins(trial, "ivan", "192.0.2.7", LOCK_AFTER)
     assert _throttled(trial, "ivan", "198.51.100.1")
@@ -310,6 +431,54 @@ def test_an_admin_lifts_a_login_lock(trial: ContractTrial) -> None:
 def test_generate_list_twice_is_refused(trial: ContractTrial) -> None:
     message = _refusal(StateError, trial.as_user("alice").generate_list)
     assert message.startswith("the allocation list already exists")
+
+
+def test_the_generator_cannot_approve_and_no_one_is_randomized_before_approval(
+    draft_trial: ContractTrial,
+) -> None:
+    ivan, ada, stan = (draft_trial.as_user(name) for name in ("ivan", "ada", "stan"))
+
+    def approve(user: str) -> Signature:
+        return draft_trial.signed(user, "list.approve")
+
+    draft = "the allocation list is a draft awaiting approval: no participant can be randomized"
+    refused = _refusal(StateError, lambda: _randomize(draft_trial, "P-001"))
+    assert refused.startswith(draft)
+    assert ivan.list_status().state == "draft"
+    assert _refusal(NotAuthorized, lambda: ada.approve_list(signature=approve("ada"))) == (
+        "user ada generated the allocation list and may not approve it: a second admin or "
+        "statistician reviews and approves it"
+    )
+    assert _refusal(NotAuthorized, lambda: ivan.approve_list(signature=approve("ivan"))) == (
+        "role investigator may not approve the allocation list"
+    )
+    approval = stan.approve_list(signature=approve("stan"))
+    assert (approval.generated_by, approval.approved_by) == ("ada", "stan")
+    status = ivan.list_status()
+    assert (status.state, status.approved_by, status.approved_at) == (
+        "approved",
+        "stan",
+        approval.approved_at,
+    )
+    assert approval.commitment == status.commitment
+    assert [(s.stratum, s.planned, s.generated) for s in approval.strata] == [
+        (s.stratum, s.planned, s.generated) for s in status.strata
+    ]
+    assert approval.kits == sum(status.kits.values())
+    assert approval.spare_kits == status.spare_kits
+    _assert_no_arm(approval)
+    assert _randomize(draft_trial, "P-001").randomization_number == "R-001"
+    alice = draft_trial.as_user("alice")
+    assert _refusal(StateError, lambda: alice.approve_list(signature=approve("alice"))).startswith(
+        f"the allocation list is already approved by stan at {approval.approved_at}"
+    )
+    events = draft_trial.as_user("mona").audit_events()
+    refusals = [(e.user, e.details["command"]) for e in events if e.action == "refused"]
+    assert ("ivan", "randomize") in refusals and ("ada", "list.approve") in refusals
+    [approved] = [e for e in events if e.action == "list.approve"]
+    assert approved.user == "stan"
+    assert approved.details["commitment"] == approval.commitment
+    assert approved.details["state"] == {"before": "draft", "after": "approved"}
 
 
 # the audit trail ---------------------------------------------------------------------
@@ -370,7 +539,9 @@ def test_participants_list_visits_and_kits_without_arms(trial: ContractTrial) ->
         (2, replaced.kit, "requested"),
     ]
     _assert_no_arm(rows)
-    ivan.emergency_unblind("P-002", "anaphylaxis")
+    ivan.emergency_unblind(
+        "P-002", "anaphylaxis", signature=trial.signed("ivan", "unblind.emergency")
+    )
     assert [r.emergency_unblinded for r in ivan.participant_view()] == [False, True]
     assert _refusal(NotAuthorized, trial.as_user("stan").participant_view).startswith(
         "role statistician may not"

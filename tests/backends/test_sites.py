@@ -58,8 +58,22 @@ def sites(request: pytest.FixtureRequest, two_sites: TrialFiles) -> Iterator[Con
                 )
 
         prepared = ContractTrial(two_sites, connect, passwords=dict(SITE_PASSWORDS))
-        prepared.as_user("wanda").randomize("P-101", "WAW", {}, dict(ELIGIBLE), START)
-        prepared.as_user("kris").randomize("P-201", "KRK", {}, dict(ELIGIBLE), START)
+        prepared.as_user("wanda").randomize(
+            "P-101",
+            "WAW",
+            {},
+            dict(ELIGIBLE),
+            START,
+            signature=prepared.signed("wanda", "randomize"),
+        )
+        prepared.as_user("kris").randomize(
+            "P-201",
+            "KRK",
+            {},
+            dict(ELIGIBLE),
+            START,
+            signature=prepared.signed("kris", "randomize"),
+        )
         yield prepared
         for backend in prepared.opened:
             backend.close()
@@ -90,20 +104,43 @@ def test_an_investigator_of_one_site_cannot_act_on_or_see_another_sites_particip
         str(
             _refused(
                 NotAuthorized,
-                lambda: wanda.randomize("P-102", "KRK", {}, dict(ELIGIBLE), START),
+                lambda: wanda.randomize(
+                    "P-102",
+                    "KRK",
+                    {},
+                    dict(ELIGIBLE),
+                    START,
+                    signature=sites.signed("wanda", "randomize"),
+                ),
             )
         )
         == "user wanda may not randomize participants at site KRK: limited to site WAW"
     )
     first, _ = _same_refusal(lambda p: wanda.request_kit(p, 2), "P-201", "P-999")
     assert first == "participant P-201 is not randomized in this trial"
-    _same_refusal(lambda p: wanda.emergency_unblind(p, "anaphylaxis"), "P-201", "P-999")
+    _same_refusal(
+        lambda p: wanda.emergency_unblind(
+            p, "anaphylaxis", signature=sites.signed("wanda", "unblind.emergency")
+        ),
+        "P-201",
+        "P-999",
+    )
     krk_kit = next(p for p in sites.as_user("petra").pharmacy_list() if p.participant == "P-201")
     first, _ = _same_refusal(lambda k: wanda.replace_kit(k, "bag damaged"), krk_kit.kit, new_code())
     assert first == f"no kit {krk_kit.kit} in this trial: check the label"
     # the id is taken trial-wide: refused, without the other site's number
     assert str(
-        _refused(StateError, lambda: wanda.randomize("P-201", "WAW", {}, dict(ELIGIBLE), START))
+        _refused(
+            StateError,
+            lambda: wanda.randomize(
+                "P-201",
+                "WAW",
+                {},
+                dict(ELIGIBLE),
+                START,
+                signature=sites.signed("wanda", "randomize"),
+            ),
+        )
     ) == (
         "participant P-201 is already randomized at another site: participant ids are "
         "unique across the trial; check the id"
@@ -122,7 +159,12 @@ def test_an_investigator_of_one_site_cannot_act_on_or_see_another_sites_particip
 
     # her own site's participant she acts on as before
     assert wanda.request_kit("P-101", 2, START + timedelta(days=84)).visit == 2
-    assert wanda.emergency_unblind("P-101", "anaphylaxis").participant == "P-101"
+    assert (
+        wanda.emergency_unblind(
+            "P-101", "anaphylaxis", signature=sites.signed("wanda", "unblind.emergency")
+        ).participant
+        == "P-101"
+    )
 
 
 def test_refusals_for_another_sites_participant_are_audited_as_for_a_missing_one(
@@ -271,7 +313,13 @@ def test_an_admin_limited_to_a_site_grants_rights_within_it_only(sites: Contract
         "ivan, who acts beyond those sites"
     )
     assert ada.disable_user("xena", "left").disabled
-    _same_refusal(lambda p: ada.emergency_unblind(p, "anaphylaxis"), "P-201", "P-999")
+    _same_refusal(
+        lambda p: ada.emergency_unblind(
+            p, "anaphylaxis", signature=sites.signed("ada", "unblind.emergency")
+        ),
+        "P-201",
+        "P-999",
+    )
     assert ada.report().by_site == {"WAW": 1}
 
 
@@ -299,7 +347,12 @@ def test_a_limited_reader_sees_only_their_sites_events_and_screen_failures(
     def screen_failure(user: str, participant: str, site: str) -> None:
         backend = sites.as_user(user)
         answers = {**ELIGIBLE, "age": "70"}
-        _refused(Ineligible, lambda: backend.randomize(participant, site, {}, answers, START))
+        _refused(
+            Ineligible,
+            lambda: backend.randomize(
+                participant, site, {}, answers, START, signature=sites.signed(user, "randomize")
+            ),
+        )
 
     screen_failure("wanda", "P-102", "WAW")
     screen_failure("kris", "P-202", "KRK")

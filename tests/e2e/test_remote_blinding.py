@@ -22,6 +22,7 @@ import httpx
 import pytest
 from click.testing import Result
 
+from randomizer.signatures import MEANINGS
 from tests.backends.live import live_server
 from tests.support.assertions import assert_error, assert_no_arm, assert_ok
 from tests.support.blinded_path import live_kit, one_per_arm, participant_arms
@@ -281,6 +282,10 @@ def test_api_refusals_are_the_same_for_every_arm(
             return {"Authorization": f"Bearer {answer.json()['token']}"}
 
         ivan, mona = token("ivan"), token("mona")
+
+        def signature(user: str, action: str) -> dict[str, str]:
+            return {"password": PASSWORDS[user], "meaning": MEANINGS[action]}
+
         requests: list[Callable[[str], httpx.Response]] = [
             lambda p: client.post(
                 f"/api/v1/participants/{p}/kits", headers=ivan, json={"visit": 3, "date": on(84)}
@@ -291,7 +296,7 @@ def test_api_refusals_are_the_same_for_every_arm(
             lambda p: client.post(
                 f"/api/v1/participants/{p}/emergency-unblinding",
                 headers=mona,
-                json={"reason": "curious"},
+                json={"reason": "curious", "signature": signature("mona", "unblind.emergency")},
             ),
             lambda p: client.post(
                 f"/api/v1/kits/{live_kit(run.files, p, 1)}/prepare", headers=ivan
@@ -299,7 +304,12 @@ def test_api_refusals_are_the_same_for_every_arm(
             lambda p: client.post(
                 "/api/v1/participants",
                 headers=ivan,
-                json={"participant": p, "site": "WAW", "answers": {}},
+                json={
+                    "participant": p,
+                    "site": "WAW",
+                    "answers": {},
+                    "signature": signature("ivan", "randomize"),
+                },
             ),
         ]
         for request in requests:

@@ -41,6 +41,10 @@ NOT_LOGGED_IN = "Error: the login is not valid or has expired: log in again\n"
 LABEL_OF = {arm.id: arm.label for arm in DESIGN.arms}
 
 
+SIGNED = frozenset({"randomize", "lock", "unblind", "list", "participant"})
+"""Commands (first words) whose action may be signed: the password is given to sign."""
+
+
 @dataclass
 class Person:
     """One user at a machine of their own: an empty working directory and a state directory."""
@@ -57,7 +61,13 @@ class Person:
         input: str | None = None,
         user: str | None = None,
     ) -> Finished:
-        """The remote CLI as this person (their saved login unless a password is given)."""
+        """The remote CLI as this person (their saved login unless a password is given).
+
+        A signed command gets this person's password to sign with (their saved login
+        still does for the rest).
+        """
+        if password is None and user is None and args and args[0] in SIGNED:
+            password = PASSWORDS[self.name]
         return remote_cli(
             self.server,
             *args,
@@ -145,6 +155,17 @@ def test_the_blinded_path_through_a_running_server(
         )
         assert kit_count, generated  # the list runs past 20 slots when a block does
         backdate_list(files)  # the story's randomizations are dated months ago
+        # go-live: a second person approves the draft list (its generator may not)
+        alice.refused(
+            1,
+            "user alice generated the allocation list and may not approve it: a second "
+            "admin or statistician reviews and approves it",
+            "list",
+            "approve",
+        )
+        tokens["stan"] = stan.login()
+        approved = stan.ok("list", "approve")
+        assert approved.startswith("Allocation list approved by stan at ")
 
         # the investigator randomizes, requests and replaces kits -----------------------
         tokens["ivan"] = ivan.login()
@@ -248,7 +269,6 @@ def test_the_blinded_path_through_a_running_server(
         assert anchored.endswith(f"; signed checkpoint at event {head.group(1)} holds\n")
 
         # the statistician waits for the lock, then exports --------------------------------
-        tokens["stan"] = stan.login()
         stan.refused(
             1,
             "role statistician may unblind the whole trial only after the database lock",

@@ -22,6 +22,7 @@ from randomizer.backends.http import HttpBackend
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
+from randomizer.signatures import Signature, meaning_of
 from tests.support.concurrency import ANSWERS, level_of
 
 
@@ -40,6 +41,8 @@ def connect(argv: list[str]) -> tuple[Backend, list[str]]:
 def main(argv: list[str]) -> int:
     """Randomize the given participants as fast as the trial lets us."""
     backend, (go_file, *participants) = connect(argv)
+    # the password is the connection's, given before GO_FILE; it signs each randomization
+    signature = Signature(argv[4] if argv[0] == "local" else argv[3], meaning_of("randomize"))
     deadline = time.monotonic() + 60
     while not Path(go_file).exists():
         if time.monotonic() > deadline:
@@ -49,7 +52,12 @@ def main(argv: list[str]) -> int:
     try:
         for pid in participants:
             done = backend.randomize(
-                pid, "WAW", {"type": level_of(pid)}, dict(ANSWERS), today - timedelta(days=7)
+                pid,
+                "WAW",
+                {"type": level_of(pid)},
+                dict(ANSWERS),
+                today - timedelta(days=7),
+                signature=signature,
             )
             kit = backend.request_kit(pid, 2, today)
             print(

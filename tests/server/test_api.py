@@ -15,8 +15,9 @@ import httpx
 import pytest
 
 from randomizer import __version__
+from randomizer.signatures import MEANINGS
 from tests.backends.live import live_server
-from tests.support.database import audit_rows, dump_database
+from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import ELIGIBLE
 from tests.support.trial import PASSWORDS, TrialFiles
 
@@ -132,11 +133,42 @@ def test_disable_and_password_change_revoke_every_token(api: Api) -> None:
     _error(api.client.get("/api/v1/report", headers=monitor), 401)
 
 
+def _signed(user: str, action: str, password: str | None = None) -> dict[str, str]:
+    """The ``signature`` object of a signed request."""
+    return {"password": password or PASSWORDS[user], "meaning": MEANINGS[action]}
+
+
+def test_a_signed_action_needs_the_password_again_even_with_a_token(api: Api) -> None:
+    ivan = api.as_user("ivan")
+    body: dict[str, Any] = {"participant": "P-001", "site": "WAW", "answers": ELIGIBLE}
+    unsigned = api.client.post("/api/v1/participants", json=body, headers=ivan)
+    assert _error(unsigned, 422) == "malformed request: signature: Field required"
+    wrong = api.client.post(
+        "/api/v1/participants",
+        json={**body, "signature": _signed("ivan", "randomize", "not-ivans-password")},
+        headers=ivan,
+    )
+    assert _error(wrong, 401) == (
+        "signature refused for user 'ivan': wrong password or disabled account; nothing was done"
+    )
+    [failed] = [e for e in audit_rows(api.files.db_url) if e["action"] == "signature.failed"]
+    assert (failed["user"], failed["subject"], failed["details"]["refusal"]) == (
+        "ivan",
+        "P-001",
+        "wrong password",
+    )
+    assert failed["details"]["via"]["channel"] == "api"
+    assert execute(api.files.db_url, "SELECT count(*) FROM participants") == [(0,)]
+    signed = {**body, "signature": _signed("ivan", "randomize")}
+    assert api.client.post("/api/v1/participants", json=signed, headers=ivan).status_code == 200
+
+
 def test_role_comes_from_the_token_not_the_body(api: Api) -> None:
     ivan = api.as_user("ivan")
-    message = _error(api.client.post("/api/v1/lock", json={"reason": "x"}, headers=ivan), 403)
+    body = {"reason": "x", "signature": _signed("ivan", "lock")}
+    message = _error(api.client.post("/api/v1/lock", json=body, headers=ivan), 403)
     assert message == "role investigator may not lock the database"
-    forged = api.client.post("/api/v1/lock", json={"reason": "x", "user": "alice"}, headers=ivan)
+    forged = api.client.post("/api/v1/lock", json={**body, "user": "alice"}, headers=ivan)
     assert _error(forged, 422).startswith("malformed request: user: ")
 
 
@@ -189,7 +221,12 @@ def test_unknown_query_parameters_are_refused(api: Api, query: str) -> None:
 
 def test_library_refusals_cross_with_their_class(api: Api) -> None:
     ivan = api.as_user("ivan")
-    body: dict[str, Any] = {"participant": "P-001", "site": "WAW", "answers": ELIGIBLE}
+    body: dict[str, Any] = {
+        "participant": "P-001",
+        "site": "WAW",
+        "answers": ELIGIBLE,
+        "signature": _signed("ivan", "randomize"),
+    }
     assert api.client.post("/api/v1/participants", json=body, headers=ivan).status_code == 200
     again = api.client.post("/api/v1/participants", json=body, headers=ivan)
     assert again.json() == {
@@ -211,7 +248,12 @@ def test_events_of_a_request_name_channel_token_id_and_client(api: Api) -> None:
     api.client.post(
         "/api/v1/participants",
         headers={"Authorization": f"Bearer {token}"},
-        json={"participant": "P-001", "site": "WAW", "answers": ELIGIBLE},
+        json={
+            "participant": "P-001",
+            "site": "WAW",
+            "answers": ELIGIBLE,
+            "signature": _signed("ivan", "randomize"),
+        },
     )
     events = audit_rows(api.files.db_url)
     login = [e for e in events if e["action"] == "auth.login" and e["user"] == "ivan"][-1]
@@ -239,11 +281,16 @@ def test_sensitive_answers_are_never_cached(api: Api) -> None:
     api.client.post(
         "/api/v1/participants",
         headers=ivan,
-        json={"participant": "P-001", "site": "WAW", "answers": ELIGIBLE},
+        json={
+            "participant": "P-001",
+            "site": "WAW",
+            "answers": ELIGIBLE,
+            "signature": _signed("ivan", "randomize"),
+        },
     )
     response = api.client.post(
         "/api/v1/participants/P-001/emergency-unblinding",
-        json={"reason": "anaphylaxis"},
+        json={"reason": "anaphylaxis", "signature": _signed("ivan", "unblind.emergency")},
         headers=ivan,
     )
     assert response.status_code == 200

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from randomizer.signatures import MEANINGS
 from tests.backends.live import live_server
 from tests.support.assertions import assert_error
 from tests.support.database import audit_rows
@@ -259,7 +260,12 @@ def test_forwarded_for_is_believed_only_from_the_proxy_address(
         token = _login(client, "ivan", headers=forwarded)
         response = client.post(
             "/api/v1/participants",
-            json={"participant": "P-001", "site": "WAW", "answers": dict(ELIGIBLE)},
+            json={
+                "participant": "P-001",
+                "site": "WAW",
+                "answers": dict(ELIGIBLE),
+                "signature": {"password": PASSWORDS["ivan"], "meaning": MEANINGS["randomize"]},
+            },
             headers={**forwarded, "Authorization": f"Bearer {token}"},
         )
         assert response.status_code == 200, response.text
@@ -278,7 +284,12 @@ def test_the_server_log_holds_no_password_token_or_request_body(
         token = _login(client, "ivan")
         randomized = client.post(
             "/api/v1/participants",
-            json={"participant": "P-001", "site": "WAW", "answers": dict(ELIGIBLE)},
+            json={
+                "participant": "P-001",
+                "site": "WAW",
+                "answers": dict(ELIGIBLE),
+                "signature": {"password": PASSWORDS["ivan"], "meaning": MEANINGS["randomize"]},
+            },
             headers={"Authorization": f"Bearer {token}"},
         )
         assert randomized.status_code == 200, randomized.text

@@ -72,8 +72,12 @@ def prepare_trial(run: Run, directory: Path) -> None:
     for name, password in INVESTIGATORS.items():
         run.add_user(name, "investigator", password)
     run.ok("list", "generate", user="alice")
-    from tests.support.trial import backdate_list  # not at import: benchmarks use this module
+    from tests.support.trial import (  # not at import: benchmarks use this module
+        approve_list,
+        backdate_list,
+    )
 
+    approve_list(run)
     backdate_list(run.files)  # the workers randomize dated 7 days ago
 
 

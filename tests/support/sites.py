@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from randomizer.design import design_text
-from tests.support.trial import ADMIN, PASSWORDS, USERS, Run, backdate_list
+from tests.support.trial import ADMIN, PASSWORDS, USERS, Run, approve_list, backdate_list
 
 SITES = ("WAW", "KRK")
 
@@ -39,7 +39,8 @@ def two_site_design() -> str:
 
 
 def build_two_site_trial(run: Run) -> None:
-    """Init the two-site trial, add every user (limited ones with --site), generate the list."""
+    """Init the two-site trial, add every user (limited ones with --site), generate the list
+    and have it approved."""
     design = run.files.directory / "two-sites.toml"
     design.write_text(two_site_design(), encoding="utf-8")
     run.init(design=str(design))
@@ -61,4 +62,5 @@ def build_two_site_trial(run: Run) -> None:
         )
         run.files.users[name] = role
     run.ok("list", "generate", user=ADMIN)
+    approve_list(run)
     backdate_list(run.files)

@@ -16,6 +16,7 @@ import pytest
 
 from randomizer import context
 from randomizer.errors import AuditError
+from randomizer.signatures import MEANINGS
 from tests.support.assertions import assert_error, assert_no_arm
 from tests.support.blinded_path import fail_audit_for, refused
 from tests.support.database import audit_rows, dump_database, execute, without_audit
@@ -80,7 +81,10 @@ def test_reveals_that_participant_only(
         participant,
         REASON,
     )
+    signature = event[0]["details"].pop("signature")
     assert event[0]["details"] == {"randomization_number": number, "previously_unblinded": False}
+    assert (signature["name"], signature["meaning"]) == ("ivan", MEANINGS["unblind.emergency"])
+    assert signature["at"] <= event[0]["at"]
     assert arm_words_in(json.dumps(event[0])) == []
 
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 
 from randomizer.errors import AuditError
+from randomizer.signatures import MEANINGS
 from tests.support.assertions import assert_error, assert_no_arm
 from tests.support.blinded_path import (
     FOUR_DAY0,
@@ -35,11 +36,32 @@ COLUMNS = [
     "randomized_at",
     "kits",
     "emergency_unblinded",
+    "randomized_by",
+    "status",
+    "voided_at",
+    "voided_by",
+    "void_reason",
+    "randomization_signature_meaning",
+    "void_signature_meaning",
     "dummy",
 ]
 DAY0 = FOUR_DAY0
 VISIT_2 = (DAY0 + timedelta(days=84)).isoformat()
 LOCK_REASON = "last participant completed week 48; data cleaned"
+
+
+class _SignedAt:
+    """Equal to any UTC time text: the moment of signing, which the test cannot know."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and UTC_TEXT.fullmatch(other) is not None
+
+    def __hash__(self) -> int:
+        return 0
+
+
+SIGNED_AT = _SignedAt()
+UTC_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 
 @pytest.fixture
@@ -72,7 +94,10 @@ def test_lock(run: Run, trial: TrialFiles, by_arm: dict[str, str]) -> None:
         "lock",
         "alice",
         LOCK_REASON,
-        {"participants": 4},
+        {
+            "participants": 4,
+            "signature": {"name": "alice", "at": SIGNED_AT, "meaning": MEANINGS["lock"]},
+        },
     )
     refused(
         run,
@@ -237,7 +262,11 @@ def test_the_export(run: Run, trial: TrialFiles, by_arm: dict[str, str]) -> None
     )
     # a keyed MAC of the file, never its plain digest, which arm guesses could match
     mac = open_trial_vault(files).mac(data).hex()
-    assert event["details"] == {"participants": 4, "file_mac": mac}
+    assert event["details"] == {
+        "participants": 4,
+        "file_mac": mac,
+        "signature": {"name": "stan", "at": SIGNED_AT, "meaning": MEANINGS["unblind.all"]},
+    }
     assert digest not in json.dumps(event)
 
     again = run.ok(
