@@ -14,7 +14,8 @@ and maximum per call, and refusals.
 
 Authentication is reported apart: every operation verifies the user's scrypt password
 hash, and a randomization verifies it once more as its electronic signature. The users'
-hashes are made at ``--scrypt-n`` (default 2**10, cheap); the cost of one ``verify_password`` at that cost and at the production cost
+hashes are made at ``--scrypt-n`` (default 2**10, cheap); the cost of one
+``verify_password`` at that cost and at the production cost
 (:data:`randomizer.access.SCRYPT_N`) is timed separately. Run with
 ``--scrypt-n 32768`` to see throughput including production hashing.
 
