@@ -65,6 +65,8 @@ class Permission(StrEnum):
     REPORT = "see blinded reports"
     REPORT_ARMS = "see balance by arm"
     MAINTAIN = "back up, restore or upgrade the database"
+    REVIEW_UNBLINDING = "review emergency unblindings"
+    SEND_MAIL = "send the notification e-mails"
 
 
 BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
@@ -90,6 +92,9 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.REPORT: frozenset(_ALL),
     Permission.REPORT_ARMS: frozenset({Role.ADMIN, Role.STATISTICIAN}),
     Permission.MAINTAIN: frozenset({Role.ADMIN}),
+    # the second person of an emergency unblinding; the library refuses the unblinder
+    Permission.REVIEW_UNBLINDING: frozenset({Role.ADMIN, Role.MONITOR}),
+    Permission.SEND_MAIL: frozenset({Role.ADMIN}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

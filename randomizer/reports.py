@@ -15,6 +15,7 @@ from randomizer.access import Permission, allowed
 from randomizer.context import Operation
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation
+from randomizer.unblinding.review import ReviewItem, reviews
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class BlockBalance:
 
 @dataclass(frozen=True)
 class Report:
-    """Trial status. ``by_arm`` and ``by_block`` are empty for blinded roles before lock."""
+    """Trial status. ``by_arm`` and ``by_block`` are empty for blinded roles before lock.
+
+    ``open_reviews`` counts emergency unblindings not yet reviewed; ``reviews``
+    lists them (reason, never arm) for the reviewing roles, admin and monitor.
+    """
 
     trial: str
     locked: bool
@@ -45,6 +50,8 @@ class Report:
     by_block: list[BlockBalance] = field(default_factory=list)
     imbalance: float | None = None
     imbalance_bound: float | None = None
+    open_reviews: int = 0
+    reviews: list[ReviewItem] = field(default_factory=list)
 
 
 def report(op: Operation) -> Report:
@@ -70,6 +77,8 @@ def report(op: Operation) -> Report:
         or 0
     )
     show_arms = allowed(op.user.role, Permission.REPORT_ARMS, op.locked)
+    # reviewers (admin, monitor) see the open reviews themselves; everyone sees how many
+    pending = reviews(op)
     result = Report(
         trial=op.trial.id,
         locked=op.locked,
@@ -84,6 +93,8 @@ def report(op: Operation) -> Report:
             for status in ("available", "dispensed", "prepared", "voided")
         },
         arms_shown=show_arms,
+        open_reviews=len(pending),
+        reviews=pending if allowed(op.user.role, Permission.REVIEW_UNBLINDING, op.locked) else [],
     )
     if not show_arms:
         op.audit("report", details={"arms_shown": False})

@@ -57,6 +57,8 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.LOG_IN: set(ROLES),
     Permission.REPORT_ARMS: {"admin"},
     Permission.MAINTAIN: {"admin"},
+    Permission.REVIEW_UNBLINDING: {"admin", "monitor"},
+    Permission.SEND_MAIL: {"admin"},
 }
 STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL, Permission.REPORT_ARMS}
 

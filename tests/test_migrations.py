@@ -3,9 +3,10 @@
 A database whose schema is behind this release is refused with the command
 that fixes it (``randomizer db upgrade``); one that is ahead is refused with
 "use the newer release". "Behind" is staged by giving the code a copy of its
-migration scripts with one more revision (``0003``), as the next release
+migration scripts with one more revision (``0007``), as the next release
 will; the real upgrade from ``0001`` by a trial made with a copy of the
-scripts without ``0002``, as the release before made it.
+scripts without ``0002`` and ``0006``, as the release before made it; and from
+``0002`` (the release with logins) to ``0006`` (unblinding reviews, mail outbox).
 """
 
 from __future__ import annotations
@@ -29,24 +30,25 @@ from randomizer import maintenance, store
 from randomizer.errors import AuthenticationFailed
 from randomizer.models import Base
 from randomizer.sessions import issue_token, resolve_token
+from randomizer.unblinding import emergency
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0002"
+HEAD = "0006"
 
 NEXT_REVISION = '''
 """A later release's schema change, for the tests.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0007
+Revises: 0006
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -168,7 +170,7 @@ def test_a_database_without_its_revision_row_is_not_called_empty(
 # ahead: a newer release wrote this database -------------------------------------------------
 
 AHEAD = (
-    "the database schema (9999) is newer than this randomizer knows (0002): use the newer release"
+    "the database schema (9999) is newer than this randomizer knows (0006): use the newer release"
 )
 
 # every command that opens the trial, with a user allowed to run it
@@ -228,7 +230,7 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 9999; this release expects 0002: ahead, use the newer randomizer release\n"
+        "schema 9999; this release expects 0006: ahead, use the newer randomizer release\n"
     )
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
@@ -252,10 +254,10 @@ def _copy_scripts(tmp_path: Path) -> Path:
 
 
 def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
-    """Make this process a release whose migrations end at 0003 (a copy of the scripts)."""
+    """Make this process a release whose migrations end at 0007 (a copy of the scripts)."""
     scripts = _copy_scripts(tmp_path)
-    failure = 'raise RuntimeError("migration 0003 failed half-way")' if fail else "pass"
-    (scripts / "versions" / "0003_probe.py").write_text(NEXT_REVISION.format(fail=failure))
+    failure = 'raise RuntimeError("migration 0007 failed half-way")' if fail else "pass"
+    (scripts / "versions" / "0007_probe.py").write_text(NEXT_REVISION.format(fail=failure))
     _use_scripts(scripts, monkeypatch)
 
 
@@ -276,13 +278,13 @@ def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def behind(
     trial_with_list: TrialFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TrialFiles]:
-    """The trial at schema 0002, run by a release whose head is 0003."""
+    """The trial at schema 0006, run by a release whose head is 0007."""
     _newer_release(tmp_path, monkeypatch)
     yield trial_with_list
 
 
 BEHIND = (
-    "the database schema (0002) is behind this randomizer (0003): take a backup, "
+    "the database schema (0006) is behind this randomizer (0007): take a backup, "
     "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
     "then 'randomizer db upgrade')"
 )
@@ -297,23 +299,23 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
 ) -> None:
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 0002; this release expects 0003: behind, run 'randomizer db upgrade'\n"
+        "schema 0006; this release expects 0007: behind, run 'randomizer db upgrade'\n"
     )
     trail = len(audit_rows(behind.db_url))
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0002", "after": "0003"}
-    assert _revision(behind.db_url) == "0003"
+    assert json.loads(upgraded.stdout) == {"before": "0006", "after": "0007"}
+    assert _revision(behind.db_url) == "0007"
     assert "upgrade_probe" in _tables(behind.db_url)
     events = audit_rows(behind.db_url)[trail:]
     assert [(e["action"], e["user"], e["subject"]) for e in events] == [
         ("auth.login", ADMIN, "db.upgrade"),
         ("db.upgrade", ADMIN, ""),
     ]
-    assert events[-1]["details"] == {"before": "0002", "after": "0003"}
+    assert events[-1]["details"] == {"before": "0006", "after": "0007"}
 
     assert run.ok("db", "status").stdout == (
-        "schema 0003; this release expects 0003: current, up to date\n"
+        "schema 0007; this release expects 0007: current, up to date\n"
     )
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
     assert "it matches its seed" in run.ok("list", "verify", user=ADMIN).stdout
@@ -357,7 +359,7 @@ def test_a_failing_migration_changes_nothing(
     assert dump_database(trial_with_list.db_url) == before
 
 
-# the real upgrade: 0001 (the release before) -> 0002 (logins) ------------------------------
+# the real upgrades: 0001 (the first release) -> 0002 (logins) -> 0006 (reviews, outbox) ----
 
 
 def test_a_0001_database_upgrades_to_the_orm_schema(
@@ -365,6 +367,7 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
 ) -> None:
     scripts = _copy_scripts(tmp_path)
     (scripts / "versions" / "0002_logins.py").unlink()
+    (scripts / "versions" / "0006_reviews_outbox.py").unlink()
     with monkeypatch.context() as release_0001:
         _use_scripts(scripts, release_0001)
         build_trial(run, "list")
@@ -373,14 +376,14 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
     assert not {"auth_tokens", "login_failures"} & _tables(url)
     before = dump_database(url)
     assert assert_error(run("user", "list", user=ADMIN), 1) == (
-        "the database schema (0001) is behind this randomizer (0002): take a backup, "
+        f"the database schema (0001) is behind this randomizer ({HEAD}): take a backup, "
         "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
         "then 'randomizer db upgrade')"
     )
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
-    assert _revision(url) == "0002"
+    assert json.loads(upgraded.stdout) == {"before": "0001", "after": HEAD}
+    assert _revision(url) == HEAD
     assert _compare(url, Base.metadata) == []
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     after = dump_database(url)
@@ -411,3 +414,33 @@ def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run)
     result = run("user", "list", user=ADMIN, db=with_password)
     assert "hunter2-secret" not in result.output
     assert_error(result, 1, "no randomizer trial in ", "***")
+
+
+def test_a_0002_database_opens_a_review_of_every_past_unblinding(
+    trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripts = _copy_scripts(tmp_path)
+    (scripts / "versions" / "0006_reviews_outbox.py").unlink()
+    with monkeypatch.context() as release_0002:
+        _use_scripts(scripts, release_0002)
+        # the release before opened no review
+        release_0002.setattr(emergency, "open_review", lambda *_args: None)
+        build_trial(run, "list")
+        run.ok("randomize", "P-001", "--site", "WAW", *answer_args(age="40"), user="ivan")
+        run.ok("unblind", "emergency", "P-001", "--reason", "anaphylaxis", user="ivan")
+        run.ok("unblind", "emergency", "P-001", "--reason", "second look", user=ADMIN)
+    url = trial_files.db_url
+    assert _revision(url) == "0002"
+    run.ok("db", "upgrade", user=ADMIN)
+    assert _compare(url, Base.metadata) == []
+    events = [e for e in audit_rows(url) if e["action"] == "unblind.emergency"]
+    assert execute(
+        url,
+        "SELECT audit_seq, unblinded_by, reason, closed_at FROM unblinding_reviews ORDER BY id",
+    ) == [(e["seq"], e["user"], e["reason"], None) for e in events]
+    assert [e["reason"] for e in events] == ["anaphylaxis", "second look"]
+    listed = run.ok("unblind", "review", "list", "--json", user="mona")
+    assert [(i["unblinded_by"], i["unblinded_at"]) for i in json.loads(listed.stdout)] == [
+        (e["user"], e["at"]) for e in events
+    ]
+    assert execute(url, "SELECT count(*) FROM mail_outbox") == [(0,)]

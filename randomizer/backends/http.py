@@ -44,7 +44,7 @@ from randomizer.errors import (
     StateError,
     TooManyAttempts,
 )
-from randomizer.unblinding import emergency
+from randomizer.unblinding import emergency, review
 from randomizer.unblinding import lock as locking
 
 T = TypeVar("T")
@@ -466,6 +466,21 @@ class HttpBackend:
     def audit_checkpoint(self) -> audit.Checkpoint:
         """An unsigned checkpoint, to be signed here (admin)."""
         return self._call(audit.Checkpoint, "POST", "/audit/checkpoint")
+
+    def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
+        """Emergency unblindings to review (admin, monitor)."""
+        return self._call(
+            list[review.ReviewItem],
+            "GET",
+            "/unblinding/reviews",
+            params={"open_only": "true" if open_only else "false"},
+        )
+
+    def close_review(self, review_id: int, note: str) -> review.ReviewItem:
+        """Close one review with a note; not by the unblinder (admin, monitor)."""
+        return self._call(
+            review.ReviewItem, "POST", f"/unblinding/reviews/{review_id}/close", {"note": note}
+        )
 
 
 def _segment(value: str) -> str:

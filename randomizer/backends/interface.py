@@ -24,7 +24,7 @@ from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
 from randomizer.store import SchemaStatus
-from randomizer.unblinding import emergency
+from randomizer.unblinding import emergency, review
 from randomizer.unblinding import lock as locking
 
 
@@ -121,6 +121,14 @@ class Backend(Protocol):
 
     def audit_checkpoint(self) -> audit.Checkpoint:
         """Record a checkpoint of the head and return it unsigned; the caller signs it (admin)."""
+
+    # second-person review of emergency unblindings ------------------------------
+
+    def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
+        """Emergency unblindings to review, with reason and never the arm (admin, monitor)."""
+
+    def close_review(self, review_id: int, note: str) -> review.ReviewItem:
+        """Close one review with a note; not by the user who unblinded (admin, monitor)."""
 
 
 class Custody(Protocol):

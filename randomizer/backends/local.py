@@ -29,7 +29,7 @@ from randomizer.context import (
 )
 from randomizer.design import TrialDesign, parse_design
 from randomizer.store import SchemaStatus, Store
-from randomizer.unblinding import dummy, emergency
+from randomizer.unblinding import dummy, emergency, review
 from randomizer.unblinding import lock as locking
 
 T = TypeVar("T")
@@ -310,6 +310,23 @@ class LocalBackend:
     def report(self) -> reports.Report:
         """The report the caller's role may see."""
         return self._run(Permission.REPORT, "report", reports.report)
+
+    def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
+        """Emergency unblindings to review (admin, monitor)."""
+        return self._run(
+            Permission.REVIEW_UNBLINDING,
+            "unblind.review.list",
+            lambda op: review.list_reviews(op, open_only),
+        )
+
+    def close_review(self, review_id: int, note: str) -> review.ReviewItem:
+        """Close one review with a note; not by the unblinder (admin, monitor)."""
+        return self._run(
+            Permission.REVIEW_UNBLINDING,
+            "unblind.review.close",
+            lambda op: review.close_review(op, review_id, note),
+            str(review_id),
+        )
 
     # maintenance -----------------------------------------------------------
 

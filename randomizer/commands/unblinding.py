@@ -20,6 +20,7 @@ from randomizer.commands.base import (
 from randomizer.errors import InvalidInput
 from randomizer.reports import Report
 from randomizer.unblinding.lock import Export
+from randomizer.unblinding.review import ReviewItem
 
 
 @click.group()
@@ -118,6 +119,60 @@ DUMMY = "dummy"
 """What the file name of a dummy export must contain."""
 
 
+@unblind.group("review")
+def unblind_review() -> None:
+    """Second-person review of emergency unblindings (admin or monitor, not the unblinder).
+
+    Example: randomizer --user mona unblind review list
+    """
+
+
+def _review_rows(items: list[ReviewItem]) -> str:
+    return table(
+        [
+            (i.id, i.participant, i.site, i.unblinded_at, i.unblinded_by, i.status, i.reason)
+            for i in items
+        ],
+        ["review", "participant", "site", "unblinded at", "by", "status", "reason"],
+    )
+
+
+@unblind_review.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Closed reviews too, with their notes.")
+@json_option
+@pass_settings
+def review_list(settings: Settings, show_all: bool) -> None:
+    """List emergency unblindings to review: who, when and why, never the arm.
+
+    Example: randomizer unblind review list --all
+    """
+    items = settings.backend().unblinding_reviews(open_only=not show_all)
+    emit(
+        settings,
+        items,
+        lambda: _review_rows(items) if items else "No emergency unblinding awaits review.",
+    )
+
+
+@unblind_review.command("close")
+@click.argument("review_id", metavar="ID", type=click.IntRange(min=1, max=2**31 - 1))
+@click.option("--note", required=True, help="What the reviewer checked (required).")
+@json_option
+@pass_settings
+def review_close(settings: Settings, review_id: int, note: str) -> None:
+    """Close one review with a note (admin or monitor who did not unblind).
+
+    Example: randomizer unblind review close 3 --note "called the site; reason confirmed"
+    """
+    item = settings.backend().close_review(review_id, note)
+    emit(
+        settings,
+        item,
+        f"Review {item.id} of the unblinding of {item.participant} closed by "
+        f"{item.closed_by} at {item.closed_at}.",
+    )
+
+
 def _write_export(out: Path, export_of: Callable[[], Export]) -> Export:
     """Create ``out`` (0600, never overwriting), write the export into it, remove it on failure."""
     fd = create_private(out)
@@ -166,7 +221,11 @@ def _report_text(rep: Report) -> str:
         "",
         "Kits by status:",
         table(list(rep.kits.items()), ["status", "kits"]),
+        "",
+        f"Emergency unblindings awaiting second-person review: {rep.open_reviews}",
     ]
+    if rep.reviews:
+        lines.append(_review_rows(rep.reviews))
     if rep.arms_shown:
         arms = list(next(iter(rep.by_arm.values())).keys()) if rep.by_arm else []
         lines += [

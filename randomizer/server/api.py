@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import date as Date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -38,7 +38,7 @@ from randomizer.backends.wire import MAX_TEXT, error_classes, to_wire
 from randomizer.context import Credentials, Principal
 from randomizer.errors import AuthenticationFailed, Hint
 from randomizer.server.state import ServerState, client_address, server_state
-from randomizer.unblinding import emergency
+from randomizer.unblinding import emergency, review
 from randomizer.unblinding import lock as locking
 
 SEQ_MAX = 2**31 - 1
@@ -554,3 +554,34 @@ def audit_verify(body: VerifyRequest, acting: Acting) -> audit.ChainReport:
 def audit_checkpoint(acting: Acting) -> audit.Checkpoint:
     """Record a checkpoint and return it unsigned: the client signs it (admin)."""
     return acting.audit_checkpoint()
+
+
+# second-person review of emergency unblindings ----------------------------------------
+
+
+class ReviewsPage(Body):
+    """Which review items to list: the open ones only (default) or all."""
+
+    open_only: bool = True
+
+
+class ReviewNote(Body):
+    """The note that closes a review."""
+
+    note: Text
+
+
+@router.get("/unblinding/reviews")
+def unblinding_reviews(
+    acting: Acting, page: Annotated[ReviewsPage, Query()]
+) -> list[review.ReviewItem]:
+    """Emergency unblindings to review, with reason, never the arm (admin, monitor)."""
+    return acting.unblinding_reviews(page.open_only)
+
+
+@router.post("/unblinding/reviews/{review_id}/close")
+def close_review(
+    review_id: Annotated[int, Path(ge=1, le=SEQ_MAX)], body: ReviewNote, acting: Acting
+) -> review.ReviewItem:
+    """Close one review with a note; not by the user who unblinded (admin, monitor)."""
+    return acting.close_review(review_id, body.note)

@@ -345,3 +345,58 @@ def test_list_status_counts_without_arms(trial: ContractTrial) -> None:
     assert status.spare_kits_left == status.spare_kits > 0
     assert status.commitment == trial.as_user("alice").verify_list().commitment
     _assert_no_arm(status)
+
+
+# second-person review of emergency unblindings ---------------------------------------
+
+
+def test_review_of_an_emergency_unblinding(trial: ContractTrial) -> None:
+    _randomize(trial, "P-001")
+    alice = trial.as_user("alice")
+    alice.emergency_unblind("P-001", "anaphylaxis")
+    mona = trial.as_user("mona")
+    [item] = mona.unblinding_reviews()
+    assert (item.participant, item.site, item.unblinded_by, item.reason, item.status) == (
+        "P-001",
+        "WAW",
+        "alice",
+        "anaphylaxis",
+        "open",
+    )
+    _assert_no_arm(item)
+    assert (
+        _refusal(NotAuthorized, lambda: alice.close_review(item.id, "looked at it myself"))
+        == f"user alice made unblinding {item.id} of P-001 and may not review it: "
+        "another admin or monitor closes it"
+    )
+    assert (
+        _refusal(NotAuthorized, lambda: trial.as_user("ivan").unblinding_reviews())
+        == "role investigator may not review emergency unblindings"
+    )
+    assert (
+        _refusal(InvalidInput, lambda: mona.close_review(item.id, " "))
+        == "a note is required to close a review: say what was checked"
+    )
+    assert (
+        _refusal(NotFound, lambda: mona.close_review(item.id + 1, "x"))
+        == f"no review item {item.id + 1}: 'randomizer unblind review list' shows the open ones"
+    )
+    closed = mona.close_review(item.id, "called the site; reason confirmed")
+    assert (closed.status, closed.closed_by, closed.note) == (
+        "closed",
+        "mona",
+        "called the site; reason confirmed",
+    )
+    assert mona.unblinding_reviews() == []
+    assert mona.unblinding_reviews(open_only=False) == [closed]
+    assert _refusal(StateError, lambda: mona.close_review(item.id, "again")).startswith(
+        f"review item {item.id} was already closed by mona at "
+    )
+    events = [e for e in mona.audit_events() if e.action.startswith("unblind.review.close")]
+    assert [(e.user, e.subject, e.reason, e.details["review"]) for e in events] == [
+        ("mona", "P-001", "called the site; reason confirmed", item.id)
+    ]
+    refusals = [e for e in mona.audit_events() if e.action == "refused"]
+    assert any(
+        e.user == "alice" and e.details["command"] == "unblind.review.close" for e in refusals
+    )
