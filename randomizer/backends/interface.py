@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from randomizer import audit, logins, maintenance, reports, trial
+from randomizer import audit, logins, mail, maintenance, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
@@ -151,3 +151,6 @@ class Custody(Protocol):
 
     def restore(self, backup_file: Path) -> maintenance.BackupResult:
         """Bring a backup back as a new database, verified and audited (admin)."""
+
+    def send_mail(self, settings: mail.MailSettings) -> mail.DeliveryReport:
+        """Send the notification e-mails that are due, with the host's SMTP settings (admin)."""

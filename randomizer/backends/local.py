@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, logins, maintenance, reports, trial
+from randomizer import audit, logins, mail, maintenance, reports, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import (
@@ -356,3 +356,18 @@ class LocalBackend:
         return maintenance.restore(
             store, self._trial_key, lambda: self.login("restore"), self._clock(), backup_file
         )
+
+    def send_mail(self, settings: mail.MailSettings) -> mail.DeliveryReport:
+        """Send the notification e-mails that are due (admin; cron's ``mail send``).
+
+        The role check and its audit event come first, in their own transaction;
+        the sending runs outside it (:func:`randomizer.mail.deliver_outbox`).
+        """
+        self._run(
+            Permission.SEND_MAIL,
+            "mail.send",
+            lambda op: op.audit(
+                "mail.send", details={"pending": mail.pending_messages(self.store)}
+            ),
+        )
+        return mail.deliver_outbox(self.store, settings, self._clock())
