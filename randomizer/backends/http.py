@@ -13,10 +13,13 @@ out again when the command ends.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
@@ -430,22 +433,31 @@ class HttpBackend:
         return self._call(locking.LockResult, "POST", "/lock", {"reason": reason})
 
     def unblind_all(self) -> locking.Export:
-        """The full unblinding CSV (statistician, after lock)."""
-        return self._export("/unblinding")
+        """The full unblinding CSV and analysis files (statistician, after lock)."""
+        return self._export("/unblinding/bundle")
 
     def unblind_dummy(self) -> locking.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""
-        return self._export("/unblinding/dummy")
+        return self._export("/unblinding/dummy/bundle")
 
     def _export(self, path: str) -> locking.Export:
         response = self._send("POST", path)
         sha256 = response.headers.get("X-Randomizer-SHA256", "")
         count = response.headers.get("X-Randomizer-Participants", "")
+        broken = ServerUnavailable(
+            f"the trial server at {self.server} sent an export without its digest"
+        )
         if not count.isdigit() or len(sha256) != 64:
-            raise ServerUnavailable(
-                f"the trial server at {self.server} sent an export without its digest"
-            )
-        return locking.Export(csv=response.content, sha256=sha256, participants=int(count))
+            raise broken
+        try:
+            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+                files = {name: archive.read(name) for name in archive.namelist()}
+        except (zipfile.BadZipFile, KeyError, ValueError):
+            raise broken from None
+        data = files.pop(locking.LEGACY_FILE, b"")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise broken
+        return locking.Export(csv=data, sha256=sha256, participants=int(count), files=files)
 
     def report(self) -> reports.Report:
         """The report the caller's role may see."""

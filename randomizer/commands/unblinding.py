@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -69,13 +71,22 @@ def unblind_emergency(settings: Settings, participant: str, reason: str) -> None
 def unblind_all(settings: Settings, out: Path) -> None:
     """Write every participant's arm and kits as CSV (statistician, after lock only).
 
+    Beside --out FILE.csv: FILE.participants.csv, FILE.kits.csv (one row per kit),
+    FILE.adsl.csv (CDISC ADaM subject-level) and FILE.columns.json (every column).
+
     Example: randomizer unblind all --out final-unblinding.csv
     """
     export = _write_export(out, settings.backend().unblind_all)
     emit(
         settings,
-        {"file": str(out), "sha256": export.sha256, "participants": export.participants},
-        f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}",
+        {
+            "file": str(out),
+            "sha256": export.sha256,
+            "participants": export.participants,
+            "analysis_files": _files_json(out, export),
+        },
+        f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}\n"
+        f"Analysis files:\n{_files_text(out, export)}",
     )
 
 
@@ -109,9 +120,11 @@ def unblind_dummy(settings: Settings, out: Path) -> None:
             "sha256": export.sha256,
             "participants": export.participants,
             "dummy": True,
+            "analysis_files": _files_json(out, export),
         },
         f"Wrote {export.participants} participants with DUMMY arms (made up, not the "
-        f"trial's) to {out}\nSHA-256: {export.sha256}",
+        f"trial's) to {out}\nSHA-256: {export.sha256}\n"
+        f"Analysis files:\n{_files_text(out, export)}",
     )
 
 
@@ -173,19 +186,57 @@ def review_close(settings: Settings, review_id: int, note: str) -> None:
     )
 
 
+def companion(out: Path, name: str) -> Path:
+    """Where an analysis file of the export ``out`` goes: ``final.csv`` -> ``final.kits.csv``."""
+    base = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
+    return out.with_name(f"{base}.{name}")
+
+
+ANALYSIS_FILES = ("participants.csv", "kits.csv", "adsl.csv", "columns.json")
+"""The analysis files written beside every export (randomizer.unblinding.analysis)."""
+
+
 def _write_export(out: Path, export_of: Callable[[], Export]) -> Export:
-    """Create ``out`` (0600, never overwriting), write the export into it, remove it on failure."""
-    fd = create_private(out)
-    with os.fdopen(fd, "wb") as handle:  # closed on every path, a refusal included
-        try:
+    """Create ``out`` and its analysis files (0600, never overwriting), write the export
+    into them; remove every one of them on failure."""
+    paths = [out, *(companion(out, name) for name in ANALYSIS_FILES)]
+    created: list[Path] = []
+    try:
+        handles = []
+        for path in paths:
+            handles.append(os.fdopen(create_private(path), "wb"))
+            created.append(path)
+        with contextlib.ExitStack() as stack:  # closed on every path, a refusal included
+            for handle in handles:
+                stack.enter_context(handle)
             export = export_of()
-            handle.write(export.csv)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
+            contents = [export.csv, *(export.files[name] for name in ANALYSIS_FILES)]
+            for handle, content in zip(handles, contents, strict=True):
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     return export
+
+
+def _files_text(out: Path, export: Export) -> str:
+    return "\n".join(
+        f"  {companion(out, name)} (SHA-256 {hashlib.sha256(export.files[name]).hexdigest()})"
+        for name in ANALYSIS_FILES
+    )
+
+
+def _files_json(out: Path, export: Export) -> dict[str, dict[str, str]]:
+    return {
+        name: {
+            "file": str(companion(out, name)),
+            "sha256": hashlib.sha256(export.files[name]).hexdigest(),
+        }
+        for name in ANALYSIS_FILES
+    }
 
 
 @click.command()

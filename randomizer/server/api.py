@@ -19,6 +19,8 @@ document as committed (``python -m randomizer.server.openapi``).
 from __future__ import annotations
 
 import inspect
+import io
+import zipfile
 from collections.abc import Callable, Iterator
 from datetime import date as Date
 from typing import Annotated, Any
@@ -585,3 +587,47 @@ def close_review(
 ) -> review.ReviewItem:
     """Close one review with a note; not by the user who unblinded (admin, monitor)."""
     return acting.close_review(review_id, body.note)
+
+
+# the exports with their analysis files --------------------------------------------------
+
+_BUNDLE = {
+    200: {
+        "description": "The export and its analysis files as one ZIP archive "
+        "(unblinding.csv, participants.csv, kits.csv, adsl.csv, columns.json), with "
+        "the digest of unblinding.csv and its row count in the headers.",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _bundle(export: locking.Export) -> Response:
+    """An export and its analysis files as a ZIP response, never cached."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(locking.LEGACY_FILE, export.csv)
+        for name, content in export.files.items():
+            archive.writestr(name, content)
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Randomizer-SHA256": export.sha256,
+            "X-Randomizer-Participants": str(export.participants),
+        },
+    )
+
+
+@router.post("/unblinding/bundle", response_class=Response, responses=_BUNDLE)  # type: ignore[arg-type]
+def unblind_all_bundle(acting: Acting) -> Response:
+    """The full unblinding with its analysis files (statistician, after lock); audited."""
+    export: locking.Export = acting.unblind_all()
+    return _bundle(export)
+
+
+@router.post("/unblinding/dummy/bundle", response_class=Response, responses=_BUNDLE)  # type: ignore[arg-type]
+def unblind_dummy_bundle(acting: Acting) -> Response:
+    """The dummy export with its analysis files (statistician); audited."""
+    export: locking.Export = acting.unblind_dummy()
+    return _bundle(export)

@@ -164,6 +164,15 @@ def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
     export = stan.unblind_all()
     header, row = export.csv.decode().splitlines()
     assert header.startswith("participant,") and row.startswith("P-001,WAW,")
+    # the analysis files come along on every backend
+    assert set(export.files) == {"participants.csv", "kits.csv", "adsl.csv", "columns.json"}
+    [participant] = csv.DictReader(export.files["participants.csv"].decode().splitlines())
+    assert (participant["participant"], participant["randomization_date"]) == (
+        "P-001",
+        START.isoformat(),
+    )
+    [kit] = csv.DictReader(export.files["kits.csv"].decode().splitlines())
+    assert (kit["participant"], kit["visit"], kit["status"]) == ("P-001", "1", "dispensed")
     assert (
         _refusal(StateError, lambda: _randomize(trial, "P-002"))
         == "the database is locked: no more randomization"
@@ -183,6 +192,8 @@ def test_dummy_unblinding_before_the_lock(trial: ContractTrial) -> None:
         ("P-002", "R-002", "yes"),
     ]
     assert {r["arm"] for r in rows} <= {f"dummy-{arm}" for arm in ARMS}
+    adsl = list(csv.DictReader(export.files["adsl.csv"].decode().splitlines()))
+    assert [(r["SUBJID"], r["DUMMYFL"]) for r in adsl] == [("P-001", "Y"), ("P-002", "Y")]
     assert (
         _refusal(NotAuthorized, trial.as_user("alice").unblind_dummy)
         == "role admin may not write a dummy unblinding"
