@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -20,6 +21,7 @@ import pytest
 
 from randomizer.errors import InvalidInput, KeyFileError
 from randomizer.mail import (
+    CLAIM_SECONDS,
     DeliveryReport,
     MailSettings,
     backoff,
@@ -31,6 +33,7 @@ from randomizer.store import Store
 from tests.support.assertions import assert_error
 from tests.support.database import audit_rows, execute
 from tests.support.exosome import arm_words_in
+from tests.support.processes import cli_process, finish
 from tests.support.smtp import Mailbox, certificate, free_port, smtp_server
 from tests.support.trial import Run
 
@@ -274,3 +277,36 @@ def test_backoff_doubles_up_to_its_ceiling() -> None:
         480,
         480,
     ]
+
+
+def test_a_crash_after_the_accept_sends_again_with_the_same_message_id(
+    run: Run, unblinded: list[str], tmp_path: Path
+) -> None:
+    """At least once: a sender killed between the SMTP accept and its commit resends."""
+    port = free_port()
+    config = tmp_path / "mail.toml"
+    config.write_text(
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f'sender = "{SENDER}"\n[notify]\nto = ["{SAFETY[0]}"]\n',
+        encoding="utf-8",
+    )
+    files = run.files
+    send = ("mail", "send", "--config", str(config))
+    with smtp_server(port) as mailbox:
+        killed = finish(
+            cli_process(files.db_url, files.key_file, "alice", *send, fault="mail.send:accepted")
+        )
+        assert killed.code == -signal.SIGKILL
+        [first] = mailbox.received
+        assert [status for _, status, _ in outbox(run)] == ["pending", "pending"]
+        # the claim lapses after CLAIM_SECONDS; then the next run sends both
+        later = datetime.now(UTC) + timedelta(seconds=CLAIM_SECONDS)
+        store = Store(files.db_url)
+        try:
+            assert deliver_outbox(store, settings_for(port), later) == DeliveryReport(2, 0, 0)
+        finally:
+            store.dispose()
+    ids = [str(m["Message-ID"]) for m in mailbox.received]
+    # the first message came twice, recognisably: the same Message-ID
+    assert len(ids) == 3 and ids.count(str(first["Message-ID"])) == 2
+    assert sorted(set(ids)) == sorted(m for m, _, _ in outbox(run))
