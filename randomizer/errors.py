@@ -37,6 +37,7 @@ class Hint(StrEnum):
     CHECKPOINT_KEY = "give the checkpoint's public key"
     ANSWERS = "give the eligibility answers"
     LOGIN = "log in to the trial server"
+    LIST_REVIEWS = "list the open reviews of emergency unblindings"
 
 
 class RandomizerError(Exception):

@@ -48,6 +48,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.ANSWERS: "when not on a terminal, the answers must be given with --answer "
     "CRITERION=VALUE (repeated) or --answers FILE",
     Hint.LOGIN: "run 'randomizer --server URL --user NAME login'",
+    Hint.LIST_REVIEWS: "see 'randomizer unblind review list'",
 }
 """How the CLI spells out each :class:`~randomizer.errors.Hint`: the command or flags to type."""
 

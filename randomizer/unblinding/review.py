@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from randomizer.audit import utc_text
 from randomizer.context import Operation
-from randomizer.errors import InvalidInput, NotAuthorized, NotFound, StateError
+from randomizer.errors import Hint, InvalidInput, NotAuthorized, NotFound, StateError
 from randomizer.models import OutboxMessage, Participant, UnblindingReview
 
 NOTIFICATION_KIND = "unblind.emergency"
@@ -140,9 +140,7 @@ def close_review(op: Operation, review_id: int, note: str) -> ReviewItem:
         .where(UnblindingReview.id == review_id)
     ).one_or_none()
     if found is None:
-        raise NotFound(
-            f"no review item {review_id}: 'randomizer unblind review list' shows the open ones"
-        )
+        raise NotFound(f"no review item {review_id}", hint=Hint.LIST_REVIEWS)
     review, participant = found
     if review.unblinded_by == op.user.name:
         raise NotAuthorized(

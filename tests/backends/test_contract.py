@@ -388,9 +388,11 @@ def test_review_of_an_emergency_unblinding(trial: ContractTrial) -> None:
         _refusal(InvalidInput, lambda: mona.close_review(item.id, " "))
         == "a note is required to close a review: say what was checked"
     )
-    assert (
-        _refusal(NotFound, lambda: mona.close_review(item.id + 1, "x"))
-        == f"no review item {item.id + 1}: 'randomizer unblind review list' shows the open ones"
+    with pytest.raises(NotFound) as missing:
+        mona.close_review(item.id + 1, "x")
+    assert (str(missing.value), missing.value.hint) == (
+        f"no review item {item.id + 1}",
+        Hint.LIST_REVIEWS,
     )
     closed = mona.close_review(item.id, "called the site; reason confirmed")
     assert (closed.status, closed.closed_by, closed.note) == (

@@ -93,3 +93,8 @@ def test_review_commands_refuse_bad_usage(run: Run, unblinded: str) -> None:
         assert_error(run("unblind", "review", "close", "1", "--note", " ", user="mona"), 2)
         == "a note is required to close a review: say what was checked"
     )
+
+
+def test_an_unknown_review_is_not_found(run: Run, unblinded: str) -> None:
+    result = run("unblind", "review", "close", "99", "--note", "checked", user="mona")
+    assert assert_error(result, 1) == ("no review item 99 (see 'randomizer unblind review list')")
