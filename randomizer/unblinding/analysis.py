@@ -184,7 +184,8 @@ class KitFacts(NamedTuple):
     prepared_by: str
     status: str
     void_reason: str
-    replaced_by: str
+    kit_id: int
+    """The kit's row id: the export looks up the code of the kit that replaced it."""
 
 
 def stratum_levels(key: str) -> dict[str, str]:
@@ -203,12 +204,14 @@ class AnalysisFiles:
         marked: Mapping[str, tuple[str, str]],
         dummy: bool,
         kits: Mapping[int, Sequence[KitFacts]],
+        replaced_by: Mapping[int, str],
         reasons: Mapping[int, str],
     ) -> None:
         self.design = design
         self.marked = marked
         self.dummy = dummy
         self.kits = kits
+        self.replaced_by = replaced_by
         self.reasons = reasons
         self._buffers = {name: io.StringIO() for name in ("participants", "kits", "adsl")}
         self._writers = {
@@ -269,7 +272,7 @@ class AnalysisFiles:
                     kit.prepared_by,
                     kit.status,
                     kit.void_reason,
-                    kit.replaced_by,
+                    self.replaced_by.get(kit.kit_id, ""),
                     flag,
                 ]
                 for kit in self.kits.get(fact.row_id, ())

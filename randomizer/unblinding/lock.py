@@ -214,7 +214,7 @@ def write_export(
         return str(read_date(value).isoformat())
 
     kits: defaultdict[int, list[str]] = defaultdict(list)
-    issued: defaultdict[int, list[tuple[Any, ...]]] = defaultdict(list)
+    kit_facts: defaultdict[int, list[KitFacts]] = defaultdict(list)
     replaced_by: dict[int, str] = {}
     for batch in driver_rows(
         connection,
@@ -234,30 +234,25 @@ def write_export(
         .where(Kit.participant_id.is_not(None))
         .order_by(Kit.visit, Kit.id),
     ):
-        for participant_id, visit, code, status, *rest in batch:
-            kits[participant_id or 0].append(
+        for pid, visit, code, status, requested, dosing, prepared, by, why, kit_id, old in batch:
+            kits[pid or 0].append(
                 f"{visit}:{code}(voided)" if status == "voided" else f"{visit}:{code}"
             )
-            issued[participant_id or 0].append((visit, code, status, *rest))
-            if rest[-1] is not None:
-                replaced_by[rest[-1]] = code
-    kit_facts = {
-        participant_id: [
-            KitFacts(  # positional: one per kit, keywords cost a third more
-                visit,
-                code,
-                time_text(requested),
-                date_text(dosing),
-                time_text(prepared),
-                by or "",
-                status,
-                reason or "",
-                replaced_by.get(kit_id, ""),
+            kit_facts[pid or 0].append(
+                KitFacts(  # positional: one per kit, keywords cost a third more
+                    visit,
+                    code,
+                    time_text(requested),
+                    date_text(dosing),
+                    time_text(prepared),
+                    by or "",
+                    status,
+                    why or "",
+                    kit_id,
+                )
             )
-            for visit, code, status, requested, dosing, prepared, by, reason, kit_id, _ in rows
-        ]
-        for participant_id, rows in issued.items()
-    }
+            if old is not None:
+                replaced_by[old] = code
     reasons: dict[int, str] = {}
     for batch in driver_rows(
         connection,
@@ -277,7 +272,7 @@ def write_export(
     }
     flag = "yes" if dummy else "no"
     count = 0
-    analysis = AnalysisFiles(op.design, marked, dummy, kit_facts, reasons)
+    analysis = AnalysisFiles(op.design, marked, dummy, kit_facts, replaced_by, reasons)
     for rows, arms in batches:
         facts = [_facts(row, time_text, date_text) for row in rows]
         writer.writerows(

@@ -229,7 +229,7 @@ def test_stratum_factors_are_columns_of_their_own() -> None:
         ["a", "b"], [1, 1], [2], 8, factors={"type": ["RR", "SP"], "edss": ["low", "high"]}
     )
     marked = {"a": ("a", "Arm A"), "b": ("b", "Arm B")}
-    files = AnalysisFiles(design, marked, False, {}, {})
+    files = AnalysisFiles(design, marked, False, {}, {}, {})
     files.add(
         [
             ParticipantFacts(
