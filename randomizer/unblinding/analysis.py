@@ -174,18 +174,24 @@ class ParticipantFacts(NamedTuple):
 
 
 class KitFacts(NamedTuple):
-    """One issued kit as ``kits.csv`` lists it."""
+    """One issued kit as ``kits.csv`` lists it: its cells from visit to void reason, as
+    CSV text (:func:`csv_text`; an export holds every kit, so the compact form), and
+    its row id, by which the export looks up the code of the kit that replaced it."""
 
-    visit: int
-    code: str
-    requested_at: str
-    dosing_date: str
-    prepared_at: str
-    prepared_by: str
-    status: str
-    void_reason: str
+    cells: str
     kit_id: int
-    """The kit's row id: the export looks up the code of the kit that replaced it."""
+
+
+def csv_text(values: Sequence[object]) -> str:
+    """Cells as one CSV line's text without its end, quoted as the csv module's excel
+    dialect quotes (a cell holding a comma, quote or line break, quotes doubled)."""
+    out = []
+    for value in values:
+        text = str(value)
+        if "," in text or '"' in text or "\n" in text or "\r" in text:
+            text = '"' + text.replace('"', '""') + '"'
+        out.append(text)
+    return ",".join(out)
 
 
 def stratum_levels(key: str) -> dict[str, str]:
@@ -213,9 +219,15 @@ class AnalysisFiles:
         self.kits = kits
         self.replaced_by = replaced_by
         self.reasons = reasons
-        self._buffers = {name: io.StringIO() for name in ("participants", "kits", "adsl")}
+        # UTF-8 bytes from the start: a StringIO's text, then its encoded copy, would hold
+        # every file twice (an export of 100,000 participants is tens of MiB)
+        self._buffers = {name: io.BytesIO() for name in ("participants", "kits", "adsl")}
+        self._texts = {
+            name: io.TextIOWrapper(buffer, encoding="utf-8", newline="")
+            for name, buffer in self._buffers.items()
+        }
         self._writers = {
-            name: csv.writer(buffer, lineterminator="\n") for name, buffer in self._buffers.items()
+            name: csv.writer(text, lineterminator="\n") for name, text in self._texts.items()
         }
         self._columns = {
             "participants": participant_columns(design),
@@ -231,7 +243,8 @@ class AnalysisFiles:
         flag_yn = "Y" if self.dummy else "N"
         factors = [f.name for f in self.design.factors]
         criteria = [c.id for c in self.design.criteria]
-        participants, kits, adsl = (self._writers[n] for n in ("participants", "kits", "adsl"))
+        participants, adsl = self._writers["participants"], self._writers["adsl"]
+        kits = self._texts["kits"]
         for fact, arm_id in zip(facts, arms, strict=True):
             code, label = self.marked[arm_id]
             levels = stratum_levels(fact.stratum)
@@ -260,23 +273,16 @@ class AnalysisFiles:
                     flag,
                 ]
             )
-            kits.writerows(
-                [
-                    fact.participant,
-                    fact.randomization_number,
-                    kit.visit,
-                    kit.code,
-                    kit.requested_at,
-                    kit.dosing_date,
-                    kit.prepared_at,
-                    kit.prepared_by,
-                    kit.status,
-                    kit.void_reason,
-                    self.replaced_by.get(kit.kit_id, ""),
-                    flag,
-                ]
-                for kit in self.kits.get(fact.row_id, ())
-            )
+            issued = self.kits.get(fact.row_id, ())
+            if issued:
+                who = csv_text([fact.participant, fact.randomization_number])
+                kits.write(
+                    "".join(
+                        f"{who},{kit.cells},{csv_text([self.replaced_by.get(kit.kit_id, '')])},"
+                        f"{flag}\n"
+                        for kit in issued
+                    )
+                )
             adsl.writerow(
                 [
                     self.design.id,
@@ -298,7 +304,11 @@ class AnalysisFiles:
 
     def finish(self, legacy_name: str) -> dict[str, bytes]:
         """The files by name: three CSVs and ``columns.json``, which describes them all."""
-        files = {f"{name}.csv": b.getvalue().encode("utf-8") for name, b in self._buffers.items()}
+        files: dict[str, bytes] = {}
+        for name, text in self._texts.items():
+            text.flush()
+            files[f"{name}.csv"] = self._buffers[name].getvalue()
+            text.detach()
         description = {
             "format": EXPORT_FORMAT,
             "trial": self.design.id,

@@ -24,6 +24,7 @@ from randomizer.unblinding.analysis import (
     AnalysisFiles,
     KitFacts,
     ParticipantFacts,
+    csv_text,
 )
 
 EXPORT_COLUMNS = (
@@ -239,15 +240,19 @@ def write_export(
                 f"{visit}:{code}(voided)" if status == "voided" else f"{visit}:{code}"
             )
             kit_facts[pid or 0].append(
-                KitFacts(  # positional: one per kit, keywords cost a third more
-                    visit,
-                    code,
-                    time_text(requested),
-                    date_text(dosing),
-                    time_text(prepared),
-                    by or "",
-                    status,
-                    why or "",
+                KitFacts(
+                    csv_text(
+                        [
+                            visit,
+                            code,
+                            time_text(requested),
+                            date_text(dosing),
+                            time_text(prepared),
+                            by or "",
+                            status,
+                            why or "",
+                        ]
+                    ),
                     kit_id,
                 )
             )
@@ -262,8 +267,9 @@ def write_export(
     ):
         # the first unblinding's reason: the participant's unblinding columns are the first's
         reasons.update(dict(batch))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    buffer = io.BytesIO()  # UTF-8 from the start, never a second copy of the file as text
+    text = io.TextIOWrapper(buffer, encoding="utf-8", newline="")
+    writer = csv.writer(text, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     labels = {arm.id: arm.label for arm in op.design.arms}
     marked = {
@@ -291,7 +297,10 @@ def write_export(
         )
         analysis.add(facts, arms)
         count += len(rows)
-    return buffer.getvalue().encode("utf-8"), count, analysis.finish(LEGACY_FILE)
+    text.flush()
+    data = buffer.getvalue()
+    text.detach()
+    return data, count, analysis.finish(LEGACY_FILE)
 
 
 def _facts(

@@ -30,6 +30,8 @@ from tests.support.exosome import DESIGN
 from tests.support.trial import Run, TrialFiles
 
 REASON = "rash, treating physician needs the product"
+VOID_REASON = 'bag "B2" torn, liquid lost'
+
 VISIT_2 = (FOUR_DAY0 + timedelta(days=84)).isoformat()
 
 
@@ -53,7 +55,8 @@ def exported(run: Run, by_arm: dict[str, str]) -> tuple[TrialFiles, Path, Path]:
     unblinding, exported for real (after the lock) and as a dummy (before it)."""
     files = run.files
     first, second = by_arm[DESIGN.arm_ids[0]], by_arm[DESIGN.arm_ids[1]]
-    run.ok("kit", "replace", live_kit(files, first, 1), "--reason", "damaged", user="ivan")
+    # a reason with a comma and quotes: one cell all the same
+    run.ok("kit", "replace", live_kit(files, first, 1), "--reason", VOID_REASON, user="ivan")
     run.ok("pharmacy", "prepare", live_kit(files, first, 1), user="petra")
     run.ok("kit", "request", first, "--visit", "2", "--date", VISIT_2, user="ivan")
     run.ok("unblind", "emergency", second, "--reason", REASON, user="ivan")
@@ -171,7 +174,9 @@ def test_every_exported_value_reads_back_equal_to_the_database(
     assert sorted(kit_rows, key=kit_key) == sorted(expected_kits, key=kit_key)
     assert len(kit_rows) == len(kits) == 6  # four visit-1 kits, a replacement, a visit-2 kit
     # long form: the participant's kits in visit order, the voided one before its replacement
-    assert [r["status"] for r in kit_rows if r["replaced_by"]] == ["voided"]
+    assert [(r["status"], r["void_reason"]) for r in kit_rows if r["replaced_by"]] == [
+        ("voided", VOID_REASON)
+    ]
     assert {codes[k] for k in replaced_by} == {r["kit"] for r in kit_rows if r["replaced_by"]}
 
     # the clinical date, not the day the command was typed
