@@ -68,6 +68,8 @@ class Permission(StrEnum):
     READ_PARTICIPANTS = "list participants and their visits"
     APPROVE_LIST = "approve the allocation list"
     VOID_PARTICIPANT = "void a randomization made in error"
+    REVIEW_UNBLINDING = "review emergency unblindings"
+    SEND_MAIL = "send the notification e-mails"
 
 
 BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
@@ -100,6 +102,9 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     # statistician may approve before the lock
     Permission.APPROVE_LIST: frozenset({Role.ADMIN, Role.STATISTICIAN}),
     Permission.VOID_PARTICIPANT: frozenset({Role.ADMIN}),
+    # the second person of an emergency unblinding; the library refuses the unblinder
+    Permission.REVIEW_UNBLINDING: frozenset({Role.ADMIN, Role.MONITOR}),
+    Permission.SEND_MAIL: frozenset({Role.ADMIN}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

@@ -38,6 +38,7 @@ class Hint(StrEnum):
     ANSWERS = "give the eligibility answers"
     LOGIN = "log in to the trial server"
     APPROVE_LIST = "approve the allocation list"
+    LIST_REVIEWS = "list the open reviews of emergency unblindings"
 
 
 class RandomizerError(Exception):

@@ -251,3 +251,47 @@ class LoginFailure(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime())
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class UnblindingReview(Base):
+    """The second-person review of one emergency unblinding, open until closed with a note.
+
+    It holds the reason and who unblinded when, never the arm: the reviewer is
+    an admin or a monitor other than the unblinder.
+    """
+
+    __tablename__ = "unblinding_reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    audit_seq: Mapped[int] = mapped_column(Integer)
+    unblinded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    unblinded_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    closed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class OutboxMessage(Base):
+    """A notification e-mail, written in the transaction of the event it reports.
+
+    ``status`` is ``pending`` until an SMTP server accepted it, then ``sent``;
+    ``next_attempt_at`` is when a sender may try it next (exponential back-off).
+    Recipients come from the sender's configuration when it sends.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    sent_to: Mapped[str | None] = mapped_column(Text, default=None)

@@ -17,6 +17,7 @@ from randomizer.context import Operation
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation
 from randomizer.sites import kit_in_scope, participant_in_scope, scope
+from randomizer.unblinding.review import ReviewItem, reviews
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,11 @@ class BlockBalance:
 
 @dataclass(frozen=True)
 class Report:
-    """Trial status. ``by_arm`` and ``by_block`` are empty for blinded roles before lock."""
+    """Trial status. ``by_arm`` and ``by_block`` are empty for blinded roles before lock.
+
+    ``open_reviews`` counts emergency unblindings not yet reviewed; ``reviews``
+    lists them (reason, never arm) for the reviewing roles, admin and monitor.
+    """
 
     trial: str
     locked: bool
@@ -47,6 +52,8 @@ class Report:
     by_block: list[BlockBalance] = field(default_factory=list)
     imbalance: float | None = None
     imbalance_bound: float | None = None
+    open_reviews: int = 0
+    reviews: list[ReviewItem] = field(default_factory=list)
 
 
 def report(op: Operation) -> Report:
@@ -65,6 +72,8 @@ def report(op: Operation) -> Report:
     )
     failures = screen_failures(op)
     show_arms = allowed(op.user.role, Permission.REPORT_ARMS, op.locked)
+    # reviewers (admin, monitor) see the open reviews themselves; everyone sees how many
+    pending = reviews(op)
     result = Report(
         trial=op.trial.id,
         locked=op.locked,
@@ -79,6 +88,8 @@ def report(op: Operation) -> Report:
             for status in ("available", "dispensed", "prepared", "voided")
         },
         arms_shown=show_arms,
+        open_reviews=len(pending),
+        reviews=pending if allowed(op.user.role, Permission.REVIEW_UNBLINDING, op.locked) else [],
     )
     if not show_arms:
         op.audit("report", details={"arms_shown": False})

@@ -60,6 +60,8 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.READ_PARTICIPANTS: {"admin", "investigator", "pharmacist", "monitor"},
     Permission.APPROVE_LIST: {"admin", "statistician"},
     Permission.VOID_PARTICIPANT: {"admin"},
+    Permission.REVIEW_UNBLINDING: {"admin", "monitor"},
+    Permission.SEND_MAIL: {"admin"},
 }
 STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL, Permission.REPORT_ARMS}
 

@@ -232,6 +232,14 @@ STATISTICIAN: list[Case] = [
 
 MONITOR: list[Case] = [
     ("report", "mona", lambda f: ("report",), 0),
+    ("review-list", "mona", lambda f: ("unblind", "review", "list", "--all"), 0),
+    ("review-list-json", "mona", lambda f: ("unblind", "review", "list", "--json"), 0),
+    (
+        "review-close-json",
+        "mona",
+        lambda f: ("unblind", "review", "close", "1", "--note", "checked", "--json"),
+        0,
+    ),
     ("report-json", "mona", lambda f: ("report", "--json"), 0),
     ("participant-list", "mona", lambda f: ("participant", "list", "--site", "WAW"), 0),
     ("audit-show", "mona", lambda f: ("audit", "show"), 0),

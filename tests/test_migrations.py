@@ -6,6 +6,8 @@ that fixes it (``randomizer db upgrade``); one that is ahead is refused with
 migration scripts with one more revision (``9000``), as the next release
 will; the real upgrade from ``0001`` by a trial made at the head and then
 stripped of what the later revisions added, as the release before made it.
+A trial at the head stripped of 0006's tables and set back to 0007 checks that
+the upgrade opens a review of every past emergency unblinding.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0007"
+HEAD = "0006"
 NEXT = "9000"
 """The revision of the tests' "next release" (a copy of the scripts plus one)."""
 
@@ -363,6 +365,7 @@ def test_a_failing_migration_changes_nothing(
 
 
 # the real upgrade: 0001 -> 0002 (logins) -> 0004 (key material) -> 0005 (conduct) -> 0007 (sites)
+# -> 0006 (reviews, outbox)
 
 RELEASE_0005_TRIAL = ("list_generated_by", "list_state", "list_approved_at", "list_approved_by")
 RELEASE_0005_PARTICIPANTS = (
@@ -385,6 +388,8 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
         "DROP TABLE auth_tokens",
         "DROP TABLE login_failures",
         "DROP TABLE user_sites",
+        "DROP TABLE unblinding_reviews",
+        "DROP TABLE mail_outbox",
         "ALTER TABLE trial DROP COLUMN key_format",
         "ALTER TABLE trial DROP COLUMN wrapped_audit_key",
         "ALTER TABLE trial DROP COLUMN wrapped_row_key",
@@ -452,3 +457,34 @@ def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run)
     result = run("user", "list", user=ADMIN, db=with_password)
     assert "hunter2-secret" not in result.output
     assert_error(result, 1, "no randomizer trial in ", "***")
+
+
+def test_a_database_before_0006_opens_a_review_of_every_past_unblinding(
+    trial_files: TrialFiles, run: Run
+) -> None:
+    build_trial(run, "list")
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(age="40"), user="ivan")
+    run.ok("unblind", "emergency", "P-001", "--reason", "anaphylaxis", user="ivan")
+    run.ok("unblind", "emergency", "P-001", "--reason", "second look", user=ADMIN)
+    url = trial_files.db_url
+    # the release before (schema 0007) had no reviews and no outbox
+    execute(
+        url,
+        "DROP TABLE unblinding_reviews",
+        "DROP TABLE mail_outbox",
+        "UPDATE alembic_version SET version_num = '0007'",
+    )
+    assert _revision(url) == "0007"
+    run.ok("db", "upgrade", user=ADMIN)
+    assert _compare(url, Base.metadata) == []
+    events = [e for e in audit_rows(url) if e["action"] == "unblind.emergency"]
+    assert execute(
+        url,
+        "SELECT audit_seq, unblinded_by, reason, closed_at FROM unblinding_reviews ORDER BY id",
+    ) == [(e["seq"], e["user"], e["reason"], None) for e in events]
+    assert [e["reason"] for e in events] == ["anaphylaxis", "second look"]
+    listed = run.ok("unblind", "review", "list", "--json", user="mona")
+    assert [(i["unblinded_by"], i["unblinded_at"]) for i in json.loads(listed.stdout)] == [
+        (e["user"], e["at"]) for e in events
+    ]
+    assert execute(url, "SELECT count(*) FROM mail_outbox") == [(0,)]

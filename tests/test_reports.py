@@ -14,6 +14,8 @@ from tests.support.exosome import DESIGN, answer_args, arm_words_in
 from tests.support.trial import Run, TrialFiles
 
 BLINDED_KEYS = {
+    "open_reviews",
+    "reviews",
     "trial",
     "locked",
     "planned",
@@ -80,7 +82,13 @@ def test_roles_without_arm_balance_see_recruitment_and_kits_only(
         "by_block": [],
         "imbalance": None,
         "imbalance_bound": None,
+        "open_reviews": 1,
+        "reviews": data["reviews"],
     }
+    # the reviewing role (monitor) sees the open review, with the reason and no arm
+    assert [(r["unblinded_by"], r["reason"]) for r in data["reviews"]] == (
+        [("ivan", "rash")] if user == "mona" else []
+    )
     assert data["kits"]["voided"] == 1 and data["kits"]["prepared"] == 1
     assert data["kits"]["dispensed"] == 3
     text = run.ok("report", user=user).stdout

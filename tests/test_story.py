@@ -37,6 +37,7 @@ from tests.support.assertions import assert_error, assert_ok, without_cli_hint
 from tests.support.blinded_path import days_ago, participant_arms
 from tests.support.database import audit_rows, execute
 from tests.support.exosome import DESIGN, TRIAL_ID, answer_args, arm_words_in
+from tests.support.exports import analysis_text
 from tests.support.trial import (
     ADMIN,
     USERS,
@@ -399,7 +400,7 @@ def test_the_whole_story(story: Story) -> None:
     digest = hashlib.sha256(data).hexdigest()
     assert story.export_result.stdout == (
         f"Wrote 20 participants to {story.export}\nSHA-256: {digest}\n"
-    )
+    ) + analysis_text(story.export)
     assert stat.S_IMODE(story.export.stat().st_mode) == 0o600
     header = next(csv.reader(io.StringIO(data.decode("utf-8"))))
     assert header == EXPORT_COLUMNS
@@ -438,8 +439,9 @@ def test_the_whole_story(story: Story) -> None:
     assert len(unblind_all) == 1
     assert unblind_all[0]["user"] == "stan"
     mac = open_trial_vault(story.files).mac(data).hex()
-    signature = unblind_all[0]["details"].pop("signature")
-    assert unblind_all[0]["details"] == {"participants": 20, "file_mac": mac}
+    details = unblind_all[0]["details"]
+    signature = details.pop("signature")
+    assert (details["participants"], details["file_mac"]) == (20, mac)
     # the final unblinding is signed: printed name, time, meaning
     assert (signature["name"], signature["meaning"]) == ("stan", MEANINGS["unblind.all"])
     assert signature["at"] <= unblind_all[0]["at"]

@@ -13,10 +13,13 @@ out again when the command ends.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import date
@@ -45,7 +48,7 @@ from randomizer.errors import (
     TooManyAttempts,
 )
 from randomizer.signatures import Signature
-from randomizer.unblinding import emergency
+from randomizer.unblinding import emergency, review
 from randomizer.unblinding import lock as locking
 
 T = TypeVar("T")
@@ -460,22 +463,31 @@ class HttpBackend:
         )
 
     def unblind_all(self, *, signature: Signature) -> locking.Export:
-        """The full unblinding CSV (statistician, after lock); signed."""
-        return self._export("/unblinding", {"signature": _signed(signature)})
+        """The full unblinding CSV and analysis files (statistician, after lock); signed."""
+        return self._export("/unblinding/bundle", {"signature": _signed(signature)})
 
     def unblind_dummy(self) -> locking.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""
-        return self._export("/unblinding/dummy")
+        return self._export("/unblinding/dummy/bundle")
 
     def _export(self, path: str, body: Any = None) -> locking.Export:
         response = self._send("POST", path, body)
         sha256 = response.headers.get("X-Randomizer-SHA256", "")
         count = response.headers.get("X-Randomizer-Participants", "")
+        broken = ServerUnavailable(
+            f"the trial server at {self.server} sent an export without its digest"
+        )
         if not count.isdigit() or len(sha256) != 64:
-            raise ServerUnavailable(
-                f"the trial server at {self.server} sent an export without its digest"
-            )
-        return locking.Export(csv=response.content, sha256=sha256, participants=int(count))
+            raise broken
+        try:
+            with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+                files = {name: archive.read(name) for name in archive.namelist()}
+        except (zipfile.BadZipFile, KeyError, ValueError):
+            raise broken from None
+        data = files.pop(locking.LEGACY_FILE, b"")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise broken
+        return locking.Export(csv=data, sha256=sha256, participants=int(count), files=files)
 
     def report(self) -> reports.Report:
         """The report the caller's role may see."""
@@ -518,6 +530,21 @@ class HttpBackend:
         params = {"site": site} if site is not None else None
         return self._call(
             list[participants.ParticipantVisits], "GET", "/participants", params=params
+        )
+
+    def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
+        """Emergency unblindings to review (admin, monitor)."""
+        return self._call(
+            list[review.ReviewItem],
+            "GET",
+            "/unblinding/reviews",
+            params={"open_only": "true" if open_only else "false"},
+        )
+
+    def close_review(self, review_id: int, note: str) -> review.ReviewItem:
+        """Close one review with a note; not by the unblinder (admin, monitor)."""
+        return self._call(
+            review.ReviewItem, "POST", f"/unblinding/reviews/{review_id}/close", {"note": note}
         )
 
 

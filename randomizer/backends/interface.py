@@ -24,13 +24,13 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from randomizer import audit, logins, maintenance, participants, reports, trial
+from randomizer import audit, logins, mail, maintenance, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
 from randomizer.signatures import Signature
 from randomizer.store import SchemaStatus
-from randomizer.unblinding import emergency
+from randomizer.unblinding import emergency, review
 from randomizer.unblinding import lock as locking
 
 
@@ -158,6 +158,14 @@ class Backend(Protocol):
     def kit_label(self, code: str) -> service.KitLabel:
         """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
 
+    # second-person review of emergency unblindings ------------------------------
+
+    def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
+        """Emergency unblindings to review, with reason and never the arm (admin, monitor)."""
+
+    def close_review(self, review_id: int, note: str) -> review.ReviewItem:
+        """Close one review with a note; not by the user who unblinded (admin, monitor)."""
+
 
 class Custody(Protocol):
     """Operations on the trial's host itself: they need the key file or the database file."""
@@ -179,3 +187,6 @@ class Custody(Protocol):
 
     def restore(self, backup_file: Path) -> maintenance.BackupResult:
         """Bring a backup back as a new database, verified and audited (admin)."""
+
+    def send_mail(self, settings: mail.MailSettings) -> mail.DeliveryReport:
+        """Send the notification e-mails that are due, with the host's SMTP settings (admin)."""

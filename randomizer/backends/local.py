@@ -14,7 +14,17 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, logins, maintenance, participants, reports, rotation, sites, trial
+from randomizer import (
+    audit,
+    logins,
+    mail,
+    maintenance,
+    participants,
+    reports,
+    rotation,
+    sites,
+    trial,
+)
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import (
@@ -31,7 +41,7 @@ from randomizer.context import (
 from randomizer.design import TrialDesign, parse_design
 from randomizer.signatures import Signature
 from randomizer.store import SchemaStatus, Store
-from randomizer.unblinding import dummy, emergency
+from randomizer.unblinding import dummy, emergency, review
 from randomizer.unblinding import lock as locking
 
 T = TypeVar("T")
@@ -391,6 +401,23 @@ class LocalBackend:
             Permission.PREPARE, "pharmacy.label", lambda op: service.kit_label(op, code), code
         )
 
+    def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
+        """Emergency unblindings to review (admin, monitor)."""
+        return self._run(
+            Permission.REVIEW_UNBLINDING,
+            "unblind.review.list",
+            lambda op: review.list_reviews(op, open_only),
+        )
+
+    def close_review(self, review_id: int, note: str) -> review.ReviewItem:
+        """Close one review with a note; not by the unblinder (admin, monitor)."""
+        return self._run(
+            Permission.REVIEW_UNBLINDING,
+            "unblind.review.close",
+            lambda op: review.close_review(op, review_id, note),
+            str(review_id),
+        )
+
     # maintenance -----------------------------------------------------------
 
     def db_status(self) -> SchemaStatus:
@@ -419,3 +446,18 @@ class LocalBackend:
         return maintenance.restore(
             store, self._trial_key, lambda: self.login("restore"), self._clock(), backup_file
         )
+
+    def send_mail(self, settings: mail.MailSettings) -> mail.DeliveryReport:
+        """Send the notification e-mails that are due (admin; cron's ``mail send``).
+
+        The role check and its audit event come first, in their own transaction;
+        the sending runs outside it (:func:`randomizer.mail.deliver_outbox`).
+        """
+        self._run(
+            Permission.SEND_MAIL,
+            "mail.send",
+            lambda op: op.audit(
+                "mail.send", details={"pending": mail.pending_messages(self.store)}
+            ),
+        )
+        return mail.deliver_outbox(self.store, settings, self._clock())

@@ -15,6 +15,7 @@ from randomizer.commands.audit import audit_group
 from randomizer.commands.base import RandomizerGroup, Settings, root_options
 from randomizer.commands.demo import demo
 from randomizer.commands.listing import design, list_group
+from randomizer.commands.mail import mail
 from randomizer.commands.maintenance import backup, db, restore
 from randomizer.commands.participants import participant
 from randomizer.commands.remote import login, logout, serve
@@ -58,6 +59,7 @@ for command in (
     serve,
     login,
     logout,
+    mail,
     participant,
 ):
     cli.add_command(command)

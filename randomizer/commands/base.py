@@ -50,6 +50,7 @@ CLI_HINTS: dict[Hint, str] = {
     "CRITERION=VALUE (repeated) or --answers FILE",
     Hint.LOGIN: "run 'randomizer --server URL --user NAME login'",
     Hint.APPROVE_LIST: "a second admin or statistician runs 'randomizer list approve'",
+    Hint.LIST_REVIEWS: "see 'randomizer unblind review list'",
 }
 """How the CLI spells out each :class:`~randomizer.errors.Hint`: the command or flags to type."""
 

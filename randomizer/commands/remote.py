@@ -60,6 +60,13 @@ from randomizer.errors import InvalidInput
     show_default=True,
     help="A login ends after this long whatever its use.",
 )
+@click.option(
+    "--mail-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="RANDOMIZER_MAIL_CONFIG",
+    help="SMTP settings (TOML, see docs/operations.md): the server then sends the "
+    "notification e-mails itself [env: RANDOMIZER_MAIL_CONFIG].",
+)
 @pass_settings
 def serve(
     settings: Settings,
@@ -72,6 +79,7 @@ def serve(
     proxy_address: str,
     token_idle_minutes: int,
     token_hours: int,
+    mail_config: Path | None,
 ) -> None:
     """Run the trial server: it alone opens the key file and the database.
 
@@ -97,6 +105,7 @@ def serve(
             proxy_address=proxy_address,
             token_idle=timedelta(minutes=token_idle_minutes),
             token_absolute=timedelta(hours=token_hours),
+            mail_config=mail_config,
         )
     )
 

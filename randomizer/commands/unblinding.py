@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from randomizer.commands.base import (
 from randomizer.errors import InvalidInput
 from randomizer.reports import Report
 from randomizer.unblinding.lock import Export
+from randomizer.unblinding.review import ReviewItem
 
 
 @click.group()
@@ -70,6 +73,9 @@ def unblind_emergency(settings: Settings, participant: str, reason: str) -> None
 def unblind_all(settings: Settings, out: Path) -> None:
     """Write every participant's arm and kits as CSV (statistician, after lock only).
 
+    Beside --out FILE.csv: FILE.participants.csv, FILE.kits.csv (one row per kit),
+    FILE.adsl.csv (CDISC ADaM subject-level) and FILE.columns.json (every column).
+
     Example: randomizer unblind all --out final-unblinding.csv
     """
     backend = settings.backend()
@@ -77,8 +83,14 @@ def unblind_all(settings: Settings, out: Path) -> None:
     export = _write_export(out, lambda: backend.unblind_all(signature=signature))
     emit(
         settings,
-        {"file": str(out), "sha256": export.sha256, "participants": export.participants},
-        f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}",
+        {
+            "file": str(out),
+            "sha256": export.sha256,
+            "participants": export.participants,
+            "analysis_files": _files_json(out, export),
+        },
+        f"Wrote {export.participants} participants to {out}\nSHA-256: {export.sha256}\n"
+        f"Analysis files:\n{_files_text(out, export)}",
     )
 
 
@@ -112,9 +124,11 @@ def unblind_dummy(settings: Settings, out: Path) -> None:
             "sha256": export.sha256,
             "participants": export.participants,
             "dummy": True,
+            "analysis_files": _files_json(out, export),
         },
         f"Wrote {export.participants} participants with DUMMY arms (made up, not the "
-        f"trial's) to {out}\nSHA-256: {export.sha256}",
+        f"trial's) to {out}\nSHA-256: {export.sha256}\n"
+        f"Analysis files:\n{_files_text(out, export)}",
     )
 
 
@@ -122,19 +136,111 @@ DUMMY = "dummy"
 """What the file name of a dummy export must contain."""
 
 
+@unblind.group("review")
+def unblind_review() -> None:
+    """Second-person review of emergency unblindings (admin or monitor, not the unblinder).
+
+    Example: randomizer --user mona unblind review list
+    """
+
+
+def _review_rows(items: list[ReviewItem]) -> str:
+    return table(
+        [
+            (i.id, i.participant, i.site, i.unblinded_at, i.unblinded_by, i.status, i.reason)
+            for i in items
+        ],
+        ["review", "participant", "site", "unblinded at", "by", "status", "reason"],
+    )
+
+
+@unblind_review.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Closed reviews too, with their notes.")
+@json_option
+@pass_settings
+def review_list(settings: Settings, show_all: bool) -> None:
+    """List emergency unblindings to review: who, when and why, never the arm.
+
+    Example: randomizer unblind review list --all
+    """
+    items = settings.backend().unblinding_reviews(open_only=not show_all)
+    emit(
+        settings,
+        items,
+        lambda: _review_rows(items) if items else "No emergency unblinding awaits review.",
+    )
+
+
+@unblind_review.command("close")
+@click.argument("review_id", metavar="ID", type=click.IntRange(min=1, max=2**31 - 1))
+@click.option("--note", required=True, help="What the reviewer checked (required).")
+@json_option
+@pass_settings
+def review_close(settings: Settings, review_id: int, note: str) -> None:
+    """Close one review with a note (admin or monitor who did not unblind).
+
+    Example: randomizer unblind review close 3 --note "called the site; reason confirmed"
+    """
+    item = settings.backend().close_review(review_id, note)
+    emit(
+        settings,
+        item,
+        f"Review {item.id} of the unblinding of {item.participant} closed by "
+        f"{item.closed_by} at {item.closed_at}.",
+    )
+
+
+def companion(out: Path, name: str) -> Path:
+    """Where an analysis file of the export ``out`` goes: ``final.csv`` -> ``final.kits.csv``."""
+    base = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
+    return out.with_name(f"{base}.{name}")
+
+
+ANALYSIS_FILES = ("participants.csv", "kits.csv", "adsl.csv", "columns.json")
+"""The analysis files written beside every export (randomizer.unblinding.analysis)."""
+
+
 def _write_export(out: Path, export_of: Callable[[], Export]) -> Export:
-    """Create ``out`` (0600, never overwriting), write the export into it, remove it on failure."""
-    fd = create_private(out)
-    with os.fdopen(fd, "wb") as handle:  # closed on every path, a refusal included
-        try:
+    """Create ``out`` and its analysis files (0600, never overwriting), write the export
+    into them; remove every one of them on failure."""
+    paths = [out, *(companion(out, name) for name in ANALYSIS_FILES)]
+    created: list[Path] = []
+    try:
+        handles = []
+        for path in paths:
+            handles.append(os.fdopen(create_private(path), "wb"))
+            created.append(path)
+        with contextlib.ExitStack() as stack:  # closed on every path, a refusal included
+            for handle in handles:
+                stack.enter_context(handle)
             export = export_of()
-            handle.write(export.csv)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
+            contents = [export.csv, *(export.files[name] for name in ANALYSIS_FILES)]
+            for handle, content in zip(handles, contents, strict=True):
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException:
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     return export
+
+
+def _files_text(out: Path, export: Export) -> str:
+    return "\n".join(
+        f"  {companion(out, name)} (SHA-256 {hashlib.sha256(export.files[name]).hexdigest()})"
+        for name in ANALYSIS_FILES
+    )
+
+
+def _files_json(out: Path, export: Export) -> dict[str, dict[str, str]]:
+    return {
+        name: {
+            "file": str(companion(out, name)),
+            "sha256": hashlib.sha256(export.files[name]).hexdigest(),
+        }
+        for name in ANALYSIS_FILES
+    }
 
 
 @click.command()
@@ -170,7 +276,11 @@ def _report_text(rep: Report) -> str:
         "",
         "Kits by status:",
         table(list(rep.kits.items()), ["status", "kits"]),
+        "",
+        f"Emergency unblindings awaiting second-person review: {rep.open_reviews}",
     ]
+    if rep.reviews:
+        lines.append(_review_rows(rep.reviews))
     if rep.arms_shown:
         arms = list(next(iter(rep.by_arm.values())).keys()) if rep.by_arm else []
         lines += [

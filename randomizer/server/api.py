@@ -19,11 +19,13 @@ document as committed (``python -m randomizer.server.openapi``).
 from __future__ import annotations
 
 import inspect
+import io
+import zipfile
 from collections.abc import Callable, Iterator
 from datetime import date as Date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -40,7 +42,7 @@ from randomizer.errors import AuthenticationFailed, Hint
 from randomizer.server.state import ServerState, client_address, server_state
 from randomizer.sessions import INVALID_TOKEN
 from randomizer.signatures import Signature
-from randomizer.unblinding import emergency
+from randomizer.unblinding import emergency, review
 from randomizer.unblinding import lock as locking
 
 SEQ_MAX = 2**31 - 1
@@ -652,3 +654,78 @@ def participant_view(
 def kit_label(code: Name, acting: Acting) -> service.KitLabel:
     """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
     return acting.kit_label(code)
+
+
+# second-person review of emergency unblindings ----------------------------------------
+
+
+class ReviewsPage(Body):
+    """Which review items to list: the open ones only (default) or all."""
+
+    open_only: bool = True
+
+
+class ReviewNote(Body):
+    """The note that closes a review."""
+
+    note: Text
+
+
+@router.get("/unblinding/reviews")
+def unblinding_reviews(
+    acting: Acting, page: Annotated[ReviewsPage, Query()]
+) -> list[review.ReviewItem]:
+    """Emergency unblindings to review, with reason, never the arm (admin, monitor)."""
+    return acting.unblinding_reviews(page.open_only)
+
+
+@router.post("/unblinding/reviews/{review_id}/close")
+def close_review(
+    review_id: Annotated[int, Path(ge=1, le=SEQ_MAX)], body: ReviewNote, acting: Acting
+) -> review.ReviewItem:
+    """Close one review with a note; not by the user who unblinded (admin, monitor)."""
+    return acting.close_review(review_id, body.note)
+
+
+# the exports with their analysis files --------------------------------------------------
+
+_BUNDLE = {
+    200: {
+        "description": "The export and its analysis files as one ZIP archive "
+        "(unblinding.csv, participants.csv, kits.csv, adsl.csv, columns.json), with "
+        "the digest of unblinding.csv and its row count in the headers.",
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _bundle(export: locking.Export) -> Response:
+    """An export and its analysis files as a ZIP response, never cached."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(locking.LEGACY_FILE, export.csv)
+        for name, content in export.files.items():
+            archive.writestr(name, content)
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={
+            "Cache-Control": "no-store",
+            "X-Randomizer-SHA256": export.sha256,
+            "X-Randomizer-Participants": str(export.participants),
+        },
+    )
+
+
+@router.post("/unblinding/bundle", response_class=Response, responses=_BUNDLE)  # type: ignore[arg-type]
+def unblind_all_bundle(body: Signed, acting: Acting) -> Response:
+    """The full unblinding with its analysis files (statistician, after lock; signed); audited."""
+    export: locking.Export = acting.unblind_all(signature=body.signature.value())
+    return _bundle(export)
+
+
+@router.post("/unblinding/dummy/bundle", response_class=Response, responses=_BUNDLE)  # type: ignore[arg-type]
+def unblind_dummy_bundle(acting: Acting) -> Response:
+    """The dummy export with its analysis files (statistician); audited."""
+    export: locking.Export = acting.unblind_dummy()
+    return _bundle(export)

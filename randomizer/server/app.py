@@ -7,6 +7,8 @@ prints the same ``Error:`` line. No response carries a stack trace.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
-from randomizer import __version__, access, logins
+from randomizer import __version__, access, logins, mail
 from randomizer.backends.wire import error_to_wire
 from randomizer.errors import (
     AuthenticationFailed,
@@ -151,9 +153,14 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
             logins.record_server_event(
                 state.store, state.key_source, state.clock(), "server.start", details
             )
+        sender = None if state.mail is None else asyncio.create_task(send_mail_forever(state))
         try:
             yield
         finally:
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
             if audit_lifecycle:
                 logins.record_server_event(
                     state.store, state.key_source, state.clock(), "server.stop", details
@@ -162,6 +169,26 @@ def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
     app = build_app(lifespan)
     app.state.randomizer = state
     return app
+
+
+async def send_mail_forever(state: ServerState) -> None:
+    """The server's background sender: drain the outbox every ``interval`` seconds.
+
+    Each run is :func:`randomizer.mail.deliver_outbox` in a worker thread; a run
+    that fails (the database busy, a bug) is logged and the next run tries again,
+    so one bad run stops no later notification.
+    """
+    settings = state.mail
+    assert settings is not None
+    while True:
+        try:
+            await asyncio.to_thread(mail.deliver_outbox, state.store, settings, state.clock())
+        except Exception:
+            _mail_log.exception("sending the notification e-mails failed; trying again later")
+        await asyncio.sleep(settings.interval)
+
+
+_mail_log = logging.getLogger("randomizer.mail")
 
 
 def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:

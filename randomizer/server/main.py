@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from randomizer import sessions
 from randomizer.context import load_trial, vault_for
 from randomizer.errors import InvalidInput, KeyFileError
+from randomizer.mail import load_mail_settings
 from randomizer.server.app import create_app
 from randomizer.server.state import ServerState
 from randomizer.store import Store
@@ -48,6 +49,7 @@ class ServeOptions:
     proxy_address: str = "127.0.0.1"
     token_idle: timedelta = sessions.IDLE_TIMEOUT
     token_absolute: timedelta = sessions.ABSOLUTE_TIMEOUT
+    mail_config: Path | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -94,6 +96,7 @@ def check_tls_key(path: Path) -> None:
 def open_state(options: ServeOptions) -> ServerState:
     """Read the key file once, open the database and check that the key opens this trial."""
     trial_key = read_key_file(options.key_file)
+    mail = None if options.mail_config is None else load_mail_settings(options.mail_config)
     store = Store(options.db_url)
     try:
         with store.transaction(read_only=True) as session:
@@ -107,6 +110,7 @@ def open_state(options: ServeOptions) -> ServerState:
         trial_key=trial_key,
         token_idle=options.token_idle,
         token_absolute=options.token_absolute,
+        mail=mail,
     )
 
 
@@ -117,6 +121,7 @@ def _options_to_env(options: ServeOptions) -> str:
             "key_file": str(options.key_file),
             "idle": options.token_idle.total_seconds(),
             "absolute": options.token_absolute.total_seconds(),
+            "mail_config": None if options.mail_config is None else str(options.mail_config),
         }
     )
 
@@ -129,6 +134,7 @@ def app_from_environment() -> FastAPI:
         key_file=Path(config["key_file"]),
         token_idle=timedelta(seconds=config["idle"]),
         token_absolute=timedelta(seconds=config["absolute"]),
+        mail_config=None if config.get("mail_config") is None else Path(config["mail_config"]),
     )
     return create_app(open_state(options))
 

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from randomizer import audit
 from randomizer.context import KeySource
+from randomizer.mail import MailSettings
 from randomizer.sessions import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from randomizer.store import Store
 
@@ -23,6 +24,8 @@ class ServerState:
     clock: Callable[[], datetime] = audit.now_utc
     token_idle: timedelta = IDLE_TIMEOUT
     token_absolute: timedelta = ABSOLUTE_TIMEOUT
+    mail: MailSettings | None = None
+    """SMTP settings: the server then sends the outbox's notifications in the background."""
 
     @property
     def key_source(self) -> KeySource:

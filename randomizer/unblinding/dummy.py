@@ -91,10 +91,16 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
         for rows in driver_rows(connection, statement):
             yield rows, [next(handed[row[3]]) for row in rows]
 
-    data, count = write_export(op, with_arms(), dummy=True)
+    data, count, files = write_export(op, with_arms(), dummy=True)
     op.audit(
         "unblind.dummy",
         subject=op.trial.id,
-        details={"participants": count, "file_mac": op.vault.mac(data).hex()},
+        details={
+            "participants": count,
+            "file_mac": op.vault.mac(data).hex(),
+            "files_mac": {name: op.vault.mac(content).hex() for name, content in files.items()},
+        },
     )
-    return Export(csv=data, sha256=hashlib.sha256(data).hexdigest(), participants=count)
+    return Export(
+        csv=data, sha256=hashlib.sha256(data).hexdigest(), participants=count, files=files
+    )

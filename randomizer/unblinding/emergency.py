@@ -13,6 +13,7 @@ from randomizer.allocation.service import check_participant_id, participant_row
 from randomizer.context import Operation, fault_point
 from randomizer.errors import Hint, InvalidInput
 from randomizer.sealed import participant_arm
+from randomizer.unblinding.review import open_review
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,16 @@ class Unblinding:
 
 
 def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblinding:
-    """Reveal one participant's arm, mark the participant unblinded, audit who/when/why."""
+    """Reveal one participant's arm, mark the participant unblinded, audit who/when/why.
+
+    Also opens the unblinding's second-person review and queues its notification
+    e-mail (:mod:`randomizer.unblinding.review`), in the same transaction.
+    """
     participant = check_participant_id(participant)
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required to break the code: say why", hint=Hint.REASON)
     row = participant_row(op, participant)
-    op.audit(
+    event = op.audit(
         "unblind.emergency",
         subject=participant,
         reason=reason.strip(),
@@ -41,6 +46,9 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
             "previously_unblinded": row.emergency_unblinded_at is not None,
         },
     )
+    # the review and the notification are written before the arm is opened, in this
+    # transaction: an unblinding that commits always has both (and neither holds the arm)
+    open_review(op, row, reason.strip(), event.seq)
     arm = op.design.arm(participant_arm(op, row))
     fault_point("unblind.emergency:opened")
     if row.emergency_unblinded_at is None:

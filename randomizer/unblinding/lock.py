@@ -5,20 +5,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, select
+from sqlalchemy import Connection, Date, DateTime, select
 from sqlalchemy.sql.expression import ClauseElement
 
 from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, StateError
-from randomizer.models import Kit, Participant, Slot, Stratum
+from randomizer.models import Kit, Participant, Slot, Stratum, UnblindingReview
 from randomizer.sealed import open_allocation_arms
 from randomizer.sites import participant_in_scope
+from randomizer.unblinding.analysis import (
+    AnalysisFiles,
+    KitFacts,
+    ParticipantFacts,
+    csv_text,
+)
 
 EXPORT_COLUMNS = (
     "participant",
@@ -41,6 +48,9 @@ EXPORT_COLUMNS = (
 )
 """The export's header. Real and dummy exports have the same columns; ``dummy`` says which."""
 
+LEGACY_FILE = "unblinding.csv"
+"""The name of the first export's file among :attr:`Export.files`' companions."""
+
 PARTICIPANT_COLUMNS = (
     Participant.id,
     Participant.code,
@@ -49,7 +59,10 @@ PARTICIPANT_COLUMNS = (
     Participant.randomization_number,
     Participant.randomized_at,
     Participant.emergency_unblinded_at,
+    Participant.randomized_on,
     Participant.randomized_by,
+    Participant.answers,
+    Participant.emergency_unblinded_by,
     Participant.voided_at,
     Participant.voided_by,
     Participant.void_reason,
@@ -80,11 +93,17 @@ class LockResult:
 
 @dataclass(frozen=True)
 class Export:
-    """The full unblinding (or its dummy) as CSV bytes and their SHA-256."""
+    """The full unblinding (or its dummy) as CSV bytes and their SHA-256.
+
+    ``files`` holds the analysis files by name (``participants.csv``,
+    ``kits.csv``, ``adsl.csv``, ``columns.json``; see
+    :mod:`randomizer.unblinding.analysis`).
+    """
 
     csv: bytes
     sha256: str
     participants: int
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def lock(op: Operation, reason: str) -> LockResult:
@@ -140,7 +159,7 @@ def unblind_all(op: Operation) -> Export:
                 ),
             )
 
-    data, count = write_export(op, with_arms(), dummy=False)
+    data, count, files = write_export(op, with_arms(), dummy=False)
     digest = hashlib.sha256(data).hexdigest()
     # The trail keeps a keyed MAC of the file, not its plain SHA-256: readers of the
     # trail know every other column, so a plain hash of a 20-row file could be matched
@@ -148,42 +167,113 @@ def unblind_all(op: Operation) -> Export:
     op.audit(
         "unblind.all",
         subject=op.trial.id,
-        details={"participants": count, "file_mac": op.vault.mac(data).hex()},
+        details={
+            "participants": count,
+            "file_mac": op.vault.mac(data).hex(),
+            "files_mac": {name: op.vault.mac(content).hex() for name, content in files.items()},
+        },
     )
-    return Export(csv=data, sha256=digest, participants=count)
+    return Export(csv=data, sha256=digest, participants=count, files=files)
 
 
 def write_export(
     op: Operation, batches: Iterable[tuple[Sequence[Sequence[Any]], Sequence[str]]], dummy: bool
-) -> tuple[bytes, int]:
-    """The export's CSV bytes and row count: one line per participant row with its arm id.
+) -> tuple[bytes, int, dict[str, bytes]]:
+    """The export's CSV bytes, row count and analysis files: one line per participant row.
 
     ``batches`` yields rows of :data:`PARTICIPANT_COLUMNS` as the driver returns
     them (:func:`driver_rows`), in :data:`EXPORT_ORDER`, with the arm id of each.
     A dummy export marks every arm id and label as dummy and says ``yes`` in the
     last column, which the real export fills with ``no``: both files have the
     same columns, so an analysis written against the dummy runs on the real one.
+    The analysis files (:mod:`randomizer.unblinding.analysis`) have the same shape
+    in both, too.
     """
     connection = op.session.connection()
-    kits: defaultdict[int, list[str]] = defaultdict(list)
-    for batch in driver_rows(
-        connection,
-        select(Kit.participant_id, Kit.visit, Kit.code, Kit.status)
-        .where(Kit.participant_id.is_not(None))
-        .order_by(Kit.visit, Kit.id),
-    ):
-        for participant_id, visit, code, status in batch:
-            kits[participant_id or 0].append(
-                f"{visit}:{code}(voided)" if status == "voided" else f"{visit}:{code}"
-            )
     # the stored naive UTC time as SQLAlchemy would read it (without UTCDateTime's zone,
     # added back as the "Z" of utc_text's format)
     read_time: Callable[[Any], Any] = (
         DateTime().dialect_impl(connection.dialect).result_processor(connection.dialect, None)
         or _as_read
     )
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    read_date: Callable[[Any], Any] = (
+        Date().dialect_impl(connection.dialect).result_processor(connection.dialect, None)
+        or _as_read
+    )
+
+    def time_text(value: Any) -> str:
+        if value is None:
+            return ""
+        if type(value) is str and len(value) == 26 and value[10] == " ":
+            # SQLite's stored text "YYYY-MM-DD HH:MM:SS.ffffff" (SQLAlchemy's one format)
+            # is utc_text's without T and Z: a third of the cost of parsing it
+            return f"{value[:10]}T{value[11:]}Z"
+        # utc_text's format; isoformat is the same text for years 1000 to 9999
+        return str(read_time(value).isoformat(timespec="microseconds")) + "Z"
+
+    def date_text(value: Any) -> str:
+        if value is None:
+            return ""
+        if type(value) is str and len(value) == 10:
+            return value  # SQLite's stored text is already ISO 8601
+        return str(read_date(value).isoformat())
+
+    kits: defaultdict[int, list[str]] = defaultdict(list)
+    kit_facts: defaultdict[int, list[KitFacts]] = defaultdict(list)
+    replaced_by: dict[int, str] = {}
+    for batch in driver_rows(
+        connection,
+        select(
+            Kit.participant_id,
+            Kit.visit,
+            Kit.code,
+            Kit.status,
+            Kit.dispensed_at,
+            Kit.visit_date,
+            Kit.prepared_at,
+            Kit.prepared_by,
+            Kit.void_reason,
+            Kit.id,
+            Kit.replaces_kit_id,
+        )
+        .where(Kit.participant_id.is_not(None))
+        .order_by(Kit.visit, Kit.id),
+    ):
+        for pid, visit, code, status, requested, dosing, prepared, by, why, kit_id, old in batch:
+            kits[pid or 0].append(
+                f"{visit}:{code}(voided)" if status == "voided" else f"{visit}:{code}"
+            )
+            kit_facts[pid or 0].append(
+                KitFacts(
+                    csv_text(
+                        [
+                            visit,
+                            code,
+                            time_text(requested),
+                            date_text(dosing),
+                            time_text(prepared),
+                            by or "",
+                            status,
+                            why or "",
+                        ]
+                    ),
+                    kit_id,
+                )
+            )
+            if old is not None:
+                replaced_by[old] = code
+    reasons: dict[int, str] = {}
+    for batch in driver_rows(
+        connection,
+        select(UnblindingReview.participant_id, UnblindingReview.reason).order_by(
+            UnblindingReview.id.desc()
+        ),
+    ):
+        # the first unblinding's reason: the participant's unblinding columns are the first's
+        reasons.update(dict(batch))
+    buffer = io.BytesIO()  # UTF-8 from the start, never a second copy of the file as text
+    text = io.TextIOWrapper(buffer, encoding="utf-8", newline="")
+    writer = csv.writer(text, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     labels = {arm.id: arm.label for arm in op.design.arms}
     marked = {
@@ -192,46 +282,66 @@ def write_export(
     }
     flag = "yes" if dummy else "no"
     count = 0
+    analysis = AnalysisFiles(op.design, marked, dummy, kit_facts, replaced_by, reasons)
     for rows, arms in batches:
+        facts = [_facts(row, time_text, date_text) for row in rows]
         writer.writerows(
             [
-                code,
-                site,
-                stratum,
-                number,
+                fact.participant,
+                fact.site,
+                fact.stratum,
+                fact.randomization_number,
                 *marked[arm_id],
-                _utc(read_time(randomized_at)),
-                " ".join(kits[pid]),
-                "yes" if unblinded else "no",
-                randomized_by,
+                fact.entered_at,
+                " ".join(kits[fact.row_id]),
+                "yes" if fact.unblinded_at else "no",
+                fact.randomized_by,
                 # randomized in error: the row stays (intention to treat), marked
-                "voided" if voided_at is not None else "randomized",
-                "" if voided_at is None else _utc(read_time(voided_at)),
-                voided_by or "",
-                void_reason or "",
+                "voided" if fact.voided_at else "randomized",
+                fact.voided_at,
+                fact.voided_by,
+                fact.void_reason,
                 # the signatures' printed names and times are randomized_by/at, voided_by/at
-                randomization_meaning or "",
-                void_meaning or "",
+                fact.randomization_meaning,
+                fact.void_meaning,
                 flag,
             ]
-            for (
-                pid,
-                code,
-                site,
-                stratum,
-                number,
-                randomized_at,
-                unblinded,
-                randomized_by,
-                voided_at,
-                voided_by,
-                void_reason,
-                randomization_meaning,
-                void_meaning,
-            ), arm_id in zip(rows, arms, strict=True)
+            for fact, arm_id in zip(facts, arms, strict=True)
         )
+        analysis.add(facts, arms)
         count += len(rows)
-    return buffer.getvalue().encode("utf-8"), count
+    text.flush()
+    data = buffer.getvalue()
+    text.detach()
+    return data, count, analysis.finish(LEGACY_FILE)
+
+
+def _facts(
+    row: Sequence[Any], time_text: Callable[[Any], str], date_text: Callable[[Any], str]
+) -> ParticipantFacts:
+    """One driver row of :data:`PARTICIPANT_COLUMNS` as the analysis files need it."""
+    pid, code, site, stratum, number, entered, unblinded_at, on, by, answers, unblinder = row[:11]
+    voided_at, voided_by, void_reason, randomization_meaning, void_meaning = row[11:16]
+    if isinstance(answers, str | bytes):
+        answers = json.loads(answers)  # SQLite's driver gives the JSON text, psycopg the value
+    return ParticipantFacts(  # positional, in the field order: one per participant
+        pid,
+        code,
+        site,
+        stratum,
+        number,
+        date_text(on),
+        time_text(entered),
+        by,
+        answers or {},  # stored as text -> text by randomize
+        time_text(voided_at),
+        voided_by or "",
+        void_reason or "",
+        time_text(unblinded_at),
+        unblinder or "",
+        randomization_meaning or "",
+        void_meaning or "",
+    )
 
 
 def driver_rows(connection: Connection, statement: ClauseElement) -> Iterator[Sequence[Any]]:

@@ -18,13 +18,17 @@ from randomizer.server.main import ServeOptions, open_state
 
 @contextmanager
 def live_server(
-    db_url: str, key_file: Path, clock: Callable[[], datetime] | None = None
+    db_url: str,
+    key_file: Path,
+    clock: Callable[[], datetime] | None = None,
+    mail_config: Path | None = None,
 ) -> Iterator[str]:
     """Serve the trial at ``db_url`` on a free loopback port; yields the base URL.
 
-    ``clock`` replaces the server's clock (tokens, throttling, audit times).
+    ``clock`` replaces the server's clock (tokens, throttling, audit times);
+    ``mail_config`` makes the server send notification e-mails (serve --mail-config).
     """
-    state = open_state(ServeOptions(db_url=db_url, key_file=key_file))
+    state = open_state(ServeOptions(db_url=db_url, key_file=key_file, mail_config=mail_config))
     if clock is not None:
         state.clock = clock
     app = create_app(state)

@@ -180,6 +180,15 @@ def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
     export = stan.unblind_all(signature=trial.signed("stan", "unblind.all"))
     header, row = export.csv.decode().splitlines()
     assert header.startswith("participant,") and row.startswith("P-001,WAW,")
+    # the analysis files come along on every backend
+    assert set(export.files) == {"participants.csv", "kits.csv", "adsl.csv", "columns.json"}
+    [participant] = csv.DictReader(export.files["participants.csv"].decode().splitlines())
+    assert (participant["participant"], participant["randomization_date"]) == (
+        "P-001",
+        START.isoformat(),
+    )
+    [kit] = csv.DictReader(export.files["kits.csv"].decode().splitlines())
+    assert (kit["participant"], kit["visit"], kit["status"]) == ("P-001", "1", "dispensed")
     assert (
         _refusal(StateError, lambda: _randomize(trial, "P-002"))
         == "the database is locked: no more randomization"
@@ -255,6 +264,8 @@ def test_dummy_unblinding_before_the_lock(trial: ContractTrial) -> None:
         ("P-002", "R-002", "yes"),
     ]
     assert {r["arm"] for r in rows} <= {f"dummy-{arm}" for arm in ARMS}
+    adsl = list(csv.DictReader(export.files["adsl.csv"].decode().splitlines()))
+    assert [(r["SUBJID"], r["DUMMYFL"]) for r in adsl] == [("P-001", "Y"), ("P-002", "Y")]
     assert (
         _refusal(NotAuthorized, trial.as_user("alice").unblind_dummy)
         == "role admin may not write a dummy unblinding"
@@ -597,4 +608,63 @@ def test_kit_label_of_a_prepared_kit_only_and_never_the_arm(trial: ContractTrial
     assert [e.subject for e in events if e.action == "pharmacy.label"] == [kit]
     assert _refusal(NotAuthorized, lambda: trial.as_user("ivan").kit_label(kit)).startswith(
         "role investigator may not prepare kits in the pharmacy"
+    )
+
+
+# second-person review of emergency unblindings ---------------------------------------
+
+
+def test_review_of_an_emergency_unblinding(trial: ContractTrial) -> None:
+    _randomize(trial, "P-001")
+    alice = trial.as_user("alice")
+    alice.emergency_unblind(
+        "P-001", "anaphylaxis", signature=trial.signed("alice", "unblind.emergency")
+    )
+    mona = trial.as_user("mona")
+    [item] = mona.unblinding_reviews()
+    assert (item.participant, item.site, item.unblinded_by, item.reason, item.status) == (
+        "P-001",
+        "WAW",
+        "alice",
+        "anaphylaxis",
+        "open",
+    )
+    _assert_no_arm(item)
+    assert (
+        _refusal(NotAuthorized, lambda: alice.close_review(item.id, "looked at it myself"))
+        == f"user alice made unblinding {item.id} of P-001 and may not review it: "
+        "another admin or monitor closes it"
+    )
+    assert (
+        _refusal(NotAuthorized, lambda: trial.as_user("ivan").unblinding_reviews())
+        == "role investigator may not review emergency unblindings"
+    )
+    assert (
+        _refusal(InvalidInput, lambda: mona.close_review(item.id, " "))
+        == "a note is required to close a review: say what was checked"
+    )
+    with pytest.raises(NotFound) as missing:
+        mona.close_review(item.id + 1, "x")
+    assert (str(missing.value), missing.value.hint) == (
+        f"no review item {item.id + 1}",
+        Hint.LIST_REVIEWS,
+    )
+    closed = mona.close_review(item.id, "called the site; reason confirmed")
+    assert (closed.status, closed.closed_by, closed.note) == (
+        "closed",
+        "mona",
+        "called the site; reason confirmed",
+    )
+    assert mona.unblinding_reviews() == []
+    assert mona.unblinding_reviews(open_only=False) == [closed]
+    assert _refusal(StateError, lambda: mona.close_review(item.id, "again")).startswith(
+        f"review item {item.id} was already closed by mona at "
+    )
+    events = [e for e in mona.audit_events() if e.action.startswith("unblind.review.close")]
+    assert [(e.user, e.subject, e.reason, e.details["review"]) for e in events] == [
+        ("mona", "P-001", "called the site; reason confirmed", item.id)
+    ]
+    refusals = [e for e in mona.audit_events() if e.action == "refused"]
+    assert any(
+        e.user == "alice" and e.details["command"] == "unblind.review.close" for e in refusals
     )

@@ -27,6 +27,7 @@ import pytest
 from tests.support.blinded_path import KIT_CODE, days_ago, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import ARMS, DESIGN, answer_args, arm_words_in
+from tests.support.exports import analysis_text
 from tests.support.processes import Finished, remote_cli, serve_process
 from tests.support.trial import ADMIN, PASSWORDS, USERS, Run, TrialFiles, backdate_list
 
@@ -297,7 +298,10 @@ def test_the_blinded_path_through_a_running_server(
         exported = stan.ok("unblind", "all", "--out", "final.csv")
         export = stan.home / "final.csv"
         digest = hashlib.sha256(export.read_bytes()).hexdigest()
-        assert exported == f"Wrote 4 participants to final.csv\nSHA-256: {digest}\n"
+        assert exported == (
+            f"Wrote 4 participants to final.csv\nSHA-256: {digest}\n"
+            + analysis_text(Path("final.csv"), stan.home)
+        )
         assert stat.S_IMODE(export.stat().st_mode) == 0o600
         table = list(csv.DictReader(io.StringIO(export.read_text(encoding="utf-8"))))
         assert {row["participant"]: row["arm"] for row in table} == arms

@@ -18,12 +18,14 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from randomizer.allocation.generator import generate_schedule
+from randomizer.commands.unblinding import ANALYSIS_FILES, companion
 from randomizer.unblinding import dummy
 from randomizer.unblinding.dummy import dummy_arms
 from tests.support.blinded_path import participant_arms, refused
 from tests.support.database import audit_rows
 from tests.support.designs import make_design
 from tests.support.exosome import DESIGN
+from tests.support.exports import analysis_text
 from tests.support.trial import Run, open_trial_vault
 from tests.unblinding.test_lock_export import COLUMNS, LOCK_REASON
 
@@ -58,7 +60,7 @@ def test_the_dummy_export(run: Run, by_arm: dict[str, str], fixed_seed: list[int
     assert result.stdout == (
         f"Wrote 4 participants with DUMMY arms (made up, not the trial's) "
         f"to {out}\nSHA-256: {digest}\n"
-    )
+    ) + analysis_text(out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     rows = _rows(out)
     # every row says it is dummy; the arms are the design's list for a fresh OS seed
@@ -74,9 +76,13 @@ def test_the_dummy_export(run: Run, by_arm: dict[str, str], fixed_seed: list[int
         "statistician",
         "exosome-ms",
     )
+    vault = open_trial_vault(files)
     assert event["details"] == {
         "participants": 4,
-        "file_mac": open_trial_vault(files).mac(data).hex(),
+        "file_mac": vault.mac(data).hex(),
+        "files_mac": {
+            name: vault.mac(companion(out, name).read_bytes()).hex() for name in ANALYSIS_FILES
+        },
     }
 
     # every other column is what the real export says, after the lock
@@ -97,6 +103,13 @@ def test_the_dummy_export(run: Run, by_arm: dict[str, str], fixed_seed: list[int
         "sha256": hashlib.sha256(again.read_bytes()).hexdigest(),
         "participants": 4,
         "dummy": True,
+        "analysis_files": {
+            name: {
+                "file": str(companion(again, name)),
+                "sha256": hashlib.sha256(companion(again, name).read_bytes()).hexdigest(),
+            }
+            for name in ANALYSIS_FILES
+        },
     }
 
 

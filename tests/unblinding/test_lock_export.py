@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 
+from randomizer.commands.unblinding import ANALYSIS_FILES
 from randomizer.errors import AuditError
 from randomizer.signatures import MEANINGS
 from tests.support.assertions import assert_error, assert_no_arm
@@ -24,6 +25,7 @@ from tests.support.blinded_path import (
 )
 from tests.support.database import audit_rows, dump_database, execute, without_audit
 from tests.support.exosome import DESIGN, answer_args
+from tests.support.exports import analysis_text
 from tests.support.trial import Run, TrialFiles, open_trial_vault
 
 COLUMNS = [
@@ -227,7 +229,9 @@ def test_the_export(run: Run, trial: TrialFiles, by_arm: dict[str, str]) -> None
     result = run.ok("unblind", "all", "--out", str(out), user="stan")
     data = out.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    assert result.stdout == f"Wrote 4 participants to {out}\nSHA-256: {digest}\n"
+    assert result.stdout == (
+        f"Wrote 4 participants to {out}\nSHA-256: {digest}\n" + analysis_text(out)
+    )
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     text = data.decode("utf-8")
     assert text.splitlines()[0] == ",".join(COLUMNS)
@@ -262,17 +266,27 @@ def test_the_export(run: Run, trial: TrialFiles, by_arm: dict[str, str]) -> None
     )
     # a keyed MAC of the file, never its plain digest, which arm guesses could match
     mac = open_trial_vault(files).mac(data).hex()
-    assert event["details"] == {
-        "participants": 4,
-        "file_mac": mac,
-        "signature": {"name": "stan", "at": SIGNED_AT, "meaning": MEANINGS["unblind.all"]},
+    assert (event["details"]["participants"], event["details"]["file_mac"]) == (4, mac)
+    assert set(event["details"]["files_mac"]) == set(ANALYSIS_FILES)
+    assert event["details"]["signature"] == {
+        "name": "stan",
+        "at": SIGNED_AT,
+        "meaning": MEANINGS["unblind.all"],
     }
     assert digest not in json.dumps(event)
 
     again = run.ok(
         "unblind", "all", "--out", str(files.directory / "again.csv"), "--json", user="stan"
     )
-    assert json.loads(again.stdout) == {
+    shown = json.loads(again.stdout)
+    assert shown.pop("analysis_files") == {
+        name: {
+            "file": str(files.directory / f"again.{name}"),
+            "sha256": hashlib.sha256((files.directory / f"again.{name}").read_bytes()).hexdigest(),
+        }
+        for name in ANALYSIS_FILES
+    }
+    assert shown == {
         "file": str(files.directory / "again.csv"),
         "sha256": digest,
         "participants": 4,
