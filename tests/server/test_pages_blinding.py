@@ -57,6 +57,17 @@ def _assert_no_arm(response: httpx.Response, what: str) -> None:
 Step = tuple[str, str, Callable[[dict[str, str]], dict[str, str]] | None]
 """(method, path with {first}/{kit} placeholders, form builder or None for a GET)."""
 
+SIGNING = frozenset({"/randomize", "/unblind", "/lock", "/unblinding", "/list/approve"})
+"""The forms posted with the user's electronic signature (unless the form gives a password)."""
+
+
+def _sign(b: Browser, target: str, data: dict[str, str]) -> dict[str, str]:
+    """A signing form's fields with the user's password, unless the step typed its own."""
+    if target.partition("?")[0] in SIGNING and "password" not in data:
+        return b.signed(data)
+    return data
+
+
 INVESTIGATOR_STEPS: list[Step] = [
     ("GET", "/", None),
     ("GET", "/randomize", None),
@@ -65,6 +76,7 @@ INVESTIGATOR_STEPS: list[Step] = [
     ("POST", "/randomize", lambda f: randomize_form("P-101", FOUR_DAY0)),
     ("POST", "/randomize", lambda f: randomize_form("P-102", FOUR_DAY0, edss="9")),
     ("POST", "/randomize", lambda f: randomize_form("P-103", FOUR_DAY0, age="abc")),
+    ("POST", "/randomize", lambda f: {**randomize_form("P-104", FOUR_DAY0), "password": "wrong"}),
     ("GET", "/participants", None),
     ("GET", "/participants/{first}", None),
     ("GET", "/participants/P-101?randomized=1", None),
@@ -84,6 +96,11 @@ INVESTIGATOR_STEPS: list[Step] = [
     ("GET", "/unblind", None),
     ("POST", "/unblind/confirm", lambda f: {"participant": f["first"], "reason": "curious"}),
     ("POST", "/unblind", lambda f: {"participant": f["first"], "reason": " "}),
+    (
+        "POST",
+        "/unblind",
+        lambda f: {"participant": f["first"], "reason": "curious", "password": "wrong"},
+    ),
     ("GET", "/report", None),
     ("GET", "/pharmacy", None),
     ("GET", "/pharmacy/kits", None),
@@ -148,7 +165,7 @@ def _walk(b: Browser, steps: list[Step], facts: dict[str, str]) -> list[Visit]:
         else:
             assert form is not None
             b.get("/")
-            response = b.post(target, form(facts))
+            response = b.post(target, _sign(b, target, form(facts)))
         seen.append(Visit(f"{method} {target}", response))
         if response.status_code in (302, 303):
             seen.append(Visit(f"GET {response.headers['location']}", b.follow()))
@@ -185,7 +202,9 @@ def test_the_leak_check_sees_arms_in_an_unblinded_page(
     ivan = _as(pages, "ivan")
     participant = by_arm[DESIGN.arm_ids[0]]
     ivan.get("/unblind")
-    shown = ivan.post("/unblind", {"participant": participant, "reason": "anaphylaxis"})
+    shown = ivan.post(
+        "/unblind", ivan.signed({"participant": participant, "reason": "anaphylaxis"})
+    )
     assert shown.status_code == 200 and arm_words_in(shown.text) != []
     assert shown.headers["Cache-Control"] == "no-store"
     assert participant_arms(run.files)[participant] == DESIGN.arm_ids[0]
@@ -237,6 +256,14 @@ PER_ARM: list[tuple[str, ArmStep]] = [
         ("POST", "/unblind/confirm", lambda p, r: {"participant": p, "reason": "curious"}),
     ),
     ("unblinding without reason", ("POST", "/unblind", lambda p, r: {"participant": p})),
+    (
+        "unblinding with a wrong signature",
+        (
+            "POST",
+            "/unblind",
+            lambda p, r: {"participant": p, "reason": "curious", "password": "not mine"},
+        ),
+    ),
 ]
 
 
@@ -255,7 +282,7 @@ def test_every_action_shows_the_same_page_for_both_arms(
             else:
                 assert form is not None
                 ivan.get("/")
-                response = ivan.post(target, form(participant, run))
+                response = ivan.post(target, _sign(ivan, target, form(participant, run)))
             _assert_no_arm(response, f"{name} ({arm})")
             shown.append(_shape(response))
         if name == "participant list":

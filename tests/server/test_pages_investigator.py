@@ -74,7 +74,7 @@ def test_randomize_confirms_then_shows_number_and_kit(
         confirm.text
     )
     assert "randomize" not in _actions(trial_with_list)  # nothing recorded before the confirmation
-    ivan.post("/randomize", ivan.hidden("/randomize"))
+    ivan.post("/randomize", ivan.signed(ivan.hidden("/randomize")))
     assert ivan.last is not None
     assert ivan.last.headers["location"] == "/participants/P-001?randomized=1"
     result = ivan.follow()
@@ -92,7 +92,7 @@ def test_a_confirmation_posted_twice_randomizes_once_and_shows_the_same_result(
 ) -> None:
     ivan.get("/randomize")
     ivan.post("/randomize/confirm", randomize_form("P-001", START))
-    fields = ivan.hidden("/randomize")
+    fields = ivan.signed(ivan.hidden("/randomize"))
     first = ivan.post("/randomize", fields)
     second = ivan.post("/randomize", fields)
     assert first.status_code == second.status_code == 303
@@ -109,7 +109,7 @@ def test_an_ineligible_answer_shows_every_failing_criterion(
 ) -> None:
     ivan.get("/randomize")
     ivan.post("/randomize/confirm", randomize_form("P-001", START, age="70", edss="9"))
-    page = ivan.post("/randomize", ivan.hidden("/randomize"))
+    page = ivan.post("/randomize", ivan.signed(ivan.hidden("/randomize")))
     assert page.status_code == 409
     text = text_of(page.text)
     assert "participant P-001 is not eligible, no slot used" in text
@@ -183,7 +183,7 @@ def test_emergency_unblinding_confirms_shows_the_arm_once_and_marks_the_particip
     refused = ivan.post("/unblind/confirm", {"participant": "P-001", "reason": "anaphylaxis"})
     assert "Break the code for participant <strong>P-001</strong>?" in refused.text
     assert "unblind.emergency" not in _actions(trial_with_list)
-    shown = ivan.post("/unblind", ivan.hidden("/unblind"))
+    shown = ivan.post("/unblind", ivan.signed(ivan.hidden("/unblind")))
     assert shown.status_code == 200
     assert shown.headers["Cache-Control"] == "no-store"
     arm = participant_arms(trial_with_list)["P-001"]
@@ -196,7 +196,7 @@ def test_emergency_unblinding_confirms_shows_the_arm_once_and_marks_the_particip
 def test_emergency_unblinding_needs_a_reason(ivan: Browser, trial_with_list: TrialFiles) -> None:
     randomize_through_pages(ivan, "P-001", START)
     ivan.get("/unblind")
-    page = ivan.post("/unblind", {"participant": "P-001", "reason": "  "})
+    page = ivan.post("/unblind", ivan.signed({"participant": "P-001", "reason": "  "}))
     assert page.status_code == 400
     assert "a reason is required to break the code: say why" in text_of(page.text)
     assert 'id="reason-error"' in page.text

@@ -200,21 +200,21 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
     stan = _as(pages, "stan")
     stan.get("/unblinding")
     assert "<h2>By arm</h2>" not in stan.get("/report").text
-    refused = stan.post("/unblinding")
+    refused = stan.post("/unblinding", stan.signed())
     assert refused.status_code in (403, 409)
     assert "lock" in text_of(refused.text)
     assert arm_words_in(refused.text) == []
     alice = _as(pages, "alice")
     alice.get("/lock")
-    unconfirmed = alice.post("/lock", {"reason": "database lock"})
+    unconfirmed = alice.post("/lock", alice.signed({"reason": "database lock"}))
     assert unconfirmed.status_code == 400 and 'id="confirm-error"' in unconfirmed.text
-    locked = alice.post("/lock", {"reason": "database lock", "confirm": "yes"})
+    locked = alice.post("/lock", alice.signed({"reason": "database lock", "confirm": "yes"}))
     assert locked.status_code == 200 and "The database is locked." in locked.text
     report = stan.get("/report")
     assert "<h2>By arm</h2>" in report.text
     assert set(arm_words_in(report.text)) >= set(DESIGN.arm_ids)
     stan.get("/unblinding")
-    export = stan.post("/unblinding")
+    export = stan.post("/unblinding", stan.signed())
     assert export.status_code == 200
     assert export.headers["Cache-Control"] == "no-store"
     assert export.headers["content-disposition"] == 'attachment; filename="unblinding.csv"'

@@ -58,6 +58,7 @@ class Browser:
     client: httpx.Client
     state: ServerState
     last: httpx.Response | None = None
+    user: str = ""
 
     def get(self, path: str, **params: str) -> httpx.Response:
         """GET a page (redirects not followed)."""
@@ -112,7 +113,13 @@ class Browser:
         self.post("/login", {"user": user, "password": password or PASSWORDS[user], "next": "/"})
         assert self.last is not None
         assert self.last.status_code == 303, self.last.text
+        self.user = user
         return self.follow()
+
+    def signed(self, data: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``data`` with the logged-in user's electronic signature (their password re-entered)."""
+        assert self.user, "log in before signing"
+        return {**(data or {}), "password": PASSWORDS[self.user]}
 
     def logout(self) -> httpx.Response:
         """Log out through the button of the last page."""
@@ -168,6 +175,6 @@ def randomize_through_pages(browser: Browser, participant: str, on: date | None 
     browser.get("/randomize")
     confirm = browser.post("/randomize/confirm", randomize_form(participant, on))
     assert confirm.status_code == 200, confirm.text
-    done = browser.post("/randomize", browser.hidden("/randomize"))
+    done = browser.post("/randomize", browser.signed(browser.hidden("/randomize")))
     assert done.status_code == 303, done.text
     return browser.follow().text

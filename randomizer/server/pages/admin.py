@@ -22,9 +22,12 @@ from randomizer.server.pages.core import (
     render,
     resumable,
     see_other,
+    signature_errors,
+    signature_of,
     status_of_error,
 )
 from randomizer.server.state import server_state
+from randomizer.signatures import meaning_of
 
 
 def _users_page(
@@ -145,6 +148,7 @@ def resume_lock(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLRes
         who,
         title="Lock the database",
         result=None,
+        meaning=meaning_of("lock"),
         values=kept,
         notice="You are logged in again. Check the reason and confirm again.",
     )
@@ -153,7 +157,14 @@ def resume_lock(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLRes
 @pages.get("/lock")
 def lock_form(request: Request, who: Signed) -> HTMLResponse:
     """Lock the database with a reason (a confirmation follows)."""
-    return render(request, "lock.html", who, title="Lock the database", result=None)
+    return render(
+        request,
+        "lock.html",
+        who,
+        title="Lock the database",
+        result=None,
+        meaning=meaning_of("lock"),
+    )
 
 
 @pages.post("/lock")
@@ -169,13 +180,14 @@ def lock(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
             400,
             title="Lock the database",
             result=None,
+            meaning=meaning_of("lock"),
             error=error,
             errors={"confirm": error},
             values=form.kept(),
         )
     with acting(state, who) as backend:
         try:
-            result = backend.lock(form.get("reason"))
+            result = backend.lock(form.get("reason"), signature=signature_of(form, "lock"))
         except RandomizerError as exc:
             return render(
                 request,
@@ -184,8 +196,9 @@ def lock(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
                 status_of_error(exc),
                 title="Lock the database",
                 result=None,
+                meaning=meaning_of("lock"),
                 error=str(exc),
-                errors={"reason": str(exc)},
+                errors=signature_errors(exc) or {"reason": str(exc)},
                 values=form.kept(),
             )
     return render(request, "lock.html", who, title="Lock the database", result=result)

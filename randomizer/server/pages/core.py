@@ -40,6 +40,7 @@ from randomizer.server.websession import (
     token_matches,
 )
 from randomizer.sessions import INVALID_TOKEN
+from randomizer.signatures import Signature, meaning_of
 
 HERE = Path(__file__).parent.parent
 STATIC = HERE / "static"
@@ -53,8 +54,11 @@ CONTENT_SECURITY_POLICY = (
 KEPT_PREFIX = "keep."
 """Prefix of the hidden fields of the login form that carry a form's typed values."""
 
-NEVER_KEPT = frozenset({CSRF_FIELD, "password", "new_password", "idem", "page", "confirm"})
-"""Fields never carried through a new login: secrets and one-time tokens."""
+PASSWORD_FIELD = "password"
+"""The field of a signing form where the signer re-enters their password."""
+
+NEVER_KEPT = frozenset({CSRF_FIELD, PASSWORD_FIELD, "new_password", "idem", "page", "confirm"})
+"""Fields never carried through a new login nor into a later page: secrets, one-time tokens."""
 
 MAX_FIELDS = 200
 """The most fields a posted form may have."""
@@ -119,6 +123,19 @@ TASKS: Mapping[str, tuple[Task, ...]] = {
     ),
 }
 """What each role can do, in the order its first page lists it."""
+
+
+def signature_of(form: Form, action: str) -> Signature:
+    """The electronic signature a signing form posted: the re-entered password, the meaning
+    of ``action`` from the library (the page shows that same text, never a typed one)."""
+    return Signature(form.get(PASSWORD_FIELD), meaning_of(action))
+
+
+def signature_errors(exc: RandomizerError) -> dict[str, str]:
+    """The refusal next to the password field when it is the signature's, else nothing."""
+    if isinstance(exc, AuthenticationFailed | TooManyAttempts):
+        return {PASSWORD_FIELD: str(exc)}
+    return {}
 
 
 class LoginNeeded(Exception):

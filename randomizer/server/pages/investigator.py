@@ -33,6 +33,8 @@ from randomizer.server.pages.core import (
     resumable,
     resumable_pattern,
     see_other,
+    signature_errors,
+    signature_of,
     status_of_error,
 )
 from randomizer.server.state import ServerState, server_state
@@ -41,6 +43,7 @@ from randomizer.server.websession import (
     form_token,
     token_matches,
 )
+from randomizer.signatures import meaning_of
 
 IDEM_FIELD = "idem"
 """The randomize form's one-time token: a resubmitted confirmation shows the first result."""
@@ -128,17 +131,30 @@ def randomize_confirm(request: Request, state: State, posted_form: Checked) -> H
     who, form = posted_form
     if form.get("edit"):
         return _randomize_form(request, who, form.kept())
-    participant = " ".join(form.get("participant").split()).upper()
-    design = design_of(state)
+    return _randomize_confirmation(request, state, who, form.kept())
+
+
+def _randomize_confirmation(
+    request: Request,
+    state: ServerState,
+    who: Visitor,
+    values: Mapping[str, str],
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    participant = " ".join(values.get("participant", "").split()).upper()
     return render(
         request,
         "randomize_confirm.html",
         who,
+        status,
         title="Confirm the randomization",
-        values=form.kept(),
+        values=dict(values),
         participant=participant,
-        parsed=randomize_values(design, form.values),
+        parsed=randomize_values(design_of(state), values),
         idem=idem_token(state, who, participant),
+        meaning=meaning_of("randomize"),
+        **context,
     )
 
 
@@ -157,11 +173,23 @@ def randomize(request: Request, state: State, posted_form: Checked) -> Response:
                 values["levels"],
                 values["answers"],
                 _date_or_none(values["date"]),
+                signature=signature_of(form, "randomize"),
             )
         except RandomizerError as exc:
             earlier = _same_randomization(state, who, backend, participant, form.get(IDEM_FIELD))
             if earlier is not None:
                 return see_other(f"/participants/{quoted(earlier)}?randomized=1")
+            refused = signature_errors(exc)
+            if refused:
+                return _randomize_confirmation(
+                    request,
+                    state,
+                    who,
+                    form.kept(),
+                    status_of_error(exc),
+                    error=str(exc),
+                    errors=refused,
+                )
             errors = _ineligible_fields(design, values["answers"])
             return _randomize_form(
                 request, who, form.kept(), status_of_error(exc), error=str(exc), errors=errors
@@ -412,12 +440,21 @@ def unblind_confirm(request: Request, state: State, posted_form: Checked) -> HTM
     who, form = posted_form
     if form.get("edit"):
         return _unblind_form(request, who, form.kept())
+    return _unblind_confirmation(request, who, form.kept())
+
+
+def _unblind_confirmation(
+    request: Request, who: Visitor, values: Mapping[str, str], status: int = 200, **context: Any
+) -> HTMLResponse:
     return render(
         request,
         "unblind_confirm.html",
         who,
+        status,
         title="Confirm the emergency unblinding",
-        values=form.kept(),
+        values=dict(values),
+        meaning=meaning_of("unblind.emergency"),
+        **context,
     )
 
 
@@ -427,8 +464,22 @@ def unblind(request: Request, state: State, posted_form: Checked) -> HTMLRespons
     who, form = posted_form
     with acting(state, who) as backend:
         try:
-            result = backend.emergency_unblind(form.get("participant"), form.get("reason"))
+            result = backend.emergency_unblind(
+                form.get("participant"),
+                form.get("reason"),
+                signature=signature_of(form, "unblind.emergency"),
+            )
         except RandomizerError as exc:
+            refused = signature_errors(exc)
+            if refused:
+                return _unblind_confirmation(
+                    request,
+                    who,
+                    form.kept(),
+                    status_of_error(exc),
+                    error=str(exc),
+                    errors=refused,
+                )
             field_name = "reason" if exc.hint is Hint.REASON else "participant"
             return _unblind_form(
                 request,

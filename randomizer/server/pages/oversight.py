@@ -21,8 +21,11 @@ from randomizer.server.pages.core import (
     acting,
     pages,
     render,
+    signature_errors,
+    signature_of,
     status_of_error,
 )
+from randomizer.signatures import meaning_of
 
 
 @pages.get("/report")
@@ -135,16 +138,18 @@ def verify(request: Request, state: State, posted_form: Checked) -> HTMLResponse
 @pages.get("/unblinding")
 def unblinding_page(request: Request, who: Signed) -> HTMLResponse:
     """The final unblinding export (after lock), as a download."""
-    return render(request, "unblinding.html", who, title="Final unblinding")
+    return render(
+        request, "unblinding.html", who, title="Final unblinding", meaning=meaning_of("unblind.all")
+    )
 
 
 @pages.post("/unblinding")
 def unblinding_export(request: Request, state: State, posted_form: Checked) -> Response:
     """The export, audited before it is sent; never cached."""
-    who, _ = posted_form
+    who, form = posted_form
     with acting(state, who) as backend:
         try:
-            export = backend.unblind_all()
+            export = backend.unblind_all(signature=signature_of(form, "unblind.all"))
         except RandomizerError as exc:
             return render(
                 request,
@@ -152,7 +157,9 @@ def unblinding_export(request: Request, state: State, posted_form: Checked) -> R
                 who,
                 status_of_error(exc),
                 title="Final unblinding",
+                meaning=meaning_of("unblind.all"),
                 error=str(exc),
+                errors=signature_errors(exc),
             )
     return Response(
         export.csv,
