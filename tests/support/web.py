@@ -11,7 +11,7 @@ import html
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -59,10 +59,14 @@ class Browser:
     state: ServerState
     last: httpx.Response | None = None
     user: str = ""
+    password: str = ""
+    responses: list[httpx.Response] = field(default_factory=list)
+    """Every response this browser received, in order (for checks across a whole visit)."""
 
     def get(self, path: str, **params: str) -> httpx.Response:
         """GET a page (redirects not followed)."""
         self.last = self.client.get(path, params=params or None, follow_redirects=False)
+        self.responses.append(self.last)
         return self.last
 
     def csrf(self) -> str:
@@ -93,6 +97,7 @@ class Browser:
             fields["csrf_token"] = csrf if csrf is not None else self.csrf()
         sent = {"Sec-Fetch-Site": "same-origin", **(headers or {})}
         self.last = self.client.post(path, data=fields, headers=sent, follow_redirects=False)
+        self.responses.append(self.last)
         return self.last
 
     def follow(self) -> httpx.Response:
@@ -114,12 +119,13 @@ class Browser:
         assert self.last is not None
         assert self.last.status_code == 303, self.last.text
         self.user = user
+        self.password = password or PASSWORDS[user]
         return self.follow()
 
     def signed(self, data: Mapping[str, str] | None = None) -> dict[str, str]:
         """``data`` with the logged-in user's electronic signature (their password re-entered)."""
-        assert self.user, "log in before signing"
-        return {**(data or {}), "password": PASSWORDS[self.user]}
+        assert self.password, "log in before signing"
+        return {**(data or {}), "password": self.password}
 
     def logout(self) -> httpx.Response:
         """Log out through the button of the last page."""

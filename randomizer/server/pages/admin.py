@@ -202,3 +202,42 @@ def lock(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
                 values=form.kept(),
             )
     return render(request, "lock.html", who, title="Lock the database", result=result)
+
+
+def _list_approve_page(
+    request: Request, state: State, who: Visitor, status: int = 200, **context: Any
+) -> HTMLResponse:
+    with acting(state, who) as backend:
+        list_status = backend.list_status()
+    context.setdefault("approval", None)
+    return render(
+        request,
+        "list_approve.html",
+        who,
+        status,
+        title="Approve the allocation list",
+        list_status=list_status,
+        meaning=meaning_of("list.approve"),
+        **context,
+    )
+
+
+@pages.get("/list/approve")
+def list_approve_page(request: Request, state: State, who: Signed) -> HTMLResponse:
+    """The list's blinded QC summary and, while it is a draft, the signed approval form."""
+    return _list_approve_page(request, state, who)
+
+
+@pages.post("/list/approve")
+def list_approve(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
+    """Approve the draft list for go-live (the library decides who may)."""
+    who, form = posted_form
+    with acting(state, who) as backend:
+        try:
+            approval = backend.approve_list(signature=signature_of(form, "list.approve"))
+        except RandomizerError as exc:
+            errors = signature_errors(exc)
+            return _list_approve_page(
+                request, state, who, status_of_error(exc), error=str(exc), errors=errors
+            )
+    return _list_approve_page(request, state, who, approval=approval)

@@ -107,11 +107,21 @@ TASKS: Mapping[str, tuple[Task, ...]] = {
         Task("/report", "Report", "Recruitment and kit status."),
         Task("/audit", "Audit trail", "Every recorded event, with filters."),
         Task("/verify", "Verify", "Check the audit trail's integrity, optionally a checkpoint."),
+        Task(
+            "/reviews",
+            "Unblinding reviews",
+            "Review each emergency unblinding and close it with a note.",
+        ),
     ),
     "statistician": (
         Task("/report", "Report", "Recruitment and kit status; balance by arm after lock."),
         Task("/unblinding", "Final unblinding", "After lock: the unblinding export (audited)."),
         Task("/list/verify", "Verify the list", "After lock: regenerate the list and compare."),
+        Task(
+            "/list/approve",
+            "Approve the list",
+            "Review the list's blinded QC summary and approve it for go-live.",
+        ),
     ),
     "admin": (
         Task("/users", "Users", "Add, disable and reset the password of users."),
@@ -120,6 +130,11 @@ TASKS: Mapping[str, tuple[Task, ...]] = {
         Task("/audit", "Audit trail", "Every recorded event, with filters."),
         Task("/verify", "Verify", "Check the audit trail's integrity, optionally a checkpoint."),
         Task("/unblind", "Emergency unblinding", "Break the code for one participant."),
+        Task(
+            "/reviews",
+            "Unblinding reviews",
+            "Review each emergency unblinding and close it with a note.",
+        ),
     ),
 }
 """What each role can do, in the order its first page lists it."""

@@ -18,9 +18,11 @@ from randomizer.server.pages.core import (
     Checked,
     Signed,
     State,
+    Visitor,
     acting,
     pages,
     render,
+    see_other,
     signature_errors,
     signature_of,
     status_of_error,
@@ -196,3 +198,60 @@ def list_verify(request: Request, state: State, posted_form: Checked) -> HTMLRes
                 error=str(exc),
             )
     return render(request, "list_verify.html", who, title="Verify the list", result=result)
+
+
+# reviews of emergency unblindings ------------------------------------------------------
+
+
+def _reviews_page(
+    request: Request,
+    state: State,
+    who: Visitor,
+    show_all: bool,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    with acting(state, who) as backend:
+        items = backend.unblinding_reviews(open_only=not show_all)
+    context.setdefault("values", {})
+    return render(
+        request,
+        "reviews.html",
+        who,
+        status,
+        title="Unblinding reviews",
+        items=items,
+        show_all=show_all,
+        **context,
+    )
+
+
+@pages.get("/reviews")
+def reviews(
+    request: Request, state: State, who: Signed, show: str = "", done: str = ""
+) -> HTMLResponse:
+    """The open reviews of emergency unblindings (every one with ``show=all``); never an arm."""
+    notice = f"Review {done} is closed." if done.isdigit() else ""
+    return _reviews_page(request, state, who, show == "all", notice=notice)
+
+
+@pages.post("/reviews/{review_id}/close")
+def close_review(request: Request, state: State, posted_form: Checked, review_id: int) -> Response:
+    """Close one review with a note (the library decides who may)."""
+    who, form = posted_form
+    with acting(state, who) as backend:
+        try:
+            backend.close_review(review_id, form.get("note"))
+        except RandomizerError as exc:
+            field_name = f"note-{review_id}"
+            return _reviews_page(
+                request,
+                state,
+                who,
+                False,
+                status_of_error(exc),
+                error=str(exc),
+                errors={field_name: str(exc)},
+                values={field_name: form.get("note")},
+            )
+    return see_other(f"/reviews?done={review_id}")
