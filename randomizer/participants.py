@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from randomizer.allocation.service import IssuedKit, _check_site, status_word, window_of
+from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.models import Kit, Participant
 from randomizer.sites import participant_in_scope, require_site
@@ -41,6 +42,11 @@ class ParticipantVisits:
     window_to: str | None
     kits: list[IssuedKit]
     emergency_unblinded: bool
+    status: str = "randomized"
+    """``randomized``, or ``voided`` once the randomization is marked as made in error."""
+    voided_at: str | None = None
+    voided_by: str | None = None
+    void_reason: str | None = None
 
 
 def participant_view(op: Operation, site: str | None = None) -> list[ParticipantVisits]:
@@ -94,6 +100,10 @@ def participant_view(op: Operation, site: str | None = None) -> list[Participant
                 window_to=window[1].isoformat() if window else None,
                 kits=kits[row.id],
                 emergency_unblinded=row.emergency_unblinded_at is not None,
+                status="voided" if row.voided_at is not None else "randomized",
+                voided_at=utc_text(row.voided_at) if row.voided_at is not None else None,
+                voided_by=row.voided_by,
+                void_reason=row.void_reason,
             )
         )
     return view

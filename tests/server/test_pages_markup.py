@@ -32,9 +32,21 @@ PAGES = {
         "/pharmacy/lookup?code={kit}",
         "/pharmacy/kits",
     ],
-    "mona": ["/", "/report", "/audit", "/verify"],
-    "stan": ["/", "/report", "/unblinding", "/list/verify"],
-    "alice": ["/", "/users", "/list", "/lock", "/audit", "/verify", "/unblind"],
+    "mona": ["/", "/report", "/audit", "/verify", "/reviews", "/reviews?show=all"],
+    "stan": ["/", "/report", "/unblinding", "/list/verify", "/list/approve"],
+    "alice": [
+        "/",
+        "/users",
+        "/list",
+        "/lock",
+        "/audit",
+        "/verify",
+        "/unblind",
+        "/list/approve",
+        "/reviews",
+        "/participants/P-001",
+        "/participants/P-001/void",
+    ],
 }
 
 

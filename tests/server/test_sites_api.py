@@ -12,6 +12,7 @@ from datetime import date, timedelta
 import httpx
 import pytest
 
+from randomizer.signatures import meaning_of
 from tests.backends.live import live_server
 from tests.support.exosome import ELIGIBLE
 from tests.support.sites import SITE_PASSWORDS
@@ -40,6 +41,11 @@ def _headers(client: httpx.Client, user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['token']}"}
 
 
+def _signed(user: str, action: str) -> dict[str, str]:
+    """The ``signature`` object of a signed request by ``user``."""
+    return {"password": SITE_PASSWORDS[user], "meaning": meaning_of(action)}
+
+
 def _answer(response: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
     headers = {k: v for k, v in response.headers.items() if k.lower() not in VARYING}
     return response.status_code, response.content, headers
@@ -58,7 +64,10 @@ def test_another_sites_participant_answers_byte_for_byte_as_a_missing_one(
             _answer(
                 client.post(
                     "/api/v1/participants/P-201/emergency-unblinding",
-                    json={"reason": "anaphylaxis"},
+                    json={
+                        "reason": "anaphylaxis",
+                        "signature": _signed("wanda", "unblind.emergency"),
+                    },
                     headers=wanda,
                 )
             ),
@@ -67,7 +76,13 @@ def test_another_sites_participant_answers_byte_for_byte_as_a_missing_one(
     missing = ask()
     randomized = client.post(
         "/api/v1/participants",
-        json={"participant": "P-201", "site": "KRK", "answers": dict(ELIGIBLE), "date": START},
+        json={
+            "participant": "P-201",
+            "site": "KRK",
+            "answers": dict(ELIGIBLE),
+            "date": START,
+            "signature": _signed("kris", "randomize"),
+        },
         headers=_headers(client, "kris"),
     )
     assert randomized.status_code == 200, randomized.text

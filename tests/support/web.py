@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from randomizer.server.app import create_app
 from randomizer.server.main import ServeOptions, open_state
 from randomizer.server.state import ServerState
+from tests.support.blinded_path import anonymous
 from tests.support.exosome import ELIGIBLE
 from tests.support.trial import PASSWORDS
 
@@ -184,3 +185,22 @@ def randomize_through_pages(browser: Browser, participant: str, on: date | None 
     done = browser.post("/randomize", browser.signed(browser.hidden("/randomize")))
     assert done.status_code == 303, done.text
     return browser.follow().text
+
+
+ONE_TIME = re.compile(r"[0-9a-f]{16}\.\d+\.[0-9a-f]{64}")
+"""A one-time confirmation token (differs on every page shown)."""
+
+
+def everything(response: httpx.Response) -> str:
+    """What a response shows a browser: status, headers (cookies, redirect) and body."""
+    headers = "\n".join(f"{k}: {v}" for k, v in response.headers.multi_items())
+    return f"{response.status_code}\n{headers}\n\n{response.text}"
+
+
+def shape(response: httpx.Response) -> str:
+    """A response with what may differ between two participants masked (ids, kit codes,
+    randomization numbers, one-time tokens, cookies, dates of the response)."""
+    text = re.sub(
+        r"(?im)^(set-cookie|date|content-length): .*$", r"\1: <masked>", everything(response)
+    )
+    return anonymous(ONE_TIME.sub("<once>", text))

@@ -60,6 +60,7 @@ def users(request: Request, state: State, who: Signed, done: str = "") -> HTMLRe
         "added": "The user is added.",
         "disabled": "The user is disabled.",
         "password": "The password is set; the user's logins are ended.",
+        "sites": "The user's sites are set.",
     }.get(done, "")
     return _users_page(request, state, who, notice=notice)
 
@@ -75,7 +76,9 @@ def add_user(request: Request, state: State, posted_form: Checked) -> Response:
                 raise InvalidInput(
                     f"role {form.get('role')[:20]!r} is not a role: use one of " + ", ".join(Role)
                 )
-            backend.add_user(form.get("name"), role, form.get("password"))
+            backend.add_user(
+                form.get("name"), role, form.get("password"), sites=form.get_all("sites")
+            )
         except RandomizerError as exc:
             return _users_page(
                 request, state, who, status_of_error(exc), error=str(exc), values=form.kept()
@@ -105,6 +108,18 @@ def reset_password(request: Request, state: State, posted_form: Checked, name: s
         except RandomizerError as exc:
             return _users_page(request, state, who, status_of_error(exc), error=str(exc))
     return see_other("/users?done=password")
+
+
+@pages.post("/users/{name}/sites")
+def set_user_sites(request: Request, state: State, posted_form: Checked, name: str) -> Response:
+    """Limit a user to the sites ticked; none ticked makes them trial-wide."""
+    who, form = posted_form
+    with acting(state, who) as backend:
+        try:
+            backend.set_user_sites(name, form.get_all("sites"))
+        except RandomizerError as exc:
+            return _users_page(request, state, who, status_of_error(exc), error=str(exc))
+    return see_other("/users?done=sites")
 
 
 @pages.get("/list")

@@ -181,10 +181,16 @@ class Form:
     """A posted form's fields (first value of each name)."""
 
     values: dict[str, str] = field(default_factory=dict)
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    """Every value of each name, in order (checkboxes sharing a name)."""
 
     def get(self, name: str, default: str = "") -> str:
         """One field, or ``default``."""
         return self.values.get(name, default)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value posted under ``name`` (none: an empty list)."""
+        return list(self.lists.get(name, []))
 
     def kept(self) -> dict[str, str]:
         """The fields worth keeping through a new login (no secret, no one-time token)."""
@@ -210,11 +216,13 @@ async def posted(request: Request) -> Form:
     except (UnicodeDecodeError, ValueError):
         raise BadForm("the form could not be read: reload the page and try again") from None
     values: dict[str, str] = {}
+    lists: dict[str, list[str]] = {}
     for name, value in pairs:
         if "\0" in name or "\0" in value:
             raise BadForm("the form holds a NUL character: remove it and try again")
         values.setdefault(name, value)
-    return Form(values)
+        lists.setdefault(name, []).append(value)
+    return Form(values, lists)
 
 
 Posted = Annotated[Form, Depends(posted)]

@@ -294,6 +294,7 @@ def _participant_page(
     done = {k.visit for k in row.kits if k.status != "voided"}
     next_visit = next((v.number for v in design.visits if v.number not in done), None)
     context.setdefault("values", {})
+    context.setdefault("voided", False)
     return render(
         request,
         "participant.html",
@@ -324,6 +325,7 @@ def participant_page(
     randomized: str = "",
     requested: str = "",
     replaced: str = "",
+    voided: str = "",
 ) -> HTMLResponse:
     """One participant: number, visits with their windows and kits; the next kit request."""
     return _participant_page(
@@ -331,6 +333,7 @@ def participant_page(
         state,
         who,
         participant,
+        voided=bool(voided),
         randomized=bool(randomized),
         requested=requested,
         replaced=replaced,
@@ -510,3 +513,74 @@ def resume_kit_request(
         requested="",
         replaced="",
     )
+
+
+# void a randomization made in error (admin) ----------------------------------------
+
+
+def _void_form(
+    request: Request,
+    who: Visitor,
+    participant: str,
+    values: Mapping[str, str],
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    shown = participant.strip().upper()
+    return render(
+        request,
+        "void.html",
+        who,
+        status,
+        title=f"Void the randomization of {shown}",
+        participant=shown,
+        values=dict(values),
+        meaning=meaning_of("participant.void"),
+        **context,
+    )
+
+
+@resumable_pattern(r"/participants/([A-Za-z0-9-]{1,32})/void")
+def resume_void(
+    request: Request, who: Visitor, kept: dict[str, str], found: re.Match[str]
+) -> HTMLResponse:
+    """The void form with the reason typed before a new login (to sign again)."""
+    return _void_form(
+        request,
+        who,
+        found.group(1),
+        kept,
+        notice="You are logged in again. Check the reason and sign again.",
+    )
+
+
+@pages.get("/participants/{participant}/void")
+def void_form(request: Request, who: Signed, participant: str) -> HTMLResponse:
+    """Void a randomization made in error: a reason and the admin's signature."""
+    return _void_form(request, who, participant, {})
+
+
+@pages.post("/participants/{participant}/void")
+def void_participant(
+    request: Request, state: State, posted_form: Checked, participant: str
+) -> Response:
+    """Mark the randomization as made in error (the library decides who may)."""
+    who, form = posted_form
+    with acting(state, who) as backend:
+        try:
+            result = backend.void_participant(
+                participant, form.get("reason"), signature=signature_of(form, "participant.void")
+            )
+        except RandomizerError as exc:
+            reason_error = {"reason": str(exc)} if exc.hint is Hint.REASON else {}
+            errors = signature_errors(exc) or reason_error
+            return _void_form(
+                request,
+                who,
+                participant,
+                form.kept(),
+                status_of_error(exc),
+                error=str(exc),
+                errors=errors,
+            )
+    return see_other(f"/participants/{quoted(result.participant)}?voided=1")
