@@ -63,7 +63,8 @@ SIGNING = frozenset({"/randomize", "/unblind", "/lock", "/unblinding", "/list/ap
 
 def _sign(b: Browser, target: str, data: dict[str, str]) -> dict[str, str]:
     """A signing form's fields with the user's password, unless the step typed its own."""
-    if target.partition("?")[0] in SIGNING and "password" not in data:
+    path = target.partition("?")[0]
+    if (path in SIGNING or path.endswith("/void")) and "password" not in data:
         return b.signed(data)
     return data
 
@@ -115,6 +116,12 @@ INVESTIGATOR_STEPS: list[Step] = [
     ("POST", "/list/verify", lambda f: {}),
     ("POST", "/unblinding", lambda f: {}),
     ("GET", "/no/such/page", None),
+    ("GET", "/reviews", None),
+    ("POST", "/reviews/1/close", lambda f: {"note": "seen"}),
+    ("GET", "/list/approve", None),
+    ("POST", "/list/approve", lambda f: {}),
+    ("GET", "/participants/{first}/void", None),
+    ("POST", "/participants/{first}/void", lambda f: {"reason": "mistake"}),
 ]
 
 MONITOR_STEPS: list[Step] = [
@@ -132,6 +139,12 @@ MONITOR_STEPS: list[Step] = [
     ("GET", "/pharmacy/lookup?code={kit}", None),
     ("POST", "/unblinding", lambda f: {}),
     ("POST", "/list/verify", lambda f: {}),
+    ("GET", "/reviews", None),
+    ("GET", "/reviews?show=all", None),
+    ("POST", "/reviews/1/close", lambda f: {"note": "checked"}),
+    ("GET", "/list/approve", None),
+    ("POST", "/list/approve", lambda f: {}),
+    ("POST", "/participants/{first}/void", lambda f: {"reason": "mistake"}),
 ]
 
 STATISTICIAN_STEPS: list[Step] = [
@@ -145,6 +158,9 @@ STATISTICIAN_STEPS: list[Step] = [
     ("GET", "/participants", None),
     ("GET", "/pharmacy/kits.csv", None),
     ("POST", "/unblind", lambda f: {"participant": f["first"], "reason": "curious"}),
+    ("GET", "/list/approve", None),
+    ("POST", "/list/approve", lambda f: {}),
+    ("GET", "/reviews", None),
 ]
 
 
@@ -256,6 +272,8 @@ PER_ARM: list[tuple[str, ArmStep]] = [
         ("POST", "/unblind/confirm", lambda p, r: {"participant": p, "reason": "curious"}),
     ),
     ("unblinding without reason", ("POST", "/unblind", lambda p, r: {"participant": p})),
+    ("void form", ("GET", "/participants/{p}/void", None)),
+    ("void refused", ("POST", "/participants/{p}/void", lambda p, r: {"reason": "mistake"})),
     (
         "unblinding with a wrong signature",
         (
