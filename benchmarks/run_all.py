@@ -59,6 +59,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bench_audit.py": Benchmark(database=True),
     "bench_api.py": Benchmark(database=True),
     "bench_login.py": Benchmark(database=True),
+    "bench_startup.py": Benchmark(database=False),
+    "bench_peers.py": Benchmark(database=False),
 }
 """Every benchmark script, in the order run_all runs them."""
 

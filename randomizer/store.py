@@ -21,12 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -39,6 +35,11 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from randomizer.errors import Busy, Hint, RandomizerError, StoreError
+
+if TYPE_CHECKING:
+    # alembic is imported where a schema is read or made: the remote client imports
+    # this module (for its value types) and never touches a schema
+    from alembic.config import Config
 
 DEFAULT_URL = "sqlite:///randomizer.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -180,10 +181,14 @@ class Store:
 
     def create_schema(self, session: Session) -> None:
         """Create every table by running all migrations (inside ``session``'s transaction)."""
+        from alembic import command
+
         command.upgrade(alembic_config(session.connection()), "head")
 
     def status(self, session: Session) -> SchemaStatus:
         """The database's schema revision and the one this randomizer expects."""
+        from alembic.runtime.migration import MigrationContext
+
         connection = session.connection()
         current = MigrationContext.configure(connection).get_current_revision()
         head, known = _revisions(alembic_config(connection).get_main_option("script_location"))
@@ -239,6 +244,9 @@ class SchemaStatus:
 def _revisions(script_location: str | None) -> tuple[str, frozenset[str]]:
     # Reading the migration scripts compiles every revision file: do it once per
     # process, not on every command (it was a fifth of a randomization's cost).
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", script_location or "")
     script = ScriptDirectory.from_config(config)
@@ -249,6 +257,8 @@ def _revisions(script_location: str | None) -> tuple[str, frozenset[str]]:
 
 def alembic_config(connection: Connection) -> Config:
     """Alembic's configuration for this package's migrations, run on ``connection``."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option(
         "script_location", str(resources.files("randomizer").joinpath("migrations"))
