@@ -15,6 +15,7 @@ import functools
 import os
 import sqlite3
 import stat
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,6 +105,26 @@ def _on_postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    """The process's one lock for writers of the SQLite file at ``path``.
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which
+    sleeps and polls with growing sleeps (up to 100 ms each), so under load a writer
+    may sleep long after the lock came free, and whoever polls first wins. Threads of
+    one process (the trial server's worker threads) queue on this lock instead and are
+    woken as soon as the writer before them ends. Writers in other processes still
+    meet at SQLite's own lock. Re-entrant, so a nested write transaction of one
+    thread behaves as it did without it (it waits in SQLite's busy handler).
+    """
+    key = os.path.realpath(path)
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.RLock())
+
+
 class Store:
     """An open database: engine, session factory and one-transaction helper."""
 
@@ -143,6 +164,9 @@ class Store:
             event.listen(self.engine, "begin", _on_sqlite_begin)
         elif self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", _on_postgresql_connect)
+        self._write_lock: threading.RLock | None = None
+        if self.is_sqlite and database not in ("", ":memory:") and not parsed.query.get("uri"):
+            self._write_lock = _writer_lock(Path(database))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
@@ -160,6 +184,9 @@ class Store:
         BEGIN); it must not write.
         """
         factory = self._read_sessions if read_only else self._sessions
+        writers = None if read_only else self._write_lock
+        if writers is not None and not writers.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise Busy(f"the database stayed busy for {BUSY_TIMEOUT_MS // 1000} s: try again")
         try:
             with factory() as session, session.begin():
                 yield session
@@ -169,6 +196,9 @@ class Store:
             if exc.connection_invalidated:
                 raise StoreError(f"lost the database connection: {_first_line(exc.orig)}") from None
             raise
+        finally:
+            if writers is not None:
+                writers.release()
 
     def has_schema(self) -> bool:
         """Whether the database already holds randomizer tables."""
