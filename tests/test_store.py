@@ -140,9 +140,14 @@ def test_the_writer_lock_is_one_per_file_held_by_write_transactions_only(
 def _held_elsewhere(lock: threading.RLock) -> bool:
     """Whether another thread would have to wait for ``lock``."""
     free: list[bool] = []
-    thread = threading.Thread(
-        target=lambda: free.append(lock.acquire(blocking=False) and (lock.release() or True))
-    )
+
+    def probe() -> None:
+        got = lock.acquire(blocking=False)
+        if got:
+            lock.release()
+        free.append(got)
+
+    thread = threading.Thread(target=probe)
     thread.start()
     thread.join()
     return not free[0]
