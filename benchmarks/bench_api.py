@@ -219,7 +219,7 @@ def main() -> None:
     clients: list[int] = args.clients or ([1, 2] if args.quick else [1, 8])
     calls: int = args.calls
     warmup: int = args.warmup
-    floor_calls = 20 if args.quick else 300
+    floor_calls = 10 if args.quick else 300
     needed = 2 * sum(calls + c * warmup for c in clients) + 2 * floor_calls + 2
     per_stratum = needed // len(LEVELS) + 10
 

@@ -86,9 +86,11 @@ def main() -> None:
     """Time the commands, interleaved, and print the ratios to sqlite-utils --help."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15, help="runs of each command")
-    parser.add_argument("--quick", action="store_true", help="2 runs each: does it work?")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 run each, no warm-up: does it work?"
+    )
     args = parser.parse_args()
-    repeat = 2 if args.quick else args.repeat
+    repeat = 1 if args.quick else args.repeat
     bin_dir = Path(sys.executable).parent
     randomizer = [sys.executable, "-m", "randomizer"]
     if (bin_dir / "randomizer").exists():
@@ -149,7 +151,7 @@ def main() -> None:
 
                 times: dict[str, list[float]] = {name: [] for name in commands}
                 times["GET /api/v1/report alone"] = []
-                for command in commands.values():
+                for command in [] if args.quick else commands.values():
                     wall(command, env)  # warm the file cache
                 for _ in range(repeat):
                     for name, command in commands.items():
