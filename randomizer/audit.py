@@ -6,22 +6,32 @@ Each event's MAC is HMAC-SHA256(audit key, previous MAC || canonical JSON of
 the event). Whoever holds the key could recompute a whole chain, and no chain
 shows a cut tail, so the head is also anchored outside the database by an
 Ed25519-signed checkpoint note kept by someone else (QA, say).
+
+Stored format 2 (issue 13): the ``details`` column holds the details in the canonical
+form that the MAC input embeds (:func:`details_text`), so :func:`verify` builds an
+event's MAC input from the stored text by concatenation (:func:`stored_body`) without
+parsing and re-serialising it. The MAC input itself is unchanged: events stored
+before (format 1, details with spaces after ``,`` and ``:``) verify as they always
+did, through :func:`canonical` of the parsed details, when the concatenation does not
+match.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.hmac import HMAC
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from randomizer.errors import AuditError, Hint, InvalidInput
@@ -111,12 +121,71 @@ def canonical(
     )
 
 
+def details_text(details: Mapping[str, Any]) -> str:
+    """The ``details`` column as stored since format 2: the canonical JSON that
+    :func:`canonical` embeds (sorted keys, no spaces, not ASCII-escaped)."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_text = encode_basestring  # the string form of json.dumps(ensure_ascii=False)
+
+
+def stored_body(
+    seq: int,
+    at: str,
+    user: str,
+    role: str,
+    action: str,
+    subject: str,
+    reason: str,
+    details: str,
+) -> bytes:
+    """:func:`canonical` of an event whose details are given as stored text.
+
+    Equal to ``canonical(..., json.loads(details))`` when ``details`` is in the canonical
+    form of :func:`details_text` (the keys are in sorted order here, as there). Each
+    text field is a self-delimiting JSON string, so different stored fields never give
+    the same bytes: a MAC that matches them proves the stored bytes are the ones MAC'd.
+    """
+    return (
+        f'{{"action":{_text(action)},"at":{_text(at)},"details":{details},'
+        f'"reason":{_text(reason)},"role":{_text(role)},"seq":{seq:d},'
+        f'"subject":{_text(subject)},"user":{_text(user)}}}'
+    ).encode()
+
+
+_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
+_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+
+
+class ChainMac:
+    """HMAC-SHA256 under one key, for many messages: the same value as ``hmac.digest``.
+
+    RFC 2104 with the padded key's two SHA-256 states computed once: each message then
+    costs two state copies and its own hashing, less than half of ``hmac.digest``, which
+    looks the hash up and pads the key again for every message (a test checks both agree).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        """Hash the inner and outer padded key once."""
+        if len(key) > 64:  # SHA-256's block size
+            key = hashlib.sha256(key).digest()
+        padded = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(padded.translate(_INNER_PAD))
+        self._outer = hashlib.sha256(padded.translate(_OUTER_PAD))
+
+    def digest(self, message: bytes) -> bytes:
+        """HMAC-SHA256(key, message)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 def event_mac(key: bytes, prev_mac: str, body: bytes) -> str:
     """HMAC-SHA256(key, previous MAC || body), hex."""
-    mac = HMAC(key, hashes.SHA256())
-    mac.update(bytes.fromhex(prev_mac))
-    mac.update(body)
-    return mac.finalize().hex()
+    return hmac.digest(key, bytes.fromhex(prev_mac) + body, "sha256").hex()
 
 
 def start_chain(session: Session) -> None:
@@ -157,7 +226,8 @@ def append(
             "exists beyond the head (events were inserted or the head was edited)"
         )
     at = utc_text(now)
-    body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+    stored = details_text(detail_map)
+    body = stored_body(seq, at, user, role, action, subject, reason, stored)
     mac = event_mac(key, head.mac, body)
     session.add(
         AuditRow(
@@ -168,7 +238,7 @@ def append(
             action=action,
             subject=subject,
             reason=reason,
-            details=json.dumps(detail_map, sort_keys=True, ensure_ascii=False),
+            details=stored,
             prev_mac=head.mac,
             mac=mac,
         )
@@ -248,6 +318,35 @@ def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
         last = batch[-1][0]
 
 
+def _stored_rows(connection: Connection) -> Iterator[tuple[Any, ...]]:
+    """Every stored event as the driver returns it, in sequence order, streamed.
+
+    The columns of :func:`chain_rows`, read through the driver's cursor in the
+    caller's transaction (a server-side cursor on PostgreSQL), without SQLAlchemy rows:
+    the client holds one batch of :data:`VERIFY_BATCH` rows at a time.
+    """
+    statement = select(
+        AuditRow.seq,
+        AuditRow.at,
+        AuditRow.user,
+        AuditRow.role,
+        AuditRow.action,
+        AuditRow.subject,
+        AuditRow.reason,
+        AuditRow.details,
+        AuditRow.prev_mac,
+        AuditRow.mac,
+    ).order_by(AuditRow.seq)
+    named = {"name": "randomizer_audit_verify"} if connection.dialect.name == "postgresql" else {}
+    cursor = connection.connection.cursor(**named)
+    try:
+        cursor.execute(str(statement.compile(dialect=connection.dialect)))
+        while batch := cursor.fetchmany(VERIFY_BATCH):
+            yield from batch
+    finally:
+        cursor.close()
+
+
 def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -> ChainReport:
     """Recompute the chain; raise :class:`AuditError` naming the first broken event.
 
@@ -255,26 +354,38 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     holds that head unchanged: this catches a cut tail and a chain rewritten
     with the key.
     """
+    mac_of = ChainMac(key).digest
     prev_mac = GENESIS_MAC
+    prev_digest = bytes.fromhex(GENESIS_MAC)
     expected_seq = 1
     checkpoint_found = False
-    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in chain_rows(
-        session
-    ):
+    for row in _stored_rows(session.connection()):
+        seq, at, user, role, action, subject, reason, details, stored_prev, mac = row
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq
             raise AuditError(
                 f"audit trail broken at event {where}: events are missing or out of order"
             )
-        try:
-            detail_map = json.loads(details)
-        except ValueError:
-            raise AuditError(f"audit trail broken at event {seq}: details are not JSON") from None
-        body = canonical(seq, at, user, role, action, subject, reason, detail_map)
-        if stored_prev != prev_mac or event_mac(key, prev_mac, body) != mac:
+        if stored_prev != prev_mac:
             raise AuditError(
                 f"audit trail broken at event {seq}: it was altered, inserted or reordered"
             )
+        body = stored_body(seq, at, user, role, action, subject, reason, details)
+        digest = mac_of(prev_digest + body)
+        if digest.hex() != mac:
+            # details stored in format 1 (or altered): the MAC input from the parsed details
+            try:
+                detail_map = json.loads(details)
+            except ValueError:
+                raise AuditError(
+                    f"audit trail broken at event {seq}: details are not JSON"
+                ) from None
+            body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+            digest = mac_of(prev_digest + body)
+            if digest.hex() != mac:
+                raise AuditError(
+                    f"audit trail broken at event {seq}: it was altered, inserted or reordered"
+                )
         if checkpoint is not None and seq == checkpoint.seq:
             if mac != checkpoint.head_mac:
                 raise AuditError(
@@ -282,7 +393,7 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
                     f"{seq}: the trail was rewritten or cut"
                 )
             checkpoint_found = True
-        prev_mac = mac
+        prev_mac, prev_digest = mac, digest
         expected_seq += 1
     head = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one_or_none()
     last = expected_seq - 1
