@@ -1,0 +1,175 @@
+"""A real browser for the page tests and the screenshots: Debian's Chromium driven by Playwright.
+
+No browser is ever downloaded: the tests use the system's Chromium
+(``apt-get install chromium``, or the path in :data:`CHROMIUM_ENV`), launched
+so that it resolves no name but the loopback ones. axe-core comes from npm
+(``tests/browser/package.json`` and its lock file, ``npm ci``) and is injected
+into the page under test.
+
+This module imports nothing from pytest, so ``scripts/screens.py`` can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Playwright
+
+    from tests.support.trial import TrialFiles
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository root."""
+
+BROWSER_TESTS = ROOT / "tests" / "browser"
+"""Where the browser tests, their package.json and their node_modules are."""
+
+AXE_SCRIPT = BROWSER_TESTS / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core as ``npm ci`` installs it from the lock file."""
+
+CHROMIUM_ENV = "RANDOMIZER_CHROMIUM"
+"""The Chromium executable to use instead of the one on PATH."""
+
+REQUIRE_ENV = "RANDOMIZER_REQUIRE_BROWSER"
+"""Set to 1 (CI does) to make a missing browser or axe-core a failure instead of a skip."""
+
+INSTALL_HINT = "apt-get install chromium && (cd tests/browser && npm ci)"
+"""How to get what the browser tests need."""
+
+LAUNCH_ARGS = (
+    "--disable-gpu",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+)
+"""No GPU, and no name lookup leaves the machine: only the loopback names resolve."""
+
+WCAG_TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa")
+"""The axe-core rule tags checked: WCAG 2.0 and 2.1, levels A and AA."""
+
+
+def chromium_path() -> str | None:
+    """The Chromium executable: :data:`CHROMIUM_ENV`, else ``chromium`` on PATH."""
+    configured = os.environ.get(CHROMIUM_ENV)
+    if configured:
+        return configured if Path(configured).is_file() else None
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here (one line, saying how to fix it), or None."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed: pip install -e '.[test]'"
+    if chromium_path() is None:
+        return f"no Chromium on this machine; install it: {INSTALL_HINT}"
+    if not AXE_SCRIPT.is_file():
+        return f"axe-core is not installed; install it: {INSTALL_HINT}"
+    return None
+
+
+def required() -> bool:
+    """Whether a missing browser must fail the run (:data:`REQUIRE_ENV` is set)."""
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+def launch(playwright: Playwright) -> Browser:
+    """Headless Chromium from the system, with :data:`LAUNCH_ARGS`."""
+    path = chromium_path()
+    if path is None:
+        raise RuntimeError(f"no Chromium on this machine; install it: {INSTALL_HINT}")
+    return playwright.chromium.launch(executable_path=path, args=list(LAUNCH_ARGS))
+
+
+@dataclass
+class Clock:
+    """A server clock the tests move forward (session expiry), starting at the real time."""
+
+    offset: timedelta = field(default_factory=timedelta)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC) + self.offset
+
+    def advance(self, by: timedelta) -> None:
+        """Move the clock ``by`` forward."""
+        with self._lock:
+            self.offset += by
+
+
+@dataclass
+class Site:
+    """A live server of one trial: its base URL, its files and its movable clock."""
+
+    url: str
+    files: TrialFiles
+    clock: Clock
+
+
+def log_in(page: Page, base_url: str, user: str, password: str) -> None:
+    """Log in through the login form by typing, as a person would; waits for the first page."""
+    page.goto(f"{base_url}/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(password)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in").click()
+
+
+def axe_violations(page: Page, tags: tuple[str, ...] = WCAG_TAGS) -> list[dict[str, Any]]:
+    """axe-core's violations of ``tags`` on the page as it is now.
+
+    The page's Content-Security-Policy forbids injected script, so the page's
+    context must be made with ``bypass_csp=True``.
+    """
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(content=AXE_SCRIPT.read_text(encoding="utf-8"))
+    result: dict[str, Any] = page.evaluate(
+        "async (tags) => await axe.run(document, "
+        "{runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})",
+        list(tags),
+    )
+    violations: list[dict[str, Any]] = result["violations"]
+    return violations
+
+
+def describe_violations(violations: list[dict[str, Any]]) -> str:
+    """The violations as short lines: rule, impact, the first few elements' selectors."""
+    lines = []
+    for violation in violations:
+        targets = ", ".join(json.dumps(node["target"]) for node in violation["nodes"][:3])
+        lines.append(f"{violation['id']} ({violation['impact']}): {violation['help']} at {targets}")
+    return "\n".join(lines)
+
+
+def horizontal_overflow(page: Page) -> int:
+    """How many CSS pixels the page is wider than its viewport (0: no horizontal scrolling)."""
+    overflow: int = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    return overflow
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Playwright and a launched Chromium, both stopped at the end."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
