@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from randomizer import audit
 from randomizer.access import Permission, check_user_name
 from randomizer.context import (
@@ -28,6 +30,7 @@ from randomizer.context import (
     vault_for,
 )
 from randomizer.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
+from randomizer.models import User
 from randomizer.sessions import (
     ABSOLUTE_TIMEOUT,
     IDLE_TIMEOUT,
@@ -171,3 +174,13 @@ def record_server_event(
             action=action,
             details=details,
         )
+
+
+def user_role(store: Store, name: str) -> str:
+    """The role of user ``name`` ("" if there is no such user), for a page's navigation only.
+
+    It grants nothing: every operation checks the role again behind the Backend.
+    """
+    with store.transaction(read_only=True) as session:
+        role = session.scalar(select(User.role).where(User.name == name))
+    return role or ""

@@ -12,7 +12,6 @@ docs/architecture.md sections 2 and 9.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +23,7 @@ from click.testing import Result
 from tests.support.assertions import assert_error, assert_no_arm, assert_ok
 from tests.support.blinded_path import (
     FOUR_DAY0,
+    anonymous,
     live_kit,
     one_per_arm,
     participant_arms,
@@ -361,18 +361,12 @@ def test_the_monitor_reads_a_trail_with_every_kind_of_event(leak_trial: LeakTria
 # the same refusal, whatever the arm --------------------------------------------------------
 
 
-def _anonymous(text: str) -> str:
-    text = re.sub(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}\b", "<kit>", text)
-    text = re.sub(r"\bP-\d{3}\b", "<participant>", text)
-    return re.sub(r"\bR-\d{3}\b", "<number>", text)
-
-
 def _event_shape(event: dict[str, Any]) -> tuple[Any, ...]:
-    details = {k: _anonymous(v) if isinstance(v, str) else v for k, v in event["details"].items()}
+    details = {k: anonymous(v) if isinstance(v, str) else v for k, v in event["details"].items()}
     return (
         event["action"],
         event["user"],
-        _anonymous(event["subject"]),
+        anonymous(event["subject"]),
         event["reason"],
         json.dumps(details, sort_keys=True),
     )
@@ -403,8 +397,8 @@ def _assert_identical(attempt: Attempt, code: int) -> None:
     if code:
         assert_error(first, code)
         assert_error(second, code)
-    assert _anonymous(first.stderr) == _anonymous(second.stderr)
-    assert _anonymous(first.stdout) == _anonymous(second.stdout)
+    assert anonymous(first.stderr) == anonymous(second.stderr)
+    assert anonymous(first.stdout) == anonymous(second.stdout)
     assert [_event_shape(e) for e in attempt.events[0]] == [
         _event_shape(e) for e in attempt.events[1]
     ]

@@ -9,19 +9,23 @@ arm. Refusals never differ between arms.
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import secrets
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import TextIO
 
 from sqlalchemy import select
 
+from randomizer import audit
 from randomizer.allocation.kits import parse_code
 from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
-from randomizer.models import Kit, Participant, Slot, Stratum
+from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import find_participant, open_kit_content, participant_named
 from randomizer.trial import require_list
 
@@ -86,7 +90,12 @@ class Preparation:
 
 @dataclass(frozen=True)
 class PharmacyKit:
-    """A kit row of the pharmacy list (unblinded)."""
+    """A kit row of the pharmacy list (unblinded), with its history.
+
+    ``status`` says what happened: available, requested (by an investigator,
+    not prepared yet), prepared, voided. Times are UTC ISO 8601; empty when
+    it did not happen.
+    """
 
     kit: str
     arm: str
@@ -95,6 +104,16 @@ class PharmacyKit:
     spare: bool
     participant: str
     visit: int | None
+    randomization_number: str = ""
+    visit_date: str = ""
+    """The dosing date the kit was requested for."""
+    requested_at: str = ""
+    requested_by: str = ""
+    prepared_at: str = ""
+    prepared_by: str = ""
+    void_reason: str = ""
+    replaced_by: str = ""
+    """The kit issued in place of this voided one."""
 
 
 def check_participant_id(participant: str) -> str:
@@ -464,21 +483,186 @@ def prepare_kit(op: Operation, code: str) -> Preparation:
 
 
 def pharmacy_list(op: Operation) -> list[PharmacyKit]:
-    """Every kit with its content and status, sorted by code (pharmacist)."""
+    """Every kit with its content, status and history, sorted by code (pharmacist).
+
+    Who requested a kit comes from the audit trail (the randomization, kit
+    request or replacement that issued it); when and by whom it was prepared,
+    why it was voided and which kit replaced it, from the kit rows.
+    """
     op.audit("pharmacy.list")
-    codes = {p.id: p.code for p in op.session.scalars(select(Participant))}
+    participants = {p.id: p for p in op.session.scalars(select(Participant))}
+    requested_by = _requesters(op)
+    kits = list(op.session.scalars(select(Kit).order_by(Kit.code)))
+    replaced_by = {kit.replaces_kit_id: kit.code for kit in kits if kit.replaces_kit_id}
     rows = []
-    for kit in op.session.scalars(select(Kit).order_by(Kit.code)):
+    for kit in kits:
         arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
+        participant = participants.get(kit.participant_id or -1)
         rows.append(
             PharmacyKit(
                 kit=kit.code,
                 arm=arm.id,
                 label=arm.label,
-                status=kit.status,
+                status=status_word(kit.status),
                 spare=kit.spare,
-                participant=codes.get(kit.participant_id or -1, ""),
+                participant=participant.code if participant else "",
                 visit=kit.visit,
+                randomization_number=participant.randomization_number if participant else "",
+                visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
+                requested_at=_utc_text(kit.dispensed_at),
+                requested_by=requested_by.get(kit.code, ""),
+                prepared_at=_utc_text(kit.prepared_at),
+                prepared_by=kit.prepared_by or "",
+                void_reason=kit.void_reason or "",
+                replaced_by=replaced_by.get(kit.id, ""),
             )
         )
     return rows
+
+
+def _utc_text(moment: datetime | None) -> str:
+    return audit.utc_text(moment) if moment is not None else ""
+
+
+def _requesters(op: Operation) -> dict[str, str]:
+    """Who issued each kit, from the trail: the first randomize, kit request or replacement."""
+    who: dict[str, str] = {}
+    records = op.session.execute(
+        select(AuditRecord.user, AuditRecord.details)
+        .where(AuditRecord.action.in_(("randomize", "kit.request", "kit.replace")))
+        .order_by(AuditRecord.seq)
+    )
+    for user, details in records:
+        try:
+            data = json.loads(details)
+        except ValueError:
+            continue
+        code = data.get("new_kit") or data.get("kit")
+        if isinstance(code, str):
+            who.setdefault(code, user)
+    return who
+
+
+KIT_CSV_COLUMNS = (
+    "kit",
+    "arm",
+    "label",
+    "status",
+    "spare",
+    "participant",
+    "visit",
+    "randomization_number",
+    "visit_date",
+    "requested_at",
+    "requested_by",
+    "prepared_at",
+    "prepared_by",
+    "void_reason",
+    "replaced_by",
+)
+"""The columns of ``pharmacy list --csv`` and of the pharmacy page's download."""
+
+
+def kit_csv_row(k: PharmacyKit) -> list[object]:
+    """One kit as a row of :data:`KIT_CSV_COLUMNS`."""
+    return [
+        k.kit,
+        k.arm,
+        k.label,
+        k.status,
+        "yes" if k.spare else "no",
+        k.participant,
+        k.visit or "",
+        k.randomization_number,
+        k.visit_date,
+        k.requested_at,
+        k.requested_by,
+        k.prepared_at,
+        k.prepared_by,
+        k.void_reason,
+        k.replaced_by,
+    ]
+
+
+def write_kits_csv(handle: TextIO, kits: list[PharmacyKit]) -> None:
+    """The pharmacy list as CSV (:data:`KIT_CSV_COLUMNS`), for the CLI and the pages."""
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(KIT_CSV_COLUMNS)
+    for k in kits:
+        writer.writerow(kit_csv_row(k))
+
+
+KIT_STATUS_WORDS = {"available": "available", "dispensed": "requested"}
+"""What each stored kit status says to a reader: a kit an investigator has
+requested is stored as ``dispensed`` but was not handed out yet; ``prepared``
+and ``voided`` say what happened as they are."""
+
+
+def status_word(stored: str) -> str:
+    """A kit's status as shown: requested, prepared, voided (or available)."""
+    return KIT_STATUS_WORDS.get(stored, stored)
+
+
+@dataclass(frozen=True)
+class IssuedKit:
+    """A kit issued to a participant for one visit, as a blinded role sees it (no content)."""
+
+    visit: int
+    kit: str
+    status: str
+    visit_date: str
+
+
+@dataclass(frozen=True)
+class ParticipantSummary:
+    """A randomized participant as the investigator lists them: never an arm."""
+
+    participant: str
+    site: str
+    randomization_number: str
+    randomized_on: str
+    randomized_at: str
+    randomized_by: str
+    visits_done: int
+    kits: list[IssuedKit]
+    emergency_unblinded: bool
+
+
+def participant_list(op: Operation) -> list[ParticipantSummary]:
+    """Every randomized participant with visits done and kits issued, by id (investigator).
+
+    Kits are listed by visit, voided ones included with their status; a visit
+    is done once it has a kit that is not voided. Nothing here depends on an arm.
+    """
+    op.audit("participant.list")
+    kits: dict[int, list[Kit]] = {}
+    for kit in op.session.scalars(
+        select(Kit).where(Kit.participant_id.is_not(None)).order_by(Kit.visit, Kit.id)
+    ):
+        assert kit.participant_id is not None
+        kits.setdefault(kit.participant_id, []).append(kit)
+    result = []
+    for row in op.session.scalars(select(Participant).order_by(Participant.code)):
+        issued = [
+            IssuedKit(
+                visit=kit.visit or 0,
+                kit=kit.code,
+                status=status_word(kit.status),
+                visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
+            )
+            for kit in kits.get(row.id, [])
+        ]
+        result.append(
+            ParticipantSummary(
+                participant=row.code,
+                site=row.site,
+                randomization_number=row.randomization_number,
+                randomized_on=row.randomized_on.isoformat(),
+                randomized_at=row.randomized_at.isoformat(),
+                randomized_by=row.randomized_by,
+                visits_done=len({k.visit for k in issued if k.status != "voided"}),
+                kits=issued,
+                emergency_unblinded=row.emergency_unblinded_at is not None,
+            )
+        )
+    return result

@@ -451,6 +451,10 @@ class HttpBackend:
         """The report the caller's role may see."""
         return self._call(reports.Report, "GET", "/report")
 
+    def participants(self) -> list[service.ParticipantSummary]:
+        """Every randomized participant, never an arm (investigator)."""
+        return self._call(list[service.ParticipantSummary], "GET", "/participants")
+
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
         """Audit events after ``since`` (admin, monitor)."""
         params: dict[str, Any] = {"since": since}

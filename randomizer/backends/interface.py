@@ -122,6 +122,10 @@ class Backend(Protocol):
     def audit_checkpoint(self) -> audit.Checkpoint:
         """Record a checkpoint of the head and return it unsigned; the caller signs it (admin)."""
 
+    def participants(self) -> list[service.ParticipantSummary]:
+        """Every randomized participant: site, number, visits done, kits; never an arm
+        (investigator)."""
+
 
 class Custody(Protocol):
     """Operations on the trial's host itself: they need the key file or the database file."""

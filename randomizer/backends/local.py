@@ -311,6 +311,10 @@ class LocalBackend:
         """The report the caller's role may see."""
         return self._run(Permission.REPORT, "report", reports.report)
 
+    def participants(self) -> list[service.ParticipantSummary]:
+        """Every randomized participant, never an arm (investigator)."""
+        return self._run(Permission.DISPENSE, "participant.list", service.participant_list)
+
     # maintenance -----------------------------------------------------------
 
     def db_status(self) -> SchemaStatus:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import json
@@ -14,6 +13,7 @@ from typing import TextIO
 
 import click
 
+from randomizer.allocation import service
 from randomizer.allocation.service import PharmacyKit
 from randomizer.backends.wire import MAX_TEXT
 from randomizer.commands.base import (
@@ -291,20 +291,7 @@ STDOUT = Path("-")
 
 
 def _write_kits_csv(handle: TextIO, kits: list[PharmacyKit]) -> None:
-    writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(["kit", "arm", "label", "status", "spare", "participant", "visit"])
-    for k in kits:
-        writer.writerow(
-            [
-                k.kit,
-                k.arm,
-                k.label,
-                k.status,
-                "yes" if k.spare else "no",
-                k.participant,
-                k.visit or "",
-            ]
-        )
+    service.write_kits_csv(handle, kits)
 
 
 @pharmacy.command("list")

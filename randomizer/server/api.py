@@ -554,3 +554,10 @@ def audit_verify(body: VerifyRequest, acting: Acting) -> audit.ChainReport:
 def audit_checkpoint(acting: Acting) -> audit.Checkpoint:
     """Record a checkpoint and return it unsigned: the client signs it (admin)."""
     return acting.audit_checkpoint()
+
+
+@router.get("/participants")
+def participants(acting: Acting) -> list[service.ParticipantSummary]:
+    """Every randomized participant: site, number, visits done, kits; never an arm
+    (investigator)."""
+    return acting.participants()

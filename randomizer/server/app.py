@@ -15,7 +15,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
@@ -32,7 +33,7 @@ from randomizer.errors import (
     StoreError,
     TooManyAttempts,
 )
-from randomizer.server import api
+from randomizer.server import api, pages, websession
 from randomizer.server.state import ServerState
 
 MAX_BODY = 1024 * 1024
@@ -169,15 +170,29 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     )
     app.include_router(api.public)
     app.include_router(api.router)
+    app.include_router(pages.pages)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+
+    @app.exception_handler(pages.LoginNeeded)
+    async def login_needed(request: Request, exc: pages.LoginNeeded) -> Response:
+        return pages.login_needed(request, exc)
+
+    @app.exception_handler(pages.BadForm)
+    async def bad_form(request: Request, exc: pages.BadForm) -> Response:
+        return pages.error_page(request, 400, str(exc))
 
     @app.exception_handler(RandomizerError)
-    async def refused(_request: Request, exc: RandomizerError) -> JSONResponse:
+    async def refused(request: Request, exc: RandomizerError) -> Response:
+        if pages.is_page(request):
+            return pages.error_page(request, status_of(exc), str(exc))
         return JSONResponse(
             error_to_wire(exc), status_code=status_of(exc), headers=refusal_headers(exc)
         )
 
     @app.exception_handler(RequestValidationError)
-    async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def malformed(request: Request, exc: RequestValidationError) -> Response:
+        if pages.is_page(request):
+            return pages.error_page(request, 400, "the page's address or form is not valid")
         problems = []
         for error in exc.errors()[:3]:
             if error.get("type") == "json_invalid":
@@ -194,10 +209,15 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         text = {404: "no such endpoint", 405: "method not allowed"}.get(
             exc.status_code, _one_line(str(exc.detail))
         )
+        if pages.is_page(request):
+            page_text = {404: "no such page"}.get(exc.status_code, text)
+            response = pages.error_page(request, exc.status_code, page_text)
+            response.headers.update(exc.headers or {})
+            return response
         kind = "NotFound" if exc.status_code == 404 else "InvalidInput"
         # keep what the status needs, such as the Allow header of a 405
         return JSONResponse(
@@ -205,9 +225,11 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         )
 
     @app.exception_handler(Exception)
-    async def internal(_request: Request, exc: Exception) -> JSONResponse:
+    async def internal(request: Request, exc: Exception) -> Response:
         # the boundary: the log names the class, the response names nothing
         log.error("internal error in a request: %s", type(exc).__name__)
+        if pages.is_page(request):
+            return pages.error_page(request, 500, "internal error; nothing was committed")
         return JSONResponse(
             {"error": "internal error; nothing was committed", "kind": "RandomizerError"},
             status_code=500,
@@ -215,8 +237,18 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        response = await call_next(request)
+        if (
+            pages.is_page(request)
+            and request.method not in ("GET", "HEAD", "OPTIONS")
+            and websession.cross_site(request)
+        ):
+            response = pages.error_page(
+                request, 403, "refused: this form was sent from another site"
+            )
+        else:
+            response = await call_next(request)
         response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["Content-Security-Policy"] = pages.CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from randomizer.allocation import service
 from randomizer.allocation.kits import ALPHABET, new_code, parse_code
 from randomizer.sealed import KIT_KIND, kit_row
 from tests.support.assertions import assert_error
@@ -710,7 +711,8 @@ def test_pharmacy_list_has_every_kit_by_code(run: Run, trial: TrialFiles, tmp_pa
     issued = live_kit(trial, "P-001", 1)
     by_code = {k["kit"]: k for k in listing}
     assert by_code[issued]["participant"] == "P-001"
-    assert by_code[issued]["status"] == "dispensed"
+    assert by_code[issued]["status"] == "requested"
+    assert by_code[issued]["requested_by"] == "ivan" and by_code[issued]["requested_at"]
     for k in listing[:12]:
         assert k["arm"] == kit_content(trial, k["kit"])
         assert k["label"] == DESIGN.arm(k["arm"]).label
@@ -718,7 +720,9 @@ def test_pharmacy_list_has_every_kit_by_code(run: Run, trial: TrialFiles, tmp_pa
     with out.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["kit"] for r in rows] == codes
-    assert list(rows[0]) == ["kit", "arm", "label", "status", "spare", "participant", "visit"]
+    assert tuple(rows[0]) == service.KIT_CSV_COLUMNS
+    row = next(r for r in rows if r["kit"] == issued)
+    assert (row["status"], row["requested_by"], row["prepared_by"]) == ("requested", "ivan", "")
     assert_error(
         run("pharmacy", "list", "--csv", str(out), user="petra"),
         2,
@@ -734,7 +738,7 @@ def test_pharmacy_list_csv_dash_is_standard_output(
     run.ok("pharmacy", "list", "--csv", str(in_file), user="petra")
     printed = run.ok("pharmacy", "list", "--csv", "-", user="petra").stdout
     assert printed == in_file.read_text(encoding="utf-8")  # the CSV alone, no table
-    assert printed.startswith("kit,arm,label,status,spare,participant,visit\n")
+    assert printed.startswith(",".join(service.KIT_CSV_COLUMNS) + "\n")
     assert not (tmp_path / "-").exists()
     assert [e["action"] for e in audit_rows(trial.db_url)][-2:] == ["auth.login", "pharmacy.list"]
     before = dump_database(trial.db_url)

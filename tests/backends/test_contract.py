@@ -345,3 +345,60 @@ def test_list_status_counts_without_arms(trial: ContractTrial) -> None:
     assert status.spare_kits_left == status.spare_kits > 0
     assert status.commitment == trial.as_user("alice").verify_list().commitment
     _assert_no_arm(status)
+
+
+def test_participants_list_visits_and_kits_without_arms(trial: ContractTrial) -> None:
+    first = _randomize(trial, "P-001")
+    _randomize(trial, "P-002")
+    ivan = trial.as_user("ivan")
+    issued = ivan.request_kit("P-001", 2, START + timedelta(days=84))
+    replaced = ivan.replace_kit(issued.kit, "bag damaged")
+    trial.as_user("petra").prepare_kit(first.kit)
+    rows = ivan.participants()
+    assert [r.participant for r in rows] == ["P-001", "P-002"]
+    p1 = rows[0]
+    assert (p1.site, p1.randomization_number, p1.randomized_on, p1.randomized_by) == (
+        "WAW",
+        "R-001",
+        START.isoformat(),
+        "ivan",
+    )
+    assert p1.visits_done == 2 and not p1.emergency_unblinded
+    assert [(k.visit, k.kit, k.status) for k in p1.kits] == [
+        (1, first.kit, "prepared"),
+        (2, issued.kit, "voided"),
+        (2, replaced.kit, "requested"),
+    ]
+    _assert_no_arm(rows)
+    ivan.emergency_unblind("P-002", "anaphylaxis")
+    assert [r.emergency_unblinded for r in ivan.participants()] == [False, True]
+    assert _refusal(NotAuthorized, trial.as_user("petra").participants).startswith(
+        "role pharmacist may not request or replace kits"
+    )
+
+
+def test_pharmacy_list_says_who_requested_and_prepared_and_what_replaced(
+    trial: ContractTrial,
+) -> None:
+    kit = _randomize(trial, "P-001").kit
+    replaced = trial.as_user("ivan").replace_kit(kit, "bag damaged")
+    petra = trial.as_user("petra")
+    petra.prepare_kit(replaced.kit)
+    listed = {k.kit: k for k in petra.pharmacy_list()}
+    old, new = listed[kit], listed[replaced.kit]
+    assert (old.status, old.void_reason, old.replaced_by, old.requested_by) == (
+        "voided",
+        "bag damaged",
+        replaced.kit,
+        "ivan",
+    )
+    assert (new.status, new.requested_by, new.prepared_by, new.randomization_number) == (
+        "prepared",
+        "ivan",
+        "petra",
+        "R-001",
+    )
+    assert new.requested_at.endswith("Z") and new.prepared_at.endswith("Z")
+    assert new.visit_date == START.isoformat()
+    spare = next(k for k in listed.values() if k.spare and k.status == "available")
+    assert (spare.requested_at, spare.requested_by, spare.participant) == ("", "", "")

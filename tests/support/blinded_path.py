@@ -29,6 +29,14 @@ from tests.support.trial import Run, TrialFiles, TrialTemplates, build_trial, op
 KIT_CODE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}\b")
 
 
+def anonymous(text: str) -> str:
+    """``text`` with kit codes, participant ids and randomization numbers as placeholders,
+    to compare what two participants (one per arm) were shown."""
+    text = KIT_CODE.sub("<kit>", text)
+    text = re.sub(r"\bP-\d{3}\b", "<participant>", text)
+    return re.sub(r"\bR-\d{3}\b", "<number>", text)
+
+
 def today() -> date:
     """Today's date on the local calendar, as the service counts it."""
     return datetime.now(UTC).astimezone().date()
