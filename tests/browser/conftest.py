@@ -65,7 +65,7 @@ def open_page(chromium: Browser, site: Site) -> Iterator[Callable[..., Page]]:
         context = chromium.new_context(base_url=site.url, **options)
         contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(15_000)
+        page.set_default_timeout(5_000)
         if role is not None:
             user = USER_OF_ROLE[role]
             support.log_in(page, site.url, user, PASSWORDS[user])

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Playwright
 
-    from tests.support.trial import TrialFiles
+    from tests.support.trial import Run, TrialFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root."""
@@ -173,3 +173,169 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def main_text(page: Page) -> str:
+    """The visible text of the page's main region, every run of white space one space."""
+    return " ".join(page.get_by_role("main").inner_text().split())
+
+
+def go_to_task(page: Page, title: str) -> None:
+    """Follow a link of the task navigation, as a person would."""
+    with page.expect_navigation():
+        page.get_by_role("navigation", name="Tasks").get_by_role("link", name=title).click()
+
+
+ELIGIBLE_FORM = {
+    "Age in years at screening": "45",
+    "Confirmed primary or secondary progressive MS?": "Yes",
+    "EDSS score at screening": "4.5",
+    "Relapse or corticosteroids within 3 months before screening?": "No",
+    "Another significant neurological or autoimmune disorder?": "No",
+    "Active infection, malignancy or uncontrolled systemic disease?": "No",
+}
+"""The exosome-ms questions as the randomize page asks them, with eligible answers."""
+
+
+def fill_randomize_form(page: Page, participant: str, on: str = "", **changed: str) -> None:
+    """Fill the randomize form with eligible answers (``changed`` replaces some, by question)."""
+    page.get_by_label("Participant id").fill(participant)
+    for question, answer in {**ELIGIBLE_FORM, **changed}.items():
+        if answer in ("Yes", "No"):
+            page.get_by_role("group", name=question).get_by_label(answer).check()
+        else:
+            page.get_by_label(question).fill(answer)
+    page.get_by_label("Date of randomization").fill(on)
+
+
+def tab_to(page: Page, selector: str, limit: int = 80) -> None:
+    """Press Tab until the element ``selector`` has the focus (only Tab is pressed)."""
+    target = page.locator(selector)
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if target.evaluate("element => element === document.activeElement"):
+            return
+    raise AssertionError(f"{selector} is not reached with Tab ({limit} presses)")
+
+
+def focused(page: Page) -> str:
+    """The id of the element that has the focus ("" if it has none)."""
+    found: str = page.evaluate("() => document.activeElement ? document.activeElement.id : ''")
+    return found
+
+
+@dataclass(frozen=True)
+class Stop:
+    """One page of a role's tour: its name (for files and messages) and how to reach it."""
+
+    name: str
+    reach: Callable[[Page], None]
+
+
+@dataclass(frozen=True)
+class TourTrial:
+    """What the tour's trial holds besides its users and list (see :func:`prepare_tour`)."""
+
+    participant: str
+    """Randomized, with its visit-1 kit requested and not prepared."""
+    requested_kit: str
+    prepared_kit: str
+    """The visit-1 kit of a second participant, prepared."""
+
+
+def prepare_tour(run: Run) -> TourTrial:
+    """Give a trial with its list two randomized participants, one kit prepared (via the CLI)."""
+    from tests.support.blinded_path import days_ago, live_kit, randomize
+
+    randomize(run, "P-001", days_ago(2))
+    randomize(run, "P-002", days_ago(1))
+    prepared = live_kit(run.files, "P-002", 1)
+    run.ok("pharmacy", "prepare", prepared, user="petra")
+    return TourTrial("P-001", live_kit(run.files, "P-001", 1), prepared)
+
+
+def _open(path: str) -> Callable[[Page], None]:
+    def reach(page: Page) -> None:
+        page.goto(path)
+
+    return reach
+
+
+def _submit(
+    path: str, button: str, fill: Callable[[Page], None] | None = None
+) -> Callable[[Page], None]:
+    def reach(page: Page) -> None:
+        page.goto(path)
+        if fill is not None:
+            fill(page)
+        with page.expect_navigation():
+            page.get_by_role("button", name=button).click()
+
+    return reach
+
+
+def _wrong_password(page: Page) -> None:
+    page.get_by_label("User name").fill("ivan")
+    page.get_by_label("Password").fill("not the password")
+
+
+def _unblind_form(trial: TourTrial) -> Callable[[Page], None]:
+    def fill(page: Page) -> None:
+        page.get_by_label("Participant id").fill(trial.participant)
+        page.get_by_label("Reason").fill("severe reaction; her care needs the arm")
+
+    return fill
+
+
+def page_name(path: str) -> str:
+    """A page's name for files: ``/pharmacy/lookup`` is ``pharmacy-lookup``, ``/`` is ``home``."""
+    return path.strip("/").replace("/", "-").replace(".", "-") or "home"
+
+
+def tour(role: str | None, trial: TourTrial, locked: bool = False) -> list[Stop]:
+    """Every page a role sees, in states worth seeing: its tasks, their results, its errors.
+
+    ``None`` is a visitor who is not logged in. A tour changes the trial only
+    where a page's own form does (the pharmacist prepares the requested kit).
+    """
+    from randomizer.server.pages import TASKS
+
+    if role is None:
+        return [
+            Stop("login", _open("/login")),
+            Stop("login-error", _submit("/login", "Log in", _wrong_password)),
+            Stop("not-found", _open("/no/such/page")),
+        ]
+    stops = [Stop("home", _open("/"))]
+    stops += [Stop(page_name(task.path), _open(task.path)) for task in TASKS[role]]
+    if role == "investigator":
+        stops += [
+            Stop("randomize-errors", _submit("/randomize", "Continue")),
+            Stop(
+                "randomize-confirm",
+                _submit("/randomize", "Continue", lambda page: fill_randomize_form(page, "P-300")),
+            ),
+            Stop("participant", _open(f"/participants/{trial.participant}")),
+            Stop("unblind-confirm", _submit("/unblind", "Continue", _unblind_form(trial))),
+        ]
+    if role == "pharmacist":
+        stops += [
+            Stop("pharmacy-label", _open(f"/pharmacy/label/{trial.prepared_kit}")),
+            Stop("pharmacy-lookup-kit", _open(f"/pharmacy/lookup?code={trial.requested_kit}")),
+            Stop(
+                "pharmacy-prepared",
+                _submit(
+                    f"/pharmacy/lookup?code={trial.requested_kit}",
+                    f"Prepare kit {trial.requested_kit} and record it",
+                ),
+            ),
+        ]
+    if role in ("monitor", "admin"):
+        stops += [Stop("verify-result", _submit("/verify", "Verify"))]
+    if role == "admin":
+        stops += [Stop("users-errors", _submit("/users", "Add the user"))]
+        if not locked:
+            stops += [Stop("lock-errors", _submit("/lock", "Lock the database"))]
+    if role == "statistician" and locked:
+        stops += [Stop("list-verify-result", _submit("/list/verify", "Verify the list"))]
+    return stops
