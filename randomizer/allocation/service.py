@@ -666,3 +666,37 @@ def participant_list(op: Operation) -> list[ParticipantSummary]:
             )
         )
     return result
+
+
+@dataclass(frozen=True)
+class KitLabel:
+    """What the label of a prepared infusion bag shows: never the arm."""
+
+    trial: str
+    kit: str
+    participant: str
+    randomization_number: str
+    visit: int
+    visit_name: str
+
+
+def kit_label(op: Operation, code: str) -> KitLabel:
+    """The label of a prepared kit (pharmacist); a kit not prepared yet gets none."""
+    kit = _kit(op, code)
+    if kit.status != "prepared" or kit.participant_id is None or kit.visit is None:
+        raise StateError(
+            f"kit {kit.code} is {status_word(kit.status)}, not prepared: a label is "
+            "printed for a prepared kit only; prepare it first"
+        )
+    participant = op.session.get(Participant, kit.participant_id)
+    assert participant is not None
+    visit = op.design.visit(kit.visit)
+    op.audit("pharmacy.label", subject=kit.code, details={"participant": participant.code})
+    return KitLabel(
+        trial=op.trial.id,
+        kit=kit.code,
+        participant=participant.code,
+        randomization_number=participant.randomization_number,
+        visit=visit.number,
+        visit_name=visit.name,
+    )

@@ -455,6 +455,10 @@ class HttpBackend:
         """Every randomized participant, never an arm (investigator)."""
         return self._call(list[service.ParticipantSummary], "GET", "/participants")
 
+    def kit_label(self, code: str) -> service.KitLabel:
+        """The label of a prepared kit's infusion bag (pharmacist)."""
+        return self._call(service.KitLabel, "GET", f"/kits/{_segment(code)}/label")
+
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
         """Audit events after ``since`` (admin, monitor)."""
         params: dict[str, Any] = {"since": since}

@@ -126,6 +126,9 @@ class Backend(Protocol):
         """Every randomized participant: site, number, visits done, kits; never an arm
         (investigator)."""
 
+    def kit_label(self, code: str) -> service.KitLabel:
+        """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
+
 
 class Custody(Protocol):
     """Operations on the trial's host itself: they need the key file or the database file."""

@@ -315,6 +315,12 @@ class LocalBackend:
         """Every randomized participant, never an arm (investigator)."""
         return self._run(Permission.DISPENSE, "participant.list", service.participant_list)
 
+    def kit_label(self, code: str) -> service.KitLabel:
+        """The label of a prepared kit's infusion bag (pharmacist)."""
+        return self._run(
+            Permission.PREPARE, "pharmacy.label", lambda op: service.kit_label(op, code), code
+        )
+
     # maintenance -----------------------------------------------------------
 
     def db_status(self) -> SchemaStatus:

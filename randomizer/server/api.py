@@ -38,6 +38,7 @@ from randomizer.backends.wire import MAX_TEXT, error_classes, to_wire
 from randomizer.context import Credentials, Principal
 from randomizer.errors import AuthenticationFailed, Hint
 from randomizer.server.state import ServerState, client_address, server_state
+from randomizer.sessions import INVALID_TOKEN
 from randomizer.unblinding import emergency
 from randomizer.unblinding import lock as locking
 
@@ -292,9 +293,13 @@ def caller(
             "log in first: send the token from POST /api/v1/auth/token "
             "as 'Authorization: Bearer TOKEN'"
         )
-    return logins.principal_for(
+    principal = logins.principal_for(
         state.store, credentials.credentials, state.clock(), client=client_address(request, state)
     )
+    if principal.channel != "api":
+        # a page's session token is for its cookie only (CSRF-checked there)
+        raise AuthenticationFailed(INVALID_TOKEN)
+    return principal
 
 
 def backend(
@@ -561,3 +566,9 @@ def participants(acting: Acting) -> list[service.ParticipantSummary]:
     """Every randomized participant: site, number, visits done, kits; never an arm
     (investigator)."""
     return acting.participants()
+
+
+@router.get("/kits/{code:path}/label")
+def kit_label(code: Name, acting: Acting) -> service.KitLabel:
+    """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
+    return acting.kit_label(code)

@@ -129,6 +129,16 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def with_headers(response: Response) -> Response:
+    """Every response's headers: never cached unless said, a strict CSP, never framed."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["Content-Security-Policy"] = pages.CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
 def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
     """The app serving one trial from ``state``; start and stop are audited."""
 
@@ -228,12 +238,16 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     async def internal(request: Request, exc: Exception) -> Response:
         # the boundary: the log names the class, the response names nothing
         log.error("internal error in a request: %s", type(exc).__name__)
+        response: Response
         if pages.is_page(request):
-            return pages.error_page(request, 500, "internal error; nothing was committed")
-        return JSONResponse(
-            {"error": "internal error; nothing was committed", "kind": "RandomizerError"},
-            status_code=500,
-        )
+            response = pages.error_page(request, 500, "internal error; nothing was committed")
+        else:
+            response = JSONResponse(
+                {"error": "internal error; nothing was committed", "kind": "RandomizerError"},
+                status_code=500,
+            )
+        # this answer bypasses the middleware below: it gets the same headers here
+        return with_headers(response)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
@@ -247,12 +261,7 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
             )
         else:
             response = await call_next(request)
-        response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["Content-Security-Policy"] = pages.CONTENT_SECURITY_POLICY
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
+        return with_headers(response)
 
     app.add_middleware(BodyLimit)
     return app

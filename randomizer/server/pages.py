@@ -17,6 +17,7 @@ checked and submitted again.
 from __future__ import annotations
 
 import io
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -46,7 +47,6 @@ from randomizer.errors import (
     InvalidInput,
     NotFound,
     RandomizerError,
-    StateError,
     TooManyAttempts,
 )
 from randomizer.server.state import ServerState, client_address, server_state
@@ -68,7 +68,7 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 """Every response's policy: nothing inline, nothing from elsewhere, never framed."""
@@ -76,7 +76,7 @@ CONTENT_SECURITY_POLICY = (
 KEPT_PREFIX = "keep."
 """Prefix of the hidden fields of the login form that carry a form's typed values."""
 
-NEVER_KEPT = frozenset({CSRF_FIELD, "password", "new_password", "idem", "page"})
+NEVER_KEPT = frozenset({CSRF_FIELD, "password", "new_password", "idem", "page", "confirm"})
 """Fields never carried through a new login: secrets and one-time tokens."""
 
 MAX_FIELDS = 200
@@ -354,12 +354,40 @@ def resumable(path: str) -> Callable[[Resume], Resume]:
     return register
 
 
+_PARTICIPANT_PAGE = re.compile(r"/participants/([A-Za-z0-9-]{1,32})")
+
+
+def resume_for(page: str) -> Resume | None:
+    """The renderer of a form page that may come back filled in after a new login, if any."""
+    if page in RESUMABLE:
+        return RESUMABLE[page]
+    found = _PARTICIPANT_PAGE.fullmatch(page)
+    if found is None:
+        return None
+    participant = found.group(1)
+
+    def kit_request(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
+        return _participant_page(
+            request,
+            server_state(request),
+            who,
+            participant,
+            values=kept,
+            notice="You are logged in again. Check the kit request and submit it again.",
+            randomized=False,
+            requested="",
+            replaced="",
+        )
+
+    return kit_request
+
+
 def login_needed(request: Request, exc: LoginNeeded) -> Response:
     """Back to the login page: a redirect for a page, the login form keeping a post's values."""
     if request.method in ("GET", "HEAD"):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return see_other(f"/login?next={_quote(safe_next(target))}")
-    page = exc.page if exc.page in RESUMABLE else ""
+    page = exc.page if resume_for(exc.page) is not None else ""
     kept = exc.kept if page else {}
     response = render(
         request,
@@ -415,7 +443,7 @@ def login(request: Request, state: State, form: Posted) -> Response:
         for k, v in form.values.items()
         if k.startswith(KEPT_PREFIX) and k[len(KEPT_PREFIX) :] not in NEVER_KEPT
     }
-    page = form.get("page") if form.get("page") in RESUMABLE else ""
+    page = form.get("page") if resume_for(form.get("page")) is not None else ""
     again: dict[str, Any] = {
         "next": safe_next(form.get("next", "/")),
         "kept": kept if page else {},
@@ -466,7 +494,9 @@ def login(request: Request, state: State, form: Posted) -> Response:
     response: Response
     if page:
         who = Visitor(principal, logins.user_role(state.store, principal.user), fresh)
-        response = RESUMABLE[page](request, who, kept)
+        resume = resume_for(page)
+        assert resume is not None
+        response = resume(request, who, kept)
     else:
         response = see_other(again["next"])
         set_cookie(response, CSRF_COOKIE, fresh.cookie)
@@ -984,22 +1014,15 @@ def pharmacy_prepare(request: Request, state: State, posted_form: Checked) -> HT
 @pages.get("/pharmacy/label/{code}")
 def pharmacy_label(request: Request, state: State, who: Signed, code: str) -> HTMLResponse:
     """A printable label for the prepared infusion bag: never the arm."""
-    canonical = parse_code(code)
-    found = [k for k in _kits(state, who) if k.kit == canonical]
-    if not found:
-        raise NotFound(f"no kit {canonical} in this trial: check the label")
-    kit = found[0]
-    if kit.status != "prepared":
-        raise StateError(
-            f"kit {kit.kit} is {kit.status}, not prepared: print a label once it is prepared"
-        )
-    qr = segno.make(kit.kit, error="m").svg_inline(scale=4, title=f"Kit code {kit.kit}")
+    with acting(state, who) as backend:
+        label = backend.kit_label(code)
+    qr = segno.make(label.kit, error="m").svg_inline(scale=4, title=f"Kit code {label.kit}")
     return render(
         request,
         "pharmacy_label.html",
         who,
-        title=f"Label of kit {kit.kit}",
-        kit=kit,
+        title=f"Label of kit {label.kit}",
+        label=label,
         qr=Markup(qr),
     )
 
@@ -1208,6 +1231,18 @@ def _users_page(
     )
 
 
+@resumable("/users")
+def resume_users(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
+    """The users page with the new user's name and role typed before a new login."""
+    return _users_page(
+        request,
+        server_state(request),
+        who,
+        values=kept,
+        notice="You are logged in again. Check the form, type the password and submit it again.",
+    )
+
+
 @pages.get("/users")
 def users(request: Request, state: State, who: Signed, done: str = "") -> HTMLResponse:
     """Every user; add, disable, reset a password."""
@@ -1292,6 +1327,20 @@ def list_generate(request: Request, state: State, posted_form: Checked) -> Respo
                 error=str(exc),
             )
     return see_other("/list?done=generated")
+
+
+@resumable("/lock")
+def resume_lock(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
+    """The lock form with the reason typed before a new login (to confirm again)."""
+    return render(
+        request,
+        "lock.html",
+        who,
+        title="Lock the database",
+        result=None,
+        values=kept,
+        notice="You are logged in again. Check the reason and confirm again.",
+    )
 
 
 @pages.get("/lock")

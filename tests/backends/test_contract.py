@@ -402,3 +402,28 @@ def test_pharmacy_list_says_who_requested_and_prepared_and_what_replaced(
     assert new.visit_date == START.isoformat()
     spare = next(k for k in listed.values() if k.spare and k.status == "available")
     assert (spare.requested_at, spare.requested_by, spare.participant) == ("", "", "")
+
+
+def test_kit_label_of_a_prepared_kit_only_and_never_the_arm(trial: ContractTrial) -> None:
+    kit = _randomize(trial, "P-001").kit
+    petra = trial.as_user("petra")
+    refused = _refusal(StateError, lambda: petra.kit_label(kit))
+    assert refused == (
+        f"kit {kit} is requested, not prepared: a label is printed for a prepared kit "
+        "only; prepare it first"
+    )
+    petra.prepare_kit(kit)
+    label = petra.kit_label(kit.lower())
+    assert (label.trial, label.kit, label.participant, label.randomization_number) == (
+        "exosome-ms",
+        kit,
+        "P-001",
+        "R-001",
+    )
+    assert label.visit == 1
+    _assert_no_arm(label)
+    events = trial.as_user("mona").audit_events()
+    assert [e.subject for e in events if e.action == "pharmacy.label"] == [kit]
+    assert _refusal(NotAuthorized, lambda: trial.as_user("ivan").kit_label(kit)).startswith(
+        "role investigator may not prepare kits in the pharmacy"
+    )

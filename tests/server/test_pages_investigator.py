@@ -232,3 +232,32 @@ def test_other_roles_pages_are_refused_with_the_library_message(ivan: Browser, p
     assert page.status_code == 403
     assert "role investigator may not" in text_of(page.text)
     assert "Traceback" not in page.text
+
+
+def test_an_expired_session_keeps_a_kit_request_through_a_new_login(
+    ivan: Browser, clock: Clock, trial_with_list: TrialFiles
+) -> None:
+    randomize_through_pages(ivan, "P-001", START)
+    page = ivan.get("/participants/P-001")
+    assert 'name="page" value="/participants/P-001"' in page.text
+    clock.now += sessions.IDLE_TIMEOUT + timedelta(seconds=1)
+    typed = {"page": "/participants/P-001", "visit": "2", "override_reason": "travelling"}
+    login = ivan.post("/participants/P-001/kits", typed)
+    assert login.status_code == 401
+    kept = ivan.hidden("/login")
+    assert kept["page"] == "/participants/P-001"
+    back = ivan.post("/login", {**kept, "user": "ivan", "password": PASSWORDS["ivan"]})
+    assert back.status_code == 200
+    assert 'value="travelling"' in back.text and "<h1>Participant P-001</h1>" in back.text
+    assert "kit.request" not in _actions(trial_with_list)
+
+
+@pytest.mark.parametrize("page", ["//evil.example/x", "/participants/P-001/../../x", "/logout"])
+def test_a_made_up_resume_page_is_ignored(ivan: Browser, page: str) -> None:
+    ivan.logout()
+    ivan.get("/login")
+    response = ivan.post(
+        "/login",
+        {"user": "ivan", "password": PASSWORDS["ivan"], "page": page, "keep.code": "x"},
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/"

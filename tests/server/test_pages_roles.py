@@ -107,7 +107,7 @@ def test_no_label_before_the_kit_is_prepared(pages: Callable[[], Browser], run: 
     code = live_kit(run.files, "P-001", 1)
     page = _as(pages, "petra").get(f"/pharmacy/label/{code}")
     assert page.status_code == 409
-    assert f"kit {code} is requested, not prepared" in text_of(page.text)
+    assert f"kit {code} is requested, not prepared: a label is printed" in text_of(page.text)
 
 
 def test_kit_list_csv_has_the_history_columns_and_is_never_cached(

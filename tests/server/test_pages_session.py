@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from randomizer import sessions
+from randomizer.backends.local import LocalBackend
 from randomizer.server.pages import CONTENT_SECURITY_POLICY, TASKS
 from tests.support.database import audit_rows, execute
 from tests.support.trial import PASSWORDS, USER_OF_ROLE, USERS, TrialFiles
@@ -190,6 +191,15 @@ def test_an_api_token_is_not_a_web_session(browser: Callable[[], Browser]) -> No
     assert b.get("/").status_code == 303
 
 
+def test_a_web_session_token_is_not_an_api_token(browser: Callable[[], Browser]) -> None:
+    b = browser()
+    b.login("ivan")
+    token = b.client.cookies.get("__Host-session")
+    response = b.client.get("/api/v1/report", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["error"] == sessions.INVALID_TOKEN
+
+
 @pytest.mark.parametrize("path", ["/logout", "/kits/replace", "/randomize"])
 def test_a_post_without_csrf_token_goes_back_to_login_and_changes_nothing(
     browser: Callable[[], Browser], trial_with_list: TrialFiles, path: str
@@ -253,3 +263,30 @@ def test_a_body_that_is_not_a_form_is_refused_as_a_page(browser: Callable[[], Br
 
 def test_users_fixture_roles_match_the_tasks() -> None:
     assert set(USERS.values()) == set(TASKS)
+
+
+def test_an_internal_error_is_a_page_without_a_trace(
+    browser: Callable[[], Browser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = browser()
+    b.login("ivan")
+
+    def broken(self: LocalBackend) -> None:
+        raise RuntimeError("secret detail /srv/trial.db")
+
+    monkeypatch.setattr(LocalBackend, "participants", broken)
+    page = b.get("/participants")
+    assert page.status_code == 500
+    assert "internal error; nothing was committed" in text_of(page.text)
+    for hidden in ("Traceback", "RuntimeError", "secret detail"):
+        assert hidden not in page.text
+    assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+
+
+def test_a_wrong_method_is_a_page(browser: Callable[[], Browser]) -> None:
+    b = browser()
+    b.login("ivan")
+    page = b.client.put("/randomize", headers={"Sec-Fetch-Site": "same-origin"})
+    assert page.status_code == 405
+    assert page.headers["content-type"].startswith("text/html")
+    assert "method not allowed" in text_of(page.text)

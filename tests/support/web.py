@@ -35,7 +35,10 @@ class InProcess(httpx.BaseTransport):
     """httpx's ASGI transport for a synchronous client: one event loop per request."""
 
     def __init__(self, app: FastAPI) -> None:
-        self.transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        # as a browser would: the response the app sent, not the exception behind it
+        self.transport = httpx.ASGITransport(
+            app=app, client=("127.0.0.1", 50000), raise_app_exceptions=False
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Run the app on ``request`` and read its whole body."""
