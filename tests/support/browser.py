@@ -274,6 +274,18 @@ def _submit(
     return reach
 
 
+def _randomize_ineligible(page: Page) -> None:
+    """Randomize a participant too young to be eligible: the refusal with its field errors."""
+    page.goto("/randomize")
+    fill_randomize_form(page, "P-301", **{"Age in years at screening": "17"})
+    with page.expect_navigation():
+        page.get_by_role("button", name="Continue").click()
+    confirm = page.get_by_role("button", name="Randomize P-301")
+    if confirm.count():
+        with page.expect_navigation():
+            confirm.click()
+
+
 def _wrong_password(page: Page) -> None:
     page.get_by_label("User name").fill("ivan")
     page.get_by_label("Password").fill("not the password")
@@ -310,7 +322,8 @@ def tour(role: str | None, trial: TourTrial, locked: bool = False) -> list[Stop]
     stops += [Stop(page_name(task.path), _open(task.path)) for task in TASKS[role]]
     if role == "investigator":
         stops += [
-            Stop("randomize-errors", _submit("/randomize", "Continue")),
+            Stop("randomize-empty", _submit("/randomize", "Continue")),
+            Stop("randomize-errors", _randomize_ineligible),
             Stop(
                 "randomize-confirm",
                 _submit("/randomize", "Continue", lambda page: fill_randomize_form(page, "P-300")),
