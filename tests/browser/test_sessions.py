@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from randomizer.sessions import IDLE_TIMEOUT
-from tests.support.browser import Site
-from tests.support.database import audit_rows
+from randomizer.sessions import IDLE_TIMEOUT, INVALID_TOKEN
+from tests.support.browser import Site, fill_randomize_form, go_to_task, main_text
+from tests.support.database import audit_rows, execute
+from tests.support.trial import PASSWORDS
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -139,3 +140,46 @@ def test_a_session_idle_past_its_timeout_goes_back_to_the_login_page(
         page.get_by_role("navigation", name="Tasks").get_by_role("link", name="Home").click()
     assert page.url == f"{site.url}/login?next=/"
     assert page.get_by_role("heading", level=1).inner_text() == "Log in"
+
+
+def _confirm_randomization(page: Page, participant: str) -> None:
+    go_to_task(page, "Randomize")
+    fill_randomize_form(page, participant)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Continue").click()
+    assert page.get_by_role("button", name=f"Randomize {participant}").is_visible()
+
+
+def test_a_form_with_a_forged_csrf_token_is_refused(open_page: OpenPage, site: Site) -> None:
+    page = open_page("investigator")
+    _confirm_randomization(page, "P-401")
+    forged = "0" * 64
+    page.locator("form[action='/randomize'] input[name=csrf_token]").evaluate(
+        f"field => field.value = '{forged}'"
+    )
+    with page.expect_navigation():
+        page.get_by_role("button", name="Randomize P-401").click()
+    assert "this form was too old to accept" in page.get_by_role("alert").inner_text()
+    assert page.get_by_role("heading", level=1).inner_text() == "Log in"
+    assert execute(site.files.db_url, "SELECT count(*) FROM participants") == [(0,)]
+
+
+def test_a_form_sent_after_the_session_expired_is_refused_and_kept_for_after_login(
+    open_page: OpenPage, site: Site
+) -> None:
+    page = open_page("investigator")
+    _confirm_randomization(page, "P-402")
+    site.clock.advance(IDLE_TIMEOUT + timedelta(minutes=1))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Randomize P-402").click()
+    assert INVALID_TOKEN in page.get_by_role("alert").inner_text()
+    assert "What you typed in the form is kept" in main_text(page)
+    assert execute(site.files.db_url, "SELECT count(*) FROM participants") == [(0,)]
+
+    page.get_by_label("User name").fill("ivan")
+    page.get_by_label("Password").fill(PASSWORDS["ivan"])
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log in").click()
+    assert page.get_by_label("Participant id").input_value() == "P-402"
+    assert page.get_by_label("Age in years at screening").input_value() == "45"
+    assert execute(site.files.db_url, "SELECT count(*) FROM participants") == [(0,)]
