@@ -145,3 +145,27 @@ def test_admin_adds_a_user_and_locks_the_database(open_page: OpenPage, site: Sit
         page.get_by_role("button", name="Lock the database").click()
     assert "The database is locked." in page.get_by_role("status").inner_text()
     assert execute(site.files.db_url, "SELECT locked_at IS NOT NULL FROM trial") == [(1,)]
+
+
+def test_an_ineligible_answer_is_shown_next_to_its_question_and_in_the_summary(
+    open_page: OpenPage, site: Site
+) -> None:
+    page = open_page("investigator")
+    go_to_task(page, "Randomize")
+    fill_randomize_form(page, "P-501", **{"Age in years at screening": "17"})
+    with page.expect_navigation():
+        page.get_by_role("button", name="Continue").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Randomize P-501").click()
+
+    summary = page.get_by_role("alert")
+    assert "There is a problem" in summary.inner_text()
+    age = page.get_by_label("Age in years at screening")
+    assert age.get_attribute("aria-invalid") == "true"
+    described = (age.get_attribute("aria-describedby") or "").split()
+    errors = [page.locator(f"[id='{name}']").inner_text() for name in described]
+    assert any("must be 18 to 65" in text for text in errors), errors
+    assert age.input_value() == "17"  # what was typed stays, to be corrected
+    summary.get_by_role("link", name="must be 18 to 65").click()
+    assert page.evaluate("() => document.activeElement.id") == "answer.age"
+    assert execute(site.files.db_url, "SELECT count(*) FROM participants") == [(0,)]
