@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from randomizer.allocation import service
-from randomizer.server import pages as web_pages
+from randomizer.server.pages import oversight
 from tests.support.blinded_path import FOUR_DAY0, live_kit, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import DESIGN, arm_words_in
@@ -149,7 +149,7 @@ def test_kit_list_csv_has_the_history_columns_and_is_never_cached(
 def test_the_audit_trail_pages_and_filters(
     pages: Callable[[], Browser], run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(web_pages, "AUDIT_PAGE", 5)
+    monkeypatch.setattr(oversight, "AUDIT_PAGE", 5)
     mona = _as(pages, "mona")
     first = mona.get("/audit")
     assert first.status_code == 200
@@ -199,6 +199,7 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
 ) -> None:
     stan = _as(pages, "stan")
     stan.get("/unblinding")
+    assert "<h2>By arm</h2>" not in stan.get("/report").text
     refused = stan.post("/unblinding")
     assert refused.status_code in (403, 409)
     assert "lock" in text_of(refused.text)
@@ -209,6 +210,9 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
     assert unconfirmed.status_code == 400 and 'id="confirm-error"' in unconfirmed.text
     locked = alice.post("/lock", {"reason": "database lock", "confirm": "yes"})
     assert locked.status_code == 200 and "The database is locked." in locked.text
+    report = stan.get("/report")
+    assert "<h2>By arm</h2>" in report.text
+    assert set(arm_words_in(report.text)) >= set(DESIGN.arm_ids)
     stan.get("/unblinding")
     export = stan.post("/unblinding")
     assert export.status_code == 200

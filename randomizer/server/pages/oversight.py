@@ -1,0 +1,191 @@
+"""The pages of oversight: the report, the audit trail, verification, the final unblinding."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+
+from randomizer import audit
+from randomizer.errors import (
+    Hint,
+    InvalidInput,
+    RandomizerError,
+)
+from randomizer.server.pages.core import (
+    Checked,
+    Signed,
+    State,
+    acting,
+    pages,
+    render,
+    status_of_error,
+)
+
+
+@pages.get("/report")
+def report(request: Request, state: State, who: Signed) -> HTMLResponse:
+    """The report the role may see (balance by arm only when the library shows it)."""
+    with acting(state, who) as backend:
+        result = backend.report()
+    return render(request, "report.html", who, title="Report", report=result)
+
+
+AUDIT_PAGE = 50
+"""Audit events per page."""
+
+
+@pages.get("/audit")
+def audit_trail(
+    request: Request,
+    state: State,
+    who: Signed,
+    since: int = 0,
+    action: str = "",
+    user: str = "",
+    subject: str = "",
+) -> HTMLResponse:
+    """The audit trail, a page at a time, filtered by action, user and subject."""
+    shown: list[Any] = []
+    position = max(0, since)
+    more = False
+    with acting(state, who) as backend:
+        while len(shown) <= AUDIT_PAGE:
+            batch = backend.audit_events(position, AUDIT_PAGE * 4)
+            if not batch:
+                break
+            for event in batch:
+                position = event.seq
+                if (
+                    (not action or event.action == action)
+                    and (not user or event.user == user)
+                    and (not subject or event.subject == subject)
+                ):
+                    shown.append(event)
+                    if len(shown) > AUDIT_PAGE:
+                        break
+            if len(batch) < AUDIT_PAGE * 4:
+                break
+    if len(shown) > AUDIT_PAGE:
+        more = True
+        shown = shown[:AUDIT_PAGE]
+    filters = {"action": action, "user": user, "subject": subject}
+    next_since = shown[-1].seq if more and shown else None
+    next_query = (
+        urlencode({"since": next_since, **{k: v for k, v in filters.items() if v}})
+        if next_since is not None
+        else ""
+    )
+    return render(
+        request,
+        "audit.html",
+        who,
+        title="Audit trail",
+        events=shown,
+        values=filters,
+        since=since,
+        next_query=next_query,
+    )
+
+
+@pages.get("/verify")
+def verify_form(request: Request, who: Signed) -> HTMLResponse:
+    """Verify the audit trail, optionally against a signed checkpoint note."""
+    return render(request, "verify.html", who, title="Verify the audit trail", result=None)
+
+
+@pages.post("/verify")
+def verify(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
+    """Recompute the chain; a pasted checkpoint note is checked with its public key here."""
+    who, form = posted_form
+    note = form.get("checkpoint").strip()
+    public_key = form.get("public_key").strip()
+    try:
+        signed = None
+        if note or public_key:
+            if not (note and public_key):
+                raise InvalidInput(
+                    "a checkpoint note is checked with the public key that signed it: give both",
+                    hint=Hint.CHECKPOINT_KEY,
+                )
+            signed = audit.read_checkpoint(note, public_key.encode("utf-8"))
+        with acting(state, who) as backend:
+            result = backend.audit_verify(signed)
+    except RandomizerError as exc:
+        return render(
+            request,
+            "verify.html",
+            who,
+            status_of_error(exc),
+            title="Verify the audit trail",
+            result=None,
+            error=str(exc),
+            values=form.kept(),
+        )
+    return render(
+        request, "verify.html", who, title="Verify the audit trail", result=result, values={}
+    )
+
+
+# the statistician -------------------------------------------------------------------
+
+
+@pages.get("/unblinding")
+def unblinding_page(request: Request, who: Signed) -> HTMLResponse:
+    """The final unblinding export (after lock), as a download."""
+    return render(request, "unblinding.html", who, title="Final unblinding")
+
+
+@pages.post("/unblinding")
+def unblinding_export(request: Request, state: State, posted_form: Checked) -> Response:
+    """The export, audited before it is sent; never cached."""
+    who, _ = posted_form
+    with acting(state, who) as backend:
+        try:
+            export = backend.unblind_all()
+        except RandomizerError as exc:
+            return render(
+                request,
+                "unblinding.html",
+                who,
+                status_of_error(exc),
+                title="Final unblinding",
+                error=str(exc),
+            )
+    return Response(
+        export.csv,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": 'attachment; filename="unblinding.csv"',
+            "X-Randomizer-SHA256": export.sha256,
+        },
+    )
+
+
+@pages.get("/list/verify")
+def list_verify_page(request: Request, who: Signed) -> HTMLResponse:
+    """Regenerate the list from its sealed seed and compare (admin; statistician after lock)."""
+    return render(request, "list_verify.html", who, title="Verify the list", result=None)
+
+
+@pages.post("/list/verify")
+def list_verify(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
+    """The verification's result."""
+    who, _ = posted_form
+    with acting(state, who) as backend:
+        try:
+            result = backend.verify_list()
+        except RandomizerError as exc:
+            return render(
+                request,
+                "list_verify.html",
+                who,
+                status_of_error(exc),
+                title="Verify the list",
+                result=None,
+                error=str(exc),
+            )
+    return render(request, "list_verify.html", who, title="Verify the list", result=result)

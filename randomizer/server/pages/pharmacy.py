@@ -1,0 +1,146 @@
+"""The pharmacist's pages: the queue, kit lookup and preparation, labels, the kit list."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import segno
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
+
+from randomizer.allocation import service
+from randomizer.allocation.kits import parse_code
+from randomizer.errors import (
+    NotFound,
+    RandomizerError,
+)
+from randomizer.server.pages.core import (
+    Checked,
+    Signed,
+    State,
+    Visitor,
+    acting,
+    pages,
+    render,
+    resumable,
+    status_of_error,
+)
+from randomizer.server.state import ServerState
+
+
+def _kits(state: ServerState, who: Visitor) -> list[service.PharmacyKit]:
+    with acting(state, who) as backend:
+        return backend.pharmacy_list()
+
+
+@pages.get("/pharmacy")
+def pharmacy_queue(request: Request, state: State, who: Signed) -> HTMLResponse:
+    """Kits requested and not yet prepared, oldest request first."""
+    queue = sorted(
+        (k for k in _kits(state, who) if k.status == "requested"),
+        key=lambda k: (k.requested_at, k.kit),
+    )
+    return render(request, "pharmacy_queue.html", who, title="Kits to prepare", queue=queue)
+
+
+def _lookup_page(
+    request: Request, who: Visitor, code: str, status: int = 200, **context: Any
+) -> HTMLResponse:
+    return render(
+        request,
+        "pharmacy_lookup.html",
+        who,
+        status,
+        title="Look up a kit",
+        values={"code": code},
+        **context,
+    )
+
+
+@resumable("/pharmacy/lookup")
+def resume_lookup(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
+    """The lookup form with the code typed before a new login."""
+    return _lookup_page(request, who, kept.get("code", ""), notice="You are logged in again.")
+
+
+@pages.get("/pharmacy/lookup")
+def pharmacy_lookup(request: Request, state: State, who: Signed, code: str = "") -> HTMLResponse:
+    """Find a kit by its typed or scanned code (read forgivingly, as the CLI does)."""
+    if not code.strip():
+        return _lookup_page(request, who, code, kit=None)
+    try:
+        canonical = parse_code(code)
+        found = [k for k in _kits(state, who) if k.kit == canonical]
+        if not found:
+            raise NotFound(f"no kit {canonical} in this trial: check the label")
+    except RandomizerError as exc:
+        return _lookup_page(
+            request,
+            who,
+            code,
+            status_of_error(exc),
+            kit=None,
+            error=str(exc),
+            errors={"code": str(exc)},
+        )
+    return _lookup_page(request, who, canonical, kit=found[0])
+
+
+@pages.post("/pharmacy/prepare")
+def pharmacy_prepare(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
+    """Record the preparation and show what to prepare; never cached."""
+    who, form = posted_form
+    code = form.get("code")
+    with acting(state, who) as backend:
+        try:
+            prepared = backend.prepare_kit(code)
+        except RandomizerError as exc:
+            return _lookup_page(
+                request,
+                who,
+                code,
+                status_of_error(exc),
+                kit=None,
+                error=str(exc),
+                errors={"code": str(exc)},
+            )
+    return render(request, "pharmacy_prepared.html", who, title="Prepare the kit", prep=prepared)
+
+
+@pages.get("/pharmacy/label/{code}")
+def pharmacy_label(request: Request, state: State, who: Signed, code: str) -> HTMLResponse:
+    """A printable label for the prepared infusion bag: never the arm."""
+    with acting(state, who) as backend:
+        label = backend.kit_label(code)
+    qr = segno.make(label.kit, error="m").svg_inline(scale=4, title=f"Kit code {label.kit}")
+    return render(
+        request,
+        "pharmacy_label.html",
+        who,
+        title=f"Label of kit {label.kit}",
+        label=label,
+        qr=Markup(qr),
+    )
+
+
+@pages.get("/pharmacy/kits")
+def pharmacy_kits(request: Request, state: State, who: Signed) -> HTMLResponse:
+    """Every kit with content, status and history."""
+    return render(request, "pharmacy_kits.html", who, title="Kit list", kits=_kits(state, who))
+
+
+@pages.get("/pharmacy/kits.csv")
+def pharmacy_kits_csv(state: State, who: Signed) -> Response:
+    """The kit list as CSV, the columns of ``pharmacy list --csv``; never cached."""
+    buffer = io.StringIO()
+    service.write_kits_csv(buffer, _kits(state, who))
+    return Response(
+        buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": 'attachment; filename="kits.csv"',
+        },
+    )
