@@ -36,9 +36,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(f"browser tests skipped: {reason}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Browser]:
-    """The system's Chromium, launched once for the run (skipped or failed if missing)."""
+    """The system's Chromium, launched once for the browser tests.
+
+    Stopped when they end: Playwright's synchronous API holds an asyncio loop
+    in the main thread while it runs, which the in-process test clients of
+    the other tests cannot share.
+    """
     with support.chromium() as browser:
         yield browser
 
