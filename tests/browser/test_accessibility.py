@@ -1,4 +1,5 @@
-"""axe-core finds no WCAG 2.1 A or AA fault on any page of any role, and the pages reflow.
+"""axe-core finds no WCAG 2.1 A or AA fault on any page of any role; the pages reflow and Tab
+reaches every control.
 
 Every page of each role's tour (its tasks, their results, their error
 states) is checked in a context that bypasses the Content-Security-Policy,
@@ -21,6 +22,7 @@ from tests.support.browser import (
     axe_violations,
     describe_violations,
     horizontal_overflow,
+    not_reached_with_tab,
     prepare_tour,
     tour,
 )
@@ -92,3 +94,17 @@ def test_no_page_scrolls_sideways(
                 wider[f"{stop.name} {screen}"] = overflow
         page.set_viewport_size({"width": 1280, "height": 720})
     assert wider == {}
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda role: role or "logged-out")
+def test_every_link_button_and_field_is_reached_with_tab(
+    open_page: OpenPage, site: Site, tour_trial: TourTrial, role: str | None
+) -> None:
+    page = open_page(role)
+    missed = {}
+    for stop in tour(role, tour_trial):
+        stop.reach(page)
+        not_reached = not_reached_with_tab(page)
+        if not_reached:
+            missed[stop.name] = not_reached
+    assert missed == {}

@@ -352,3 +352,39 @@ def tour(role: str | None, trial: TourTrial, locked: bool = False) -> list[Stop]
     if role == "statistician" and locked:
         stops += [Stop("list-verify-result", _submit("/list/verify", "Verify the list"))]
     return stops
+
+
+_WATCH_FOCUS = """() => {
+    const selector = 'a[href], button, input:not([type=hidden]), select, textarea, '
+        + '[tabindex]:not([tabindex="-1"])';
+    const controls = [...document.querySelectorAll(selector)]
+        .filter(element => !element.disabled && element.getClientRects().length > 0);
+    window.tabControls = controls;
+    window.tabReached = new Set();
+    document.addEventListener('focusin', event => {
+        const index = controls.indexOf(event.target);
+        if (index >= 0) window.tabReached.add(index);
+    });
+    return controls.length;
+}"""
+
+_NOT_REACHED = """() => {
+    const controls = window.tabControls;
+    const reached = window.tabReached;
+    const groups = new Set([...reached].map(index => controls[index])
+        .filter(element => element.type === 'radio').map(element => element.name));
+    return controls
+        .filter((element, index) => !reached.has(index)
+            && !(element.type === 'radio' && groups.has(element.name)))
+        .map(element => element.outerHTML.slice(0, 100));
+}"""
+
+
+def not_reached_with_tab(page: Page) -> list[str]:
+    """The page's links, buttons and fields that pressing Tab never reaches (a radio group
+    counts as reached when one of its radios is: arrow keys move within it)."""
+    count: int = page.evaluate(_WATCH_FOCUS)
+    for _ in range(count + 5):  # a full round, and the browser's own stops in between
+        page.keyboard.press("Tab")
+    missed: list[str] = page.evaluate(_NOT_REACHED)
+    return missed
