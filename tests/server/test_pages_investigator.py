@@ -261,3 +261,23 @@ def test_a_made_up_resume_page_is_ignored(ivan: Browser, page: str) -> None:
         {"user": "ivan", "password": PASSWORDS["ivan"], "page": page, "keep.code": "x"},
     )
     assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+def test_a_kit_request_posted_twice_issues_one_kit(
+    ivan: Browser, trial_with_list: TrialFiles
+) -> None:
+    randomize_through_pages(ivan, "P-001", START)
+    ivan.get("/participants/P-001")
+    # the browser sends the same form again, token and all
+    fields = {
+        "visit": "2",
+        "date": (START + timedelta(days=84)).isoformat(),
+        "csrf_token": ivan.csrf(),
+    }
+    first = ivan.post("/participants/P-001/kits", fields)
+    second = ivan.post("/participants/P-001/kits", fields)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    requests = [r for r in audit_rows(trial_with_list.db_url) if r["action"] == "kit.request"]
+    assert [r["details"].get("repeat", False) for r in requests] == [False, True]
+    assert len({r["details"]["kit"] for r in requests}) == 1

@@ -13,7 +13,7 @@ from randomizer.server.pages import oversight
 from tests.support.blinded_path import FOUR_DAY0, live_kit, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import DESIGN, arm_words_in
-from tests.support.trial import PASSWORDS, Run
+from tests.support.trial import PASSWORDS, Run, TrialFiles
 from tests.support.web import Browser, text_of, web_app
 
 
@@ -262,3 +262,19 @@ def test_admin_sees_the_list_status(pages: Callable[[], Browser]) -> None:
     assert page.status_code == 200
     assert "Commitment" in page.text and "Spare kits left" in page.text
     assert arm_words_in(page.text) == []
+
+
+def test_admin_generates_the_list_once(trial_with_users: TrialFiles) -> None:
+    with web_app(trial_with_users.db_url, trial_with_users.key_file) as make:
+        alice = _as(make, "alice")
+        page = alice.get("/list")
+        assert "The list is not generated yet." in page.text
+        done = alice.post("/list/generate")
+        assert done.status_code == 303 and done.headers["location"] == "/list?done=generated"
+        shown = alice.follow()
+        assert "The list is generated." in shown.text and "Commitment" in shown.text
+        again = alice.post("/list/generate")
+        assert again.status_code == 409 and 'class="error-summary"' in again.text
+        assert arm_words_in(again.text) == []
+    actions = [r["action"] for r in audit_rows(trial_with_users.db_url)]
+    assert actions.count("list.generate") == 1
