@@ -77,6 +77,8 @@ def test_pharmacist_looks_up_a_typed_code_prepares_it_and_opens_the_label(
     text = label.inner_text()
     assert code in text and "P-001" in text and "For clinical trial use only" in text
     assert arm_words_in(text) == []  # the bag goes to blinded staff
+    drawn = label.locator("svg path").bounding_box()  # the QR code fills its 8rem square
+    assert drawn is not None and drawn["width"] > 100, drawn
     page.emulate_media(media="print")
     assert label.is_visible()
     assert not page.get_by_role("navigation", name="Tasks").is_visible()
