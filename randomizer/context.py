@@ -25,8 +25,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import Session, object_session, undefer_group
 
 from randomizer import audit
 from randomizer.access import Permission, allowed, dummy_hash, verify_password
@@ -43,7 +43,7 @@ from randomizer.errors import (
 )
 from randomizer.models import Trial, User
 from randomizer.store import Store
-from randomizer.vault import Vault, read_key_file, unwrap_data_key
+from randomizer.vault import KEY_FORMAT_DERIVED, KeyMaterial, Vault, open_keys, read_key_file
 
 FAULT_ENV = "RANDOMIZER_TEST_FAULT"
 
@@ -170,17 +170,50 @@ def _design(text: str) -> TrialDesign:
     return parse_design(text)
 
 
-def load_trial(session: Session) -> Trial:
-    """The trial row of this database."""
-    trial = session.scalars(select(Trial)).one_or_none()
+def load_trial(session: Session, *, keys: bool = True) -> Trial:
+    """The trial row of this database.
+
+    ``keys=False`` leaves out the key material columns (key format 2), for a schema
+    that may predate them (``db upgrade``); :func:`vault_for` then finds out.
+    """
+    query = select(Trial)
+    if keys:
+        query = query.options(undefer_group("keys"))
+    trial = session.scalars(query).one_or_none()
     if trial is None:
         raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
     return trial
 
 
-def vault_for(trial: Trial, trial_key: bytes) -> Vault:
-    """The trial's vault, opened with the trial key."""
-    return Vault(unwrap_data_key(trial_key, trial.wrapped_data_key), trial.id)
+def key_material(trial: Trial) -> KeyMaterial:
+    """The trial row's stored keys (key format 1 or 2)."""
+    return KeyMaterial(
+        key_format=trial.key_format,
+        wrapped_data_key=trial.wrapped_data_key,
+        wrapped_audit_key=trial.wrapped_audit_key,
+        wrapped_row_key=trial.wrapped_row_key,
+    )
+
+
+def vault_for(trial: Trial, trial_key: bytes, *, schema_checked: bool = True) -> Vault:
+    """The trial's vault, opened with the trial key.
+
+    ``schema_checked=False``: the schema may predate key format 2 (``db upgrade``, the
+    record of a refusal); a trial row without its columns is key format 1.
+    """
+    if not schema_checked and not _has_key_material(trial):
+        return open_keys(
+            trial_key, trial.id, KeyMaterial(KEY_FORMAT_DERIVED, trial.wrapped_data_key)
+        )
+    return open_keys(trial_key, trial.id, key_material(trial))
+
+
+def _has_key_material(trial: Trial) -> bool:
+    session = object_session(trial)
+    if session is None:
+        raise RuntimeError("the trial row is not attached to a session")
+    columns = {column["name"] for column in inspect(session.connection()).get_columns("trial")}
+    return "key_format" in columns
 
 
 def open_vault(trial: Trial, key_file: Path) -> Vault:
@@ -234,7 +267,7 @@ def authenticate(
     with store.transaction(read_only=True) as session:
         if schema_check:
             store.check_schema(session)
-        load_trial(session)
+        load_trial(session, keys=schema_check)
         found = session.execute(
             select(User.name, User.password_hash, User.disabled).where(
                 User.name == credentials.user
@@ -311,8 +344,8 @@ def operation(
         with store.transaction() as session:
             if schema_check:
                 store.check_schema(session)
-            trial = load_trial(session)
-            vault = vault_for(trial, trial_key())
+            trial = load_trial(session, keys=schema_check)
+            vault = vault_for(trial, trial_key(), schema_checked=schema_check)
             user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
             if user is None or user.disabled:
                 why = "unknown user" if user is None else "disabled user"
@@ -365,12 +398,18 @@ def record_refusal(
     cuts them to their widths, and the message is cut here to :data:`MESSAGE_MAX`.
     """
     with store.transaction() as session:
-        trial = load_trial(session)
-        vault = vault_for(trial, trial_key())
+        # a refusal may be of ``db upgrade``, on a schema older than this release's
+        trial = load_trial(session, keys=False)
+        vault = vault_for(trial, trial_key(), schema_checked=False)
         user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
         name = principal.user if user is None else user.name
         role = "" if user is None else user.role
-        details = {"command": action, "refusal": why, "message": str(exc)[:MESSAGE_MAX]}
+        details = {
+            **(exc.audit_details or {}),
+            "command": action,
+            "refusal": why,
+            "message": str(exc)[:MESSAGE_MAX],
+        }
         audit.append(
             session,
             vault.audit_key(),

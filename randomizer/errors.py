@@ -48,6 +48,10 @@ class RandomizerError(Exception):
     Refusals that matter (a role, a state, an integrity failure, a screen failure)
     are; malformed input is not, since nothing was attempted."""
 
+    audit_details: dict[str, str] | None = None
+    """Facts the refusal's audit record keeps besides the message (a screen failure's
+    site); never shown to the caller."""
+
     def __init__(self, message: str = "", *, hint: Hint | None = None) -> None:
         """``message`` for every reader; ``hint`` names the next step a front end may spell out."""
         super().__init__(message)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -70,6 +71,19 @@ class Trial(Base):
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     lock_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Deferred (group "keys"): a database whose schema predates them must still load its
+    # trial row for ``db upgrade``; context.load_trial loads them wherever they exist.
+    key_format: Mapped[int] = mapped_column(
+        Integer, server_default=text("1"), deferred=True, deferred_group="keys"
+    )
+    """How the trial's keys are stored: 1, the data key only (MAC keys derived from it);
+    2, the data key and both MAC keys each wrapped by the trial key (see vault.py)."""
+    wrapped_audit_key: Mapped[bytes | None] = mapped_column(
+        LargeBinary, deferred=True, deferred_group="keys"
+    )
+    wrapped_row_key: Mapped[bytes | None] = mapped_column(
+        LargeBinary, deferred=True, deferred_group="keys"
+    )
 
 
 class User(Base):
@@ -83,6 +97,17 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(512))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UserSite(Base):
+    """A site a user is limited to; a user with no rows here acts trial-wide."""
+
+    __tablename__ = "user_sites"
+    __table_args__ = (UniqueConstraint("user_id", "site"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    site: Mapped[str] = mapped_column(String(32))
 
 
 class Stratum(Base):

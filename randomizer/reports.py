@@ -6,6 +6,7 @@ after each randomization would unblind everyone.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -15,6 +16,7 @@ from randomizer.access import Permission, allowed
 from randomizer.context import Operation
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation
+from randomizer.sites import kit_in_scope, participant_in_scope, scope
 
 
 @dataclass(frozen=True)
@@ -48,27 +50,20 @@ class Report:
 
 
 def report(op: Operation) -> Report:
-    """The report the caller's role may see now."""
+    """The report the caller's role may see now, of the participants of the caller's sites."""
     session = op.session
-    participants = session.scalars(select(Participant)).all()
+    participants = session.scalars(select(Participant).where(participant_in_scope(op))).all()
     by_site = Counter(p.site for p in participants)
     by_date = Counter(p.randomized_on.isoformat() for p in participants)
     kits = Counter(
         {
             status: count
             for status, count in session.execute(
-                select(Kit.status, func.count()).group_by(Kit.status)
+                select(Kit.status, func.count()).where(kit_in_scope(op)).group_by(Kit.status)
             )
         }
     )
-    failures = (
-        session.scalar(
-            select(func.count())
-            .select_from(AuditRecord)
-            .where(AuditRecord.action == "screen_failure")
-        )
-        or 0
-    )
+    failures = screen_failures(op)
     show_arms = allowed(op.user.role, Permission.REPORT_ARMS, op.locked)
     result = Report(
         trial=op.trial.id,
@@ -129,6 +124,27 @@ def report(op: Operation) -> Report:
         imbalance=imbalance(by_arm["total"], op.design.ratio, op.design.arm_ids),
         imbalance_bound=op.design.imbalance_bound(),
     )
+
+
+def screen_failures(op: Operation) -> int:
+    """Screen failures recorded in the trail; for a user limited to sites, those at their sites.
+
+    The site of a screen failure is in its audit record's details (recorded since
+    per-site rights exist; older ones name none and count for trial-wide users only).
+    """
+    query = select(AuditRecord.details).where(AuditRecord.action == "screen_failure")
+    sites = scope(op)
+    if sites is None:
+        return op.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return sum(1 for details in op.session.scalars(query) if _site_of(details) in sites)
+
+
+def _site_of(details: str) -> str | None:
+    try:
+        site = json.loads(details).get("site")
+    except (ValueError, AttributeError):
+        return None
+    return site if isinstance(site, str) else None
 
 
 def strata_order(strata: dict[int, Stratum], key: str) -> int:

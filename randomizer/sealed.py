@@ -133,9 +133,15 @@ def participant_named(code: str) -> ColumnElement[bool]:
     return func.upper(Participant.code) == code
 
 
-def find_participant(op: Operation, code: str) -> Participant:
-    """The randomized participant ``code`` (an id already checked by the caller)."""
-    found = list(op.session.scalars(select(Participant).where(participant_named(code)).limit(2)))
+def find_participant(op: Operation, code: str, *conditions: ColumnElement[bool]) -> Participant:
+    """The randomized participant ``code`` (an id already checked by the caller).
+
+    ``conditions`` narrow the search (the acting user's sites): a participant
+    outside them is not found, with the same refusal as one that does not exist.
+    """
+    found = list(
+        op.session.scalars(select(Participant).where(participant_named(code), *conditions).limit(2))
+    )
     if not found:
         raise NotFound(f"participant {code} is not randomized in this trial")
     if len(found) > 1:

@@ -1,4 +1,4 @@
-"""Trial setup and custody: init, users, key rotation, list generation and verification."""
+"""Trial setup and custody: init, users, list generation and verification."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from randomizer.allocation.kits import code_texts, new_code_numbers
 from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
-from randomizer.errors import Hint, InvalidInput, ListMismatch, NotFound, StateError
-from randomizer.models import Kit, Slot, Stratum, Trial, User
+from randomizer.errors import Hint, ListMismatch, NotFound, StateError
+from randomizer.models import Kit, Participant, Slot, Stratum, Trial, User, UserSite
+from randomizer.rotation import lock_keys
 from randomizer.sealed import (
     open_allocation,
     open_kit_content,
@@ -40,15 +41,16 @@ from randomizer.sealed import (
     seal_seed,
 )
 from randomizer.sessions import revoke_user_tokens
-from randomizer.store import Store
-from randomizer.vault import (
-    Vault,
-    create_key_file,
-    new_data_key,
-    read_key_file,
-    unwrap_data_key,
-    wrap_data_key,
+from randomizer.sites import (
+    check_sites,
+    kit_in_scope,
+    participant_in_scope,
+    require_within_scope,
+    scope,
+    user_sites,
 )
+from randomizer.store import Store
+from randomizer.vault import Vault, create_key_file, new_data_key, wrap_data_key
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class UserInfo:
     role: str
     disabled: bool
     created_at: str
+    sites: tuple[str, ...] = ()
+    """The sites the user is limited to; empty when trial-wide."""
 
 
 @dataclass(frozen=True)
@@ -204,10 +208,14 @@ def _user(op: Operation, name: str) -> User:
     return user
 
 
-def add_user(op: Operation, name: str, role: Role, password: str) -> UserInfo:
-    """Create a user (admin only)."""
+def add_user(
+    op: Operation, name: str, role: Role, password: str, sites: Sequence[str] = ()
+) -> UserInfo:
+    """Create a user (admin only), limited to ``sites`` if any are given."""
     check_user_name(name)
     check_password(password)
+    limited = check_sites(op, sites)
+    require_within_scope(op, limited, name)
     if op.session.scalars(select(User).where(User.name == name)).one_or_none() is not None:
         raise StateError(f"user {name!r} already exists: pick another name")
     user = User(
@@ -218,22 +226,57 @@ def add_user(op: Operation, name: str, role: Role, password: str) -> UserInfo:
         created_at=op.now,
     )
     op.session.add(user)
-    op.audit(
-        "user.add",
-        subject=name,
-        details={"before": None, "after": {"role": role.value, "disabled": False}},
-    )
-    return _info(user)
+    op.session.flush()
+    op.session.add_all(UserSite(user_id=user.id, site=site) for site in limited)
+    after: dict[str, object] = {"role": role.value, "disabled": False}
+    if limited:
+        after["sites"] = list(limited)
+    op.audit("user.add", subject=name, details={"before": None, "after": after})
+    return _info(op, user)
 
 
 def list_users(op: Operation) -> list[UserInfo]:
     """Every user, by name."""
-    return [_info(u) for u in op.session.scalars(select(User).order_by(User.name))]
+    return [_info(op, u) for u in op.session.scalars(select(User).order_by(User.name))]
+
+
+def show_user_sites(op: Operation, name: str) -> UserInfo:
+    """One user and the sites they are limited to (admin)."""
+    return _info(op, _user(op, name))
+
+
+def set_user_sites(op: Operation, name: str, sites: Sequence[str]) -> UserInfo:
+    """Limit a user to ``sites``, or (none given) make them trial-wide (admin); audited.
+
+    The change counts from the user's next action on. An admin limited to sites
+    may only move a user among those sites.
+    """
+    user = _user(op, name)
+    limited = check_sites(op, sites)
+    before = user_sites(op, user)
+    require_within_scope(op, before, name)
+    require_within_scope(op, limited, name)
+    if limited != before:
+        for row in op.session.scalars(select(UserSite).where(UserSite.user_id == user.id)):
+            op.session.delete(row)
+        op.session.flush()
+        op.session.add_all(UserSite(user_id=user.id, site=site) for site in limited)
+        op.session.flush()
+    op.audit(
+        "user.sites",
+        subject=name,
+        details={
+            "before": {"sites": list(before)},
+            "after": {"sites": list(limited)},
+        },
+    )
+    return _info(op, user)
 
 
 def disable_user(op: Operation, name: str, reason: str) -> UserInfo:
     """Disable an account; the last enabled admin cannot be disabled."""
     user = _user(op, name)
+    require_within_scope(op, user_sites(op, user), name, f"disable {name}, who acts")
     if user.disabled:
         raise StateError(f"user {name!r} is already disabled")
     if user.role == Role.ADMIN:
@@ -255,7 +298,7 @@ def disable_user(op: Operation, name: str, reason: str) -> UserInfo:
             "after": {"role": user.role, "disabled": True},
         },
     )
-    return _info(user)
+    return _info(op, user)
 
 
 def change_password(op: Operation, name: str, password: str) -> UserInfo:
@@ -264,6 +307,10 @@ def change_password(op: Operation, name: str, password: str) -> UserInfo:
     if name != op.user.name:
         op.require(Permission.MANAGE_USERS)
     user = _user(op, name)
+    if name != op.user.name:
+        require_within_scope(
+            op, user_sites(op, user), name, f"set the password of {name}, who acts"
+        )
     user.password_hash = hash_password(password)
     revoke_user_tokens(op.session, name, op.now, "password changed")
     op.audit(
@@ -271,32 +318,17 @@ def change_password(op: Operation, name: str, password: str) -> UserInfo:
         subject=name,
         details={"before": {"password": "(old hash)"}, "after": {"password": "(new hash)"}},
     )
-    return _info(user)
+    return _info(op, user)
 
 
-def _info(user: User) -> UserInfo:
+def _info(op: Operation, user: User) -> UserInfo:
     return UserInfo(
         name=user.name,
         role=user.role,
         disabled=user.disabled,
         created_at=audit.utc_text(user.created_at),
+        sites=user_sites(op, user),
     )
-
-
-def rotate_key(op: Operation, old_key_file: Path, new_key_file: Path) -> str:
-    """Re-wrap the data key under a new trial key written to ``new_key_file``."""
-    if new_key_file.resolve() == old_key_file.resolve():
-        raise InvalidInput("the new key file must be a new path, not the current key file")
-    data_key = unwrap_data_key(read_key_file(old_key_file), op.trial.wrapped_data_key)
-    new_key = create_key_file(new_key_file)
-    try:
-        op.trial.wrapped_data_key = wrap_data_key(new_key, data_key)
-        op.audit("key.rotate", subject=op.trial.id, details={"new_key_file": str(new_key_file)})
-        op.session.flush()
-    except BaseException:
-        new_key_file.unlink(missing_ok=True)
-        raise
-    return str(new_key_file)
 
 
 LIST_CHUNK = 10_000
@@ -319,6 +351,7 @@ def generate_list(op: Operation) -> ListSummary:
             "the allocation list already exists: a trial has one list; verify it instead",
             hint=Hint.VERIFY_LIST,
         )
+    lock_keys(op)  # a rotation committed since this operation began would strand the list
     design = op.design
     seed = secrets.token_bytes(32)
     schedule = generate_schedule(design, seed)
@@ -573,12 +606,26 @@ def verify_list(op: Operation) -> ListSummary:
 def list_status(op: Operation) -> ListStatus:
     """Whether the list exists, how much of each stratum is used, kits by status (any role)."""
     op.audit("list.status")
+    limited = scope(op) is not None
+    # a user limited to sites sees the slots their sites' participants took, and their kits
+    used: dict[int, int] = {
+        stratum_id: count
+        for stratum_id, count in op.session.execute(
+            select(Participant.stratum_id, func.count())
+            .where(participant_in_scope(op))
+            .group_by(Participant.stratum_id)
+        )
+    }
     strata = tuple(
-        StratumStatus(s.key, s.planned, s.size, s.next_sequence - 1)
+        StratumStatus(
+            s.key, s.planned, s.size, used.get(s.id, 0) if limited else s.next_sequence - 1
+        )
         for s in op.session.scalars(select(Stratum).order_by(Stratum.position))
     )
     kits = dict.fromkeys(("available", "dispensed", "prepared", "voided"), 0)
-    for status, count in op.session.execute(select(Kit.status, func.count()).group_by(Kit.status)):
+    for status, count in op.session.execute(
+        select(Kit.status, func.count()).where(kit_in_scope(op)).group_by(Kit.status)
+    ):
         kits[status] = count
     left = (
         op.session.scalar(

@@ -2,8 +2,10 @@
 
 docs/architecture.md section 3. The *trial key* lives in a key file outside the database
 (32 random bytes, base64, mode 0600). The database holds a random *data key*
-wrapped by the trial key (AES key wrap with padding, RFC 5649), so rotating the
-trial key re-wraps the data key only. Every blinded value is sealed under the
+wrapped by the trial key (AES key wrap with padding, RFC 5649), and, from key
+format 2 on, the audit MAC key and the row MAC key wrapped the same way (in key
+format 1 both are derived from the data key by HKDF). Rotating the trial key makes
+a new data key (see :mod:`randomizer.rotation`). Every blinded value is sealed under the
 data key with AES-256-GCM, a fresh 96-bit nonce and associated data naming the
 trial, the kind of value and the row, so a ciphertext copied elsewhere fails to
 open. Values of one kind are padded to one width, so a sealed value's length
@@ -26,6 +28,7 @@ import os
 import secrets
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -38,7 +41,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
-from randomizer.errors import Hint, InvalidInput, KeyFileError, SealedDataError
+from randomizer.errors import Hint, InvalidInput, KeyFileError, SealedDataError, StateError
 from randomizer.sealed import SEALED_WIDTHS
 
 KEY_SIZE = 32
@@ -51,7 +54,21 @@ TAG_SIZE = 16
 """Bytes in an AES-GCM authentication tag, at the end of the ciphertext."""
 
 AUDIT_MAC_INFO = b"randomizer/v1 audit-mac"
-"""HKDF info label of the audit MAC key."""
+"""HKDF info label of the audit MAC key (key format 1)."""
+
+ROW_MAC_INFO = b"randomizer/v1 row-mac"
+"""HKDF info label of the row MAC key (key format 1)."""
+
+KEY_FORMAT_DERIVED = 1
+"""Key format 1: the database stores the wrapped data key only; the audit and row MAC
+keys are HKDF-SHA256 of the data key (:data:`AUDIT_MAC_INFO`, :data:`ROW_MAC_INFO`)."""
+
+KEY_FORMAT_WRAPPED = 2
+"""Key format 2: the database stores the data key, the audit MAC key and the row MAC key,
+each wrapped by the trial key on its own, so a new data key leaves the MAC keys as they are."""
+
+KEY_FORMATS = (KEY_FORMAT_DERIVED, KEY_FORMAT_WRAPPED)
+"""Every key format this release opens."""
 
 _ASSOCIATED_DATA_PREFIX = b"randomizer/v1\0"
 _KEY_FILE_MAX = 4096
@@ -89,7 +106,23 @@ def create_key_file(path: Path) -> bytes:
     except OSError as error:
         path.unlink(missing_ok=True)
         raise KeyFileError(f"cannot write key file {path}: {error.strerror}") from None
+    _sync_directory(path.parent)
     return key
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory, so a file just created in it survives a power cut by name too.
+
+    A rotation commits a database that only the new key file opens: the file's name
+    must be on disk before that commit, not only its bytes.
+    """
+    if os.name == "nt":
+        return  # no directory handles to fsync; NTFS journals the entry itself
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_key_file(path: Path) -> bytes:
@@ -173,6 +206,72 @@ def unwrap_data_key(trial_key: bytes, wrapped: bytes) -> bytes:
     return data_key
 
 
+@dataclass(frozen=True)
+class KeyMaterial:
+    """What a trial row stores of its keys: the key format and the keys wrapped by the trial key.
+
+    Key format 1 (:data:`KEY_FORMAT_DERIVED`) has the wrapped data key alone; key format 2
+    (:data:`KEY_FORMAT_WRAPPED`) has the audit and row MAC keys too.
+    """
+
+    key_format: int
+    wrapped_data_key: bytes
+    wrapped_audit_key: bytes | None = None
+    wrapped_row_key: bytes | None = None
+
+
+def wrap_keys(trial_key: bytes, data_key: bytes, audit_key: bytes, row_key: bytes) -> KeyMaterial:
+    """Wrap the data key and both MAC keys under ``trial_key``, each on its own (key format 2)."""
+    _check_key_size(audit_key, "MAC key of the audit trail")
+    _check_key_size(row_key, "MAC key of the rows")
+    return KeyMaterial(
+        key_format=KEY_FORMAT_WRAPPED,
+        wrapped_data_key=wrap_data_key(trial_key, data_key),
+        wrapped_audit_key=aes_key_wrap_with_padding(trial_key, audit_key),
+        wrapped_row_key=aes_key_wrap_with_padding(trial_key, row_key),
+    )
+
+
+def open_keys(trial_key: bytes, trial_id: str, material: KeyMaterial) -> Vault:
+    """The vault of the trial ``trial_id`` whose stored keys are ``material``.
+
+    A trial key that does not unwrap the data key is refused as :func:`unwrap_data_key`
+    refuses it (not the current key). Once the data key unwraps, a MAC key that does
+    not, or key material that does not fit its format (a format 2 without its MAC keys,
+    a format 1 with them), can only be altered data: refused with the opaque message of
+    sealed values. A key format this release does not know is refused as such.
+    """
+    if material.key_format not in KEY_FORMATS:
+        raise StateError(
+            f"the trial's keys are stored in key format {material.key_format}, which this "
+            "randomizer does not know: use the newer release that wrote them"
+        )
+    data_key = unwrap_data_key(trial_key, material.wrapped_data_key)
+    audit_wrapped, row_wrapped = material.wrapped_audit_key, material.wrapped_row_key
+    if material.key_format == KEY_FORMAT_DERIVED:
+        if audit_wrapped is not None or row_wrapped is not None:
+            raise SealedDataError(_OPAQUE)
+        return Vault(data_key, trial_id)
+    if audit_wrapped is None or row_wrapped is None:
+        raise SealedDataError(_OPAQUE)
+    return Vault(
+        data_key,
+        trial_id,
+        audit_key=_unwrap_mac_key(trial_key, audit_wrapped),
+        row_key=_unwrap_mac_key(trial_key, row_wrapped),
+    )
+
+
+def _unwrap_mac_key(trial_key: bytes, wrapped: bytes) -> bytes:
+    try:
+        key = aes_key_unwrap_with_padding(trial_key, bytes(wrapped))
+    except (InvalidUnwrap, ValueError):
+        raise SealedDataError(_OPAQUE) from None
+    if len(key) != KEY_SIZE:
+        raise SealedDataError(_OPAQUE)
+    return key
+
+
 def sealed_size(kind: str) -> int:
     """Return the length in bytes of every sealed value of ``kind``."""
     return NONCE_SIZE + 1 + _width(kind) + TAG_SIZE
@@ -181,23 +280,40 @@ def sealed_size(kind: str) -> int:
 class Vault:
     """Seals and opens one trial's blinded values under its unwrapped data key.
 
-    Build it with ``Vault(unwrap_data_key(read_key_file(path), wrapped), trial_id)``.
+    Build it from a trial's stored keys with :func:`open_keys` (key format 1 or 2);
+    ``Vault(data_key, trial_id)`` derives the MAC keys as key format 1 does.
     A sealed value is ``nonce || AES-256-GCM ciphertext and tag``; its associated
     data is ``b"randomizer/v1\\0" + trial id + b"\\0" + kind + b"\\0" + row``
     (UTF-8), and its plaintext is one length byte, the UTF-8 value and zero
     padding up to the kind's width in :data:`SEALED_WIDTHS`.
     """
 
-    def __init__(self, data_key: bytes, trial_id: str) -> None:
-        """Hold ``data_key`` (32 bytes) for the trial ``trial_id``."""
+    def __init__(
+        self,
+        data_key: bytes,
+        trial_id: str,
+        *,
+        audit_key: bytes | None = None,
+        row_key: bytes | None = None,
+    ) -> None:
+        """Hold ``data_key`` (32 bytes) for the trial ``trial_id``.
+
+        ``audit_key`` and ``row_key`` are the MAC keys of key format 2 (32 bytes each);
+        left out, each is derived from the data key as key format 1 derives it.
+        """
         _check_key_size(data_key, "data key")
         if "\0" in trial_id:
             raise ValueError("a trial id must not contain NUL")
         self._trial_id = trial_id
         self._aead = AESGCM(data_key)
-        self._audit_key = HKDF(
-            algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=AUDIT_MAC_INFO
-        ).derive(data_key)
+        if audit_key is None:
+            audit_key = _derive(data_key, AUDIT_MAC_INFO)
+        if row_key is None:
+            row_key = _derive(data_key, ROW_MAC_INFO)
+        _check_key_size(audit_key, "MAC key of the audit trail")
+        _check_key_size(row_key, "MAC key of the rows")
+        self._audit_key = audit_key
+        self._row_key = row_key
 
     @property
     def trial_id(self) -> str:
@@ -314,8 +430,15 @@ class Vault:
         return opened
 
     def audit_key(self) -> bytes:
-        """Return the audit MAC key: HKDF-SHA256 of the data key, info :data:`AUDIT_MAC_INFO`."""
+        """Return the audit MAC key (key format 1: HKDF-SHA256 of the data key, info
+        :data:`AUDIT_MAC_INFO`; key format 2: the stored one)."""
         return self._audit_key
+
+    @property
+    def row_key(self) -> bytes:
+        """The row MAC key (key format 1: HKDF-SHA256 of the data key, info
+        :data:`ROW_MAC_INFO`; key format 2: the stored one)."""
+        return self._row_key
 
     def mac(self, data: bytes) -> bytes:
         """Return HMAC-SHA256 of ``data`` under :meth:`audit_key`."""
@@ -342,6 +465,10 @@ class Vault:
             + b"\0"
             + row.encode("utf-8")
         )
+
+
+def _derive(data_key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info).derive(data_key)
 
 
 def _width(kind: str) -> int:

@@ -25,6 +25,7 @@ import pytest
 from randomizer import access
 from tests.support.blinded_path import four_participants
 from tests.support.database import postgres_url, scratch_db_url
+from tests.support.sites import build_two_site_trial
 from tests.support.trial import FAST_SCRYPT_N, Run, TrialFiles, TrialTemplates
 
 
@@ -87,6 +88,14 @@ def trial_with_users(run: Run, _templates: TrialTemplates) -> TrialFiles:
 def trial_with_list(run: Run, _templates: TrialTemplates) -> TrialFiles:
     """The trial with its users and the generated allocation list."""
     return _templates.stage("list", run)
+
+
+@pytest.fixture
+def two_sites(run: Run, _templates: TrialTemplates) -> TrialFiles:
+    """A trial at sites WAW and KRK with its list, the usual users (trial-wide) and users
+    limited to one site (tests.support.sites.SITE_USERS)."""
+    _templates.install("two-sites", run, build_two_site_trial)
+    return run.files
 
 
 @pytest.fixture

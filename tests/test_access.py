@@ -57,6 +57,7 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.LOG_IN: set(ROLES),
     Permission.REPORT_ARMS: {"admin"},
     Permission.MAINTAIN: {"admin"},
+    Permission.READ_PARTICIPANTS: {"admin", "investigator", "pharmacist", "monitor"},
 }
 STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL, Permission.REPORT_ARMS}
 
@@ -325,6 +326,22 @@ COMMANDS: dict[str, Case] = {
         "manage users",
         (*LOGIN, "user.unlock"),
         done="No failed logins or lock on user name ivan: nothing to lift.",
+    ),
+    "user-sites": Case(
+        lambda f, a: ["user", "sites", "ivan"],
+        "user.sites",
+        ADMIN_ONLY,
+        "manage users",
+        LOGIN,
+        done="User ivan (investigator) is trial-wide.",
+    ),
+    "user-sites-set": Case(
+        lambda f, a: ["user", "sites", "ivan", "--set", "WAW"],
+        "user.sites",
+        ADMIN_ONLY,
+        "manage users",
+        (*LOGIN, "user.sites"),
+        done="User ivan is now limited to site WAW.",
     ),
     "key-rotate": Case(
         lambda f, a: ["key", "rotate", "--new-key-file", str(f.directory / "new.key")],

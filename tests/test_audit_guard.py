@@ -20,7 +20,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from tests.support.assertions import assert_error
-from tests.support.database import audit_rows, dump_database, execute, postgres_url
+from tests.support.database import (
+    audit_rows,
+    dump_database,
+    execute,
+    postgres_url,
+    without_audit,
+)
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles
 
@@ -189,7 +195,7 @@ def test_the_application_role_may_not_delete_anywhere(
 def test_a_whole_trial_runs_as_the_application_role(
     app_role: AppRole, trial_with_users: TrialFiles, run: Run
 ) -> None:
-    """The documented grants are enough for every command but init and restores."""
+    """The documented grants are enough for every command but init, key rotate and restores."""
     directory = trial_with_users.directory
 
     def ok(user: str, *args: str, input: str | None = None) -> str:
@@ -225,8 +231,16 @@ def test_a_whole_trial_runs_as_the_application_role(
     ok(ADMIN, "audit", "keygen", "--out", str(directory / "qa.pem"))
     note = directory / "checkpoint.note"
     note.write_text(ok(ADMIN, "audit", "checkpoint", "--signing-key", str(directory / "qa.pem")))
-    ok(ADMIN, "key", "rotate", "--new-key-file", str(directory / "new.key"))
-    (directory / "new.key").replace(trial_with_users.key_file)
+    # key rotate rewrites every sealed slot, which the application role may not: it is
+    # refused with nothing changed and no new key file left, and runs as the owner
+    new_key = directory / "new.key"
+    before = dump_database(trial_with_users.db_url)
+    refused = run("key", "rotate", "--new-key-file", str(new_key), user=ADMIN, db=app_role.url)
+    assert_error(refused, 1, "this database role may not (slots): run it as the database owner")
+    assert not new_key.exists()
+    assert without_audit(dump_database(trial_with_users.db_url)) == without_audit(before)
+    run.ok("key", "rotate", "--new-key-file", str(new_key), user=ADMIN)
+    new_key.replace(trial_with_users.key_file)
     ok(ADMIN, "db", "upgrade")
     ok(ADMIN, "lock", "--reason", "last visit done")
     ok("stan", "unblind", "all", "--out", str(directory / "unblinded.csv"))

@@ -23,7 +23,7 @@ import pytest
 from randomizer import audit
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.blinded_path import days_ago, one_per_arm
-from tests.support.database import audit_rows, execute, fold_wal, postgres_url
+from tests.support.database import audit_rows, event_body, execute, fold_wal, postgres_url
 from tests.support.trial import Run, TrialFiles, build_trial, open_trial_vault, scratch_trial
 
 ALTERED = "it was altered, inserted or reordered"
@@ -142,16 +142,7 @@ def recompute_from(files: TrialFiles, first: int) -> None:
     statements, params = [], {}
     for event in events:
         if event["seq"] >= first:
-            body = audit.canonical(
-                event["seq"],
-                event["at"],
-                event["user"],
-                event["role"],
-                event["action"],
-                event["subject"],
-                event["reason"],
-                event["details"],
-            )
+            body = event_body(event)
             mac = audit.event_mac(key, prev, body)
             n = event["seq"]
             statements.append(

@@ -193,6 +193,8 @@ INVESTIGATOR: list[Case] = [
     ),
     ("report", "ivan", lambda f: ("report",), 0),
     ("report-json", "ivan", lambda f: ("report", "--json"), 0),
+    ("participant-list", "ivan", lambda f: ("participant", "list"), 0),
+    ("participant-list-json", "ivan", lambda f: ("participant", "list", "--json"), 0),
     (
         "emergency-no-reason",
         "ivan",
@@ -211,6 +213,7 @@ INVESTIGATOR: list[Case] = [
 STATISTICIAN: list[Case] = [
     ("report", "stan", lambda f: ("report",), 0),
     ("report-json", "stan", lambda f: ("report", "--json"), 0),
+    ("participant-list", "stan", lambda f: ("participant", "list"), 1),
     ("list-verify", "stan", lambda f: ("list", "verify"), 1),
     ("list-verify-json", "stan", lambda f: ("list", "verify", "--json"), 1),
     ("unblind-all", "stan", lambda f: ("unblind", "all", "--out", f.out), 1),
@@ -230,6 +233,7 @@ STATISTICIAN: list[Case] = [
 MONITOR: list[Case] = [
     ("report", "mona", lambda f: ("report",), 0),
     ("report-json", "mona", lambda f: ("report", "--json"), 0),
+    ("participant-list", "mona", lambda f: ("participant", "list", "--site", "WAW"), 0),
     ("audit-show", "mona", lambda f: ("audit", "show"), 0),
     ("audit-show-json", "mona", lambda f: ("audit", "show", "--json"), 0),
     ("audit-verify", "mona", lambda f: ("audit", "verify"), 0),

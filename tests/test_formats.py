@@ -37,6 +37,7 @@ from randomizer.vault import (
     wrap_data_key,
 )
 from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE
+from tests.support.database import event_body
 
 DATA = Path(__file__).resolve().parent / "data"
 PACKAGE = Path(__file__).resolve().parent.parent / "randomizer"
@@ -216,19 +217,6 @@ def test_no_library_code_fixes_a_nonce() -> None:
 
 
 # The audit chain ------------------------------------------------------------------------
-
-
-def event_body(event: dict[str, Any]) -> bytes:
-    return audit.canonical(
-        event["seq"],
-        event["at"],
-        event["user"],
-        event["role"],
-        event["action"],
-        event["subject"],
-        event["reason"],
-        event["details"],
-    )
 
 
 @event_cases

@@ -3,7 +3,7 @@
 A database whose schema is behind this release is refused with the command
 that fixes it (``randomizer db upgrade``); one that is ahead is refused with
 "use the newer release". "Behind" is staged by giving the code a copy of its
-migration scripts with one more revision (``0003``), as the next release
+migration scripts with one more revision (``9000``), as the next release
 will; the real upgrade from ``0001`` by a trial made with a copy of the
 scripts without ``0002``, as the release before made it.
 """
@@ -34,19 +34,21 @@ from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0002"
+HEAD = "0007"
+NEXT = "9000"
+"""The revision of the tests' "next release" (a copy of the scripts plus one)."""
 
 NEXT_REVISION = '''
 """A later release's schema change, for the tests.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: {next}
+Revises: {head}
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{next}"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -168,7 +170,8 @@ def test_a_database_without_its_revision_row_is_not_called_empty(
 # ahead: a newer release wrote this database -------------------------------------------------
 
 AHEAD = (
-    "the database schema (9999) is newer than this randomizer knows (0002): use the newer release"
+    f"the database schema (9999) is newer than this randomizer knows ({HEAD}): "
+    "use the newer release"
 )
 
 # every command that opens the trial, with a user allowed to run it
@@ -228,7 +231,7 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 9999; this release expects 0002: ahead, use the newer randomizer release\n"
+        f"schema 9999; this release expects {HEAD}: ahead, use the newer randomizer release\n"
     )
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
@@ -252,10 +255,12 @@ def _copy_scripts(tmp_path: Path) -> Path:
 
 
 def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
-    """Make this process a release whose migrations end at 0003 (a copy of the scripts)."""
+    """Make this process a release whose migrations end at NEXT (a copy of the scripts)."""
     scripts = _copy_scripts(tmp_path)
-    failure = 'raise RuntimeError("migration 0003 failed half-way")' if fail else "pass"
-    (scripts / "versions" / "0003_probe.py").write_text(NEXT_REVISION.format(fail=failure))
+    failure = f'raise RuntimeError("migration {NEXT} failed half-way")' if fail else "pass"
+    (scripts / "versions" / f"{NEXT}_probe.py").write_text(
+        NEXT_REVISION.format(fail=failure, head=HEAD, next=NEXT)
+    )
     _use_scripts(scripts, monkeypatch)
 
 
@@ -276,13 +281,13 @@ def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def behind(
     trial_with_list: TrialFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TrialFiles]:
-    """The trial at schema 0002, run by a release whose head is 0003."""
+    """The trial at schema HEAD, run by a release whose head is NEXT."""
     _newer_release(tmp_path, monkeypatch)
     yield trial_with_list
 
 
 BEHIND = (
-    "the database schema (0002) is behind this randomizer (0003): take a backup, "
+    f"the database schema ({HEAD}) is behind this randomizer ({NEXT}): take a backup, "
     "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
     "then 'randomizer db upgrade')"
 )
@@ -297,23 +302,23 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
 ) -> None:
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 0002; this release expects 0003: behind, run 'randomizer db upgrade'\n"
+        f"schema {HEAD}; this release expects {NEXT}: behind, run 'randomizer db upgrade'\n"
     )
     trail = len(audit_rows(behind.db_url))
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0002", "after": "0003"}
-    assert _revision(behind.db_url) == "0003"
+    assert json.loads(upgraded.stdout) == {"before": HEAD, "after": NEXT}
+    assert _revision(behind.db_url) == NEXT
     assert "upgrade_probe" in _tables(behind.db_url)
     events = audit_rows(behind.db_url)[trail:]
     assert [(e["action"], e["user"], e["subject"]) for e in events] == [
         ("auth.login", ADMIN, "db.upgrade"),
         ("db.upgrade", ADMIN, ""),
     ]
-    assert events[-1]["details"] == {"before": "0002", "after": "0003"}
+    assert events[-1]["details"] == {"before": HEAD, "after": NEXT}
 
     assert run.ok("db", "status").stdout == (
-        "schema 0003; this release expects 0003: current, up to date\n"
+        f"schema {NEXT}; this release expects {NEXT}: current, up to date\n"
     )
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
     assert "it matches its seed" in run.ok("list", "verify", user=ADMIN).stdout
@@ -357,36 +362,50 @@ def test_a_failing_migration_changes_nothing(
     assert dump_database(trial_with_list.db_url) == before
 
 
-# the real upgrade: 0001 (the release before) -> 0002 (logins) ------------------------------
+# the real upgrade: 0001 -> 0002 (logins) -> 0004 (key material) -> 0007 (user sites) ---
 
 
 def test_a_0001_database_upgrades_to_the_orm_schema(
     trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    scripts = _copy_scripts(tmp_path)
-    (scripts / "versions" / "0002_logins.py").unlink()
-    with monkeypatch.context() as release_0001:
-        _use_scripts(scripts, release_0001)
-        build_trial(run, "list")
+    # A trial of this release with what the later revisions added taken away: the
+    # schema 0001 made (this release's code cannot build a trial on an older schema,
+    # since it reads and writes the columns added since).
+    build_trial(run, "list")
     url = trial_files.db_url
+    execute(
+        url,
+        "DROP TABLE auth_tokens",
+        "DROP TABLE login_failures",
+        "DROP TABLE user_sites",
+        "ALTER TABLE trial DROP COLUMN key_format",
+        "ALTER TABLE trial DROP COLUMN wrapped_audit_key",
+        "ALTER TABLE trial DROP COLUMN wrapped_row_key",
+        "UPDATE alembic_version SET version_num = '0001'",
+    )
     assert _revision(url) == "0001"
     assert not {"auth_tokens", "login_failures"} & _tables(url)
     before = dump_database(url)
     assert assert_error(run("user", "list", user=ADMIN), 1) == (
-        "the database schema (0001) is behind this randomizer (0002): take a backup, "
+        f"the database schema (0001) is behind this randomizer ({HEAD}): take a backup, "
         "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
         "then 'randomizer db upgrade')"
     )
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
-    assert _revision(url) == "0002"
+    assert json.loads(upgraded.stdout) == {"before": "0001", "after": HEAD}
+    assert _revision(url) == HEAD
     assert _compare(url, Base.metadata) == []
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     after = dump_database(url)
     assert (after["auth_tokens"], after["login_failures"]) == ([], [])
-    unchanged = {name for name in before if not name.startswith("audit_")} - {"alembic_version"}
+    unchanged = {name for name in before if not name.startswith("audit_")} - {
+        "alembic_version",
+        "trial",
+    }
     assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
+    # the trial keeps its keys as they were: key format 1, no wrapped MAC keys
+    assert after["trial"] == [(*row, 1, None, None) for row in before["trial"]]
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
 
     # the new tables work: a login of mona's dies when she is disabled
@@ -400,6 +419,13 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
             resolve_token(session, issued.token, now)
     finally:
         database.dispose()
+
+    # the key format 1 trial rotates: key format 2, and everything still opens and verifies
+    new_key = tmp_path / "rotated.key"
+    run.ok("key", "rotate", "--new-key-file", str(new_key), user=ADMIN)
+    assert execute(url, "SELECT key_format FROM trial") == [(2,)]
+    assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN, key_file=new_key).stdout
+    assert "it matches its seed" in run.ok("list", "verify", user=ADMIN, key_file=new_key).stdout
 
 
 def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run) -> None:

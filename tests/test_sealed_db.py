@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from randomizer import rotation as rotation_module
 from randomizer import trial as trial_module
 from randomizer.design import design_text, load_design
 from randomizer.sealed import KIT_KIND, SEED_KIND, SLOT_KIND, open_allocation, seal_allocation
@@ -648,9 +649,12 @@ def test_rotation_retires_the_old_key_and_loses_nothing(
     assert stat.S_IMODE(new_key.stat().st_mode) == 0o600
     assert len(base64.b64decode(new_key.read_bytes().strip(), validate=True)) == 32
     assert new_key.read_bytes() != files.key_file.read_bytes()
-    # only the wrapping changed; every sealed value is byte for byte what it was
+    # a new data key: every sealed value was sealed again, none is what it was
     assert execute(files.db_url, "SELECT wrapped_data_key FROM trial")[0][0] != wrapped_before
-    assert sealed_columns(files) == sealed_before
+    sealed_after = sealed_columns(files)
+    for kind, values in sealed_before.items():
+        assert len(sealed_after[kind]) == len(values), kind
+        assert not set(sealed_after[kind]) & set(values), kind
     # the old key no longer opens the trial, and the site holding it is told why, not
     # warned of tampering
     for argv in (["list", "verify"], ["user", "list"]):
@@ -661,7 +665,15 @@ def test_rotation_retires_the_old_key_and_loses_nothing(
     run.ok("audit", "verify", user=ADMIN, key_file=new_key)
     rotation = [e for e in audit_rows(files.db_url) if e["action"] == "key.rotate"]
     assert len(rotation) == 1
-    assert rotation[0]["details"] == {"new_key_file": str(new_key)}
+    assert rotation[0]["details"] == {
+        "new_key_file": str(new_key),
+        "key_format": {"before": 1, "after": 2},
+        "resealed": {
+            KIT_KIND: len(sealed_before[KIT_KIND]),
+            SLOT_KIND: len(sealed_before[SLOT_KIND]),
+            SEED_KIND: 1,
+        },
+    }
     assert rotation[0]["user"] == ADMIN
 
 
@@ -705,7 +717,7 @@ def test_a_failed_rotation_removes_the_new_key_file_and_keeps_the_old_key(
     def broken_wrap(*args: object) -> bytes:
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(trial_module, "wrap_data_key", broken_wrap)
+    monkeypatch.setattr(rotation_module, "wrap_keys", broken_wrap)
     new_key = trial_with_list.directory / "new.key"
     before = dump_database(trial_with_list.db_url)
     result = run("key", "rotate", "--new-key-file", str(new_key), user=ADMIN)

@@ -325,12 +325,13 @@ def test_init_needs_its_options(trial_files: TrialFiles, run: Run) -> None:
 def test_users_are_added_and_listed(trial_with_users: TrialFiles, run: Run) -> None:
     text = run.ok("user", "list", user=ADMIN).stdout
     lines = text.splitlines()
-    assert lines[0].split() == ["user", "role", "status", "created"]
+    assert lines[0].split() == ["user", "role", "status", "created", "sites"]
     rows = {line.split()[0]: line.split()[1:3] for line in lines[2:]}
+    assert {line.split()[-1] for line in lines[2:]} == {"all"}
     assert rows == {name: [role, "active"] for name, role in USERS.items()}
     listed = json.loads(run.ok("user", "list", "--json", user=ADMIN).stdout)
     assert [u["name"] for u in listed] == sorted(USERS)
-    assert set(listed[0]) == {"name", "role", "disabled", "created_at"}
+    assert set(listed[0]) == {"name", "role", "disabled", "created_at", "sites"}
     added = [e for e in audit_rows(trial_with_users.db_url) if e["action"] == "user.add"]
     assert [(e["subject"], e["details"]["after"]["role"]) for e in added] == list(USERS.items())
     assert all(e["details"]["before"] is None and e["user"] == ADMIN for e in added)

@@ -303,7 +303,7 @@ def test_wrapping_checks_key_sizes() -> None:
         unwrap_data_key(RFC5649_KEK, bytes(40))
 
 
-def test_rotation_rewraps_the_same_data_key(vault: Vault) -> None:
+def test_a_rewrapped_data_key_opens_under_the_new_trial_key_only(vault: Vault) -> None:
     old_key, new_key = bytes(32), bytes([9] * 32)
     sealed = vault.seal("slot.allocation", "slot:1", "exosome")
     rewrapped = wrap_data_key(new_key, unwrap_data_key(old_key, wrap_data_key(old_key, DATA_KEY)))

@@ -27,6 +27,7 @@ from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import find_participant, open_kit_content, participant_named
+from randomizer.sites import kit_in_scope, participant_in_scope, require_site, scope
 from randomizer.trial import require_list
 
 PARTICIPANT_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
@@ -151,13 +152,19 @@ def _refuse_if_locked(op: Operation, what: str) -> None:
 
 
 def participant_row(op: Operation, participant: str) -> Participant:
-    """The randomized participant with id ``participant`` (checked), or NotFound."""
-    return find_participant(op, check_participant_id(participant))
+    """The randomized participant with id ``participant`` (checked), or NotFound.
+
+    A participant of a site the acting user is not limited to is not found either,
+    with the same message (:mod:`randomizer.sites`).
+    """
+    return find_participant(op, check_participant_id(participant), participant_in_scope(op))
 
 
 def _kit(op: Operation, code: str) -> Kit:
     canonical = parse_code(code)
-    kit = op.session.scalars(select(Kit).where(Kit.code == canonical)).one_or_none()
+    kit = op.session.scalars(
+        select(Kit).where(Kit.code == canonical, kit_in_scope(op))
+    ).one_or_none()
     if kit is None:
         raise NotFound(f"no kit {canonical} in this trial: check the label")
     return kit
@@ -182,6 +189,7 @@ def randomize(
     participant = check_participant_id(participant)
     design = op.design
     _check_site(design, site)
+    require_site(op, site, "randomize participants")
     stratum_key = design.stratum_of(levels)
     failures = design.check_answers(answers)
     _check_not_future(op, on)
@@ -191,14 +199,23 @@ def randomize(
     existing = op.session.scalars(
         select(Participant).where(participant_named(participant)).limit(1)
     ).one_or_none()
+    limited_to = scope(op)
+    if existing is not None and limited_to is not None and existing.site not in limited_to:
+        # another site's participant: its number and site are not this user's to see
+        raise StateError(
+            f"participant {participant} is already randomized at another site: "
+            "participant ids are unique across the trial; check the id"
+        )
     if existing is not None:
         raise StateError(
             f"participant {existing.code} is already randomized as {existing.randomization_number}"
         )
     if failures:
-        raise Ineligible(
+        screen_failure = Ineligible(
             f"participant {participant} is not eligible, no slot used: " + "; ".join(failures)
         )
+        screen_failure.audit_details = {"site": site}  # reports count screen failures per site
+        raise screen_failure
     # The counter row lock serialises randomizations per stratum: FOR UPDATE on
     # PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the database.
     stratum = op.session.scalars(
@@ -492,7 +509,7 @@ def pharmacy_list(op: Operation) -> list[PharmacyKit]:
     op.audit("pharmacy.list")
     participants = {p.id: p for p in op.session.scalars(select(Participant))}
     requested_by = _requesters(op)
-    kits = list(op.session.scalars(select(Kit).order_by(Kit.code)))
+    kits = list(op.session.scalars(select(Kit).where(kit_in_scope(op)).order_by(Kit.code)))
     replaced_by = {kit.replaces_kit_id: kit.code for kit in kits if kit.replaces_kit_id}
     rows = []
     for kit in kits:
@@ -611,61 +628,6 @@ class IssuedKit:
     kit: str
     status: str
     visit_date: str
-
-
-@dataclass(frozen=True)
-class ParticipantSummary:
-    """A randomized participant as the investigator lists them: never an arm."""
-
-    participant: str
-    site: str
-    randomization_number: str
-    randomized_on: str
-    randomized_at: str
-    randomized_by: str
-    visits_done: int
-    kits: list[IssuedKit]
-    emergency_unblinded: bool
-
-
-def participant_list(op: Operation) -> list[ParticipantSummary]:
-    """Every randomized participant with visits done and kits issued, by id (investigator).
-
-    Kits are listed by visit, voided ones included with their status; a visit
-    is done once it has a kit that is not voided. Nothing here depends on an arm.
-    """
-    op.audit("participant.list")
-    kits: dict[int, list[Kit]] = {}
-    for kit in op.session.scalars(
-        select(Kit).where(Kit.participant_id.is_not(None)).order_by(Kit.visit, Kit.id)
-    ):
-        assert kit.participant_id is not None
-        kits.setdefault(kit.participant_id, []).append(kit)
-    result = []
-    for row in op.session.scalars(select(Participant).order_by(Participant.code)):
-        issued = [
-            IssuedKit(
-                visit=kit.visit or 0,
-                kit=kit.code,
-                status=status_word(kit.status),
-                visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
-            )
-            for kit in kits.get(row.id, [])
-        ]
-        result.append(
-            ParticipantSummary(
-                participant=row.code,
-                site=row.site,
-                randomization_number=row.randomization_number,
-                randomized_on=row.randomized_on.isoformat(),
-                randomized_at=row.randomized_at.isoformat(),
-                randomized_by=row.randomized_by,
-                visits_done=len({k.visit for k in issued if k.status != "voided"}),
-                kits=issued,
-                emergency_unblinded=row.emergency_unblinded_at is not None,
-            )
-        )
-    return result
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from randomizer import audit, logins, reports, trial
+from randomizer import audit, logins, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.wire import error_from_wire, from_wire
@@ -307,13 +307,15 @@ class HttpBackend:
             raise ServerUnavailable(f"the trial server at {self.server} sent no design")
         return parse_design(data["toml"])
 
-    def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
-        """Add a user with a role (admin)."""
+    def add_user(
+        self, name: str, role: Role, password: str, sites: Sequence[str] = ()
+    ) -> trial.UserInfo:
+        """Add a user with a role, limited to ``sites`` if any (admin)."""
         return self._call(
             trial.UserInfo,
             "POST",
             "/users",
-            {"name": name, "role": role.value, "password": password},
+            {"name": name, "role": role.value, "password": password, "sites": list(sites)},
         )
 
     def list_users(self) -> list[trial.UserInfo]:
@@ -451,10 +453,6 @@ class HttpBackend:
         """The report the caller's role may see."""
         return self._call(reports.Report, "GET", "/report")
 
-    def participants(self) -> list[service.ParticipantSummary]:
-        """Every randomized participant, never an arm (investigator)."""
-        return self._call(list[service.ParticipantSummary], "GET", "/participants")
-
     def kit_label(self, code: str) -> service.KitLabel:
         """The label of a prepared kit's infusion bag (pharmacist)."""
         return self._call(service.KitLabel, "GET", f"/kits/{_segment(code)}/label")
@@ -474,6 +472,25 @@ class HttpBackend:
     def audit_checkpoint(self) -> audit.Checkpoint:
         """An unsigned checkpoint, to be signed here (admin)."""
         return self._call(audit.Checkpoint, "POST", "/audit/checkpoint")
+
+    # per-site rights -------------------------------------------------------------
+
+    def user_sites(self, name: str) -> trial.UserInfo:
+        """One user and the sites they are limited to (admin)."""
+        return self._call(trial.UserInfo, "GET", f"/users/{_segment(name)}/sites")
+
+    def set_user_sites(self, name: str, sites: Sequence[str]) -> trial.UserInfo:
+        """Limit a user to ``sites``; none makes them trial-wide (admin)."""
+        return self._call(
+            trial.UserInfo, "PUT", f"/users/{_segment(name)}/sites", {"sites": list(sites)}
+        )
+
+    def participant_view(self, site: str | None = None) -> list[participants.ParticipantVisits]:
+        """The participants the caller may see (of ``site``): visits done, next window."""
+        params = {"site": site} if site is not None else None
+        return self._call(
+            list[participants.ParticipantVisits], "GET", "/participants", params=params
+        )
 
 
 def _segment(value: str) -> str:

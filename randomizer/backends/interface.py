@@ -15,11 +15,12 @@ trial's host offers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from randomizer import audit, logins, maintenance, reports, trial
+from randomizer import audit, logins, maintenance, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
@@ -39,8 +40,10 @@ class Backend(Protocol):
 
     # users -------------------------------------------------------------------
 
-    def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
-        """Add a user with a role (admin)."""
+    def add_user(
+        self, name: str, role: Role, password: str, sites: Sequence[str] = ()
+    ) -> trial.UserInfo:
+        """Add a user with a role, limited to ``sites`` if any (admin)."""
 
     def list_users(self) -> list[trial.UserInfo]:
         """Every user (admin)."""
@@ -122,9 +125,16 @@ class Backend(Protocol):
     def audit_checkpoint(self) -> audit.Checkpoint:
         """Record a checkpoint of the head and return it unsigned; the caller signs it (admin)."""
 
-    def participants(self) -> list[service.ParticipantSummary]:
-        """Every randomized participant: site, number, visits done, kits; never an arm
-        (investigator)."""
+    # per-site rights -----------------------------------------------------------
+
+    def user_sites(self, name: str) -> trial.UserInfo:
+        """One user and the sites they are limited to (admin)."""
+
+    def set_user_sites(self, name: str, sites: Sequence[str]) -> trial.UserInfo:
+        """Limit a user to ``sites``; none makes them trial-wide (admin)."""
+
+    def participant_view(self, site: str | None = None) -> list[participants.ParticipantVisits]:
+        """The participants the caller may see (of ``site``): visits done, next window."""
 
     def kit_label(self, code: str) -> service.KitLabel:
         """The label of a prepared kit's infusion bag, never the arm (pharmacist)."""
@@ -137,7 +147,7 @@ class Custody(Protocol):
         """Create the trial database, key file and first admin from a design's TOML text."""
 
     def rotate_key(self, new_key_file: Path) -> str:
-        """Re-wrap the trial's keys under a new key file (admin)."""
+        """Rotate to a new key file: a new data key, every sealed value sealed again (admin)."""
 
     def db_status(self) -> SchemaStatus:
         """Schema revision of the database against this release (no login needed)."""

@@ -9,12 +9,12 @@ a token.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, logins, maintenance, reports, trial
+from randomizer import audit, logins, maintenance, participants, reports, rotation, sites, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import (
@@ -23,6 +23,7 @@ from randomizer.context import (
     Operation,
     Principal,
     authenticate,
+    fault_point,
     key_file_source,
     load_trial,
     operation,
@@ -140,12 +141,14 @@ class LocalBackend:
             self._clock(),
         )
 
-    def add_user(self, name: str, role: Role, password: str) -> trial.UserInfo:
-        """Add a user with a role."""
+    def add_user(
+        self, name: str, role: Role, password: str, sites: Sequence[str] = ()
+    ) -> trial.UserInfo:
+        """Add a user with a role, limited to ``sites`` if any."""
         return self._run(
             Permission.MANAGE_USERS,
             "user.add",
-            lambda op: trial.add_user(op, name, role, password),
+            lambda op: trial.add_user(op, name, role, password, sites),
             name,
         )
 
@@ -181,17 +184,23 @@ class LocalBackend:
         )
 
     def rotate_key(self, new_key_file: Path) -> str:
-        """Re-wrap the data key under a new key file (removed again if the commit fails)."""
+        """A new key file, a new data key, every sealed value sealed again (rotation.py).
+
+        After a failure the new key file is removed unless the database may need it
+        (:func:`randomizer.rotation.discard_new_key_file`).
+        """
         existed = new_key_file.exists()
         try:
-            return self._run(
+            rotated = self._run(
                 Permission.ROTATE_KEY,
                 "key.rotate",
-                lambda op: trial.rotate_key(op, self.key_file, new_key_file),
+                lambda op: rotation.rotate_key(op, self.key_file, new_key_file),
             )
+            fault_point("key.rotate:after-commit")
+            return rotated.new_key_file
         except BaseException:
-            if not existed:
-                new_key_file.unlink(missing_ok=True)
+            if not existed and new_key_file.exists():
+                rotation.discard_new_key_file(self.store, new_key_file)
             raise
 
     def generate_list(self) -> trial.ListSummary:
@@ -211,7 +220,7 @@ class LocalBackend:
     def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
         """Read audit events after ``since``."""
         return self._run(
-            Permission.READ_AUDIT, "audit.show", lambda op: audit.events(op.session, since, limit)
+            Permission.READ_AUDIT, "audit.show", lambda op: sites.visible_events(op, since, limit)
         )
 
     def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:
@@ -311,9 +320,34 @@ class LocalBackend:
         """The report the caller's role may see."""
         return self._run(Permission.REPORT, "report", reports.report)
 
-    def participants(self) -> list[service.ParticipantSummary]:
-        """Every randomized participant, never an arm (investigator)."""
-        return self._run(Permission.DISPENSE, "participant.list", service.participant_list)
+    # per-site rights -------------------------------------------------------
+
+    def user_sites(self, name: str) -> trial.UserInfo:
+        """One user and the sites they are limited to (admin)."""
+        return self._run(
+            Permission.MANAGE_USERS,
+            "user.sites",
+            lambda op: trial.show_user_sites(op, name),
+            name,
+        )
+
+    def set_user_sites(self, name: str, sites: Sequence[str]) -> trial.UserInfo:
+        """Limit a user to ``sites``; none makes them trial-wide (admin)."""
+        return self._run(
+            Permission.MANAGE_USERS,
+            "user.sites",
+            lambda op: trial.set_user_sites(op, name, sites),
+            name,
+        )
+
+    def participant_view(self, site: str | None = None) -> list[participants.ParticipantVisits]:
+        """The participants the caller may see (of ``site``): visits done, next window."""
+        return self._run(
+            Permission.READ_PARTICIPANTS,
+            "participant.list",
+            lambda op: participants.participant_view(op, site),
+            site or "",
+        )
 
     def kit_label(self, code: str) -> service.KitLabel:
         """The label of a prepared kit's infusion bag (pharmacist)."""

@@ -16,6 +16,7 @@ from randomizer.commands.base import RandomizerGroup, Settings, root_options
 from randomizer.commands.demo import demo
 from randomizer.commands.listing import design, list_group
 from randomizer.commands.maintenance import backup, db, restore
+from randomizer.commands.participants import participant
 from randomizer.commands.remote import login, logout, serve
 from randomizer.commands.setup import init, key, user
 from randomizer.commands.unblinding import lock, report, unblind
@@ -57,6 +58,7 @@ for command in (
     serve,
     login,
     logout,
+    participant,
 ):
     cli.add_command(command)
 

@@ -81,17 +81,61 @@ def _new_password(password_stdin: bool, name: str) -> str:
     help="admin, investigator, pharmacist, statistician or monitor.",
 )
 @click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
+@click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    metavar="SITE",
+    help="Limit the user to this site (repeat for several); without it the user is trial-wide.",
+)
 @json_option
 @pass_settings
-def user_add(settings: Settings, name: str, role_text: str, password_stdin: bool) -> None:
-    """Add a user.
+def user_add(
+    settings: Settings, name: str, role_text: str, password_stdin: bool, sites: tuple[str, ...]
+) -> None:
+    """Add a user, trial-wide or limited to sites.
 
-    Example: echo "$PW" | randomizer user add bob --role investigator --password-stdin
+    Example: echo "$PW" | randomizer user add bob --role investigator --site WAW --password-stdin
     """
     role: Role = parse_role(role_text)
     password = _new_password(password_stdin, name)
-    info = settings.backend().add_user(name, role, password)
-    emit(settings, info, f"User {info.name} added as {info.role}.")
+    info = settings.backend().add_user(name, role, password, sites)
+    limited = _where(info.sites) if info.sites else ""
+    emit(settings, info, f"User {info.name} added as {info.role}{limited}.")
+
+
+def _where(sites: tuple[str, ...]) -> str:
+    """How a user's sites read in a sentence."""
+    return f", limited to site {', '.join(sites)}" if sites else ", trial-wide"
+
+
+@user.command("sites")
+@click.argument("name")
+@click.option(
+    "--set",
+    "new_sites",
+    multiple=True,
+    metavar="SITE",
+    help="Limit the user to this site instead (repeat for several).",
+)
+@click.option("--trial-wide", is_flag=True, help="Lift the user's site limit.")
+@json_option
+@pass_settings
+def user_sites(settings: Settings, name: str, new_sites: tuple[str, ...], trial_wide: bool) -> None:
+    """Show the sites a user is limited to, or change them (audited).
+
+    Example: randomizer user sites ivan --set WAW --set KRK
+    """
+    if new_sites and trial_wide:
+        raise click.UsageError("give --set SITE or --trial-wide, not both")
+    backend = settings.backend()
+    if new_sites or trial_wide:
+        info = backend.set_user_sites(name, new_sites)
+        text = f"User {info.name} is now{_where(info.sites).lstrip(',')}."
+    else:
+        info = backend.user_sites(name)
+        text = f"User {info.name} ({info.role}) is{_where(info.sites).lstrip(',')}."
+    emit(settings, info, text)
 
 
 @user.command("list")
@@ -107,8 +151,17 @@ def user_list(settings: Settings) -> None:
         settings,
         users,
         lambda: table(
-            [(u.name, u.role, "disabled" if u.disabled else "active", u.created_at) for u in users],
-            ["user", "role", "status", "created"],
+            [
+                (
+                    u.name,
+                    u.role,
+                    "disabled" if u.disabled else "active",
+                    u.created_at,
+                    ",".join(u.sites) or "all",
+                )
+                for u in users
+            ],
+            ["user", "role", "status", "created", "sites"],
         ),
     )
 
@@ -185,7 +238,10 @@ def key() -> None:
 @json_option
 @pass_settings
 def key_rotate(settings: Settings, new_key_file: str) -> None:
-    """Re-wrap the data key under a new trial key; the old key file stops working.
+    """A new trial key and data key; every sealed value is sealed again under them.
+
+    Afterwards the old key file opens nothing in this database (backups made before
+    still need it). Stop the trial server first; on PostgreSQL run it as the owner.
 
     Example: randomizer key rotate --new-key-file /secure/trial-2026.key
     """

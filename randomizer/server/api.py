@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from randomizer import __version__, audit, logins, reports, trial
+from randomizer import __version__, audit, logins, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.interface import Backend
@@ -128,6 +128,7 @@ class NewUser(Body):
     name: Name
     role: Role
     password: Annotated[str, Field(max_length=1024), AfterValidator(_no_nul)]
+    sites: list[Name] = Field(default_factory=list, max_length=64)
 
 
 class NewPassword(Body):
@@ -510,7 +511,7 @@ def list_users(acting: Acting) -> list[trial.UserInfo]:
 @router.post("/users")
 def add_user(body: NewUser, acting: Acting) -> trial.UserInfo:
     """Add a user (admin)."""
-    return acting.add_user(body.name, body.role, body.password)
+    return acting.add_user(body.name, body.role, body.password, body.sites)
 
 
 @router.post("/users/{name:path}/disable")
@@ -561,11 +562,39 @@ def audit_checkpoint(acting: Acting) -> audit.Checkpoint:
     return acting.audit_checkpoint()
 
 
+# per-site rights ------------------------------------------------------------------
+
+
+class SitesBody(Body):
+    """The sites a user is limited to; an empty list makes the user trial-wide."""
+
+    sites: list[Name] = Field(max_length=64)
+
+
+class SiteFilter(Body):
+    """Which site's participants to list (all the caller may see when absent)."""
+
+    site: Name | None = None
+
+
+@router.get("/users/{name:path}/sites")
+def user_sites(name: Name, acting: Acting) -> trial.UserInfo:
+    """One user and the sites they are limited to (admin)."""
+    return acting.user_sites(name)
+
+
+@router.put("/users/{name:path}/sites")
+def set_user_sites(name: Name, body: SitesBody, acting: Acting) -> trial.UserInfo:
+    """Limit a user to sites, or make them trial-wide with an empty list (admin)."""
+    return acting.set_user_sites(name, body.sites)
+
+
 @router.get("/participants")
-def participants(acting: Acting) -> list[service.ParticipantSummary]:
-    """Every randomized participant: site, number, visits done, kits; never an arm
-    (investigator)."""
-    return acting.participants()
+def participant_view(
+    acting: Acting, query: Annotated[SiteFilter, Query()]
+) -> list[participants.ParticipantVisits]:
+    """The participants the caller may see (of one site): visits done, next window."""
+    return acting.participant_view(query.site)
 
 
 @router.get("/kits/{code:path}/label")

@@ -31,6 +31,7 @@ from randomizer.allocation.generator import generate_schedule
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
 from randomizer.models import Participant, Stratum
+from randomizer.sites import participant_in_scope
 from randomizer.unblinding.lock import (
     EXPORT_ORDER,
     PARTICIPANT_COLUMNS,
@@ -70,12 +71,16 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
     statement = (
         select(*PARTICIPANT_COLUMNS)
         .join(Stratum, Stratum.id == Participant.stratum_id)
+        .where(participant_in_scope(op))
         .order_by(*EXPORT_ORDER)
     )
     sizes = Counter(
         row[0]
         for batch in driver_rows(
-            connection, select(Stratum.key).join(Participant, Participant.stratum_id == Stratum.id)
+            connection,
+            select(Stratum.key)
+            .join(Participant, Participant.stratum_id == Stratum.id)
+            .where(participant_in_scope(op)),
         )
         for row in batch
     )

@@ -18,6 +18,7 @@ from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation_arms
+from randomizer.sites import participant_in_scope
 
 EXPORT_COLUMNS = (
     "participant",
@@ -109,6 +110,7 @@ def unblind_all(op: Operation) -> Export:
         select(*PARTICIPANT_COLUMNS, Slot.sequence, Slot.allocation_sealed)
         .join(Stratum, Stratum.id == Participant.stratum_id)
         .join(Slot, Slot.id == Participant.slot_id)
+        .where(participant_in_scope(op))
         .order_by(*EXPORT_ORDER)
     )
     width = len(PARTICIPANT_COLUMNS)

@@ -195,6 +195,7 @@ def test_a_screen_failure_uses_no_slot(run: Run, trial: TrialFiles) -> None:
         "P-006",
         "Ineligible",
     )
+    assert event["details"]["site"] == "WAW"  # screen failures are counted per site
     assert randomize(run, "P-007", DAY0)["randomization_number"] == "R-006"
     assert execute(
         trial.db_url,

@@ -354,7 +354,7 @@ def test_participants_list_visits_and_kits_without_arms(trial: ContractTrial) ->
     issued = ivan.request_kit("P-001", 2, START + timedelta(days=84))
     replaced = ivan.replace_kit(issued.kit, "bag damaged")
     trial.as_user("petra").prepare_kit(first.kit)
-    rows = ivan.participants()
+    rows = ivan.participant_view()
     assert [r.participant for r in rows] == ["P-001", "P-002"]
     p1 = rows[0]
     assert (p1.site, p1.randomization_number, p1.randomized_on, p1.randomized_by) == (
@@ -371,9 +371,9 @@ def test_participants_list_visits_and_kits_without_arms(trial: ContractTrial) ->
     ]
     _assert_no_arm(rows)
     ivan.emergency_unblind("P-002", "anaphylaxis")
-    assert [r.emergency_unblinded for r in ivan.participants()] == [False, True]
-    assert _refusal(NotAuthorized, trial.as_user("petra").participants).startswith(
-        "role pharmacist may not request or replace kits"
+    assert [r.emergency_unblinded for r in ivan.participant_view()] == [False, True]
+    assert _refusal(NotAuthorized, trial.as_user("stan").participant_view).startswith(
+        "role statistician may not"
     )
 
 

@@ -12,15 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import signal
-import socket
 import ssl
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,102 +31,29 @@ from tests.backends.live import live_server
 from tests.support.assertions import assert_error
 from tests.support.database import audit_rows
 from tests.support.exosome import ELIGIBLE
-from tests.support.processes import ROOT, clean_env
+from tests.support.processes import ServerProcess, server_process
 from tests.support.trial import PASSWORDS, Run, TrialFiles
 
 START_WAIT = 60.0
 """How long a server process may take to answer its first request before the test gives up."""
 
 
-@dataclass
-class Served:
-    """A ``randomizer serve`` process and where to reach it."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    port: int
-    log: Path
-    verify: ssl.SSLContext | bool = True
-
-    def client(self) -> httpx.Client:
-        """An HTTP client for this server."""
-        return httpx.Client(base_url=self.url, verify=self.verify, timeout=30)
-
-    def stop(self) -> int:
-        """SIGTERM, as systemd stops a service; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-    def output(self) -> str:
-        """Everything the server printed (uvicorn's access and error logs)."""
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serving(
     files: TrialFiles, *options: str, scheme: str = "http", verify: ssl.SSLContext | bool = True
-) -> Iterator[Served]:
+) -> Iterator[ServerProcess]:
     """``randomizer serve`` for ``files``' trial on a free loopback port, stopped at the end."""
-    port = _free_port()
-    log = files.directory / f"server-{port}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "randomizer",
-                "--db",
-                files.db_url,
-                "--key-file",
-                str(files.key_file),
-                "serve",
-                "--port",
-                str(port),
-                *options,
-            ],
-            cwd=ROOT,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    served = Served(process, f"{scheme}://127.0.0.1:{port}", port, log, verify)
-    try:
-        _wait_until_up(served)
+    log = files.directory / "server.log"
+    with server_process(
+        files.db_url,
+        files.key_file,
+        log,
+        *options,
+        start_timeout=START_WAIT,
+        scheme=scheme,
+        verify=verify,
+    ) as served:
         yield served
-    finally:
-        served.stop()
-
-
-def _wait_until_up(served: Served) -> None:
-    deadline = time.monotonic() + START_WAIT
-    with served.client() as client:
-        while True:
-            if served.process.poll() is not None:
-                raise AssertionError(
-                    f"the server exited with {served.process.returncode}:\n{served.output()}"
-                )
-            try:
-                if client.get("/api/v1/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the server did not answer:\n{served.output()}")
-            time.sleep(0.05)
 
 
 def _login(client: httpx.Client, user: str, headers: dict[str, str] | None = None) -> str:
@@ -169,7 +91,7 @@ def test_serve_listens_on_loopback_only_by_default(trial_with_list: TrialFiles) 
         pytest.skip("reads the listening sockets from /proc/net (Linux)")
     with serving(trial_with_list) as served:
         assert _listening_addresses(served.port) == {"127.0.0.1"}
-    assert f"running on http://127.0.0.1:{served.port}" in served.output()
+    assert f"running on http://127.0.0.1:{served.port}" in served.log_text()
 
 
 @pytest.fixture
@@ -363,7 +285,7 @@ def test_the_server_log_holds_no_password_token_or_request_body(
         refused = client.post("/api/v1/auth/token", json={"user": "ivan", "password": wrong})
         assert refused.status_code == 401
         client.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"})
-    log = served.output()
+    log = served.log_text()
     # the log is there and names each request by method, path and status
     assert '"POST /api/v1/auth/token HTTP/1.1" 200' in log
     assert '"POST /api/v1/participants HTTP/1.1" 200' in log
@@ -387,7 +309,7 @@ def test_sigterm_stops_the_server_cleanly_and_audits_the_stop(trial_with_list: T
         status = served.stop()
     # uvicorn shuts down, then ends by the signal it was sent: systemd counts that as clean
     assert status == -signal.SIGTERM
-    log = served.output()
+    log = served.log_text()
     assert "Application shutdown complete." in log
     assert "Traceback" not in log and "ERROR" not in log
     events = audit_rows(trial_with_list.db_url)

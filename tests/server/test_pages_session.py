@@ -271,10 +271,10 @@ def test_an_internal_error_is_a_page_without_a_trace(
     b = browser()
     b.login("ivan")
 
-    def broken(self: LocalBackend) -> None:
+    def broken(self: LocalBackend, site: str | None = None) -> None:
         raise RuntimeError("secret detail /srv/trial.db")
 
-    monkeypatch.setattr(LocalBackend, "participants", broken)
+    monkeypatch.setattr(LocalBackend, "participant_view", broken)
     page = b.get("/participants")
     assert page.status_code == 500
     assert "internal error; nothing was committed" in text_of(page.text)

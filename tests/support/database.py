@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import Engine, MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from randomizer import audit
+
 TEST_DB_ENV = "RANDOMIZER_TEST_DB"
 
 Dump = dict[str, list[tuple[Any, ...]]]
@@ -189,3 +191,17 @@ def new_events(
     """Audit events in ``after`` beyond the last sequence number of ``before``."""
     last = max((event["seq"] for event in before), default=0)
     return [event for event in after if event["seq"] > last]
+
+
+def event_body(event: dict[str, Any]) -> bytes:
+    """The canonical bytes an audit event's MAC covers, from a row of :func:`audit_rows`."""
+    return audit.canonical(
+        event["seq"],
+        event["at"],
+        event["user"],
+        event["role"],
+        event["action"],
+        event["subject"],
+        event["reason"],
+        event["details"],
+    )

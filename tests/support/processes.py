@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def randomizer_argv(db_url: str, key_file: Path, *args: str) -> list[str]:
+    """The command line of ``python -m randomizer --db URL --key-file K [args]``."""
+    return [sys.executable, "-m", "randomizer", "--db", db_url, "--key-file", str(key_file), *args]
+
+
 def cli_process(
     db_url: str, key_file: Path, user: str, *args: str, fault: str | None = None
 ) -> subprocess.Popen[str]:
@@ -47,18 +53,7 @@ def cli_process(
     if fault is not None:
         env["RANDOMIZER_TEST_FAULT"] = fault
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "randomizer",
-            "--db",
-            db_url,
-            "--key-file",
-            str(key_file),
-            "--user",
-            user,
-            *args,
-        ],
+        randomizer_argv(db_url, key_file, "--user", user, *args),
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -97,71 +92,84 @@ def free_port() -> int:
 
 @dataclass
 class ServerProcess:
-    """A running ``randomizer serve``: its base URL, its process and its log file."""
+    """A running ``randomizer serve``: its base URL, port, process and log file.
+
+    ``verify`` is what an HTTP client must trust to reach it (a test CA's
+    context when it serves TLS).
+    """
 
     url: str
+    port: int
     process: subprocess.Popen[bytes]
     log: Path
+    verify: ssl.SSLContext | bool = True
 
     def log_text(self) -> str:
         """Everything the server has written to stdout and stderr so far."""
         return self.log.read_text(encoding="utf-8", errors="replace")
 
+    def client(self) -> httpx.Client:
+        """An HTTP client for this server."""
+        return httpx.Client(base_url=self.url, verify=self.verify, timeout=30)
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, as a service manager stops it (killed after ``timeout`` s); the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
 
 @contextmanager
 def server_process(
-    db_url: str, key_file: Path, log: Path, *args: str, start_timeout: float = 30
+    db_url: str,
+    key_file: Path,
+    log: Path,
+    *args: str,
+    start_timeout: float = 30,
+    scheme: str = "http",
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[ServerProcess]:
     """``python -m randomizer --db URL --key-file K serve --port P [args]`` on a free port.
 
-    Yields once ``GET /api/v1/health`` answers. The server's output goes to
-    ``log`` (a pipe nobody reads would fill and stall it). It is always stopped
-    with SIGTERM, as a service manager stops it (killed only if it is still up
-    after 20 s); its exit code is then in ``process.returncode``.
+    Yields once ``GET /api/v1/health`` answers (over ``scheme``, trusting
+    ``verify``). The server's output goes to ``log`` (a pipe nobody reads would
+    fill and stall it). It is always stopped with SIGTERM, as a service manager
+    stops it (killed only if it is still up after 20 s); its exit code is then
+    in ``process.returncode``.
     """
     port = free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "randomizer",
-                "--db",
-                db_url,
-                "--key-file",
-                str(key_file),
-                "serve",
-                "--port",
-                str(port),
-                *args,
-            ],
+            randomizer_argv(db_url, key_file, "serve", "--port", str(port), *args),
             cwd=ROOT,
             env=clean_env(),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
+    server = ServerProcess(f"{scheme}://127.0.0.1:{port}", port, process, log, verify)
     try:
         deadline = time.monotonic() + start_timeout
-        while not _healthy(server.url):
+        while not _healthy(server):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start:\n{server.log_text()}")
+                raise RuntimeError(
+                    f"the server did not start (exit {process.poll()}):\n{server.log_text()}"
+                )
             time.sleep(0.05)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        server.stop()
 
 
-def _healthy(url: str) -> bool:
+def _healthy(server: ServerProcess) -> bool:
     try:
-        return httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200
+        with server.client() as client:
+            return client.get("/api/v1/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -177,7 +177,7 @@ def _same_randomization(
     if issued is None:
         return None
     try:
-        found = [p for p in backend.participants() if p.participant == participant]
+        found = [p for p in backend.participant_view() if p.participant == participant]
     except RandomizerError:
         return None
     if not found:
@@ -237,7 +237,7 @@ def _participant_page(
 ) -> HTMLResponse:
     design = design_of(state)
     with acting(state, who) as backend:
-        rows = backend.participants()
+        rows = backend.participant_view()
     wanted = participant.strip().upper()
     found = [p for p in rows if p.participant == wanted]
     if not found:
@@ -283,7 +283,7 @@ def _participant_page(
 def participant_list(request: Request, state: State, who: Signed) -> HTMLResponse:
     """Every randomized participant: id, site, number, visits done, kits; never an arm."""
     with acting(state, who) as backend:
-        rows = backend.participants()
+        rows = backend.participant_view()
     return render(request, "participants.html", who, title="Participants", rows=rows)
 
 
