@@ -114,7 +114,9 @@ def pharmacy_label(request: Request, state: State, who: Signed, code: str) -> HT
     """A printable label for the prepared infusion bag: never the arm."""
     with acting(state, who) as backend:
         label = backend.kit_label(code)
-    qr = segno.make(label.kit, error="m").svg_inline(scale=4, title=f"Kit code {label.kit}")
+    qr = segno.make(label.kit, error="m").svg_inline(
+        scale=4, title=f"Kit code {label.kit}", omitsize=True
+    )
     return render(
         request,
         "pharmacy_label.html",
