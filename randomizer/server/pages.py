@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from randomizer import audit, logins
+from randomizer import audit, charts, logins
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.allocation.kits import parse_code
@@ -49,6 +49,7 @@ from randomizer.errors import (
     StateError,
     TooManyAttempts,
 )
+from randomizer.reports import BALANCE_REFUSAL
 from randomizer.server.state import ServerState, client_address, server_state
 from randomizer.server.websession import (
     CSRF_COOKIE,
@@ -1006,8 +1007,14 @@ def pharmacy_label(request: Request, state: State, who: Signed, code: str) -> HT
 
 @pages.get("/pharmacy/kits")
 def pharmacy_kits(request: Request, state: State, who: Signed) -> HTMLResponse:
-    """Every kit with content, status and history."""
-    return render(request, "pharmacy_kits.html", who, title="Kit list", kits=_kits(state, who))
+    """Every kit with content, status and history; above it, kits per visit as a chart."""
+    kits = _kits(state, who)
+    with acting(state, who) as backend:
+        result = backend.report()
+    per_visit = charts.kit_table(result, [v.name for v in design_of(state).visits])
+    return render(
+        request, "pharmacy_kits.html", who, title="Kit list", kits=kits, kit_chart=per_visit
+    )
 
 
 @pages.get("/pharmacy/kits.csv")
@@ -1030,10 +1037,56 @@ def pharmacy_kits_csv(state: State, who: Signed) -> Response:
 
 @pages.get("/report")
 def report(request: Request, state: State, who: Signed) -> HTMLResponse:
-    """The report the role may see (balance by arm only when the library shows it)."""
+    """The report the role may see (balance by arm only when the library shows it).
+
+    Its charts come from the ``/report/*.svg`` routes; each has its numbers
+    in a table beside it.
+    """
     with acting(state, who) as backend:
         result = backend.report()
-    return render(request, "report.html", who, title="Report", report=result)
+    design = design_of(state)
+    balance = charts.balance_table(result) if result.arms_shown else None
+    return render(
+        request,
+        "report.html",
+        who,
+        title="Report",
+        report=result,
+        recruitment=charts.recruitment_table(result),
+        balance=balance,
+        balance_refusal=BALANCE_REFUSAL,
+        kit_chart=charts.kit_table(result, [v.name for v in design.visits]),
+    )
+
+
+def _svg(picture: bytes) -> Response:
+    """A chart as an image, never cached (it changes with every randomization)."""
+    return Response(picture, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@pages.get("/report/recruitment.svg")
+def recruitment_chart(state: State, who: Signed) -> Response:
+    """Cumulative participants randomized per site and in total (every role; no arm)."""
+    with acting(state, who) as backend:
+        result = backend.report()
+    return _svg(charts.recruitment_chart(result))
+
+
+@pages.get("/report/balance.svg")
+def balance_chart(state: State, who: Signed) -> Response:
+    """Running balance by arm per stratum; refused as the balance table is."""
+    with acting(state, who) as backend:
+        result = backend.report()
+    return _svg(charts.balance_chart(result))
+
+
+@pages.get("/report/kits.svg")
+def kit_chart(state: State, who: Signed) -> Response:
+    """Kits requested, prepared and voided per visit, and spares left (no arm)."""
+    with acting(state, who) as backend:
+        result = backend.report()
+    names = [v.name for v in design_of(state).visits]
+    return _svg(charts.kit_chart(result, visit_names=names))
 
 
 AUDIT_PAGE = 50
