@@ -68,7 +68,7 @@ def failure_day(files: TrialFiles) -> str:
     """The UTC day the one screen failure was recorded."""
     days = [row["at"][:10] for row in audit_rows(files.db_url) if row["action"] == "screen_failure"]
     assert len(days) == 1
-    return days[0]
+    return str(days[0])
 
 
 def kits_by_visit(files: TrialFiles) -> dict[str, dict[str, int]]:

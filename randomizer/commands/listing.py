@@ -90,6 +90,10 @@ def design_check(settings: Settings, file: str, predictability: bool, chart: Pat
     """
     if chart is not None and not predictability:
         raise click.UsageError("--chart draws the predictability figures: add --predictability")
+    if chart is not None:
+        from randomizer import charts  # matplotlib only for the commands that draw
+
+        chart_format = charts.chart_format(chart.name)
     loaded = load_design(file)
     data: dict[str, Any] = {"design": loaded.id, "valid": True, "digest": loaded.digest()}
     text = f"{file}: valid design {loaded.id} (digest {loaded.digest()})"
@@ -98,9 +102,7 @@ def design_check(settings: Settings, file: str, predictability: bool, chart: Pat
         data["predictability"] = report
         text += "\n\n" + _predictability_text(report)
         if chart is not None:
-            from randomizer import charts  # matplotlib only for the commands that draw
-
-            chart.write_bytes(charts.predictability_chart(report, charts.chart_format(chart.name)))
+            chart.write_bytes(charts.predictability_chart(report, chart_format))
             text += f"\n\nChart written to {chart}"
     emit(settings, data, text)
 
