@@ -118,6 +118,7 @@ def recruitment_chart(rep: Report, fmt: Format = "svg", planned_end: date | None
                     marker=MARKERS[i % len(MARKERS)],
                     markersize=4,
                     label=f"site {site}",
+                    zorder=3,  # over the total, which it equals at a one-site trial
                 )
             axes.step(days, total, where="post", color="black", linewidth=2.5, label="total")
             failed = [
@@ -380,7 +381,7 @@ def kit_chart(rep: Report, fmt: Format = "svg", visit_names: Sequence[str] = ())
                 color=PALETTE[j],
                 hatch=HATCHES[j + 1],
                 edgecolor="black",
-                label=status,
+                label="requested (not yet prepared)" if status == "requested" else status,
             )
             axes.bar_label(bars, fontsize="x-small")
         spare = axes.bar(
@@ -398,7 +399,7 @@ def kit_chart(rep: Report, fmt: Format = "svg", visit_names: Sequence[str] = ())
         axes.set_xlabel("dosing visit")
         axes.set_ylabel("kits")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylim(0, max(1, *(int(c) for row in table.rows for c in row[1:] if c)) * 1.2)
+        axes.set_ylim(0, max(1, *(int(c) for row in table.rows for c in row[1:] if c)) * 1.45)
         axes.legend(loc="upper right", fontsize="small")
 
     return _render(draw, fmt)
