@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -14,8 +15,9 @@ import pytest
 from randomizer import charts
 from randomizer.backends.wire import from_wire
 from randomizer.design import load_design
+from randomizer.errors import NotAuthorized
 from randomizer.predictability import predictability_report
-from randomizer.reports import BALANCE_REFUSAL, Report
+from randomizer.reports import BALANCE_REFUSAL, ListedAllocation, Report, running_imbalance
 from tests.support.assertions import assert_error
 from tests.support.blinded_path import FOUR_DAY0, participant_arms
 from tests.support.exosome import answer_args, arm_words_in
@@ -220,3 +222,36 @@ def test_drawing_is_not_paid_for_at_start_up() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_the_running_balance_of_three_arms_is_their_spread() -> None:
+    listed = [
+        ListedAllocation("all", n, 1 + n // 6, arm)
+        for n, arm in enumerate(["a", "b", "a", "c", "c", "b", "a"], start=1)
+    ]
+    assert running_imbalance(listed, ("a", "b", "c"), (2, 1, 1)) == {
+        "all": [0.5, 1.0, 1.0, 0.0, 1.0, 1.0, 0.5]
+    }
+    signed = running_imbalance(listed[:3], ("a", "b"), (1, 1))
+    assert signed == {"all": [1.0, 0.0, 1.0]}
+    rep = Report(
+        trial="three",
+        locked=True,
+        planned=12,
+        randomized=7,
+        screen_failures=0,
+        emergency_unblindings=0,
+        by_site={},
+        by_date={},
+        kits={},
+        arms_shown=True,
+        imbalance_bound=1.5,
+        allocations=listed,
+        arm_ratio={"a": 2, "b": 1, "c": 1},
+    )
+    table = charts.balance_table(rep)
+    assert table.header[-1] == "spread between arms"
+    assert [row[2] for row in table.rows] == ["1", "1", "1", "1", "1", "2", "2"]
+    assert "spread between arms" in charts.balance_chart(rep).decode()
+    with pytest.raises(NotAuthorized, match=re.escape(BALANCE_REFUSAL)):
+        charts.balance_chart(dataclasses.replace(rep, arms_shown=False))
