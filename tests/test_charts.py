@@ -88,6 +88,7 @@ def test_every_chart_renders_at_every_stage(run: Run, staged: str, tmp_path: Pat
     assert ("exosome minus saline" in balance) is True
     kits = drawn(files["kits"])
     assert "Kits of exosome-ms per visit" in kits and "spares left" in kits
+    assert "Week 12" in kits  # the visits by name, from the design
     png = tmp_path / "recruitment.png"
     run.ok("report", "--chart", str(png), user="mona")
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

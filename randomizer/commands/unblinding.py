@@ -211,12 +211,14 @@ def report(
         from randomizer import charts  # matplotlib only for the commands that draw
 
         formats = [charts.chart_format(p.name) for p in targets]
-    rep = settings.backend().report()
+    backend = settings.backend()
+    rep = backend.report()
     if targets:
+        visits = [v.name for v in backend.trial_design().visits] if kit_chart else []
         drawings = {
             chart: lambda fmt: charts.recruitment_chart(rep, fmt),
             balance_chart: lambda fmt: charts.balance_chart(rep, fmt),
-            kit_chart: lambda fmt: charts.kit_chart(rep, fmt),
+            kit_chart: lambda fmt: charts.kit_chart(rep, fmt, visits),
         }
         pictures = [drawings[p](fmt) for p, fmt in zip(targets, formats, strict=True)]
         for path, picture in zip(targets, pictures, strict=True):
