@@ -17,6 +17,7 @@ the charts read in grey-scale.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -440,4 +441,32 @@ def _render(draw: Callable[[Figure], None], fmt: Format) -> bytes:
         buffer = io.BytesIO()
         metadata: dict[str, Any] = {"Date": None} if fmt == "svg" else {"Software": None}
         figure.savefig(buffer, format=fmt, metadata=metadata)
+    if fmt == "svg":
+        return without_style(buffer.getvalue().decode()).encode()
     return buffer.getvalue()
+
+
+_STYLE_ATTRIBUTE = re.compile(r' style="([^"]*)"')
+_STYLE_ELEMENT = re.compile(r"\s*<style[^>]*>\*\{([^}]*)\}</style>")
+
+
+def without_style(svg: str) -> str:
+    """matplotlib's SVG with each ``style`` turned into presentation attributes.
+
+    The pages' Content-Security-Policy (``style-src 'self'``) blocks inline
+    styles, also in an SVG opened on its own, where the chart would turn black;
+    presentation attributes (``fill="#fff"``) are not styles, so the chart looks
+    the same everywhere. matplotlib's one ``<style>`` element (``*{...}``)
+    becomes attributes of the root, which every element inherits.
+    """
+    root = _STYLE_ELEMENT.search(svg)
+    if root is not None:
+        svg = svg.replace(root.group(0), "", 1)
+        svg = svg.replace("<svg ", f"<svg{_attributes(root.group(1))} ", 1)
+    return _STYLE_ATTRIBUTE.sub(lambda m: _attributes(m.group(1)), svg)
+
+
+def _attributes(declarations: str) -> str:
+    """``fill: #fff; stroke-width: 0.8`` as `` fill="#fff" stroke-width="0.8"``."""
+    pairs = [d.split(":", 1) for d in declarations.split(";") if d.strip()]
+    return "".join(f' {name.strip()}="{value.strip()}"' for name, value in pairs)

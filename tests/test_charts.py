@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -61,6 +62,9 @@ def staged(request: pytest.FixtureRequest, run: Run, trial_with_list: TrialFiles
 def drawn(path: Path) -> str:
     text = path.read_text()
     assert text.startswith("<?xml") and "<svg" in text and text.rstrip().endswith("</svg>")
+    # the pages' CSP blocks inline styles: presentation attributes only, and no script
+    assert "style" not in text and "<script" not in text
+    ElementTree.fromstring(text.encode())
     return text
 
 

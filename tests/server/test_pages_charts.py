@@ -35,6 +35,7 @@ def assert_svg(response: httpx.Response) -> str:
     assert response.headers["content-type"] == "image/svg+xml"
     assert response.headers["cache-control"] == "no-store"
     assert response.text.startswith("<?xml") and "<svg" in response.text
+    assert "style" not in response.text and "<script" not in response.text
     return response.text
 
 
