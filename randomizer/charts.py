@@ -361,7 +361,7 @@ def kit_table(rep: Report, visit_names: Sequence[str] = ()) -> ChartTable:
     )
 
 
-def kit_chart(rep: Report, fmt: Format = "svg", visit_names: Sequence[str] = ()) -> bytes:
+def kit_chart(rep: Report, fmt: Format = "svg", *, visit_names: Sequence[str] = ()) -> bytes:
     """Kits requested, prepared and voided per visit as bars, and the spares left."""
     table = kit_table(rep, visit_names)
 

@@ -218,7 +218,7 @@ def report(
         drawings = {
             chart: lambda fmt: charts.recruitment_chart(rep, fmt),
             balance_chart: lambda fmt: charts.balance_chart(rep, fmt),
-            kit_chart: lambda fmt: charts.kit_chart(rep, fmt, visits),
+            kit_chart: lambda fmt: charts.kit_chart(rep, fmt, visit_names=visits),
         }
         pictures = [drawings[p](fmt) for p, fmt in zip(targets, formats, strict=True)]
         for path, picture in zip(targets, pictures, strict=True):
