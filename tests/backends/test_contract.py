@@ -16,7 +16,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from randomizer import audit
+from randomizer import audit, reports
 from randomizer.access import Role
 from randomizer.allocation.kits import parse_code
 from randomizer.allocation.service import Randomization
@@ -282,6 +282,12 @@ def test_reports_by_role(trial: ContractTrial) -> None:
     _assert_no_arm(blinded)
     admin = trial.as_user("alice").report()
     assert admin.randomized == blinded.randomized == 1
+    # what the charts draw travels whole: the blinded report keeps no allocation
+    assert (blinded.allocations, blinded.arm_ratio) == ([], {})
+    assert blinded.kits_by_visit["1"] == admin.kits_by_visit["1"]
+    assert sum(blinded.kits_by_visit["1"].values()) == 1
+    (listed,) = admin.allocations
+    assert isinstance(listed, reports.ListedAllocation) and listed.arm in admin.arm_ratio
 
 
 # roles, logins and users ------------------------------------------------------------
