@@ -22,7 +22,15 @@ from randomizer.reports import BALANCE_REFUSAL, ListedAllocation, Report, runnin
 from tests.support.assertions import assert_error
 from tests.support.blinded_path import FOUR_DAY0, participant_arms
 from tests.support.exosome import answer_args, arm_words_in
-from tests.support.trial import ADMIN, USERS, Run, TrialFiles, backdate_list, scratch_trial
+from tests.support.trial import (
+    ADMIN,
+    USERS,
+    Run,
+    TrialFiles,
+    approve_list,
+    backdate_list,
+    scratch_trial,
+)
 
 DAY0 = FOUR_DAY0
 STAGES = ("empty", "in progress", "locked")
@@ -150,6 +158,7 @@ def build_trial_with(run: Run, design: str) -> None:
         if name != ADMIN:
             run.add_user(name, role)
     run.ok("list", "generate", user=ADMIN)
+    approve_list(run)
     backdate_list(run.files)
 
 
