@@ -144,9 +144,19 @@ def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
 
     def read_and_canonical() -> None:
         with store.transaction() as session:
-            for seq, at, user, role, action, subject, reason, details, _p, _m in audit.chain_rows(
-                session
-            ):
+            for (
+                seq,
+                at,
+                user,
+                role,
+                action,
+                subject,
+                reason,
+                details,
+                _p,
+                _m,
+                _r,
+            ) in audit.chain_rows(session):
                 audit.canonical(seq, at, user, role, action, subject, reason, json.loads(details))
 
     def full() -> None:

@@ -65,6 +65,7 @@ class Permission(StrEnum):
     REPORT = "see blinded reports"
     REPORT_ARMS = "see balance by arm"
     MAINTAIN = "back up, restore or upgrade the database"
+    VERIFY = "verify the database"
 
 
 BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
@@ -90,6 +91,7 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     Permission.REPORT: frozenset(_ALL),
     Permission.REPORT_ARMS: frozenset({Role.ADMIN, Role.STATISTICIAN}),
     Permission.MAINTAIN: frozenset({Role.ADMIN}),
+    Permission.VERIFY: frozenset({Role.ADMIN, Role.MONITOR}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

@@ -21,12 +21,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.hmac import HMAC
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from randomizer.errors import AuditError, Hint, InvalidInput
 from randomizer.models import AuditHead
 from randomizer.models import AuditRecord as AuditRow
+from randomizer.rows import take_written
 
 if TYPE_CHECKING:  # the operation context imports this module
     from randomizer.context import Operation
@@ -94,9 +95,14 @@ def canonical(
     subject: str,
     reason: str,
     details: Mapping[str, Any],
+    rows: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8)."""
-    event = {
+    """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8).
+
+    ``rows``, the record of the covered rows the event wrote (:mod:`randomizer.rows`),
+    is covered when there is one; an event that wrote none has the bytes it always had.
+    """
+    event: dict[str, Any] = {
         "seq": seq,
         "at": at,
         "user": user,
@@ -106,6 +112,8 @@ def canonical(
         "reason": reason,
         "details": details,
     }
+    if rows is not None:
+        event["rows"] = rows
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
     )
@@ -143,6 +151,8 @@ def append(
     whatever name or subject was typed, of any length.
     """
     user, subject, reason = user[:USER_MAX], subject[:SUBJECT_MAX], reason[:REASON_MAX]
+    session.flush()  # the covered rows written so far get their MACs, and are recorded here
+    rows_text = take_written(session)
     head = session.scalars(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
     ).one_or_none()
@@ -157,22 +167,26 @@ def append(
             "exists beyond the head (events were inserted or the head was edited)"
         )
     at = utc_text(now)
-    body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+    rows = None if rows_text is None else json.loads(rows_text)
+    body = canonical(seq, at, user, role, action, subject, reason, detail_map, rows)
     mac = event_mac(key, head.mac, body)
-    session.add(
-        AuditRow(
-            seq=seq,
-            at=at,
-            user=user,
-            role=role,
-            action=action,
-            subject=subject,
-            reason=reason,
-            details=json.dumps(detail_map, sort_keys=True, ensure_ascii=False),
-            prev_mac=head.mac,
-            mac=mac,
-        )
-    )
+    values: dict[str, Any] = {
+        "seq": seq,
+        "at": at,
+        "user": user,
+        "role": role,
+        "action": action,
+        "subject": subject,
+        "reason": reason,
+        "details": json.dumps(detail_map, sort_keys=True, ensure_ascii=False),
+        "prev_mac": head.mac,
+        "mac": mac,
+    }
+    if rows_text is not None:
+        values["rows"] = rows_text
+    # a Core insert names only the columns given: a refusal is recorded even in a
+    # database whose schema predates the rows column (before 'db upgrade')
+    session.execute(insert(AuditRow).values(values))
     head.seq = seq
     head.mac = mac
     session.flush()
@@ -219,7 +233,7 @@ def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
     """Every stored event as a plain row in sequence order, read in batches.
 
     Columns: seq, at, user, role, action, subject, reason, details (JSON text),
-    prev_mac, mac; what :func:`verify` checks.
+    prev_mac, mac, rows (JSON text or None); what :func:`verify` checks.
     """
     last = None
     while True:
@@ -235,6 +249,7 @@ def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
                 AuditRow.details,
                 AuditRow.prev_mac,
                 AuditRow.mac,
+                AuditRow.rows,
             )
             .order_by(AuditRow.seq)
             .limit(VERIFY_BATCH)
@@ -258,9 +273,19 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     prev_mac = GENESIS_MAC
     expected_seq = 1
     checkpoint_found = False
-    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in chain_rows(
-        session
-    ):
+    for (
+        seq,
+        at,
+        user,
+        role,
+        action,
+        subject,
+        reason,
+        details,
+        stored_prev,
+        mac,
+        rows_text,
+    ) in chain_rows(session):
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq
             raise AuditError(
@@ -270,7 +295,11 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
             detail_map = json.loads(details)
         except ValueError:
             raise AuditError(f"audit trail broken at event {seq}: details are not JSON") from None
-        body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+        try:
+            rows = None if rows_text is None else json.loads(rows_text)
+        except ValueError:
+            raise AuditError(f"audit trail broken at event {seq}: rows are not JSON") from None
+        body = canonical(seq, at, user, role, action, subject, reason, detail_map, rows)
         if stored_prev != prev_mac or event_mac(key, prev_mac, body) != mac:
             raise AuditError(
                 f"audit trail broken at event {seq}: it was altered, inserted or reordered"

@@ -25,10 +25,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from alembic import command
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from randomizer import audit
+from randomizer import audit, rows
+from randomizer import store as stores
 from randomizer.access import Permission, allowed, dummy_hash, verify_password
 from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
@@ -36,6 +38,7 @@ from randomizer.errors import (
     DamagedRecord,
     Hint,
     Ineligible,
+    IntegrityFailure,
     InvalidInput,
     NotAuthorized,
     RandomizerError,
@@ -178,6 +181,33 @@ def load_trial(session: Session) -> Trial:
     return trial
 
 
+def _trial_keys(session: Session) -> tuple[str, bytes]:
+    """The trial's id and wrapped data key, read as plain columns (any schema revision)."""
+    found = session.execute(select(Trial.id, Trial.wrapped_data_key)).one_or_none()
+    if found is None:
+        raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
+    return str(found[0]), bytes(found[1])
+
+
+MIGRATED_FROM = "randomizer.context.migrated_from"
+"""Session info: the schema revision ``db upgrade`` found, when it migrated in this transaction."""
+
+
+def _migrate(store: Store, session: Session) -> bool:
+    """``db upgrade`` alone: migrate a schema that is behind first, in the action's transaction.
+
+    The rows are read as this release maps them only once the schema is this
+    release's; a refused role rolls the migration back with everything else.
+    Returns whether the rows may lack MACs (the schema predates them).
+    """
+    status = store.status(session)
+    if status.state != "behind":
+        return False
+    command.upgrade(stores.alembic_config(session.connection()), "head")
+    session.info[MIGRATED_FROM] = status.current
+    return status.current is not None and status.current < rows.SINCE_REVISION
+
+
 def vault_for(trial: Trial, trial_key: bytes) -> Vault:
     """The trial's vault, opened with the trial key."""
     return Vault(unwrap_data_key(trial_key, trial.wrapped_data_key), trial.id)
@@ -234,12 +264,21 @@ def authenticate(
     with store.transaction(read_only=True) as session:
         if schema_check:
             store.check_schema(session)
-        load_trial(session)
+        trial_row = _trial_keys(session)
         found = session.execute(
             select(User.name, User.password_hash, User.disabled).where(
                 User.name == credentials.user
             )
         ).one_or_none()
+        user_row = None
+        if schema_check and found is not None:
+            # the row as decisions read it: a role, hash or flag set without the key fails
+            covered = rows.BY_MODEL[User]
+            user_row = session.execute(
+                select(*(getattr(User, c) for c in covered.columns), User.row_mac).where(
+                    User.name == credentials.user
+                )
+            ).one()
     stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
     try:
         matches = verify_password(credentials.password, stored)
@@ -261,6 +300,23 @@ def authenticate(
             "damaged password hash",
         )
         raise damaged from None
+    if user_row is not None:
+        vault = Vault(unwrap_data_key(trial_key(), trial_row[1]), trial_row[0])
+        try:
+            rows.check_row(vault, "users", user_row[:-1], user_row[-1])
+        except IntegrityFailure as exc:
+            record_refusal(
+                store,
+                trial_key,
+                Principal(credentials.user, channel, "", client),
+                action,
+                subject,
+                now,
+                exc,
+                "auth.failed",
+                "integrity",
+            )
+            raise
     if found is None or found.disabled or not matches:
         why = (
             "unknown user"
@@ -295,6 +351,7 @@ def operation(
     now: datetime,
     subject: str = "",
     schema_check: bool = True,
+    check_trial: bool = True,
 ) -> Iterator[Operation]:
     """Run one user action as ``principal``: authorise, then yield the open transaction.
 
@@ -302,18 +359,31 @@ def operation(
     row is read again inside the transaction, so an account disabled since the
     login is refused. ``action`` and ``subject`` name what is attempted in
     refusal events. ``schema_check=False`` is for ``db upgrade`` alone, which
-    runs on an older schema.
+    runs on an older schema. ``check_trial=False`` is for ``verify`` alone, which
+    must run to name a broken trial row (it decides nothing on it).
     """
     _check_user_text(principal.user)
     trial_key()
     refusal: tuple[RandomizerError, str, str] | None = None
     try:
         with store.transaction() as session:
+            unsealed_ok = False
             if schema_check:
                 store.check_schema(session)
+            else:
+                unsealed_ok = _migrate(store, session)
             trial = load_trial(session)
             vault = vault_for(trial, trial_key())
-            user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
+            rows.attach(session, vault, unsealed_ok=unsealed_ok)
+            try:
+                if check_trial:
+                    rows.check_object(session, trial)
+                user = session.scalars(
+                    select(User).where(User.name == principal.user)
+                ).one_or_none()
+            except IntegrityFailure as exc:
+                refusal = (exc, "refused", "integrity")
+                raise
             if user is None or user.disabled:
                 why = "unknown user" if user is None else "disabled user"
                 refusal = (_login_refused(principal.user), "auth.failed", why)
@@ -336,6 +406,9 @@ def operation(
                 op.audit("auth.login", subject=action)
             try:
                 yield op
+                session.flush()
+                if rows.pending(session):
+                    raise RuntimeError(f"{action} wrote rows after its last audit event")
                 fault_point(f"{action}:before-commit")
             except RandomizerError as exc:
                 if exc.audited:
@@ -365,9 +438,12 @@ def record_refusal(
     cuts them to their widths, and the message is cut here to :data:`MESSAGE_MAX`.
     """
     with store.transaction() as session:
-        trial = load_trial(session)
-        vault = vault_for(trial, trial_key())
-        user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
+        # plain columns, no ORM rows: this runs on a schema 'db upgrade' has yet to bring up
+        trial_id, wrapped = _trial_keys(session)
+        vault = Vault(unwrap_data_key(trial_key(), wrapped), trial_id)
+        user = session.execute(
+            select(User.name, User.role).where(User.name == principal.user)
+        ).one_or_none()
         name = principal.user if user is None else user.name
         role = "" if user is None else user.role
         details = {"command": action, "refusal": why, "message": str(exc)[:MESSAGE_MAX]}

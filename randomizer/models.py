@@ -70,6 +70,8 @@ class Trial(Base):
     locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     locked_by: Mapped[str | None] = mapped_column(String(64), default=None)
     lock_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class User(Base):
@@ -83,6 +85,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(512))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Stratum(Base):
@@ -96,6 +100,8 @@ class Stratum(Base):
     planned: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(Integer)
     next_sequence: Mapped[int] = mapped_column(Integer, default=1)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Slot(Base):
@@ -112,6 +118,8 @@ class Slot(Base):
     stratum_id: Mapped[int] = mapped_column(ForeignKey("strata.id"))
     sequence: Mapped[int] = mapped_column(Integer)
     allocation_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Participant(Base):
@@ -131,6 +139,8 @@ class Participant(Base):
     answers: Mapped[dict[str, str]] = mapped_column(JSON)
     emergency_unblinded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     emergency_unblinded_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Kit(Base):
@@ -158,6 +168,8 @@ class Kit(Base):
     prepared_by: Mapped[str | None] = mapped_column(String(64), default=None)
     replaces_kit_id: Mapped[int | None] = mapped_column(ForeignKey("kits.id"), default=None)
     void_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class AuditRecord(Base):
@@ -175,6 +187,8 @@ class AuditRecord(Base):
     details: Mapped[str] = mapped_column(Text)
     prev_mac: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[str | None] = mapped_column(Text, default=None)
+    """JSON: per table, the count and MAC-sum change of the rows the event wrote (or NULL)."""
 
 
 class AuditHead(Base):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac as std_hmac
 import os
 import secrets
 import stat
@@ -52,6 +53,9 @@ TAG_SIZE = 16
 
 AUDIT_MAC_INFO = b"randomizer/v1 audit-mac"
 """HKDF info label of the audit MAC key."""
+
+ROW_MAC_INFO = b"randomizer/v1 row-mac"
+"""HKDF info label of the row MAC key (docs/architecture.md, integrity of rows)."""
 
 _ASSOCIATED_DATA_PREFIX = b"randomizer/v1\0"
 _KEY_FILE_MAX = 4096
@@ -198,6 +202,9 @@ class Vault:
         self._audit_key = HKDF(
             algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=AUDIT_MAC_INFO
         ).derive(data_key)
+        self._row_key = HKDF(
+            algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=ROW_MAC_INFO
+        ).derive(data_key)
 
     @property
     def trial_id(self) -> str:
@@ -332,6 +339,23 @@ class Vault:
         except InvalidSignature:
             return False
         return True
+
+    @property
+    def row_key(self) -> bytes:
+        """The row MAC key: HKDF-SHA256 of the data key, info :data:`ROW_MAC_INFO`.
+
+        Only this property names where the key comes from, so a later key scheme
+        (the row key wrapped on its own) changes this module alone.
+        """
+        return self._row_key
+
+    def row_mac(self, data: bytes) -> bytes:
+        """Return HMAC-SHA256 of ``data`` under :attr:`row_key`."""
+        return std_hmac.digest(self._row_key, data, "sha256")
+
+    def verify_row_mac(self, data: bytes, mac: bytes) -> bool:
+        """Tell, in constant time, whether ``mac`` is :meth:`row_mac` of ``data``."""
+        return std_hmac.compare_digest(self.row_mac(data), bytes(mac))
 
     def _associated_data(self, kind: str, row: str) -> bytes:
         return (

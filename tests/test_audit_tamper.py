@@ -151,6 +151,7 @@ def recompute_from(files: TrialFiles, first: int) -> None:
                 event["subject"],
                 event["reason"],
                 event["details"],
+                event["rows"],
             )
             mac = audit.event_mac(key, prev, body)
             n = event["seq"]

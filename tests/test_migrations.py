@@ -3,9 +3,11 @@
 A database whose schema is behind this release is refused with the command
 that fixes it (``randomizer db upgrade``); one that is ahead is refused with
 "use the newer release". "Behind" is staged by giving the code a copy of its
-migration scripts with one more revision (``0003``), as the next release
-will; the real upgrade from ``0001`` by a trial made with a copy of the
-scripts without ``0002``, as the release before made it.
+migration scripts with one more revision (the head's number plus one), as the
+next release will. The real upgrades (from ``0001`` and ``0002``) start from a
+trial this release made, taken back to what the older release wrote: its later
+tables and columns dropped, the audit chain recomputed without the rows record
+that release did not write (:func:`_as_release`).
 """
 
 from __future__ import annotations
@@ -25,31 +27,38 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Integer, MetaData, create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from randomizer import maintenance, store
+from randomizer import audit, maintenance, store
 from randomizer.errors import AuthenticationFailed
 from randomizer.models import Base
 from randomizer.sessions import issue_token, resolve_token
+from randomizer.vault import Vault, read_key_file, unwrap_data_key
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0002"
+HEAD = store._revisions(
+    str(resources.files("randomizer").joinpath("migrations"))  # the real head, whatever it is
+)[0]
+NEXT = f"{int(HEAD) + 1:04d}"
+"""The test-only probe revision: one after the real head."""
 
-NEXT_REVISION = '''
+NEXT_REVISION = (
+    '''
 """A later release's schema change, for the tests.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: {next}
+Revises: {head}
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{next}"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
-
+'''
+    + """
 
 def upgrade() -> None:
     op.create_table("upgrade_probe", sa.Column("id", sa.Integer(), primary_key=True))
@@ -58,7 +67,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     raise NotImplementedError
-'''
+"""
+)
 
 
 def _compare(db_url: str, metadata: MetaData) -> list[Any]:
@@ -168,7 +178,8 @@ def test_a_database_without_its_revision_row_is_not_called_empty(
 # ahead: a newer release wrote this database -------------------------------------------------
 
 AHEAD = (
-    "the database schema (9999) is newer than this randomizer knows (0002): use the newer release"
+    f"the database schema (9999) is newer than this randomizer knows ({HEAD}): "
+    "use the newer release"
 )
 
 # every command that opens the trial, with a user allowed to run it
@@ -228,7 +239,7 @@ def test_db_status_and_upgrade_of_a_database_that_is_ahead(
     execute(trial_with_users.db_url, "UPDATE alembic_version SET version_num = '9999'")
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 9999; this release expects 0002: ahead, use the newer randomizer release\n"
+        f"schema 9999; this release expects {HEAD}: ahead, use the newer randomizer release\n"
     )
     before = dump_database(trial_with_users.db_url)
     assert assert_error(run("db", "upgrade", user=ADMIN), 1) == AHEAD
@@ -252,10 +263,12 @@ def _copy_scripts(tmp_path: Path) -> Path:
 
 
 def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
-    """Make this process a release whose migrations end at 0003 (a copy of the scripts)."""
+    """Make this process a release whose migrations end at NEXT (a copy of the scripts)."""
     scripts = _copy_scripts(tmp_path)
-    failure = 'raise RuntimeError("migration 0003 failed half-way")' if fail else "pass"
-    (scripts / "versions" / "0003_probe.py").write_text(NEXT_REVISION.format(fail=failure))
+    failure = f'raise RuntimeError("migration {NEXT} failed half-way")' if fail else "pass"
+    (scripts / "versions" / f"{NEXT}_probe.py").write_text(
+        NEXT_REVISION.format(fail=failure, next=NEXT, head=HEAD)
+    )
     _use_scripts(scripts, monkeypatch)
 
 
@@ -276,13 +289,13 @@ def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def behind(
     trial_with_list: TrialFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TrialFiles]:
-    """The trial at schema 0002, run by a release whose head is 0003."""
+    """The trial at schema HEAD, run by a release whose head is NEXT."""
     _newer_release(tmp_path, monkeypatch)
     yield trial_with_list
 
 
 BEHIND = (
-    "the database schema (0002) is behind this randomizer (0003): take a backup, "
+    f"the database schema ({HEAD}) is behind this randomizer ({NEXT}): take a backup, "
     "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
     "then 'randomizer db upgrade')"
 )
@@ -297,23 +310,23 @@ def test_db_upgrade_brings_a_database_that_is_behind_up_to_date(
 ) -> None:
     result = run.ok("db", "status")
     assert result.stdout == (
-        "schema 0002; this release expects 0003: behind, run 'randomizer db upgrade'\n"
+        f"schema {HEAD}; this release expects {NEXT}: behind, run 'randomizer db upgrade'\n"
     )
     trail = len(audit_rows(behind.db_url))
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0002", "after": "0003"}
-    assert _revision(behind.db_url) == "0003"
+    assert json.loads(upgraded.stdout) == {"before": HEAD, "after": NEXT}
+    assert _revision(behind.db_url) == NEXT
     assert "upgrade_probe" in _tables(behind.db_url)
     events = audit_rows(behind.db_url)[trail:]
     assert [(e["action"], e["user"], e["subject"]) for e in events] == [
         ("auth.login", ADMIN, "db.upgrade"),
         ("db.upgrade", ADMIN, ""),
     ]
-    assert events[-1]["details"] == {"before": "0002", "after": "0003"}
+    assert events[-1]["details"] == {"before": HEAD, "after": NEXT}
 
     assert run.ok("db", "status").stdout == (
-        "schema 0003; this release expects 0003: current, up to date\n"
+        f"schema {NEXT}; this release expects {NEXT}: current, up to date\n"
     )
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
     assert "it matches its seed" in run.ok("list", "verify", user=ADMIN).stdout
@@ -357,37 +370,85 @@ def test_a_failing_migration_changes_nothing(
     assert dump_database(trial_with_list.db_url) == before
 
 
-# the real upgrade: 0001 (the release before) -> 0002 (logins) ------------------------------
+# the real upgrades: 0001 and 0002 (the releases before) -> HEAD ----------------------------
+
+ROW_MAC_TABLES = ("trial", "users", "strata", "slots", "participants", "kits")
+LATER_TABLES = {"0001": ("auth_tokens", "login_failures"), "0002": ()}
 
 
-def test_a_0001_database_upgrades_to_the_orm_schema(
-    trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scripts = _copy_scripts(tmp_path)
-    (scripts / "versions" / "0002_logins.py").unlink()
-    with monkeypatch.context() as release_0001:
-        _use_scripts(scripts, release_0001)
-        build_trial(run, "list")
-    url = trial_files.db_url
-    assert _revision(url) == "0001"
-    assert not {"auth_tokens", "login_failures"} & _tables(url)
-    before = dump_database(url)
-    assert assert_error(run("user", "list", user=ADMIN), 1) == (
-        "the database schema (0001) is behind this randomizer (0002): take a backup, "
+def _as_release(files: TrialFiles, revision: str) -> None:
+    """Take a trial this release made back to what the release of ``revision`` wrote.
+
+    That release had no row MACs and no rows record in the events (0003), and 0001 no
+    login tables: drop them, and recompute the audit chain without the rows record, with
+    the key, as that release chained it. Then the revision row says ``revision``.
+    """
+    url = files.db_url
+    [(trial_id, wrapped)] = execute(url, "SELECT id, wrapped_data_key FROM trial")
+    key = Vault(unwrap_data_key(read_key_file(files.key_file), bytes(wrapped)), trial_id)
+    events = audit_rows(url)
+    postgres = make_url(url).get_backend_name() == "postgresql"
+    statements = [f"ALTER TABLE {table} DROP COLUMN row_mac" for table in ROW_MAC_TABLES]
+    statements += ["ALTER TABLE audit_events DROP COLUMN rows"]
+    statements += [f"DROP TABLE {table}" for table in LATER_TABLES[revision]]
+    if postgres:
+        statements.append("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+    prev = audit.GENESIS_MAC
+    for event in events:
+        body = audit.canonical(
+            event["seq"],
+            event["at"],
+            event["user"],
+            event["role"],
+            event["action"],
+            event["subject"],
+            event["reason"],
+            event["details"],
+        )
+        mac = audit.event_mac(key.audit_key(), prev, body)
+        statements.append(
+            f"UPDATE audit_events SET prev_mac = '{prev}', mac = '{mac}' WHERE seq = {event['seq']}"
+        )
+        prev = mac
+    statements.append(f"UPDATE audit_head SET seq = {len(events)}, mac = '{prev}'")
+    if postgres:
+        statements.append("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    statements.append(f"UPDATE alembic_version SET version_num = '{revision}'")
+    execute(url, *statements)
+
+
+def _behind_message(revision: str) -> str:
+    return (
+        f"the database schema ({revision}) is behind this randomizer ({HEAD}): take a backup, "
         "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
         "then 'randomizer db upgrade')"
     )
 
+
+def test_a_0001_database_upgrades_to_the_orm_schema(trial_files: TrialFiles, run: Run) -> None:
+    build_trial(run, "list")
+    url = trial_files.db_url
+    _as_release(trial_files, "0001")
+    assert _revision(url) == "0001"
+    assert not {"auth_tokens", "login_failures"} & _tables(url)
+    before = dump_database(url)
+    assert assert_error(run("user", "list", user=ADMIN), 1) == _behind_message("0001")
+
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
-    assert json.loads(upgraded.stdout) == {"before": "0001", "after": "0002"}
-    assert _revision(url) == "0002"
+    assert json.loads(upgraded.stdout) == {"before": "0001", "after": HEAD}
+    assert _revision(url) == HEAD
     assert _compare(url, Base.metadata) == []
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     after = dump_database(url)
     assert (after["auth_tokens"], after["login_failures"]) == ([], [])
     unchanged = {name for name in before if not name.startswith("audit_")} - {"alembic_version"}
-    assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
+    # every row as it was, plus its MAC (the new last column)
+    assert {
+        name: sorted((row[:-1] if name in ROW_MAC_TABLES else row for row in after[name]), key=repr)
+        for name in unchanged
+    } == {name: before[name] for name in unchanged}
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
+    run.ok("verify", user=ADMIN)
 
     # the new tables work: a login of mona's dies when she is disabled
     database = store.Store(url)
@@ -400,6 +461,44 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
             resolve_token(session, issued.token, now)
     finally:
         database.dispose()
+
+
+def test_a_0002_database_upgrades_with_a_mac_for_every_row(
+    trial_files: TrialFiles, run: Run
+) -> None:
+    """The migration has no key; 'db upgrade' has, and computes the MACs in its transaction."""
+    build_trial(run, "list")
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(age="40"), user="ivan")
+    url = trial_files.db_url
+    _as_release(trial_files, "0002")
+    assert assert_error(run("user", "list", user=ADMIN), 1) == _behind_message("0002")
+    [(trail,)] = execute(url, "SELECT count(*) FROM audit_events")
+
+    upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
+    assert json.loads(upgraded.stdout) == {"before": "0002", "after": HEAD}
+    assert _compare(url, Base.metadata) == []
+    counts = {
+        table: execute(url, f"SELECT count(*) FROM {table}")[0][0] for table in ROW_MAC_TABLES
+    }
+    for table in ROW_MAC_TABLES:
+        assert execute(url, f"SELECT count(*) FROM {table} WHERE row_mac IS NULL") == [(0,)]
+    [login, upgrade] = audit_rows(url)[trail:]
+    assert (login["action"], upgrade["action"]) == ("auth.login", "db.upgrade")
+    assert upgrade["details"] == {"before": "0002", "after": HEAD, "row_macs": counts}
+    assert counts["participants"] == 1 and counts["kits"] > counts["slots"] > 0
+
+    result = run.ok("verify", "--json", user="mona")
+    assert json.loads(result.stdout)["problems"] == []
+    run.ok("randomize", "P-002", "--site", "WAW", *answer_args(age="41"), user="ivan")
+    assert json.loads(run.ok("verify", "--json", user=ADMIN).stdout)["problems"] == []
+
+    # once upgraded, a row without a MAC is not given one by another 'db upgrade'
+    execute(url, "UPDATE users SET row_mac = NULL, role = 'admin' WHERE name = 'mona'")
+    run.ok("db", "upgrade", user=ADMIN)
+    assert_error(run("audit", "show", user="mona"), 1, "integrity check failed: users row")
+    broken = run("verify", user=ADMIN)
+    assert_error(broken, 1, "the database failed verification")
+    assert "users row" in broken.stdout
 
 
 def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run) -> None:

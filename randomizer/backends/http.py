@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from randomizer import audit, logins, reports, trial
+from randomizer import audit, integrity, logins, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.wire import error_from_wire, from_wire
@@ -466,6 +466,13 @@ class HttpBackend:
     def audit_checkpoint(self) -> audit.Checkpoint:
         """An unsigned checkpoint, to be signed here (admin)."""
         return self._call(audit.Checkpoint, "POST", "/audit/checkpoint")
+
+    def verify_database(
+        self, checkpoint: audit.Checkpoint | None = None
+    ) -> integrity.IntegrityReport:
+        """Verify the whole database on the server (admin, monitor)."""
+        body = {"checkpoint": asdict(checkpoint) if checkpoint is not None else None}
+        return self._call(integrity.IntegrityReport, "POST", "/verify", body)
 
 
 def _segment(value: str) -> str:

@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from randomizer import audit, logins, maintenance, reports, trial
+from randomizer import audit, integrity, logins, maintenance, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
@@ -121,6 +121,12 @@ class Backend(Protocol):
 
     def audit_checkpoint(self) -> audit.Checkpoint:
         """Record a checkpoint of the head and return it unsigned; the caller signs it (admin)."""
+
+    def verify_database(
+        self, checkpoint: audit.Checkpoint | None = None
+    ) -> integrity.IntegrityReport:
+        """Check every row MAC, the audit chain, the rows the trail records and the list
+        (admin, monitor); problems are reported, not raised."""
 
 
 class Custody(Protocol):

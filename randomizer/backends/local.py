@@ -14,7 +14,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from randomizer import audit, logins, maintenance, reports, trial
+from randomizer import audit, integrity, logins, maintenance, reports, trial
 from randomizer.access import Permission, Role
 from randomizer.allocation import service
 from randomizer.context import (
@@ -111,6 +111,7 @@ class LocalBackend:
         body: Callable[[Operation], T],
         subject: str = "",
         schema_check: bool = True,
+        check_trial: bool = True,
     ) -> T:
         principal = self.login(action, schema_check)
         with operation(
@@ -122,6 +123,7 @@ class LocalBackend:
             self._clock(),
             subject=subject,
             schema_check=schema_check,
+            check_trial=check_trial,
         ) as op:
             return body(op)
 
@@ -223,6 +225,17 @@ class LocalBackend:
     def audit_checkpoint(self) -> audit.Checkpoint:
         """Record a checkpoint of the head; returned unsigned for the caller to sign."""
         return self._run(Permission.CHECKPOINT_AUDIT, "audit.checkpoint", audit.take_checkpoint)
+
+    def verify_database(
+        self, checkpoint: audit.Checkpoint | None = None
+    ) -> integrity.IntegrityReport:
+        """Check every row MAC, the audit chain, the rows the trail records and the list."""
+        return self._run(
+            Permission.VERIFY,
+            "verify",
+            lambda op: integrity.verify_database(op, checkpoint),
+            check_trial=False,
+        )
 
     # the blinded path ------------------------------------------------------
 

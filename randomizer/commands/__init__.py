@@ -11,7 +11,7 @@ import click
 
 from randomizer import __version__
 from randomizer.commands.allocation import kit, pharmacy, randomize
-from randomizer.commands.audit import audit_group
+from randomizer.commands.audit import audit_group, verify
 from randomizer.commands.base import RandomizerGroup, Settings, root_options
 from randomizer.commands.demo import demo
 from randomizer.commands.listing import design, list_group
@@ -57,6 +57,7 @@ for command in (
     serve,
     login,
     logout,
+    verify,
 ):
     cli.add_command(command)
 

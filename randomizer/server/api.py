@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from randomizer import __version__, audit, logins, reports, trial
+from randomizer import __version__, audit, integrity, logins, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.interface import Backend
@@ -554,3 +554,12 @@ def audit_verify(body: VerifyRequest, acting: Acting) -> audit.ChainReport:
 def audit_checkpoint(acting: Acting) -> audit.Checkpoint:
     """Record a checkpoint and return it unsigned: the client signs it (admin)."""
     return acting.audit_checkpoint()
+
+
+@router.post("/verify")
+def verify_database(body: VerifyRequest, acting: Acting) -> integrity.IntegrityReport:
+    """Check every row MAC, the audit chain, the rows it records and the list (admin, monitor)."""
+    checkpoint = None
+    if body.checkpoint is not None:
+        checkpoint = audit.Checkpoint(**body.checkpoint.model_dump())
+    return acting.verify_database(checkpoint)

@@ -32,20 +32,22 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required to break the code: say why", hint=Hint.REASON)
     row = participant_row(op, participant)
+    previously = row.emergency_unblinded_at is not None
+    if not previously:
+        # marked before the event, so that the event records the row it changed
+        row.emergency_unblinded_at = op.now
+        row.emergency_unblinded_by = op.user.name
     op.audit(
         "unblind.emergency",
         subject=participant,
         reason=reason.strip(),
         details={
             "randomization_number": row.randomization_number,
-            "previously_unblinded": row.emergency_unblinded_at is not None,
+            "previously_unblinded": previously,
         },
     )
     arm = op.design.arm(participant_arm(op, row))
     fault_point("unblind.emergency:opened")
-    if row.emergency_unblinded_at is None:
-        row.emergency_unblinded_at = op.now
-        row.emergency_unblinded_by = op.user.name
     op.session.flush()
     return Unblinding(
         participant=participant,
