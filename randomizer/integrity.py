@@ -18,6 +18,9 @@ from randomizer.context import Operation
 from randomizer.errors import AuditError, InvalidInput, SealedDataError
 from randomizer.trial import check_list
 
+LIST_TABLES = frozenset({"trial", "strata", "slots", "kits"})
+"""The tables the allocation list is stored in (the trial row holds its seed)."""
+
 PROBLEMS_AUDITED = 100
 """At most this many problems are written into the ``verify`` event (all are returned)."""
 
@@ -40,8 +43,8 @@ class IntegrityReport:
     rows: int
     tables: tuple[TableReport, ...]
     list: str
-    """``match``, ``mismatch``, ``none`` (no list generated yet) or ``not checked`` (the
-    trial row, which holds the design and the seed, is broken)."""
+    """``match``, ``mismatch``, ``none`` (no list generated yet) or ``not checked`` (rows
+    of the list, or the trial row that holds its seed, are broken)."""
     checkpoint_seq: int | None
     problems: tuple[str, ...]
 
@@ -64,10 +67,11 @@ def verify_database(op: Operation, checkpoint: audit.Checkpoint | None = None) -
         tables, row_problems = [], [str(exc)]
     problems.extend(row_problems)
     list_state = "none"
-    trial_broken = any(t.table == "trial" and t.broken for t in tables) or not tables
-    if trial_broken:
+    if not tables or any(t.broken for t in tables if t.table in LIST_TABLES):
+        # Which kits or slots disagree with the regenerated list would tell which broken
+        # rows hold different arms: the list is compared only when its rows are intact.
         list_state = "not checked"
-        problems.append("allocation list: not checked, the trial row is broken")
+        problems.append("allocation list: not checked, rows it is stored in are broken")
     elif op.trial.seed_sealed is not None:
         try:
             # every row was checked just above; the list check reads them without re-checking

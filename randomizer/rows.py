@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -437,6 +437,51 @@ def _trail_rows(session: Session) -> dict[str, _Expected]:
     return expected
 
 
+def _stream(
+    session: Session, vault: Vault, spec: Covered, where: Any = None
+) -> Generator[tuple[Any, bytes | None, bool], None, None]:
+    """Each row of ``spec``'s table (optionally ``where``) as (id, MAC, whether it matches),
+    read a batch at a time in id order."""
+    model: Any = spec.model
+    columns = [getattr(model, name) for name in spec.columns]
+    start = prefix(vault.trial_id, spec.table)
+    key = vault.row_key
+    digest = hmac.digest
+    same = hmac.compare_digest
+    join = b"".join
+    query = select(*columns, model.row_mac).order_by(columns[0])
+    if where is not None:
+        query = query.where(where)
+    result = session.execute(query.execution_options(yield_per=SEAL_BATCH))
+    try:
+        for row in result:
+            mac = row[-1]
+            if mac is None:
+                yield row[0], None, False
+                continue
+            mac = bytes(mac)
+            yield (
+                row[0],
+                mac,
+                same(digest(key, start + join(map(_field, row[:-1])), "sha256"), mac),
+            )
+    finally:
+        result.close()  # a server-side cursor on PostgreSQL, even when the reader stops early
+
+
+def check_all(session: Session, vault: Vault, table: str, where: Any = None) -> int:
+    """Check every row of ``table`` (or those ``where`` selects), for a decision that reads
+    them in bulk (the export); raise :class:`IntegrityFailure` at the first broken one.
+    Returns the number of rows checked."""
+    count = 0
+    with closing(_stream(session, vault, BY_TABLE[table], where)) as stream:
+        for row_id, _mac, ok in stream:
+            if not ok:
+                raise broken(table, row_id)
+            count += 1
+    return count
+
+
 @dataclass(frozen=True)
 class TableCheck:
     """One table's rows as :func:`verify` found them."""
@@ -456,28 +501,14 @@ def check_tables(session: Session, vault: Vault) -> tuple[list[TableCheck], list
     problems: list[str] = []
     tables: list[TableCheck] = []
     for spec in COVERED:
-        model: Any = spec.model
-        columns = [getattr(model, name) for name in spec.columns]
         want = expected.get(spec.table, _Expected())
         named = dict(want.rows)
-        start = prefix(vault.trial_id, spec.table)
-        key = vault.row_key
         count = 0
         total = 0
         table_problems: list[str] = []
-        query = (
-            select(*columns, model.row_mac)
-            .order_by(columns[0])
-            .execution_options(yield_per=SEAL_BATCH)
-        )
-        for row in session.execute(query):
+        for row_id, mac, ok in _stream(session, vault, spec):
             count += 1
-            mac = row[-1]
-            values = row[:-1]
-            row_id = values[0]
-            if mac is None or not hmac.compare_digest(
-                hmac.digest(key, start + b"".join(map(_field, values)), "sha256"), bytes(mac)
-            ):
+            if not ok or mac is None:
                 table_problems.append(
                     f"{spec.table} row {row_id}: its MAC does not match (changed without the key)"
                 )
@@ -490,7 +521,7 @@ def check_tables(session: Session, vault: Vault) -> tuple[list[TableCheck], list
                     table_problems.append(
                         f"{spec.table} row {row_id}: the audit trail records it deleted"
                     )
-                elif recorded and recorded != bytes(mac).hex():
+                elif recorded and recorded != mac.hex():
                     table_problems.append(
                         f"{spec.table} row {row_id}: not the version the audit trail "
                         "records last (an old copy of the row?)"
