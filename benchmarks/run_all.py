@@ -59,6 +59,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bench_audit.py": Benchmark(database=True),
     "bench_api.py": Benchmark(database=True),
     "bench_login.py": Benchmark(database=True),
+    "bench_verify.py": Benchmark(database=True),  # 100,000 participants
 }
 """Every benchmark script, in the order run_all runs them."""
 
