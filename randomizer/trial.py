@@ -382,26 +382,25 @@ def generate_list(op: Operation) -> ListSummary:
                 ]
                 next_slot_id += len(slot_rows)
                 stratum_slot_ids.setdefault(stratum.stratum, []).extend(r[0] for r in slot_rows)
-                macs = rows.mac_rows(vault, "slots", slot_rows)
+                macs = rows.mac_new_slots(vault, slot_rows)
                 rows.record_bulk(op.session, "slots", macs)
                 write([(*row, mac) for row, mac in zip(slot_rows, macs, strict=True)])
         slot_ids = {key: np.array(stratum_slot_ids.get(key, []), dtype=np.int64) for key in strata}
 
         used = 0
 
-        # a kit's covered values in rows.COVERED order: all but these six are None when generated
         def kit_rows(
-            values: list[tuple[str, bytes, int | None, int | None, bool]],
+            values: list[tuple[str, bytes, int | None, int | None]], spare: bool
         ) -> list[tuple[object, ...]]:
             nonlocal next_kit_id
-            covered = [
-                (next_kit_id + k, code, content, slot_id, visit, spare, "available", *_KIT_NONES)
-                for k, (code, content, slot_id, visit, spare) in enumerate(values)
+            new = [
+                (next_kit_id + k, code, content, slot_id, visit)
+                for k, (code, content, slot_id, visit) in enumerate(values)
             ]
-            next_kit_id += len(covered)
-            macs = rows.mac_rows(vault, "kits", covered)
+            next_kit_id += len(new)
+            macs = rows.mac_new_kits(vault, new, spare)
             rows.record_bulk(op.session, "kits", macs)
-            return [(*row[:7], mac) for row, mac in zip(covered, macs, strict=True)]
+            return [(*row, spare, "available", mac) for row, mac in zip(new, macs, strict=True)]
 
         with _bulk_rows(connection, Kit.__tablename__, _KIT_COLUMNS) as write:
             for stratum, start, stop, arms in chunks():
@@ -417,12 +416,8 @@ def generate_list(op: Operation) -> ListSummary:
                 ]
                 write(
                     kit_rows(
-                        [
-                            (code, content, slot_id, visit, False)
-                            for code, content, slot_id, visit in zip(
-                                kit_codes, contents, kit_slots, visits * len(arms), strict=True
-                            )
-                        ]
+                        list(zip(kit_codes, contents, kit_slots, visits * len(arms), strict=True)),
+                        spare=False,
                     )
                 )
             for start in range(0, len(spare_arms), LIST_CHUNK * len(visits)):
@@ -433,9 +428,10 @@ def generate_list(op: Operation) -> ListSummary:
                 write(
                     kit_rows(
                         [
-                            (code, content, None, None, True)
+                            (code, content, None, None)
                             for code, content in zip(kit_codes, contents, strict=True)
-                        ]
+                        ],
+                        spare=True,
                     )
                 )
     kits = used
@@ -469,7 +465,6 @@ def generate_list(op: Operation) -> ListSummary:
 
 
 _KIT_COLUMNS = ("id", "code", "content_sealed", "slot_id", "visit", "spare", "status", "row_mac")
-_KIT_NONES = (None,) * (len(rows.BY_TABLE["kits"].columns) - 7)
 
 
 def _max_id(connection: Connection, model: type[Slot] | type[Kit]) -> int:
