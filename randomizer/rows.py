@@ -587,8 +587,9 @@ def _stream(
     if where is not None:
         query = query.where(where)
     # Core rows (the columns' own types read them), not the ORM's: a third of the time
-    connection = session.connection().execution_options(yield_per=SEAL_BATCH)
-    result = connection.execute(query)
+    # (the option on the statement: Connection.execution_options would change the session's
+    # connection for every later statement, a server-side cursor on PostgreSQL included)
+    result = session.connection().execute(query.execution_options(yield_per=SEAL_BATCH))
     try:
         for row in result:
             mac = row[-1]
