@@ -148,10 +148,9 @@ def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
 
     def read_and_canonical() -> None:
         with store.transaction() as session:
-            for seq, at, user, role, action, subject, reason, details, _p, _m in audit._stored_rows(
-                session.connection()
-            ):
-                audit.stored_body(seq, at, user, role, action, subject, reason, details)
+            for row in audit._stored_rows(session.connection()):
+                seq, at, user, role, action, subject, reason, details, _p, _m, rows = row
+                audit.stored_body(seq, at, user, role, action, subject, reason, details, rows)
 
     def full() -> None:
         with store.transaction() as session:

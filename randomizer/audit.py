@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
 from randomizer.errors import AuditError, Hint, InvalidInput
 from randomizer.models import AuditHead
 from randomizer.models import AuditRecord as AuditRow
+from randomizer.rows import take_written
 
 if TYPE_CHECKING:  # the operation context imports this module
     from randomizer.context import Operation
@@ -104,9 +105,14 @@ def canonical(
     subject: str,
     reason: str,
     details: Mapping[str, Any],
+    rows: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8)."""
-    event = {
+    """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8).
+
+    ``rows``, the record of the covered rows the event wrote (:mod:`randomizer.rows`),
+    is covered when there is one; an event that wrote none has the bytes it always had.
+    """
+    event: dict[str, Any] = {
         "seq": seq,
         "at": at,
         "user": user,
@@ -116,6 +122,8 @@ def canonical(
         "reason": reason,
         "details": details,
     }
+    if rows is not None:
+        event["rows"] = rows
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
     )
@@ -139,17 +147,20 @@ def stored_body(
     subject: str,
     reason: str,
     details: str,
+    rows: str | None = None,
 ) -> bytes:
-    """:func:`canonical` of an event whose details are given as stored text.
+    """:func:`canonical` of an event whose details (and rows record) are given as stored text.
 
-    Equal to ``canonical(..., json.loads(details))`` when ``details`` is in the canonical
-    form of :func:`details_text` (the keys are in sorted order here, as there). Each
-    text field is a self-delimiting JSON string, so different stored fields never give
-    the same bytes: a MAC that matches them proves the stored bytes are the ones MAC'd.
+    Equal to ``canonical(..., json.loads(details), json.loads(rows))`` when both are in
+    the canonical form of :func:`details_text` (the keys are in sorted order here, as
+    there). Each text field is a self-delimiting JSON string, so different stored fields
+    never give the same bytes: a MAC that matches them proves the stored bytes are the
+    ones MAC'd.
     """
+    written = "" if rows is None else f'"rows":{rows},'
     return (
         f'{{"action":{_text(action)},"at":{_text(at)},"details":{details},'
-        f'"reason":{_text(reason)},"role":{_text(role)},"seq":{seq:d},'
+        f'"reason":{_text(reason)},"role":{_text(role)},{written}"seq":{seq:d},'
         f'"subject":{_text(subject)},"user":{_text(user)}}}'
     ).encode()
 
@@ -212,6 +223,8 @@ def append(
     whatever name or subject was typed, of any length.
     """
     user, subject, reason = user[:USER_MAX], subject[:SUBJECT_MAX], reason[:REASON_MAX]
+    session.flush()  # the covered rows written so far get their MACs, and are recorded here
+    rows_text = take_written(session)
     head = session.scalars(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
     ).one_or_none()
@@ -227,22 +240,25 @@ def append(
         )
     at = utc_text(now)
     stored = details_text(detail_map)
-    body = stored_body(seq, at, user, role, action, subject, reason, stored)
+    body = stored_body(seq, at, user, role, action, subject, reason, stored, rows_text)
     mac = event_mac(key, head.mac, body)
-    session.add(
-        AuditRow(
-            seq=seq,
-            at=at,
-            user=user,
-            role=role,
-            action=action,
-            subject=subject,
-            reason=reason,
-            details=stored,
-            prev_mac=head.mac,
-            mac=mac,
-        )
-    )
+    values: dict[str, Any] = {
+        "seq": seq,
+        "at": at,
+        "user": user,
+        "role": role,
+        "action": action,
+        "subject": subject,
+        "reason": reason,
+        "details": stored,
+        "prev_mac": head.mac,
+        "mac": mac,
+    }
+    if rows_text is not None:
+        values["rows"] = rows_text
+    # a Core insert names only the columns given: a refusal is recorded even in a
+    # database whose schema predates the rows column (before 'db upgrade')
+    session.execute(insert(AuditRow).values(values))
     head.seq = seq
     head.mac = mac
     session.flush()
@@ -285,45 +301,14 @@ def _to_event(row: AuditRow) -> AuditEvent:
     )
 
 
-def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
-    """Every stored event as a plain row in sequence order, read in batches.
-
-    Columns: seq, at, user, role, action, subject, reason, details (JSON text),
-    prev_mac, mac; what :func:`verify` checks.
-    """
-    last = None
-    while True:
-        query = (
-            select(
-                AuditRow.seq,
-                AuditRow.at,
-                AuditRow.user,
-                AuditRow.role,
-                AuditRow.action,
-                AuditRow.subject,
-                AuditRow.reason,
-                AuditRow.details,
-                AuditRow.prev_mac,
-                AuditRow.mac,
-            )
-            .order_by(AuditRow.seq)
-            .limit(VERIFY_BATCH)
-        )
-        if last is not None:
-            query = query.where(AuditRow.seq > last)
-        batch = session.execute(query).all()
-        if not batch:
-            return
-        yield from batch
-        last = batch[-1][0]
-
-
 def _stored_rows(connection: Connection) -> Iterator[tuple[Any, ...]]:
     """Every stored event as the driver returns it, in sequence order, streamed.
 
-    The columns of :func:`chain_rows`, read through the driver's cursor in the
-    caller's transaction (a server-side cursor on PostgreSQL), without SQLAlchemy rows:
-    the client holds one batch of :data:`VERIFY_BATCH` rows at a time.
+    Columns: seq, at, user, role, action, subject, reason, details (JSON text),
+    prev_mac, mac, rows (JSON text or None): what :func:`verify` checks, read through
+    the driver's cursor in the caller's transaction (a server-side cursor on
+    PostgreSQL), without SQLAlchemy rows: the client holds one batch of
+    :data:`VERIFY_BATCH` rows at a time.
     """
     statement = select(
         AuditRow.seq,
@@ -336,6 +321,7 @@ def _stored_rows(connection: Connection) -> Iterator[tuple[Any, ...]]:
         AuditRow.details,
         AuditRow.prev_mac,
         AuditRow.mac,
+        AuditRow.rows,
     ).order_by(AuditRow.seq)
     named = {"name": "randomizer_audit_verify"} if connection.dialect.name == "postgresql" else {}
     cursor = connection.connection.cursor(**named)
@@ -360,7 +346,7 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     expected_seq = 1
     checkpoint_found = False
     for row in _stored_rows(session.connection()):
-        seq, at, user, role, action, subject, reason, details, stored_prev, mac = row
+        seq, at, user, role, action, subject, reason, details, stored_prev, mac, rows_text = row
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq
             raise AuditError(
@@ -370,7 +356,7 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
             raise AuditError(
                 f"audit trail broken at event {seq}: it was altered, inserted or reordered"
             )
-        body = stored_body(seq, at, user, role, action, subject, reason, details)
+        body = stored_body(seq, at, user, role, action, subject, reason, details, rows_text)
         digest = mac_of(prev_digest + body)
         if digest.hex() != mac:
             # details stored in format 1 (or altered): the MAC input from the parsed details
@@ -380,7 +366,11 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
                 raise AuditError(
                     f"audit trail broken at event {seq}: details are not JSON"
                 ) from None
-            body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+            try:
+                rows = None if rows_text is None else json.loads(rows_text)
+            except ValueError:
+                raise AuditError(f"audit trail broken at event {seq}: rows are not JSON") from None
+            body = canonical(seq, at, user, role, action, subject, reason, detail_map, rows)
             digest = mac_of(prev_digest + body)
             if digest.hex() != mac:
                 raise AuditError(

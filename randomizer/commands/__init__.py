@@ -94,6 +94,10 @@ COMMANDS: dict[str, LazyCommand] = {
         "randomizer.commands.mail:mail",
         "Notification e-mails of emergency unblindings (the outbox).",
     ),
+    "verify": LazyCommand(
+        "randomizer.commands.audit:verify",
+        "Check the whole database with the key: every row MAC, the audit chain, the rows",
+    ),
     "participant": LazyCommand(
         "randomizer.commands.participants:participant",
         "Randomized participants: who, visits done, the next visit's window; void a "

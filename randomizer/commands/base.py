@@ -51,6 +51,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.GENERATE_LIST: "run 'randomizer list generate'",
     Hint.VERIFY_LIST: "run 'randomizer list verify'",
     Hint.VERIFY_COPY: "run 'randomizer audit verify' and 'randomizer list verify' on the copy",
+    Hint.VERIFY: "run 'randomizer verify'",
     Hint.LIST_USERS: "see 'randomizer user list'",
     Hint.UPGRADE_SCHEMA: "run 'randomizer backup --out FILE', then 'randomizer db upgrade'",
     Hint.LOCK: "run 'randomizer lock --reason TEXT'",
