@@ -1,6 +1,6 @@
 """Randomizations per second and latency through the trial server's API, beside the library.
 
-    python benchmarks/bench_api.py [--db URL] [--clients 1 8] [--calls 400] [--quick]
+    python benchmarks/bench_api.py [--db URL] [--clients 1 8] [--calls 1000] [--quick]
 
 One trial is made as ``bench_randomize.py`` makes it (2 strata, 1 dosing visit, two
 eligibility criteria, investigators ``inv0``.. with cheap scrypt hashes) and its list
@@ -19,10 +19,21 @@ generated. Then, in this order:
    with its password during the warm-up. Throughput is calls over the wall time from the
    first start to the last end; latency is per call as the client sees it. The server
    process's CPU per call is read from /proc.
-4. **Round trips** from this process with one keep-alive connection: ``GET
+4. **The floor**: ``bench_randomize.floor``, one randomization after another in this
+   process through :class:`~randomizer.backends.local.LocalBackend` and through the same
+   SQL written by hand on the raw driver, wall and CPU per call.
+5. **Round trips** from this process with one keep-alive connection: ``GET
    /api/v1/health`` (no login, no database), ``GET /api/v1/design`` (token check and one
    read) and ``GET /api/v1/report`` (token check and an audited operation, as an
    investigator).
+
+At the end, **where one API randomization's time goes** at 1 client: the client's CPU
+(HttpBackend, JSON), the server process's CPU split into the library (the floor's
+``LocalBackend.randomize`` CPU) and the HTTP layer (the rest: uvicorn, FastAPI, the
+token check, JSON), the database server's CPU (PostgreSQL, read from /proc), and the
+wait left over (network, scheduling, fsync). Targets (issue 13 item 4), 8 clients and
+1,000 randomizations through the server: PostgreSQL >= 300/s, SQLite >= 200/s, p99 <
+100 ms.
 
 The machine's load (/proc/loadavg) is printed at the start and after each run.
 ``--quick`` uses small sizes (a few seconds) and checks that everything runs.
@@ -36,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from bench_randomize import LEVELS, RunResult, _server_cpu, investigator, run_clients
+from bench_randomize import LEVELS, RunResult, _server_cpu, floor, investigator, run_clients
 from common import (
     BENCH_SCRYPT_N,
     BenchPlace,
@@ -47,6 +58,7 @@ from common import (
     design_toml,
     machine,
     percentile_ms,
+    server_cpu_seconds,
     table,
     timed,
 )
@@ -140,6 +152,37 @@ def latency_rows(rows: list[tuple[str, list[float]]]) -> list[tuple[str, float, 
     ]
 
 
+def breakdown(
+    results: list[tuple[str, RunResult, str, float | None]],
+    database_cpu: dict[int, float | None],
+    floor_rows: list[tuple[str, float, float, float]],
+) -> list[tuple[str, float, str]]:
+    """Split the 1-client API call's p50 latency into client, HTTP, library, database."""
+    api = next((r, cpu) for path, r, _load, cpu in results if path == "API" and r.clients == 1)
+    result, server_cpu = api
+    latency = percentile_ms(result.latencies, 50)
+    client = 1000 * result.cpu / result.calls
+    library = floor_rows[0][2]  # LocalBackend.randomize: client CPU ms per call
+    library_db = floor_rows[0][3]
+    database = database_cpu.get(1)
+    server = server_cpu or 0.0
+    http = max(server - library, 0.0)
+    rows = [
+        ("latency, p50", latency, "as the client sees it"),
+        ("client CPU", client, "HttpBackend in the client process: JSON, httpx"),
+        ("server: library CPU", library, "floor's LocalBackend.randomize CPU in one process"),
+        ("server: HTTP layer CPU", http, "server process CPU less the library's"),
+        (
+            "database server CPU",
+            database if database is not None else library_db,
+            "PostgreSQL backends (/proc); SQLite runs inside the library",
+        ),
+    ]
+    accounted = client + server + (database or 0.0)
+    rows.append(("wait (rest)", max(latency - accounted, 0.0), "latency less the CPU above"))
+    return rows
+
+
 def main() -> None:
     """Parse arguments, build the trial, run the library, the token check and the API."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,7 +197,7 @@ def main() -> None:
     parser.add_argument(
         "--calls",
         type=int,
-        default=400,
+        default=1000,
         help="timed randomizations per run, split over the clients",
     )
     parser.add_argument(
@@ -177,7 +220,8 @@ def main() -> None:
     clients: list[int] = args.clients or ([1, 2] if args.quick else [1, 8])
     calls: int = args.calls
     warmup: int = args.warmup
-    needed = 2 * sum(calls + c * warmup for c in clients)
+    floor_calls = 10 if args.quick else 300
+    needed = 2 * sum(calls + c * warmup for c in clients) + 2 * floor_calls + 2
     per_stratum = needed // len(LEVELS) + 10
 
     with bench_place(args.db, "api", args.workdir) as place:
@@ -206,14 +250,24 @@ def main() -> None:
 
         checks = token_check(place, args.token_calls)
 
+        database_cpu: dict[int, float | None] = {}
         with server_process(place.db_url, place.key_file, place.directory / "server.log") as server:
             for count in clients:
                 cpu = _server_cpu(server.process.pid)
+                db_cpu = server_cpu_seconds(place.db_url)
                 result = run_clients(place, count, first, calls, warmup, server=server.url)
                 server_cpu = _server_cpu(server.process.pid) - cpu
+                db_after = server_cpu_seconds(place.db_url)
+                database_cpu[count] = (
+                    None
+                    if db_cpu is None or db_after is None
+                    else 1000 * (db_after - db_cpu) / result.calls
+                )
                 first += calls + count * warmup
                 results.append(("API", result, loadavg(), 1000 * server_cpu / result.calls))
             trips = round_trips(server.url, args.token_calls)
+
+        floor_rows = floor(place, first, floor_calls)
 
         for path, result, _load, _cpu in results:
             for refusal in sorted(set(result.refusals))[:5]:
@@ -269,6 +323,12 @@ def main() -> None:
             f"{args.token_calls} calls each:"
         )
         print(table(latency_rows(trips), ("request", "mean ms", "p50 ms", "p99 ms")))
+        print("\nwhere one API randomization's time goes, 1 client (ms per call):")
+        print(
+            table(
+                breakdown(results, database_cpu, floor_rows), ("part", "ms", "how it is measured")
+            )
+        )
         print(f"\nload average at the end: {loadavg()}")
         if any(r.refusals for _path, r, _load, _cpu in results):
             sys.exit(1)

@@ -14,11 +14,13 @@ records, as a busy trial's trail does.
 Timed: :func:`randomizer.audit.verify` on the whole trail (best of ``--repeat``), and once
 the whole ``audit verify`` operation through :class:`~randomizer.backends.local.LocalBackend`
 (login, verify, its own audit event, commit). ``--breakdown`` adds where the time goes,
-each pass timed on its own: reading the rows only; reading plus rebuilding each event's
-canonical bytes as ``verify`` does (``json.loads`` of the details, ``canonical``); and the
-full verify, whose remainder is the MAC and the comparisons. ``--profile`` adds
-cProfile's top functions of one verify. A full-size run takes a few minutes, mostly
-building the trail; ``--events 200000`` takes well under one.
+each pass timed on its own: reading the rows only (through the driver's cursor, as
+``verify`` reads them); reading plus building each event's MAC input from the stored
+text (``stored_body``); and the full verify, whose remainder is the MAC and the
+comparisons. The table also gives the CPU time of ``audit.verify`` (this process's, and
+the PostgreSQL server's), so a figure taken on a loaded machine can be read per core.
+``--profile`` adds cProfile's top functions of one verify. A full-size run takes a few
+minutes, mostly building the trail; ``--events 200000`` takes well under one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import cProfile
 import json
 import pstats
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +45,7 @@ from common import (
     design_toml,
     load_average,
     machine,
+    server_cpu_seconds,
     table,
     timed,
 )
@@ -139,23 +143,22 @@ def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
 
     def read_only() -> None:
         with store.transaction() as session:
-            for _row in audit.chain_rows(session):
+            for _row in audit._stored_rows(session.connection()):
                 pass
 
     def read_and_canonical() -> None:
         with store.transaction() as session:
-            for seq, at, user, role, action, subject, reason, details, _p, _m in audit.chain_rows(
-                session
-            ):
-                audit.canonical(seq, at, user, role, action, subject, reason, json.loads(details))
+            for row in audit._stored_rows(session.connection()):
+                seq, at, user, role, action, subject, reason, details, _p, _m, rows = row
+                audit.stored_body(seq, at, user, role, action, subject, reason, details, rows)
 
     def full() -> None:
         with store.transaction() as session:
             audit.verify(session, key)
 
     return [
-        ("read rows (audit.chain_rows)", best_of(read_only, 1)),
-        ("read + json.loads + canonical", best_of(read_and_canonical, 1)),
+        ("read rows (driver cursor, as verify reads them)", best_of(read_only, 1)),
+        ("read + MAC input from the stored text (stored_body)", best_of(read_and_canonical, 1)),
         ("full audit.verify (adds HMAC + compare)", best_of(full, 1)),
     ]
 
@@ -201,21 +204,54 @@ def main() -> None:
                 report = audit.verify(session, key)
                 assert report.events == audit.head(session)[0]
 
-        seconds = best_of(verify, args.repeat)
+        seconds = float("inf")
+        cpu = server = 0.0
+        for _ in range(max(1, args.repeat)):
+            cpu_before, server_before = time.process_time(), server_cpu_seconds(place.db_url)
+            took = timed(verify)[1]
+            if took < seconds:
+                seconds, cpu = took, time.process_time() - cpu_before
+                server_after = server_cpu_seconds(place.db_url)
+                server = (
+                    0.0
+                    if server_before is None or server_after is None
+                    else server_after - server_before
+                )
         command = place.backend(ADMIN, PASSWORDS[ADMIN])
         report, command_seconds = timed(command.audit_verify)
         command.close()
         rows = [
-            ("audit.verify", total, seconds, total / seconds),
+            ("audit.verify", total, seconds, total / seconds, cpu, total / cpu, server),
             (
                 "LocalBackend.audit_verify (the command)",
                 report.events,
                 command_seconds,
                 report.events / command_seconds,
+                "-",
+                "-",
+                "-",
             ),
         ]
         print(f"\naudit verify on {place.engine} (target >= {TARGET:,} events/s):")
-        print(table(rows, ("what", "events", "seconds", "events/s")))
+        print(
+            table(
+                rows,
+                (
+                    "what",
+                    "events",
+                    "seconds",
+                    "events/s",
+                    "CPU s",
+                    "events per CPU s",
+                    "db server CPU s",
+                ),
+            )
+        )
+        print(
+            "(CPU s: this process's; events per CPU s: what one process does with a core "
+            "to itself; db server CPU s: the PostgreSQL backends', from /proc)"
+        )
+        print(f"load average after: {load_average()}")
 
         if args.breakdown:
             print("\nwhere the time goes (each pass timed on its own):")

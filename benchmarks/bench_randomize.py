@@ -457,8 +457,11 @@ class HandWritten:
         self.connection.close()
 
 
-def floor(place: BenchPlace, first: int, calls: int) -> None:
-    """Per-call wall and CPU time: LocalBackend.randomize against the hand-written SQL."""
+def floor(place: BenchPlace, first: int, calls: int) -> list[tuple[str, float, float, float]]:
+    """Per-call wall and CPU time: LocalBackend.randomize against the hand-written SQL.
+
+    Prints the table and returns its rows: (how, wall ms, client CPU ms, server CPU ms).
+    """
     user, password = investigator(0)
     rows = []
     backend = place.backend(user, password)
@@ -493,6 +496,7 @@ def floor(place: BenchPlace, first: int, calls: int) -> None:
         "(server CPU: the PostgreSQL backend's, read from /proc when the server is local; "
         "SQLite runs inside the client)"
     )
+    return rows
 
 
 def _per_call(

@@ -60,6 +60,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bench_api.py": Benchmark(database=True),
     "bench_login.py": Benchmark(database=True),
     "bench_rotate.py": Benchmark(database=True),  # 100,000 participants
+    "bench_startup.py": Benchmark(database=False),
+    "bench_peers.py": Benchmark(database=False),
+    "bench_verify.py": Benchmark(database=True),  # 100,000 participants
 }
 """Every benchmark script, in the order run_all runs them."""
 

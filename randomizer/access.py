@@ -70,6 +70,7 @@ class Permission(StrEnum):
     VOID_PARTICIPANT = "void a randomization made in error"
     REVIEW_UNBLINDING = "review emergency unblindings"
     SEND_MAIL = "send the notification e-mails"
+    VERIFY = "verify the database"
 
 
 BLINDED_ROLES = frozenset({Role.INVESTIGATOR, Role.STATISTICIAN, Role.MONITOR})
@@ -105,6 +106,7 @@ ROLE_PERMISSIONS: dict[Permission, frozenset[Role]] = {
     # the second person of an emergency unblinding; the library refuses the unblinder
     Permission.REVIEW_UNBLINDING: frozenset({Role.ADMIN, Role.MONITOR}),
     Permission.SEND_MAIL: frozenset({Role.ADMIN}),
+    Permission.VERIFY: frozenset({Role.ADMIN, Role.MONITOR}),
 }
 """Which roles hold each permission. Statisticians' arm-revealing permissions
 (VERIFY_LIST, UNBLIND_ALL, REPORT_ARMS) apply only after the database lock;

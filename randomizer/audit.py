@@ -6,27 +6,38 @@ Each event's MAC is HMAC-SHA256(audit key, previous MAC || canonical JSON of
 the event). Whoever holds the key could recompute a whole chain, and no chain
 shows a cut tail, so the head is also anchored outside the database by an
 Ed25519-signed checkpoint note kept by someone else (QA, say).
+
+Stored format 2 (issue 13): the ``details`` column holds the details in the canonical
+form that the MAC input embeds (:func:`details_text`), so :func:`verify` builds an
+event's MAC input from the stored text by concatenation (:func:`stored_body`) without
+parsing and re-serialising it. The MAC input itself is unchanged: events stored
+before (format 1, details with spaces after ``,`` and ``:``) verify as they always
+did, through :func:`canonical` of the parsed details, when the concatenation does not
+match.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.hmac import HMAC
-from sqlalchemy import select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.orm import Session
 
 from randomizer.errors import AuditError, Hint, InvalidInput
 from randomizer.models import AuditHead
 from randomizer.models import AuditRecord as AuditRow
+from randomizer.rows import take_written
 
 if TYPE_CHECKING:  # the operation context imports this module
     from randomizer.context import Operation
@@ -94,9 +105,14 @@ def canonical(
     subject: str,
     reason: str,
     details: Mapping[str, Any],
+    rows: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8)."""
-    event = {
+    """The exact bytes an event's MAC covers (sorted keys, no spaces, UTF-8).
+
+    ``rows``, the record of the covered rows the event wrote (:mod:`randomizer.rows`),
+    is covered when there is one; an event that wrote none has the bytes it always had.
+    """
+    event: dict[str, Any] = {
         "seq": seq,
         "at": at,
         "user": user,
@@ -106,17 +122,81 @@ def canonical(
         "reason": reason,
         "details": details,
     }
+    if rows is not None:
+        event["rows"] = rows
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
     )
 
 
+def details_text(details: Mapping[str, Any]) -> str:
+    """The ``details`` column as stored since format 2: the canonical JSON that
+    :func:`canonical` embeds (sorted keys, no spaces, not ASCII-escaped)."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_text = encode_basestring  # the string form of json.dumps(ensure_ascii=False)
+
+
+def stored_body(
+    seq: int,
+    at: str,
+    user: str,
+    role: str,
+    action: str,
+    subject: str,
+    reason: str,
+    details: str,
+    rows: str | None = None,
+) -> bytes:
+    """:func:`canonical` of an event whose details (and rows record) are given as stored text.
+
+    Equal to ``canonical(..., json.loads(details), json.loads(rows))`` when both are in
+    the canonical form of :func:`details_text` (the keys are in sorted order here, as
+    there). Each text field is a self-delimiting JSON string, so different stored fields
+    never give the same bytes: a MAC that matches them proves the stored bytes are the
+    ones MAC'd.
+    """
+    written = "" if rows is None else f'"rows":{rows},'
+    return (
+        f'{{"action":{_text(action)},"at":{_text(at)},"details":{details},'
+        f'"reason":{_text(reason)},"role":{_text(role)},{written}"seq":{seq:d},'
+        f'"subject":{_text(subject)},"user":{_text(user)}}}'
+    ).encode()
+
+
+_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
+_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+
+
+class ChainMac:
+    """HMAC-SHA256 under one key, for many messages: the same value as ``hmac.digest``.
+
+    RFC 2104 with the padded key's two SHA-256 states computed once: each message then
+    costs two state copies and its own hashing, less than half of ``hmac.digest``, which
+    looks the hash up and pads the key again for every message (a test checks both agree).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        """Hash the inner and outer padded key once."""
+        if len(key) > 64:  # SHA-256's block size
+            key = hashlib.sha256(key).digest()
+        padded = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(padded.translate(_INNER_PAD))
+        self._outer = hashlib.sha256(padded.translate(_OUTER_PAD))
+
+    def digest(self, message: bytes) -> bytes:
+        """HMAC-SHA256(key, message)."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 def event_mac(key: bytes, prev_mac: str, body: bytes) -> str:
     """HMAC-SHA256(key, previous MAC || body), hex."""
-    mac = HMAC(key, hashes.SHA256())
-    mac.update(bytes.fromhex(prev_mac))
-    mac.update(body)
-    return mac.finalize().hex()
+    return hmac.digest(key, bytes.fromhex(prev_mac) + body, "sha256").hex()
 
 
 def start_chain(session: Session) -> None:
@@ -143,6 +223,8 @@ def append(
     whatever name or subject was typed, of any length.
     """
     user, subject, reason = user[:USER_MAX], subject[:SUBJECT_MAX], reason[:REASON_MAX]
+    session.flush()  # the covered rows written so far get their MACs, and are recorded here
+    rows_text = take_written(session)
     head = session.scalars(
         select(AuditHead).where(AuditHead.id == 1).with_for_update()
     ).one_or_none()
@@ -157,22 +239,26 @@ def append(
             "exists beyond the head (events were inserted or the head was edited)"
         )
     at = utc_text(now)
-    body = canonical(seq, at, user, role, action, subject, reason, detail_map)
+    stored = details_text(detail_map)
+    body = stored_body(seq, at, user, role, action, subject, reason, stored, rows_text)
     mac = event_mac(key, head.mac, body)
-    session.add(
-        AuditRow(
-            seq=seq,
-            at=at,
-            user=user,
-            role=role,
-            action=action,
-            subject=subject,
-            reason=reason,
-            details=json.dumps(detail_map, sort_keys=True, ensure_ascii=False),
-            prev_mac=head.mac,
-            mac=mac,
-        )
-    )
+    values: dict[str, Any] = {
+        "seq": seq,
+        "at": at,
+        "user": user,
+        "role": role,
+        "action": action,
+        "subject": subject,
+        "reason": reason,
+        "details": stored,
+        "prev_mac": head.mac,
+        "mac": mac,
+    }
+    if rows_text is not None:
+        values["rows"] = rows_text
+    # a Core insert names only the columns given: a refusal is recorded even in a
+    # database whose schema predates the rows column (before 'db upgrade')
+    session.execute(insert(AuditRow).values(values))
     head.seq = seq
     head.mac = mac
     session.flush()
@@ -215,37 +301,36 @@ def _to_event(row: AuditRow) -> AuditEvent:
     )
 
 
-def chain_rows(session: Session) -> Iterator[tuple[Any, ...]]:
-    """Every stored event as a plain row in sequence order, read in batches.
+def _stored_rows(connection: Connection) -> Iterator[tuple[Any, ...]]:
+    """Every stored event as the driver returns it, in sequence order, streamed.
 
     Columns: seq, at, user, role, action, subject, reason, details (JSON text),
-    prev_mac, mac; what :func:`verify` checks.
+    prev_mac, mac, rows (JSON text or None): what :func:`verify` checks, read through
+    the driver's cursor in the caller's transaction (a server-side cursor on
+    PostgreSQL), without SQLAlchemy rows: the client holds one batch of
+    :data:`VERIFY_BATCH` rows at a time.
     """
-    last = None
-    while True:
-        query = (
-            select(
-                AuditRow.seq,
-                AuditRow.at,
-                AuditRow.user,
-                AuditRow.role,
-                AuditRow.action,
-                AuditRow.subject,
-                AuditRow.reason,
-                AuditRow.details,
-                AuditRow.prev_mac,
-                AuditRow.mac,
-            )
-            .order_by(AuditRow.seq)
-            .limit(VERIFY_BATCH)
-        )
-        if last is not None:
-            query = query.where(AuditRow.seq > last)
-        batch = session.execute(query).all()
-        if not batch:
-            return
-        yield from batch
-        last = batch[-1][0]
+    statement = select(
+        AuditRow.seq,
+        AuditRow.at,
+        AuditRow.user,
+        AuditRow.role,
+        AuditRow.action,
+        AuditRow.subject,
+        AuditRow.reason,
+        AuditRow.details,
+        AuditRow.prev_mac,
+        AuditRow.mac,
+        AuditRow.rows,
+    ).order_by(AuditRow.seq)
+    named = {"name": "randomizer_audit_verify"} if connection.dialect.name == "postgresql" else {}
+    cursor = connection.connection.cursor(**named)
+    try:
+        cursor.execute(str(statement.compile(dialect=connection.dialect)))
+        while batch := cursor.fetchmany(VERIFY_BATCH):
+            yield from batch
+    finally:
+        cursor.close()
 
 
 def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -> ChainReport:
@@ -255,26 +340,42 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     holds that head unchanged: this catches a cut tail and a chain rewritten
     with the key.
     """
+    mac_of = ChainMac(key).digest
     prev_mac = GENESIS_MAC
+    prev_digest = bytes.fromhex(GENESIS_MAC)
     expected_seq = 1
     checkpoint_found = False
-    for seq, at, user, role, action, subject, reason, details, stored_prev, mac in chain_rows(
-        session
-    ):
+    for row in _stored_rows(session.connection()):
+        seq, at, user, role, action, subject, reason, details, stored_prev, mac, rows_text = row
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq
             raise AuditError(
                 f"audit trail broken at event {where}: events are missing or out of order"
             )
-        try:
-            detail_map = json.loads(details)
-        except ValueError:
-            raise AuditError(f"audit trail broken at event {seq}: details are not JSON") from None
-        body = canonical(seq, at, user, role, action, subject, reason, detail_map)
-        if stored_prev != prev_mac or event_mac(key, prev_mac, body) != mac:
+        if stored_prev != prev_mac:
             raise AuditError(
                 f"audit trail broken at event {seq}: it was altered, inserted or reordered"
             )
+        body = stored_body(seq, at, user, role, action, subject, reason, details, rows_text)
+        digest = mac_of(prev_digest + body)
+        if digest.hex() != mac:
+            # details stored in format 1 (or altered): the MAC input from the parsed details
+            try:
+                detail_map = json.loads(details)
+            except ValueError:
+                raise AuditError(
+                    f"audit trail broken at event {seq}: details are not JSON"
+                ) from None
+            try:
+                rows = None if rows_text is None else json.loads(rows_text)
+            except ValueError:
+                raise AuditError(f"audit trail broken at event {seq}: rows are not JSON") from None
+            body = canonical(seq, at, user, role, action, subject, reason, detail_map, rows)
+            digest = mac_of(prev_digest + body)
+            if digest.hex() != mac:
+                raise AuditError(
+                    f"audit trail broken at event {seq}: it was altered, inserted or reordered"
+                )
         if checkpoint is not None and seq == checkpoint.seq:
             if mac != checkpoint.head_mac:
                 raise AuditError(
@@ -282,7 +383,7 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
                     f"{seq}: the trail was rewritten or cut"
                 )
             checkpoint_found = True
-        prev_mac = mac
+        prev_mac, prev_digest = mac, digest
         expected_seq += 1
     head = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one_or_none()
     last = expected_seq - 1

@@ -28,7 +28,8 @@ from typing import Any
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, load_only, object_session
 
-from randomizer import audit
+from randomizer import audit, rows
+from randomizer import store as stores
 from randomizer.access import Permission, allowed, dummy_hash, verify_password
 from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
@@ -36,6 +37,7 @@ from randomizer.errors import (
     DamagedRecord,
     Hint,
     Ineligible,
+    IntegrityFailure,
     InvalidInput,
     NotAuthorized,
     RandomizerError,
@@ -222,8 +224,52 @@ def _has_key_material(trial: Trial) -> bool:
     session = object_session(trial)
     if session is None:
         raise RuntimeError("the trial row is not attached to a session")
+    return _has_key_columns(session)
+
+
+def plain_vault(session: Session, trial_key: bytes) -> Vault:
+    """The trial's vault from its key columns read as plain values, on any schema revision.
+
+    For what runs before an ORM row may be read: a login's check of the user row, the
+    record of a refusal and ``db upgrade`` on a schema behind this release's.
+    """
+    found = session.execute(select(Trial.id, Trial.wrapped_data_key)).one_or_none()
+    if found is None:
+        raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
+    trial_id, wrapped = str(found[0]), bytes(found[1])
+    material = KeyMaterial(KEY_FORMAT_DERIVED, wrapped)
+    if _has_key_columns(session):
+        key_format, wrapped_audit, wrapped_row = session.execute(
+            select(Trial.key_format, Trial.wrapped_audit_key, Trial.wrapped_row_key)
+        ).one()
+        material = KeyMaterial(key_format, wrapped, wrapped_audit, wrapped_row)
+    return open_keys(trial_key, trial_id, material)
+
+
+def _has_key_columns(session: Session) -> bool:
     columns = {column["name"] for column in inspect(session.connection()).get_columns("trial")}
     return "key_format" in columns
+
+
+MIGRATED_FROM = "randomizer.context.migrated_from"
+"""Session info: the schema revision ``db upgrade`` found, when it migrated in this transaction."""
+
+
+def _migrate(store: Store, session: Session) -> bool:
+    """``db upgrade`` alone: migrate a schema that is behind first, in the action's transaction.
+
+    The rows are read as this release maps them only once the schema is this
+    release's; a refused role rolls the migration back with everything else.
+    Returns whether the rows may lack MACs (the schema predates them).
+    """
+    from alembic import command  # only db upgrade migrates: the CLI's start-up skips alembic
+
+    status = store.status(session)
+    if status.state != "behind":
+        return False
+    command.upgrade(stores.alembic_config(session.connection()), "head")
+    session.info[MIGRATED_FROM] = status.current
+    return status.current is not None and status.current < rows.SINCE_REVISION
 
 
 def open_vault(trial: Trial, key_file: Path) -> Vault:
@@ -277,12 +323,21 @@ def authenticate(
     with store.transaction(read_only=True) as session:
         if schema_check:
             store.check_schema(session)
-        load_trial(session, upgrading=not schema_check)
+        vault = plain_vault(session, trial_key())  # also: no trial here is told as such
         found = session.execute(
             select(User.name, User.password_hash, User.disabled).where(
                 User.name == credentials.user
             )
         ).one_or_none()
+        user_row = None
+        if schema_check and found is not None:
+            # the row as decisions read it: a role, hash or flag set without the key fails
+            covered = rows.BY_MODEL[User]
+            user_row = session.execute(
+                select(*(getattr(User, c) for c in covered.columns), User.row_mac).where(
+                    User.name == credentials.user
+                )
+            ).one()
     stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
     try:
         matches = verify_password(credentials.password, stored)
@@ -304,6 +359,22 @@ def authenticate(
             "damaged password hash",
         )
         raise damaged from None
+    if user_row is not None:
+        try:
+            rows.check_row(vault, "users", user_row[:-1], user_row[-1])
+        except IntegrityFailure as exc:
+            record_refusal(
+                store,
+                trial_key,
+                Principal(credentials.user, channel, "", client),
+                action,
+                subject,
+                now,
+                exc,
+                "auth.failed",
+                "integrity",
+            )
+            raise
     if found is None or found.disabled or not matches:
         why = (
             "unknown user"
@@ -339,6 +410,7 @@ def operation(
     subject: str = "",
     schema_check: bool = True,
     signature: SignedBy | None = None,
+    check_trial: bool = True,
 ) -> Iterator[Operation]:
     """Run one user action as ``principal``: authorise, then yield the open transaction.
 
@@ -349,18 +421,31 @@ def operation(
     row is read again inside the transaction, so an account disabled since the
     login is refused. ``action`` and ``subject`` name what is attempted in
     refusal events. ``schema_check=False`` is for ``db upgrade`` alone, which
-    runs on an older schema.
+    runs on an older schema. ``check_trial=False`` is for ``verify`` alone, which
+    must run to name a broken trial row (it decides nothing on it).
     """
     _check_user_text(principal.user)
     trial_key()
     refusal: tuple[RandomizerError, str, str] | None = None
     try:
         with store.transaction() as session:
+            unsealed_ok = False
             if schema_check:
                 store.check_schema(session)
-            trial = load_trial(session, upgrading=not schema_check)
-            vault = vault_for(trial, trial_key(), schema_checked=schema_check)
-            user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
+            else:
+                unsealed_ok = _migrate(store, session)
+            trial = load_trial(session)
+            vault = vault_for(trial, trial_key())
+            rows.attach(session, vault, unsealed_ok=unsealed_ok)
+            try:
+                if check_trial:
+                    rows.check_object(session, trial)
+                user = session.scalars(
+                    select(User).where(User.name == principal.user)
+                ).one_or_none()
+            except IntegrityFailure as exc:
+                refusal = (exc, "refused", "integrity")
+                raise
             if user is None or user.disabled:
                 why = "unknown user" if user is None else "disabled user"
                 refusal = (_login_refused(principal.user), "auth.failed", why)
@@ -390,6 +475,9 @@ def operation(
                 op.audit("auth.login", subject=action)
             try:
                 yield op
+                session.flush()
+                if rows.pending(session):
+                    raise RuntimeError(f"{action} wrote rows after its last audit event")
                 fault_point(f"{action}:before-commit")
             except RandomizerError as exc:
                 if exc.audited:
@@ -419,10 +507,11 @@ def record_refusal(
     cuts them to their widths, and the message is cut here to :data:`MESSAGE_MAX`.
     """
     with store.transaction() as session:
-        # a refusal may be of ``db upgrade``, on a schema older than this release's
-        trial = load_trial(session, upgrading=True)
-        vault = vault_for(trial, trial_key(), schema_checked=False)
-        user = session.scalars(select(User).where(User.name == principal.user)).one_or_none()
+        # plain columns, no ORM rows: this runs on a schema 'db upgrade' has yet to bring up
+        vault = plain_vault(session, trial_key())
+        user = session.execute(
+            select(User.name, User.role).where(User.name == principal.user)
+        ).one_or_none()
         name = principal.user if user is None else user.name
         role = "" if user is None else user.role
         details = {

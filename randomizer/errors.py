@@ -28,6 +28,7 @@ class Hint(StrEnum):
     GENERATE_LIST = "generate the allocation list"
     VERIFY_LIST = "verify the allocation list"
     VERIFY_COPY = "verify the audit trail and the allocation list"
+    VERIFY = "verify the whole database with the key"
     LIST_USERS = "list the users"
     UPGRADE_SCHEMA = "upgrade the database schema"
     LOCK = "lock the database"
@@ -123,6 +124,14 @@ class ListMismatch(RandomizerError):
 
 class DamagedRecord(RandomizerError):
     """A stored row holds a value no release writes: the database was altered or damaged."""
+
+
+class IntegrityFailure(RandomizerError):
+    """A row's MAC does not match its columns, or the rows differ from those the trail records.
+
+    The message names the table and the row id only, never a column's value, so it
+    reads the same whatever arm the row's participant or kit has.
+    """
 
 
 class BackupFailed(RandomizerError):

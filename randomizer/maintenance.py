@@ -22,10 +22,18 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from randomizer import audit
+from randomizer import audit, rows
 from randomizer.access import Permission
-from randomizer.context import KeySource, Operation, Principal, load_trial, operation, vault_for
-from randomizer.errors import BackupFailed, Hint, InvalidInput, StateError
+from randomizer.context import (
+    MIGRATED_FROM,
+    KeySource,
+    Operation,
+    Principal,
+    load_trial,
+    operation,
+    vault_for,
+)
+from randomizer.errors import BackupFailed, Hint, IntegrityFailure, InvalidInput, StateError
 from randomizer.store import SchemaStatus, Store, alembic_config, unversioned_message
 from randomizer.trial import verify_list
 
@@ -62,7 +70,11 @@ def sqlite_path(store: Store) -> Path:
 
 def upgrade(op: Operation, store: Store) -> UpgradeResult:
     """Migrate the schema to this release's head inside the operation's transaction."""
+    migrated: str | None = op.session.info.get(MIGRATED_FROM)
     before: SchemaStatus = store.status(op.session)
+    if migrated is not None:
+        # the operation migrated before it read any row (context._migrate)
+        before = SchemaStatus(current=migrated, head=before.head, state="behind")
     if before.state == "ahead":
         raise StateError(
             f"the database schema ({before.current}) is newer than this "
@@ -70,10 +82,16 @@ def upgrade(op: Operation, store: Store) -> UpgradeResult:
         )
     if before.state == "unversioned":
         raise StateError(unversioned_message(store.url))
-    if before.state != "current":
+    if before.state != "current" and migrated is None:
         command.upgrade(alembic_config(op.session.connection()), "head")
     after = store.status(op.session)
-    op.audit("db.upgrade", details={"before": before.current, "after": after.current})
+    details: dict[str, object] = {"before": before.current, "after": after.current}
+    if before.current is not None and before.current < rows.SINCE_REVISION:
+        # the migration has no key: the rows already there get their MACs now, with it,
+        # and this event records them, so the trail accounts for every row from here on
+        sealed = rows.seal_unsealed(op.session, op.vault)
+        details["row_macs"] = {table: count for table, count in sealed.items() if count}
+    op.audit("db.upgrade", details=details)
     return UpgradeResult(before=before.current, after=after.head)
 
 
@@ -261,6 +279,12 @@ def restore(
     try:
         with operation(store, trial_key, login(), Permission.MAINTAIN, "restore", now) as op:
             events = verify_copy(op)
+            _tables, problems = rows.check_tables(op.session, op.vault)
+            if problems:
+                more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+                raise IntegrityFailure(
+                    "the backup fails verification: " + "; ".join(problems[:3]) + more
+                )
             verify_list(op)
             op.audit("restore", subject=str(backup_file), details={"sha256": digest})
     except BaseException:

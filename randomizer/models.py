@@ -81,6 +81,8 @@ class Trial(Base):
     """``draft`` once generated, ``approved`` once a second user approved it; None before."""
     list_approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     list_approved_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class User(Base):
@@ -94,6 +96,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(512))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class UserSite(Base):
@@ -105,6 +109,8 @@ class UserSite(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     site: Mapped[str] = mapped_column(String(32))
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Stratum(Base):
@@ -118,6 +124,8 @@ class Stratum(Base):
     planned: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(Integer)
     next_sequence: Mapped[int] = mapped_column(Integer, default=1)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Slot(Base):
@@ -134,6 +142,8 @@ class Slot(Base):
     stratum_id: Mapped[int] = mapped_column(ForeignKey("strata.id"))
     sequence: Mapped[int] = mapped_column(Integer)
     allocation_sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Participant(Base):
@@ -161,6 +171,8 @@ class Participant(Base):
     """The meaning of the investigator's electronic signature of the randomization."""
     void_meaning: Mapped[str | None] = mapped_column(Text, default=None)
     """The meaning of the admin's electronic signature of the void."""
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class Kit(Base):
@@ -188,6 +200,8 @@ class Kit(Base):
     prepared_by: Mapped[str | None] = mapped_column(String(64), default=None)
     replaces_kit_id: Mapped[int | None] = mapped_column(ForeignKey("kits.id"), default=None)
     void_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
 
 
 class AuditRecord(Base):
@@ -205,6 +219,8 @@ class AuditRecord(Base):
     details: Mapped[str] = mapped_column(Text)
     prev_mac: Mapped[str] = mapped_column(String(64))
     mac: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[str | None] = mapped_column(Text, default=None)
+    """JSON: per table, the count and MAC-sum change of the rows the event wrote (or NULL)."""
 
 
 class AuditHead(Base):

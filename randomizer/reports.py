@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from randomizer.access import Permission, allowed
 from randomizer.context import Operation
+from randomizer.errors import NotAuthorized
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
 from randomizer.sealed import open_allocation
 from randomizer.sites import kit_in_scope, participant_in_scope, scope
@@ -28,6 +29,23 @@ class BlockBalance:
     block: int
     block_size: int
     assigned: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ListedAllocation:
+    """One randomized participant's place in its stratum's list, with the arm (unblinded only)."""
+
+    stratum: str
+    sequence: int
+    block: int
+    arm: str
+
+
+BALANCE_REFUSAL = (
+    "balance by arm is shown only to admins, and to statisticians after the lock: "
+    "ask an admin for it"
+)
+"""The one refusal of balance by arm (table or chart), whatever the arms and the counts."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,24 @@ class Report:
     imbalance_bound: float | None = None
     open_reviews: int = 0
     reviews: list[ReviewItem] = field(default_factory=list)
+    by_site_date: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Participants randomized per site (sorted) and date (sorted)."""
+    screen_failures_by_date: dict[str, int] = field(default_factory=dict)
+    """Screen failures per date (UTC day of the refusal)."""
+    kits_by_visit: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per dosing visit (``"1"``, ``"2"``...): kits ``requested``, ``prepared``, ``voided``."""
+    spares_left: int = 0
+    """Spare kits not yet issued as a replacement."""
+    allocations: list[ListedAllocation] = field(default_factory=list)
+    """Randomized participants in list order per stratum, with their arms (unblinded only)."""
+    arm_ratio: dict[str, int] = field(default_factory=dict)
+    """The design's arms and their ratio (unblinded only)."""
+
+
+def require_balance(rep: Report) -> None:
+    """Refuse balance by arm (table or chart) when ``rep`` does not show arms."""
+    if not rep.arms_shown:
+        raise NotAuthorized(BALANCE_REFUSAL)
 
 
 def report(op: Operation) -> Report:
@@ -70,7 +106,26 @@ def report(op: Operation) -> Report:
             )
         }
     )
-    failures = screen_failures(op)
+    failure_dates = screen_failure_days(op)
+    failures = len(failure_dates)
+    by_site_date: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for p in participants:
+        by_site_date[p.site][p.randomized_on.isoformat()] += 1
+    failure_days = Counter(day for day in failure_dates)
+    kits_by_visit: dict[str, dict[str, int]] = {
+        str(v.number): dict.fromkeys(KIT_BARS, 0) for v in op.design.visits
+    }
+    spares_left = 0
+    for visit, status, spare, count in session.execute(
+        select(Kit.visit, Kit.status, Kit.spare, func.count())
+        .where(kit_in_scope(op))
+        .group_by(Kit.visit, Kit.status, Kit.spare)
+    ):
+        if spare and visit is None:
+            spares_left += count if status == "available" else 0
+        elif visit is not None and status in KIT_STATUS_BARS:
+            bar = kits_by_visit.setdefault(str(visit), dict.fromkeys(KIT_BARS, 0))
+            bar[KIT_STATUS_BARS[status]] += count
     show_arms = allowed(op.user.role, Permission.REPORT_ARMS, op.locked)
     # reviewers (admin, monitor) see the open reviews themselves; everyone sees how many
     pending = reviews(op)
@@ -90,6 +145,12 @@ def report(op: Operation) -> Report:
         arms_shown=show_arms,
         open_reviews=len(pending),
         reviews=pending if allowed(op.user.role, Permission.REVIEW_UNBLINDING, op.locked) else [],
+        by_site_date={
+            site: dict(sorted(days.items())) for site, days in sorted(by_site_date.items())
+        },
+        screen_failures_by_date=dict(sorted(failure_days.items())),
+        kits_by_visit=kits_by_visit,
+        spares_left=spares_left,
     )
     if not show_arms:
         op.audit("report", details={"arms_shown": False})
@@ -104,12 +165,14 @@ def report(op: Operation) -> Report:
         s.id: s
         for s in session.scalars(select(Slot).where(Slot.id.in_(select(Participant.slot_id))))
     }
+    allocations: list[ListedAllocation] = []
     for p in participants:
         stratum = strata[p.stratum_id]
         slot = slots[p.slot_id]
         arm, block, size = open_allocation(
             op.vault, stratum.key, slot.sequence, slot.allocation_sealed
         )
+        allocations.append(ListedAllocation(stratum.key, slot.sequence, block, arm))
         by_arm[stratum.key][arm] += 1
         blocks.setdefault((stratum.key, block), (size, Counter()))[1][arm] += 1
     by_block = [
@@ -134,20 +197,29 @@ def report(op: Operation) -> Report:
         by_block=by_block,
         imbalance=imbalance(by_arm["total"], op.design.ratio, op.design.arm_ids),
         imbalance_bound=op.design.imbalance_bound(),
+        arm_ratio=dict(zip(op.design.arm_ids, op.design.ratio, strict=True)),
+        allocations=sorted(
+            allocations, key=lambda a: (strata_order(strata, a.stratum), a.sequence)
+        ),
     )
 
 
-def screen_failures(op: Operation) -> int:
-    """Screen failures recorded in the trail; for a user limited to sites, those at their sites.
+def screen_failure_days(op: Operation) -> list[str]:
+    """The UTC day of each screen failure recorded in the trail; for a user limited to
+    sites, of those at their sites.
 
     The site of a screen failure is in its audit record's details (recorded since
     per-site rights exist; older ones name none and count for trial-wide users only).
     """
-    query = select(AuditRecord.details).where(AuditRecord.action == "screen_failure")
+    query = select(AuditRecord.at, AuditRecord.details).where(
+        AuditRecord.action == "screen_failure"
+    )
     sites = scope(op)
-    if sites is None:
-        return op.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    return sum(1 for details in op.session.scalars(query) if _site_of(details) in sites)
+    return [
+        at[:10]
+        for at, details in op.session.execute(query)
+        if sites is None or _site_of(details) in sites
+    ]
 
 
 def _site_of(details: str) -> str | None:
@@ -156,6 +228,34 @@ def _site_of(details: str) -> str | None:
     except (ValueError, AttributeError):
         return None
     return site if isinstance(site, str) else None
+
+
+KIT_BARS = ("requested", "prepared", "voided")
+"""What the kit chart counts per visit (besides the spares left)."""
+
+KIT_STATUS_BARS = {"dispensed": "requested", "prepared": "prepared", "voided": "voided"}
+"""A kit's stored status -> its bar (``available`` kits are not requested yet)."""
+
+
+def running_imbalance(
+    allocations: list[ListedAllocation], arm_ids: tuple[str, ...], ratio: tuple[int, ...]
+) -> dict[str, list[float]]:
+    """Per stratum, the imbalance after each participant in list order.
+
+    For two arms it is signed: ``count / ratio`` of the first arm minus the
+    second's; for more arms it is :func:`imbalance` (the spread, never negative).
+    """
+    counts: dict[str, dict[str, int]] = {}
+    running: dict[str, list[float]] = {}
+    for allocation in allocations:
+        seen = counts.setdefault(allocation.stratum, dict.fromkeys(arm_ids, 0))
+        seen[allocation.arm] += 1
+        if len(arm_ids) == 2:
+            value = seen[arm_ids[0]] / ratio[0] - seen[arm_ids[1]] / ratio[1]
+        else:
+            value = imbalance(seen, ratio, arm_ids)
+        running.setdefault(allocation.stratum, []).append(value)
+    return running
 
 
 def strata_order(strata: dict[int, Stratum], key: str) -> int:

@@ -15,18 +15,15 @@ import functools
 import os
 import sqlite3
 import stat
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -39,6 +36,11 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from randomizer.errors import Busy, Hint, RandomizerError, StoreError
+
+if TYPE_CHECKING:
+    # alembic is imported where a schema is read or made: the remote client imports
+    # this module (for its value types) and never touches a schema
+    from alembic.config import Config
 
 DEFAULT_URL = "sqlite:///randomizer.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -103,6 +105,26 @@ def _on_postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.RLock:
+    """The process's one lock for writers of the SQLite file at ``path``.
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which
+    sleeps and polls with growing sleeps (up to 100 ms each), so under load a writer
+    may sleep long after the lock came free, and whoever polls first wins. Threads of
+    one process (the trial server's worker threads) queue on this lock instead and are
+    woken as soon as the writer before them ends. Writers in other processes still
+    meet at SQLite's own lock. Re-entrant, so a nested write transaction of one
+    thread behaves as it did without it (it waits in SQLite's busy handler).
+    """
+    key = os.path.realpath(path)
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.RLock())
+
+
 class Store:
     """An open database: engine, session factory and one-transaction helper."""
 
@@ -142,6 +164,9 @@ class Store:
             event.listen(self.engine, "begin", _on_sqlite_begin)
         elif self.engine.dialect.name == "postgresql":
             event.listen(self.engine, "connect", _on_postgresql_connect)
+        self._write_lock: threading.RLock | None = None
+        if self.is_sqlite and database not in ("", ":memory:") and not parsed.query.get("uri"):
+            self._write_lock = _writer_lock(Path(database))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
@@ -159,6 +184,9 @@ class Store:
         BEGIN); it must not write.
         """
         factory = self._read_sessions if read_only else self._sessions
+        writers = None if read_only else self._write_lock
+        if writers is not None and not writers.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise Busy(f"the database stayed busy for {BUSY_TIMEOUT_MS // 1000} s: try again")
         try:
             with factory() as session, session.begin():
                 yield session
@@ -168,6 +196,9 @@ class Store:
             if exc.connection_invalidated:
                 raise StoreError(f"lost the database connection: {_first_line(exc.orig)}") from None
             raise
+        finally:
+            if writers is not None:
+                writers.release()
 
     def has_schema(self) -> bool:
         """Whether the database already holds randomizer tables."""
@@ -180,10 +211,14 @@ class Store:
 
     def create_schema(self, session: Session) -> None:
         """Create every table by running all migrations (inside ``session``'s transaction)."""
+        from alembic import command
+
         command.upgrade(alembic_config(session.connection()), "head")
 
     def status(self, session: Session) -> SchemaStatus:
         """The database's schema revision and the one this randomizer expects."""
+        from alembic.runtime.migration import MigrationContext
+
         connection = session.connection()
         current = MigrationContext.configure(connection).get_current_revision()
         head, known = _revisions(alembic_config(connection).get_main_option("script_location"))
@@ -239,6 +274,9 @@ class SchemaStatus:
 def _revisions(script_location: str | None) -> tuple[str, frozenset[str]]:
     # Reading the migration scripts compiles every revision file: do it once per
     # process, not on every command (it was a fifth of a randomization's cost).
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", script_location or "")
     script = ScriptDirectory.from_config(config)
@@ -249,6 +287,8 @@ def _revisions(script_location: str | None) -> tuple[str, frozenset[str]]:
 
 def alembic_config(connection: Connection) -> Config:
     """Alembic's configuration for this package's migrations, run on ``connection``."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option(
         "script_location", str(resources.files("randomizer").joinpath("migrations"))

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from randomizer import audit
+from randomizer import audit, rows
 from randomizer.access import (
     Permission,
     Role,
@@ -176,6 +175,7 @@ def init_trial(
             store.create_schema(session)
             data_key = new_data_key()
             vault = Vault(data_key, design.id)
+            rows.attach(session, vault)
             session.add(
                 Trial(
                     id=design.id,
@@ -399,6 +399,11 @@ def generate_list(op: Operation) -> ListSummary:
     secrets.SystemRandom().shuffle(spare_arms)
     codes = new_code_numbers(len(schedule) * len(visits) + len(spare_arms))
     connection = op.session.connection()
+    # ids are given here, not by the database, so that each row's MAC (which covers
+    # its id) is computed before the row is written, in bulk
+    next_slot_id = _max_id(connection, Slot) + 1
+    next_kit_id = _max_id(connection, Kit) + 1
+    stratum_slot_ids: dict[str, list[int]] = {}
 
     def chunks() -> Iterator[tuple[StratumSchedule, int, int, list[str]]]:
         for stratum in schedule.strata:
@@ -414,7 +419,9 @@ def generate_list(op: Operation) -> ListSummary:
 
     with _large_cache(connection):
         with _bulk_rows(
-            connection, Slot.__tablename__, ("stratum_id", "sequence", "allocation_sealed")
+            connection,
+            Slot.__tablename__,
+            ("id", "stratum_id", "sequence", "allocation_sealed", "row_mac"),
         ) as write:
             for stratum, start, stop, arms in chunks():
                 stratum_id = strata[stratum.stratum].id
@@ -426,15 +433,32 @@ def generate_list(op: Operation) -> ListSummary:
                     stratum.block[start:stop].tolist(),
                     stratum.block_size[start:stop].tolist(),
                 )
-                write(
-                    [
-                        (stratum_id, sequence, value)
-                        for sequence, value in enumerate(sealed, start=start + 1)
-                    ]
-                )
-        slot_ids = {key: _slot_ids(connection, row.id, row.size) for key, row in strata.items()}
+                slot_rows = [
+                    (next_slot_id + k, stratum_id, sequence, value)
+                    for k, (sequence, value) in enumerate(enumerate(sealed, start=start + 1))
+                ]
+                next_slot_id += len(slot_rows)
+                stratum_slot_ids.setdefault(stratum.stratum, []).extend(r[0] for r in slot_rows)
+                macs = rows.mac_new_slots(vault, slot_rows)
+                rows.record_bulk(op.session, "slots", macs)
+                write([(*row, mac) for row, mac in zip(slot_rows, macs, strict=True)])
+        slot_ids = {key: np.array(stratum_slot_ids.get(key, []), dtype=np.int64) for key in strata}
 
         used = 0
+
+        def kit_rows(
+            values: list[tuple[str, bytes, int | None, int | None]], spare: bool
+        ) -> list[tuple[object, ...]]:
+            nonlocal next_kit_id
+            new = [
+                (next_kit_id + k, code, content, slot_id, visit)
+                for k, (code, content, slot_id, visit) in enumerate(values)
+            ]
+            next_kit_id += len(new)
+            macs = rows.mac_new_kits(vault, new, spare)
+            rows.record_bulk(op.session, "kits", macs)
+            return [(*row, spare, "available", mac) for row, mac in zip(new, macs, strict=True)]
+
         with _bulk_rows(connection, Kit.__tablename__, _KIT_COLUMNS) as write:
             for stratum, start, stop, arms in chunks():
                 kit_codes = code_texts(codes[used : used + len(arms) * len(visits)])
@@ -448,12 +472,10 @@ def generate_list(op: Operation) -> ListSummary:
                     for _ in visits
                 ]
                 write(
-                    [
-                        (code, content, slot_id, visit, False, "available")
-                        for code, content, slot_id, visit in zip(
-                            kit_codes, contents, kit_slots, visits * len(arms), strict=True
-                        )
-                    ]
+                    kit_rows(
+                        list(zip(kit_codes, contents, kit_slots, visits * len(arms), strict=True)),
+                        spare=False,
+                    )
                 )
             for start in range(0, len(spare_arms), LIST_CHUNK * len(visits)):
                 arms = spare_arms[start : start + LIST_CHUNK * len(visits)]
@@ -461,12 +483,17 @@ def generate_list(op: Operation) -> ListSummary:
                 used += len(kit_codes)
                 contents = seal_kit_contents(vault, kit_codes, arms)
                 write(
-                    [
-                        (code, content, None, None, True, "available")
-                        for code, content in zip(kit_codes, contents, strict=True)
-                    ]
+                    kit_rows(
+                        [
+                            (code, content, None, None)
+                            for code, content in zip(kit_codes, contents, strict=True)
+                        ],
+                        spare=True,
+                    )
                 )
     kits = used
+    _advance_id_sequence(connection, Slot)
+    _advance_id_sequence(connection, Kit)
     spare_kits = spare_kit_count(op.session)
 
     commitment = list_commitment(seed, schedule.digest())
@@ -573,7 +600,22 @@ def approve_list(op: Operation) -> ListApproval:
     )
 
 
-_KIT_COLUMNS = ("code", "content_sealed", "slot_id", "visit", "spare", "status")
+_KIT_COLUMNS = ("id", "code", "content_sealed", "slot_id", "visit", "spare", "status", "row_mac")
+
+
+def _max_id(connection: Connection, model: type[Slot] | type[Kit]) -> int:
+    return int(connection.execute(select(func.coalesce(func.max(model.id), 0))).scalar_one())
+
+
+def _advance_id_sequence(connection: Connection, model: type[Slot] | type[Kit]) -> None:
+    """On PostgreSQL, move the table's id sequence past the ids given by hand."""
+    if connection.dialect.name != "postgresql":
+        return
+    table = model.__tablename__
+    connection.exec_driver_sql(
+        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+        f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+    )
 
 
 @contextmanager
@@ -628,20 +670,6 @@ def _large_cache(connection: Connection) -> Iterator[None]:
         connection.exec_driver_sql(f"PRAGMA cache_size = {previous}")
 
 
-def _slot_ids(connection: Connection, stratum_id: int, size: int) -> NDArray[np.int64]:
-    """The ids of the stratum's slots, in list order (sequence 1 first)."""
-    rows = connection.execute(
-        select(Slot.id)
-        .where(Slot.stratum_id == stratum_id)
-        .order_by(Slot.sequence)
-        .execution_options(yield_per=LIST_CHUNK)
-    )  # streamed: not all ids as rows at once
-    ids = np.fromiter(rows.scalars(), dtype=np.int64)
-    if ids.size != size:
-        raise StateError(f"list generation wrote {size} slots but reads back {ids.size}")
-    return ids
-
-
 def spare_kit_count(session: Session) -> int:
     """Spare kits in the list, issued as replacements or not: the one count of spares."""
     return session.scalar(select(func.count()).select_from(Kit).where(Kit.spare.is_(True))) or 0
@@ -664,6 +692,16 @@ def open_seed(op: Operation) -> bytes:
 
 def verify_list(op: Operation) -> ListSummary:
     """Regenerate the list from the sealed seed and compare it with every stored slot and kit."""
+    summary, problems = check_list(op)
+    details = {"commitment": summary.commitment, "result": "mismatch" if problems else "match"}
+    op.audit("list.verify", subject=op.trial.id, details=details)
+    if problems:
+        raise ListMismatch("allocation list verification FAILED: " + "; ".join(problems))
+    return summary
+
+
+def check_list(op: Operation) -> tuple[ListSummary, list[str]]:
+    """Regenerate the list and compare; the summary and what differs (nothing audited)."""
     seed = open_seed(op)
     schedule = generate_schedule(op.design, seed)
     commitment = list_commitment(seed, schedule.digest())
@@ -691,11 +729,7 @@ def verify_list(op: Operation) -> ListSummary:
         if kit.slot_id is not None and slot_arm.get(kit.slot_id) != content:
             problems.append(f"kit {kit.code} does not hold its slot's content")
             break
-    details = {"commitment": commitment, "result": "mismatch" if problems else "match"}
-    op.audit("list.verify", subject=op.trial.id, details=details)
-    if problems:
-        raise ListMismatch("allocation list verification FAILED: " + "; ".join(problems))
-    return ListSummary(
+    summary = ListSummary(
         strata=tuple(
             StratumSummary(s.key, s.planned, s.size)
             for s in sorted(strata.values(), key=lambda s: s.position)
@@ -704,6 +738,7 @@ def verify_list(op: Operation) -> ListSummary:
         spare_kits=spare_kit_count(op.session),
         commitment=commitment,
     )
+    return summary, problems
 
 
 def list_status(op: Operation) -> ListStatus:

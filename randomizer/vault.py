@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac as std_hmac
 import os
 import secrets
 import stat
@@ -455,6 +456,14 @@ class Vault:
         except InvalidSignature:
             return False
         return True
+
+    def row_mac(self, data: bytes) -> bytes:
+        """Return HMAC-SHA256 of ``data`` under :attr:`row_key`."""
+        return std_hmac.digest(self._row_key, data, "sha256")
+
+    def verify_row_mac(self, data: bytes, mac: bytes) -> bool:
+        """Tell, in constant time, whether ``mac`` is :meth:`row_mac` of ``data``."""
+        return std_hmac.compare_digest(self.row_mac(data), bytes(mac))
 
     def _associated_data(self, kind: str, row: str) -> bytes:
         return (

@@ -28,6 +28,7 @@ from randomizer.audit import new_signing_key
 from randomizer.errors import DamagedRecord, InvalidInput
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute, without_audit
+from tests.support.rows import reseal
 from tests.support.trial import ADMIN, PASSWORDS, USER_OF_ROLE, USERS, Run, TrialFiles, all_commands
 
 ROLES = ("admin", "investigator", "pharmacist", "statistician", "monitor")
@@ -62,6 +63,7 @@ EXPECTED_BEFORE_LOCK: dict[Permission, set[str]] = {
     Permission.VOID_PARTICIPANT: {"admin"},
     Permission.REVIEW_UNBLINDING: {"admin", "monitor"},
     Permission.SEND_MAIL: {"admin"},
+    Permission.VERIFY: {"admin", "monitor"},
 }
 STATISTICIAN_AFTER_LOCK = {Permission.VERIFY_LIST, Permission.UNBLIND_ALL, Permission.REPORT_ARMS}
 
@@ -220,6 +222,10 @@ def test_a_login_with_an_absurd_stored_hash_is_refused_and_recorded(
         url,
         "UPDATE users SET password_hash = :h WHERE name = 'ivan'",
         h=f"scrypt$1073741824$8$1${salt}${digest}",
+    )
+    # with a valid row MAC, as a release would have written it (else the MAC refuses it first)
+    reseal(
+        trial_with_users, "users", execute(url, "SELECT id FROM users WHERE name = 'ivan'")[0][0]
     )
     before = dump_database(url)
 

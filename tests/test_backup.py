@@ -342,11 +342,11 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
     ),
     "a byte of a sealed slot": (
         _flip_column("slots", "allocation_sealed", "sequence = 1", index=20),
-        "the key file does not open this trial's data",
+        "the backup fails verification: slots row 1: its MAC does not match",
     ),
     "a byte of a sealed kit": (
         _flip_column("kits", "content_sealed", "id = 7", index=30),
-        "the key file does not open this trial's data",
+        "the backup fails verification: kits row 7: its MAC does not match",
     ),
     "two swapped slots": (
         _sql(
@@ -354,7 +354,8 @@ TAMPERING: dict[str, tuple[Tamper, str]] = {
             "UPDATE slots SET sequence = 1 WHERE sequence = 2",
             "UPDATE slots SET sequence = 2 WHERE sequence = -1",
         ),
-        "the key file does not open this trial's data",
+        "the backup fails verification: slots row 1: its MAC does not match (changed "
+        "without the key); slots row 2: its MAC does not match",
     ),
 }
 

@@ -3,11 +3,13 @@
 A database whose schema is behind this release is refused with the command
 that fixes it (``randomizer db upgrade``); one that is ahead is refused with
 "use the newer release". "Behind" is staged by giving the code a copy of its
-migration scripts with one more revision (``9000``), as the next release
-will; the real upgrade from ``0001`` by a trial made at the head and then
-stripped of what the later revisions added, as the release before made it.
-A trial at the head stripped of 0006's tables and set back to 0007 checks that
-the upgrade opens a review of every past emergency unblinding.
+migration scripts with one more revision (the head's number plus one), as the
+next release will. The real upgrades (from ``0001`` and ``0002``) start from a
+trial this release made, taken back to what the older release wrote: its later
+tables and columns dropped, the audit chain recomputed without the rows record
+that release did not write (:func:`_as_release`).
+A trial taken back to 0007 checks that the upgrade opens a review of every
+past emergency unblinding.
 """
 
 from __future__ import annotations
@@ -27,20 +29,24 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Integer, MetaData, create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from randomizer import maintenance, store
+from randomizer import audit, maintenance, store
 from randomizer.errors import AuthenticationFailed
 from randomizer.models import Base
 from randomizer.sessions import issue_token, resolve_token
+from randomizer.vault import Vault, read_key_file, unwrap_data_key
 from tests.support.assertions import assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
-HEAD = "0006"
-NEXT = "9000"
-"""The revision of the tests' "next release" (a copy of the scripts plus one)."""
+HEAD = store._revisions(
+    str(resources.files("randomizer").joinpath("migrations"))  # the real head, whatever it is
+)[0]
+NEXT = f"{int(HEAD) + 1:04d}"
+"""The test-only probe revision: one after the real head."""
 
-NEXT_REVISION = '''
+NEXT_REVISION = (
+    '''
 """A later release's schema change, for the tests.
 
 Revision ID: {next}
@@ -53,7 +59,8 @@ revision = "{next}"
 down_revision = "{head}"
 branch_labels = None
 depends_on = None
-
+'''
+    + """
 
 def upgrade() -> None:
     op.create_table("upgrade_probe", sa.Column("id", sa.Integer(), primary_key=True))
@@ -62,7 +69,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     raise NotImplementedError
-'''
+"""
+)
 
 
 def _compare(db_url: str, metadata: MetaData) -> list[Any]:
@@ -261,7 +269,7 @@ def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool =
     scripts = _copy_scripts(tmp_path)
     failure = f'raise RuntimeError("migration {NEXT} failed half-way")' if fail else "pass"
     (scripts / "versions" / f"{NEXT}_probe.py").write_text(
-        NEXT_REVISION.format(fail=failure, head=HEAD, next=NEXT)
+        NEXT_REVISION.format(fail=failure, next=NEXT, head=HEAD)
     )
     _use_scripts(scripts, monkeypatch)
 
@@ -364,47 +372,92 @@ def test_a_failing_migration_changes_nothing(
     assert dump_database(trial_with_list.db_url) == before
 
 
-# the real upgrade: 0001 -> 0002 (logins) -> 0004 (key material) -> 0005 (conduct) -> 0007 (sites)
-# -> 0006 (reviews, outbox)
+# the real upgrades: an older release's trial -> HEAD -----------------------------------------
 
-RELEASE_0005_TRIAL = ("list_generated_by", "list_state", "list_approved_at", "list_approved_by")
-RELEASE_0005_PARTICIPANTS = (
-    "voided_at",
-    "voided_by",
-    "void_reason",
-    "randomization_meaning",
-    "void_meaning",
-)
-
-
-def test_a_0001_database_upgrades_to_the_orm_schema(
-    trial_files: TrialFiles, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    build_trial(run, "list")
-    url = trial_files.db_url
-    # what the release before (0001) made: without what later revisions added
-    execute(
-        url,
-        "DROP TABLE auth_tokens",
-        "DROP TABLE login_failures",
-        "DROP TABLE user_sites",
-        "DROP TABLE unblinding_reviews",
-        "DROP TABLE mail_outbox",
-        "ALTER TABLE trial DROP COLUMN key_format",
-        "ALTER TABLE trial DROP COLUMN wrapped_audit_key",
-        "ALTER TABLE trial DROP COLUMN wrapped_row_key",
-        *(f"ALTER TABLE trial DROP COLUMN {column}" for column in RELEASE_0005_TRIAL),
-        *(f"ALTER TABLE participants DROP COLUMN {column}" for column in RELEASE_0005_PARTICIPANTS),
-        "UPDATE alembic_version SET version_num = '0001'",
+ROW_MAC_TABLES = ("trial", "users", "user_sites", "strata", "slots", "participants", "kits")
+CHAIN = ("0001", "0002", "0004", "0005", "0007", "0006", "0008")
+"""The revisions in the order they apply (numbered as they were written, chained as merged)."""
+ADDED: dict[str, tuple[str, ...]] = {
+    "0002": ("DROP TABLE auth_tokens", "DROP TABLE login_failures"),
+    "0004": tuple(
+        f"ALTER TABLE trial DROP COLUMN {c}"
+        for c in ("key_format", "wrapped_audit_key", "wrapped_row_key")
+    ),
+    "0005": tuple(
+        f"ALTER TABLE trial DROP COLUMN {c}"
+        for c in ("list_generated_by", "list_state", "list_approved_at", "list_approved_by")
     )
-    assert _revision(url) == "0001"
-    assert not {"auth_tokens", "login_failures"} & _tables(url)
-    before = dump_database(url)
-    assert assert_error(run("user", "list", user=ADMIN), 1) == (
-        f"the database schema (0001) is behind this randomizer ({HEAD}): take a backup, "
+    + tuple(
+        f"ALTER TABLE participants DROP COLUMN {c}"
+        for c in ("voided_at", "voided_by", "void_reason", "randomization_meaning", "void_meaning")
+    ),
+    "0007": ("DROP TABLE user_sites",),
+    "0006": ("DROP TABLE unblinding_reviews", "DROP TABLE mail_outbox"),
+    "0008": tuple(f"ALTER TABLE {table} DROP COLUMN row_mac" for table in ROW_MAC_TABLES)
+    + ("ALTER TABLE audit_events DROP COLUMN rows",),
+}
+"""What each revision added, as the statements that take it away again."""
+
+
+def _as_release(files: TrialFiles, revision: str) -> None:
+    """Take a trial this release made back to what the release of ``revision`` wrote.
+
+    Everything the later revisions added is dropped (newest first). That release had no
+    row MACs and no rows record in the events (0008): the audit chain is recomputed
+    without the rows record, with the key, as that release chained it. Then the revision
+    row says ``revision``.
+    """
+    url = files.db_url
+    [(trial_id, wrapped)] = execute(url, "SELECT id, wrapped_data_key FROM trial")
+    key = Vault(unwrap_data_key(read_key_file(files.key_file), bytes(wrapped)), trial_id)
+    events = audit_rows(url)
+    postgres = make_url(url).get_backend_name() == "postgresql"
+    later = CHAIN[CHAIN.index(revision) + 1 :]
+    statements = [sql for rev in reversed(later) for sql in ADDED[rev]]
+    if postgres:
+        statements.append("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+    prev = audit.GENESIS_MAC
+    for event in events:
+        body = audit.canonical(
+            event["seq"],
+            event["at"],
+            event["user"],
+            event["role"],
+            event["action"],
+            event["subject"],
+            event["reason"],
+            event["details"],
+        )
+        mac = audit.event_mac(key.audit_key(), prev, body)
+        statements.append(
+            f"UPDATE audit_events SET prev_mac = '{prev}', mac = '{mac}' WHERE seq = {event['seq']}"
+        )
+        prev = mac
+    statements.append(f"UPDATE audit_head SET seq = {len(events)}, mac = '{prev}'")
+    if postgres:
+        statements.append("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    statements.append(f"UPDATE alembic_version SET version_num = '{revision}'")
+    execute(url, *statements)
+
+
+def _behind_message(revision: str) -> str:
+    return (
+        f"the database schema ({revision}) is behind this randomizer ({HEAD}): take a backup, "
         "then an admin upgrades the database schema (run 'randomizer backup --out FILE', "
         "then 'randomizer db upgrade')"
     )
+
+
+def test_a_0001_database_upgrades_to_the_orm_schema(
+    trial_files: TrialFiles, run: Run, tmp_path: Path
+) -> None:
+    build_trial(run, "list")
+    url = trial_files.db_url
+    _as_release(trial_files, "0001")
+    assert _revision(url) == "0001"
+    assert not {"auth_tokens", "login_failures"} & _tables(url)
+    before = dump_database(url)
+    assert assert_error(run("user", "list", user=ADMIN), 1) == _behind_message("0001")
 
     upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
     assert json.loads(upgraded.stdout) == {"before": "0001", "after": HEAD}
@@ -413,20 +466,22 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
     assert _tables(url) == set(Base.metadata.tables) | {"alembic_version"}
     after = dump_database(url)
     assert (after["auth_tokens"], after["login_failures"]) == ([], [])
-    # a list in use before approval existed goes on as approved (by no one)
+    # a list in use before approval existed goes on as approved (by no one); the trial
+    # keeps its keys as they were (key format 1, no wrapped MAC keys)
     assert execute(url, "SELECT list_state, list_approved_by FROM trial") == [("approved", None)]
+    assert execute(url, "SELECT key_format, wrapped_audit_key FROM trial") == [(1, None)]
     unchanged = {name for name in before if not name.startswith("audit_")} - {
         "alembic_version",
         "trial",
         "participants",
     }
-    assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
-    # the trial keeps its keys as they were (key format 1, no wrapped MAC keys); a list
-    # in use before approval existed goes on as approved by no one
-    assert after["trial"] == [
-        (*row, 1, None, None, None, "approved", None, None) for row in before["trial"]
-    ]
+    # every row as it was, plus its MAC (the new last column)
+    assert {
+        name: sorted((row[:-1] if name in ROW_MAC_TABLES else row for row in after[name]), key=repr)
+        for name in unchanged
+    } == {name: sorted(before[name], key=repr) for name in unchanged}
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN).stdout
+    run.ok("verify", user=ADMIN)
 
     # the new tables work: a login of mona's dies when she is disabled
     database = store.Store(url)
@@ -446,6 +501,46 @@ def test_a_0001_database_upgrades_to_the_orm_schema(
     assert execute(url, "SELECT key_format FROM trial") == [(2,)]
     assert "Audit trail verified" in run.ok("audit", "verify", user=ADMIN, key_file=new_key).stdout
     assert "it matches its seed" in run.ok("list", "verify", user=ADMIN, key_file=new_key).stdout
+    run.ok("verify", user=ADMIN, key_file=new_key)
+
+
+def test_a_database_before_row_macs_upgrades_with_a_mac_for_every_row(
+    trial_files: TrialFiles, run: Run
+) -> None:
+    """The migration has no key; 'db upgrade' has, and computes the MACs in its transaction."""
+    build_trial(run, "list")
+    run.ok("randomize", "P-001", "--site", "WAW", *answer_args(age="40"), user="ivan")
+    url = trial_files.db_url
+    _as_release(trial_files, "0006")
+    assert assert_error(run("user", "list", user=ADMIN), 1) == _behind_message("0006")
+    [(trail,)] = execute(url, "SELECT count(*) FROM audit_events")
+
+    upgraded = run.ok("db", "upgrade", "--json", user=ADMIN)
+    assert json.loads(upgraded.stdout) == {"before": "0006", "after": HEAD}
+    assert _compare(url, Base.metadata) == []
+    counts = {
+        table: execute(url, f"SELECT count(*) FROM {table}")[0][0] for table in ROW_MAC_TABLES
+    }
+    for table in ROW_MAC_TABLES:
+        assert execute(url, f"SELECT count(*) FROM {table} WHERE row_mac IS NULL") == [(0,)]
+    [login, upgrade] = audit_rows(url)[trail:]
+    assert (login["action"], upgrade["action"]) == ("auth.login", "db.upgrade")
+    sealed = {table: n for table, n in counts.items() if n}  # tables with no rows are not named
+    assert upgrade["details"] == {"before": "0006", "after": HEAD, "row_macs": sealed}
+    assert counts["participants"] == 1 and counts["kits"] > counts["slots"] > 0
+
+    result = run.ok("verify", "--json", user="mona")
+    assert json.loads(result.stdout)["problems"] == []
+    run.ok("randomize", "P-002", "--site", "WAW", *answer_args(age="41"), user="ivan")
+    assert json.loads(run.ok("verify", "--json", user=ADMIN).stdout)["problems"] == []
+
+    # once upgraded, a row without a MAC is not given one by another 'db upgrade'
+    execute(url, "UPDATE users SET row_mac = NULL, role = 'admin' WHERE name = 'mona'")
+    run.ok("db", "upgrade", user=ADMIN)
+    assert_error(run("audit", "show", user="mona"), 1, "integrity check failed: users row")
+    broken = run("verify", user=ADMIN)
+    assert_error(broken, 1, "the database failed verification")
+    assert "users row" in broken.stdout
 
 
 def test_the_database_url_of_a_refusal_hides_its_password(db_url: str, run: Run) -> None:
@@ -467,13 +562,8 @@ def test_a_database_before_0006_opens_a_review_of_every_past_unblinding(
     run.ok("unblind", "emergency", "P-001", "--reason", "anaphylaxis", user="ivan")
     run.ok("unblind", "emergency", "P-001", "--reason", "second look", user=ADMIN)
     url = trial_files.db_url
-    # the release before (schema 0007) had no reviews and no outbox
-    execute(
-        url,
-        "DROP TABLE unblinding_reviews",
-        "DROP TABLE mail_outbox",
-        "UPDATE alembic_version SET version_num = '0007'",
-    )
+    # the release before (schema 0007) had no reviews and no outbox (and no row MACs)
+    _as_release(trial_files, "0007")
     assert _revision(url) == "0007"
     run.ok("db", "upgrade", user=ADMIN)
     assert _compare(url, Base.metadata) == []

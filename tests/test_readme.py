@@ -48,7 +48,7 @@ def _command(words: list[str]) -> tuple[tuple[str, ...], click.Command, list[str
             if word != "--json":
                 rest.pop(0)
             continue
-        sub = command.commands.get(word)
+        sub = command.get_command(click.Context(command), word)  # the root loads lazily
         assert sub is not None, f"no command {' '.join([*path, word])!r}"
         command, path = sub, [*path, word]
     return tuple(path), command, rest

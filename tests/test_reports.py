@@ -26,6 +26,10 @@ BLINDED_KEYS = {
     "by_date",
     "kits",
     "arms_shown",
+    "by_site_date",
+    "screen_failures_by_date",
+    "kits_by_visit",
+    "spares_left",
 }
 DAY0 = FOUR_DAY0
 
@@ -62,6 +66,33 @@ def kit_counts(files: TrialFiles) -> dict[str, int]:
     return {s: counts.get(s, 0) for s in ("available", "dispensed", "prepared", "voided")}
 
 
+def failure_day(files: TrialFiles) -> str:
+    """The UTC day the one screen failure was recorded."""
+    days = [row["at"][:10] for row in audit_rows(files.db_url) if row["action"] == "screen_failure"]
+    assert len(days) == 1
+    return str(days[0])
+
+
+def kits_by_visit(files: TrialFiles) -> dict[str, dict[str, int]]:
+    """Kits per visit by bar, straight from the database."""
+    bars = {"dispensed": "requested", "prepared": "prepared", "voided": "voided"}
+    result = {str(v.number): dict.fromkeys(bars.values(), 0) for v in DESIGN.visits}
+    for visit, status in execute(
+        files.db_url, "SELECT visit, status FROM kits WHERE visit IS NOT NULL"
+    ):
+        if status in bars:
+            result[str(visit)][bars[status]] += 1
+    return result
+
+
+def spares_left(files: TrialFiles) -> int:
+    rows = execute(
+        files.db_url,
+        "SELECT count(*) FROM kits WHERE spare AND visit IS NULL AND status = 'available'",
+    )
+    return int(rows[0][0])
+
+
 @pytest.mark.parametrize("user", ["ivan", "mona", "stan", "petra"])
 def test_roles_without_arm_balance_see_recruitment_and_kits_only(
     run: Run, busy_trial: TrialFiles, user: str
@@ -84,11 +115,18 @@ def test_roles_without_arm_balance_see_recruitment_and_kits_only(
         "imbalance_bound": None,
         "open_reviews": 1,
         "reviews": data["reviews"],
+        "by_site_date": {"WAW": {DAY0.isoformat(): 4}},
+        "screen_failures_by_date": {failure_day(busy_trial): 1},
+        "kits_by_visit": kits_by_visit(busy_trial),
+        "spares_left": spares_left(busy_trial),
+        "allocations": [],
+        "arm_ratio": {},
     }
     # the reviewing role (monitor) sees the open review, with the reason and no arm
     assert [(r["unblinded_by"], r["reason"]) for r in data["reviews"]] == (
         [("ivan", "rash")] if user == "mona" else []
     )
+    assert data["kits_by_visit"]["1"] == {"requested": 3, "prepared": 1, "voided": 1}
     assert data["kits"]["voided"] == 1 and data["kits"]["prepared"] == 1
     assert data["kits"]["dispensed"] == 3
     text = run.ok("report", user=user).stdout
@@ -124,8 +162,17 @@ def test_the_blinded_report_does_not_move_with_the_arms(
         )
         data = report(run, "mona")
         seen.append(data)
-        assert set(data) - {"by_arm", "by_block", "imbalance", "imbalance_bound"} == BLINDED_KEYS
+        unblinded = {
+            "by_arm",
+            "by_block",
+            "imbalance",
+            "imbalance_bound",
+            "allocations",
+            "arm_ratio",
+        }
+        assert set(data) - unblinded == BLINDED_KEYS
         assert (data["by_arm"], data["by_block"], data["imbalance"]) == ({}, [], None)
+        assert (data["allocations"], data["arm_ratio"]) == ([], {})
         assert data["randomized"] == n and data["by_date"] == {DAY0.isoformat(): n}
     arms = participant_arms(trial_with_list)
     assert len(set(arms.values())) == 2  # the reports above spanned both arms
@@ -142,6 +189,10 @@ def test_an_admin_sees_the_balance_by_arm_and_block(run: Run, busy_trial: TrialF
     assert data["imbalance_bound"] == DESIGN.imbalance_bound() == 3
     assert data["by_block"][0]["block"] == 1 and data["by_block"][0]["block_size"] in (4, 6)
     assert sum(sum(b["assigned"].values()) for b in data["by_block"]) == 4
+    assert data["arm_ratio"] == dict(zip(DESIGN.arm_ids, DESIGN.ratio, strict=True))
+    listed = data["allocations"]
+    assert sorted(a["arm"] for a in listed) == sorted(arms.values())
+    assert [a["sequence"] for a in listed] == sorted(a["sequence"] for a in listed)
     text = run.ok("report", user="alice").stdout
     assert "Balance by arm (unblinded view):" in text
     assert f"Imbalance now: {data['imbalance']:g} (the design allows at most 3)" in text

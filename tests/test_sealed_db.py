@@ -23,6 +23,7 @@ from randomizer.vault import NONCE_SIZE, sealed_size
 from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE, assert_error, assert_ok
 from tests.support.database import audit_rows, dump_database, execute, without_audit
 from tests.support.exosome import ARM_LABELS, ARMS, TRIAL_ID, answer_args
+from tests.support.rows import integrity_refusal, reseal, reseal_all
 from tests.support.trial import (
     ADMIN,
     PASSWORDS,
@@ -329,6 +330,10 @@ def test_moved_or_altered_ciphertext_fails_with_the_integrity_error(
     tamper: Any, trial_with_list: TrialFiles, run: Run
 ) -> None:
     tamper(trial_with_list)
+    # without the key, the row's MAC refuses it first, naming the row and nothing of its value
+    assert assert_error(run("list", "verify", user=ADMIN), 1).startswith("integrity check failed: ")
+    # re-MAC'd with the key (a key holder's doing), the sealing beneath still refuses it
+    reseal_all(trial_with_list)
     before = dump_database(trial_with_list.db_url)
     result = run("list", "verify", user=ADMIN)
     assert assert_error(result, 1) == OPAQUE
@@ -371,6 +376,7 @@ def test_key_holder_substitutions_are_caught_by_list_verify(
     )
     other = {"exosome": "saline", "saline": "exosome"}[vault.open(KIT_KIND, code, content)]
     _set_kit(trial_with_list, kit_id, vault.seal(KIT_KIND, code, other))
+    reseal(trial_with_list, "kits", kit_id)
     assert (
         assert_error(run("list", "verify", user=ADMIN), 1)
         == f"allocation list verification FAILED: kit {code} does not hold its slot's content"
@@ -379,6 +385,10 @@ def test_key_holder_substitutions_are_caught_by_list_verify(
 
 def test_an_altered_list_commitment_is_caught(trial_with_list: TrialFiles, run: Run) -> None:
     execute(trial_with_list.db_url, "UPDATE trial SET list_digest = :d", d="0" * 64)
+    assert assert_error(run("list", "verify", user=ADMIN), 1) == integrity_refusal(
+        "trial", "exosome-ms"
+    )
+    reseal(trial_with_list, "trial", "exosome-ms")
     assert (
         assert_error(run("list", "verify", user=ADMIN), 1)
         == "allocation list verification FAILED: the list commitment differs"
@@ -395,6 +405,7 @@ def test_a_resealed_slot_with_another_arm_is_caught(trial_with_list: TrialFiles,
     arm, block, size = open_allocation(vault, key, sequence, bytes(value))
     other = {"exosome": "saline", "saline": "exosome"}[arm]
     _set_slot(trial_with_list, slot_id, seal_allocation(vault, key, sequence, other, block, size))
+    reseal(trial_with_list, "slots", slot_id)
     message = assert_error(run("list", "verify", user=ADMIN), 1)
     assert message.startswith("allocation list verification FAILED: ")
     assert "stored slots differ from the regenerated list" in message

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 
 from randomizer import store as store_module
@@ -85,6 +87,70 @@ def test_a_database_that_stays_busy_is_refused(
     finally:
         holder.close()
     assert dump_database(trial_with_users.db_url) == before
+
+
+def test_threads_of_one_process_queue_for_the_write_lock_instead_of_failing_busy(
+    store: Store, sqlite_only: None
+) -> None:
+    # no busy handler at all: a writer that met SQLite's lock would fail at once; the
+    # process's writer lock makes the threads take turns instead
+    event.listen(
+        store.engine,
+        "connect",
+        lambda connection, _record: connection.execute("PRAGMA busy_timeout = 0"),
+    )
+    store.dispose()
+    failures: list[BaseException] = []
+
+    def writer(index: int) -> None:
+        try:
+            for turn in range(15):
+                with store.transaction() as session:
+                    session.execute(update(User).where(User.name == ADMIN).values(disabled=False))
+                    time.sleep(0.001 * ((index + turn) % 3))  # hold the lock a little
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_the_writer_lock_is_one_per_file_held_by_write_transactions_only(
+    store: Store, trial_with_users: TrialFiles, sqlite_only: None
+) -> None:
+    other = Store(trial_with_users.db_url)
+    try:
+        lock = store._write_lock
+        assert lock is not None and other._write_lock is lock
+        with store.transaction(read_only=True):
+            assert lock.acquire(blocking=False)  # a reader does not hold it
+            lock.release()
+        with pytest.raises(RuntimeError, match="half-way"), store.transaction():
+            assert _held_elsewhere(lock)
+            raise RuntimeError("half-way")
+        assert not _held_elsewhere(lock)  # released after a failed transaction too
+    finally:
+        other.dispose()
+
+
+def _held_elsewhere(lock: threading.RLock) -> bool:
+    """Whether another thread would have to wait for ``lock``."""
+    free: list[bool] = []
+
+    def probe() -> None:
+        got = lock.acquire(blocking=False)
+        if got:
+            lock.release()
+        free.append(got)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return not free[0]
 
 
 def test_a_failed_transaction_leaves_nothing_behind(

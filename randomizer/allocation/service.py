@@ -543,15 +543,16 @@ def prepare_kit(op: Operation, code: str) -> Preparation:
     participant = op.session.get(Participant, kit.participant_id)
     assert participant is not None
     _refuse_if_voided(op, participant, f"do NOT prepare kit {kit.code}")
+    # written before the event, so that the event records the row it changed
+    kit.status = "prepared"
+    kit.prepared_at = op.now
+    kit.prepared_by = op.user.name
     op.audit(
         "pharmacy.prepare",
         subject=kit.code,
         details={"participant": participant.code, "visit": kit.visit},
     )
     arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
-    kit.status = "prepared"
-    kit.prepared_at = op.now
-    kit.prepared_by = op.user.name
     visit = op.design.visit(kit.visit)
     return Preparation(
         kit=kit.code,

@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from randomizer import audit, logins, participants, reports, trial
+from randomizer import audit, integrity, logins, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.wire import error_from_wire, from_wire
@@ -546,6 +546,13 @@ class HttpBackend:
         return self._call(
             review.ReviewItem, "POST", f"/unblinding/reviews/{review_id}/close", {"note": note}
         )
+
+    def verify_database(
+        self, checkpoint: audit.Checkpoint | None = None
+    ) -> integrity.IntegrityReport:
+        """Verify the whole database on the server (admin, monitor)."""
+        body = {"checkpoint": asdict(checkpoint) if checkpoint is not None else None}
+        return self._call(integrity.IntegrityReport, "POST", "/verify", body)
 
 
 def _signed(signature: Signature) -> dict[str, str]:

@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import Protocol
 
-from randomizer import audit, logins, mail, maintenance, participants, reports, trial
+from randomizer import audit, integrity, logins, mail, maintenance, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.design import TrialDesign
@@ -165,6 +165,12 @@ class Backend(Protocol):
 
     def close_review(self, review_id: int, note: str) -> review.ReviewItem:
         """Close one review with a note; not by the user who unblinded (admin, monitor)."""
+
+    def verify_database(
+        self, checkpoint: audit.Checkpoint | None = None
+    ) -> integrity.IntegrityReport:
+        """Check every row MAC, the audit chain, the rows the trail records and the list
+        (admin, monitor); problems are reported, not raised."""
 
 
 class Custody(Protocol):

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from randomizer import (
     audit,
+    integrity,
     logins,
     mail,
     maintenance,
@@ -124,6 +125,7 @@ class LocalBackend:
         subject: str = "",
         schema_check: bool = True,
         signature: Signature | None = None,
+        check_trial: bool = True,
     ) -> T:
         principal = self.login(action, schema_check)
         signed = None
@@ -141,6 +143,7 @@ class LocalBackend:
             subject=subject,
             schema_check=schema_check,
             signature=signed,
+            check_trial=check_trial,
         ) as op:
             return body(op)
 
@@ -256,6 +259,17 @@ class LocalBackend:
     def audit_checkpoint(self) -> audit.Checkpoint:
         """Record a checkpoint of the head; returned unsigned for the caller to sign."""
         return self._run(Permission.CHECKPOINT_AUDIT, "audit.checkpoint", audit.take_checkpoint)
+
+    def verify_database(
+        self, checkpoint: audit.Checkpoint | None = None
+    ) -> integrity.IntegrityReport:
+        """Check every row MAC, the audit chain, the rows the trail records and the list."""
+        return self._run(
+            Permission.VERIFY,
+            "verify",
+            lambda op: integrity.verify_database(op, checkpoint),
+            check_trial=False,
+        )
 
     # the blinded path ------------------------------------------------------
 

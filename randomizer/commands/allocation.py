@@ -26,7 +26,6 @@ from randomizer.commands.base import (
     reason_option,
     table,
 )
-from randomizer.commands.participants import participant
 from randomizer.design import Criterion, TrialDesign
 from randomizer.errors import InvalidInput
 
@@ -353,27 +352,3 @@ def create_private(path: Path) -> int:
         raise InvalidInput(f"{path} already exists: refusing to overwrite it") from None
     except OSError as exc:
         raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
-
-
-@participant.command("void")
-@click.argument("participant_id", metavar="PARTICIPANT")
-@reason_option()
-@json_option
-@pass_settings
-def participant_void(settings: Settings, participant_id: str, reason: str) -> None:
-    """Mark a randomization made in error (admin); its slot stays used (intention to treat).
-
-    The participant stays in every export with its status and reason, and gets no
-    further kit.
-    Example: randomizer participant void P-007 --reason "randomized under the wrong id"
-    """
-    result = settings.backend().void_participant(
-        participant_id, reason, signature=settings.signature("participant.void")
-    )
-    emit(
-        settings,
-        result,
-        f"Participant {result.participant} ({result.randomization_number}) voided by "
-        f"{result.voided_by} at {result.voided_at}: randomized in error. The slot stays "
-        "used; no further kit will be issued to this participant.",
-    )

@@ -1,4 +1,4 @@
-"""Commands on the audit trail: show, verify, keygen, checkpoint."""
+"""Commands on the audit trail (show, verify, keygen, checkpoint) and ``randomizer verify``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 
 from randomizer.audit import (
     AuditEvent,
+    Checkpoint,
     load_signing_key,
     new_signing_key,
     read_checkpoint,
@@ -18,7 +19,7 @@ from randomizer.audit import (
 )
 from randomizer.commands.allocation import create_private
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
-from randomizer.errors import Hint, InvalidInput
+from randomizer.errors import Hint, IntegrityFailure, InvalidInput
 
 SEQ_MAX = 2**31 - 1
 """The largest sequence number: audit_events.seq is a 32-bit INTEGER on PostgreSQL. Larger
@@ -111,6 +112,23 @@ def _read(path: Path, what: str) -> bytes:
         raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
+def _signed_checkpoint(checkpoint: Path | None, public_key: Path | None) -> Checkpoint | None:
+    """The checkpoint of a signed note, its signature checked here with the public key."""
+    if checkpoint is None:
+        return None
+    if public_key is None:
+        raise InvalidInput(
+            "a checkpoint note is checked with the public key that "
+            "signed it: give that public key too",
+            hint=Hint.CHECKPOINT_KEY,
+        )
+    # the signature is checked here, where the public key is; the backend checks the head
+    return read_checkpoint(
+        _read(checkpoint, "checkpoint note").decode("utf-8", "replace"),
+        _read(public_key, "public key"),
+    )
+
+
 @audit_group.command("verify")
 @click.option(
     "--checkpoint",
@@ -130,20 +148,7 @@ def audit_verify(settings: Settings, checkpoint: Path | None, public_key: Path |
     Exit 1 names the first broken event. Example:
     randomizer audit verify --checkpoint 2026-11-25.note --public-key qa.pub
     """
-    signed = None
-    if checkpoint is not None:
-        if public_key is None:
-            raise InvalidInput(
-                "a checkpoint note is checked with the public key that "
-                "signed it: give that public key too",
-                hint=Hint.CHECKPOINT_KEY,
-            )
-        # the signature is checked here, where the public key is; the backend checks the head
-        signed = read_checkpoint(
-            _read(checkpoint, "checkpoint note").decode("utf-8", "replace"),
-            _read(public_key, "public key"),
-        )
-    report = settings.backend().audit_verify(signed)
+    report = settings.backend().audit_verify(_signed_checkpoint(checkpoint, public_key))
     anchored = (
         f"; signed checkpoint at event {report.checkpoint_seq} holds"
         if report.checkpoint_seq is not None
@@ -225,3 +230,52 @@ def audit_checkpoint(settings: Settings, signing_key: Path, out: Path | None) ->
         handle.flush()
         os.fsync(handle.fileno())
     click.echo(f"Checkpoint note written to {out}: file it away from the database host.")
+
+
+@click.command("verify")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A signed note from 'audit checkpoint': also prove its head is still there.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The public key that signed the note.",
+)
+@json_option
+@pass_settings
+def verify(settings: Settings, checkpoint: Path | None, public_key: Path | None) -> None:
+    """Check the whole database with the key: every row MAC, the audit chain, the rows
+    the trail records, the allocation list (admin, monitor).
+
+    Every problem found is listed, naming a table and row id (never an arm); exit 1 if
+    there is any. A cut tail of the trail with its head rolled back is found only with
+    a signed checkpoint note. Example:
+    randomizer verify --checkpoint 2026-11-25.note --public-key qa.pub
+    """
+    signed = _signed_checkpoint(checkpoint, public_key)
+    report = settings.backend().verify_database(signed)
+
+    def text() -> str:
+        if report.problems:
+            return "\n".join(f"BROKEN: {problem}" for problem in report.problems)
+        anchored = (
+            f"; signed checkpoint at event {report.checkpoint_seq} holds"
+            if report.checkpoint_seq is not None
+            else ""
+        )
+        listed = {
+            "match": "the list matches its seed",
+            "none": "no list generated yet",
+        }.get(report.list, f"list: {report.list}")
+        return (
+            f"Database verified: {report.rows} rows in {len(report.tables)} tables, "
+            f"{report.events} audit events, {listed}{anchored}"
+        )
+
+    emit(settings, report, text)
+    if not report.ok:
+        raise IntegrityFailure(
+            f"the database failed verification: {len(report.problems)} problem(s), listed above"
+        )

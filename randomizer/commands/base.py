@@ -3,6 +3,10 @@
 This is the only place a :class:`~randomizer.errors.RandomizerError` becomes
 an exit code: 1 for a refusal, 2 for bad usage or malformed input, always as
 one line starting ``Error:`` on stderr, never a traceback.
+
+It imports neither the library's database layer nor its backends at module level:
+``randomizer --help`` and ``--version`` load only click and this module (see
+:class:`LazyGroup`), and a command imports the backend it uses when it asks for one.
 """
 
 from __future__ import annotations
@@ -12,21 +16,29 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from randomizer.access import MAX_PASSWORD_LENGTH
-from randomizer.backends.http import HttpBackend, check_server_url, load_token
-from randomizer.backends.interface import Backend, Custody
-from randomizer.backends.local import LocalBackend
 from randomizer.backends.wire import MAX_TEXT, to_wire
-from randomizer.context import Credentials
 from randomizer.errors import Hint, InvalidInput, RandomizerError
 from randomizer.signatures import Signature, meaning_of
-from randomizer.store import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from randomizer.backends.http import HttpBackend
+    from randomizer.backends.interface import Backend, Custody
+    from randomizer.backends.local import LocalBackend
+    from randomizer.context import Credentials
+
+DEFAULT_DB_URL = "sqlite:///randomizer.db"
+"""The --db default: :data:`randomizer.store.DEFAULT_URL` (a test keeps them equal),
+spelled out here so that the root's help does not import the store (and alembic)."""
+
+MAX_PASSWORD_LENGTH = 1024
+""":data:`randomizer.access.MAX_PASSWORD_LENGTH` (a test keeps them equal), spelled
+out here so that reading a password does not import the password hashing."""
 
 DEBUG_ENV = "RANDOMIZER_DEBUG"
 
@@ -39,6 +51,7 @@ CLI_HINTS: dict[Hint, str] = {
     Hint.GENERATE_LIST: "run 'randomizer list generate'",
     Hint.VERIFY_LIST: "run 'randomizer list verify'",
     Hint.VERIFY_COPY: "run 'randomizer audit verify' and 'randomizer list verify' on the copy",
+    Hint.VERIFY: "run 'randomizer verify'",
     Hint.LIST_USERS: "see 'randomizer user list'",
     Hint.UPGRADE_SCHEMA: "run 'randomizer backup --out FILE', then 'randomizer db upgrade'",
     Hint.LOCK: "run 'randomizer lock --reason TEXT'",
@@ -72,7 +85,71 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-class RandomizerGroup(click.Group):
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command the root group imports only when it runs (or its own help is asked for)."""
+
+    target: str
+    """Where it is: ``"module:attribute"``, e.g. ``"randomizer.commands.setup:init"``."""
+    short_help: str
+    """Its one-line help as ``randomizer --help`` lists it (a test keeps it equal to the
+    command's own ``get_short_help_str``)."""
+
+    def load(self) -> click.Command:
+        """Import the command's module and return the command."""
+        module, _, attribute = self.target.partition(":")
+        command = getattr(import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.target} is not a click command")
+        return command
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands' modules are imported only when one of them runs.
+
+    ``randomizer --help`` lists the commands from their :class:`LazyCommand` entries
+    without importing any command module, so it loads neither SQLAlchemy, alembic nor
+    numpy; running a command imports its module (and what that module imports) only.
+    """
+
+    def __init__(
+        self, *args: Any, lazy_commands: dict[str, LazyCommand] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands: dict[str, LazyCommand] = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, loaded or not, sorted as click sorts them."""
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, importing its module the first time it is asked for."""
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            self.add_command(self.lazy_commands[cmd_name].load(), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The ``Commands:`` section of the help, as click writes it, without imports."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                command = self.commands[name]
+                if command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                # a stand-in with the same help shortens it exactly as the command would
+                stand_in = click.Command(name, help=self.lazy_commands[name].short_help)
+                rows.append((name, stand_in.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class RandomizerGroup(LazyGroup):
     """Root group whose ``main`` is the single error boundary of the CLI."""
 
     def main(
@@ -106,23 +183,25 @@ class RandomizerGroup(click.Group):
             _fail(exc.format_message(), exc.exit_code)
         except (click.Abort, EOFError, KeyboardInterrupt):
             _fail("aborted; nothing was changed by the unfinished command", 1)
-        except SQLAlchemyError as exc:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            _fail(f"database error: {str(getattr(exc, 'orig', exc) or exc).splitlines()[0]}", 1)
-        except OSError as exc:
-            if os.environ.get(DEBUG_ENV):
-                raise
-            _fail(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "), 1)
         except Exception as exc:  # the boundary: never show a traceback to a user
             if os.environ.get(DEBUG_ENV):
                 raise
+            if _is_database_error(exc):
+                _fail(f"database error: {str(getattr(exc, 'orig', exc) or exc).splitlines()[0]}", 1)
+            if isinstance(exc, OSError):
+                _fail(f"{exc.strerror or exc}: {exc.filename or ''}".strip(": "), 1)
             _fail(
                 f"internal error ({type(exc).__name__}); nothing was committed. "
                 f"Set {DEBUG_ENV}=1 for details and report it",
                 1,
             )
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLAlchemy's; without importing it where no command loaded it."""
+    module = sys.modules.get("sqlalchemy.exc")
+    return module is not None and isinstance(exc, module.SQLAlchemyError)
 
 
 @dataclass
@@ -144,6 +223,8 @@ class Settings:
 
     def remote(self) -> HttpBackend:
         """The trial server's client: the saved login's token, or a login for this command."""
+        from randomizer.backends.http import HttpBackend, check_server_url, load_token
+
         server = check_server_url(self.server or "")
         saved = load_token(server)
         if saved is not None and self.user in (None, saved[0]):
@@ -164,6 +245,8 @@ class Settings:
         return self._local()
 
     def _local(self) -> LocalBackend:
+        from randomizer.backends.local import LocalBackend
+
         backend = LocalBackend(self.db, self.key_file, self.credentials)
         # release pooled connections when the command ends (in-process callers, tests)
         click.get_current_context().call_on_close(backend.close)
@@ -181,6 +264,8 @@ class Settings:
         who = f" of {self.user}" if self.user else ""
         password = read_password(f"{meaning}\nPassword{who} to sign")
         if self._credentials is None and self.user:
+            from randomizer.context import Credentials
+
             self._credentials = Credentials(self.user, password)
         return Signature(password=password, meaning=meaning)
 
@@ -189,6 +274,8 @@ class Settings:
         if self._credentials is None:
             if not self.user:
                 raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
+            from randomizer.context import Credentials
+
             self._credentials = Credentials(self.user, read_password(f"Password for {self.user}"))
         return self._credentials
 
@@ -247,7 +334,7 @@ def root_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--db",
             envvar="RANDOMIZER_DB",
-            default=DEFAULT_URL,
+            default=DEFAULT_DB_URL,
             show_default=True,
             help="Database URL (RANDOMIZER_DB).",
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -80,13 +81,26 @@ def design_show(settings: Settings, name_or_file: str) -> None:
     help="Also show how well the next arm could be guessed and the largest "
     "imbalance, for these blocks and the usual alternatives.",
 )
+@click.option(
+    "--chart",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --predictability: draw correct guesses against largest imbalance, one "
+    "point per way of making blocks, into this file (.svg or .png).",
+)
 @json_option
 @pass_settings
-def design_check(settings: Settings, file: str, predictability: bool) -> None:
+def design_check(settings: Settings, file: str, predictability: bool, chart: Path | None) -> None:
     """Validate a design file (or shipped design); exit 2 with the field named if it is wrong.
 
-    Example: randomizer design check my-trial.toml --predictability
+    Example: randomizer design check my-trial.toml --predictability --chart blocks.svg
     """
+    if chart is not None and not predictability:
+        raise click.UsageError("--chart draws the predictability figures: add --predictability")
+    if chart is not None:
+        from randomizer import charts  # matplotlib only for the commands that draw
+
+        chart_format = charts.chart_format(chart.name)
     loaded = load_design(file)
     data: dict[str, Any] = {"design": loaded.id, "valid": True, "digest": loaded.digest()}
     text = f"{file}: valid design {loaded.id} (digest {loaded.digest()})"
@@ -94,6 +108,9 @@ def design_check(settings: Settings, file: str, predictability: bool) -> None:
         report = predictability_report(loaded)
         data["predictability"] = report
         text += "\n\n" + _predictability_text(report)
+        if chart is not None:
+            chart.write_bytes(charts.predictability_chart(report, chart_format))
+            text += f"\n\nChart written to {chart}"
     emit(settings, data, text)
 
 

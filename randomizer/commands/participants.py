@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from randomizer.commands.base import Settings, emit, json_option, pass_settings, table
+from randomizer.commands.base import (
+    Settings,
+    emit,
+    json_option,
+    pass_settings,
+    reason_option,
+    table,
+)
 
 
 @click.group()
@@ -58,4 +65,28 @@ def participant_list(settings: Settings, site: str | None) -> None:
             if rows
             else "No participants to show."
         ),
+    )
+
+
+@participant.command("void")
+@click.argument("participant_id", metavar="PARTICIPANT")
+@reason_option()
+@json_option
+@pass_settings
+def participant_void(settings: Settings, participant_id: str, reason: str) -> None:
+    """Mark a randomization made in error (admin); its slot stays used (intention to treat).
+
+    The participant stays in every export with its status and reason, and gets no
+    further kit.
+    Example: randomizer participant void P-007 --reason "randomized under the wrong id"
+    """
+    result = settings.backend().void_participant(
+        participant_id, reason, signature=settings.signature("participant.void")
+    )
+    emit(
+        settings,
+        result,
+        f"Participant {result.participant} ({result.randomization_number}) voided by "
+        f"{result.voided_by} at {result.voided_at}: randomized in error. The slot stays "
+        "used; no further kit will be issued to this participant.",
     )

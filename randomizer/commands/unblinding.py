@@ -298,13 +298,44 @@ def _report_text(rep: Report) -> str:
     return "\n".join(lines)
 
 
+def _chart_option(name: str, what: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    return click.option(
+        name,
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help=f"Also draw {what} into this file (.svg or .png); never overwrites.",
+    )
+
+
 @click.command()
+@_chart_option("--chart", "recruitment over time per site (no arm)")
+@_chart_option("--balance-chart", "the running balance by arm per stratum (admin; after lock)")
+@_chart_option("--kit-chart", "kits requested, prepared and voided per visit, and spares")
 @json_option
 @pass_settings
-def report(settings: Settings) -> None:
+def report(
+    settings: Settings, chart: Path | None, balance_chart: Path | None, kit_chart: Path | None
+) -> None:
     """Recruitment and kit status; balance by arm only for admins (and statisticians after lock).
 
-    Example: randomizer report --json
+    Example: randomizer report --chart recruitment.svg
     """
-    rep = settings.backend().report()
+    targets = [p for p in (chart, balance_chart, kit_chart) if p is not None]
+    if targets:
+        from randomizer import charts  # matplotlib only for the commands that draw
+
+        formats = [charts.chart_format(p.name) for p in targets]
+    backend = settings.backend()
+    rep = backend.report()
+    if targets:
+        visits = [v.name for v in backend.trial_design().visits] if kit_chart else []
+        drawings = {
+            chart: lambda fmt: charts.recruitment_chart(rep, fmt),
+            balance_chart: lambda fmt: charts.balance_chart(rep, fmt),
+            kit_chart: lambda fmt: charts.kit_chart(rep, fmt, visit_names=visits),
+        }
+        pictures = [drawings[p](fmt) for p, fmt in zip(targets, formats, strict=True)]
+        for path, picture in zip(targets, pictures, strict=True):
+            with os.fdopen(create_private(path), "wb") as out:
+                out.write(picture)
     emit(settings, rep, lambda: _report_text(rep))

@@ -31,7 +31,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from randomizer import __version__, audit, logins, participants, reports, trial
+from randomizer import __version__, audit, integrity, logins, participants, reports, trial
 from randomizer.access import Role
 from randomizer.allocation import service
 from randomizer.backends.interface import Backend
@@ -729,3 +729,12 @@ def unblind_dummy_bundle(acting: Acting) -> Response:
     """The dummy export with its analysis files (statistician); audited."""
     export: locking.Export = acting.unblind_dummy()
     return _bundle(export)
+
+
+@router.post("/verify")
+def verify_database(body: VerifyRequest, acting: Acting) -> integrity.IntegrityReport:
+    """Check every row MAC, the audit chain, the rows it records and the list (admin, monitor)."""
+    checkpoint = None
+    if body.checkpoint is not None:
+        checkpoint = audit.Checkpoint(**body.checkpoint.model_dump())
+    return acting.verify_database(checkpoint)

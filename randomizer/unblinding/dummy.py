@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from randomizer import rows as row_macs
 from randomizer.allocation.generator import generate_schedule
 from randomizer.context import Operation
 from randomizer.design import TrialDesign
@@ -67,6 +68,8 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
     operating system, as a dry run needs. The lock does not matter: nothing in
     the file depends on the real arms.
     """
+    # participants only: a kit's MAC covers its sealed content, which the dummy never reads
+    row_macs.check_all(op.session, op.vault, "participants")
     connection = op.session.connection()
     statement = (
         select(*PARTICIPANT_COLUMNS)

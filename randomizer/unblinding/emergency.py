@@ -37,13 +37,18 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
     if not reason or not reason.strip():
         raise InvalidInput("a reason is required to break the code: say why", hint=Hint.REASON)
     row = participant_row(op, participant)
+    previously = row.emergency_unblinded_at is not None
+    if not previously:
+        # marked before the event, so that the event records the row it changed
+        row.emergency_unblinded_at = op.now
+        row.emergency_unblinded_by = op.user.name
     event = op.audit(
         "unblind.emergency",
         subject=participant,
         reason=reason.strip(),
         details={
             "randomization_number": row.randomization_number,
-            "previously_unblinded": row.emergency_unblinded_at is not None,
+            "previously_unblinded": previously,
         },
     )
     # the review and the notification are written before the arm is opened, in this
@@ -51,9 +56,6 @@ def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblindin
     open_review(op, row, reason.strip(), event.seq)
     arm = op.design.arm(participant_arm(op, row))
     fault_point("unblind.emergency:opened")
-    if row.emergency_unblinded_at is None:
-        row.emergency_unblinded_at = op.now
-        row.emergency_unblinded_by = op.user.name
     op.session.flush()
     return Unblinding(
         participant=participant,

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Date, DateTime, select
 from sqlalchemy.sql.expression import ClauseElement
 
+from randomizer import rows as row_macs
 from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, StateError
@@ -137,6 +138,10 @@ def unblind_all(op: Operation) -> Export:
             "admin locks the database",
             hint=Hint.LOCK,
         )
+    # the export decides on every participant, its slot and its kits: check them all first
+    row_macs.check_all(op.session, op.vault, "participants")
+    row_macs.check_all(op.session, op.vault, "slots", Slot.id.in_(select(Participant.slot_id)))
+    row_macs.check_all(op.session, op.vault, "kits", Kit.participant_id.is_not(None))
     connection = op.session.connection()
     statement = (
         select(*PARTICIPANT_COLUMNS, Slot.sequence, Slot.allocation_sealed)

@@ -26,6 +26,7 @@ from tests.support.blinded_path import FOUR_DAY0, refused
 from tests.support.blinded_path import randomize as randomize_cli
 from tests.support.database import execute
 from tests.support.exosome import ELIGIBLE, answer_args
+from tests.support.rows import reseal
 from tests.support.trial import PASSWORDS, Run, TrialFiles, signature
 
 DAY0 = FOUR_DAY0
@@ -125,6 +126,12 @@ def test_an_id_stored_in_lower_case_before_normalisation_still_counts(
     and ``P-007`` is not randomized a second time."""
     first = randomize_cli(run, "P-007", DAY0)
     execute(trial_with_list.db_url, "UPDATE participants SET code = 'p-007'")
+    # written so by that release, with the key: the row's MAC matches it
+    reseal(
+        trial_with_list,
+        "participants",
+        execute(trial_with_list.db_url, "SELECT id FROM participants")[0][0],
+    )
     refused(
         run,
         "randomize",

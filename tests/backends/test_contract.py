@@ -15,8 +15,9 @@ import hashlib
 from datetime import date, timedelta
 
 import pytest
+from sqlalchemy import text
 
-from randomizer import audit
+from randomizer import audit, reports
 from randomizer.access import Role
 from randomizer.allocation.kits import parse_code
 from randomizer.allocation.service import Randomization
@@ -282,6 +283,12 @@ def test_reports_by_role(trial: ContractTrial) -> None:
     _assert_no_arm(blinded)
     admin = trial.as_user("alice").report()
     assert admin.randomized == blinded.randomized == 1
+    # what the charts draw travels whole: the blinded report keeps no allocation
+    assert (blinded.allocations, blinded.arm_ratio) == ([], {})
+    assert blinded.kits_by_visit["1"] == admin.kits_by_visit["1"]
+    assert sum(blinded.kits_by_visit["1"].values()) == 1
+    (listed,) = admin.allocations
+    assert isinstance(listed, reports.ListedAllocation) and listed.arm in admin.arm_ratio
 
 
 # roles, logins and users ------------------------------------------------------------
@@ -297,6 +304,7 @@ ROLE_REFUSALS = [
     ("stan", "list_users", "role statistician may not manage users"),
     ("petra", "emergency_unblind", "role pharmacist may not break the code for one participant"),
     ("ivan", "unblind_dummy", "role investigator may not write a dummy unblinding"),
+    ("stan", "verify_database", "role statistician may not verify the database"),
 ]
 
 
@@ -316,6 +324,7 @@ def test_role_refusals(trial: ContractTrial, user: str, method: str, message: st
             "P-001", "why", signature=trial.signed(user, "unblind.emergency")
         ),
         "unblind_dummy": backend.unblind_dummy,
+        "verify_database": backend.verify_database,
     }
     assert _refusal(NotAuthorized, calls[method]).startswith(message)
 
@@ -668,3 +677,36 @@ def test_review_of_an_emergency_unblinding(trial: ContractTrial) -> None:
     assert any(
         e.user == "alice" and e.details["command"] == "unblind.review.close" for e in refusals
     )
+
+
+def test_verify_database_names_a_broken_row_and_no_arm(trial: ContractTrial) -> None:
+    _randomize(trial, "P-001")
+    _randomize(trial, "P-002")
+    report = trial.as_user("mona").verify_database()
+    assert (report.ok, report.problems, report.list) == (True, (), "match")
+    assert {t.table: t.rows for t in report.tables}["participants"] == 2
+    assert report.rows == sum(t.rows for t in report.tables) and report.events > 0
+    # a slot swapped between the two participants, without the key
+    url = trial.files.db_url
+    store = Store(url)
+    try:
+        with store.transaction() as session:
+            [(a, slot_a), (b, slot_b)] = session.execute(
+                text("SELECT id, slot_id FROM participants ORDER BY id")
+            ).all()
+            spare = session.execute(text("SELECT max(id) FROM slots")).scalar_one()
+            for row, slot in ((a, spare), (b, slot_a), (a, slot_b)):
+                session.execute(
+                    text("UPDATE participants SET slot_id = :s WHERE id = :p"),
+                    {"s": slot, "p": row},
+                )
+    finally:
+        store.dispose()
+    broken = trial.as_user("alice").verify_database()
+    assert not broken.ok and broken.checkpoint_seq is None
+    assert broken.problems == (
+        f"participants row {a}: its MAC does not match (changed without the key)",
+        f"participants row {b}: its MAC does not match (changed without the key)",
+    )
+    assert {t.table: t.problems for t in broken.tables}["participants"] == 2
+    _assert_no_arm(broken)

@@ -161,11 +161,12 @@ def execute(db_url: str, *statements: str, **params: Any) -> list[tuple[Any, ...
 
 
 def audit_rows(db_url: str) -> list[dict[str, Any]]:
-    """The audit trail read straight from its table, in sequence order, details parsed."""
+    """The audit trail read straight from its table, in sequence order, details and the
+    record of rows written (None if none) parsed."""
     rows = execute(
         db_url,
         'SELECT seq, at, "user", role, action, subject, reason, details, '
-        "prev_mac, mac FROM audit_events ORDER BY seq",
+        "prev_mac, mac, rows FROM audit_events ORDER BY seq",
     )
     keys = (
         "seq",
@@ -178,10 +179,12 @@ def audit_rows(db_url: str) -> list[dict[str, Any]]:
         "details",
         "prev_mac",
         "mac",
+        "rows",
     )
     events = [dict(zip(keys, row, strict=True)) for row in rows]
     for event in events:
         event["details"] = json.loads(event["details"])
+        event["rows"] = None if event["rows"] is None else json.loads(event["rows"])
     return events
 
 
@@ -204,4 +207,5 @@ def event_body(event: dict[str, Any]) -> bytes:
         event["subject"],
         event["reason"],
         event["details"],
+        event.get("rows"),
     )

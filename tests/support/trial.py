@@ -306,7 +306,10 @@ def all_commands() -> Iterator[tuple[tuple[str, ...], click.Command]]:
     ) -> Iterator[tuple[tuple[str, ...], click.Command]]:
         yield path, command
         if isinstance(command, click.Group):
-            for name, sub in sorted(command.commands.items()):
+            context = click.Context(command)  # the root loads its lazy commands here
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None, f"{' '.join((*path, name))} is listed but not found"
                 yield from walk(sub, (*path, name))
 
     yield from walk(cli, ())

@@ -8,18 +8,20 @@ from urllib.parse import urlencode
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 
-from randomizer import audit
+from randomizer import audit, charts
 from randomizer.errors import (
     Hint,
     InvalidInput,
     RandomizerError,
 )
+from randomizer.reports import BALANCE_REFUSAL
 from randomizer.server.pages.core import (
     Checked,
     Signed,
     State,
     Visitor,
     acting,
+    design_of,
     pages,
     render,
     see_other,
@@ -32,10 +34,56 @@ from randomizer.signatures import meaning_of
 
 @pages.get("/report")
 def report(request: Request, state: State, who: Signed) -> HTMLResponse:
-    """The report the role may see (balance by arm only when the library shows it)."""
+    """The report the role may see (balance by arm only when the library shows it).
+
+    Its charts come from the ``/report/*.svg`` routes; each has its numbers
+    in a table beside it.
+    """
     with acting(state, who) as backend:
         result = backend.report()
-    return render(request, "report.html", who, title="Report", report=result)
+    design = design_of(state)
+    balance = charts.balance_table(result) if result.arms_shown else None
+    return render(
+        request,
+        "report.html",
+        who,
+        title="Report",
+        report=result,
+        recruitment=charts.recruitment_table(result),
+        balance=balance,
+        balance_refusal=BALANCE_REFUSAL,
+        kit_chart=charts.kit_table(result, [v.name for v in design.visits]),
+    )
+
+
+def _svg(picture: bytes) -> Response:
+    """A chart as an image, never cached (it changes with every randomization)."""
+    return Response(picture, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@pages.get("/report/recruitment.svg")
+def recruitment_chart(state: State, who: Signed) -> Response:
+    """Cumulative participants randomized per site and in total (every role; no arm)."""
+    with acting(state, who) as backend:
+        result = backend.report()
+    return _svg(charts.recruitment_chart(result))
+
+
+@pages.get("/report/balance.svg")
+def balance_chart(state: State, who: Signed) -> Response:
+    """Running balance by arm per stratum; refused as the balance table is."""
+    with acting(state, who) as backend:
+        result = backend.report()
+    return _svg(charts.balance_chart(result))
+
+
+@pages.get("/report/kits.svg")
+def kit_chart(state: State, who: Signed) -> Response:
+    """Kits requested, prepared and voided per visit, and spares left (no arm)."""
+    with acting(state, who) as backend:
+        result = backend.report()
+    names = [v.name for v in design_of(state).visits]
+    return _svg(charts.kit_chart(result, visit_names=names))
 
 
 AUDIT_PAGE = 50

@@ -10,6 +10,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
+from randomizer import charts
 from randomizer.allocation import service
 from randomizer.allocation.kits import parse_code
 from randomizer.errors import (
@@ -22,6 +23,7 @@ from randomizer.server.pages.core import (
     State,
     Visitor,
     acting,
+    design_of,
     pages,
     render,
     resumable,
@@ -114,7 +116,9 @@ def pharmacy_label(request: Request, state: State, who: Signed, code: str) -> HT
     """A printable label for the prepared infusion bag: never the arm."""
     with acting(state, who) as backend:
         label = backend.kit_label(code)
-    qr = segno.make(label.kit, error="m").svg_inline(scale=4, title=f"Kit code {label.kit}")
+    qr = segno.make(label.kit, error="m").svg_inline(
+        scale=4, title=f"Kit code {label.kit}", omitsize=True
+    )
     return render(
         request,
         "pharmacy_label.html",
@@ -127,8 +131,14 @@ def pharmacy_label(request: Request, state: State, who: Signed, code: str) -> HT
 
 @pages.get("/pharmacy/kits")
 def pharmacy_kits(request: Request, state: State, who: Signed) -> HTMLResponse:
-    """Every kit with content, status and history."""
-    return render(request, "pharmacy_kits.html", who, title="Kit list", kits=_kits(state, who))
+    """Every kit with content, status and history; above it, kits per visit as a chart."""
+    kits = _kits(state, who)
+    with acting(state, who) as backend:
+        result = backend.report()
+    per_visit = charts.kit_table(result, [v.name for v in design_of(state).visits])
+    return render(
+        request, "pharmacy_kits.html", who, title="Kit list", kits=kits, kit_chart=per_visit
+    )
 
 
 @pages.get("/pharmacy/kits.csv")
