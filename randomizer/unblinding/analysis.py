@@ -68,6 +68,21 @@ def _legacy_columns() -> list[Column]:
         Column("randomized_at", "datetime", "When the randomization was entered (not --date)."),
         Column("kits", "string", "Every kit issued: VISIT:CODE, '(voided)' after a voided one."),
         Column("emergency_unblinded", "flag", "Whether the code was broken in an emergency."),
+        Column("randomized_by", "string", "User who randomized (the signature's printed name)."),
+        Column("status", "string", "randomized, or voided when made in error."),
+        Column("voided_at", "datetime", "When the randomization was voided; empty if not."),
+        Column("voided_by", "string", "User who voided it (the signature's printed name)."),
+        Column("void_reason", "string", "Why the randomization was voided; empty if not."),
+        Column(
+            "randomization_signature_meaning",
+            "string",
+            "Meaning of the randomization's electronic signature; empty before signatures.",
+        ),
+        Column(
+            "void_signature_meaning",
+            "string",
+            "Meaning of the void's electronic signature; empty if not voided.",
+        ),
         Column("dummy", "flag", "yes in a dummy export (made-up arms), no in the real one."),
     ]
 
