@@ -9,6 +9,7 @@ comes back in any response.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -144,8 +145,9 @@ def test_lock_and_final_unblinding_are_signed(
 
 
 def test_the_password_never_comes_back_in_a_response_a_header_a_cookie_or_the_trail(
-    browser: Callable[[], Browser], trial_with_list: TrialFiles
+    browser: Callable[[], Browser], trial_with_list: TrialFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     ivan = _as(browser, "ivan")
     randomize_through_pages(ivan, "P-001", START)
     # a double submit of the signed confirmation, and a refused randomization
@@ -167,3 +169,5 @@ def test_the_password_never_comes_back_in_a_response_a_header_a_cookie_or_the_tr
         assert secret not in str(ivan.client.cookies.jar)
     for row in audit_rows(trial_with_list.db_url):
         assert secret not in repr(row)
+    assert caplog.records  # the server logged, and never the password
+    assert secret not in caplog.text
