@@ -143,12 +143,12 @@ def breakdown(store: Store, key: bytes) -> list[tuple[str, float]]:
 
     def read_only() -> None:
         with store.transaction() as session:
-            for _row in audit._stored_rows(session.connection()):
+            for _row in audit.stored_rows(session.connection()):
                 pass
 
     def read_and_canonical() -> None:
         with store.transaction() as session:
-            for row in audit._stored_rows(session.connection()):
+            for row in audit.stored_rows(session.connection()):
                 seq, at, user, role, action, subject, reason, details, _p, _m, rows = row
                 audit.stored_body(seq, at, user, role, action, subject, reason, details, rows)
 

@@ -301,7 +301,7 @@ def _to_event(row: AuditRow) -> AuditEvent:
     )
 
 
-def _stored_rows(connection: Connection) -> Iterator[tuple[Any, ...]]:
+def stored_rows(connection: Connection) -> Iterator[tuple[Any, ...]]:
     """Every stored event as the driver returns it, in sequence order, streamed.
 
     Columns: seq, at, user, role, action, subject, reason, details (JSON text),
@@ -345,7 +345,7 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
     prev_digest = bytes.fromhex(GENESIS_MAC)
     expected_seq = 1
     checkpoint_found = False
-    for row in _stored_rows(session.connection()):
+    for row in stored_rows(session.connection()):
         seq, at, user, role, action, subject, reason, details, stored_prev, mac, rows_text = row
         if seq != expected_seq:
             where = expected_seq if seq > expected_seq else seq

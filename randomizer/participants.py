@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from randomizer.allocation.service import IssuedKit, _check_site, status_word, window_of
+from randomizer.allocation.service import IssuedKit, check_site, status_word, window_of
 from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.models import Kit, Participant
@@ -57,7 +57,7 @@ def participant_view(op: Operation, site: str | None = None) -> list[Participant
     refused, as randomizing there is.
     """
     if site is not None:
-        _check_site(op.design, site)
+        check_site(op.design, site)
         require_site(op, site, "see participants")
     shown = [participant_in_scope(op)]
     if site is not None:

@@ -90,9 +90,9 @@ def require_site(op: Operation, site: str, what: str) -> None:
 def check_sites(op: Operation, sites: Iterable[str]) -> tuple[str, ...]:
     """Sites as given to ``user add --site`` or ``user sites --set``: checked, sorted, unique."""
     # imported here: the allocation service imports this module for its lookups
-    from randomizer.allocation.service import _check_site
+    from randomizer.allocation.service import check_site
 
-    return tuple(sorted({_check_site(op.design, site) for site in sites}))
+    return tuple(sorted({check_site(op.design, site) for site in sites}))
 
 
 def require_within_scope(

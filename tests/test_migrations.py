@@ -35,7 +35,7 @@ from randomizer.models import Base
 from randomizer.sessions import issue_token, resolve_token
 from randomizer.vault import Vault, read_key_file, unwrap_data_key
 from tests.support.assertions import assert_error, assert_ok
-from tests.support.database import audit_rows, dump_database, execute
+from tests.support.database import audit_rows, dump_database, event_body, execute
 from tests.support.exosome import answer_args
 from tests.support.trial import ADMIN, Run, TrialFiles, build_trial, write_key_file
 
@@ -418,16 +418,7 @@ def _as_release(files: TrialFiles, revision: str) -> None:
         statements.append("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
     prev = audit.GENESIS_MAC
     for event in events:
-        body = audit.canonical(
-            event["seq"],
-            event["at"],
-            event["user"],
-            event["role"],
-            event["action"],
-            event["subject"],
-            event["reason"],
-            event["details"],
-        )
+        body = event_body({**event, "rows": None})  # that release recorded no rows
         mac = audit.event_mac(key.audit_key(), prev, body)
         statements.append(
             f"UPDATE audit_events SET prev_mac = '{prev}', mac = '{mac}' WHERE seq = {event['seq']}"

@@ -329,10 +329,9 @@ TAMPERING = [
 def test_moved_or_altered_ciphertext_fails_with_the_integrity_error(
     tamper: Any, trial_with_list: TrialFiles, run: Run
 ) -> None:
+    # sealed values are outside the row MACs: AES-GCM refuses a moved or altered one, even
+    # when every row MAC was recomputed with the key (a key holder's doing)
     tamper(trial_with_list)
-    # without the key, the row's MAC refuses it first, naming the row and nothing of its value
-    assert assert_error(run("list", "verify", user=ADMIN), 1).startswith("integrity check failed: ")
-    # re-MAC'd with the key (a key holder's doing), the sealing beneath still refuses it
     reseal_all(trial_with_list)
     before = dump_database(trial_with_list.db_url)
     result = run("list", "verify", user=ADMIN)

@@ -146,7 +146,8 @@ def check_participant_id(participant: str) -> str:
     return normal
 
 
-def _check_site(design: TrialDesign, site: str) -> str:
+def check_site(design: TrialDesign, site: str) -> str:
+    """``site`` as the design spells it; refused if malformed or not one of the design's."""
     if not SITE_ID.fullmatch(site):
         raise InvalidInput(
             f"site {site[:40]!r} is not valid: use 1-32 letters, digits, '.', '_', '+' or '-'"
@@ -250,7 +251,7 @@ def randomize(
     """Randomize one eligible participant into the next free slot of its stratum."""
     participant = check_participant_id(participant)
     design = op.design
-    _check_site(design, site)
+    check_site(design, site)
     require_site(op, site, "randomize participants")
     stratum_key = design.stratum_of(levels)
     failures = design.check_answers(answers)

@@ -96,7 +96,7 @@ COMMANDS: dict[str, LazyCommand] = {
     ),
     "verify": LazyCommand(
         "randomizer.commands.audit:verify",
-        "Check the whole database with the key: every row MAC, the audit chain, the rows",
+        "Check the whole database: row MACs, audit chain, recorded rows, list (admin, monitor).",
     ),
     "participant": LazyCommand(
         "randomizer.commands.participants:participant",

@@ -246,8 +246,7 @@ def audit_checkpoint(settings: Settings, signing_key: Path, out: Path | None) ->
 @json_option
 @pass_settings
 def verify(settings: Settings, checkpoint: Path | None, public_key: Path | None) -> None:
-    """Check the whole database with the key: every row MAC, the audit chain, the rows
-    the trail records, the allocation list (admin, monitor).
+    """Check the whole database: row MACs, audit chain, recorded rows, list (admin, monitor).
 
     Every problem found is listed, naming a table and row id (never an arm); exit 1 if
     there is any. A cut tail of the trail with its head rolled back is found only with

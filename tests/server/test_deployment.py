@@ -9,7 +9,6 @@ listening.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import signal
 import ssl
@@ -22,10 +21,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from randomizer.signatures import MEANINGS
 from tests.backends.live import live_server
@@ -33,6 +28,7 @@ from tests.support.assertions import assert_error
 from tests.support.database import audit_rows
 from tests.support.exosome import ELIGIBLE
 from tests.support.processes import ServerProcess, server_process
+from tests.support.tls import self_signed
 from tests.support.trial import PASSWORDS, Run, TrialFiles
 
 START_WAIT = 60.0
@@ -108,41 +104,6 @@ def no_uvicorn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return calls
 
 
-def _certificate(directory: Path, key_mode: int = 0o600) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its private key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "randomizer test server")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "server.crt", directory / "server.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_file.chmod(key_mode)
-    return cert_file, key_file
-
-
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::", "trial.example.org"])
 def test_a_public_address_without_tls_or_proxy_is_refused(
     run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], host: str
@@ -163,7 +124,7 @@ def test_a_public_address_without_tls_or_proxy_is_refused(
 def test_tls_needs_the_certificate_and_its_key_together(
     run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any]
 ) -> None:
-    cert_file, _ = _certificate(trial_with_list.directory)
+    cert_file, _ = self_signed(trial_with_list.directory, "server")
     result = run("serve", "--host", "0.0.0.0", "--certfile", str(cert_file))
     assert_error(result, 2, "TLS needs both a certificate file and its key file")
     assert no_uvicorn == []
@@ -173,7 +134,7 @@ def test_tls_needs_the_certificate_and_its_key_together(
 def test_a_public_address_is_allowed_with_tls_or_behind_a_proxy(
     run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], options: tuple[str, ...]
 ) -> None:
-    cert_file, key_file = _certificate(trial_with_list.directory)
+    cert_file, key_file = self_signed(trial_with_list.directory, "server")
     files = {"--certfile": str(cert_file), "--keyfile": str(key_file)}
     args = [
         item
@@ -209,7 +170,7 @@ def test_a_key_file_others_may_access_stops_serve_before_it_starts(
 def test_a_tls_key_others_may_read_stops_serve_before_it_starts(
     run: Run, trial_with_list: TrialFiles, no_uvicorn: list[Any], mode: int
 ) -> None:
-    cert_file, key_file = _certificate(trial_with_list.directory, key_mode=mode)
+    cert_file, key_file = self_signed(trial_with_list.directory, "server", key_mode=mode)
     result = run("serve", "--certfile", str(cert_file), "--keyfile", str(key_file))
     assert_error(
         result, 1, f"TLS key file {key_file} is accessible by", f"(mode {mode:04o}): chmod 600"
@@ -221,7 +182,7 @@ def test_a_tls_key_others_may_read_stops_serve_before_it_starts(
 
 
 def test_the_server_answers_over_https_with_its_certificate(trial_with_list: TrialFiles) -> None:
-    cert_file, key_file = _certificate(trial_with_list.directory)
+    cert_file, key_file = self_signed(trial_with_list.directory, "server")
     trusted = ssl.create_default_context(cafile=str(cert_file))
     with serving(
         trial_with_list,
