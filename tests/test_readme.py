@@ -83,3 +83,21 @@ def test_a_checkpoint_example_comes_after_its_signing_key_is_made() -> None:
     assert min(keygen) < min(checkpoints)
     for i in checkpoints:
         assert "--out" in EXAMPLES[i] and ">" not in EXAMPLES[i], EXAMPLES[i]
+
+
+def test_every_test_the_security_model_names_exists() -> None:
+    """The security table says which test shows each claim: each must be there to run."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Security model") : text.index("## Docs")]
+    named = re.findall(r"`(tests/[\w/]+\.py)((?:::\w+)?)`((?:, `::\w+`)*)", section)
+    assert len(named) >= 8
+    for path, first, more in named:
+        source = (README.parent / path).read_text(encoding="utf-8")
+        for test in [first, *re.findall(r"::\w+", more)]:
+            if test:
+                assert f"def {test[2:]}(" in source, f"{path}{test} does not exist"
+    every_test = "".join(
+        path.read_text(encoding="utf-8") for path in (README.parent / "tests").rglob("test_*.py")
+    )
+    for test in re.findall(r"`::(\w+)`", section):
+        assert f"def {test}(" in every_test, f"{test} does not exist"
