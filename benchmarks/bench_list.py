@@ -38,7 +38,6 @@ import functools
 import json
 import os
 import pstats
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -48,7 +47,9 @@ from typing import Any
 
 from common import (
     add_common_arguments,
+    add_quick_and_verify_arguments,
     bench_place,
+    child_figures,
     create_trial,
     design_toml,
     load_average,
@@ -204,11 +205,7 @@ def run_child(args: argparse.Namespace, participants: int) -> dict[str, Any]:
         command.append("--verify")
     if args.workdir:
         command += ["--workdir", args.workdir]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"list generation of {participants:,} failed:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    return result
+    return child_figures(command, f"list generation of {participants:,}")
 
 
 def main() -> None:
@@ -221,20 +218,7 @@ def main() -> None:
         "--profile", action="store_true", help="also profile a smaller generation under cProfile"
     )
     parser.add_argument("--profile-participants", type=int, default=20_000)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_PARTICIPANTS[0]:,} participants only: checks that the "
-        "benchmark works, not how fast",
-    )
-    parser.add_argument(
-        "--verify-up-to",
-        type=int,
-        default=20_000,
-        metavar="N",
-        help="also run list verify (not timed in the table) on lists of up "
-        "to N participants (default 20,000: it loads ORM objects)",
-    )
+    add_quick_and_verify_arguments(parser, QUICK_PARTICIPANTS[0], "list verify")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,9 @@ from common import (
     PASSWORDS,
     BenchPlace,
     add_common_arguments,
+    add_quick_and_verify_arguments,
     bench_place,
+    child_figures,
     create_trial,
     load_average,
     machine,
@@ -88,12 +89,7 @@ def measure(db: str, workdir: str | None, participants: int, verify: bool) -> di
         admin.close()
         new_key_file = place.directory / "rotated.key"
         command = [sys.executable, __file__, "--rotate", place.db_url, str(place.key_file)]
-        done = subprocess.run(
-            [*command, str(new_key_file)], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"key rotate of {participants:,} failed:\n{done.stderr}")
-        result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        result = child_figures([*command, str(new_key_file)], f"key rotate of {participants:,}")
         # the old key file opens nothing any more; the new one opens the trial
         old = place.backend(ADMIN, PASSWORDS[ADMIN])
         try:
@@ -128,11 +124,7 @@ def run_child(args: argparse.Namespace, participants: int) -> dict[str, Any]:
         command.append("--verify")
     if args.workdir:
         command += ["--workdir", args.workdir]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the rotation benchmark of {participants:,} failed:\n{done.stderr}")
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    return result
+    return child_figures(command, f"the rotation benchmark of {participants:,}")
 
 
 def main() -> None:
@@ -140,20 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--participants", type=int, nargs="+", default=[100_000])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_PARTICIPANTS[0]:,} participants only: checks that the "
-        "benchmark works, not how fast",
-    )
-    parser.add_argument(
-        "--verify-up-to",
-        type=int,
-        default=20_000,
-        metavar="N",
-        help="also run list verify with the new key (not timed) on lists of up to N "
-        "participants (default 20,000: it loads ORM objects)",
-    )
+    add_quick_and_verify_arguments(parser, QUICK_PARTICIPANTS[0], "list verify with the new key")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rotate", nargs=3, default=None, help=argparse.SUPPRESS)

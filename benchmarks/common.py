@@ -10,11 +10,13 @@ what they mean to measure themselves.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -337,3 +339,33 @@ def copy_rows(
         cursor.executemany(f"INSERT INTO {table_name} ({names}) VALUES ({marks})", rows)
     finally:
         cursor.close()
+
+
+def child_figures(command: Sequence[str], what: str) -> dict[str, Any]:
+    """Run a benchmark's child process (so its peak memory is its own); the JSON figures
+    it printed last. A failed child ends the benchmark, naming ``what`` failed."""
+    done = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def add_quick_and_verify_arguments(
+    parser: argparse.ArgumentParser, quick: int, verified: str
+) -> None:
+    """``--quick`` (``quick`` participants only) and ``--verify-up-to N`` (also run
+    ``verified``, not timed, on lists of up to N participants)."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{quick:,} participants only: checks that the benchmark works, not how fast",
+    )
+    parser.add_argument(
+        "--verify-up-to",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help=f"also run {verified} (not timed) on lists of up to N participants "
+        "(default 20,000: it loads ORM objects)",
+    )
