@@ -24,7 +24,6 @@ from randomizer import audit
 from randomizer.allocation.stream import parse_seed
 from randomizer.errors import AuditError, SealedDataError
 from randomizer.models import AuditHead
-from randomizer.models import AuditRecord as AuditRow
 from randomizer.sealed import SEALED_WIDTHS, SEED_KIND, SLOT_KIND, open_allocation, slot_row
 from randomizer.store import Store
 from randomizer.trial import list_commitment
@@ -37,7 +36,7 @@ from randomizer.vault import (
     wrap_data_key,
 )
 from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE
-from tests.support.database import event_body
+from tests.support.database import event_body, vector_rows
 
 DATA = Path(__file__).resolve().parent / "data"
 PACKAGE = Path(__file__).resolve().parent.parent / "randomizer"
@@ -287,21 +286,7 @@ def test_verify_accepts_the_stored_rows_as_a_database_holds_them(db_url: str) ->
     store = new_trail(db_url)
     try:
         with store.transaction() as session:
-            session.add_all(
-                AuditRow(
-                    seq=e["seq"],
-                    at=e["at"],
-                    user=e["user"],
-                    role=e["role"],
-                    action=e["action"],
-                    subject=e["subject"],
-                    reason=e["reason"],
-                    details=json.dumps(e["details"], sort_keys=True, ensure_ascii=False),
-                    prev_mac=e["prev_mac"],
-                    mac=e["mac"],
-                )
-                for e in EVENTS
-            )
+            session.add_all(vector_rows(EVENTS))
             head = session.get(AuditHead, 1)
             assert head is not None
             head.seq, head.mac = EVENTS[-1]["seq"], EVENTS[-1]["mac"]

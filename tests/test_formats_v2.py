@@ -26,7 +26,7 @@ from randomizer import audit
 from randomizer.context import load_trial, vault_for
 from randomizer.design import design_text, parse_design
 from randomizer.errors import SealedDataError
-from randomizer.models import AuditHead, AuditRecord, Trial
+from randomizer.models import AuditHead, Trial
 from randomizer.store import Store
 from randomizer.vault import (
     AUDIT_MAC_INFO,
@@ -39,6 +39,7 @@ from randomizer.vault import (
     wrap_keys,
 )
 from tests.support.assertions import NOT_CURRENT_KEY, OPAQUE
+from tests.support.database import vector_rows
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -178,21 +179,7 @@ def trial_database(db_url: str, trial_key_format: int) -> Store:
                 wrapped_row_key=material.wrapped_row_key,
             )
         )
-        session.add_all(
-            AuditRecord(
-                seq=e["seq"],
-                at=e["at"],
-                user=e["user"],
-                role=e["role"],
-                action=e["action"],
-                subject=e["subject"],
-                reason=e["reason"],
-                details=json.dumps(e["details"], sort_keys=True, ensure_ascii=False),
-                prev_mac=e["prev_mac"],
-                mac=e["mac"],
-            )
-            for e in events
-        )
+        session.add_all(vector_rows(events))
         session.flush()
         head = session.get(AuditHead, 1)
         assert head is not None

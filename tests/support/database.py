@@ -20,6 +20,7 @@ from sqlalchemy import Engine, MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from randomizer import audit
+from randomizer.models import AuditRecord
 
 TEST_DB_ENV = "RANDOMIZER_TEST_DB"
 
@@ -209,3 +210,23 @@ def event_body(event: dict[str, Any]) -> bytes:
         event["details"],
         event.get("rows"),
     )
+
+
+def vector_rows(events: Iterable[Mapping[str, Any]]) -> list[AuditRecord]:
+    """Frozen vector events as the rows a format-1 release stored (details as JSON with
+    sorted keys, default separators and non-ASCII kept), for a trail built from vectors."""
+    return [
+        AuditRecord(
+            seq=e["seq"],
+            at=e["at"],
+            user=e["user"],
+            role=e["role"],
+            action=e["action"],
+            subject=e["subject"],
+            reason=e["reason"],
+            details=json.dumps(e["details"], sort_keys=True, ensure_ascii=False),
+            prev_mac=e["prev_mac"],
+            mac=e["mac"],
+        )
+        for e in events
+    ]
