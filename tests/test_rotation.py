@@ -39,7 +39,7 @@ from tests.support.assertions import NOT_CURRENT_KEY, assert_error
 from tests.support.blinded_path import live_kit, participant_arms
 from tests.support.database import audit_rows, dump_database, execute
 from tests.support.exosome import DESIGN
-from tests.support.processes import cli_process, finish
+from tests.support.processes import Finished, cli_process, finish
 from tests.support.trial import ADMIN, Run, TrialFiles, open_trial_vault
 
 LOCK_REASON = "last participant completed week 48; data cleaned"
@@ -276,13 +276,8 @@ def test_a_trial_without_a_list_rotates(trial_with_users: TrialFiles, run: Run) 
 # crash safety and failures -----------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_a_rotation_killed_before_its_commit_leaves_the_old_key_working(
-    trial_with_list: TrialFiles, run: Run
-) -> None:
-    files = trial_with_list
-    before = dump_database(files.db_url)
-    new_key = files.directory / "new.key"
+def _rotation_killed_at(files: TrialFiles, new_key: Path, point: str) -> Finished:
+    """``key rotate`` in a process of its own, killed at the fault point ``point``."""
     killed = finish(
         cli_process(
             files.db_url,
@@ -292,11 +287,22 @@ def test_a_rotation_killed_before_its_commit_leaves_the_old_key_working(
             "rotate",
             "--new-key-file",
             str(new_key),
-            fault="key.rotate:before-commit",
+            fault=f"key.rotate:{point}",
         ),
         timeout=120,
     )
     assert killed.code == -signal.SIGKILL, killed.stderr
+    return killed
+
+
+@pytest.mark.slow
+def test_a_rotation_killed_before_its_commit_leaves_the_old_key_working(
+    trial_with_list: TrialFiles, run: Run
+) -> None:
+    files = trial_with_list
+    before = dump_database(files.db_url)
+    new_key = files.directory / "new.key"
+    _rotation_killed_at(files, new_key, "before-commit")
     assert dump_database(files.db_url) == before
     # the new key file is there (written before the commit) but opens nothing
     assert assert_error(run("list", "verify", user=ADMIN, key_file=new_key), 1) == NOT_CURRENT_KEY
@@ -313,20 +319,7 @@ def test_a_rotation_killed_after_its_commit_leaves_the_new_key_working(
 ) -> None:
     files = trial_with_list
     new_key = files.directory / "new.key"
-    killed = finish(
-        cli_process(
-            files.db_url,
-            files.key_file,
-            ADMIN,
-            "key",
-            "rotate",
-            "--new-key-file",
-            str(new_key),
-            fault="key.rotate:after-commit",
-        ),
-        timeout=120,
-    )
-    assert killed.code == -signal.SIGKILL, killed.stderr
+    killed = _rotation_killed_at(files, new_key, "after-commit")
     assert killed.stdout == ""  # died before it could say so: the key file must be there
     assert key_rows(files)[0] == KEY_FORMAT_WRAPPED
     assert assert_error(run("list", "verify", user=ADMIN), 1) == NOT_CURRENT_KEY
