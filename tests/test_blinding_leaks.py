@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,21 +21,14 @@ from click.testing import Result
 
 from tests.support.assertions import assert_error, assert_no_arm, assert_ok
 from tests.support.blinded_path import (
-    FOUR_DAY0,
     anonymous,
     live_kit,
-    one_per_arm,
     participant_arms,
 )
 from tests.support.database import audit_rows
-from tests.support.exosome import ARM_LABELS, DESIGN, answer_args, arm_words_in
+from tests.support.exosome import ARM_LABELS, DESIGN, arm_words_in
+from tests.support.leaks import CASES, REFUSALS, Case, on, prepare
 from tests.support.trial import Run, TrialFiles, build_trial, scratch_trial
-
-DAY0 = FOUR_DAY0
-
-
-def on(offset: int) -> str:
-    return (DAY0 + timedelta(days=offset)).isoformat()
 
 
 @dataclass
@@ -49,229 +41,6 @@ class LeakTrial:
     outputs: dict[str, tuple[int, Result]]
 
 
-# (name, user, argv builder, expected exit code); argv may use the trial's facts
-Case = tuple[str, str, Callable[["Facts"], tuple[str, ...]], int]
-
-
-@dataclass
-class Facts:
-    """Participant ids and kit codes the commands below refer to."""
-
-    first: str
-    second: str
-    kit: str
-    voided: str
-    note: str
-    public_key: str
-    out: str
-    dummy_out: str
-
-
-INVESTIGATOR: list[Case] = [
-    (
-        "randomize",
-        "ivan",
-        lambda f: (
-            "randomize",
-            "P-101",
-            "--site",
-            "WAW",
-            *answer_args(),
-            "--date",
-            DAY0.isoformat(),
-        ),
-        0,
-    ),
-    (
-        "randomize-json",
-        "ivan",
-        lambda f: (
-            "randomize",
-            "P-102",
-            "--site",
-            "WAW",
-            *answer_args(),
-            "--date",
-            DAY0.isoformat(),
-            "--json",
-        ),
-        0,
-    ),
-    (
-        "randomize-twice",
-        "ivan",
-        lambda f: (
-            "randomize",
-            f.first,
-            "--site",
-            "WAW",
-            *answer_args(),
-            "--date",
-            DAY0.isoformat(),
-        ),
-        1,
-    ),
-    (
-        "randomize-ineligible",
-        "ivan",
-        lambda f: (
-            "randomize",
-            "P-103",
-            "--site",
-            "WAW",
-            *answer_args(edss="9"),
-            "--date",
-            DAY0.isoformat(),
-        ),
-        1,
-    ),
-    (
-        "randomize-bad-answer",
-        "ivan",
-        lambda f: ("randomize", "P-104", "--site", "WAW", *answer_args(age="abc")),
-        2,
-    ),
-    (
-        "kit-request",
-        "ivan",
-        lambda f: ("kit", "request", f.first, "--visit", "2", "--date", on(84)),
-        0,
-    ),
-    (
-        "kit-request-repeat-json",
-        "ivan",
-        lambda f: ("kit", "request", f.first, "--visit", "1", "--json"),
-        0,
-    ),
-    (
-        "kit-request-out-of-order",
-        "ivan",
-        lambda f: ("kit", "request", f.second, "--visit", "3", "--date", on(90)),
-        1,
-    ),
-    (
-        "kit-request-outside-window",
-        "ivan",
-        lambda f: ("kit", "request", f.second, "--visit", "2", "--date", on(95)),
-        1,
-    ),
-    (
-        "kit-request-override-json",
-        "ivan",
-        lambda f: (
-            "kit",
-            "request",
-            f.second,
-            "--visit",
-            "2",
-            "--date",
-            on(95),
-            "--override-window",
-            "--reason",
-            "hospitalised",
-            "--json",
-        ),
-        0,
-    ),
-    (
-        "kit-replace-json",
-        "ivan",
-        lambda f: ("kit", "replace", f.kit, "--reason", "dropped", "--json"),
-        0,
-    ),
-    (
-        "kit-replace-voided",
-        "ivan",
-        lambda f: ("kit", "replace", f.voided, "--reason", "dropped"),
-        1,
-    ),
-    (
-        "kit-replace-typo",
-        "ivan",
-        lambda f: ("kit", "replace", "0000-0001", "--reason", "dropped"),
-        2,
-    ),
-    ("report", "ivan", lambda f: ("report",), 0),
-    ("report-json", "ivan", lambda f: ("report", "--json"), 0),
-    ("participant-list", "ivan", lambda f: ("participant", "list"), 0),
-    ("participant-list-json", "ivan", lambda f: ("participant", "list", "--json"), 0),
-    (
-        "emergency-no-reason",
-        "ivan",
-        lambda f: ("unblind", "emergency", f.first, "--reason", " "),
-        2,
-    ),
-    ("audit-show", "ivan", lambda f: ("audit", "show"), 1),
-    ("audit-verify", "ivan", lambda f: ("audit", "verify"), 1),
-    ("list-verify", "ivan", lambda f: ("list", "verify"), 1),
-    ("unblind-all", "ivan", lambda f: ("unblind", "all", "--out", f.out), 1),
-    ("unblind-dummy", "ivan", lambda f: ("unblind", "dummy", "--out", f.dummy_out), 1),
-    ("pharmacy-prepare", "ivan", lambda f: ("pharmacy", "prepare", f.kit), 1),
-    ("pharmacy-list", "ivan", lambda f: ("pharmacy", "list", "--json"), 1),
-]
-
-STATISTICIAN: list[Case] = [
-    ("report", "stan", lambda f: ("report",), 0),
-    ("report-json", "stan", lambda f: ("report", "--json"), 0),
-    ("participant-list", "stan", lambda f: ("participant", "list"), 1),
-    ("list-verify", "stan", lambda f: ("list", "verify"), 1),
-    ("list-verify-json", "stan", lambda f: ("list", "verify", "--json"), 1),
-    ("unblind-all", "stan", lambda f: ("unblind", "all", "--out", f.out), 1),
-    (
-        "unblind-dummy",
-        "stan",
-        lambda f: ("unblind", "dummy", "--out", f.dummy_out.replace(".csv", "-stan.csv")),
-        0,
-    ),
-    ("audit-show", "stan", lambda f: ("audit", "show"), 1),
-    ("randomize", "stan", lambda f: ("randomize", "P-201", "--site", "WAW", *answer_args()), 1),
-    ("kit-request", "stan", lambda f: ("kit", "request", f.first, "--visit", "1"), 1),
-    ("emergency", "stan", lambda f: ("unblind", "emergency", f.first, "--reason", "curious"), 1),
-    ("pharmacy-list", "stan", lambda f: ("pharmacy", "list"), 1),
-]
-
-MONITOR: list[Case] = [
-    ("report", "mona", lambda f: ("report",), 0),
-    ("review-list", "mona", lambda f: ("unblind", "review", "list", "--all"), 0),
-    ("review-list-json", "mona", lambda f: ("unblind", "review", "list", "--json"), 0),
-    (
-        "review-close-json",
-        "mona",
-        lambda f: ("unblind", "review", "close", "1", "--note", "checked", "--json"),
-        0,
-    ),
-    ("report-json", "mona", lambda f: ("report", "--json"), 0),
-    ("participant-list", "mona", lambda f: ("participant", "list", "--site", "WAW"), 0),
-    ("audit-show", "mona", lambda f: ("audit", "show"), 0),
-    ("audit-show-json", "mona", lambda f: ("audit", "show", "--json"), 0),
-    ("audit-verify", "mona", lambda f: ("audit", "verify"), 0),
-    (
-        "audit-verify-checkpoint-json",
-        "mona",
-        lambda f: (
-            "audit",
-            "verify",
-            "--checkpoint",
-            f.note,
-            "--public-key",
-            f.public_key,
-            "--json",
-        ),
-        0,
-    ),
-    ("list-verify", "mona", lambda f: ("list", "verify"), 1),
-    ("unblind-all", "mona", lambda f: ("unblind", "all", "--out", f.out), 1),
-    ("unblind-dummy", "mona", lambda f: ("unblind", "dummy", "--out", f.dummy_out), 1),
-    ("emergency", "mona", lambda f: ("unblind", "emergency", f.first, "--reason", "curious"), 1),
-    ("randomize", "mona", lambda f: ("randomize", "P-301", "--site", "WAW", *answer_args()), 1),
-    ("kit-request", "mona", lambda f: ("kit", "request", f.first, "--visit", "1"), 1),
-    ("kit-replace", "mona", lambda f: ("kit", "replace", f.kit, "--reason", "x"), 1),
-    ("pharmacy-prepare", "mona", lambda f: ("pharmacy", "prepare", f.kit), 1),
-]
-
-CASES = [*INVESTIGATOR, *STATISTICIAN, *MONITOR]
-
-
 def _key(case: Case) -> str:
     return f"{case[1]}:{case[0]}"
 
@@ -282,40 +51,7 @@ def leak_trial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LeakTrial]:
     with scratch_trial(directory) as run:
         files = run.files
         build_trial(run, "list")
-        by_arm = one_per_arm(run, DAY0)
-        first, second = sorted(by_arm.values())[:2]
-        # the trail gets every kind of event: replacement, preparation, pharmacy list,
-        # an emergency unblinding, a screen failure, refusals of every role
-        voided = live_kit(files, second, 1)
-        assert_ok(run("kit", "replace", voided, "--reason", "damaged", user="ivan"))
-        assert_ok(run("pharmacy", "prepare", live_kit(files, second, 1), user="petra"))
-        assert_ok(run("pharmacy", "list", user="petra"))
-        assert_ok(
-            run(
-                "unblind",
-                "emergency",
-                sorted(by_arm.values())[-1],
-                "--reason",
-                "serious adverse event",
-                user="ivan",
-            )
-        )
-        signing = directory / "qa.pem"
-        assert_ok(run("audit", "keygen", "--out", str(signing), user="alice"))
-        note = directory / "checkpoint.note"
-        checkpoint = run("audit", "checkpoint", "--signing-key", str(signing), user="alice")
-        assert_ok(checkpoint)
-        note.write_text(checkpoint.stdout, encoding="utf-8")
-        facts = Facts(
-            first=first,
-            second=second,
-            kit=live_kit(files, first, 1),
-            voided=voided,
-            note=str(note),
-            public_key=f"{signing}.pub",
-            out=str(directory / "export.csv"),
-            dummy_out=str(directory / "dummy-export.csv"),
-        )
+        facts, by_arm = prepare(run, run, directory)
         outputs: dict[str, tuple[int, Result]] = {}
         for case in CASES:
             name, user, argv, code = case
@@ -414,32 +150,6 @@ def _assert_identical(attempt: Attempt, code: int) -> None:
     assert [_event_shape(e) for e in attempt.events[0]] == [
         _event_shape(e) for e in attempt.events[1]
     ]
-
-
-REFUSALS: list[tuple[str, Callable[[str], tuple[str, ...]], int]] = [
-    (
-        "randomize-twice",
-        lambda p: ("randomize", p, "--site", "WAW", *answer_args(), "--date", DAY0.isoformat()),
-        1,
-    ),
-    (
-        "randomize-twice-ineligible",
-        lambda p: (
-            "randomize",
-            p,
-            "--site",
-            "WAW",
-            *answer_args(edss="8"),
-            "--date",
-            DAY0.isoformat(),
-        ),
-        1,
-    ),
-    ("out-of-order", lambda p: ("kit", "request", p, "--visit", "3", "--date", on(84)), 1),
-    ("outside-window", lambda p: ("kit", "request", p, "--visit", "2", "--date", on(70)), 1),
-    ("visit-5", lambda p: ("kit", "request", p, "--visit", "5"), 2),
-    ("empty-reason", lambda p: ("unblind", "emergency", p, "--reason", ""), 2),
-]
 
 
 @pytest.mark.parametrize(("argv", "code"), [pytest.param(a, c, id=n) for n, a, c in REFUSALS])

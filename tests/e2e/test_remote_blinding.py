@@ -25,12 +25,12 @@ from click.testing import Result
 from randomizer.signatures import MEANINGS
 from tests.backends.live import live_server
 from tests.support.assertions import assert_error, assert_no_arm, assert_ok
-from tests.support.blinded_path import live_kit, one_per_arm, participant_arms
+from tests.support.blinded_path import live_kit, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import DESIGN, arm_words_in
+from tests.support.leaks import CASES, REFUSALS, on, prepare
 from tests.support.remote import RemoteRun
 from tests.support.trial import PASSWORDS, Run, build_trial, scratch_trial
-from tests.test_blinding_leaks import CASES, DAY0, REFUSALS, Facts, on
 
 BLINDED = ("ivan", "mona", "stan")
 """The blinded roles' users: investigator, monitor, statistician (no lock in this module)."""
@@ -66,41 +66,8 @@ def remote_leak_trial(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remo
 
 def _collect(run: Run, url: str, directory: Path) -> RemoteLeakTrial:
     """Prepare the trial through the server, then run every blinded command through it."""
-    files = run.files
     remote = RemoteRun(url, directory / "state")
-    by_arm = one_per_arm(run, DAY0)
-    first, second = sorted(by_arm.values())[:2]
-    # every kind of event, made through the server this time
-    voided = live_kit(files, second, 1)
-    assert_ok(remote("kit", "replace", voided, "--reason", "damaged", user="ivan"))
-    assert_ok(remote("pharmacy", "prepare", live_kit(files, second, 1), user="petra"))
-    assert_ok(remote("pharmacy", "list", user="petra"))
-    assert_ok(
-        remote(
-            "unblind",
-            "emergency",
-            sorted(by_arm.values())[-1],
-            "--reason",
-            "serious adverse event",
-            user="ivan",
-        )
-    )
-    signing = directory / "qa.pem"
-    assert_ok(remote("audit", "keygen", "--out", str(signing), user="alice"))
-    checkpoint = remote("audit", "checkpoint", "--signing-key", str(signing), user="alice")
-    assert_ok(checkpoint)
-    note = directory / "checkpoint.note"
-    note.write_text(checkpoint.stdout, encoding="utf-8")
-    facts = Facts(
-        first=first,
-        second=second,
-        kit=live_kit(files, first, 1),
-        voided=voided,
-        note=str(note),
-        public_key=f"{signing}.pub",
-        out=str(directory / "export.csv"),
-        dummy_out=str(directory / "dummy-export.csv"),
-    )
+    facts, by_arm = prepare(run, remote, directory)
     outputs: dict[str, tuple[int, Result]] = {}
     for name, user, argv, code in CASES:
         outputs[_key(name, user)] = (code, remote(*argv(facts), user=user))
