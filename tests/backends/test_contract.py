@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import pytest
@@ -38,6 +39,7 @@ from randomizer.sessions import LOCK_AFTER, check_throttle, record_failure
 from randomizer.signatures import MEANINGS, Signature
 from randomizer.store import Store
 from tests.backends.conftest import ContractTrial
+from tests.support.assertions import refused
 from tests.support.database import execute
 from tests.support.exosome import ARM_WORDS, ARMS, ELIGIBLE, PUBLIC_TEXT
 
@@ -56,13 +58,9 @@ def _randomize(trial: ContractTrial, participant: str, **answers: str) -> Random
     )
 
 
-def _refusal(error: type[RandomizerError], call: object) -> str:
+def _refusal(error: type[RandomizerError], call: Callable[[], object]) -> str:
     """Call ``call()`` and return the message of the expected refusal."""
-    assert callable(call)
-    with pytest.raises(error) as raised:
-        call()
-    assert type(raised.value) is error, f"{type(raised.value).__name__}: {raised.value}"
-    return str(raised.value)
+    return str(refused(error, call))
 
 
 def _text(value: object) -> str:

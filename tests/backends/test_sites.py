@@ -27,12 +27,12 @@ from randomizer.errors import (
     InvalidInput,
     NotAuthorized,
     NotFound,
-    RandomizerError,
     StateError,
 )
 from randomizer.sites import PARTICIPANT_ACTIONS
 from tests.backends.conftest import BACKEND_KINDS, ContractTrial
 from tests.backends.live import live_server
+from tests.support.assertions import refused
 from tests.support.exosome import DESIGN, ELIGIBLE
 from tests.support.sites import SITE_PASSWORDS
 from tests.support.trial import TrialFiles
@@ -79,18 +79,11 @@ def sites(request: pytest.FixtureRequest, two_sites: TrialFiles) -> Iterator[Con
             backend.close()
 
 
-def _refused(error: type[RandomizerError], call: Callable[[], object]) -> RandomizerError:
-    with pytest.raises(error) as raised:
-        call()
-    assert type(raised.value) is error, f"{type(raised.value).__name__}: {raised.value}"
-    return raised.value
-
-
 def _same_refusal(call: Callable[[str], object], other_sites: str, missing: str) -> tuple[str, str]:
     """The refusals of ``call`` for another site's id and a missing one: same class and hint,
     and the same message once each names its own id."""
-    first = _refused(NotFound, lambda: call(other_sites))
-    second = _refused(NotFound, lambda: call(missing))
+    first = refused(NotFound, lambda: call(other_sites))
+    second = refused(NotFound, lambda: call(missing))
     assert first.hint == second.hint
     assert str(first).replace(other_sites, "ID") == str(second).replace(missing, "ID")
     return str(first), str(second)
@@ -102,7 +95,7 @@ def test_an_investigator_of_one_site_cannot_act_on_or_see_another_sites_particip
     wanda = sites.as_user("wanda")
     assert (
         str(
-            _refused(
+            refused(
                 NotAuthorized,
                 lambda: wanda.randomize(
                     "P-102",
@@ -130,7 +123,7 @@ def test_an_investigator_of_one_site_cannot_act_on_or_see_another_sites_particip
     assert first == f"no kit {krk_kit.kit} in this trial: check the label"
     # the id is taken trial-wide: refused, without the other site's number
     assert str(
-        _refused(
+        refused(
             StateError,
             lambda: wanda.randomize(
                 "P-201",
@@ -149,7 +142,7 @@ def test_an_investigator_of_one_site_cannot_act_on_or_see_another_sites_particip
     assert [p.participant for p in wanda.participant_view()] == ["P-101"]
     assert [p.participant for p in wanda.participant_view("WAW")] == ["P-101"]
     assert (
-        str(_refused(NotAuthorized, lambda: wanda.participant_view("KRK")))
+        str(refused(NotAuthorized, lambda: wanda.participant_view("KRK")))
         == "user wanda may not see participants at site KRK: limited to site WAW"
     )
     report = wanda.report()
@@ -256,11 +249,11 @@ def test_an_admin_limits_a_user_to_sites_and_lifts_it(sites: ContractTrial) -> N
     assert alice.set_user_sites("nina", []).sites == ()
     assert {u.name: u.sites for u in alice.list_users()}["wanda"] == ("WAW",)
     assert (
-        str(_refused(InvalidInput, lambda: alice.set_user_sites("nina", ["GDA"])))
+        str(refused(InvalidInput, lambda: alice.set_user_sites("nina", ["GDA"])))
         == "site 'GDA' is not a site of this trial: use one of WAW, KRK"
     )
     assert (
-        str(_refused(NotAuthorized, lambda: sites.as_user("ivan").set_user_sites("nina", [])))
+        str(refused(NotAuthorized, lambda: sites.as_user("ivan").set_user_sites("nina", [])))
         == "role investigator may not manage users"
     )
     events = [e for e in sites.as_user("mona").audit_events() if e.action == "user.sites"]
@@ -290,24 +283,24 @@ def test_an_admin_limited_to_a_site_grants_rights_within_it_only(sites: Contract
     ada = sites.as_user("ada")
     beyond = "user ada is limited to site WAW: only a trial-wide admin may give {} rights beyond "
     assert (
-        str(_refused(NotAuthorized, lambda: ada.add_user("xena", Role.MONITOR, "pw-xena-123456")))
+        str(refused(NotAuthorized, lambda: ada.add_user("xena", Role.MONITOR, "pw-xena-123456")))
         == beyond.format("xena") + "those sites"
     )
     assert ada.add_user("xena", Role.MONITOR, "pw-xena-123456", ["WAW"]).sites == ("WAW",)
     for name, new in (("kris", ["WAW"]), ("ivan", ["WAW"]), ("xena", []), ("xena", ["KRK"])):
         assert (
             str(
-                _refused(NotAuthorized, lambda: ada.set_user_sites(name, new))  # noqa: B023
+                refused(NotAuthorized, lambda: ada.set_user_sites(name, new))  # noqa: B023
             )
             == beyond.format(name) + "those sites"
         )
     assert sites.as_user("alice").user_sites("kris").sites == ("KRK",)
-    assert str(_refused(NotAuthorized, lambda: ada.disable_user("kris", "left"))) == (
+    assert str(refused(NotAuthorized, lambda: ada.disable_user("kris", "left"))) == (
         "user ada is limited to site WAW: only a trial-wide admin may disable kris, who acts "
         "beyond those sites"
     )
     assert str(
-        _refused(NotAuthorized, lambda: ada.change_password("ivan", "pw-ivan-new-123456"))
+        refused(NotAuthorized, lambda: ada.change_password("ivan", "pw-ivan-new-123456"))
     ) == (
         "user ada is limited to site WAW: only a trial-wide admin may set the password of "
         "ivan, who acts beyond those sites"
@@ -341,13 +334,13 @@ def test_a_limited_reader_sees_only_their_sites_events_and_screen_failures(
     krk_kit = next(k for k in sites.as_user("petra").pharmacy_list() if k.participant == "P-201")
     kris.replace_kit(krk_kit.kit, "bag damaged")
     wanda.request_kit("P-101", 2, START + timedelta(days=84))
-    _refused(NotFound, lambda: wanda.request_kit("P-201", 3))
-    _refused(NotFound, lambda: wanda.request_kit("P-999", 3))
+    refused(NotFound, lambda: wanda.request_kit("P-201", 3))
+    refused(NotFound, lambda: wanda.request_kit("P-999", 3))
 
     def screen_failure(user: str, participant: str, site: str) -> None:
         backend = sites.as_user(user)
         answers = {**ELIGIBLE, "age": "70"}
-        _refused(
+        refused(
             Ineligible,
             lambda: backend.randomize(
                 participant, site, {}, answers, START, signature=sites.signed(user, "randomize")

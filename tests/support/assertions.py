@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import pytest
 from click.testing import Result
 
 from randomizer.commands.base import CLI_HINTS
+from randomizer.errors import RandomizerError
 from tests.support.exosome import arm_words_in
 
 OPAQUE = "the key file does not open this trial's data: wrong key file or altered data"
@@ -70,3 +72,11 @@ def without_cli_hint(message: str) -> str:
         if message.endswith(f" ({hint})"):
             return message.removesuffix(f" ({hint})")
     return message
+
+
+def refused(error: type[RandomizerError], call: Callable[[], object]) -> RandomizerError:
+    """Call ``call()``, which must raise exactly ``error`` (not a subclass); the error."""
+    with pytest.raises(error) as raised:
+        call()
+    assert type(raised.value) is error, f"{type(raised.value).__name__}: {raised.value}"
+    return raised.value
