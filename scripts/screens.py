@@ -2,11 +2,13 @@
 
     .venv/bin/python scripts/screens.py [--out docs/screens] [--width 1280] [--narrow]
 
-It builds a throwaway trial (users, list, two participants, a prepared kit)
-in a temporary folder, serves it on a loopback port, and walks each role's
-tour of the browser tests (``tests.support.browser.tour``) in Debian's
-Chromium; after the lock it walks the statistician's again. ``--narrow``
-adds each page at 320 CSS pixels wide. Needs what the browser tests need:
+It builds a throwaway trial (users, list, three participants, a prepared kit,
+an emergency unblinding whose review is open) in a temporary folder, serves
+it on a loopback port, and walks each role's tour of the browser tests
+(``tests.support.browser.tour``) in Debian's Chromium; after the lock it
+walks the statistician's again. ``--narrow`` adds each page at 320 CSS pixels
+wide. Only this script's screenshots (named after a role) are replaced; other
+images in the folder stay. Needs what the browser tests need:
 ``apt-get install chromium && (cd tests/browser && npm ci)`` (axe-core is not
 used here, only the browser).
 """
@@ -66,7 +68,8 @@ def main() -> int:
     out: Path = options.out
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
-        old.unlink()
+        if old.name.startswith(tuple(f"{group}-" for group in TITLES)):
+            old.unlink()  # only this script's screenshots: other images live here too
     started = time.monotonic()
     shots: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as folder, scratch_trial(Path(folder)) as run:
@@ -111,7 +114,8 @@ def write_index(out: Path, shots: dict[str, list[str]]) -> None:
         "# Screenshots of the pages",
         "",
         "Every page of each role, as `scripts/screens.py` took them from a throwaway trial",
-        "(two participants, one kit prepared) in Chromium. Regenerate with",
+        "(three participants, one kit prepared, one emergency unblinding under review) in",
+        "Chromium. Regenerate with",
         "`.venv/bin/python scripts/screens.py`.",
         "",
     ]

@@ -8,7 +8,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tests.support.blinded_path import KIT_CODE, days_ago, live_kit, participant_arms, randomize
-from tests.support.browser import Site, fill_randomize_form, go_to_task, log_in, main_text
+from tests.support.browser import (
+    Site,
+    fill_randomize_form,
+    go_to_task,
+    log_in,
+    main_text,
+    sign,
+)
 from tests.support.database import execute
 from tests.support.exosome import arm_words_in
 from tests.support.trial import Run
@@ -28,6 +35,7 @@ def test_investigator_randomizes_and_requests_the_next_kit(open_page: OpenPage, 
         page.get_by_role("button", name="Continue").click()
     assert page.get_by_role("heading", level=1).inner_text() == "Confirm the randomization"
     assert execute(site.files.db_url, "SELECT count(*) FROM participants") == [(0,)]
+    sign(page, "investigator")
     with page.expect_navigation():
         page.get_by_role("button", name="Randomize P-101").click()
 
@@ -91,7 +99,7 @@ def test_monitor_reads_the_report_and_the_audit_trail(open_page: OpenPage, site:
     go_to_task(page, "Report")
     report = main_text(page)
     assert "Randomized 1 of" in report
-    assert "Balance by arm is not shown to your role before the lock." in report
+    assert "Balance by arm is shown only to admins" in report
     assert arm_words_in(report) == []
 
     go_to_task(page, "Audit trail")
@@ -112,10 +120,11 @@ def test_statistician_downloads_the_unblinding_after_the_lock(
     randomize(run, "P-002", days_ago(1))
     page = open_page("statistician")
     go_to_task(page, "Report")
-    assert "Balance by arm is not shown to your role before the lock." in main_text(page)
+    assert "Balance by arm is shown only to admins" in main_text(page)
 
     run.ok("lock", "--reason", "last visit done", user="alice")
     go_to_task(page, "Final unblinding")
+    sign(page, "statistician")
     with page.expect_download() as download:
         page.get_by_role("button", name="Download the unblinding (CSV)").click()
     rows = list(csv.DictReader(io.StringIO(download.value.path().read_text(encoding="utf-8"))))
@@ -143,6 +152,7 @@ def test_admin_adds_a_user_and_locks_the_database(open_page: OpenPage, site: Sit
     go_to_task(page, "Lock")
     page.get_by_label("Reason").fill("last participant's last visit done")
     page.get_by_label("I confirm: lock the database; this cannot be undone").check()
+    sign(page, "admin")
     with page.expect_navigation():
         page.get_by_role("button", name="Lock the database").click()
     assert "The database is locked." in page.get_by_role("status").inner_text()
@@ -157,6 +167,7 @@ def test_an_ineligible_answer_is_shown_next_to_its_question_and_in_the_summary(
     fill_randomize_form(page, "P-501", **{"Age in years at screening": "17"})
     with page.expect_navigation():
         page.get_by_role("button", name="Continue").click()
+    sign(page, "investigator")
     with page.expect_navigation():
         page.get_by_role("button", name="Randomize P-501").click()
 
@@ -171,3 +182,41 @@ def test_an_ineligible_answer_is_shown_next_to_its_question_and_in_the_summary(
     summary.get_by_role("link", name="must be 18 to 65").click()
     assert page.evaluate("() => document.activeElement.id") == "answer.age"
     assert execute(site.files.db_url, "SELECT count(*) FROM participants") == [(0,)]
+
+
+def test_the_monitor_closes_the_review_of_an_emergency_unblinding(
+    open_page: OpenPage, site: Site
+) -> None:
+    randomize(Run(site.files), "P-001", days_ago(1))
+    ivan = open_page("investigator")
+    go_to_task(ivan, "Emergency unblinding")
+    ivan.get_by_label("Participant id").fill("P-001")
+    ivan.get_by_label("Reason").fill("severe reaction; her care needs the arm")
+    with ivan.expect_navigation():
+        ivan.get_by_role("button", name="Continue").click()
+    sign(ivan, "investigator")
+    with ivan.expect_navigation():
+        ivan.get_by_role("button", name="Break the code").click()
+    assert execute(site.files.db_url, "SELECT count(*) FROM unblinding_reviews") == [(1,)]
+
+    page = open_page("monitor")
+    go_to_task(page, "Unblinding reviews")
+    row = page.get_by_role("row").filter(has_text="P-001")
+    assert "ivan" in row.inner_text() and "severe reaction" in row.inner_text()
+    assert arm_words_in(main_text(page)) == []
+    (review,) = execute(site.files.db_url, "SELECT id FROM unblinding_reviews")
+    page.get_by_label(f"Note closing review {review[0]} (P-001)").fill("reason checked with ivan")
+    with page.expect_navigation():
+        page.get_by_role("button", name=f"Close review {review[0]}").click()
+    assert f"Review {review[0]} is closed." in page.get_by_role("status").inner_text()
+    assert "No review is open." in main_text(page)
+    with page.expect_navigation():
+        page.get_by_role("link", name="Show every review").click()
+    closed = main_text(page)
+    assert "reason checked with ivan" in closed and "by mona" in closed
+    assert arm_words_in(closed) == []
+    assert execute(
+        site.files.db_url,
+        "SELECT closed_by, note FROM unblinding_reviews WHERE id = :i",
+        i=review[0],
+    ) == [("mona", "reason checked with ivan")]

@@ -55,6 +55,8 @@ def test_a_randomization_with_the_keyboard_alone(open_page: OpenPage, site: Site
         keys.press("Enter")
 
     assert page.get_by_role("heading", level=1).inner_text() == "Confirm the randomization"
+    tab_to(page, "#password")  # the electronic signature: the password typed again
+    keys.type(PASSWORDS["ivan"])
     tab_to(page, "button:text('Randomize P-201')")
     with page.expect_navigation():
         keys.press("Enter")

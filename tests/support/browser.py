@@ -128,6 +128,13 @@ def log_in(page: Page, base_url: str, user: str, password: str) -> None:
         page.get_by_role("button", name="Log in").click()
 
 
+def sign(page: Page, role: str) -> None:
+    """Type the role's user's password into a confirmation's electronic signature field."""
+    from tests.support.trial import PASSWORDS, USER_OF_ROLE
+
+    page.get_by_label("Password (your electronic signature)").fill(PASSWORDS[USER_OF_ROLE[role]])
+
+
 def axe_violations(page: Page, tags: tuple[str, ...] = WCAG_TAGS) -> list[dict[str, Any]]:
     """axe-core's violations of ``tags`` on the page as it is now.
 
@@ -241,17 +248,22 @@ class TourTrial:
     requested_kit: str
     prepared_kit: str
     """The visit-1 kit of a second participant, prepared."""
+    unblinded: str
+    """A third participant, unblinded in an emergency: their review is open."""
 
 
 def prepare_tour(run: Run) -> TourTrial:
-    """Give a trial with its list two randomized participants, one kit prepared (via the CLI)."""
+    """Give a trial with its list three randomized participants, one kit prepared and one
+    emergency unblinding whose review is open (via the CLI)."""
     from tests.support.blinded_path import days_ago, live_kit, randomize
 
     randomize(run, "P-001", days_ago(2))
     randomize(run, "P-002", days_ago(1))
     prepared = live_kit(run.files, "P-002", 1)
     run.ok("pharmacy", "prepare", prepared, user="petra")
-    return TourTrial("P-001", live_kit(run.files, "P-001", 1), prepared)
+    randomize(run, "P-003", days_ago(1))
+    run.ok("unblind", "emergency", "P-003", "--reason", "severe reaction", user="ivan")
+    return TourTrial("P-001", live_kit(run.files, "P-001", 1), prepared, "P-003")
 
 
 def _open(path: str) -> Callable[[Page], None]:
@@ -345,8 +357,23 @@ def tour(role: str | None, trial: TourTrial, locked: bool = False) -> list[Stop]
         ]
     if role in ("monitor", "admin"):
         stops += [Stop("verify-result", _submit("/verify", "Verify"))]
+    if role in ("monitor", "admin"):
+        stops += [
+            Stop("reviews-all", _open("/reviews?show=all")),
+            Stop("reviews-errors", _submit("/reviews", "Close review 1")),
+        ]
     if role == "admin":
-        stops += [Stop("users-errors", _submit("/users", "Add the user"))]
+        stops += [
+            Stop("users-errors", _submit("/users", "Add the user")),
+            Stop("participant-void", _open(f"/participants/{trial.participant}/void")),
+            Stop(
+                "participant-void-errors",
+                _submit(
+                    f"/participants/{trial.participant}/void",
+                    f"Void the randomization of {trial.participant}",
+                ),
+            ),
+        ]
         if not locked:
             stops += [Stop("lock-errors", _submit("/lock", "Lock the database"))]
     if role == "statistician" and locked:
