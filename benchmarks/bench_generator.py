@@ -22,16 +22,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
-import random
 import sys
 import time
 import tracemalloc
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import numpy as np
 
@@ -39,7 +34,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common import load_average, max_rss_mib  # noqa: E402
+from common import (  # noqa: E402
+    load_average,
+    load_randomization,
+    max_rss_mib,
+    randomization_run,
+)
 
 from randomizer.allocation.generator import Schedule, generate_schedule  # noqa: E402
 from randomizer.allocation.stream import stream_input  # noqa: E402
@@ -87,27 +87,6 @@ def floor_run(schedule: Schedule) -> Callable[[], object]:
             raw = hashlib.shake_256(message).digest(8 * words)
             top = max(top, int(np.frombuffer(raw, dtype="<u8").max()))
         return top
-
-    return run
-
-
-def load_randomization() -> ModuleType | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # its source has `is` with literals
-            return importlib.import_module("randomization")
-    except ImportError:
-        return None
-
-
-def randomization_run(module: ModuleType, participants: int) -> Callable[[], object]:
-    def run() -> Any:
-        # random_block reseeds the global `random` module: keep the caller's state.
-        state = random.getstate()
-        try:
-            return module.random_block(participants, 2, list(SIZES), seed=20240101)
-        finally:
-            random.setstate(state)
 
     return run
 
@@ -162,7 +141,7 @@ def main() -> None:
             "(pip install randomization); skipping it"
         )
     else:
-        run = randomization_run(module, participants)
+        run = randomization_run(module, participants, SIZES)
         t_pkg = best_time(run, max(1, repeat // 2))
         rows.append(("PyPI randomization.random_block", t_pkg, peak_mib(run)))
 

@@ -20,45 +20,18 @@ benchmark says so and prints our time alone. ``--quick``: 20,000 participants, o
 from __future__ import annotations
 
 import argparse
-import importlib
-import random
 import sys
 import time
-import warnings
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
-from common import load_average, machine, table
+from common import load_average, load_randomization, machine, randomization_run, table
 
 from randomizer.allocation.generator import generate_schedule
 from tests.support.designs import make_design
 
 SEED = bytes.fromhex("7d1e6a0c3b9f4e2d8a5c1b7e0f3d6a9c2e5b8d1f4a7c0e3b6d9f2a5c8e1b4d70")
 SIZES = [2, 4, 6]
-
-
-def load_randomization() -> ModuleType | None:
-    """PyPI ``randomization``, or None when it is not installed."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # its source compares literals with `is`
-            return importlib.import_module("randomization")
-    except ImportError:
-        return None
-
-
-def theirs(module: ModuleType, participants: int) -> Callable[[], Any]:
-    """One call of ``random_block``, leaving the caller's ``random`` state as it was."""
-
-    def run() -> Any:
-        state = random.getstate()
-        try:
-            return module.random_block(participants, 2, list(SIZES), seed=20240101)
-        finally:
-            random.setstate(state)
-
-    return run
 
 
 def main() -> None:
@@ -86,7 +59,7 @@ def main() -> None:
             "our time alone"
         )
     else:
-        runs["PyPI randomization.random_block"] = theirs(module, participants)
+        runs["PyPI randomization.random_block"] = randomization_run(module, participants, SIZES)
     # warm-up, and how many assignments each made
     lengths = {
         name: len(run()) for name, run in runs.items() if name != "randomizer generate_schedule"

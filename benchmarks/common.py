@@ -10,20 +10,24 @@ what they mean to measure themselves.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
 import platform
+import random
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -369,3 +373,29 @@ def add_quick_and_verify_arguments(
         help=f"also run {verified} (not timed) on lists of up to N participants "
         "(default 20,000: it loads ORM objects)",
     )
+
+
+def load_randomization() -> ModuleType | None:
+    """PyPI ``randomization`` (the ``bench`` extra), or None when it is not installed."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its source compares literals with `is`
+            return importlib.import_module("randomization")
+    except ImportError:
+        return None
+
+
+def randomization_run(
+    module: ModuleType, participants: int, sizes: Sequence[int]
+) -> Callable[[], Any]:
+    """One call of its ``random_block`` (two arms, ``sizes``), leaving the caller's
+    ``random`` state as it was (it reseeds the global ``random`` module)."""
+
+    def run() -> Any:
+        state = random.getstate()
+        try:
+            return module.random_block(participants, 2, list(sizes), seed=20240101)
+        finally:
+            random.setstate(state)
+
+    return run
