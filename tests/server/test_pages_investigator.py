@@ -219,6 +219,20 @@ def test_participant_list_shows_numbers_visits_and_kits_never_an_arm(
     assert len(set(participant_arms(trial_with_list).values())) in (1, 2)
 
 
+def test_the_participant_list_counts_visits_with_a_kit_issued_as_the_library_does(
+    ivan: Browser, trial_with_list: TrialFiles
+) -> None:
+    randomize_through_pages(ivan, "P-001", START)  # its first kit is requested, not prepared
+    page = ivan.get("/participants").text
+    headers = re.findall(r'<th scope="col">([^<]*)</th>', page)
+    assert "Visits done" not in headers
+    column = headers.index("Visits with a kit issued")
+    row = page[page.index('<th scope="row"><a href="/participants/P-001">') :]
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row[: row.index("</tr>")])
+    assert cells[column] == "1" and "(visit 1, requested)" in cells[-3]
+    assert "whether or not the pharmacy has prepared it yet" in text_of(page)
+
+
 def test_a_kit_request_outside_the_window_needs_a_reason(
     ivan: Browser, trial_with_list: TrialFiles
 ) -> None:

@@ -343,7 +343,7 @@ def _participant_page(
 
 @pages.get("/participants")
 def participant_list(request: Request, state: State, who: Signed) -> HTMLResponse:
-    """Every randomized participant: id, site, number, visits done, kits; never an arm."""
+    """Every randomized participant: id, site, number, visits with a kit issued, kits; no arm."""
     with acting(state, who) as backend:
         rows = backend.participant_view()
     return render(request, "participants.html", who, title="Participants", rows=rows)
