@@ -164,3 +164,14 @@ def test_table_pages_use_the_wide_column_and_scroll_tables_inside_their_region(
 def test_form_pages_keep_the_readable_column(pages: Callable[[], Browser]) -> None:
     page = _as(pages, "ivan").get("/randomize").text
     assert '<main id="main" tabindex="-1">' in page
+
+
+def test_a_long_identifier_in_an_error_wraps_instead_of_widening_a_narrow_page(
+    pages: Callable[[], Browser],
+) -> None:
+    ivan = _as(pages, "ivan")
+    ivan.get("/randomize")
+    page = ivan.post("/randomize/confirm", {"page": "/randomize"}).text
+    assert 'id="answer.infection_malignancy_systemic-error"' in page  # a 29-letter word
+    css = (STATIC / "site.css").read_text()
+    assert re.search(r"\.field-error, \.error-summary[^{]*\{ overflow-wrap: anywhere; \}", css)
