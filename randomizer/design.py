@@ -52,6 +52,19 @@ class Factor:
     levels: tuple[str, ...]
     question: str
 
+    def check_level(self, level: str | None) -> str:
+        """``level`` if it is one of this factor's; missing or unknown is :class:`InvalidInput`."""
+        if level is None:
+            raise InvalidInput(
+                f"missing stratum {self.name}=LEVEL (one of: {', '.join(self.levels)})"
+            )
+        if level not in self.levels:
+            raise InvalidInput(
+                f"stratum {self.name}={level!r} is not a level; "
+                f"use one of: {', '.join(self.levels)}"
+            )
+        return level
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -86,6 +99,16 @@ class Criterion:
         if not math.isfinite(value):
             raise InvalidInput(f"answer {self.id}={raw.strip()!r} must be a finite number")
         return value
+
+    def check(self, raw: str | None) -> float | bool:
+        """A given answer parsed (:meth:`parse`); a missing one is :class:`InvalidInput`."""
+        if raw is None:
+            raise InvalidInput(
+                f"missing answer for {self.id} ({self.question}): "
+                "every eligibility criterion needs an answer",
+                hint=Hint.ANSWERS,
+            )
+        return self.parse(raw)
 
     def failure(self, raw: str) -> str | None:
         """Why this answer makes a participant ineligible, as a readable line; None if it passes."""
@@ -158,15 +181,7 @@ class TrialDesign:
                 f"this design has: {', '.join(sorted(names)) or 'none'}"
             )
         for factor in self.factors:
-            if factor.name not in levels:
-                raise InvalidInput(
-                    f"missing stratum {factor.name}=LEVEL (one of: {', '.join(factor.levels)})"
-                )
-            if levels[factor.name] not in factor.levels:
-                raise InvalidInput(
-                    f"stratum {factor.name}={levels[factor.name]!r} is not a level; "
-                    f"use one of: {', '.join(factor.levels)}"
-                )
+            factor.check_level(levels.get(factor.name))
         return stratum_key(levels)
 
     def visit(self, number: int) -> Visit:
@@ -208,12 +223,7 @@ class TrialDesign:
             )
         failures: list[str] = []
         for criterion in self.criteria:
-            if criterion.id not in answers:
-                raise InvalidInput(
-                    f"missing answer for {criterion.id} ({criterion.question}): "
-                    "every eligibility criterion needs an answer",
-                    hint=Hint.ANSWERS,
-                )
+            criterion.check(answers.get(criterion.id))
             failure = criterion.failure(answers[criterion.id])
             if failure is not None:
                 failures.append(failure)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from randomizer import sessions
+from randomizer.design import parse_design
+from randomizer.server.pages.investigator import randomize_input_errors
 from tests.support.blinded_path import days_ago, live_kit, participant_arms
 from tests.support.database import audit_rows
+from tests.support.designs import design_toml, in_range
 from tests.support.exosome import DESIGN, arm_words_in
 from tests.support.trial import PASSWORDS, TrialFiles
 from tests.support.web import Browser, randomize_form, randomize_through_pages, text_of, web_app
@@ -119,6 +124,87 @@ def test_an_ineligible_answer_shows_every_failing_criterion(
     assert "randomize" not in _actions(trial_with_list)
 
 
+def _form_errors(page: str) -> dict[str, str]:
+    """Each field's error shown next to it on a page, by field name."""
+    found = re.findall(
+        r'<p class="field-error" id="([^"]+)-error"><span class="visually-hidden">Error:</span> '
+        r"([^<]*)</p>",
+        page,
+    )
+    return {name: html.unescape(message) for name, message in found}
+
+
+def test_an_empty_randomize_form_stays_with_every_error_and_no_confirmation(
+    ivan: Browser, trial_with_list: TrialFiles
+) -> None:
+    ivan.get("/randomize")
+    page = ivan.post("/randomize/confirm", {"page": "/randomize"})
+    assert page.status_code == 400
+    assert "Randomize participant" not in page.text
+    assert '<form method="post" action="/randomize/confirm"' in page.text
+    errors = _form_errors(page.text)
+    expected = {"participant", "site", *(f"answer.{c.id}" for c in DESIGN.criteria)}
+    assert set(errors) == expected
+    assert "participant id '' is not valid" in errors["participant"]
+    assert "site '' is not valid" in errors["site"]
+    assert errors["answer.age"].startswith("missing answer for age (")
+    start = page.text.index('class="error-summary"')
+    summary = html.unescape(page.text[start : page.text.index("</ul>", start)])
+    for name, message in errors.items():
+        assert f'<a href="#{name}">{message}</a>' in summary
+    assert "randomize" not in _actions(trial_with_list)
+
+
+def test_a_half_filled_randomize_form_names_each_malformed_field_and_keeps_what_was_typed(
+    ivan: Browser,
+) -> None:
+    ivan.get("/randomize")
+    fields = randomize_form("P 001", START, site="XYZ", age="forty", edss="4,5")
+    del fields["answer.progressive_ms"]
+    fields["answer.other_neuro_autoimmune"] = "maybe"
+    fields["date"] = "30/11/2026"
+    page = ivan.post("/randomize/confirm", fields)
+    assert page.status_code == 400
+    errors = _form_errors(page.text)
+    assert set(errors) == {
+        "participant",
+        "site",
+        "answer.age",
+        "answer.progressive_ms",
+        "answer.other_neuro_autoimmune",
+        "date",
+    }
+    assert errors["answer.age"] == "answer age='forty' must be a number"
+    assert errors["answer.other_neuro_autoimmune"] == (
+        "answer other_neuro_autoimmune='maybe' must be yes or no"
+    )
+    assert "is not a site of this trial" in errors["site"]
+    assert "use YYYY-MM-DD" in errors["date"]
+    for typed in ('value="P 001"', 'value="forty"', 'value="4,5"', 'value="30/11/2026"'):
+        assert typed in page.text
+    assert 'id="answer.edss-error"' not in page.text  # a decimal comma is well formed
+    assert 'aria-invalid="true"' in page.text
+
+
+def test_the_randomize_form_checks_each_stratum_level_with_the_library() -> None:
+    design = parse_design(
+        design_toml(
+            planned_participants=12,
+            arms=["a", "b"],
+            block_sizes=[2],
+            factors={"type": ["PPMS", "SPMS"], "edss": ["low", "high"]},
+            criteria=[in_range("age", "Age?", 18, 65)],
+        )
+    )
+    errors = randomize_input_errors(
+        design, {"participant": "P-1", "site": "WAW", "level.type": "RRMS", "answer.age": "70"}
+    )
+    assert errors == {
+        "level.type": "stratum type='RRMS' is not a level; use one of: PPMS, SPMS",
+        "level.edss": "missing stratum edss=LEVEL (one of: low, high)",
+    }  # age 70 is well formed: its ineligibility is for the library's randomize to say
+
+
 def test_participant_list_shows_numbers_visits_and_kits_never_an_arm(
     ivan: Browser, trial_with_list: TrialFiles
 ) -> None:
@@ -131,6 +217,20 @@ def test_participant_list_shows_numbers_visits_and_kits_never_an_arm(
     assert "R-001" in page.text and "R-002" in page.text
     assert arm_words_in(page.text) == []
     assert len(set(participant_arms(trial_with_list).values())) in (1, 2)
+
+
+def test_the_participant_list_counts_visits_with_a_kit_issued_as_the_library_does(
+    ivan: Browser, trial_with_list: TrialFiles
+) -> None:
+    randomize_through_pages(ivan, "P-001", START)  # its first kit is requested, not prepared
+    page = ivan.get("/participants").text
+    headers = re.findall(r'<th scope="col">([^<]*)</th>', page)
+    assert "Visits done" not in headers
+    column = headers.index("Visits with a kit issued")
+    row = page[page.index('<th scope="row"><a href="/participants/P-001">') :]
+    cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row[: row.index("</tr>")])
+    assert cells[column] == "1" and "(visit 1, requested)" in cells[-3]
+    assert "whether or not the pharmacy has prepared it yet" in text_of(page)
 
 
 def test_a_kit_request_outside_the_window_needs_a_reason(

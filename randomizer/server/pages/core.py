@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote
@@ -14,6 +16,7 @@ from urllib.parse import parse_qsl, quote
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 
 from randomizer import logins
 from randomizer.allocation import service
@@ -72,6 +75,43 @@ templates = Environment(
 )
 """The page templates; every value is HTML-escaped."""
 templates.globals["status_word"] = service.status_word
+
+
+def utc_time(value: str | None) -> Markup:
+    """A UTC time as ``2026-11-30 11:57 UTC`` in a ``<time>`` element with the full ISO value.
+
+    The trail's times (:func:`randomizer.audit.utc_text`) carry microseconds that no
+    reader needs on a page; the ``datetime`` attribute keeps them. Empty is empty; text
+    that is not a time is shown as it is (escaped).
+    """
+    if not value:
+        return Markup("")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return escape(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    shown = parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return Markup('<time datetime="{}">{}</time>').format(value, shown)
+
+
+templates.filters["utc"] = utc_time
+
+
+def detail_pairs(details: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """An audit event's details as ``(key, value)`` lines: text as it is, the rest as JSON.
+
+    Each pair is a line of its own on the page and wraps inside its cell, so that no
+    value is cut off however long it is.
+    """
+    return [
+        (str(key), value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+        for key, value in details.items()
+    ]
+
+
+templates.filters["pairs"] = detail_pairs
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -131,7 +132,39 @@ def randomize_confirm(request: Request, state: State, posted_form: Checked) -> H
     who, form = posted_form
     if form.get("edit"):
         return _randomize_form(request, who, form.kept())
+    errors = randomize_input_errors(design_of(state), form.values)
+    if errors:
+        status = status_of_error(InvalidInput(next(iter(errors.values()))))
+        return _randomize_form(request, who, form.kept(), status, errors=errors)
     return _randomize_confirmation(request, state, who, form.kept())
+
+
+def randomize_input_errors(design: TrialDesign, form: Mapping[str, str]) -> dict[str, str]:
+    """Every malformed field of the randomize form, by field name, in the library's words.
+
+    The library's own checks, one field at a time (the participant id, the site, each
+    stratum level, each answer's format and the date), so that every mistake shows at
+    once; whether the answers make the participant eligible is left to the library's
+    randomize, which names every failing criterion.
+    """
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("participant", lambda: service.check_participant_id(form.get("participant", ""))),
+        ("site", lambda: service.check_site(design, form.get("site", ""))),
+    ]
+    for factor in design.factors:
+        name = f"level.{factor.name}"
+        checks.append((name, functools.partial(factor.check_level, form.get(name) or None)))
+    for criterion in design.criteria:
+        name = f"answer.{criterion.id}"
+        checks.append((name, functools.partial(criterion.check, form.get(name))))
+    checks.append(("date", lambda: _date_or_none(form.get("date", ""))))
+    errors: dict[str, str] = {}
+    for name, check in checks:
+        try:
+            check()
+        except InvalidInput as exc:
+            errors[name] = str(exc)
+    return errors
 
 
 def _randomize_confirmation(
@@ -310,7 +343,7 @@ def _participant_page(
 
 @pages.get("/participants")
 def participant_list(request: Request, state: State, who: Signed) -> HTMLResponse:
-    """Every randomized participant: id, site, number, visits done, kits; never an arm."""
+    """Every randomized participant: id, site, number, visits with a kit issued, kits; no arm."""
     with acting(state, who) as backend:
         rows = backend.participant_view()
     return render(request, "participants.html", who, title="Participants", rows=rows)
