@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,9 @@ from sqlalchemy.orm import Session
 from randomizer.errors import AuditError, Hint, InvalidInput
 from randomizer.models import AuditHead
 from randomizer.models import AuditRecord as AuditRow
+from randomizer.results import AuditEvent as AuditEvent
+from randomizer.results import ChainReport as ChainReport
+from randomizer.results import Checkpoint as Checkpoint
 from randomizer.rows import take_written
 
 if TYPE_CHECKING:  # the operation context imports this module
@@ -52,41 +54,6 @@ SUBJECT_MAX = 256
 """Longest subject an event stores (the column's width); a longer one is cut."""
 REASON_MAX = 2000
 """Longest reason an event stores, as the commands and the API accept; a longer one is cut."""
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """One audit event as shown to a reader."""
-
-    seq: int
-    at: str
-    user: str
-    role: str
-    action: str
-    subject: str
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-    mac: str = ""
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """The result of a successful verification."""
-
-    events: int
-    head_seq: int
-    head_mac: str
-    checkpoint_seq: int | None = None
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A signed statement that the trail held ``head_mac`` at ``seq``."""
-
-    trial: str
-    seq: int
-    head_mac: str
-    at: str
 
 
 def utc_text(now: datetime) -> str:

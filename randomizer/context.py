@@ -44,6 +44,7 @@ from randomizer.errors import (
     StoreError,
 )
 from randomizer.models import Trial, User
+from randomizer.results import Credentials as Credentials
 from randomizer.signatures import SignedBy, is_signed
 from randomizer.store import Store
 from randomizer.vault import KEY_FORMAT_DERIVED, KeyMaterial, Vault, open_keys, read_key_file
@@ -63,14 +64,6 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif wanted == f"pause:{name}":
         time.sleep(5)
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Who claims to act: a user name and a password."""
-
-    user: str
-    password: str
 
 
 @dataclass(frozen=True)

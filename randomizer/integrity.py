@@ -11,11 +11,11 @@ a row id, an event or the list, never an arm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from randomizer import audit, rows
 from randomizer.context import Operation
 from randomizer.errors import AuditError, InvalidInput, SealedDataError
+from randomizer.results import IntegrityReport as IntegrityReport
+from randomizer.results import TableReport as TableReport
 from randomizer.trial import check_list
 
 LIST_TABLES = frozenset({"trial", "strata", "slots", "kits"})
@@ -23,30 +23,6 @@ LIST_TABLES = frozenset({"trial", "strata", "slots", "kits"})
 
 PROBLEMS_AUDITED = 100
 """At most this many problems are written into the ``verify`` event (all are returned)."""
-
-
-@dataclass(frozen=True)
-class TableReport:
-    """One covered table: how many rows it holds and how many problems name it."""
-
-    table: str
-    rows: int
-    problems: int
-
-
-@dataclass(frozen=True)
-class IntegrityReport:
-    """The result of ``randomizer verify``: ``ok`` only if ``problems`` is empty."""
-
-    ok: bool
-    events: int
-    rows: int
-    tables: tuple[TableReport, ...]
-    list: str
-    """``match``, ``mismatch``, ``none`` (no list generated yet) or ``not checked`` (rows
-    of the list, or the trial row that holds its seed, are broken)."""
-    checkpoint_seq: int | None
-    problems: tuple[str, ...]
 
 
 def verify_database(op: Operation, checkpoint: audit.Checkpoint | None = None) -> IntegrityReport:

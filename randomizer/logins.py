@@ -10,7 +10,7 @@ computed per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,7 @@ from randomizer.context import (
 )
 from randomizer.errors import AuthenticationFailed, DamagedRecord, InvalidInput, TooManyAttempts
 from randomizer.models import User
+from randomizer.results import LoginUnlock as LoginUnlock
 from randomizer.sessions import (
     ABSOLUTE_TIMEOUT,
     IDLE_TIMEOUT,
@@ -58,15 +59,6 @@ SERVER_USER = "(server)"
 
 MAX_CLIENT = 128
 """The longest client address an admin can name when lifting a lock."""
-
-
-@dataclass(frozen=True)
-class LoginUnlock:
-    """What an admin's lift of a login lock did: whether there was any wait or lock to clear."""
-
-    user: str
-    client: str | None
-    lifted: bool
 
 
 def login(

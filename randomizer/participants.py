@@ -8,7 +8,6 @@ sorted by participant id, and a user limited to sites sees only theirs
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -16,37 +15,8 @@ from randomizer.allocation.service import IssuedKit, check_site, status_word, wi
 from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.models import Kit, Participant
+from randomizer.results import ParticipantVisits as ParticipantVisits
 from randomizer.sites import participant_in_scope, require_site
-
-
-@dataclass(frozen=True)
-class ParticipantVisits:
-    """One participant as its site plans visits: number, visits done, the next window.
-
-    ``next_visit`` and its window are empty (None) once every dosing visit is done.
-    ``kits`` lists every kit issued to the participant by visit, voided ones
-    included with their status.
-    """
-
-    participant: str
-    randomization_number: str
-    site: str
-    randomized_on: str
-    randomized_at: str
-    randomized_by: str
-    visits_done: int
-    last_visit_date: str | None
-    next_visit: int | None
-    next_visit_name: str | None
-    window_from: str | None
-    window_to: str | None
-    kits: list[IssuedKit]
-    emergency_unblinded: bool
-    status: str = "randomized"
-    """``randomized``, or ``voided`` once the randomization is marked as made in error."""
-    voided_at: str | None = None
-    voided_by: str | None = None
-    void_reason: str | None = None
 
 
 def participant_view(op: Operation, site: str | None = None) -> list[ParticipantVisits]:

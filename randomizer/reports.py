@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from sqlalchemy import func, select
 
@@ -16,74 +16,18 @@ from randomizer.access import Permission, allowed
 from randomizer.context import Operation
 from randomizer.errors import NotAuthorized
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
+from randomizer.results import BlockBalance as BlockBalance
+from randomizer.results import ListedAllocation as ListedAllocation
+from randomizer.results import Report as Report
 from randomizer.sealed import open_allocation
 from randomizer.sites import kit_in_scope, participant_in_scope, scope
-from randomizer.unblinding.review import ReviewItem, reviews
-
-
-@dataclass(frozen=True)
-class BlockBalance:
-    """Arms assigned so far within one block of one stratum."""
-
-    stratum: str
-    block: int
-    block_size: int
-    assigned: dict[str, int]
-
-
-@dataclass(frozen=True)
-class ListedAllocation:
-    """One randomized participant's place in its stratum's list, with the arm (unblinded only)."""
-
-    stratum: str
-    sequence: int
-    block: int
-    arm: str
-
+from randomizer.unblinding.review import reviews
 
 BALANCE_REFUSAL = (
     "balance by arm is shown only to admins, and to statisticians after the lock: "
     "ask an admin for it"
 )
 """The one refusal of balance by arm (table or chart), whatever the arms and the counts."""
-
-
-@dataclass(frozen=True)
-class Report:
-    """Trial status. ``by_arm`` and ``by_block`` are empty for blinded roles before lock.
-
-    ``open_reviews`` counts emergency unblindings not yet reviewed; ``reviews``
-    lists them (reason, never arm) for the reviewing roles, admin and monitor.
-    """
-
-    trial: str
-    locked: bool
-    planned: int
-    randomized: int
-    screen_failures: int
-    emergency_unblindings: int
-    by_site: dict[str, int]
-    by_date: dict[str, int]
-    kits: dict[str, int]
-    arms_shown: bool
-    by_arm: dict[str, dict[str, int]] = field(default_factory=dict)
-    by_block: list[BlockBalance] = field(default_factory=list)
-    imbalance: float | None = None
-    imbalance_bound: float | None = None
-    open_reviews: int = 0
-    reviews: list[ReviewItem] = field(default_factory=list)
-    by_site_date: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Participants randomized per site (sorted) and date (sorted)."""
-    screen_failures_by_date: dict[str, int] = field(default_factory=dict)
-    """Screen failures per date (UTC day of the refusal)."""
-    kits_by_visit: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per dosing visit (``"1"``, ``"2"``...): kits ``requested``, ``prepared``, ``voided``."""
-    spares_left: int = 0
-    """Spare kits not yet issued as a replacement."""
-    allocations: list[ListedAllocation] = field(default_factory=list)
-    """Randomized participants in list order per stratum, with their arms (unblinded only)."""
-    arm_ratio: dict[str, int] = field(default_factory=dict)
-    """The design's arms and their ratio (unblinded only)."""
 
 
 def require_balance(rep: Report) -> None:

@@ -36,6 +36,12 @@ from randomizer.errors import (
     StateError,
 )
 from randomizer.models import Kit, Participant, Slot, Stratum, Trial, User, UserSite
+from randomizer.results import ListApproval as ListApproval
+from randomizer.results import ListStatus as ListStatus
+from randomizer.results import ListSummary as ListSummary
+from randomizer.results import StratumStatus as StratumStatus
+from randomizer.results import StratumSummary as StratumSummary
+from randomizer.results import UserInfo as UserInfo
 from randomizer.rotation import lock_keys
 from randomizer.sealed import (
     open_allocation,
@@ -56,79 +62,6 @@ from randomizer.sites import (
 )
 from randomizer.store import Store
 from randomizer.vault import Vault, create_key_file, new_data_key, wrap_data_key
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    """A user as listed to an admin (never the hash)."""
-
-    name: str
-    role: str
-    disabled: bool
-    created_at: str
-    sites: tuple[str, ...] = ()
-    """The sites the user is limited to; empty when trial-wide."""
-
-
-@dataclass(frozen=True)
-class StratumSummary:
-    """Planned and generated slots of one stratum."""
-
-    stratum: str
-    planned: int
-    generated: int
-
-
-@dataclass(frozen=True)
-class ListSummary:
-    """What list generation or verification may show: counts and the list commitment."""
-
-    strata: tuple[StratumSummary, ...]
-    kits: int
-    spare_kits: int
-    commitment: str
-
-
-@dataclass(frozen=True)
-class ListApproval:
-    """A list's go-live approval and the blinded QC summary it was given on."""
-
-    strata: tuple[StratumSummary, ...]
-    kits: int
-    spare_kits: int
-    commitment: str
-    generated_by: str | None
-    approved_by: str
-    approved_at: str
-
-
-@dataclass(frozen=True)
-class StratumStatus:
-    """How far one stratum of the list has been used (no arm)."""
-
-    stratum: str
-    planned: int
-    generated: int
-    used: int
-
-
-@dataclass(frozen=True)
-class ListStatus:
-    """Where the allocation list stands, as every role may see it: counts, never arms."""
-
-    generated: bool
-    generated_at: str | None
-    commitment: str | None
-    locked: bool
-    strata: tuple[StratumStatus, ...]
-    kits: dict[str, int]
-    spare_kits: int
-    spare_kits_left: int
-    state: str = "none"
-    """``none`` (no list), ``draft`` (awaiting approval) or ``approved``."""
-    generated_by: str | None = None
-    approved_by: str | None = None
-    approved_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import json
 import re
 import secrets
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
@@ -27,6 +26,14 @@ from randomizer.context import Operation, fault_point
 from randomizer.design import TrialDesign, Visit
 from randomizer.errors import Hint, Ineligible, InvalidInput, NotFound, StateError
 from randomizer.models import AuditRecord, Kit, Participant, Slot, Stratum
+from randomizer.results import IssuedKit as IssuedKit
+from randomizer.results import KitIssue as KitIssue
+from randomizer.results import KitLabel as KitLabel
+from randomizer.results import KitReplacement as KitReplacement
+from randomizer.results import ParticipantVoid as ParticipantVoid
+from randomizer.results import PharmacyKit as PharmacyKit
+from randomizer.results import Preparation as Preparation
+from randomizer.results import Randomization as Randomization
 from randomizer.sealed import find_participant, open_kit_content, participant_named
 from randomizer.sites import kit_in_scope, participant_in_scope, require_site, scope
 from randomizer.trial import require_approved_list
@@ -36,97 +43,6 @@ PARTICIPANT_ID = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 1-32 characters, upper case (see :func:`check_participant_id`)."""
 
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
-
-
-@dataclass(frozen=True)
-class Randomization:
-    """What an investigator learns on randomizing: a number and the visit-1 kit code."""
-
-    participant: str
-    randomization_number: str
-    site: str
-    visit: int
-    kit: str
-
-
-@dataclass(frozen=True)
-class KitIssue:
-    """The kit for one participant's dosing visit."""
-
-    participant: str
-    randomization_number: str
-    visit: int
-    visit_name: str
-    kit: str
-    visit_date: str
-    repeat: bool
-    note: str = ""
-    """Set when a repeat request gave another date: that date was not recorded."""
-
-
-@dataclass(frozen=True)
-class KitReplacement:
-    """A voided kit and the spare issued in its place."""
-
-    voided: str
-    kit: str
-    participant: str
-    visit: int
-
-
-@dataclass(frozen=True)
-class ParticipantVoid:
-    """A randomization marked as made in error; its slot stays used."""
-
-    participant: str
-    randomization_number: str
-    voided_at: str
-    voided_by: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Preparation:
-    """What the pharmacy prepares for one kit (unblinded)."""
-
-    kit: str
-    arm: str
-    label: str
-    description: str
-    instructions: str
-    participant: str
-    randomization_number: str
-    visit: int
-    visit_name: str
-    prepared_at: str
-
-
-@dataclass(frozen=True)
-class PharmacyKit:
-    """A kit row of the pharmacy list (unblinded), with its history.
-
-    ``status`` says what happened: available, requested (by an investigator,
-    not prepared yet), prepared, voided. Times are UTC ISO 8601; empty when
-    it did not happen.
-    """
-
-    kit: str
-    arm: str
-    label: str
-    status: str
-    spare: bool
-    participant: str
-    visit: int | None
-    randomization_number: str = ""
-    visit_date: str = ""
-    """The dosing date the kit was requested for."""
-    requested_at: str = ""
-    requested_by: str = ""
-    prepared_at: str = ""
-    prepared_by: str = ""
-    void_reason: str = ""
-    replaced_by: str = ""
-    """The kit issued in place of this voided one."""
 
 
 def check_participant_id(participant: str) -> str:
@@ -688,28 +604,6 @@ and ``voided`` say what happened as they are."""
 def status_word(stored: str) -> str:
     """A kit's status as shown: requested, prepared, voided (or available)."""
     return KIT_STATUS_WORDS.get(stored, stored)
-
-
-@dataclass(frozen=True)
-class IssuedKit:
-    """A kit issued to a participant for one visit, as a blinded role sees it (no content)."""
-
-    visit: int
-    kit: str
-    status: str
-    visit_date: str
-
-
-@dataclass(frozen=True)
-class KitLabel:
-    """What the label of a prepared infusion bag shows: never the arm."""
-
-    trial: str
-    kit: str
-    participant: str
-    randomization_number: str
-    visit: int
-    visit_name: str
 
 
 def kit_label(op: Operation, code: str) -> KitLabel:

@@ -24,16 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
-from randomizer import audit, integrity, logins, participants, reports, trial
-from randomizer.access import Role
-from randomizer.allocation import service
+from randomizer import results
 from randomizer.backends.wire import error_from_wire, from_wire
-from randomizer.context import Credentials
 from randomizer.design import TrialDesign, parse_design
 from randomizer.errors import (
     AuthenticationFailed,
@@ -48,8 +45,9 @@ from randomizer.errors import (
     TooManyAttempts,
 )
 from randomizer.signatures import Signature
-from randomizer.unblinding import emergency, review
-from randomizer.unblinding import lock as locking
+
+if TYPE_CHECKING:
+    from randomizer.access import Role
 
 T = TypeVar("T")
 
@@ -167,7 +165,7 @@ class HttpBackend:
         self,
         server: str,
         token: str | None = None,
-        credentials: Callable[[], Credentials] | None = None,
+        credentials: Callable[[], results.Credentials] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.server = check_server_url(server)
@@ -273,7 +271,7 @@ class HttpBackend:
 
     # logins ------------------------------------------------------------------
 
-    def login(self, credentials: Credentials) -> str:
+    def login(self, credentials: results.Credentials) -> str:
         """Exchange a password for a token (no other call needs the password)."""
         data = self._json(
             "POST",
@@ -313,36 +311,36 @@ class HttpBackend:
 
     def add_user(
         self, name: str, role: Role, password: str, sites: Sequence[str] = ()
-    ) -> trial.UserInfo:
+    ) -> results.UserInfo:
         """Add a user with a role, limited to ``sites`` if any (admin)."""
         return self._call(
-            trial.UserInfo,
+            results.UserInfo,
             "POST",
             "/users",
             {"name": name, "role": role.value, "password": password, "sites": list(sites)},
         )
 
-    def list_users(self) -> list[trial.UserInfo]:
+    def list_users(self) -> list[results.UserInfo]:
         """Every user (admin)."""
-        return self._call(list[trial.UserInfo], "GET", "/users")
+        return self._call(list[results.UserInfo], "GET", "/users")
 
-    def disable_user(self, name: str, reason: str) -> trial.UserInfo:
+    def disable_user(self, name: str, reason: str) -> results.UserInfo:
         """Disable a user (admin)."""
         return self._call(
-            trial.UserInfo, "POST", f"/users/{_segment(name)}/disable", {"reason": reason}
+            results.UserInfo, "POST", f"/users/{_segment(name)}/disable", {"reason": reason}
         )
 
-    def change_password(self, name: str | None, password: str) -> trial.UserInfo:
+    def change_password(self, name: str | None, password: str) -> results.UserInfo:
         """Change one's own password, or (admin) another user's."""
         target = name or self._whoami()
         return self._call(
-            trial.UserInfo, "POST", f"/users/{_segment(target)}/password", {"password": password}
+            results.UserInfo, "POST", f"/users/{_segment(target)}/password", {"password": password}
         )
 
-    def lift_login_lock(self, name: str, client: str | None = None) -> logins.LoginUnlock:
+    def lift_login_lock(self, name: str, client: str | None = None) -> results.LoginUnlock:
         """Clear failed logins and any lock of a user name (and of ``client``) (admin)."""
         return self._call(
-            logins.LoginUnlock, "POST", f"/users/{_segment(name)}/unlock", {"client": client}
+            results.LoginUnlock, "POST", f"/users/{_segment(name)}/unlock", {"client": client}
         )
 
     def _whoami(self) -> str:
@@ -355,22 +353,22 @@ class HttpBackend:
             )
         return saved[0]
 
-    def generate_list(self) -> trial.ListSummary:
+    def generate_list(self) -> results.ListSummary:
         """Generate the sealed list (admin)."""
-        return self._call(trial.ListSummary, "POST", "/list/generate")
+        return self._call(results.ListSummary, "POST", "/list/generate")
 
-    def list_status(self) -> trial.ListStatus:
+    def list_status(self) -> results.ListStatus:
         """Whether the list exists and how much of it is used (any role)."""
-        return self._call(trial.ListStatus, "GET", "/list")
+        return self._call(results.ListStatus, "GET", "/list")
 
-    def verify_list(self) -> trial.ListSummary:
+    def verify_list(self) -> results.ListSummary:
         """Regenerate and compare (admin; statistician after lock)."""
-        return self._call(trial.ListSummary, "POST", "/list/verify")
+        return self._call(results.ListSummary, "POST", "/list/verify")
 
-    def approve_list(self, *, signature: Signature) -> trial.ListApproval:
+    def approve_list(self, *, signature: Signature) -> results.ListApproval:
         """Approve the draft list for go-live (admin or statistician, not its generator); signed."""
         return self._call(
-            trial.ListApproval, "POST", "/list/approve", {"signature": _signed(signature)}
+            results.ListApproval, "POST", "/list/approve", {"signature": _signed(signature)}
         )
 
     def randomize(
@@ -382,10 +380,10 @@ class HttpBackend:
         on: date | None = None,
         *,
         signature: Signature,
-    ) -> service.Randomization:
+    ) -> results.Randomization:
         """Randomize one participant (investigator); signed."""
         return self._call(
-            service.Randomization,
+            results.Randomization,
             "POST",
             "/participants",
             {
@@ -404,10 +402,10 @@ class HttpBackend:
         visit: int,
         on: date | None = None,
         override_reason: str | None = None,
-    ) -> service.KitIssue:
+    ) -> results.KitIssue:
         """The kit of one dosing visit (investigator)."""
         return self._call(
-            service.KitIssue,
+            results.KitIssue,
             "POST",
             f"/participants/{_segment(participant)}/kits",
             {
@@ -417,26 +415,26 @@ class HttpBackend:
             },
         )
 
-    def replace_kit(self, code: str, reason: str) -> service.KitReplacement:
+    def replace_kit(self, code: str, reason: str) -> results.KitReplacement:
         """Void a kit and issue a spare (investigator)."""
         return self._call(
-            service.KitReplacement, "POST", f"/kits/{_segment(code)}/replace", {"reason": reason}
+            results.KitReplacement, "POST", f"/kits/{_segment(code)}/replace", {"reason": reason}
         )
 
-    def prepare_kit(self, code: str) -> service.Preparation:
+    def prepare_kit(self, code: str) -> results.Preparation:
         """What a kit holds; records its preparation (pharmacist)."""
-        return self._call(service.Preparation, "POST", f"/kits/{_segment(code)}/prepare")
+        return self._call(results.Preparation, "POST", f"/kits/{_segment(code)}/prepare")
 
-    def pharmacy_list(self) -> list[service.PharmacyKit]:
+    def pharmacy_list(self) -> list[results.PharmacyKit]:
         """Every kit with content and status (pharmacist)."""
-        return self._call(list[service.PharmacyKit], "GET", "/pharmacy/kits")
+        return self._call(list[results.PharmacyKit], "GET", "/pharmacy/kits")
 
     def emergency_unblind(
         self, participant: str, reason: str, *, signature: Signature
-    ) -> emergency.Unblinding:
+    ) -> results.Unblinding:
         """Break the code for one participant (investigator, admin); signed."""
         return self._call(
-            emergency.Unblinding,
+            results.Unblinding,
             "POST",
             f"/participants/{_segment(participant)}/emergency-unblinding",
             {"reason": reason, "signature": _signed(signature)},
@@ -444,33 +442,33 @@ class HttpBackend:
 
     def void_participant(
         self, participant: str, reason: str, *, signature: Signature
-    ) -> service.ParticipantVoid:
+    ) -> results.ParticipantVoid:
         """Mark a randomization made in error; the slot stays used (admin); signed."""
         return self._call(
-            service.ParticipantVoid,
+            results.ParticipantVoid,
             "POST",
             f"/participants/{_segment(participant)}/void",
             {"reason": reason, "signature": _signed(signature)},
         )
 
-    def lock(self, reason: str, *, signature: Signature) -> locking.LockResult:
+    def lock(self, reason: str, *, signature: Signature) -> results.LockResult:
         """Lock the database (admin); signed."""
         return self._call(
-            locking.LockResult,
+            results.LockResult,
             "POST",
             "/lock",
             {"reason": reason, "signature": _signed(signature)},
         )
 
-    def unblind_all(self, *, signature: Signature) -> locking.Export:
+    def unblind_all(self, *, signature: Signature) -> results.Export:
         """The full unblinding CSV and analysis files (statistician, after lock); signed."""
         return self._export("/unblinding/bundle", {"signature": _signed(signature)})
 
-    def unblind_dummy(self) -> locking.Export:
+    def unblind_dummy(self) -> results.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""
         return self._export("/unblinding/dummy/bundle")
 
-    def _export(self, path: str, body: Any = None) -> locking.Export:
+    def _export(self, path: str, body: Any = None) -> results.Export:
         response = self._send("POST", path, body)
         sha256 = response.headers.get("X-Randomizer-SHA256", "")
         count = response.headers.get("X-Randomizer-Participants", "")
@@ -484,75 +482,73 @@ class HttpBackend:
                 files = {name: archive.read(name) for name in archive.namelist()}
         except (zipfile.BadZipFile, KeyError, ValueError):
             raise broken from None
-        data = files.pop(locking.LEGACY_FILE, b"")
+        data = files.pop(results.LEGACY_FILE, b"")
         if hashlib.sha256(data).hexdigest() != sha256:
             raise broken
-        return locking.Export(csv=data, sha256=sha256, participants=int(count), files=files)
+        return results.Export(csv=data, sha256=sha256, participants=int(count), files=files)
 
-    def report(self) -> reports.Report:
+    def report(self) -> results.Report:
         """The report the caller's role may see."""
-        return self._call(reports.Report, "GET", "/report")
+        return self._call(results.Report, "GET", "/report")
 
-    def kit_label(self, code: str) -> service.KitLabel:
+    def kit_label(self, code: str) -> results.KitLabel:
         """The label of a prepared kit's infusion bag (pharmacist)."""
-        return self._call(service.KitLabel, "GET", f"/kits/{_segment(code)}/label")
+        return self._call(results.KitLabel, "GET", f"/kits/{_segment(code)}/label")
 
-    def audit_events(self, since: int = 0, limit: int | None = None) -> list[audit.AuditEvent]:
+    def audit_events(self, since: int = 0, limit: int | None = None) -> list[results.AuditEvent]:
         """Audit events after ``since`` (admin, monitor)."""
         params: dict[str, Any] = {"since": since}
         if limit is not None:
             params["limit"] = limit
-        return self._call(list[audit.AuditEvent], "GET", "/audit/events", params=params)
+        return self._call(list[results.AuditEvent], "GET", "/audit/events", params=params)
 
-    def audit_verify(self, checkpoint: audit.Checkpoint | None = None) -> audit.ChainReport:
+    def audit_verify(self, checkpoint: results.Checkpoint | None = None) -> results.ChainReport:
         """Verify the chain (and a checkpoint whose signature was checked here)."""
         body = {"checkpoint": asdict(checkpoint) if checkpoint is not None else None}
-        return self._call(audit.ChainReport, "POST", "/audit/verify", body)
+        return self._call(results.ChainReport, "POST", "/audit/verify", body)
 
-    def audit_checkpoint(self) -> audit.Checkpoint:
+    def audit_checkpoint(self) -> results.Checkpoint:
         """An unsigned checkpoint, to be signed here (admin)."""
-        return self._call(audit.Checkpoint, "POST", "/audit/checkpoint")
+        return self._call(results.Checkpoint, "POST", "/audit/checkpoint")
 
     # per-site rights -------------------------------------------------------------
 
-    def user_sites(self, name: str) -> trial.UserInfo:
+    def user_sites(self, name: str) -> results.UserInfo:
         """One user and the sites they are limited to (admin)."""
-        return self._call(trial.UserInfo, "GET", f"/users/{_segment(name)}/sites")
+        return self._call(results.UserInfo, "GET", f"/users/{_segment(name)}/sites")
 
-    def set_user_sites(self, name: str, sites: Sequence[str]) -> trial.UserInfo:
+    def set_user_sites(self, name: str, sites: Sequence[str]) -> results.UserInfo:
         """Limit a user to ``sites``; none makes them trial-wide (admin)."""
         return self._call(
-            trial.UserInfo, "PUT", f"/users/{_segment(name)}/sites", {"sites": list(sites)}
+            results.UserInfo, "PUT", f"/users/{_segment(name)}/sites", {"sites": list(sites)}
         )
 
-    def participant_view(self, site: str | None = None) -> list[participants.ParticipantVisits]:
+    def participant_view(self, site: str | None = None) -> list[results.ParticipantVisits]:
         """The participants the caller may see (of ``site``): visits done, next window."""
         params = {"site": site} if site is not None else None
-        return self._call(
-            list[participants.ParticipantVisits], "GET", "/participants", params=params
-        )
+        return self._call(list[results.ParticipantVisits], "GET", "/participants", params=params)
 
-    def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
+    def unblinding_reviews(self, open_only: bool = True) -> list[results.ReviewItem]:
         """Emergency unblindings to review (admin, monitor)."""
         return self._call(
-            list[review.ReviewItem],
+            list[results.ReviewItem],
             "GET",
             "/unblinding/reviews",
             params={"open_only": "true" if open_only else "false"},
         )
 
-    def close_review(self, review_id: int, note: str) -> review.ReviewItem:
+    def close_review(self, review_id: int, note: str) -> results.ReviewItem:
         """Close one review with a note; not by the unblinder (admin, monitor)."""
         return self._call(
-            review.ReviewItem, "POST", f"/unblinding/reviews/{review_id}/close", {"note": note}
+            results.ReviewItem, "POST", f"/unblinding/reviews/{review_id}/close", {"note": note}
         )
 
     def verify_database(
-        self, checkpoint: audit.Checkpoint | None = None
-    ) -> integrity.IntegrityReport:
+        self, checkpoint: results.Checkpoint | None = None
+    ) -> results.IntegrityReport:
         """Verify the whole database on the server (admin, monitor)."""
         body = {"checkpoint": asdict(checkpoint) if checkpoint is not None else None}
-        return self._call(integrity.IntegrityReport, "POST", "/verify", body)
+        return self._call(results.IntegrityReport, "POST", "/verify", body)
 
 
 def _signed(signature: Signature) -> dict[str, str]:

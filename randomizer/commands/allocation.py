@@ -14,8 +14,6 @@ from typing import TextIO
 
 import click
 
-from randomizer.allocation import service
-from randomizer.allocation.service import PharmacyKit
 from randomizer.backends.wire import MAX_TEXT
 from randomizer.commands.base import (
     Settings,
@@ -28,6 +26,7 @@ from randomizer.commands.base import (
 )
 from randomizer.design import Criterion, TrialDesign
 from randomizer.errors import InvalidInput
+from randomizer.results import PharmacyKit
 
 date_option = click.option(
     "--date",
@@ -294,6 +293,8 @@ STDOUT = Path("-")
 
 
 def _write_kits_csv(handle: TextIO, kits: list[PharmacyKit]) -> None:
+    from randomizer.allocation import service  # SQLAlchemy: not on a remote command's path
+
     service.write_kits_csv(handle, kits)
 
 

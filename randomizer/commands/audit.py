@@ -9,17 +9,10 @@ from pathlib import Path
 
 import click
 
-from randomizer.audit import (
-    AuditEvent,
-    Checkpoint,
-    load_signing_key,
-    new_signing_key,
-    read_checkpoint,
-    sign_checkpoint,
-)
 from randomizer.commands.allocation import create_private
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
 from randomizer.errors import Hint, IntegrityFailure, InvalidInput
+from randomizer.results import AuditEvent, Checkpoint
 
 SEQ_MAX = 2**31 - 1
 """The largest sequence number: audit_events.seq is a 32-bit INTEGER on PostgreSQL. Larger
@@ -122,6 +115,8 @@ def _signed_checkpoint(checkpoint: Path | None, public_key: Path | None) -> Chec
             "signed it: give that public key too",
             hint=Hint.CHECKPOINT_KEY,
         )
+    from randomizer.audit import read_checkpoint  # SQLAlchemy: only when a note is checked
+
     # the signature is checked here, where the public key is; the backend checks the head
     return read_checkpoint(
         _read(checkpoint, "checkpoint note").decode("utf-8", "replace"),
@@ -179,6 +174,8 @@ def audit_keygen(settings: Settings, out: Path) -> None:
     for path in (out, public):
         if path.exists():
             raise InvalidInput(f"{path} already exists: refusing to overwrite it")
+    from randomizer.audit import new_signing_key  # SQLAlchemy: not on other commands' path
+
     private_pem, public_pem = new_signing_key()
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -210,6 +207,8 @@ def audit_checkpoint(settings: Settings, signing_key: Path, out: Path | None) ->
 
     Example: randomizer audit checkpoint --signing-key qa-signing.pem --out 2026-11-25.note
     """
+    from randomizer.audit import load_signing_key, sign_checkpoint  # SQLAlchemy: see above
+
     private_pem = _read(signing_key, "signing key")
     load_signing_key(private_pem)  # a bad key is refused before anything is recorded
     # create the file first: a path that cannot be written must not leave an audited checkpoint

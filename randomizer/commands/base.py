@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from randomizer.backends.http import HttpBackend
     from randomizer.backends.interface import Backend, Custody
     from randomizer.backends.local import LocalBackend
-    from randomizer.context import Credentials
+    from randomizer.results import Credentials
 
 DEFAULT_DB_URL = "sqlite:///randomizer.db"
 """The --db default: :data:`randomizer.store.DEFAULT_URL` (a test keeps them equal),
@@ -264,7 +264,7 @@ class Settings:
         who = f" of {self.user}" if self.user else ""
         password = read_password(f"{meaning}\nPassword{who} to sign")
         if self._credentials is None and self.user:
-            from randomizer.context import Credentials
+            from randomizer.results import Credentials
 
             self._credentials = Credentials(self.user, password)
         return Signature(password=password, meaning=meaning)
@@ -274,7 +274,7 @@ class Settings:
         if self._credentials is None:
             if not self.user:
                 raise InvalidInput("no user: pass --user NAME or set RANDOMIZER_USER")
-            from randomizer.context import Credentials
+            from randomizer.results import Credentials
 
             self._credentials = Credentials(self.user, read_password(f"Password for {self.user}"))
         return self._credentials

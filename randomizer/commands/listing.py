@@ -6,12 +6,10 @@ import itertools
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from randomizer.allocation.generator import generate_schedule
-from randomizer.allocation.stream import format_seed, parse_seed
 from randomizer.commands.base import (
     Settings,
     emit,
@@ -22,8 +20,10 @@ from randomizer.commands.base import (
 )
 from randomizer.design import TrialDesign, load_design
 from randomizer.errors import InvalidInput
-from randomizer.predictability import PredictabilityReport, predictability_report
-from randomizer.trial import ListApproval, ListStatus, ListSummary
+from randomizer.results import ListApproval, ListStatus, ListSummary
+
+if TYPE_CHECKING:
+    from randomizer.predictability import PredictabilityReport
 
 
 def _design_text(design: TrialDesign) -> str:
@@ -105,6 +105,8 @@ def design_check(settings: Settings, file: str, predictability: bool, chart: Pat
     data: dict[str, Any] = {"design": loaded.id, "valid": True, "digest": loaded.digest()}
     text = f"{file}: valid design {loaded.id} (digest {loaded.digest()})"
     if predictability:
+        from randomizer.predictability import predictability_report  # numpy
+
         report = predictability_report(loaded)
         data["predictability"] = report
         text += "\n\n" + _predictability_text(report)
@@ -181,6 +183,10 @@ def list_preview(
     """
     if as_csv and settings.as_json:
         raise InvalidInput("--csv and --json exclude each other: give one")
+    # numpy only for the commands that lay out a list here: the others may run remotely
+    from randomizer.allocation.generator import generate_schedule
+    from randomizer.allocation.stream import format_seed, parse_seed
+
     loaded = load_design(design_ref)
     seed_bytes = parse_seed(seed)
     schedule = generate_schedule(loaded, seed_bytes, participants)

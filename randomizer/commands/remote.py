@@ -9,8 +9,8 @@ import click
 
 from randomizer.backends.http import HttpBackend, check_server_url, remove_token, save_token
 from randomizer.commands.base import Settings, emit, json_option, pass_settings, read_password
-from randomizer.context import Credentials
 from randomizer.errors import InvalidInput
+from randomizer.results import Credentials
 
 
 @click.command()

@@ -20,9 +20,7 @@ from randomizer.commands.base import (
     table,
 )
 from randomizer.errors import InvalidInput
-from randomizer.reports import Report
-from randomizer.unblinding.lock import Export
-from randomizer.unblinding.review import ReviewItem
+from randomizer.results import Export, Report, ReviewItem
 
 
 @click.group()

@@ -7,24 +7,12 @@ transaction before the arm is opened, so a failed audit write reveals nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from randomizer.allocation.service import check_participant_id, participant_row
 from randomizer.context import Operation, fault_point
 from randomizer.errors import Hint, InvalidInput
+from randomizer.results import Unblinding as Unblinding
 from randomizer.sealed import participant_arm
 from randomizer.unblinding.review import open_review
-
-
-@dataclass(frozen=True)
-class Unblinding:
-    """One participant's arm, revealed in an emergency."""
-
-    participant: str
-    randomization_number: str
-    arm: str
-    label: str
-    unblinded_at: str
 
 
 def emergency_unblind(op: Operation, participant: str, reason: str) -> Unblinding:

@@ -8,7 +8,6 @@ import io
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Date, DateTime, select
@@ -19,6 +18,9 @@ from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, StateError
 from randomizer.models import Kit, Participant, Slot, Stratum, UnblindingReview
+from randomizer.results import LEGACY_FILE as LEGACY_FILE
+from randomizer.results import Export as Export
+from randomizer.results import LockResult as LockResult
 from randomizer.sealed import open_allocation_arms
 from randomizer.sites import participant_in_scope
 from randomizer.unblinding.analysis import (
@@ -49,9 +51,6 @@ EXPORT_COLUMNS = (
 )
 """The export's header. Real and dummy exports have the same columns; ``dummy`` says which."""
 
-LEGACY_FILE = "unblinding.csv"
-"""The name of the first export's file among :attr:`Export.files`' companions."""
-
 PARTICIPANT_COLUMNS = (
     Participant.id,
     Participant.code,
@@ -79,32 +78,6 @@ _EXPORT_BATCH = 10_000  # participants read, opened and written at a time
 
 DUMMY_PREFIX = "dummy-"
 """Put before every arm id in a dummy export (and ``DUMMY`` before every label)."""
-
-
-@dataclass(frozen=True)
-class LockResult:
-    """When and why the database was locked."""
-
-    trial: str
-    locked_at: str
-    locked_by: str
-    reason: str
-    participants: int
-
-
-@dataclass(frozen=True)
-class Export:
-    """The full unblinding (or its dummy) as CSV bytes and their SHA-256.
-
-    ``files`` holds the analysis files by name (``participants.csv``,
-    ``kits.csv``, ``adsl.csv``, ``columns.json``; see
-    :mod:`randomizer.unblinding.analysis`).
-    """
-
-    csv: bytes
-    sha256: str
-    participants: int
-    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def lock(op: Operation, reason: str) -> LockResult:

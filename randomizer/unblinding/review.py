@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -19,26 +18,10 @@ from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, NotAuthorized, NotFound, StateError
 from randomizer.models import OutboxMessage, Participant, UnblindingReview
+from randomizer.results import ReviewItem as ReviewItem
 
 NOTIFICATION_KIND = "unblind.emergency"
 """The outbox kind of an emergency-unblinding notification."""
-
-
-@dataclass(frozen=True)
-class ReviewItem:
-    """One emergency unblinding to review: who, when and why, never the arm."""
-
-    id: int
-    participant: str
-    site: str
-    randomization_number: str
-    unblinded_at: str
-    unblinded_by: str
-    reason: str
-    status: str
-    closed_at: str | None = None
-    closed_by: str | None = None
-    note: str | None = None
 
 
 def open_review(op: Operation, participant: Participant, reason: str, audit_seq: int) -> None:
