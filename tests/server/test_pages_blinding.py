@@ -12,7 +12,7 @@ status, the same redirect, the same page to the byte.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,23 +22,11 @@ import pytest
 from tests.support.blinded_path import FOUR_DAY0, anonymous, live_kit, participant_arms
 from tests.support.exosome import DESIGN, arm_words_in
 from tests.support.trial import Run
-from tests.support.web import Browser, randomize_form, text_of, web_app
+from tests.support.web import Browser, logged_in, randomize_form, text_of
 
 
 def on(offset: int) -> str:
     return (FOUR_DAY0 + timedelta(days=offset)).isoformat()
-
-
-@pytest.fixture
-def pages(run: Run, by_arm: dict[str, str]) -> Iterator[Callable[[], Browser]]:
-    with web_app(run.files.db_url, run.files.key_file) as make:
-        yield make
-
-
-def _as(make: Callable[[], Browser], user: str) -> Browser:
-    b = make()
-    b.login(user)
-    return b
 
 
 def _everything(response: httpx.Response) -> str:
@@ -201,7 +189,7 @@ def test_no_page_a_blinded_role_reaches_names_an_arm(
 ) -> None:
     first = sorted(by_arm.values())[0]
     facts = {"first": first, "kit": live_kit(run.files, first, 1)}
-    visits = _walk(_as(pages, user), steps, facts)
+    visits = _walk(logged_in(pages, user), steps, facts)
     assert len(visits) >= len(steps)
     for visit in visits:
         _assert_no_arm(visit.response, f"{user}: {visit.step}")
@@ -212,10 +200,10 @@ def test_no_page_a_blinded_role_reaches_names_an_arm(
 def test_the_leak_check_sees_arms_in_an_unblinded_page(
     pages: Callable[[], Browser], run: Run, by_arm: dict[str, str]
 ) -> None:
-    petra = _as(pages, "petra")
+    petra = logged_in(pages, "petra")
     listing = petra.get("/pharmacy/kits")
     assert set(arm_words_in(listing.text)) >= {arm.label.lower() for arm in DESIGN.arms}
-    ivan = _as(pages, "ivan")
+    ivan = logged_in(pages, "ivan")
     participant = by_arm[DESIGN.arm_ids[0]]
     ivan.get("/unblind")
     shown = ivan.post(
@@ -288,7 +276,7 @@ PER_ARM: list[tuple[str, ArmStep]] = [
 def test_every_action_shows_the_same_page_for_both_arms(
     pages: Callable[[], Browser], run: Run, by_arm: dict[str, str]
 ) -> None:
-    ivan = _as(pages, "ivan")
+    ivan = logged_in(pages, "ivan")
     arms = DESIGN.arm_ids
     for name, (method, path, form) in PER_ARM:
         shown = []

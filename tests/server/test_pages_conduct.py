@@ -22,6 +22,7 @@ from tests.support.trial import GENERATOR_PASSWORD, Run, TrialFiles
 from tests.support.web import (
     Browser,
     everything,
+    logged_in,
     shape,
     text_of,
     web_app,
@@ -92,12 +93,6 @@ def four(run: Run, by_arm: dict[str, str]) -> Iterator[Callable[[], Browser]]:
         yield make
 
 
-def _as(make: Callable[[], Browser], user: str, password: str | None = None) -> Browser:
-    b = make()
-    b.login(user, password)
-    return b
-
-
 def _no_arm(response: Any, what: str) -> None:
     assert "Traceback" not in response.text, what
     assert arm_words_in(everything(response)) == [], (what, arm_words_in(everything(response)))
@@ -106,7 +101,7 @@ def _no_arm(response: Any, what: str) -> None:
 def test_an_admin_voids_a_randomization_with_a_reason_and_a_signature(
     four: Callable[[], Browser], run: Run, by_arm: dict[str, str]
 ) -> None:
-    alice = _as(four, "alice")
+    alice = logged_in(four, "alice")
     participant = by_arm[DESIGN.arm_ids[0]]
     page = alice.get(f"/participants/{participant}")
     form = alice.follow_link(f"Void the randomization of {participant}")
@@ -138,7 +133,7 @@ def test_an_admin_voids_a_randomization_with_a_reason_and_a_signature(
 def test_an_investigator_may_not_void_and_sees_the_status_never_an_arm(
     four: Callable[[], Browser], run: Run, by_arm: dict[str, str]
 ) -> None:
-    ivan = _as(four, "ivan")
+    ivan = logged_in(four, "ivan")
     first, second = (by_arm[arm] for arm in DESIGN.arm_ids)
     page = ivan.get(f"/participants/{first}")
     assert "Void the randomization" not in page.text
@@ -146,7 +141,7 @@ def test_an_investigator_may_not_void_and_sees_the_status_never_an_arm(
     refused = ivan.post(f"/participants/{first}/void", ivan.signed({"reason": "mistake"}))
     assert refused.status_code == 403 and "role investigator may not" in text_of(refused.text)
     _no_arm(refused, "void refused")
-    alice = _as(four, "alice")
+    alice = logged_in(four, "alice")
     for participant in (first, second):
         alice.get(f"/participants/{participant}/void")
         voided = alice.post(
@@ -168,7 +163,7 @@ def test_an_investigator_may_not_void_and_sees_the_status_never_an_arm(
 def test_the_participant_list_shows_the_next_visit_window_and_status(
     four: Callable[[], Browser],
 ) -> None:
-    ivan = _as(four, "ivan")
+    ivan = logged_in(four, "ivan")
     listing = ivan.get("/participants")
     text = text_of(listing.text)
     assert "Next visit Window from Window to" in text
@@ -192,11 +187,11 @@ def _unblind(browser: Browser, participant: str) -> None:
 def test_reviewers_list_and_close_unblinding_reviews_never_seeing_an_arm(
     four: Callable[[], Browser], run: Run, by_arm: dict[str, str]
 ) -> None:
-    ivan = _as(four, "ivan")
+    ivan = logged_in(four, "ivan")
     first, second = (by_arm[arm] for arm in DESIGN.arm_ids)
     _unblind(ivan, first)
     _unblind(ivan, second)
-    mona = _as(four, "mona")
+    mona = logged_in(four, "mona")
     home = mona.get("/")
     assert '<a href="/reviews">Unblinding reviews</a>' in home.text
     report = mona.get("/report")
@@ -231,14 +226,14 @@ def test_reviewers_list_and_close_unblinding_reviews_never_seeing_an_arm(
 def test_an_unblinder_may_not_close_their_own_review_and_an_investigator_sees_none(
     four: Callable[[], Browser], run: Run, by_arm: dict[str, str]
 ) -> None:
-    alice = _as(four, "alice")
+    alice = logged_in(four, "alice")
     _unblind(alice, by_arm[DESIGN.arm_ids[0]])
     alice.get("/reviews")
     refused = alice.post("/reviews/1/close", {"note": "fine"})
     assert refused.status_code == 403
     assert "user alice made unblinding 1" in text_of(refused.text)
     assert ">fine</textarea>" in refused.text
-    ivan = _as(four, "ivan")
+    ivan = logged_in(four, "ivan")
     page = ivan.get("/reviews")
     assert page.status_code == 403 and "role investigator may not" in text_of(page.text)
     _no_arm(page, "investigator reviews")
@@ -260,7 +255,7 @@ def sites(two_sites: TrialFiles) -> Iterator[Callable[[], Browser]]:
 def test_the_admin_adds_a_user_limited_to_sites_and_changes_them(
     sites: Callable[[], Browser], two_sites: TrialFiles
 ) -> None:
-    alice = _as(sites, "alice")
+    alice = logged_in(sites, "alice")
     page = alice.get("/users")
     assert '<label for="site-1">WAW</label>' in page.text
     assert '<label for="site-2">KRK</label>' in page.text
@@ -295,7 +290,7 @@ def test_the_admin_adds_a_user_limited_to_sites_and_changes_them(
 
 
 def test_only_the_admin_sets_sites(sites: Callable[[], Browser]) -> None:
-    wanda = _as(sites, "wanda", SITE_PASSWORDS["wanda"])
+    wanda = logged_in(sites, "wanda", SITE_PASSWORDS["wanda"])
     wanda.get("/")
     refused = wanda.post("/users/kris/sites", {"sites": "WAW"})
     assert refused.status_code == 403 and "may not" in text_of(refused.text)

@@ -6,7 +6,7 @@ import csv
 import html
 import io
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -14,25 +14,13 @@ from randomizer.server.pages.core import STATIC, detail_pairs, utc_time
 from tests.support.blinded_path import live_kit
 from tests.support.database import audit_rows
 from tests.support.trial import Run
-from tests.support.web import Browser, text_of, web_app
+from tests.support.web import Browser, logged_in, text_of
 
 FULL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 """A time as the library writes it (randomizer.audit.utc_text)."""
 
 SHOWN = re.compile(r'<time datetime="([^"]+)">(\d{4}-\d\d-\d\d \d\d:\d\d) UTC</time>')
 """A time as the pages show it."""
-
-
-@pytest.fixture
-def pages(run: Run, by_arm: dict[str, str]) -> Iterator[Callable[[], Browser]]:
-    with web_app(run.files.db_url, run.files.key_file) as make:
-        yield make
-
-
-def _as(make: Callable[[], Browser], user: str) -> Browser:
-    b = make()
-    b.login(user)
-    return b
 
 
 def test_a_time_shows_to_the_minute_in_utc_with_its_full_value_kept() -> None:
@@ -58,7 +46,7 @@ def test_a_time_shows_to_the_minute_in_utc_with_its_full_value_kept() -> None:
 def test_every_time_on_a_page_is_shown_to_the_minute(
     pages: Callable[[], Browser], user: str, path: str
 ) -> None:
-    page = _as(pages, user).get(path)
+    page = logged_in(pages, user).get(path)
     assert page.status_code == 200
     shown = SHOWN.findall(page.text)
     assert shown, "no time shown"
@@ -81,19 +69,19 @@ def _times_to_the_minute(page: str) -> int:
 def test_unblinding_review_and_void_times_are_shown_to_the_minute(
     pages: Callable[[], Browser],
 ) -> None:
-    ivan = _as(pages, "ivan")
+    ivan = logged_in(pages, "ivan")
     ivan.get("/unblind")
     ivan.post("/unblind/confirm", {"participant": "P-001", "reason": "anaphylaxis"})
     unblinded = ivan.post("/unblind", ivan.signed(ivan.hidden("/unblind")))
     assert unblinded.status_code == 200
     assert _times_to_the_minute(unblinded.text) == 1
-    mona = _as(pages, "mona")
+    mona = logged_in(pages, "mona")
     reviews = mona.get("/reviews")
     assert _times_to_the_minute(reviews.text) == 1
     (review,) = re.findall(r'action="/reviews/(\d+)/close"', reviews.text)
     assert mona.post(f"/reviews/{review}/close", {"note": "appropriate"}).status_code == 303
     assert _times_to_the_minute(mona.get("/reviews", show="all").text) == 2
-    alice = _as(pages, "alice")
+    alice = logged_in(pages, "alice")
     alice.get("/participants/P-002/void")
     voided = alice.post("/participants/P-002/void", alice.signed({"reason": "randomized twice"}))
     assert voided.status_code == 303
@@ -104,13 +92,13 @@ def test_the_kit_lookup_shows_the_request_time_to_the_minute(
     pages: Callable[[], Browser], run: Run
 ) -> None:
     code = live_kit(run.files, "P-001", 1)
-    page = _as(pages, "petra").get("/pharmacy/lookup", code=code)
+    page = logged_in(pages, "petra").get("/pharmacy/lookup", code=code)
     assert SHOWN.search(page.text)
     assert not FULL.search(text_of(page.text))
 
 
 def test_the_kit_csv_keeps_full_times(pages: Callable[[], Browser], run: Run) -> None:
-    download = _as(pages, "petra").get("/pharmacy/kits.csv")
+    download = logged_in(pages, "petra").get("/pharmacy/kits.csv")
     rows = {r["kit"]: r for r in csv.DictReader(io.StringIO(download.text))}
     assert FULL.fullmatch(rows[live_kit(run.files, "P-001", 1)]["requested_at"])
 
@@ -118,7 +106,7 @@ def test_the_kit_csv_keeps_full_times(pages: Callable[[], Browser], run: Run) ->
 def test_audit_details_are_wrapping_key_value_lines_never_one_clipped_line(
     pages: Callable[[], Browser], run: Run
 ) -> None:
-    page = _as(pages, "mona").get("/audit", action="randomize").text
+    page = logged_in(pages, "mona").get("/audit", action="randomize").text
     event = next(r for r in audit_rows(run.files.db_url) if r["action"] == "randomize")
     cells = re.findall(r'<td class="details"><ul class="pairs">(.*?)</ul></td>', page)
     assert len(cells) == 4
@@ -152,24 +140,24 @@ def test_detail_pairs_show_text_as_it_is_and_the_rest_as_json() -> None:
 def test_table_pages_use_the_wide_column_and_scroll_tables_inside_their_region(
     pages: Callable[[], Browser], user: str, path: str
 ) -> None:
-    page = _as(pages, user).get(path).text
+    page = logged_in(pages, user).get(path).text
     assert '<main id="main" tabindex="-1" class="wide">' in page
     assert page.count("<table") == len(re.findall(r'<div class="table-wrap"[^>]*>\s*<table', page))
     css = (STATIC / "site.css").read_text()
     wide = re.search(r"main\.wide \{ max-width: (\d+)rem; \}", css)
     assert wide and int(wide.group(1)) > 60
-    assert re.search(r"\.table-wrap \{ overflow-x: auto; \}", css)
+    assert re.search(r"\.table-wrap \{ overflow-x: auto;[^}]*\}", css)
 
 
 def test_form_pages_keep_the_readable_column(pages: Callable[[], Browser]) -> None:
-    page = _as(pages, "ivan").get("/randomize").text
+    page = logged_in(pages, "ivan").get("/randomize").text
     assert '<main id="main" tabindex="-1">' in page
 
 
 def test_a_long_identifier_in_an_error_wraps_instead_of_widening_a_narrow_page(
     pages: Callable[[], Browser],
 ) -> None:
-    ivan = _as(pages, "ivan")
+    ivan = logged_in(pages, "ivan")
     ivan.get("/randomize")
     page = ivan.post("/randomize/confirm", {"page": "/randomize"}).text
     assert 'id="answer.infection_malignancy_systemic-error"' in page  # a 29-letter word

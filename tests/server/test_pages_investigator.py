@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -17,31 +17,16 @@ from tests.support.database import audit_rows
 from tests.support.designs import design_toml, in_range
 from tests.support.exosome import DESIGN, arm_words_in
 from tests.support.trial import PASSWORDS, TrialFiles
-from tests.support.web import Browser, randomize_form, randomize_through_pages, text_of, web_app
+from tests.support.web import (
+    Browser,
+    Clock,
+    randomize_form,
+    randomize_through_pages,
+    text_of,
+)
 
 START = days_ago(100)
 """Randomization date: visit 2 (day 84, window 7) is then due 9 to 23 days ago."""
-
-
-class Clock:
-    """A settable clock for the server."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def browser(trial_with_list: TrialFiles, clock: Clock) -> Iterator[Callable[[], Browser]]:
-    with web_app(trial_with_list.db_url, trial_with_list.key_file, clock) as make:
-        yield make
 
 
 @pytest.fixture

@@ -6,14 +6,14 @@ run axe-core over the same pages in Chromium.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from html.parser import HTMLParser
 
 import pytest
 
 from tests.support.blinded_path import live_kit
 from tests.support.trial import Run
-from tests.support.web import Browser, web_app
+from tests.support.web import Browser
 
 PAGES = {
     "ivan": [
@@ -78,12 +78,6 @@ class Page(HTMLParser):
         if tag in ("script", "style") or "style" in found:
             self.inline.append(tag)
         self.inline += [k for k in found if k.startswith("on")]
-
-
-@pytest.fixture
-def pages(run: Run, by_arm: dict[str, str]) -> Iterator[Callable[[], Browser]]:
-    with web_app(run.files.db_url, run.files.key_file) as make:
-        yield make
 
 
 @pytest.mark.parametrize("user", sorted(PAGES))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -14,19 +14,7 @@ from tests.support.blinded_path import FOUR_DAY0, live_kit, participant_arms
 from tests.support.database import audit_rows
 from tests.support.exosome import DESIGN, arm_words_in
 from tests.support.trial import PASSWORDS, Run, TrialFiles
-from tests.support.web import Browser, text_of, web_app
-
-
-@pytest.fixture
-def pages(run: Run, by_arm: dict[str, str]) -> Iterator[Callable[[], Browser]]:
-    with web_app(run.files.db_url, run.files.key_file) as make:
-        yield make
-
-
-def _as(make: Callable[[], Browser], user: str) -> Browser:
-    b = make()
-    b.login(user)
-    return b
+from tests.support.web import Browser, logged_in, text_of, web_app
 
 
 def _actions(run: Run) -> list[str]:
@@ -39,7 +27,7 @@ def _actions(run: Run) -> list[str]:
 def test_the_queue_lists_requested_kits_oldest_first_with_visit_and_date(
     pages: Callable[[], Browser], run: Run
 ) -> None:
-    petra = _as(pages, "petra")
+    petra = logged_in(pages, "petra")
     page = petra.get("/pharmacy")
     assert page.status_code == 200
     kits = [live_kit(run.files, f"P-00{n}", 1) for n in range(1, 5)]
@@ -61,7 +49,7 @@ def test_lookup_reads_a_typed_or_scanned_code_forgivingly(
         "nodash": code.replace("-", ""),
         "oh": code.replace("0", "O"),
     }
-    petra = _as(pages, "petra")
+    petra = logged_in(pages, "petra")
     page = petra.get("/pharmacy/lookup", code=typed.format(**variants))
     assert page.status_code == 200
     assert f"<h2>Kit {code}</h2>" in page.text
@@ -71,7 +59,7 @@ def test_lookup_reads_a_typed_or_scanned_code_forgivingly(
 def test_lookup_of_a_typo_names_it(pages: Callable[[], Browser], run: Run) -> None:
     code = live_kit(run.files, "P-001", 1)
     typo = code[:-1] + ("0" if code[-1] != "0" else "2")
-    page = _as(pages, "petra").get("/pharmacy/lookup", code=typo)
+    page = logged_in(pages, "petra").get("/pharmacy/lookup", code=typo)
     assert page.status_code == 400
     assert "fails its check character: probably a typo" in text_of(page.text)
     assert 'id="code-error"' in page.text and 'aria-invalid="true"' in page.text
@@ -82,7 +70,7 @@ def test_prepare_records_shows_what_to_prepare_and_the_label_never_names_the_arm
 ) -> None:
     code = live_kit(run.files, "P-001", 1)
     arm = DESIGN.arm(participant_arms(run.files)["P-001"])
-    petra = _as(pages, "petra")
+    petra = logged_in(pages, "petra")
     petra.get(f"/pharmacy/lookup?code={code}")
     prepared = petra.post("/pharmacy/prepare", {"code": code})
     assert prepared.status_code == 200
@@ -105,7 +93,7 @@ def test_prepare_records_shows_what_to_prepare_and_the_label_never_names_the_arm
 
 def test_no_label_before_the_kit_is_prepared(pages: Callable[[], Browser], run: Run) -> None:
     code = live_kit(run.files, "P-001", 1)
-    page = _as(pages, "petra").get(f"/pharmacy/label/{code}")
+    page = logged_in(pages, "petra").get(f"/pharmacy/label/{code}")
     assert page.status_code == 409
     assert f"kit {code} is requested, not prepared: a label is printed" in text_of(page.text)
 
@@ -114,11 +102,11 @@ def test_kit_list_csv_has_the_history_columns_and_is_never_cached(
     pages: Callable[[], Browser], run: Run
 ) -> None:
     code = live_kit(run.files, "P-002", 1)
-    ivan = _as(pages, "ivan")
+    ivan = logged_in(pages, "ivan")
     ivan.get("/kits/replace")
     ivan.post("/kits/replace", {"code": code, "reason": "bag damaged"})
     new = live_kit(run.files, "P-002", 1)
-    petra = _as(pages, "petra")
+    petra = logged_in(pages, "petra")
     petra.get("/")
     petra.post("/pharmacy/prepare", {"code": new})
     assert "Download the list as CSV" in petra.get("/pharmacy/kits").text
@@ -150,7 +138,7 @@ def test_the_audit_trail_pages_and_filters(
     pages: Callable[[], Browser], run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(oversight, "AUDIT_PAGE", 5)
-    mona = _as(pages, "mona")
+    mona = logged_in(pages, "mona")
     first = mona.get("/audit")
     assert first.status_code == 200
     seqs = [r["seq"] for r in audit_rows(run.files.db_url)]
@@ -175,7 +163,7 @@ def test_verify_with_and_without_a_signed_checkpoint(
     run.ok("audit", "keygen", "--out", str(signing), user="alice")
     note = run.ok("audit", "checkpoint", "--signing-key", str(signing), user="alice").stdout
     public = (run.files.directory / "qa.pem.pub").read_text(encoding="utf-8")
-    mona = _as(pages, "mona")
+    mona = logged_in(pages, "mona")
     mona.get("/verify")
     plain = mona.post("/verify", {"checkpoint": "", "public_key": ""})
     assert plain.status_code == 200 and "Audit trail verified:" in text_of(plain.text)
@@ -197,14 +185,14 @@ def test_verify_with_and_without_a_signed_checkpoint(
 def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_audited(
     pages: Callable[[], Browser], run: Run
 ) -> None:
-    stan = _as(pages, "stan")
+    stan = logged_in(pages, "stan")
     stan.get("/unblinding")
     assert "<h2>By arm</h2>" not in stan.get("/report").text
     refused = stan.post("/unblinding", stan.signed())
     assert refused.status_code in (403, 409)
     assert "lock" in text_of(refused.text)
     assert arm_words_in(refused.text) == []
-    alice = _as(pages, "alice")
+    alice = logged_in(pages, "alice")
     alice.get("/lock")
     unconfirmed = alice.post("/lock", alice.signed({"reason": "database lock"}))
     assert unconfirmed.status_code == 400 and 'id="confirm-error"' in unconfirmed.text
@@ -230,7 +218,7 @@ def test_the_final_unblinding_is_refused_before_the_lock_then_downloaded_and_aud
 
 
 def test_admin_adds_disables_and_resets_users(pages: Callable[[], Browser]) -> None:
-    alice = _as(pages, "alice")
+    alice = logged_in(pages, "alice")
     alice.get("/users")
     added = alice.post(
         "/users", {"name": "iris", "role": "investigator", "password": "pw-iris-123456"}
@@ -258,7 +246,7 @@ def test_admin_adds_disables_and_resets_users(pages: Callable[[], Browser]) -> N
 
 
 def test_admin_sees_the_list_status(pages: Callable[[], Browser]) -> None:
-    page = _as(pages, "alice").get("/list")
+    page = logged_in(pages, "alice").get("/list")
     assert page.status_code == 200
     assert "Commitment" in page.text and "Spare kits left" in page.text
     assert arm_words_in(page.text) == []
@@ -266,7 +254,7 @@ def test_admin_sees_the_list_status(pages: Callable[[], Browser]) -> None:
 
 def test_admin_generates_the_list_once(trial_with_users: TrialFiles) -> None:
     with web_app(trial_with_users.db_url, trial_with_users.key_file) as make:
-        alice = _as(make, "alice")
+        alice = logged_in(make, "alice")
         page = alice.get("/list")
         assert "The list is not generated yet." in page.text
         done = alice.post("/list/generate")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -12,28 +12,7 @@ from randomizer.backends.local import LocalBackend
 from randomizer.server.pages import CONTENT_SECURITY_POLICY, TASKS
 from tests.support.database import audit_rows, execute
 from tests.support.trial import PASSWORDS, USER_OF_ROLE, USERS, TrialFiles
-from tests.support.web import Browser, text_of, web_app
-
-
-class Clock:
-    """A settable clock for the server."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def browser(trial_with_list: TrialFiles, clock: Clock) -> Iterator[Callable[[], Browser]]:
-    with web_app(trial_with_list.db_url, trial_with_list.key_file, clock) as make:
-        yield make
+from tests.support.web import Browser, Clock, text_of
 
 
 def test_login_page_is_a_labelled_form_with_a_skip_link(browser: Callable[[], Browser]) -> None:

@@ -10,7 +10,7 @@ comes back in any response.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,21 +20,15 @@ from randomizer.signatures import meaning_of
 from tests.support.blinded_path import days_ago
 from tests.support.database import audit_rows
 from tests.support.trial import PASSWORDS, TrialFiles
-from tests.support.web import Browser, randomize_form, randomize_through_pages, text_of, web_app
+from tests.support.web import (
+    Browser,
+    logged_in,
+    randomize_form,
+    randomize_through_pages,
+    text_of,
+)
 
 START = days_ago(10)
-
-
-@pytest.fixture
-def browser(trial_with_list: TrialFiles) -> Iterator[Callable[[], Browser]]:
-    with web_app(trial_with_list.db_url, trial_with_list.key_file) as make:
-        yield make
-
-
-def _as(make: Callable[[], Browser], user: str) -> Browser:
-    b = make()
-    b.login(user)
-    return b
 
 
 def _rows(files: TrialFiles, action: str) -> list[dict[str, Any]]:
@@ -56,7 +50,7 @@ def _signing_field(page: str, action: str) -> None:
 def test_the_confirmation_shows_the_meaning_and_a_wrong_password_is_refused_and_recorded(
     browser: Callable[[], Browser], trial_with_list: TrialFiles
 ) -> None:
-    ivan = _as(browser, "ivan")
+    ivan = logged_in(browser, "ivan")
     ivan.get("/randomize")
     confirm = ivan.post("/randomize/confirm", randomize_form("P-001", START, age="44"))
     _signing_field(confirm.text, "randomize")
@@ -84,7 +78,7 @@ def test_the_confirmation_shows_the_meaning_and_a_wrong_password_is_refused_and_
 def test_a_page_randomization_is_recorded_with_its_signature(
     browser: Callable[[], Browser], trial_with_list: TrialFiles
 ) -> None:
-    ivan = _as(browser, "ivan")
+    ivan = logged_in(browser, "ivan")
     randomize_through_pages(ivan, "P-001", START)
     (event,) = _rows(trial_with_list, "randomize")
     details = event["details"]
@@ -99,7 +93,7 @@ def test_a_page_randomization_is_recorded_with_its_signature(
 def test_a_wrong_signature_on_an_emergency_unblinding_reveals_nothing(
     browser: Callable[[], Browser], trial_with_list: TrialFiles
 ) -> None:
-    ivan = _as(browser, "ivan")
+    ivan = logged_in(browser, "ivan")
     randomize_through_pages(ivan, "P-001", START)
     ivan.get("/unblind")
     confirm = ivan.post("/unblind/confirm", {"participant": "P-001", "reason": "anaphylaxis"})
@@ -120,7 +114,7 @@ def test_a_wrong_signature_on_an_emergency_unblinding_reveals_nothing(
 def test_lock_and_final_unblinding_are_signed(
     browser: Callable[[], Browser], trial_with_list: TrialFiles
 ) -> None:
-    alice = _as(browser, "alice")
+    alice = logged_in(browser, "alice")
     _signing_field(alice.get("/lock").text, "lock")
     wrong = alice.post("/lock", {"reason": "done", "confirm": "yes", "password": "nope-nope-1"})
     assert wrong.status_code == 401 and 'id="password-error"' in wrong.text
@@ -130,7 +124,7 @@ def test_lock_and_final_unblinding_are_signed(
     locked = alice.post("/lock", alice.signed({"reason": "done", "confirm": "yes"}))
     assert locked.status_code == 200 and "The database is locked." in locked.text
     assert _rows(trial_with_list, "lock")[0]["details"]["signature"]["name"] == "alice"
-    stan = _as(browser, "stan")
+    stan = logged_in(browser, "stan")
     _signing_field(stan.get("/unblinding").text, "unblind.all")
     refused = stan.post("/unblinding", {"password": "wrong-password-1"})
     assert refused.status_code == 401 and 'id="password-error"' in refused.text
@@ -148,7 +142,7 @@ def test_the_password_never_comes_back_in_a_response_a_header_a_cookie_or_the_tr
     browser: Callable[[], Browser], trial_with_list: TrialFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    ivan = _as(browser, "ivan")
+    ivan = logged_in(browser, "ivan")
     randomize_through_pages(ivan, "P-001", START)
     # a double submit of the signed confirmation, and a refused randomization
     ivan.get("/randomize")

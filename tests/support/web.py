@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import anyio
@@ -204,3 +204,20 @@ def shape(response: httpx.Response) -> str:
         r"(?im)^(set-cookie|date|content-length): .*$", r"\1: <masked>", everything(response)
     )
     return anonymous(ONE_TIME.sub("<once>", text))
+
+
+class Clock:
+    """A settable clock for the server: the time now, until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def logged_in(make: Callable[[], Browser], user: str, password: str | None = None) -> Browser:
+    """A new browser of the app, logged in as ``user``."""
+    b = make()
+    b.login(user, password)
+    return b
