@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import inspect, select
-from sqlalchemy.orm import Session, load_only, object_session
+from sqlalchemy.orm import Session
 
 from randomizer import audit, rows
 from randomizer import store as stores
@@ -174,17 +174,10 @@ def _design(text: str) -> TrialDesign:
     return parse_design(text)
 
 
-UPGRADE_COLUMNS = (Trial.id, Trial.design_toml, Trial.wrapped_data_key, Trial.locked_at)
-"""The trial row's columns every schema has had: all that ``db upgrade`` reads before it
-migrates (a column a later schema added does not exist yet in the database it upgrades)."""
-
-
-def load_trial(session: Session, upgrading: bool = False) -> Trial:
-    """The trial row of this database (only :data:`UPGRADE_COLUMNS` when ``upgrading``)."""
-    statement = select(Trial)
-    if upgrading:
-        statement = statement.options(load_only(*UPGRADE_COLUMNS))
-    trial = session.scalars(statement).one_or_none()
+def load_trial(session: Session) -> Trial:
+    """The trial row of this database (of this release's schema: ``db upgrade`` migrates
+    first, and what runs before it reads plain columns through :func:`plain_vault`)."""
+    trial = session.scalars(select(Trial)).one_or_none()
     if trial is None:
         raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
     return trial
@@ -200,24 +193,9 @@ def key_material(trial: Trial) -> KeyMaterial:
     )
 
 
-def vault_for(trial: Trial, trial_key: bytes, *, schema_checked: bool = True) -> Vault:
-    """The trial's vault, opened with the trial key.
-
-    ``schema_checked=False``: the schema may predate key format 2 (``db upgrade``, the
-    record of a refusal); a trial row without its columns is key format 1.
-    """
-    if not schema_checked and not _has_key_material(trial):
-        return open_keys(
-            trial_key, trial.id, KeyMaterial(KEY_FORMAT_DERIVED, trial.wrapped_data_key)
-        )
+def vault_for(trial: Trial, trial_key: bytes) -> Vault:
+    """The trial's vault, opened with the trial key (key format 1 or 2)."""
     return open_keys(trial_key, trial.id, key_material(trial))
-
-
-def _has_key_material(trial: Trial) -> bool:
-    session = object_session(trial)
-    if session is None:
-        raise RuntimeError("the trial row is not attached to a session")
-    return _has_key_columns(session)
 
 
 def plain_vault(session: Session, trial_key: bytes) -> Vault:
