@@ -221,7 +221,7 @@ GONE = [
     # (fault point, the last statement before it, the command)
     (
         "pause:randomize:slot-taken",
-        "UPDATE strata",  # flushed after INSERT INTO participants
+        "UPDATE participants",  # the new row's MAC, flushed after its INSERT
         ("randomize", "P-002", "--site", "WAW", *answer_args()),
     ),
     ("pause:randomize:before-commit", "", ("randomize", "P-002", "--site", "WAW", *answer_args())),
