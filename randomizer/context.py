@@ -198,18 +198,20 @@ def vault_for(trial: Trial, trial_key: bytes) -> Vault:
     return open_keys(trial_key, trial.id, key_material(trial))
 
 
-def plain_vault(session: Session, trial_key: bytes) -> Vault:
+def plain_vault(session: Session, trial_key: bytes, *, schema_checked: bool = False) -> Vault:
     """The trial's vault from its key columns read as plain values, on any schema revision.
 
     For what runs before an ORM row may be read: a login's check of the user row, the
     record of a refusal and ``db upgrade`` on a schema behind this release's.
+    ``schema_checked``: the schema is known to be this release's, so the key columns
+    exist and the catalogue need not be asked (a login's hot path).
     """
     found = session.execute(select(Trial.id, Trial.wrapped_data_key)).one_or_none()
     if found is None:
         raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
     trial_id, wrapped = str(found[0]), bytes(found[1])
     material = KeyMaterial(KEY_FORMAT_DERIVED, wrapped)
-    if _has_key_columns(session):
+    if schema_checked or _has_key_columns(session):
         key_format, wrapped_audit, wrapped_row = session.execute(
             select(Trial.key_format, Trial.wrapped_audit_key, Trial.wrapped_row_key)
         ).one()
@@ -294,7 +296,8 @@ def authenticate(
     with store.transaction(read_only=True) as session:
         if schema_check:
             store.check_schema(session)
-        vault = plain_vault(session, trial_key())  # also: no trial here is told as such
+        # also: a database without a trial is told as such
+        vault = plain_vault(session, trial_key(), schema_checked=schema_check)
         found = session.execute(
             select(User.name, User.password_hash, User.disabled).where(
                 User.name == credentials.user
