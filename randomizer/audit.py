@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from randomizer.errors import AuditError, Hint, InvalidInput
@@ -171,6 +171,33 @@ def start_chain(session: Session) -> None:
     session.add(AuditHead(id=1, seq=0, mac=GENESIS_MAC))
 
 
+_HEAD = "randomizer.audit.head"
+"""Session info: the head this transaction holds locked and last wrote, (seq, MAC)."""
+
+
+def _locked_head(session: Session) -> tuple[int, str]:
+    """The head, locked for this transaction; read once per transaction, then remembered
+    (the lock keeps every other writer out until commit)."""
+    held: tuple[int, str] | None = session.info.get(_HEAD)
+    if held is not None:
+        return held
+    found = session.execute(
+        select(AuditHead.seq, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
+    ).one_or_none()
+    if found is None:
+        raise AuditError("the audit trail has no head row: the database is damaged")
+    last_seq, last_mac = int(found[0]), str(found[1])
+    beyond = session.execute(select(func.min(AuditRow.seq)).where(AuditRow.seq > last_seq)).scalar()
+    if beyond is not None:
+        # events beyond the head: without this check an insert dies on the primary key
+        raise AuditError(
+            f"audit trail broken after event {last_seq}: event {beyond} already "
+            "exists beyond the head (events were inserted or the head was edited)"
+        )
+    session.info[_HEAD] = (last_seq, last_mac)
+    return last_seq, last_mac
+
+
 def append(
     session: Session,
     key: bytes,
@@ -192,23 +219,13 @@ def append(
     user, subject, reason = user[:USER_MAX], subject[:SUBJECT_MAX], reason[:REASON_MAX]
     session.flush()  # the covered rows written so far get their MACs, and are recorded here
     rows_text = take_written(session)
-    head = session.scalars(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).one_or_none()
-    if head is None:
-        raise AuditError("the audit trail has no head row: the database is damaged")
+    last_seq, last_mac = _locked_head(session)
     detail_map = dict(details or {})
-    seq = head.seq + 1
-    if session.get(AuditRow, seq) is not None:
-        # an event beyond the head: without this check the insert dies on the primary key
-        raise AuditError(
-            f"audit trail broken after event {head.seq}: event {seq} already "
-            "exists beyond the head (events were inserted or the head was edited)"
-        )
+    seq = last_seq + 1
     at = utc_text(now)
     stored = details_text(detail_map)
     body = stored_body(seq, at, user, role, action, subject, reason, stored, rows_text)
-    mac = event_mac(key, head.mac, body)
+    mac = event_mac(key, last_mac, body)
     values: dict[str, Any] = {
         "seq": seq,
         "at": at,
@@ -218,7 +235,7 @@ def append(
         "subject": subject,
         "reason": reason,
         "details": stored,
-        "prev_mac": head.mac,
+        "prev_mac": last_mac,
         "mac": mac,
     }
     if rows_text is not None:
@@ -226,9 +243,8 @@ def append(
     # a Core insert names only the columns given: a refusal is recorded even in a
     # database whose schema predates the rows column (before 'db upgrade')
     session.execute(insert(AuditRow).values(values))
-    head.seq = seq
-    head.mac = mac
-    session.flush()
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, mac=mac))
+    session.info[_HEAD] = (seq, mac)
     return AuditEvent(
         seq=seq,
         at=at,
@@ -352,7 +368,9 @@ def verify(session: Session, key: bytes, checkpoint: Checkpoint | None = None) -
             checkpoint_found = True
         prev_mac, prev_digest = mac, digest
         expected_seq += 1
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one_or_none()
+    head = session.execute(
+        select(AuditHead.seq, AuditHead.mac).where(AuditHead.id == 1)
+    ).one_or_none()
     last = expected_seq - 1
     if head is None or head.seq != last or head.mac != prev_mac:
         raise AuditError(
@@ -398,8 +416,8 @@ def take_checkpoint(op: Operation) -> Checkpoint:
 
 def head(session: Session) -> tuple[int, str]:
     """The current head: (sequence number, MAC)."""
-    row = session.scalars(select(AuditHead).where(AuditHead.id == 1)).one()
-    return row.seq, row.mac
+    row = session.execute(select(AuditHead.seq, AuditHead.mac).where(AuditHead.id == 1)).one()
+    return int(row.seq), str(row.mac)
 
 
 def new_signing_key() -> tuple[bytes, bytes]:

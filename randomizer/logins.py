@@ -138,18 +138,19 @@ def sign(
     if len(signature.password) > MAX_PASSWORD_LENGTH:
         raise InvalidInput(f"password too long: at most {MAX_PASSWORD_LENGTH} characters")
     try:
-        with store.transaction() as session:
+        # one read-only transaction: the throttle only reads, and a write transaction
+        # here would queue every signature for the one write lock
+        with store.transaction(read_only=True) as session:
             check_throttle(session, principal.user, principal.client, now)
+            store.check_schema(session)
+            found = session.execute(
+                select(User.password_hash, User.disabled).where(User.name == principal.user)
+            ).one_or_none()
     except TooManyAttempts as exc:
         record_refusal(
             store, trial_key, principal, action, subject, now, exc, "signature.failed", "throttled"
         )
         raise
-    with store.transaction(read_only=True) as session:
-        store.check_schema(session)
-        found = session.execute(
-            select(User.password_hash, User.disabled).where(User.name == principal.user)
-        ).one_or_none()
     stored = found.password_hash if found is not None and not found.disabled else dummy_hash()
     try:
         matches = verify_password(signature.password, stored)

@@ -40,8 +40,18 @@ def scope(op: Operation) -> frozenset[str] | None:
     Read inside the action's transaction, so a change of a user's sites counts
     from the next action on, as a disabled account does.
     """
+    cached: frozenset[str] | None
+    if _SCOPE in op.session.info:
+        cached = op.session.info[_SCOPE]
+        return cached
     sites = user_sites(op, op.user)
-    return frozenset(sites) if sites else None
+    cached = op.session.info[_SCOPE] = frozenset(sites) if sites else None
+    return cached
+
+
+_SCOPE = "randomizer.sites.scope"
+"""Session info: the acting user's scope, read once per action (a change counts from the
+user's next action on)."""
 
 
 def participant_in_scope(op: Operation) -> ColumnElement[bool]:

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Integer, MetaData, create_engine, inspect
+from sqlalchemy import Column, Integer, MetaData, create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from randomizer import audit, maintenance, store
+from randomizer import audit, store
 from randomizer.errors import AuthenticationFailed
 from randomizer.models import Base
 from randomizer.sessions import issue_token, resolve_token
@@ -276,15 +276,7 @@ def _newer_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool =
 
 def _use_scripts(scripts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the migration scripts in ``scripts`` instead of the package's."""
-    original = store.alembic_config
-
-    def config(connection: Connection) -> Any:
-        settings = original(connection)
-        settings.set_main_option("script_location", str(scripts))
-        return settings
-
-    monkeypatch.setattr(store, "alembic_config", config)
-    monkeypatch.setattr(maintenance, "alembic_config", config)
+    monkeypatch.setattr(store, "script_location", lambda: str(scripts))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ a token.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -145,7 +146,12 @@ class LocalBackend:
             signature=signed,
             check_trial=check_trial,
         ) as op:
-            return body(op)
+            result = body(op)
+        if principal.fresh_login and self._principal is principal:
+            # the login is recorded once, by the first action it let through: a backend
+            # kept for several actions checked the password only once
+            self._principal = dataclasses.replace(principal, fresh_login=False)
+        return result
 
     # setup and custody -------------------------------------------------
 
