@@ -16,12 +16,14 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -173,6 +175,10 @@ class Participant(Base):
     """The meaning of the admin's electronic signature of the void."""
     row_mac: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     """HMAC-SHA256 of the row's identity and covered columns (:mod:`randomizer.rows`)."""
+
+
+# ids are found in upper case (:func:`randomizer.sealed.participant_named`)
+Index("ix_participants_code_upper", func.upper(Participant.code))
 
 
 class Kit(Base):

@@ -39,8 +39,10 @@ from sqlalchemy import (
     DateTime,
     Integer,
     LargeBinary,
+    Row,
     String,
     event,
+    insert,
     inspect,
     select,
     update,
@@ -371,14 +373,8 @@ def unchecked(session: Session) -> Iterator[None]:
 
 def check_object(session: Session, obj: Base) -> None:
     """Check one loaded object's MAC with the session's vault (if one is attached)."""
-    vault: Vault | None = session.info.get(_VAULT)
-    if vault is None:
-        return
     mac = getattr(obj, "row_mac")  # noqa: B009 (every covered model has it)
-    if mac is None and session.info.get(_UNSEALED_OK):
-        return
-    spec = BY_MODEL[type(obj)]
-    check_row(vault, spec.table, values_of(obj), mac)
+    _check_read(session, BY_MODEL[type(obj)].table, values_of(obj), mac)
 
 
 def _on_load(target: Base, context: Any) -> None:
@@ -444,6 +440,74 @@ def take_written(session: Session) -> str | None:
 def pending(session: Session) -> bool:
     """Whether rows were written that no audit event records yet."""
     return bool(session.info.get(_WRITTEN))
+
+
+# Core reads and writes: the hot path's rows without ORM objects -------------------------
+
+CoveredRow = Row[*tuple[Any, ...]]
+"""A covered row as :func:`read_row` returns it: the covered values in order, then the MAC."""
+
+
+def read_row(
+    session: Session, model: type[Base], *where: Any, lock: bool = False
+) -> CoveredRow | None:
+    """One covered row's covered values and MAC (last), read with a Core statement and
+    checked as a keyed ORM load checks it; None when no row matches.
+
+    ``lock``: ``SELECT ... FOR UPDATE`` (PostgreSQL; SQLite's write transaction holds
+    the whole database already).
+    """
+    spec = BY_MODEL[model]
+    query = select(*_columns(model, spec), _row_mac(model)).where(*where)
+    if lock:
+        query = query.with_for_update()
+    row = session.execute(query).one_or_none()
+    if row is not None:
+        _check_read(session, spec.table, row[:-1], row[-1])
+    return row
+
+
+def update_row(session: Session, model: type[Base], row: CoveredRow, **changes: Any) -> None:
+    """Write ``changes`` to a row :func:`read_row` returned (and checked): its new MAC in
+    the same statement, recorded for the next audit event."""
+    vault: Vault = session.info[_VAULT]
+    spec = BY_MODEL[model]
+    values = [changes.get(name, old) for name, old in zip(spec.columns, row, strict=False)]
+    mac = mac_row(vault, spec.table, values)
+    table: Any = model
+    session.execute(update(table).where(table.id == row[0]).values(**changes, row_mac=mac))
+    _record(session, spec.table, row[0], row[-1], mac)
+
+
+def insert_row(session: Session, model: type[Base], **values: Any) -> int:
+    """Insert one covered row (its MAC over the values as stored, defaults included),
+    recorded for the next audit event; returns its id."""
+    vault: Vault = session.info[_VAULT]
+    spec = BY_MODEL[model]
+    table: Any = model
+    stored = session.execute(insert(table).values(**values).returning(*_columns(model, spec))).one()
+    mac = mac_row(vault, spec.table, stored)
+    session.execute(update(table).where(table.id == stored[0]).values(row_mac=mac))
+    _record(session, spec.table, stored[0], None, mac)
+    return int(stored[0])
+
+
+def _columns(model: type[Base], spec: Covered) -> list[Any]:
+    return [getattr(model, name) for name in spec.columns]
+
+
+def _row_mac(model: type[Base]) -> Any:
+    return getattr(model, "row_mac")  # noqa: B009 (every covered model has it)
+
+
+def _check_read(session: Session, table: str, values: Sequence[Any], mac: bytes | None) -> None:
+    """Check a row read in a keyed session (none attached: nothing to check with)."""
+    vault: Vault | None = session.info.get(_VAULT)
+    if vault is None:
+        return
+    if mac is None and session.info.get(_UNSEALED_OK):
+        return
+    check_row(vault, table, values, mac)
 
 
 def _before_flush(session: Session, _context: UOWTransaction, _instances: Any) -> None:

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from sqlalchemy import select
 
-from randomizer import audit
+from randomizer import audit, rows
 from randomizer.allocation.kits import parse_code
 from randomizer.audit import utc_text
 from randomizer.context import Operation, fault_point
@@ -175,9 +175,10 @@ def randomize(
     _refuse_if_locked(op, "randomization")
     require_approved_list(op)
     _check_after_list(op, on)
-    existing = op.session.scalars(
-        select(Participant).where(participant_named(participant)).limit(1)
-    ).one_or_none()
+    found = op.session.execute(
+        select(Participant.id).where(participant_named(participant)).limit(1)
+    ).scalar()
+    existing = None if found is None else op.session.get(Participant, found)
     limited_to = scope(op)
     if existing is not None and limited_to is not None and existing.site not in limited_to:
         # another site's participant: its number and site are not this user's to see
@@ -195,23 +196,28 @@ def randomize(
         )
         screen_failure.audit_details = {"site": site}  # reports count screen failures per site
         raise screen_failure
+    # Core statements, no ORM objects: this is every randomization's path (rows.read_row
+    # checks each row's MAC as an ORM load would; update_row and insert_row write theirs).
     # The counter row lock serialises randomizations per stratum: FOR UPDATE on
     # PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the database.
-    stratum = op.session.scalars(
-        select(Stratum).where(Stratum.key == stratum_key).with_for_update()
-    ).one()
+    session = op.session
+    stratum = rows.read_row(session, Stratum, Stratum.key == stratum_key, lock=True)
+    if stratum is None:
+        raise _list_damaged(f"stratum {stratum_key} is missing")
     sequence = stratum.next_sequence
     if sequence > stratum.size:
         raise StateError(
             f"stratum {stratum_key} is full: all {stratum.size} slots are used; "
             "no participant can be randomized into it"
         )
-    slot = op.session.scalars(
-        select(Slot).where(Slot.stratum_id == stratum.id, Slot.sequence == sequence)
-    ).one()
-    stratum.next_sequence = sequence + 1
+    slot = rows.read_row(session, Slot, Slot.stratum_id == stratum.id, Slot.sequence == sequence)
+    if slot is None:
+        raise _list_damaged(f"slot {sequence} of stratum {stratum_key} is missing")
+    rows.update_row(session, Stratum, stratum, next_sequence=sequence + 1)
     number = randomization_number(stratum.position, len(design.strata()), sequence)
-    row = Participant(
+    participant_id = rows.insert_row(
+        session,
+        Participant,
         code=participant,
         site=site,
         stratum_id=stratum.id,
@@ -223,11 +229,19 @@ def randomize(
         answers=dict(sorted(answers.items())),
         randomization_meaning=op.signature.meaning if op.signature else None,
     )
-    op.session.add(row)
-    op.session.flush()
     fault_point("randomize:slot-taken")
-    kit = _dosing_kit(op, slot.id, 1)
-    _dispense(op, kit, row, on)
+    kit = rows.read_row(session, Kit, Kit.slot_id == slot.id, Kit.visit == 1, Kit.spare.is_(False))
+    if kit is None or kit.status != "available":
+        raise _list_damaged()
+    rows.update_row(
+        session,
+        Kit,
+        kit,
+        status="dispensed",
+        participant_id=participant_id,
+        dispensed_at=op.now,
+        visit_date=on,
+    )
     op.audit(
         "randomize",
         subject=participant,
@@ -270,12 +284,15 @@ def _dosing_kit(op: Operation, slot_id: int, visit: int) -> Kit:
         select(Kit).where(Kit.slot_id == slot_id, Kit.visit == visit, Kit.spare.is_(False))
     ).one_or_none()
     if kit is None or kit.status != "available":
-        raise StateError(
-            "the kit list is damaged: the slot's kit is missing or already used; "
-            "ask the admin to verify the allocation list",
-            hint=Hint.VERIFY_LIST,
-        )
+        raise _list_damaged()
     return kit
+
+
+def _list_damaged(what: str = "the slot's kit is missing or already used") -> StateError:
+    return StateError(
+        f"the kit list is damaged: {what}; ask the admin to verify the allocation list",
+        hint=Hint.VERIFY_LIST,
+    )
 
 
 def _dispense(op: Operation, kit: Kit, participant: Participant, on: date) -> None:
