@@ -38,7 +38,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -58,15 +58,17 @@ from common import (
     table,
     timed,
 )
+from sqlalchemy import JSON, Boolean, Date
 from sqlalchemy.engine import make_url
 
-from randomizer import access, audit
+from randomizer import access, audit, rows
 from randomizer.access import Role, hash_password, verify_password
 from randomizer.backends.http import HttpBackend
 from randomizer.backends.interface import Backend
 from randomizer.backends.local import LocalBackend
 from randomizer.context import Credentials
 from randomizer.errors import RandomizerError
+from randomizer.models import UTCDateTime
 from randomizer.signatures import Signature, meaning_of
 from randomizer.vault import Vault, read_key_file, unwrap_data_key
 
@@ -349,6 +351,15 @@ class HandWritten:
             self.connection.execute(f"PRAGMA busy_timeout = {30_000}")
         self.cursor = self.connection.cursor()
         self.server_pid = _backend_pid(self.connection)
+        self.columns = {
+            spec.table: ", ".join((*(f'"{c}"' for c in spec.columns), "row_mac"))
+            for spec in rows.COVERED
+        }
+        self.trial_columns = self.columns["trial"]
+        self.converters = {
+            spec.table: [_converter(spec.model, c, self.postgres) for c in spec.columns]
+            for spec in rows.COVERED
+        }
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         self.cursor.execute(sql.replace("?", "%s") if self.postgres else sql, args)
@@ -368,93 +379,183 @@ class HandWritten:
         """One randomization of participant number ``participant``."""
         code, key = f"P-{participant:07d}", f"type={LEVELS[participant % 2]}"
         lock = " FOR UPDATE" if self.postgres else ""
+        now = datetime.now(UTC)
+        # the signature: throttle, schema revision and password hash in one read
         self._begin(write=False)
+        self._q(
+            "SELECT key, failures, locked_until FROM login_failures WHERE key IN (?, ?)",
+            (f"user:{self.user}", "client:"),
+        )
         self._q("SELECT version_num FROM alembic_version")
-        self._q("SELECT id FROM trial")
         stored = self._q("SELECT password_hash, disabled FROM users WHERE name = ?", (self.user,))[
             0
         ]
         self._end(commit=False)
         assert verify_password(self.password, stored[0]) and not stored[1]
         self._begin(write=True)
-        trial_id, wrapped = self._q("SELECT id, wrapped_data_key FROM trial")[0]
-        vault = Vault(unwrap_data_key(read_key_file(self.place.key_file), bytes(wrapped)), trial_id)
-        self._q("SELECT id, role FROM users WHERE name = ?", (self.user,))
-        assert not self._q("SELECT id FROM participants WHERE code = ?", (code,))
-        stratum, position, sequence = self._q(
-            "SELECT id, position, next_sequence FROM strata WHERE key = ?" + lock, (key,)
+        self._q("SELECT version_num FROM alembic_version")
+        trial = self._q(f"SELECT {self.trial_columns}, wrapped_data_key FROM trial")[0]
+        vault = Vault(
+            unwrap_data_key(read_key_file(self.place.key_file), bytes(trial[-1])), trial[0]
+        )
+        check = self._check(vault)
+        check("trial", trial[:-2], trial[-2])
+        user = self._q(f"SELECT {self.columns['users']} FROM users WHERE name = ?", (self.user,))[0]
+        check("users", user[:-1], user[-1])
+        self._q("SELECT site FROM user_sites WHERE user_id = ? ORDER BY site", (user[0],))
+        assert not self._q("SELECT id FROM participants WHERE upper(code) = ? LIMIT 1", (code,))
+        stratum = self._q(
+            f"SELECT {self.columns['strata']} FROM strata WHERE key = ?" + lock, (key,)
         )[0]
+        check("strata", stratum[:-1], stratum[-1])
+        sequence = stratum[5]
         slot = self._q(
-            "SELECT id FROM slots WHERE stratum_id = ? AND sequence = ?", (stratum, sequence)
-        )[0][0]
-        now = datetime.now(UTC)
+            f"SELECT {self.columns['slots']} FROM slots WHERE stratum_id = ? AND sequence = ?",
+            (stratum[0], sequence),
+        )[0]
+        check("slots", slot[:-1], slot[-1])
+        written = []
+        new = (*stratum[:5], sequence + 1)
+        written.append(("strata", stratum[0], stratum[-1], rows.mac_row(vault, "strata", new)))
+        self._q(
+            "UPDATE strata SET next_sequence = ?, row_mac = ? WHERE id = ?",
+            (sequence + 1, written[-1][3], stratum[0]),
+        )
         stamp: Any = now.replace(tzinfo=None)
         day: Any = now.date()
         if not self.postgres:
             stamp, day = stamp.isoformat(" "), day.isoformat()
-        number = f"R-{position}-{sequence:03d}"
-        row = (code, SITE, stratum, slot, number, day, stamp, self.user, json.dumps(ANSWERS))
-        insert = (
-            "INSERT INTO participants (code, site, stratum_id, slot_id, "
-            "randomization_number, randomized_on, randomized_at, randomized_by, answers) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        number = f"R-{stratum[2]}-{sequence:03d}"
+        values = (
+            code,
+            SITE,
+            stratum[0],
+            slot[0],
+            number,
+            day,
+            stamp,
+            self.user,
+            json.dumps(ANSWERS),
+            "randomize",
         )
-        if self.postgres:
-            participant_id = self._q(insert + " RETURNING id", row)[0][0]
-        else:
-            self._q(insert, row)
-            participant_id = self.cursor.lastrowid
-        self._q("UPDATE strata SET next_sequence = ? WHERE id = ?", (sequence + 1, stratum))
-        kit_id, kit = self._q("SELECT id, code FROM kits WHERE slot_id = ? AND visit = 1", (slot,))[
-            0
-        ]
+        returned = self._q(
+            "INSERT INTO participants (code, site, stratum_id, slot_id, randomization_number, "
+            "randomized_on, randomized_at, randomized_by, answers, randomization_meaning) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            values,
+        )
+        participant_id = returned[0][0]
+        covered = (
+            participant_id,
+            code,
+            SITE,
+            stratum[0],
+            slot[0],
+            number,
+            now.date(),
+            now,
+            self.user,
+            dict(ANSWERS),
+            None,
+            None,
+            None,
+            None,
+            None,
+            "randomize",
+            None,
+        )
+        written.append(
+            ("participants", participant_id, None, rows.mac_row(vault, "participants", covered))
+        )
+        self._q(
+            "UPDATE participants SET row_mac = ? WHERE id = ?", (written[-1][3], participant_id)
+        )
+        kit = self._q(
+            f"SELECT {self.columns['kits']} FROM kits "
+            "WHERE slot_id = ? AND visit = 1 AND spare = ?",
+            (slot[0], False),
+        )[0]
+        check("kits", kit[:-1], kit[-1])
+        new_kit = (*kit[:5], "dispensed", participant_id, now, now.date(), *kit[9:-1])
+        written.append(("kits", kit[0], kit[-1], rows.mac_row(vault, "kits", new_kit)))
         self._q(
             "UPDATE kits SET status = 'dispensed', participant_id = ?, dispensed_at = ?, "
-            "visit_date = ? WHERE id = ?",
-            (participant_id, stamp, day, kit_id),
+            "visit_date = ?, row_mac = ? WHERE id = ?",
+            (participant_id, stamp, day, written[-1][3], kit[0]),
         )
+        record = {
+            table: {
+                "n": int(old is None),
+                "rows": {str(row_id): mac.hex()},
+                "sum": f"{(_number(mac) - _number(old)) % (1 << 256):064x}",
+            }
+            for table, row_id, old, mac in written
+        }
+        rows_text = json.dumps(record, sort_keys=True, separators=(",", ":"))
         head_seq, head_mac = self._q("SELECT seq, mac FROM audit_head WHERE id = 1" + lock)[0]
-        assert not self._q("SELECT seq FROM audit_events WHERE seq = ?", (head_seq + 1,))
-        at = audit.utc_text(now)
-        events = []
-        previous = head_mac
-        for seq, action, subject, details in (
-            (head_seq + 1, "auth.login", "randomize", {}),
+        assert self._q("SELECT min(seq) FROM audit_events WHERE seq > ?", (head_seq,))[0][0] is None
+        seq, at = head_seq + 1, audit.utc_text(now)
+        details = {"randomization_number": number, "kit": kit[1], "visit": 1, "site": SITE}
+        stored_details = audit.details_text(details)
+        body = audit.stored_body(
+            seq, at, self.user, "investigator", "randomize", code, "", stored_details, rows_text
+        )
+        mac = audit.event_mac(vault.audit_key(), head_mac, body)
+        self._q(
+            'INSERT INTO audit_events (seq, at, "user", role, action, subject, reason, '
+            "details, prev_mac, mac, rows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                head_seq + 2,
+                seq,
+                at,
+                self.user,
+                "investigator",
                 "randomize",
                 code,
-                {"randomization_number": number, "kit": kit, "visit": 1},
+                "",
+                stored_details,
+                head_mac,
+                mac,
+                rows_text,
             ),
-        ):
-            body = audit.canonical(seq, at, self.user, "investigator", action, subject, "", details)
-            mac = audit.event_mac(vault.audit_key(), previous, body)
-            events.append(
-                (
-                    seq,
-                    at,
-                    self.user,
-                    "investigator",
-                    action,
-                    subject,
-                    "",
-                    json.dumps(details, sort_keys=True, ensure_ascii=False),
-                    previous,
-                    mac,
-                )
-            )
-            previous = mac
-        insert = (
-            'INSERT INTO audit_events (seq, at, "user", role, action, subject, reason, '
-            "details, prev_mac, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self.cursor.executemany(insert.replace("?", "%s") if self.postgres else insert, events)
-        self._q("UPDATE audit_head SET seq = ?, mac = ? WHERE id = 1", (head_seq + 2, previous))
+        self._q("UPDATE audit_head SET seq = ?, mac = ? WHERE id = 1", (seq, mac))
         self._end(commit=True)
+
+    def _check(self, vault: Vault) -> Callable[[str, Sequence[Any], bytes], None]:
+        """A row MAC check as the library's, on the values as the driver returns them."""
+
+        def check(table: str, values: Sequence[Any], mac: bytes) -> None:
+            converted = [
+                convert(value) if value is not None else None
+                for convert, value in zip(self.converters[table], values, strict=True)
+            ]
+            rows.check_row(vault, table, converted, bytes(mac))
+
+        return check
 
     def close(self) -> None:
         """Close the connection."""
         self.connection.close()
+
+
+def _number(mac: bytes | None) -> int:
+    return int.from_bytes(mac or b"", "big")
+
+
+def _converter(model: Any, column: str, postgres: bool) -> Callable[[Any], Any]:
+    """What the driver's value of ``model.column`` becomes as the library reads it."""
+    kind = model.__table__.columns[column].type
+    if isinstance(kind, UTCDateTime):
+        if postgres:
+            return lambda v: v.replace(tzinfo=UTC)
+        return lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC)
+    if isinstance(kind, Boolean):
+        return bool
+    if isinstance(kind, Date) and not postgres:
+        return date.fromisoformat
+    if isinstance(kind, JSON) and not postgres:
+        return json.loads
+    return lambda v: v
 
 
 def floor(place: BenchPlace, first: int, calls: int) -> list[tuple[str, float, float, float]]:

@@ -25,12 +25,12 @@ import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from randomizer.errors import AuditError, Hint, InvalidInput
@@ -171,6 +171,16 @@ def start_chain(session: Session) -> None:
     session.add(AuditHead(id=1, seq=0, mac=GENESIS_MAC))
 
 
+_EVENTS = cast(Table, AuditRow.__table__)
+_HEADS = cast(Table, AuditHead.__table__)
+# built once: every action runs them, and building a statement costs more than running it
+_HEAD_LOCKED = select(_HEADS.c.seq, _HEADS.c.mac).where(_HEADS.c.id == 1).with_for_update()
+_FIRST_BEYOND = select(func.min(_EVENTS.c.seq)).where(_EVENTS.c.seq > bindparam("seq"))
+_INSERT_EVENT = insert(_EVENTS)
+_MOVE_HEAD = (
+    update(_HEADS).where(_HEADS.c.id == 1).values(seq=bindparam("seq"), mac=bindparam("mac"))
+)
+
 _HEAD = "randomizer.audit.head"
 """Session info: the head this transaction holds locked and last wrote, (seq, MAC)."""
 
@@ -181,13 +191,12 @@ def _locked_head(session: Session) -> tuple[int, str]:
     held: tuple[int, str] | None = session.info.get(_HEAD)
     if held is not None:
         return held
-    found = session.execute(
-        select(AuditHead.seq, AuditHead.mac).where(AuditHead.id == 1).with_for_update()
-    ).one_or_none()
+    connection = session.connection()
+    found = connection.execute(_HEAD_LOCKED).one_or_none()
     if found is None:
         raise AuditError("the audit trail has no head row: the database is damaged")
     last_seq, last_mac = int(found[0]), str(found[1])
-    beyond = session.execute(select(func.min(AuditRow.seq)).where(AuditRow.seq > last_seq)).scalar()
+    beyond = connection.execute(_FIRST_BEYOND, {"seq": last_seq}).scalar()
     if beyond is not None:
         # events beyond the head: without this check an insert dies on the primary key
         raise AuditError(
@@ -240,10 +249,11 @@ def append(
     }
     if rows_text is not None:
         values["rows"] = rows_text
-    # a Core insert names only the columns given: a refusal is recorded even in a
+    # the insert names only the columns given: a refusal is recorded even in a
     # database whose schema predates the rows column (before 'db upgrade')
-    session.execute(insert(AuditRow).values(values))
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, mac=mac))
+    connection = session.connection()
+    connection.execute(_INSERT_EVENT, values)
+    connection.execute(_MOVE_HEAD, {"seq": seq, "mac": mac})
     session.info[_HEAD] = (seq, mac)
     return AuditEvent(
         seq=seq,

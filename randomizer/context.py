@@ -25,7 +25,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import inspect, select
+from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.orm import Session
 
 from randomizer import audit, rows
@@ -174,10 +174,15 @@ def _design(text: str) -> TrialDesign:
     return parse_design(text)
 
 
+# built once: every action runs them
+_TRIAL = select(Trial)
+_USER_NAMED = select(User).where(User.name == bindparam("name"))
+
+
 def load_trial(session: Session) -> Trial:
     """The trial row of this database (of this release's schema: ``db upgrade`` migrates
     first, and what runs before it reads plain columns through :func:`plain_vault`)."""
-    trial = session.scalars(select(Trial)).one_or_none()
+    trial = session.scalars(_TRIAL).one_or_none()
     if trial is None:
         raise StoreError("this database holds no trial: create the trial first", hint=Hint.INIT)
     return trial
@@ -414,9 +419,7 @@ def operation(
             try:
                 if check_trial:
                     rows.check_object(session, trial)
-                user = session.scalars(
-                    select(User).where(User.name == principal.user)
-                ).one_or_none()
+                user = session.scalars(_USER_NAMED, {"name": principal.user}).one_or_none()
             except IntegrityFailure as exc:
                 refusal = (exc, "refused", "integrity")
                 raise

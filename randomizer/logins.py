@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from randomizer import audit
 from randomizer.access import (
@@ -114,6 +114,9 @@ SIGNATURE_REFUSED = (
 )
 
 
+_HASH_OF = select(User.password_hash, User.disabled).where(User.name == bindparam("name"))
+
+
 def sign(
     store: Store,
     trial_key: KeySource,
@@ -143,9 +146,7 @@ def sign(
         with store.transaction(read_only=True) as session:
             check_throttle(session, principal.user, principal.client, now)
             store.check_schema(session)
-            found = session.execute(
-                select(User.password_hash, User.disabled).where(User.name == principal.user)
-            ).one_or_none()
+            found = session.connection().execute(_HASH_OF, {"name": principal.user}).one_or_none()
     except TooManyAttempts as exc:
         record_refusal(
             store, trial_key, principal, action, subject, now, exc, "signature.failed", "throttled"

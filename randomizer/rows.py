@@ -24,23 +24,29 @@ MACs recomputed in the migration's upgrade, as :func:`seal_unsealed` does).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
     Boolean,
     Date,
     DateTime,
+    Insert,
     Integer,
     LargeBinary,
     Row,
+    Select,
     String,
+    Table,
+    Update,
+    bindparam,
     event,
     insert,
     inspect,
@@ -449,19 +455,23 @@ CoveredRow = Row[*tuple[Any, ...]]
 
 
 def read_row(
-    session: Session, model: type[Base], *where: Any, lock: bool = False
+    session: Session, model: type[Base], *, lock: bool = False, **equal: Any
 ) -> CoveredRow | None:
-    """One covered row's covered values and MAC (last), read with a Core statement and
+    """The covered row whose columns equal ``equal``: its covered values and MAC (last),
     checked as a keyed ORM load checks it; None when no row matches.
 
     ``lock``: ``SELECT ... FOR UPDATE`` (PostgreSQL; SQLite's write transaction holds
-    the whole database already).
+    the whole database already). The statement is built once per shape and run on the
+    session's connection: no ORM layer, no per-call SQL construction.
     """
     spec = BY_MODEL[model]
-    query = select(*_columns(model, spec), _row_mac(model)).where(*where)
-    if lock:
-        query = query.with_for_update()
-    row = session.execute(query).one_or_none()
+    row = (
+        session.connection()
+        .execute(
+            _read_statement(model, tuple(equal), lock), {f"w_{k}": v for k, v in equal.items()}
+        )
+        .one_or_none()
+    )
     if row is not None:
         _check_read(session, spec.table, row[:-1], row[-1])
     return row
@@ -474,8 +484,9 @@ def update_row(session: Session, model: type[Base], row: CoveredRow, **changes: 
     spec = BY_MODEL[model]
     values = [changes.get(name, old) for name, old in zip(spec.columns, row, strict=False)]
     mac = mac_row(vault, spec.table, values)
-    table: Any = model
-    session.execute(update(table).where(table.id == row[0]).values(**changes, row_mac=mac))
+    session.connection().execute(
+        _update_statement(model, tuple(changes)), {**changes, "row_mac": mac, "w_id": row[0]}
+    )
     _record(session, spec.table, row[0], row[-1], mac)
 
 
@@ -484,20 +495,42 @@ def insert_row(session: Session, model: type[Base], **values: Any) -> int:
     recorded for the next audit event; returns its id."""
     vault: Vault = session.info[_VAULT]
     spec = BY_MODEL[model]
-    table: Any = model
-    stored = session.execute(insert(table).values(**values).returning(*_columns(model, spec))).one()
+    connection = session.connection()
+    stored = connection.execute(_insert_statement(model), values).one()
     mac = mac_row(vault, spec.table, stored)
-    session.execute(update(table).where(table.id == stored[0]).values(row_mac=mac))
+    connection.execute(_update_statement(model, ()), {"row_mac": mac, "w_id": stored[0]})
     _record(session, spec.table, stored[0], None, mac)
     return int(stored[0])
 
 
-def _columns(model: type[Base], spec: Covered) -> list[Any]:
-    return [getattr(model, name) for name in spec.columns]
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
 
 
-def _row_mac(model: type[Base]) -> Any:
-    return getattr(model, "row_mac")  # noqa: B009 (every covered model has it)
+@functools.cache
+def _read_statement(model: type[Base], names: tuple[str, ...], lock: bool) -> Select[Any]:
+    table = _table(model)
+    spec = BY_MODEL[model]
+    query = select(*(table.c[c] for c in (*spec.columns, "row_mac"))).where(
+        *(table.c[name] == bindparam(f"w_{name}") for name in names)
+    )
+    return query.with_for_update() if lock else query
+
+
+@functools.cache
+def _update_statement(model: type[Base], names: tuple[str, ...]) -> Update:
+    table = _table(model)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("w_id"))
+        .values({name: bindparam(name) for name in (*names, "row_mac")})
+    )
+
+
+@functools.cache
+def _insert_statement(model: type[Base]) -> Insert:
+    table = _table(model)
+    return insert(table).returning(*(table.c[c] for c in BY_MODEL[model].columns))
 
 
 def _check_read(session: Session, table: str, values: Sequence[Any], mac: bytes | None) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import BindParameter, ColumnElement, func, select
 
 from randomizer.errors import NotFound, StateError
 from randomizer.models import Participant, Slot, Stratum
@@ -124,7 +124,7 @@ def open_seed_text(vault: Vault, sealed: bytes) -> str:
     return vault.open(SEED_KIND, vault.trial_id, sealed)
 
 
-def participant_named(code: str) -> ColumnElement[bool]:
+def participant_named(code: str | BindParameter[str]) -> ColumnElement[bool]:
     """The condition "this row is participant ``code``" (an id normalised by the caller).
 
     Compared in upper case, so an id stored in lower case before ids were

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy import CursorResult, Row, Table, Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -258,17 +258,25 @@ def client_key(client: str) -> str:
     return _key("client", client)
 
 
+_FAILURE_COUNTERS = cast(Table, LoginFailure.__table__)
+# built once: every login and signature runs it
+_FAILURES_OF = select(
+    _FAILURE_COUNTERS.c.failures,
+    _FAILURE_COUNTERS.c.last_failure_at,
+    _FAILURE_COUNTERS.c.locked_until,
+).where(_FAILURE_COUNTERS.c.key.in_([bindparam("user"), bindparam("client")]))
+
+
 def check_throttle(session: Session, user_name: str, client: str, now: datetime) -> None:
     """Refuse with :class:`TooManyAttempts` while the user name or the client waits or is locked.
 
     Call before the password is checked, and do not count a refusal from here
     as a failure: the password was never tried.
     """
-    keys = (user_key(user_name), client_key(client))
-    waits = [
-        _wait(row, now)
-        for row in session.scalars(select(LoginFailure).where(LoginFailure.key.in_(keys)))
-    ]
+    found = session.connection().execute(
+        _FAILURES_OF, {"user": user_key(user_name), "client": client_key(client)}
+    )
+    waits = [_wait(row, now) for row in found]
     locked = any(row_locked for _, row_locked in waits)
     wait = max((w for w, _ in waits), default=timedelta(0))
     if wait <= timedelta(0):
@@ -352,11 +360,11 @@ def _key(prefix: str, value: str) -> str:
     return f"{prefix}#{digest}"
 
 
-def _is_locked(row: LoginFailure, now: datetime) -> bool:
+def _is_locked(row: LoginFailure | Row[Any, Any, Any], now: datetime) -> bool:
     return row.locked_until is not None and now < row.locked_until
 
 
-def _wait(row: LoginFailure, now: datetime) -> tuple[timedelta, bool]:
+def _wait(row: LoginFailure | Row[Any, Any, Any], now: datetime) -> tuple[timedelta, bool]:
     """How long the key must still wait, and whether that is a lock."""
     if row.locked_until is not None and now < row.locked_until:
         return row.locked_until - now, True

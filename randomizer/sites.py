@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, Select, literal_column, select, true
+from sqlalchemy import ColumnElement, Select, bindparam, literal_column, select, true
 
 from randomizer import audit
 from randomizer.context import Operation
@@ -27,11 +27,12 @@ from randomizer.models import Kit, Participant, User, UserSite
 
 def user_sites(op: Operation, user: User) -> tuple[str, ...]:
     """The sites ``user`` is limited to, sorted; empty when the user is trial-wide."""
-    return tuple(
-        op.session.scalars(
-            select(UserSite.site).where(UserSite.user_id == user.id).order_by(UserSite.site)
-        )
-    )
+    return tuple(op.session.connection().execute(_SITES_OF, {"user_id": user.id}).scalars())
+
+
+_SITES_OF = (
+    select(UserSite.site).where(UserSite.user_id == bindparam("user_id")).order_by(UserSite.site)
+)
 
 
 def scope(op: Operation) -> frozenset[str] | None:

@@ -17,7 +17,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from randomizer import audit, rows
 from randomizer.allocation.kits import parse_code
@@ -175,9 +175,7 @@ def randomize(
     _refuse_if_locked(op, "randomization")
     require_approved_list(op)
     _check_after_list(op, on)
-    found = op.session.execute(
-        select(Participant.id).where(participant_named(participant)).limit(1)
-    ).scalar()
+    found = op.session.connection().execute(_PARTICIPANT_ID, {"code": participant}).scalar()
     existing = None if found is None else op.session.get(Participant, found)
     limited_to = scope(op)
     if existing is not None and limited_to is not None and existing.site not in limited_to:
@@ -201,7 +199,7 @@ def randomize(
     # The counter row lock serialises randomizations per stratum: FOR UPDATE on
     # PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the database.
     session = op.session
-    stratum = rows.read_row(session, Stratum, Stratum.key == stratum_key, lock=True)
+    stratum = rows.read_row(session, Stratum, lock=True, key=stratum_key)
     if stratum is None:
         raise _list_damaged(f"stratum {stratum_key} is missing")
     sequence = stratum.next_sequence
@@ -210,7 +208,7 @@ def randomize(
             f"stratum {stratum_key} is full: all {stratum.size} slots are used; "
             "no participant can be randomized into it"
         )
-    slot = rows.read_row(session, Slot, Slot.stratum_id == stratum.id, Slot.sequence == sequence)
+    slot = rows.read_row(session, Slot, stratum_id=stratum.id, sequence=sequence)
     if slot is None:
         raise _list_damaged(f"slot {sequence} of stratum {stratum_key} is missing")
     rows.update_row(session, Stratum, stratum, next_sequence=sequence + 1)
@@ -230,7 +228,7 @@ def randomize(
         randomization_meaning=op.signature.meaning if op.signature else None,
     )
     fault_point("randomize:slot-taken")
-    kit = rows.read_row(session, Kit, Kit.slot_id == slot.id, Kit.visit == 1, Kit.spare.is_(False))
+    kit = rows.read_row(session, Kit, slot_id=slot.id, visit=1, spare=False)
     if kit is None or kit.status != "available":
         raise _list_damaged()
     rows.update_row(
@@ -257,6 +255,9 @@ def randomize(
     return Randomization(
         participant=participant, randomization_number=number, site=site, visit=1, kit=kit.code
     )
+
+
+_PARTICIPANT_ID = select(Participant.id).where(participant_named(bindparam("code"))).limit(1)
 
 
 def _check_after_list(op: Operation, on: date) -> None:
