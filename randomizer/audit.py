@@ -185,9 +185,15 @@ _HEAD = "randomizer.audit.head"
 """Session info: the head this transaction holds locked and last wrote, (seq, MAC)."""
 
 
-def _locked_head(session: Session) -> tuple[int, str]:
+def lock_head(session: Session) -> tuple[int, str]:
     """The head, locked for this transaction; read once per transaction, then remembered
-    (the lock keeps every other writer out until commit)."""
+    (the lock keeps every other writer out until commit).
+
+    Every action takes it first (:func:`randomizer.context.operation`), before any row
+    it writes: one lock order for all writers. A randomization that locked its stratum
+    and then the head deadlocked on PostgreSQL against one whose login event held the
+    head and then wanted the stratum.
+    """
     held: tuple[int, str] | None = session.info.get(_HEAD)
     if held is not None:
         return held
@@ -228,7 +234,7 @@ def append(
     user, subject, reason = user[:USER_MAX], subject[:SUBJECT_MAX], reason[:REASON_MAX]
     session.flush()  # the covered rows written so far get their MACs, and are recorded here
     rows_text = take_written(session)
-    last_seq, last_mac = _locked_head(session)
+    last_seq, last_mac = lock_head(session)
     detail_map = dict(details or {})
     seq = last_seq + 1
     at = utc_text(now)

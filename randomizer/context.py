@@ -416,6 +416,7 @@ def operation(
             trial = load_trial(session)
             vault = vault_for(trial, trial_key())
             rows.attach(session, vault, unsealed_ok=unsealed_ok)
+            audit.lock_head(session)  # first, in every action: one lock order for all writers
             try:
                 if check_trial:
                     rows.check_object(session, trial)
