@@ -1,7 +1,7 @@
 """Randomizations per second and latency through the trial server's API, beside the library.
 
     python benchmarks/bench_api.py [--db URL] [--clients 1 8] [--calls 1000] [--no-library]
-        [--profile-calls 200] [--quick]
+        [--profile-calls 200] [--workers 1] [--quick]
 
 One trial is made as ``bench_randomize.py`` makes it (2 strata, 1 dosing visit, two
 eligibility criteria, investigators ``inv0``.. with cheap scrypt hashes) and its list
@@ -47,7 +47,8 @@ wait left over (network, scheduling, fsync). Targets (issue 13 item 4), 8 client
 
 The machine's load (/proc/loadavg) is printed at the start and after each run.
 ``--quick`` uses small sizes (a few seconds) and checks that everything runs;
-``--no-library`` skips step 1.
+``--no-library`` skips step 1; ``--workers N`` starts ``serve --workers N`` (the server
+CPU per call is then the whole process tree's).
 """
 
 from __future__ import annotations
@@ -109,6 +110,23 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "unknown"
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` and of its live descendants (``serve --workers N``)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, grown = {pid}, True
+    while grown:
+        more = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return sum(_server_cpu(member) for member in tree)
 
 
 def per_call(run: Callable[[], object], calls: int) -> list[float]:
@@ -411,6 +429,12 @@ def main() -> None:
         help="randomizations into the app in this process, timed and then profiled (0: none)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serve --workers N: server processes (CPU per call sums the process tree)",
+    )
+    parser.add_argument(
         "--no-library",
         action="store_true",
         help="skip the library in each client (step 1): the API and the server's parts only",
@@ -459,12 +483,15 @@ def main() -> None:
         checks = token_check(place, args.token_calls)
 
         database_cpu: dict[int, float | None] = {}
-        with server_process(place.db_url, place.key_file, place.directory / "server.log") as server:
+        serve_args = ("--workers", str(args.workers)) if args.workers > 1 else ()
+        with server_process(
+            place.db_url, place.key_file, place.directory / "server.log", *serve_args
+        ) as server:
             for count in clients:
-                cpu = _server_cpu(server.process.pid)
+                cpu = tree_cpu(server.process.pid)
                 db_cpu = server_cpu_seconds(place.db_url)
                 result = run_clients(place, count, first, calls, warmup, server=server.url)
-                server_cpu = _server_cpu(server.process.pid) - cpu
+                server_cpu = tree_cpu(server.process.pid) - cpu
                 db_after = server_cpu_seconds(place.db_url)
                 database_cpu[count] = (
                     None
