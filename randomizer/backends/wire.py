@@ -12,6 +12,7 @@ and exits with the same code as a local one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -57,8 +58,7 @@ def _build(hint: Any, data: Any) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(data, dict):
             raise ValueError(f"expected an object for {hint.__name__}")
-        hints = get_type_hints(hint)
-        fields = {f.name for f in dataclasses.fields(hint)}
+        hints, fields = _fields(hint)
         unknown = set(data) - fields
         if unknown:
             raise ValueError(f"unexpected fields {sorted(unknown)} for {hint.__name__}")
@@ -98,6 +98,12 @@ def _build(hint: Any, data: Any) -> Any:
             raise ValueError(f"expected {hint.__name__}, got {type(data).__name__}")
         return data
     raise ValueError(f"cannot read a value of type {hint}")
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    # resolving the hints' strings is most of a result's reading; a class's never change
+    return get_type_hints(cls), frozenset(f.name for f in dataclasses.fields(cls))
 
 
 def _sequence(data: Any) -> list[Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import io
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date as Date
 from typing import Annotated, Any
 
@@ -315,9 +315,14 @@ bearer = HTTPBearer(
 """The bearer scheme, declared for clients; refusals stay the library's own (401, never 403)."""
 
 
+async def serving_state(request: Request) -> ServerState:
+    """The server's state, as a dependency run on the event loop (it only reads an attribute)."""
+    return server_state(request)
+
+
 def caller(
     request: Request,
-    state: Annotated[ServerState, Depends(server_state)],
+    state: Annotated[ServerState, Depends(serving_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The principal of the bearer token; the user and role never come from the request."""
@@ -335,21 +340,22 @@ def caller(
     return principal
 
 
-def backend(
+async def backend(
     principal: Annotated[Principal, Depends(caller)],
-    state: Annotated[ServerState, Depends(server_state)],
-) -> Iterator[Backend]:
-    """A backend acting as the caller, on the server's store and held key."""
-    serving = LocalBackend.serving(state.store, state.trial_key, principal, state.clock)
-    try:
-        yield serving
-    finally:
-        serving.close()
+    state: Annotated[ServerState, Depends(serving_state)],
+) -> Backend:
+    """A backend acting as the caller, on the server's store and held key.
+
+    Made on the event loop: it only holds the store, the key and the principal
+    (nothing to close: the store is the server's), so no worker thread is taken
+    to make it nor to close it.
+    """
+    return LocalBackend.serving(state.store, state.trial_key, principal, state.clock)
 
 
 Caller = Annotated[Principal, Depends(caller)]
 Acting = Annotated[Backend, Depends(backend)]
-State = Annotated[ServerState, Depends(server_state)]
+State = Annotated[ServerState, Depends(serving_state)]
 
 public = APIRouter(
     prefix="/api/v1",

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
@@ -133,12 +134,53 @@ async def _too_large(send: Send, limit: int) -> None:
 
 def with_headers(response: Response) -> Response:
     """Every response's headers: never cached unless said, a strict CSP, never framed."""
-    response.headers.setdefault("Cache-Control", "no-store")
-    response.headers["Content-Security-Policy"] = pages.CONTENT_SECURITY_POLICY
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Frame-Options"] = "DENY"
+    _secure(response.headers)
     return response
+
+
+def _secure(headers: MutableHeaders) -> None:
+    headers.setdefault("Cache-Control", "no-store")
+    headers["Content-Security-Policy"] = pages.CONTENT_SECURITY_POLICY
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["X-Frame-Options"] = "DENY"
+
+
+class SecurityHeaders:
+    """Give every response :func:`with_headers`'s headers; refuse a page form from another site.
+
+    A plain ASGI middleware that edits the response's start message: it neither
+    reads nor copies the body, and the request goes on in the same task (what
+    ``@app.middleware`` costs, a task and a stream per request, is not paid).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a cross-site form post to a page, else pass on with the headers added."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not scope["path"].startswith("/api/") and scope["method"] not in (
+            "GET",
+            "HEAD",
+            "OPTIONS",
+        ):
+            request = Request(scope, receive)
+            if websession.cross_site(request):
+                refusal = with_headers(
+                    pages.error_page(request, 403, "refused: this form was sent from another site")
+                )
+                await refusal(scope, receive, send)
+                return
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _secure(MutableHeaders(scope=message))
+            await send(message)
+
+        await self.app(scope, receive, secured)
 
 
 def create_app(state: ServerState, audit_lifecycle: bool = True) -> FastAPI:
@@ -276,19 +318,6 @@ def build_app(lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         # this answer bypasses the middleware below: it gets the same headers here
         return with_headers(response)
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        if (
-            pages.is_page(request)
-            and request.method not in ("GET", "HEAD", "OPTIONS")
-            and websession.cross_site(request)
-        ):
-            response = pages.error_page(
-                request, 403, "refused: this form was sent from another site"
-            )
-        else:
-            response = await call_next(request)
-        return with_headers(response)
-
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit)
     return app

@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from randomizer import __version__
+from randomizer.server.pages import CONTENT_SECURITY_POLICY
+from randomizer.sessions import INVALID_TOKEN
 from randomizer.signatures import MEANINGS
 from tests.backends.live import live_server
 from tests.support.database import audit_rows, dump_database, execute
@@ -296,3 +298,55 @@ def test_sensitive_answers_are_never_cached(api: Api) -> None:
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-store"
     assert api.client.get("/api/v1/health").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def _randomize(api: Api, participant: str, headers: dict[str, str]) -> httpx.Response:
+    return api.client.post(
+        "/api/v1/participants",
+        json={
+            "participant": participant,
+            "site": "WAW",
+            "answers": ELIGIBLE,
+            "signature": _signed("ivan", "randomize"),
+        },
+        headers=headers,
+    )
+
+
+def test_a_randomization_is_refused_on_the_very_next_request_after_logout_or_disable(
+    api: Api,
+) -> None:
+    # the token is checked in the database on every request: nothing is cached across them
+    ivan = api.as_user("ivan")
+    assert _randomize(api, "P-001", ivan).status_code == 200
+    assert api.client.post("/api/v1/auth/logout", headers=ivan).status_code == 204
+    assert _error(_randomize(api, "P-002", ivan), 401) == INVALID_TOKEN
+    again = api.as_user("ivan")
+    assert _randomize(api, "P-002", again).status_code == 200
+    alice = api.as_user("alice")
+    disabled = api.client.post("/api/v1/users/ivan/disable", json={"reason": "left"}, headers=alice)
+    assert disabled.status_code == 200
+    assert _error(_randomize(api, "P-003", again), 401) == INVALID_TOKEN
+    assert execute(api.files.db_url, "SELECT code FROM participants ORDER BY id") == [
+        ("P-001",),
+        ("P-002",),
+    ]
+
+
+def test_every_api_answer_carries_the_security_headers(api: Api) -> None:
+    ivan = api.as_user("ivan")
+    answers = {
+        "randomized": _randomize(api, "P-001", ivan),
+        "refused": _randomize(api, "P-001", ivan),
+        "no token": _randomize(api, "P-002", {}),
+        "malformed": api.client.post("/api/v1/participants", json={"x": 1}, headers=ivan),
+        "no such endpoint": api.client.get("/api/v1/nothing-here"),
+    }
+    assert [r.status_code for r in answers.values()] == [200, 409, 401, 422, 404]
+    for what, response in answers.items():
+        headers = response.headers
+        assert headers["Cache-Control"] == "no-store", what
+        assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY, what
+        assert headers["X-Content-Type-Options"] == "nosniff", what
+        assert headers["Referrer-Policy"] == "no-referrer", what
+        assert headers["X-Frame-Options"] == "DENY", what
