@@ -12,11 +12,7 @@ from markupsafe import Markup
 
 from randomizer import charts
 from randomizer.allocation import service
-from randomizer.allocation.kits import parse_code
-from randomizer.errors import (
-    NotFound,
-    RandomizerError,
-)
+from randomizer.errors import RandomizerError
 from randomizer.server.pages.core import (
     Checked,
     Signed,
@@ -73,10 +69,8 @@ def pharmacy_lookup(request: Request, state: State, who: Signed, code: str = "")
     if not code.strip():
         return _lookup_page(request, who, code, kit=None)
     try:
-        canonical = parse_code(code)
-        found = [k for k in _kits(state, who) if k.kit == canonical]
-        if not found:
-            raise NotFound(f"no kit {canonical} in this trial: check the label")
+        with acting(state, who) as backend:
+            found = backend.lookup_kit(code)
     except RandomizerError as exc:
         return _lookup_page(
             request,
@@ -87,7 +81,7 @@ def pharmacy_lookup(request: Request, state: State, who: Signed, code: str = "")
             error=str(exc),
             errors={"code": str(exc)},
         )
-    return _lookup_page(request, who, canonical, kit=found[0])
+    return _lookup_page(request, who, found.kit, kit=found)
 
 
 @pages.post("/pharmacy/prepare")
