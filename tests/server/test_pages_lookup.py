@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
+from randomizer import sessions
 from randomizer.allocation import service
 from tests.support.blinded_path import live_kit
 from tests.support.database import audit_rows
 from tests.support.exosome import arm_words_in
-from tests.support.trial import Run
-from tests.support.web import Browser, logged_in, text_of
+from tests.support.trial import PASSWORDS, Run, TrialFiles
+from tests.support.web import Browser, Clock, logged_in, text_of
 
 
 def _whole_list_read(*_: object) -> list[service.PharmacyKit]:
@@ -66,3 +68,20 @@ def test_blinded_roles_are_refused_the_lookup_whatever_the_code(
         assert f"role {role} may not see the pharmacy's list of kit contents" in shown
         assert arm_words_in(shown) == [], shown
         assert "Prepare kit" not in shown
+
+
+def test_an_expired_session_brings_the_lookup_back_with_the_code_typed(
+    browser: Callable[[], Browser], clock: Clock, trial_with_list: TrialFiles
+) -> None:
+    petra = logged_in(browser, "petra")
+    petra.get("/pharmacy/lookup")
+    clock.now += sessions.IDLE_TIMEOUT + timedelta(seconds=1)
+    login = petra.post("/pharmacy/prepare", {"page": "/pharmacy/lookup", "code": "1234-567Y"})
+    assert login.status_code == 401
+    kept = petra.hidden("/login")
+    assert (kept["page"], kept["keep.code"]) == ("/pharmacy/lookup", "1234-567Y")
+    back = petra.post("/login", {**kept, "user": "petra", "password": PASSWORDS["petra"]})
+    assert back.status_code == 200
+    assert "You are logged in again." in text_of(back.text)
+    assert 'value="1234-567Y"' in back.text and "<h2>Kit" not in back.text
+    assert "pharmacy.prepare" not in [e["action"] for e in audit_rows(trial_with_list.db_url)]
