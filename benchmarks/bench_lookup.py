@@ -8,7 +8,7 @@ and its list generated and approved (about 5.4 kits a participant: four dosing k
 and the spares). Two participants are randomized, the first kit replaced, and the trail
 is made as long as a busy trial's: ``--events`` events (default five a participant,
 appended fast as ``bench_audit.py`` appends them), since who requested a kit comes from
-the trail.
+the trail (its events found through the index on their subject, schema 0009).
 
 Timed, through :class:`~randomizer.backends.local.LocalBackend` as a logged-in pharmacist
 (the page's own backend), for three kits (a requested one, the replacement spare, and an

@@ -17,7 +17,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from randomizer import audit
 from randomizer.allocation.kits import parse_code
@@ -605,23 +605,20 @@ def _requesters(op: Operation) -> dict[str, str]:
 def _requester(op: Operation, kit: Kit, participant: Participant | None) -> str:
     """Who issued ``kit``, as :func:`_requesters` tells it, from this kit's events alone.
 
-    The events that can issue it name, as their subject, its participant (randomize,
-    kit request) or the kit it replaced (kit replace).
+    The events that can issue it have as subject its participant (randomize, kit
+    request) or the kit it replaced (kit replace); the subject's index finds them.
     """
     if participant is None:
         return ""
-    about = and_(
-        AuditRecord.action.in_(ISSUING_ACTIONS[:2]), AuditRecord.subject == participant.code
-    )
+    subjects = [participant.code]
     if kit.replaces_kit_id is not None:
         replaced = op.session.get(Kit, kit.replaces_kit_id)
         if replaced is not None:
-            about = or_(
-                about,
-                and_(AuditRecord.action == "kit.replace", AuditRecord.subject == replaced.code),
-            )
+            subjects.append(replaced.code)
     records = op.session.execute(
-        select(AuditRecord.user, AuditRecord.details).where(about).order_by(AuditRecord.seq)
+        select(AuditRecord.user, AuditRecord.details)
+        .where(AuditRecord.subject.in_(subjects), AuditRecord.action.in_(ISSUING_ACTIONS))
+        .order_by(AuditRecord.seq)
     )
     for user, details in records:
         if _issued_kit(details) == kit.code:
