@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -24,10 +25,9 @@ def test_the_lookup_shows_one_kit_without_reading_the_whole_list(
     pages: Callable[[], Browser], run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     code = live_kit(run.files, "P-002", 1)
-    ivan = logged_in(pages, "ivan")
-    ivan.get("/kits/replace")
-    ivan.post("/kits/replace", {"code": code, "reason": "bag damaged"})
-    new = live_kit(run.files, "P-002", 1)
+    new = json.loads(
+        run.ok("kit", "replace", code, "--reason", "bag damaged", "--json", user="ivan").stdout
+    )["kit"]
     monkeypatch.setattr(service, "pharmacy_list", _whole_list_read)
     petra = logged_in(pages, "petra")
     voided = text_of(petra.get("/pharmacy/lookup", code=code.lower()).text)
