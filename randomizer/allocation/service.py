@@ -516,13 +516,21 @@ def lookup_kit(op: Operation, code: str) -> PharmacyKit:
     wrong check character says it is probably a typo). The kit is one indexed read by
     its code; its participant, the kit that replaced it and the trail's events that
     issued it are read for this kit alone, so a lookup costs the same at any trial size.
-    Audited as the pharmacy list is (``pharmacy.list``), naming the kit.
+    Audited exactly as the pharmacy list is: a ``pharmacy.list`` event with no subject.
+    (Naming the kit would show it to readers limited to other sites, for whom an event
+    with no participant is trial-level: :func:`randomizer.sites.visible_events`.)
     """
-    kit = _kit(op, code)
+    try:
+        kit = _kit(op, code)
+    except NotFound as exc:
+        # No refusal event, as when the page looked the code up in the whole list: its
+        # message names the code, which readers limited to other sites must not see.
+        exc.audited = False
+        raise
     participant = None
     if kit.participant_id is not None:
         participant = op.session.get(Participant, kit.participant_id)
-    op.audit("pharmacy.list", subject=kit.code)
+    op.audit("pharmacy.list")
     return _pharmacy_kit(
         op, kit, participant, _requester(op, kit, participant), _replacement(op, kit)
     )

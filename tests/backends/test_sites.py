@@ -221,8 +221,13 @@ def test_a_limited_pharmacist_looks_up_their_sites_kits_only(sites: ContractTria
     pia = sites.as_user("pia")
     (own,) = pia.pharmacy_list()
     assert pia.lookup_kit(own.kit.lower()) == own
-    krk_kit = next(k for k in sites.as_user("petra").pharmacy_list() if k.participant == "P-201")
+    petra = sites.as_user("petra")
+    krk_kit = next(k for k in petra.pharmacy_list() if k.participant == "P-201")
     _same_refusal(pia.lookup_kit, krk_kit.kit, new_code())
+    # a trial-wide pharmacist's lookup of it shows a WAW monitor no KRK kit
+    assert petra.lookup_kit(krk_kit.kit) == krk_kit
+    shown = repr(sites.as_user("mila").audit_events())
+    assert "pharmacy.list" in shown and krk_kit.kit not in shown
 
 
 def test_participant_view_counts_visits_and_gives_the_next_window(sites: ContractTrial) -> None:
