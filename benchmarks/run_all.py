@@ -63,6 +63,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "bench_startup.py": Benchmark(database=False),
     "bench_peers.py": Benchmark(database=False),
     "bench_verify.py": Benchmark(database=True),  # 100,000 participants
+    "bench_lookup.py": Benchmark(database=True),  # 100,000 participants
 }
 """Every benchmark script, in the order run_all runs them."""
 

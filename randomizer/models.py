@@ -220,7 +220,8 @@ class AuditRecord(Base):
     user: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
     action: Mapped[str] = mapped_column(String(64))
-    subject: Mapped[str] = mapped_column(String(256))
+    subject: Mapped[str] = mapped_column(String(256), index=True)
+    """What the event is about (a participant, a kit, a user); indexed for a kit's events."""
     reason: Mapped[str] = mapped_column(Text)
     details: Mapped[str] = mapped_column(Text)
     prev_mac: Mapped[str] = mapped_column(String(64))

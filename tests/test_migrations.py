@@ -404,7 +404,7 @@ def test_a_failing_migration_changes_nothing(
 # the real upgrades: an older release's trial -> HEAD -----------------------------------------
 
 ROW_MAC_TABLES = ("trial", "users", "user_sites", "strata", "slots", "participants", "kits")
-CHAIN = ("0001", "0002", "0004", "0005", "0007", "0006", "0008", "0009")
+CHAIN = ("0001", "0002", "0004", "0005", "0007", "0006", "0008", "0009", "0010")
 """The revisions in the order they apply (numbered as they were written, chained as merged)."""
 ADDED: dict[str, tuple[str, ...]] = {
     "0002": ("DROP TABLE auth_tokens", "DROP TABLE login_failures"),
@@ -425,6 +425,7 @@ ADDED: dict[str, tuple[str, ...]] = {
     "0008": tuple(f"ALTER TABLE {table} DROP COLUMN row_mac" for table in ROW_MAC_TABLES)
     + ("ALTER TABLE audit_events DROP COLUMN rows",),
     "0009": ("DROP INDEX ix_participants_code_upper",),
+    "0010": ("DROP INDEX ix_audit_events_subject",),
 }
 """What each revision added, as the statements that take it away again."""
 

@@ -515,34 +515,102 @@ def pharmacy_list(op: Operation) -> list[PharmacyKit]:
     requested_by = _requesters(op)
     kits = list(op.session.scalars(select(Kit).where(kit_in_scope(op)).order_by(Kit.code)))
     replaced_by = {kit.replaces_kit_id: kit.code for kit in kits if kit.replaces_kit_id}
-    rows = []
-    for kit in kits:
-        arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
-        participant = participants.get(kit.participant_id or -1)
-        rows.append(
-            PharmacyKit(
-                kit=kit.code,
-                arm=arm.id,
-                label=arm.label,
-                status=status_word(kit.status),
-                spare=kit.spare,
-                participant=participant.code if participant else "",
-                visit=kit.visit,
-                randomization_number=participant.randomization_number if participant else "",
-                visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
-                requested_at=_utc_text(kit.dispensed_at),
-                requested_by=requested_by.get(kit.code, ""),
-                prepared_at=_utc_text(kit.prepared_at),
-                prepared_by=kit.prepared_by or "",
-                void_reason=kit.void_reason or "",
-                replaced_by=replaced_by.get(kit.id, ""),
-            )
+    return [
+        _pharmacy_kit(
+            op,
+            kit,
+            participants.get(kit.participant_id or -1),
+            requested_by.get(kit.code, ""),
+            replaced_by.get(kit.id, ""),
         )
-    return rows
+        for kit in kits
+    ]
+
+
+def lookup_kit(op: Operation, code: str) -> PharmacyKit:
+    """One kit of :func:`pharmacy_list`, found by its typed or scanned code (pharmacist).
+
+    The code is read forgivingly (:func:`~randomizer.allocation.kits.parse_code`: a
+    wrong check character says it is probably a typo). The kit is one indexed read by
+    its code; its participant, the kit that replaced it and the trail's events that
+    issued it are read for this kit alone, so a lookup costs the same at any trial size.
+    Audited exactly as the pharmacy list is: a ``pharmacy.list`` event with no subject.
+    (Naming the kit would show it to readers limited to other sites, for whom an event
+    with no participant is trial-level: :func:`randomizer.sites.visible_events`.)
+    """
+    try:
+        kit = _kit(op, code)
+    except NotFound as exc:
+        # No refusal event, as when the page looked the code up in the whole list: its
+        # message names the code, which readers limited to other sites must not see.
+        exc.audited = False
+        raise
+    participant = None
+    if kit.participant_id is not None:
+        participant = op.session.get(Participant, kit.participant_id)
+    op.audit("pharmacy.list")
+    return _pharmacy_kit(
+        op, kit, participant, _requester(op, kit, participant), _replacement(op, kit)
+    )
+
+
+def _pharmacy_kit(
+    op: Operation, kit: Kit, participant: Participant | None, requested_by: str, replaced_by: str
+) -> PharmacyKit:
+    """A kit row of the pharmacy list: its content opened, its status and history."""
+    arm = op.design.arm(open_kit_content(op.vault, kit.code, kit.content_sealed))
+    return PharmacyKit(
+        kit=kit.code,
+        arm=arm.id,
+        label=arm.label,
+        status=status_word(kit.status),
+        spare=kit.spare,
+        participant=participant.code if participant else "",
+        visit=kit.visit,
+        randomization_number=participant.randomization_number if participant else "",
+        visit_date=kit.visit_date.isoformat() if kit.visit_date else "",
+        requested_at=_utc_text(kit.dispensed_at),
+        requested_by=requested_by,
+        prepared_at=_utc_text(kit.prepared_at),
+        prepared_by=kit.prepared_by or "",
+        void_reason=kit.void_reason or "",
+        replaced_by=replaced_by,
+    )
+
+
+def _replacement(op: Operation, kit: Kit) -> str:
+    """The code of the spare issued in place of ``kit``, if any.
+
+    A spare is issued to the voided kit's participant, so the participant's index
+    finds it among that participant's few kits.
+    """
+    if kit.participant_id is None:
+        return ""
+    spare = op.session.scalars(
+        select(Kit)
+        .where(Kit.participant_id == kit.participant_id, Kit.replaces_kit_id == kit.id)
+        .order_by(Kit.id)
+        .limit(1)
+    ).one_or_none()
+    return spare.code if spare is not None else ""
 
 
 def _utc_text(moment: datetime | None) -> str:
     return audit.utc_text(moment) if moment is not None else ""
+
+
+ISSUING_ACTIONS = ("randomize", "kit.request", "kit.replace")
+"""The trail's actions that issue a kit: its ``kit`` (or ``new_kit``) detail names it."""
+
+
+def _issued_kit(details: str) -> str | None:
+    """The kit an issuing event's details name (a replacement's new kit first), if any."""
+    try:
+        data = json.loads(details)
+    except ValueError:
+        return None
+    code = data.get("new_kit") or data.get("kit")
+    return code if isinstance(code, str) else None
 
 
 def _requesters(op: Operation) -> dict[str, str]:
@@ -550,18 +618,38 @@ def _requesters(op: Operation) -> dict[str, str]:
     who: dict[str, str] = {}
     records = op.session.execute(
         select(AuditRecord.user, AuditRecord.details)
-        .where(AuditRecord.action.in_(("randomize", "kit.request", "kit.replace")))
+        .where(AuditRecord.action.in_(ISSUING_ACTIONS))
         .order_by(AuditRecord.seq)
     )
     for user, details in records:
-        try:
-            data = json.loads(details)
-        except ValueError:
-            continue
-        code = data.get("new_kit") or data.get("kit")
-        if isinstance(code, str):
+        code = _issued_kit(details)
+        if code is not None:
             who.setdefault(code, user)
     return who
+
+
+def _requester(op: Operation, kit: Kit, participant: Participant | None) -> str:
+    """Who issued ``kit``, as :func:`_requesters` tells it, from this kit's events alone.
+
+    The events that can issue it have as subject its participant (randomize, kit
+    request) or the kit it replaced (kit replace); the subject's index finds them.
+    """
+    if participant is None:
+        return ""
+    subjects = [participant.code]
+    if kit.replaces_kit_id is not None:
+        replaced = op.session.get(Kit, kit.replaces_kit_id)
+        if replaced is not None:
+            subjects.append(replaced.code)
+    records = op.session.execute(
+        select(AuditRecord.user, AuditRecord.details)
+        .where(AuditRecord.subject.in_(subjects), AuditRecord.action.in_(ISSUING_ACTIONS))
+        .order_by(AuditRecord.seq)
+    )
+    for user, details in records:
+        if _issued_kit(details) == kit.code:
+            return str(user)
+    return ""
 
 
 KIT_CSV_COLUMNS = (

@@ -550,6 +550,10 @@ class HttpBackend:
         body = {"checkpoint": asdict(checkpoint) if checkpoint is not None else None}
         return self._call(results.IntegrityReport, "POST", "/verify", body)
 
+    def lookup_kit(self, code: str) -> results.PharmacyKit:
+        """One kit with content, status and history, by its code (pharmacist)."""
+        return self._call(results.PharmacyKit, "GET", f"/pharmacy/kits/{_segment(code)}")
+
 
 def _signed(signature: Signature) -> dict[str, str]:
     """A signature as the API takes it: the password re-entered now and the meaning shown."""

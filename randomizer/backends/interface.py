@@ -172,6 +172,10 @@ class Backend(Protocol):
         """Check every row MAC, the audit chain, the rows the trail records and the list
         (admin, monitor); problems are reported, not raised."""
 
+    def lookup_kit(self, code: str) -> service.PharmacyKit:
+        """One kit with content, status and history, by its typed or scanned code
+        (pharmacist); audited as the pharmacy list is."""
+
 
 class Custody(Protocol):
     """Operations on the trial's host itself: they need the key file or the database file."""

@@ -421,6 +421,14 @@ class LocalBackend:
             Permission.PREPARE, "pharmacy.label", lambda op: service.kit_label(op, code), code
         )
 
+    def lookup_kit(self, code: str) -> service.PharmacyKit:
+        """One kit with content, status and history, by its typed or scanned code
+        (pharmacist); audited as the pharmacy list is."""
+        # no subject: its events, refusals included, are the pharmacy list's own
+        return self._run(
+            Permission.LIST_KITS, "pharmacy.list", lambda op: service.lookup_kit(op, code)
+        )
+
     def unblinding_reviews(self, open_only: bool = True) -> list[review.ReviewItem]:
         """Emergency unblindings to review (admin, monitor)."""
         return self._run(

@@ -744,3 +744,10 @@ def verify_database(body: VerifyRequest, acting: Acting) -> integrity.IntegrityR
     if body.checkpoint is not None:
         checkpoint = audit.Checkpoint(**body.checkpoint.model_dump())
     return acting.verify_database(checkpoint)
+
+
+@router.get("/pharmacy/kits/{code:path}", response_model=service.PharmacyKit)
+def lookup_kit(code: Name, acting: Acting) -> JSONResponse:
+    """One kit with content, status and history, by its code (pharmacist); never cached."""
+    kit: service.PharmacyKit = acting.lookup_kit(code)
+    return JSONResponse(to_wire(kit), headers={"Cache-Control": "no-store"})

@@ -217,6 +217,19 @@ def test_limited_pharmacist_monitor_and_statistician_see_their_site_only(
     assert [line.split(",")[0] for line in export.csv.decode().splitlines()[1:]] == ["P-101"]
 
 
+def test_a_limited_pharmacist_looks_up_their_sites_kits_only(sites: ContractTrial) -> None:
+    pia = sites.as_user("pia")
+    (own,) = pia.pharmacy_list()
+    assert pia.lookup_kit(own.kit.lower()) == own
+    petra = sites.as_user("petra")
+    krk_kit = next(k for k in petra.pharmacy_list() if k.participant == "P-201")
+    _same_refusal(pia.lookup_kit, krk_kit.kit, new_code())
+    # a trial-wide pharmacist's lookup of it shows a WAW monitor no KRK kit
+    assert petra.lookup_kit(krk_kit.kit) == krk_kit
+    shown = repr(sites.as_user("mila").audit_events())
+    assert "pharmacy.list" in shown and krk_kit.kit not in shown
+
+
 def test_participant_view_counts_visits_and_gives_the_next_window(sites: ContractTrial) -> None:
     wanda = sites.as_user("wanda")
     (before,) = wanda.participant_view()

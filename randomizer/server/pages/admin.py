@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 
 from randomizer.access import Role
+from randomizer.backends.interface import Backend
 from randomizer.errors import (
     InvalidInput,
     RandomizerError,
 )
 from randomizer.server.pages.core import (
     Checked,
+    FormPage,
     Signed,
     State,
     Visitor,
     acting,
+    logged_in_again,
     pages,
     render,
     resumable,
@@ -29,16 +33,17 @@ from randomizer.server.pages.core import (
 from randomizer.server.state import server_state
 from randomizer.signatures import meaning_of
 
+_users_form = FormPage("users.html", "Users", {"roles": list(Role)})
+
 
 def _users_page(
     request: Request, state: State, who: Visitor, status: int = 200, **context: Any
 ) -> HTMLResponse:
+    """The users page: every user (read now) and the forms that change them."""
     with acting(state, who) as backend:
         users = backend.list_users()
-    context.setdefault("values", {})
-    return render(
-        request, "users.html", who, status, title="Users", users=users, roles=list(Role), **context
-    )
+    values = context.pop("values", {})
+    return _users_form(request, who, values, status, users=users, **context)
 
 
 @resumable("/users")
@@ -49,8 +54,20 @@ def resume_users(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLRe
         server_state(request),
         who,
         values=kept,
-        notice="You are logged in again. Check the form, type the password and submit it again.",
+        notice=logged_in_again("Check the form, type the password and submit it again."),
     )
+
+
+def _change_user(
+    request: Request, state: State, who: Visitor, change: Callable[[Backend], object], done: str
+) -> Response:
+    """Make one change to a user, then the users page: ``?done=`` it, or the refusal."""
+    with acting(state, who) as backend:
+        try:
+            change(backend)
+        except RandomizerError as exc:
+            return _users_page(request, state, who, status_of_error(exc), error=str(exc))
+    return see_other(f"/users?done={done}")
 
 
 @pages.get("/users")
@@ -90,36 +107,30 @@ def add_user(request: Request, state: State, posted_form: Checked) -> Response:
 def disable_user(request: Request, state: State, posted_form: Checked, name: str) -> Response:
     """Disable a user; their sessions end at once."""
     who, form = posted_form
-    with acting(state, who) as backend:
-        try:
-            backend.disable_user(name, form.get("reason"))
-        except RandomizerError as exc:
-            return _users_page(request, state, who, status_of_error(exc), error=str(exc))
-    return see_other("/users?done=disabled")
+    reason = form.get("reason")
+    return _change_user(
+        request, state, who, lambda backend: backend.disable_user(name, reason), "disabled"
+    )
 
 
 @pages.post("/users/{name}/password")
 def reset_password(request: Request, state: State, posted_form: Checked, name: str) -> Response:
     """Set a user's password; their sessions end."""
     who, form = posted_form
-    with acting(state, who) as backend:
-        try:
-            backend.change_password(name, form.get("password"))
-        except RandomizerError as exc:
-            return _users_page(request, state, who, status_of_error(exc), error=str(exc))
-    return see_other("/users?done=password")
+    password = form.get("password")
+    return _change_user(
+        request, state, who, lambda backend: backend.change_password(name, password), "password"
+    )
 
 
 @pages.post("/users/{name}/sites")
 def set_user_sites(request: Request, state: State, posted_form: Checked, name: str) -> Response:
     """Limit a user to the sites ticked; none ticked makes them trial-wide."""
     who, form = posted_form
-    with acting(state, who) as backend:
-        try:
-            backend.set_user_sites(name, form.get_all("sites"))
-        except RandomizerError as exc:
-            return _users_page(request, state, who, status_of_error(exc), error=str(exc))
-    return see_other("/users?done=sites")
+    chosen = form.get_all("sites")
+    return _change_user(
+        request, state, who, lambda backend: backend.set_user_sites(name, chosen), "sites"
+    )
 
 
 @pages.get("/list")
@@ -154,32 +165,16 @@ def list_generate(request: Request, state: State, posted_form: Checked) -> Respo
     return see_other("/list?done=generated")
 
 
-@resumable("/lock")
-def resume_lock(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
-    """The lock form with the reason typed before a new login (to confirm again)."""
-    return render(
-        request,
-        "lock.html",
-        who,
-        title="Lock the database",
-        result=None,
-        meaning=meaning_of("lock"),
-        values=kept,
-        notice="You are logged in again. Check the reason and confirm again.",
-    )
+_lock_form = FormPage(
+    "lock.html", "Lock the database", {"result": None, "meaning": meaning_of("lock")}
+)
+_lock_form.resumable("/lock", "Check the reason and confirm again.")
 
 
 @pages.get("/lock")
 def lock_form(request: Request, who: Signed) -> HTMLResponse:
     """Lock the database with a reason (a confirmation follows)."""
-    return render(
-        request,
-        "lock.html",
-        who,
-        title="Lock the database",
-        result=None,
-        meaning=meaning_of("lock"),
-    )
+    return _lock_form(request, who, {})
 
 
 @pages.post("/lock")
@@ -188,53 +183,30 @@ def lock(request: Request, state: State, posted_form: Checked) -> HTMLResponse:
     who, form = posted_form
     if form.get("confirm") != "yes":
         error = "tick the confirmation to lock the database: it cannot be undone"
-        return render(
-            request,
-            "lock.html",
-            who,
-            400,
-            title="Lock the database",
-            result=None,
-            meaning=meaning_of("lock"),
-            error=error,
-            errors={"confirm": error},
-            values=form.kept(),
-        )
+        return _lock_form(request, who, form.kept(), 400, error=error, errors={"confirm": error})
     with acting(state, who) as backend:
         try:
             result = backend.lock(form.get("reason"), signature=signature_of(form, "lock"))
         except RandomizerError as exc:
-            return render(
-                request,
-                "lock.html",
-                who,
-                status_of_error(exc),
-                title="Lock the database",
-                result=None,
-                meaning=meaning_of("lock"),
-                error=str(exc),
-                errors=signature_errors(exc) or {"reason": str(exc)},
-                values=form.kept(),
-            )
-    return render(request, "lock.html", who, title="Lock the database", result=result)
+            errors = signature_errors(exc) or {"reason": str(exc)}
+            return _lock_form.refused(request, who, form.kept(), exc, errors=errors)
+    return _lock_form(request, who, {}, result=result)
+
+
+_list_approve_form = FormPage(
+    "list_approve.html",
+    "Approve the allocation list",
+    {"approval": None, "meaning": meaning_of("list.approve")},
+)
 
 
 def _list_approve_page(
     request: Request, state: State, who: Visitor, status: int = 200, **context: Any
 ) -> HTMLResponse:
+    """The list's QC summary (read now) with the approval form or the approval made."""
     with acting(state, who) as backend:
         list_status = backend.list_status()
-    context.setdefault("approval", None)
-    return render(
-        request,
-        "list_approve.html",
-        who,
-        status,
-        title="Approve the allocation list",
-        list_status=list_status,
-        meaning=meaning_of("list.approve"),
-        **context,
-    )
+    return _list_approve_form(request, who, {}, status, list_status=list_status, **context)
 
 
 @pages.get("/list/approve")

@@ -439,6 +439,66 @@ def resume_for(page: str) -> Resume | None:
     return None
 
 
+LOGGED_IN_AGAIN = "You are logged in again."
+"""The notice of a form that comes back filled in after a new login, before what to check."""
+
+
+def logged_in_again(check: str = "") -> str:
+    """The notice of a form back after a new login, with what to check before submitting."""
+    return f"{LOGGED_IN_AGAIN} {check}" if check else LOGGED_IN_AGAIN
+
+
+@dataclass(frozen=True)
+class FormPage:
+    """A page with a form: its template and title, rendered with the values typed in it.
+
+    Calling it renders the form (``values`` fill the fields; ``context`` adds to or
+    overrides :attr:`context`, the title included). :meth:`refused` renders it again
+    with a library refusal, :meth:`resumable` lets it come back after a new login.
+    """
+
+    template: str
+    title: str
+    context: Mapping[str, Any] = field(default_factory=dict)
+    """What every rendering of the form has (a signing form's meaning, say)."""
+
+    def __call__(
+        self,
+        request: Request,
+        who: Visitor,
+        values: Mapping[str, str],
+        status: int = 200,
+        **context: Any,
+    ) -> HTMLResponse:
+        """The form filled with ``values``, answered with ``status``."""
+        shown = {"title": self.title, **self.context, **context}
+        return render(request, self.template, who, status, values=dict(values), **shown)
+
+    def refused(
+        self,
+        request: Request,
+        who: Visitor,
+        values: Mapping[str, str],
+        exc: RandomizerError,
+        field_name: str = "",
+        **context: Any,
+    ) -> HTMLResponse:
+        """The form again after a refusal: the refusal's status, its message above the form
+        and, given ``field_name``, next to that field (``errors=`` names other fields)."""
+        errors = {field_name: str(exc)} if field_name else {}
+        shown = {"error": str(exc), "errors": errors, **context}
+        return self(request, who, values, status_of_error(exc), **shown)
+
+    def resumable(self, path: str, check: str = "") -> Resume:
+        """Register the form of ``path`` for :data:`RESUMABLE`: after a new login it comes
+        back with what was typed and the notice :func:`logged_in_again` of ``check``."""
+
+        def resume(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
+            return self(request, who, kept, notice=logged_in_again(check))
+
+        return resumable(path)(resume)
+
+
 def login_needed(request: Request, exc: LoginNeeded) -> Response:
     """Back to the login page: a redirect for a page, the login form keeping a post's values."""
     if request.method in ("GET", "HEAD"):

@@ -23,15 +23,16 @@ from randomizer.errors import (
 )
 from randomizer.server.pages.core import (
     Checked,
+    FormPage,
     Signed,
     State,
     Visitor,
     acting,
     design_of,
+    logged_in_again,
     pages,
     quoted,
     render,
-    resumable,
     resumable_pattern,
     see_other,
     signature_errors,
@@ -95,29 +96,8 @@ def randomize_values(design: TrialDesign, form: Mapping[str, str]) -> dict[str, 
     }
 
 
-def _randomize_form(
-    request: Request, who: Visitor, values: Mapping[str, str], status: int = 200, **context: Any
-) -> HTMLResponse:
-    return render(
-        request,
-        "randomize.html",
-        who,
-        status,
-        title="Randomize a participant",
-        values=dict(values),
-        **context,
-    )
-
-
-@resumable("/randomize")
-def resume_randomize(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
-    """The randomize form with what was typed before a new login."""
-    return _randomize_form(
-        request,
-        who,
-        kept,
-        notice="You are logged in again. Check what you typed and continue.",
-    )
+_randomize_form = FormPage("randomize.html", "Randomize a participant")
+_randomize_form.resumable("/randomize", "Check what you typed and continue.")
 
 
 @pages.get("/randomize")
@@ -176,19 +156,21 @@ def _randomize_confirmation(
     **context: Any,
 ) -> HTMLResponse:
     participant = " ".join(values.get("participant", "").split()).upper()
-    return render(
+    return _randomize_confirm_form(
         request,
-        "randomize_confirm.html",
         who,
+        values,
         status,
-        title="Confirm the randomization",
-        values=dict(values),
         participant=participant,
         parsed=randomize_values(design_of(state), values),
         idem=idem_token(state, who, participant),
-        meaning=meaning_of("randomize"),
         **context,
     )
+
+
+_randomize_confirm_form = FormPage(
+    "randomize_confirm.html", "Confirm the randomization", {"meaning": meaning_of("randomize")}
+)
 
 
 @pages.post("/randomize")
@@ -224,9 +206,7 @@ def randomize(request: Request, state: State, posted_form: Checked) -> Response:
                     errors=refused,
                 )
             errors = _ineligible_fields(design, values["answers"])
-            return _randomize_form(
-                request, who, form.kept(), status_of_error(exc), error=str(exc), errors=errors
-            )
+            return _randomize_form.refused(request, who, form.kept(), exc, errors=errors)
     return see_other(f"/participants/{quoted(result.participant)}?randomized=1")
 
 
@@ -404,18 +384,8 @@ def request_kit(request: Request, state: State, posted_form: Checked, participan
     return see_other(f"/participants/{quoted(issue.participant)}?requested={issue.visit}")
 
 
-def _replace_form(
-    request: Request, who: Visitor, values: Mapping[str, str], status: int = 200, **context: Any
-) -> HTMLResponse:
-    return render(
-        request, "replace.html", who, status, title="Replace a kit", values=dict(values), **context
-    )
-
-
-@resumable("/kits/replace")
-def resume_replace(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
-    """The kit replacement form with what was typed before a new login."""
-    return _replace_form(request, who, kept, notice="You are logged in again. Check and submit.")
+_replace_form = FormPage("replace.html", "Replace a kit")
+_replace_form.resumable("/kits/replace", "Check and submit.")
 
 
 @pages.get("/kits/replace")
@@ -433,35 +403,13 @@ def replace_kit(request: Request, state: State, posted_form: Checked) -> Respons
             result = backend.replace_kit(form.get("code"), form.get("reason"))
         except RandomizerError as exc:
             field_name = "reason" if exc.hint is Hint.REASON else "code"
-            return _replace_form(
-                request,
-                who,
-                form.kept(),
-                status_of_error(exc),
-                error=str(exc),
-                errors={field_name: str(exc)},
-            )
+            return _replace_form.refused(request, who, form.kept(), exc, field_name)
     return see_other(f"/participants/{quoted(result.participant)}?replaced={result.visit}")
 
 
-def _unblind_form(
-    request: Request, who: Visitor, values: Mapping[str, str], status: int = 200, **context: Any
-) -> HTMLResponse:
-    return render(
-        request,
-        "unblind.html",
-        who,
-        status,
-        title="Emergency unblinding",
-        values=dict(values),
-        **context,
-    )
-
-
-@resumable("/unblind")
-def resume_unblind(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
-    """The unblinding form with what was typed before a new login (confirmation still asked)."""
-    return _unblind_form(request, who, kept, notice="You are logged in again. Check and continue.")
+_unblind_form = FormPage("unblind.html", "Emergency unblinding")
+# the confirmation is still asked: a new login brings back the first step
+_unblind_form.resumable("/unblind", "Check and continue.")
 
 
 @pages.get("/unblind")
@@ -479,19 +427,11 @@ def unblind_confirm(request: Request, state: State, posted_form: Checked) -> HTM
     return _unblind_confirmation(request, who, form.kept())
 
 
-def _unblind_confirmation(
-    request: Request, who: Visitor, values: Mapping[str, str], status: int = 200, **context: Any
-) -> HTMLResponse:
-    return render(
-        request,
-        "unblind_confirm.html",
-        who,
-        status,
-        title="Confirm the emergency unblinding",
-        values=dict(values),
-        meaning=meaning_of("unblind.emergency"),
-        **context,
-    )
+_unblind_confirmation = FormPage(
+    "unblind_confirm.html",
+    "Confirm the emergency unblinding",
+    {"meaning": meaning_of("unblind.emergency")},
+)
 
 
 @pages.post("/unblind")
@@ -508,23 +448,9 @@ def unblind(request: Request, state: State, posted_form: Checked) -> HTMLRespons
         except RandomizerError as exc:
             refused = signature_errors(exc)
             if refused:
-                return _unblind_confirmation(
-                    request,
-                    who,
-                    form.kept(),
-                    status_of_error(exc),
-                    error=str(exc),
-                    errors=refused,
-                )
+                return _unblind_confirmation.refused(request, who, form.kept(), exc, errors=refused)
             field_name = "reason" if exc.hint is Hint.REASON else "participant"
-            return _unblind_form(
-                request,
-                who,
-                form.kept(),
-                status_of_error(exc),
-                error=str(exc),
-                errors={field_name: str(exc)},
-            )
+            return _unblind_form.refused(request, who, form.kept(), exc, field_name)
     response = render(request, "unblinded.html", who, title="Unblinded", result=result)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -541,7 +467,7 @@ def resume_kit_request(
         who,
         found.group(1),
         values=kept,
-        notice="You are logged in again. Check the kit request and submit it again.",
+        notice=logged_in_again("Check the kit request and submit it again."),
         randomized=False,
         requested="",
         replaced="",
@@ -551,25 +477,13 @@ def resume_kit_request(
 # void a randomization made in error (admin) ----------------------------------------
 
 
-def _void_form(
-    request: Request,
-    who: Visitor,
-    participant: str,
-    values: Mapping[str, str],
-    status: int = 200,
-    **context: Any,
-) -> HTMLResponse:
+def _void_form(participant: str) -> FormPage:
+    """The void form of one participant, named by its id in the normal form."""
     shown = participant.strip().upper()
-    return render(
-        request,
+    return FormPage(
         "void.html",
-        who,
-        status,
-        title=f"Void the randomization of {shown}",
-        participant=shown,
-        values=dict(values),
-        meaning=meaning_of("participant.void"),
-        **context,
+        f"Void the randomization of {shown}",
+        {"participant": shown, "meaning": meaning_of("participant.void")},
     )
 
 
@@ -578,19 +492,15 @@ def resume_void(
     request: Request, who: Visitor, kept: dict[str, str], found: re.Match[str]
 ) -> HTMLResponse:
     """The void form with the reason typed before a new login (to sign again)."""
-    return _void_form(
-        request,
-        who,
-        found.group(1),
-        kept,
-        notice="You are logged in again. Check the reason and sign again.",
+    return _void_form(found.group(1))(
+        request, who, kept, notice=logged_in_again("Check the reason and sign again.")
     )
 
 
 @pages.get("/participants/{participant}/void")
 def void_form(request: Request, who: Signed, participant: str) -> HTMLResponse:
     """Void a randomization made in error: a reason and the admin's signature."""
-    return _void_form(request, who, participant, {})
+    return _void_form(participant)(request, who, {})
 
 
 @pages.post("/participants/{participant}/void")
@@ -607,13 +517,5 @@ def void_participant(
         except RandomizerError as exc:
             reason_error = {"reason": str(exc)} if exc.hint is Hint.REASON else {}
             errors = signature_errors(exc) or reason_error
-            return _void_form(
-                request,
-                who,
-                participant,
-                form.kept(),
-                status_of_error(exc),
-                error=str(exc),
-                errors=errors,
-            )
+            return _void_form(participant).refused(request, who, form.kept(), exc, errors=errors)
     return see_other(f"/participants/{quoted(result.participant)}?voided=1")

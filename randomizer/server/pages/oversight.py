@@ -17,6 +17,7 @@ from randomizer.errors import (
 from randomizer.reports import BALANCE_REFUSAL
 from randomizer.server.pages.core import (
     Checked,
+    FormPage,
     Signed,
     State,
     Visitor,
@@ -143,10 +144,13 @@ def audit_trail(
     )
 
 
+_verify_form = FormPage("verify.html", "Verify the audit trail", {"result": None})
+
+
 @pages.get("/verify")
 def verify_form(request: Request, who: Signed) -> HTMLResponse:
     """Verify the audit trail, optionally against a signed checkpoint note."""
-    return render(request, "verify.html", who, title="Verify the audit trail", result=None)
+    return _verify_form(request, who, {})
 
 
 @pages.post("/verify")
@@ -167,30 +171,22 @@ def verify(request: Request, state: State, posted_form: Checked) -> HTMLResponse
         with acting(state, who) as backend:
             result = backend.audit_verify(signed)
     except RandomizerError as exc:
-        return render(
-            request,
-            "verify.html",
-            who,
-            status_of_error(exc),
-            title="Verify the audit trail",
-            result=None,
-            error=str(exc),
-            values=form.kept(),
-        )
-    return render(
-        request, "verify.html", who, title="Verify the audit trail", result=result, values={}
-    )
+        return _verify_form.refused(request, who, form.kept(), exc)
+    return _verify_form(request, who, {}, result=result)
 
 
 # the statistician -------------------------------------------------------------------
 
 
+_unblinding_form = FormPage(
+    "unblinding.html", "Final unblinding", {"meaning": meaning_of("unblind.all")}
+)
+
+
 @pages.get("/unblinding")
 def unblinding_page(request: Request, who: Signed) -> HTMLResponse:
     """The final unblinding export (after lock), as a download."""
-    return render(
-        request, "unblinding.html", who, title="Final unblinding", meaning=meaning_of("unblind.all")
-    )
+    return _unblinding_form(request, who, {})
 
 
 @pages.post("/unblinding")
@@ -201,16 +197,8 @@ def unblinding_export(request: Request, state: State, posted_form: Checked) -> R
         try:
             export = backend.unblind_all(signature=signature_of(form, "unblind.all"))
         except RandomizerError as exc:
-            return render(
-                request,
-                "unblinding.html",
-                who,
-                status_of_error(exc),
-                title="Final unblinding",
-                meaning=meaning_of("unblind.all"),
-                error=str(exc),
-                errors=signature_errors(exc),
-            )
+            errors = signature_errors(exc)
+            return _unblinding_form.refused(request, who, {}, exc, errors=errors)
     return Response(
         export.csv,
         media_type="text/csv; charset=utf-8",
@@ -222,10 +210,13 @@ def unblinding_export(request: Request, state: State, posted_form: Checked) -> R
     )
 
 
+_list_verify_form = FormPage("list_verify.html", "Verify the list", {"result": None})
+
+
 @pages.get("/list/verify")
 def list_verify_page(request: Request, who: Signed) -> HTMLResponse:
     """Regenerate the list from its sealed seed and compare (admin; statistician after lock)."""
-    return render(request, "list_verify.html", who, title="Verify the list", result=None)
+    return _list_verify_form(request, who, {})
 
 
 @pages.post("/list/verify")
@@ -236,16 +227,8 @@ def list_verify(request: Request, state: State, posted_form: Checked) -> HTMLRes
         try:
             result = backend.verify_list()
         except RandomizerError as exc:
-            return render(
-                request,
-                "list_verify.html",
-                who,
-                status_of_error(exc),
-                title="Verify the list",
-                result=None,
-                error=str(exc),
-            )
-    return render(request, "list_verify.html", who, title="Verify the list", result=result)
+            return _list_verify_form.refused(request, who, {}, exc)
+    return _list_verify_form(request, who, {}, result=result)
 
 
 # reviews of emergency unblindings ------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import segno
 from fastapi import Request, Response
@@ -12,22 +11,19 @@ from markupsafe import Markup
 
 from randomizer import charts
 from randomizer.allocation import service
-from randomizer.allocation.kits import parse_code
-from randomizer.errors import (
-    NotFound,
-    RandomizerError,
-)
+from randomizer.errors import RandomizerError
 from randomizer.server.pages.core import (
     Checked,
+    FormPage,
     Signed,
     State,
     Visitor,
     acting,
     design_of,
+    logged_in_again,
     pages,
     render,
     resumable,
-    status_of_error,
 )
 from randomizer.server.state import ServerState
 
@@ -47,47 +43,26 @@ def pharmacy_queue(request: Request, state: State, who: Signed) -> HTMLResponse:
     return render(request, "pharmacy_queue.html", who, title="Kits to prepare", queue=queue)
 
 
-def _lookup_page(
-    request: Request, who: Visitor, code: str, status: int = 200, **context: Any
-) -> HTMLResponse:
-    return render(
-        request,
-        "pharmacy_lookup.html",
-        who,
-        status,
-        title="Look up a kit",
-        values={"code": code},
-        **context,
-    )
+_lookup_form = FormPage("pharmacy_lookup.html", "Look up a kit", {"kit": None})
 
 
 @resumable("/pharmacy/lookup")
 def resume_lookup(request: Request, who: Visitor, kept: dict[str, str]) -> HTMLResponse:
     """The lookup form with the code typed before a new login."""
-    return _lookup_page(request, who, kept.get("code", ""), notice="You are logged in again.")
+    return _lookup_form(request, who, {"code": kept.get("code", "")}, notice=logged_in_again())
 
 
 @pages.get("/pharmacy/lookup")
 def pharmacy_lookup(request: Request, state: State, who: Signed, code: str = "") -> HTMLResponse:
     """Find a kit by its typed or scanned code (read forgivingly, as the CLI does)."""
     if not code.strip():
-        return _lookup_page(request, who, code, kit=None)
+        return _lookup_form(request, who, {"code": code})
     try:
-        canonical = parse_code(code)
-        found = [k for k in _kits(state, who) if k.kit == canonical]
-        if not found:
-            raise NotFound(f"no kit {canonical} in this trial: check the label")
+        with acting(state, who) as backend:
+            found = backend.lookup_kit(code)
     except RandomizerError as exc:
-        return _lookup_page(
-            request,
-            who,
-            code,
-            status_of_error(exc),
-            kit=None,
-            error=str(exc),
-            errors={"code": str(exc)},
-        )
-    return _lookup_page(request, who, canonical, kit=found[0])
+        return _lookup_form.refused(request, who, {"code": code}, exc, "code")
+    return _lookup_form(request, who, {"code": found.kit}, kit=found)
 
 
 @pages.post("/pharmacy/prepare")
@@ -99,15 +74,7 @@ def pharmacy_prepare(request: Request, state: State, posted_form: Checked) -> HT
         try:
             prepared = backend.prepare_kit(code)
         except RandomizerError as exc:
-            return _lookup_page(
-                request,
-                who,
-                code,
-                status_of_error(exc),
-                kit=None,
-                error=str(exc),
-                errors={"code": str(exc)},
-            )
+            return _lookup_form.refused(request, who, {"code": code}, exc, "code")
     return render(request, "pharmacy_prepared.html", who, title="Prepare the kit", prep=prepared)
 
 
