@@ -589,8 +589,7 @@ def _stream(
     # server-side one on PostgreSQL) even when the reader stops early
     with closing(driver_batches(connection, query, f"randomizer_rows_{spec.table}")) as batches:
         for batch in batches:
-            for row in batch:
-                yield check.row_id(row), check.mac(row), check.matches(row)
+            yield from check.verdicts(batch)
 
 
 def _column_encoder(kind: Any) -> Callable[[Any], bytes]:
@@ -805,14 +804,29 @@ class DriverCheck:
             except InvalidSignature:
                 raise broken(self.table, row[self._id_at]) from None
 
-    def row_id(self, row: Sequence[Any]) -> Any:
-        """The row's id."""
-        return row[self._id_at]
-
-    def mac(self, row: Sequence[Any]) -> bytes | None:
-        """The row's stored MAC."""
-        mac = row[self._mac_at]
-        return None if mac is None else bytes(mac)
+    def verdicts(
+        self, batch: Iterable[Sequence[Any]]
+    ) -> Generator[tuple[Any, bytes | None, bool], None, None]:
+        """Each row of ``batch`` as (id, stored MAC, whether it matches) (verify's loop)."""
+        encode = self.encode
+        copy = self._start.copy
+        at = self._mac_at
+        key = self._id_at
+        for row in batch:
+            mac = row[at]
+            if mac is None:
+                yield row[key], None, False
+                continue
+            if type(mac) is not bytes:
+                mac = bytes(mac)
+            authenticator = copy()
+            authenticator.update(encode(row))
+            try:
+                authenticator.verify(mac)
+            except InvalidSignature:
+                yield row[key], mac, False
+                continue
+            yield row[key], mac, True
 
 
 def driver_batches(
