@@ -324,9 +324,10 @@ def write_export_to(
     }
     flag = "yes" if dummy else "no"
     count = 0
+    answers: dict[Any, Any] = {}  # answer texts parsed (_facts)
     analysis = AnalysisFiles(op.design, marked, dummy, kit_facts, replaced_by, reasons, out)
     for rows, arms in batches:
-        facts = [_facts(row, time_text, date_text) for row in rows]
+        facts = [_facts(row, time_text, date_text, answers) for row in rows]
         writer.writerows(
             [
                 fact.participant,
@@ -358,14 +359,28 @@ def write_export_to(
     return count
 
 
+_ANSWERS_KEPT = 4096
+"""At most this many distinct answer texts are kept parsed during one export."""
+
+
 def _facts(
-    row: Sequence[Any], time_text: Callable[[Any], str], date_text: Callable[[Any], str]
+    row: Sequence[Any],
+    time_text: Callable[[Any], str],
+    date_text: Callable[[Any], str],
+    parsed: dict[Any, Any],
 ) -> ParticipantFacts:
     """One driver row of :data:`PARTICIPANT_COLUMNS` as the analysis files need it."""
     pid, code, site, stratum, number, entered, unblinded_at, on, by, answers, unblinder = row[:11]
     voided_at, voided_by, void_reason, randomization_meaning, void_meaning = row[11:16]
     if isinstance(answers, str | bytes):
-        answers = json.loads(answers)  # SQLite's driver gives the JSON text, psycopg the value
+        # SQLite's driver gives the JSON text, psycopg the value; the same text (answers
+        # repeat) is parsed once, its mapping shared (only ever read)
+        known = parsed.get(answers)
+        if known is None:
+            if len(parsed) >= _ANSWERS_KEPT:
+                parsed.clear()
+            known = parsed[answers] = json.loads(answers)
+        answers = known
     return ParticipantFacts(  # positional, in the field order: one per participant
         pid,
         code,
