@@ -34,13 +34,14 @@ def companion(out: Path, name: str) -> Path:
     return out.with_name(f"{base}.{name}")
 
 
-def _create_private(path: Path) -> int:
+def _create_private(path: Path, shown: Path) -> int:
+    """Create ``path`` exclusively, mode 0600; refusals name ``shown`` (the file asked for)."""
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise InvalidInput(f"{path} already exists: refusing to overwrite it") from None
     except OSError as exc:
-        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None
+        raise InvalidInput(f"cannot create {shown}: {exc.strerror}") from None
 
 
 def _hashing(chunks: Iterator[bytes], sha: Any) -> Iterator[bytes]:
@@ -68,7 +69,7 @@ class ExportFiles:
         try:
             for name, path in self.final.items():
                 temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-                descriptor = _create_private(temporary)
+                descriptor = _create_private(temporary, path)
                 self.temporary[name] = temporary
                 self._streams[name] = os.fdopen(descriptor, "wb")
         except BaseException:
