@@ -12,10 +12,11 @@ randomizations are left out: the export does not read the trail.) The admin lock
 database; then the statistician's :meth:`~randomizer.backends.local.LocalBackend.unblind_all`
 is timed, whole (login, reading, opening every sealed slot, CSV, audit event, commit),
 ``--repeat`` times, each in a fresh child process that has imported everything and
-opened the database first (``trial_design``): its wall and CPU time, and its peak
+opened the database first (``trial_design``), the files written to disk as
+``unblind all --out`` writes them (``unblind_all(out=...)``): its wall and CPU time, and its peak
 resident set size (``VmHWM``, see ``common.max_rss_mib``), so that building the trial
 does not count. Every
-run's CSV must hash the same. ``--profile`` adds cProfile's top functions of one export.
+run's files must hash the same. ``--profile`` adds cProfile's top functions of one export.
 
 Target (issue 13, item 7): at most 1.0 s on SQLite with a peak RSS under 200 MiB.
 """
@@ -26,7 +27,9 @@ import argparse
 import cProfile
 import json
 import pstats
+import shutil
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,28 +131,38 @@ def take_every_slot(place: BenchPlace, participants: int) -> float:
 
 
 def export_in_child(db_url: str, key_file: str) -> dict[str, Any]:
-    """One export in this (child) process: its time, CPU time, peak RSS and CSV hash."""
+    """One export to disk (as ``unblind all --out`` writes it) in this (child) process:
+    its time, CPU time, peak RSS and file hashes; the files are removed afterwards."""
     statistician = BenchPlace(db_url, Path(key_file), Path(key_file).parent, "").backend(
         STATISTICIAN, PASSWORDS[STATISTICIAN]
     )
     statistician.trial_design()  # import, connect and read the design first
-    rss_before = max_rss_mib()
-    cpu = time.process_time()
-    signature = Signature(PASSWORDS[STATISTICIAN], meaning_of("unblind.all"))
-    export, seconds = timed(lambda: statistician.unblind_all(signature=signature))
-    cpu = time.process_time() - cpu
-    rss_peak = max_rss_mib()
-    statistician.close()
-    return {
-        "seconds": seconds,
-        "cpu": cpu,
-        "rss_before": rss_before,
-        "rss_peak": rss_peak,
-        "participants": export.participants,
-        "sha256": export.sha256,
-        "lines": export.csv.count(b"\n") - 1,
-        "mib": len(export.csv) / 2**20,
-    }
+    out = Path(tempfile.mkdtemp(prefix="bench_export_out_")) / "unblinding.csv"
+    try:
+        rss_before = max_rss_mib()
+        cpu = time.process_time()
+        signature = Signature(PASSWORDS[STATISTICIAN], meaning_of("unblind.all"))
+        export, seconds = timed(lambda: statistician.unblind_all(signature=signature, out=out))
+        cpu = time.process_time() - cpu
+        rss_peak = max_rss_mib()
+        statistician.close()
+        lines = 0
+        with out.open("rb") as written:
+            while chunk := written.read(1 << 20):
+                lines += chunk.count(b"\n")
+        return {
+            "seconds": seconds,
+            "cpu": cpu,
+            "rss_before": rss_before,
+            "rss_peak": rss_peak,
+            "participants": export.participants,
+            "sha256": export.sha256,
+            "files_sha256": export.file_sha256,
+            "lines": lines - 1,
+            "mib": out.stat().st_size / 2**20,
+        }
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def run_child(place: BenchPlace) -> dict[str, Any]:
@@ -202,7 +215,9 @@ def main() -> None:
         runs = [run_child(place) for _ in range(repeat)]
         print(f"load average after: {load_average()}")
         assert all(r["participants"] == r["lines"] == participants for r in runs), runs
-        assert len({r["sha256"] for r in runs}) == 1, "the exports differ"
+        assert len({json.dumps([r["sha256"], r["files_sha256"]]) for r in runs}) == 1, (
+            "the exports differ"
+        )
         best = min(runs, key=lambda r: r["seconds"])
         peak = max(r["rss_peak"] for r in runs)
         met = best["seconds"] <= TARGET_SECONDS and peak < TARGET_RSS_MIB
@@ -241,13 +256,17 @@ def main() -> None:
             )
         )
         print(f"CSV SHA-256 (every run): {best['sha256']}")
+        for name, sha in sorted(best["files_sha256"].items()):
+            print(f"{name} SHA-256 (every run): {sha}")
         if args.profile:
             statistician = place.backend(STATISTICIAN, PASSWORDS[STATISTICIAN])
             statistician.trial_design()
+            out = place.directory / "profiled" / "unblinding.csv"
+            out.parent.mkdir()
             profiler = cProfile.Profile()
             profiler.enable()
             statistician.unblind_all(
-                signature=Signature(PASSWORDS[STATISTICIAN], meaning_of("unblind.all"))
+                signature=Signature(PASSWORDS[STATISTICIAN], meaning_of("unblind.all")), out=out
             )
             profiler.disable()
             print("\ncProfile of one export, top functions by own time:")

@@ -1,6 +1,7 @@
 """``randomizer verify`` for a large trial: rows per second of the row MAC check, and whole.
 
     python benchmarks/bench_verify.py [--db URL] [--participants 100000 ...] [--quick]
+        [--profile]
 
 For each ``--participants`` (default 100,000) a trial of the shipped design planned for
 that many is created and its list generated (about 5.4 rows per participant: slots,
@@ -11,12 +12,16 @@ four dosing kits each and the spares), then, in one transaction each:
 - ``verify``: :meth:`LocalBackend.verify_database` whole (login, chain, rows, the list
   regenerated from its seed and compared, the ``verify`` event).
 
+``--profile`` adds cProfile's top functions of one whole verify (of the last size).
+
 Target (issue 10 item 1 with issue 13): the row check at 200,000 rows/s or more.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import time
 
 from common import (
@@ -25,6 +30,7 @@ from common import (
     add_common_arguments,
     bench_place,
     create_trial,
+    load_average,
     machine,
     table,
     timed,
@@ -48,8 +54,9 @@ def shipped_design(participants: int) -> str:
     return text.replace(planned, f"planned_participants = {participants}")
 
 
-def measure(db: str, workdir: str | None, participants: int) -> list[object]:
-    """One trial of ``participants``: its row count, row check and whole verify times."""
+def measure(db: str, workdir: str | None, participants: int, profile: bool) -> list[object]:
+    """One trial of ``participants``: its row count, row check and whole verify times
+    (``profile``: then cProfile's top functions of one more whole verify)."""
     with bench_place(db, "verify", workdir) as place:
         admin = create_trial(place, shipped_design(participants))
         admin.generate_list()
@@ -67,8 +74,17 @@ def measure(db: str, workdir: str | None, participants: int) -> list[object]:
         count = sum(t.rows for t in tables)
         checker = place.backend(ADMIN, PASSWORDS[ADMIN])
         report, verify_seconds = timed(checker.verify_database)
-        checker.close()
         assert report.ok, report.problems
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            checker.verify_database()
+            profiler.disable()
+            print("cProfile of one whole verify, top functions by own time:")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+            print("by cumulative time:")
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+        checker.close()
         return [
             place.engine,
             participants,
@@ -86,9 +102,14 @@ def main() -> None:
     add_common_arguments(parser)
     parser.add_argument("--participants", type=int, nargs="+", default=[100_000])
     parser.add_argument("--quick", action="store_true", help="one small trial (CI)")
+    parser.add_argument(
+        "--profile", action="store_true", help="print cProfile's top functions of one verify"
+    )
     args = parser.parse_args()
     sizes = QUICK_PARTICIPANTS if args.quick else args.participants
-    results = [measure(args.db, args.workdir, n) for n in sizes]
+    print(f"load average before: {load_average()}")
+    results = [measure(args.db, args.workdir, n, args.profile and n == sizes[-1]) for n in sizes]
+    print(f"load average after: {load_average()}")
     print(machine())
     print(
         table(

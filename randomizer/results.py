@@ -418,3 +418,8 @@ class Export:
     sha256: str
     participants: int
     files: dict[str, bytes] = field(default_factory=dict)
+    file_sha256: dict[str, str] = field(default_factory=dict)
+    """The SHA-256 (hex) of each analysis file, by name."""
+    written: dict[str, str] = field(default_factory=dict)
+    """Where each file was written (the CSV under :data:`LEGACY_FILE`) when the export
+    went to disk (``unblind_all(out=...)``); then ``csv`` and ``files`` are empty."""

@@ -33,11 +33,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from sqlalchemy import (
     JSON,
     Boolean,
+    Connection,
     Date,
     DateTime,
+    Dialect,
     Insert,
     Integer,
     LargeBinary,
@@ -54,6 +59,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session, UOWTransaction, attributes
+from sqlalchemy.sql.expression import ClauseElement
 
 from randomizer.errors import AuditError, Hint, IntegrityFailure
 from randomizer.models import (
@@ -668,34 +674,19 @@ def _trail_rows(session: Session) -> dict[str, _Expected]:
 def _stream(
     session: Session, vault: Vault, spec: Covered, where: Any = None
 ) -> Generator[tuple[Any, Any, bool], None, None]:
-    """Each row of ``spec``'s table (optionally ``where``) as (id, MAC, whether it matches),
-    read a batch at a time in id order."""
-    model: Any = spec.model
-    columns = [getattr(model, name) for name in spec.columns]
-    encoders = [_column_encoder(column.type) for column in columns]
-    start = prefix(vault.trial_id, spec.table)
-    key = vault.row_key
-    digest = hmac.digest
-    same = hmac.compare_digest
-    join = b"".join
-    query = select(*columns, model.row_mac).order_by(columns[0])
+    """Each row of ``spec``'s table (optionally ``where``, a condition without parameters)
+    as (id, MAC, whether it matches), read a batch at a time in id order."""
+    connection = session.connection()
+    check = DriverCheck(vault, spec.table, connection.dialect)
+    query = select(*check.columns).order_by(check.columns[0])
     if where is not None:
         query = query.where(where)
-    # Core rows (the columns' own types read them), not the ORM's: a third of the time
-    # (the option on the statement: Connection.execution_options would change the session's
-    # connection for every later statement, a server-side cursor on PostgreSQL included)
-    result = session.connection().execute(query.execution_options(yield_per=SEAL_BATCH))
-    try:
-        for row in result:
-            mac = row[-1]
-            if mac is None:
-                yield row[0], None, False
-                continue
-            # zip stops before the MAC: each covered value by its column's encoder
-            data = join([b"n" if v is None else f(v) for f, v in zip(encoders, row, strict=False)])
-            yield row[0], mac, same(digest(key, start + data, "sha256"), mac)
-    finally:
-        result.close()  # a server-side cursor on PostgreSQL, even when the reader stops early
+    # the driver's rows, not SQLAlchemy's: no row objects and no type processing per value
+    # (DriverCheck encodes the driver's values); driver_batches closes its cursor (a
+    # server-side one on PostgreSQL) even when the reader stops early
+    with closing(driver_batches(connection, query, f"randomizer_rows_{spec.table}")) as batches:
+        for batch in batches:
+            yield from check.verdicts(batch)
 
 
 def _column_encoder(kind: Any) -> Callable[[Any], bytes]:
@@ -714,6 +705,245 @@ def _column_encoder(kind: Any) -> Callable[[Any], bytes]:
         if isinstance(kind, sql_type):
             return encoder
     return _field
+
+
+# checks of rows as the driver returns them (the bulk reads: verify, the exports) ------------
+
+DRIVER_BATCH = 10_000
+"""Rows fetched from a driver cursor at a time."""
+
+_JSON_MEMO = 4096
+"""At most this many distinct JSON texts keep their encoding (answers repeat a lot)."""
+
+
+def _driver_encoder(
+    kind: Any, dialect: Dialect, memo: dict[str, bytes] | None = None
+) -> Callable[[Any], bytes]:
+    """The encoder of a column's non-null values as the driver returns them, before
+    SQLAlchemy's result processing: the same bytes as :func:`_column_encoder` of the
+    processed value. The common driver forms (SQLite's text times and dates, its 0
+    and 1 for booleans; psycopg's naive UTC datetimes) are encoded directly; anything
+    else goes through the column's result processor first. A JSON column's encodings
+    of texts are kept in ``memo`` (at most :data:`_JSON_MEMO`: answers repeat a lot).
+    """
+    process = kind.dialect_impl(dialect).result_processor(dialect, None)
+    typed = _column_encoder(kind)
+    general: Callable[[Any], bytes] = (
+        typed if process is None else (lambda value: typed(process(value)))
+    )
+    if isinstance(kind, UTCDateTime):
+
+        def utc_time(value: Any) -> bytes:
+            # SQLite's stored "YYYY-MM-DD HH:MM:SS.ffffff" (SQLAlchemy's one format) and a
+            # naive UTC datetime are isoformat's text of the aware time less "T" / "+00:00"
+            if type(value) is str and len(value) == 26 and value[10] == " ":
+                return f"T32:{value[:10]}T{value[11:]}+00:00".encode("ascii")
+            if type(value) is datetime and value.tzinfo is None:
+                text = value.isoformat(timespec="microseconds")
+                if len(text) == 26:
+                    return f"T32:{text}+00:00".encode("ascii")
+            return general(value)
+
+        return utc_time
+    if isinstance(kind, Boolean):
+        return _boolean  # SQLite's 0 and 1 as psycopg's False and True
+    if isinstance(kind, Date):
+
+        def iso_date(value: Any) -> bytes:
+            if type(value) is str and len(value) == 10:
+                return f"D10:{value}".encode("ascii")  # SQLite's text, ISO 8601 already
+            return general(value)
+
+        return iso_date
+    if isinstance(kind, JSON):
+        texts: dict[str, bytes] = {} if memo is None else memo
+
+        def json_value(value: Any) -> bytes:
+            if type(value) is not str:
+                return general(value)
+            encoded = texts.get(value)
+            if encoded is None:
+                if len(texts) >= _JSON_MEMO:
+                    texts.clear()
+                encoded = texts[value] = general(value)
+            return encoded
+
+        return json_value
+    if isinstance(kind, Integer | String | LargeBinary) and process is None:
+        return typed
+    return general
+
+
+def _inline_step(position: int, index: int, kind: Any) -> str:
+    """Source lines that set ``p<position>`` to the encoding of ``row[index]``: the
+    common driver forms inline (integers, text; SQLite's text times and dates and its
+    0/1 booleans; JSON texts seen before, from ``m<position>``), anything else (and an
+    unexpected type) through ``f<position>``, the column's :func:`_driver_encoder`."""
+    p, f = f"p{position}", f"f{position}"
+    lines = [f"    v = row[{index}]", "    if v is None:", f'        {p} = b"n"']
+    if isinstance(kind, UTCDateTime):
+        lines += [
+            '    elif type(v) is str and len(v) == 26 and v[10] == " ":',
+            f'        {p} = ("T32:" + v[:10] + "T" + v[11:] + "+00:00").encode("ascii")',
+        ]
+    elif isinstance(kind, Boolean):
+        lines += [
+            "    elif type(v) is int or type(v) is bool:",
+            f'        {p} = b"t" if v else b"f"',
+        ]
+    elif isinstance(kind, Integer):
+        lines += [
+            "    elif type(v) is int:",
+            '        t = b"%d" % v',
+            f'        {p} = b"i%d:%b" % (len(t), t)',
+        ]
+    elif isinstance(kind, String):
+        lines += [
+            "    elif type(v) is str:",
+            '        t = v.encode("utf-8")',
+            f'        {p} = b"s%d:%b" % (len(t), t)',
+        ]
+    elif isinstance(kind, Date):
+        lines += [
+            "    elif type(v) is str and len(v) == 10:",
+            f'        {p} = ("D10:" + v).encode("ascii")',
+        ]
+    elif isinstance(kind, JSON):
+        lines += [
+            f"    elif type(v) is str and (t := m{position}.get(v)) is not None:",
+            f"        {p} = t",
+        ]
+    lines += ["    else:", f"        {p} = {f}(v)"]
+    return "\n".join(lines)
+
+
+def _row_encoder(
+    kinds: Sequence[Any], dialect: Dialect, offset: int, table: str
+) -> Callable[[Sequence[Any]], bytes]:
+    """One function that encodes the covered values of a driver row (at ``offset``),
+    as :func:`_values` encodes the values SQLAlchemy reads.
+
+    Generated from the column types, so that an integer or a text value costs no
+    function call: with one call per value, encoding cost more than the HMAC itself.
+    The source holds only column positions and these fixed templates, never a value.
+    """
+    namespace: dict[str, Any] = {}
+    for position, kind in enumerate(kinds):
+        memo: dict[str, bytes] = {}
+        namespace[f"f{position}"] = _driver_encoder(kind, dialect, memo)
+        namespace[f"m{position}"] = memo
+    steps = "\n".join(
+        _inline_step(position, offset + position, kind) for position, kind in enumerate(kinds)
+    )
+    parts = ", ".join(f"p{position}" for position in range(len(kinds)))
+    source = f"def encode(row):\n{steps}\n    return b''.join(({parts},))\n"
+    exec(compile(source, f"<row encoder of {table}>", "exec"), namespace)  # noqa: S102
+    encoder: Callable[[Sequence[Any]], bytes] = namespace["encode"]
+    return encoder
+
+
+class DriverCheck:
+    """Checks the MACs of one covered table's rows as the database driver returns them.
+
+    A statement selects :attr:`columns` (the table's covered columns in MAC order,
+    then ``row_mac``) starting at position ``offset`` of each row, maybe among other
+    columns; :meth:`matches`, :meth:`check` and :meth:`check_batch` then take each
+    driver row as it is. The MAC is HMAC-SHA256 (pyca/cryptography), its state after
+    the table's constant prefix computed once and copied per row.
+    """
+
+    def __init__(self, vault: Vault, table: str, dialect: Dialect, offset: int = 0) -> None:
+        spec = BY_TABLE[table]
+        model: Any = spec.model
+        self.table = table
+        self.columns: list[Any] = [getattr(model, name) for name in spec.columns]
+        self.columns.append(model.row_mac)
+        width = len(spec.columns)
+        self.encode = _row_encoder(
+            [column.type for column in self.columns[:-1]], dialect, offset, table
+        )
+        self._id_at = offset
+        self._mac_at = offset + width
+        self._start = crypto_hmac.HMAC(vault.row_key, hashes.SHA256())
+        self._start.update(prefix(vault.trial_id, table))
+
+    def matches(self, row: Sequence[Any]) -> bool:
+        """Whether ``row`` carries its MAC (False for a row without one)."""
+        mac = row[self._mac_at]
+        if mac is None:
+            return False
+        authenticator = self._start.copy()
+        authenticator.update(self.encode(row))
+        try:
+            authenticator.verify(mac if type(mac) is bytes else bytes(mac))
+        except InvalidSignature:
+            return False
+        return True
+
+    def check(self, row: Sequence[Any]) -> None:
+        """Raise :func:`broken`'s :class:`IntegrityFailure` unless :meth:`matches`."""
+        if not self.matches(row):
+            raise broken(self.table, row[self._id_at])
+
+    def check_batch(self, batch: Iterable[Sequence[Any]]) -> None:
+        """:meth:`check` of every row of ``batch`` (the exports' inner loop)."""
+        encode = self.encode
+        copy = self._start.copy
+        at = self._mac_at
+        for row in batch:
+            mac = row[at]
+            authenticator = copy()
+            authenticator.update(encode(row))
+            try:
+                if mac is None:
+                    raise InvalidSignature
+                authenticator.verify(mac if type(mac) is bytes else bytes(mac))
+            except InvalidSignature:
+                raise broken(self.table, row[self._id_at]) from None
+
+    def verdicts(
+        self, batch: Iterable[Sequence[Any]]
+    ) -> Generator[tuple[Any, bytes | None, bool], None, None]:
+        """Each row of ``batch`` as (id, stored MAC, whether it matches) (verify's loop)."""
+        encode = self.encode
+        copy = self._start.copy
+        at = self._mac_at
+        key = self._id_at
+        for row in batch:
+            mac = row[at]
+            if mac is None:
+                yield row[key], None, False
+                continue
+            if type(mac) is not bytes:
+                mac = bytes(mac)
+            authenticator = copy()
+            authenticator.update(encode(row))
+            try:
+                authenticator.verify(mac)
+            except InvalidSignature:
+                yield row[key], mac, False
+                continue
+            yield row[key], mac, True
+
+
+def driver_batches(
+    connection: Connection, statement: ClauseElement, name: str
+) -> Generator[Sequence[Any], None, None]:
+    """The rows of ``statement`` (without parameters) as the driver returns them, in
+    batches of :data:`DRIVER_BATCH`, through the cursor of ``connection`` (in its
+    transaction); on PostgreSQL a server-side cursor called ``name``, so that the client
+    holds one batch, not every row. No SQLAlchemy rows and no type processing."""
+    compiled = statement.compile(dialect=connection.dialect)
+    if compiled.params:
+        raise ValueError("driver_batches runs statements without parameters only")
+    named = {"name": name} if connection.dialect.name == "postgresql" else {}
+    cursor = connection.connection.cursor(**named)
+    try:
+        cursor.execute(str(compiled))
+        while rows := cursor.fetchmany(DRIVER_BATCH):
+            yield rows
+    finally:
+        cursor.close()
 
 
 def check_all(session: Session, vault: Vault, table: str, where: Any = None) -> int:

@@ -104,6 +104,24 @@ def open_allocation_arms(
     return [value.split(";", 1)[0] for value in vault.open_many(SLOT_KIND, rows, sealed)]
 
 
+def open_allocations(
+    vault: Vault, slots: Sequence[tuple[str, int]], sealed: Sequence[bytes]
+) -> list[tuple[str, int, int]]:
+    """The (arm, block, block size) of each sealed slot, given as (stratum, sequence):
+    :func:`open_allocation` for whole lists (verify)."""
+    rows = [slot_row(stratum, sequence) for stratum, sequence in slots]
+    opened = []
+    for value in vault.open_many(SLOT_KIND, rows, sealed):
+        arm, block, size = value.split(";")
+        opened.append((arm, int(block), int(size)))
+    return opened
+
+
+def open_kit_contents(vault: Vault, codes: Sequence[str], sealed: Sequence[bytes]) -> list[str]:
+    """The arm id each kit of ``codes`` holds: :func:`open_kit_content` for whole lists."""
+    return vault.open_many(KIT_KIND, [kit_row(code) for code in codes], sealed)
+
+
 def seal_kit_content(vault: Vault, code: str, arm: str) -> bytes:
     """Seal the arm a kit holds."""
     return vault.seal(KIT_KIND, kit_row(code), arm)

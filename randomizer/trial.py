@@ -44,8 +44,8 @@ from randomizer.results import StratumSummary as StratumSummary
 from randomizer.results import UserInfo as UserInfo
 from randomizer.rotation import lock_keys
 from randomizer.sealed import (
-    open_allocation,
-    open_kit_content,
+    open_allocations,
+    open_kit_contents,
     open_seed_text,
     seal_allocations,
     seal_kit_contents,
@@ -634,34 +634,65 @@ def verify_list(op: Operation) -> ListSummary:
 
 
 def check_list(op: Operation) -> tuple[ListSummary, list[str]]:
-    """Regenerate the list and compare; the summary and what differs (nothing audited)."""
+    """Regenerate the list and compare; the summary and what differs (nothing audited).
+
+    The slots and kits are read through the driver's cursor a batch at a time and
+    opened a batch per call: no ORM objects (and no row MAC checks: the callers check
+    or have checked the rows).
+    """
     seed = open_seed(op)
     schedule = generate_schedule(op.design, seed)
     commitment = list_commitment(seed, schedule.digest())
     strata = {s.id: s for s in op.session.scalars(select(Stratum))}
+    connection = op.session.connection()
     stored: dict[tuple[str, int], tuple[str, int, int]] = {}
-    for slot in op.session.scalars(select(Slot)):
-        key = strata[slot.stratum_id].key
-        stored[(key, slot.sequence)] = open_allocation(
-            op.vault, key, slot.sequence, slot.allocation_sealed
+    slot_arm: dict[int, str] = {}
+    for batch in rows.driver_batches(
+        connection,
+        select(Slot.id, Slot.stratum_id, Slot.sequence, Slot.allocation_sealed),
+        "randomizer_list_slots",
+    ):
+        places = [(strata[stratum_id].key, sequence) for _id, stratum_id, sequence, _s in batch]
+        opened = open_allocations(op.vault, places, [row[3] for row in batch])
+        for row, place, allocation in zip(batch, places, opened, strict=True):
+            stored[place] = allocation
+            slot_arm[row[0]] = allocation[0]
+    expected: dict[tuple[str, int], tuple[str, int, int]] = {}
+    for planned in schedule.strata:
+        ids = planned.arm_ids
+        columns = zip(
+            planned.arm_index.tolist(),
+            planned.block.tolist(),
+            planned.block_size.tolist(),
+            strict=True,
         )
-    expected = {(e.stratum, e.sequence): (e.arm, e.block, e.block_size) for e in schedule.slots()}
+        for sequence, (arm, block, size) in enumerate(columns, start=1):
+            expected[(planned.stratum, sequence)] = (ids[arm], block, size)
     problems: list[str] = []
     if commitment != op.trial.list_digest:
         problems.append("the list commitment differs")
     if stored != expected:
         problems.append("stored slots differ from the regenerated list")
-    slot_arm = {
-        slot_id: stored[(strata[s.stratum_id].key, s.sequence)][0]
-        for slot_id, s in ((s.id, s) for s in op.session.scalars(select(Slot)))
-    }
     kits = 0
-    for kit in op.session.scalars(select(Kit)):
-        kits += 1
-        content = open_kit_content(op.vault, kit.code, kit.content_sealed)
-        if kit.slot_id is not None and slot_arm.get(kit.slot_id) != content:
-            problems.append(f"kit {kit.code} does not hold its slot's content")
-            break
+    wrong_kit: str | None = None
+    for batch in rows.driver_batches(
+        connection,
+        select(Kit.code, Kit.slot_id, Kit.content_sealed).order_by(Kit.id),
+        "randomizer_list_kits",
+    ):
+        kits += len(batch)
+        contents = open_kit_contents(op.vault, [row[0] for row in batch], [row[2] for row in batch])
+        if wrong_kit is None:
+            wrong_kit = next(
+                (
+                    code
+                    for (code, slot_id, _sealed), content in zip(batch, contents, strict=True)
+                    if slot_id is not None and slot_arm.get(slot_id) != content
+                ),
+                None,
+            )
+    if wrong_kit is not None:
+        problems.append(f"kit {wrong_kit} does not hold its slot's content")
     summary = ListSummary(
         strata=tuple(
             StratumSummary(s.key, s.planned, s.size)

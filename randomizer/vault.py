@@ -28,7 +28,7 @@ import hmac as std_hmac
 import os
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -445,6 +445,13 @@ class Vault:
         """Return HMAC-SHA256 of ``data`` under :meth:`audit_key`."""
         authenticator = hmac.HMAC(self._audit_key, hashes.SHA256())
         authenticator.update(data)
+        return authenticator.finalize()
+
+    def mac_chunks(self, chunks: Iterable[bytes]) -> bytes:
+        """:meth:`mac` of the concatenated ``chunks`` (a file read a piece at a time)."""
+        authenticator = hmac.HMAC(self._audit_key, hashes.SHA256())
+        for chunk in chunks:
+            authenticator.update(chunk)
         return authenticator.finalize()
 
     def verify_mac(self, data: bytes, mac: bytes) -> bool:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from randomizer import rows
 from randomizer.access import hash_password
 from tests.support.assertions import assert_error, assert_no_arm
 from tests.support.blinded_path import days_ago, participant_arms, randomize
@@ -280,6 +283,45 @@ def test_a_slot_swap_is_refused_for_both_arms_alike(
         f"participants row {a}: its MAC does not match (changed without the key)",
         f"participants row {b}: its MAC does not match (changed without the key)",
     ]
+
+
+_LAST_READ = {
+    # the export reads the issued kits first (by visit, then id), then the participants
+    # joined to their slots in export order: the last row read of each table
+    "kits": "SELECT id FROM kits WHERE participant_id IS NOT NULL ORDER BY visit DESC, id DESC",
+    "participants": "SELECT id FROM participants ORDER BY stratum_id DESC, "
+    "randomization_number DESC",
+    "slots": "SELECT slot_id FROM participants ORDER BY stratum_id DESC, randomization_number DESC",
+}
+_TAMPER = {
+    "kits": "UPDATE kits SET prepared_by = 'mallory' WHERE id = {row}",
+    "participants": "UPDATE participants SET randomized_by = 'mallory' WHERE id = {row}",
+    "slots": "UPDATE slots SET sequence = sequence + 100000 WHERE id = {row}",
+}
+
+
+@pytest.mark.parametrize("table", sorted(_LAST_READ))
+def test_a_broken_last_row_leaves_no_export_file(
+    by_arm: dict[str, str],
+    run: Run,
+    trial_files: TrialFiles,
+    table: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The export checks each row as it reads it: a broken row read last, once every other
+    row is written to the files, still refuses and leaves no file (not even a part)."""
+    files = trial_files
+    # one row a batch: every row before the broken one is written before it is read
+    monkeypatch.setattr(rows, "DRIVER_BATCH", 1)
+    run.ok("lock", "--reason", "end of trial", user=ADMIN)
+    row = execute(files.db_url, _LAST_READ[table])[0][0]
+    execute(files.db_url, _TAMPER[table].format(row=row))
+    out_dir = files.directory / "export"
+    out_dir.mkdir()
+    out = out_dir / "final.csv"
+    _assert_refused(run, files, table, row, "unblind", "all", "--out", str(out), user="stan")
+    assert list(out_dir.iterdir()) == []
+    assert not [e for e in audit_rows(files.db_url) if e["action"] == "unblind.all"]
 
 
 def test_a_kit_moved_to_another_slot_is_refused(trial_with_list: TrialFiles, run: Run) -> None:

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from datetime import UTC, date, datetime
+from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    insert,
+    select,
+)
 
 from randomizer import rows
 from randomizer.access import Role
+from randomizer.errors import IntegrityFailure
+from randomizer.models import Base, UTCDateTime
 from randomizer.vault import AUDIT_MAC_INFO, ROW_MAC_INFO, Vault
 
 DATA_KEY = bytes(range(32))
@@ -81,3 +97,78 @@ def test_the_bulk_paths_give_the_general_macs() -> None:
             "kits",
             [(i, c, s, v, spare, "available", *empty) for i, c, _content, s, v in kits],
         )
+
+
+def _sample(kind: Any) -> Any:
+    """A value of a column type, with what trips encoders: non-ASCII text, a time whose
+    microseconds are 0, JSON whose stored text is not the canonical one."""
+    if isinstance(kind, UTCDateTime):
+        return datetime(2026, 11, 30, 12, 0, 0, 0, tzinfo=UTC)
+    for sql_type, value in (
+        (Boolean, True),
+        (Integer, 12345),
+        (String, "naïve, ☃"),
+        (LargeBinary, b"\x00\x01"),
+        (Date, date(2026, 1, 2)),
+        (JSON, {"b": "2", "a": "ünï"}),
+    ):
+        if isinstance(kind, sql_type):
+            return value
+    raise AssertionError(f"no sample for {kind!r}")
+
+
+@pytest.mark.parametrize("empty", [False, True], ids=["values", "nulls"])
+@pytest.mark.parametrize("spec", rows.COVERED, ids=lambda spec: spec.table)
+def test_driver_rows_are_checked_as_their_read_values(spec: rows.Covered, empty: bool) -> None:
+    """The bulk check encodes SQLite's stored forms (text times, dates and JSON, 0 and 1)
+    exactly as the general path encodes the values SQLAlchemy reads: the MAC written
+    through SQLAlchemy passes, a changed value fails."""
+    vault = Vault(DATA_KEY, "t")
+    engine = create_engine("sqlite://")
+    try:
+        Base.metadata.create_all(engine)
+        table: Any = spec.model.__table__
+        values = {
+            column.name: None if empty and column.nullable else _sample(column.type)
+            for column in table.columns
+        }
+        covered = [values[name] for name in spec.columns]
+        values["row_mac"] = rows.mac_row(vault, spec.table, covered)
+        with engine.begin() as connection:
+            connection.execute(insert(table), [values])
+            check = rows.DriverCheck(vault, spec.table, connection.dialect)
+            [batch] = rows.driver_batches(connection, select(*check.columns), "unused")
+            [row] = batch
+            assert (
+                check.encode(row)
+                == rows.encode("t", spec.table, covered)[len(rows.prefix("t", spec.table)) :]
+            )
+            assert check.matches(row)
+            check.check_batch([row])
+            changed = list(row)
+            changed[1] = 99 if isinstance(changed[1], int) else f"{changed[1]}x"
+            assert not check.matches(changed)
+            with pytest.raises(IntegrityFailure, match=re.escape(f"{spec.table} row {row[0]} was")):
+                check.check_batch([row, changed])
+    finally:
+        engine.dispose()
+
+
+def test_psycopg_driver_forms_encode_as_their_read_values() -> None:
+    """PostgreSQL's driver gives naive UTC datetimes, dates, booleans and JSON values."""
+    vault = Vault(DATA_KEY, "t")
+    dialect = create_engine("postgresql+psycopg://").dialect  # never connects
+    check = rows.DriverCheck(vault, "kits", dialect)
+    read = [7, "K1", 3, 1, True, "dispensed", 9]
+    read += [datetime(2026, 11, 30, 12, 0, 0, 0, tzinfo=UTC), date(2026, 1, 2)]
+    read += [datetime(2026, 11, 30, 12, 0, 1, 5, tzinfo=UTC), "petra", None, "naïve"]
+    driver = [v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in read]
+    assert check.encode(driver) == rows.encode("t", "kits", read)[len(rows.prefix("t", "kits")) :]
+    assert check.matches([*driver, rows.mac_row(vault, "kits", read)])
+    participants = rows.DriverCheck(vault, "participants", dialect)
+    answers = {"z": "1", "a": "ß"}
+    typed = [1, "P-1", "WAW", 1, 1, "R-001", date(2026, 1, 2)]
+    typed += [datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "ivan", answers]
+    typed += [None] * (len(rows.BY_TABLE["participants"].columns) - len(typed))
+    driver = [v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in typed]
+    assert participants.matches([*driver, rows.mac_row(vault, "participants", typed)])

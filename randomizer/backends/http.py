@@ -21,7 +21,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,6 +44,7 @@ from randomizer.errors import (
     StateError,
     TooManyAttempts,
 )
+from randomizer.exportfiles import ExportFiles
 from randomizer.signatures import Signature
 
 if TYPE_CHECKING:
@@ -460,9 +461,21 @@ class HttpBackend:
             {"reason": reason, "signature": _signed(signature)},
         )
 
-    def unblind_all(self, *, signature: Signature) -> results.Export:
-        """The full unblinding CSV and analysis files (statistician, after lock); signed."""
-        return self._export("/unblinding/bundle", {"signature": _signed(signature)})
+    def unblind_all(self, *, signature: Signature, out: Path | None = None) -> results.Export:
+        """The full unblinding CSV and analysis files (statistician, after lock); signed.
+        With ``out``, written there and beside it (:class:`ExportFiles`) instead."""
+        if out is None:
+            return self._export("/unblinding/bundle", {"signature": _signed(signature)})
+        with ExportFiles(out) as files:  # refuses before the request if a file exists
+            export = self._export("/unblinding/bundle", {"signature": _signed(signature)})
+            files.write({results.LEGACY_FILE: export.csv, **export.files})
+            files.publish()
+        return replace(
+            export,
+            csv=b"",
+            files={},
+            written={name: str(path) for name, path in files.final.items()},
+        )
 
     def unblind_dummy(self) -> results.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""
@@ -485,7 +498,15 @@ class HttpBackend:
         data = files.pop(results.LEGACY_FILE, b"")
         if hashlib.sha256(data).hexdigest() != sha256:
             raise broken
-        return results.Export(csv=data, sha256=sha256, participants=int(count), files=files)
+        return results.Export(
+            csv=data,
+            sha256=sha256,
+            participants=int(count),
+            files=files,
+            file_sha256={
+                name: hashlib.sha256(content).hexdigest() for name, content in files.items()
+            },
+        )
 
     def report(self) -> results.Report:
         """The report the caller's role may see."""

@@ -122,9 +122,10 @@ class Backend(Protocol):
     def lock(self, reason: str, *, signature: Signature) -> locking.LockResult:
         """Lock the database (admin); signed."""
 
-    def unblind_all(self, *, signature: Signature) -> locking.Export:
+    def unblind_all(self, *, signature: Signature, out: Path | None = None) -> locking.Export:
         """The full unblinding as CSV (statistician, after lock), audited before returned;
-        signed."""
+        signed. With ``out``, written there and beside it (:mod:`randomizer.exportfiles`:
+        never over a file, nothing left behind on a refusal) instead of returned."""
 
     def unblind_dummy(self) -> locking.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician, any time)."""

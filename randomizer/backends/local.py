@@ -41,6 +41,7 @@ from randomizer.context import (
     operation,
 )
 from randomizer.design import TrialDesign, parse_design
+from randomizer.exportfiles import ExportFiles
 from randomizer.signatures import Signature
 from randomizer.store import SchemaStatus, Store
 from randomizer.unblinding import dummy, emergency, review
@@ -372,11 +373,26 @@ class LocalBackend:
             Permission.LOCK, "lock", lambda op: locking.lock(op, reason), signature=signature
         )
 
-    def unblind_all(self, *, signature: Signature) -> locking.Export:
-        """The full unblinding as CSV (statistician, after lock), audited first; signed."""
-        return self._run(
-            Permission.UNBLIND_ALL, "unblind.all", locking.unblind_all, signature=signature
-        )
+    def unblind_all(self, *, signature: Signature, out: Path | None = None) -> locking.Export:
+        """The full unblinding as CSV (statistician, after lock), audited first; signed.
+
+        With ``out``, streamed into temporary files beside it, which get their names
+        (``out`` and its companions) only once every row passed and the audit event
+        is committed; removed on any failure.
+        """
+        if out is None:
+            return self._run(
+                Permission.UNBLIND_ALL, "unblind.all", locking.unblind_all, signature=signature
+            )
+        with ExportFiles(out) as files:
+            export = self._run(
+                Permission.UNBLIND_ALL,
+                "unblind.all",
+                lambda op: locking.unblind_all(op, files),
+                signature=signature,
+            )
+            files.publish()
+        return export
 
     def unblind_dummy(self) -> locking.Export:
         """The full unblinding's CSV with made-up arms, marked dummy (statistician)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +18,10 @@ from randomizer.commands.base import (
     table,
 )
 from randomizer.errors import InvalidInput
-from randomizer.results import Export, Report, ReviewItem
+from randomizer.exportfiles import ANALYSIS_FILES as ANALYSIS_FILES
+from randomizer.exportfiles import ExportFiles
+from randomizer.exportfiles import companion as companion
+from randomizer.results import LEGACY_FILE, Export, Report, ReviewItem
 
 
 @click.group()
@@ -78,7 +79,8 @@ def unblind_all(settings: Settings, out: Path) -> None:
     """
     backend = settings.backend()
     signature = settings.signature("unblind.all")
-    export = _write_export(out, lambda: backend.unblind_all(signature=signature))
+    # streamed to disk: kept only when whole, never over a file (randomizer.exportfiles)
+    export = backend.unblind_all(signature=signature, out=out)
     emit(
         settings,
         {
@@ -188,55 +190,25 @@ def review_close(settings: Settings, review_id: int, note: str) -> None:
     )
 
 
-def companion(out: Path, name: str) -> Path:
-    """Where an analysis file of the export ``out`` goes: ``final.csv`` -> ``final.kits.csv``."""
-    base = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
-    return out.with_name(f"{base}.{name}")
-
-
-ANALYSIS_FILES = ("participants.csv", "kits.csv", "adsl.csv", "columns.json")
-"""The analysis files written beside every export (randomizer.unblinding.analysis)."""
-
-
 def _write_export(out: Path, export_of: Callable[[], Export]) -> Export:
-    """Create ``out`` and its analysis files (0600, never overwriting), write the export
-    into them; remove every one of them on failure."""
-    paths = [out, *(companion(out, name) for name in ANALYSIS_FILES)]
-    created: list[Path] = []
-    try:
-        handles = []
-        for path in paths:
-            handles.append(os.fdopen(create_private(path), "wb"))
-            created.append(path)
-        with contextlib.ExitStack() as stack:  # closed on every path, a refusal included
-            for handle in handles:
-                stack.enter_context(handle)
-            export = export_of()
-            contents = [export.csv, *(export.files[name] for name in ANALYSIS_FILES)]
-            for handle, content in zip(handles, contents, strict=True):
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-    except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
-        raise
+    """Write the export ``export_of`` returns into ``out`` and its analysis files (0600,
+    never overwriting, kept only when all are written: :class:`ExportFiles`)."""
+    with ExportFiles(out) as files:
+        export = export_of()
+        files.write({LEGACY_FILE: export.csv, **export.files})
+        files.publish()
     return export
 
 
 def _files_text(out: Path, export: Export) -> str:
     return "\n".join(
-        f"  {companion(out, name)} (SHA-256 {hashlib.sha256(export.files[name]).hexdigest()})"
-        for name in ANALYSIS_FILES
+        f"  {companion(out, name)} (SHA-256 {export.file_sha256[name]})" for name in ANALYSIS_FILES
     )
 
 
 def _files_json(out: Path, export: Export) -> dict[str, dict[str, str]]:
     return {
-        name: {
-            "file": str(companion(out, name)),
-            "sha256": hashlib.sha256(export.files[name]).hexdigest(),
-        }
+        name: {"file": str(companion(out, name)), "sha256": export.file_sha256[name]}
         for name in ANALYSIS_FILES
     }
 

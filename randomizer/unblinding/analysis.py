@@ -27,7 +27,7 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from randomizer.design import TrialDesign
 
@@ -215,6 +215,9 @@ def stratum_levels(key: str) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in key.split(";"))
 
 
+_CSV_FILES = ("participants", "kits", "adsl")
+
+
 class AnalysisFiles:
     """Builds ``participants.csv``, ``kits.csv``, ``adsl.csv`` and ``columns.json`` by batch."""
 
@@ -226,7 +229,10 @@ class AnalysisFiles:
         kits: Mapping[int, Sequence[KitFacts]],
         replaced_by: Mapping[int, str],
         reasons: Mapping[int, str],
+        out: Mapping[str, BinaryIO] | None = None,
     ) -> None:
+        """``out``: a binary stream to write each file into, by name (``kits.csv``...);
+        without it, the files are built in memory and :meth:`finish` returns them."""
         self.design = design
         self.marked = marked
         self.dummy = dummy
@@ -235,10 +241,20 @@ class AnalysisFiles:
         self.reasons = reasons
         # UTF-8 bytes from the start: a StringIO's text, then its encoded copy, would hold
         # every file twice (an export of 100,000 participants is tens of MiB)
-        self._buffers = {name: io.BytesIO() for name in ("participants", "kits", "adsl")}
+        self._buffers: dict[str, io.BytesIO] = {}
+        if out is None:
+            self._buffers = {name: io.BytesIO() for name in (*_CSV_FILES, "columns")}
+        self._out: dict[str, BinaryIO] = (
+            dict(self._buffers)
+            if out is None
+            else {
+                name: out[f"{name}.{'json' if name == 'columns' else 'csv'}"]
+                for name in (*_CSV_FILES, "columns")
+            }
+        )
         self._texts = {
-            name: io.TextIOWrapper(buffer, encoding="utf-8", newline="")
-            for name, buffer in self._buffers.items()
+            name: io.TextIOWrapper(self._out[name], encoding="utf-8", newline="")
+            for name in _CSV_FILES
         }
         self._writers = {
             name: csv.writer(text, lineterminator="\n") for name, text in self._texts.items()
@@ -317,12 +333,11 @@ class AnalysisFiles:
             )
 
     def finish(self, legacy_name: str) -> dict[str, bytes]:
-        """The files by name: three CSVs and ``columns.json``, which describes them all."""
-        files: dict[str, bytes] = {}
-        for name, text in self._texts.items():
+        """Write ``columns.json``, which describes them all, and end the files; built in
+        memory, the files by name (three CSVs and ``columns.json``), else nothing."""
+        for text in self._texts.values():
             text.flush()
-            files[f"{name}.csv"] = self._buffers[name].getvalue()
-            text.detach()
+            text.detach()  # the binary stream stays open: its owner closes it
         description = {
             "format": EXPORT_FORMAT,
             "trial": self.design.id,
@@ -354,8 +369,11 @@ class AnalysisFiles:
                 ),
             },
         }
-        files["columns.json"] = (json.dumps(description, indent=2) + "\n").encode("utf-8")
-        return files
+        self._out["columns"].write((json.dumps(description, indent=2) + "\n").encode("utf-8"))
+        return {
+            f"{name}.{'json' if name == 'columns' else 'csv'}": buffer.getvalue()
+            for name, buffer in self._buffers.items()
+        }
 
 
 def _described(rows: str, columns: Sequence[Column]) -> dict[str, Any]:

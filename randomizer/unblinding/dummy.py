@@ -68,7 +68,7 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
     operating system, as a dry run needs. The lock does not matter: nothing in
     the file depends on the real arms.
     """
-    # participants only: a kit's MAC covers its sealed content, which the dummy never reads
+    # the participants read (write_export checks the kits it reads in its one pass)
     row_macs.check_all(op.session, op.vault, "participants")
     connection = op.session.connection()
     statement = (
@@ -105,5 +105,9 @@ def unblind_dummy(op: Operation, seed: bytes | None = None) -> Export:
         },
     )
     return Export(
-        csv=data, sha256=hashlib.sha256(data).hexdigest(), participants=count, files=files
+        csv=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        participants=count,
+        files=files,
+        file_sha256={name: hashlib.sha256(content).hexdigest() for name, content in files.items()},
     )

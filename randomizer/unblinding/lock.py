@@ -7,8 +7,9 @@ import hashlib
 import io
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, BinaryIO
 
 from sqlalchemy import Connection, Date, DateTime, select
 from sqlalchemy.sql.expression import ClauseElement
@@ -17,6 +18,7 @@ from randomizer import rows as row_macs
 from randomizer.audit import utc_text
 from randomizer.context import Operation
 from randomizer.errors import Hint, InvalidInput, StateError
+from randomizer.exportfiles import ANALYSIS_FILES, ExportFiles
 from randomizer.models import Kit, Participant, Slot, Stratum, UnblindingReview
 from randomizer.results import LEGACY_FILE as LEGACY_FILE
 from randomizer.results import Export as Export
@@ -74,8 +76,6 @@ PARTICIPANT_COLUMNS = (
 EXPORT_ORDER = (Participant.stratum_id, Participant.randomization_number)
 """The export's row order: by stratum, then randomization number."""
 
-_EXPORT_BATCH = 10_000  # participants read, opened and written at a time
-
 DUMMY_PREFIX = "dummy-"
 """Put before every arm id in a dummy export (and ``DUMMY`` before every label)."""
 
@@ -103,69 +103,121 @@ def lock(op: Operation, reason: str) -> LockResult:
     )
 
 
-def unblind_all(op: Operation) -> Export:
-    """Every randomized participant with arm and kits, as CSV (after lock only)."""
+def unblind_all(op: Operation, files: ExportFiles | None = None) -> Export:
+    """Every randomized participant with arm and kits, as CSV (after lock only).
+
+    Each participant, its slot and each kit issued has its row MAC checked in the
+    one pass that reads it for the export, before anything is returned: a broken
+    row refuses the whole export with :class:`~randomizer.errors.IntegrityFailure`
+    (the same message whatever the arms). With ``files`` the export streams into
+    their temporary files (never whole in memory) and the returned :class:`Export`
+    holds no content, only each file's SHA-256; the caller publishes the files once
+    the operation is committed, or discards them.
+    """
     if op.trial.locked_at is None:
         raise StateError(
             "the database is not locked: full unblinding comes only after an "
             "admin locks the database",
             hint=Hint.LOCK,
         )
-    # the export decides on every participant, its slot and its kits: check them all first
-    row_macs.check_all(op.session, op.vault, "participants")
-    row_macs.check_all(op.session, op.vault, "slots", Slot.id.in_(select(Participant.slot_id)))
-    row_macs.check_all(op.session, op.vault, "kits", Kit.participant_id.is_not(None))
     connection = op.session.connection()
+    participants = row_macs.DriverCheck(op.vault, "participants", connection.dialect)
+    slot_at = len(participants.columns) + 1  # after the participant's columns and Stratum.key
+    slots = row_macs.DriverCheck(op.vault, "slots", connection.dialect, offset=slot_at)
+    sequence_at = slot_at + [c.key for c in slots.columns].index("sequence")
+    sealed_at = slot_at + len(slots.columns)
     statement = (
-        select(*PARTICIPANT_COLUMNS, Slot.sequence, Slot.allocation_sealed)
+        select(*participants.columns, Stratum.key, *slots.columns, Slot.allocation_sealed)
         .join(Stratum, Stratum.id == Participant.stratum_id)
         .join(Slot, Slot.id == Participant.slot_id)
         .where(participant_in_scope(op))
         .order_by(*EXPORT_ORDER)
     )
-    width = len(PARTICIPANT_COLUMNS)
+    names = [c.key for c in participants.columns]
+    stratum_at = len(participants.columns)
+    # each row of PARTICIPANT_COLUMNS picked out of the wider checked row
+    pick = itemgetter(
+        *[
+            names.index(c.key) if c.class_ is Participant else stratum_at
+            for c in PARTICIPANT_COLUMNS
+        ]
+    )
 
     def with_arms() -> Iterator[tuple[Sequence[Sequence[Any]], Sequence[str]]]:
-        # each batch's arms opened in one call, never all rows in memory at once
-        for rows in driver_rows(connection, statement):
+        # each batch checked, then its arms opened in one call, never all rows in memory
+        for rows in row_macs.driver_batches(connection, statement, "randomizer_export"):
+            participants.check_batch(rows)
+            slots.check_batch(rows)
             yield (
-                [row[:width] for row in rows],
+                [pick(row) for row in rows],
                 open_allocation_arms(
                     op.vault,
-                    [(row[3], row[width]) for row in rows],
-                    [row[width + 1] for row in rows],
+                    [(row[stratum_at], row[sequence_at]) for row in rows],
+                    [row[sealed_at] for row in rows],
                 ),
             )
 
-    data, count, files = write_export(op, with_arms(), dummy=False)
-    digest = hashlib.sha256(data).hexdigest()
+    if files is None:
+        data, count, contents = write_export(op, with_arms(), dummy=False)
+        digest = hashlib.sha256(data).hexdigest()
+        file_macs = {name: op.vault.mac(content).hex() for name, content in contents.items()}
+        data_mac = op.vault.mac(data).hex()
+        sha256s = {name: hashlib.sha256(content).hexdigest() for name, content in contents.items()}
+    else:
+        count = write_export_to(op, with_arms(), False, files.streams)
+        files.close()
+        digests = files.digests(op.vault.mac_chunks)
+        digest, data_mac_bytes = digests.pop(LEGACY_FILE)
+        data_mac = data_mac_bytes.hex()
+        file_macs = {name: mac.hex() for name, (_sha, mac) in digests.items()}
+        sha256s = {name: sha for name, (sha, _mac) in digests.items()}
+        data, contents = b"", {}
     # The trail keeps a keyed MAC of the file, not its plain SHA-256: readers of the
     # trail know every other column, so a plain hash of a 20-row file could be matched
     # by trying all 2**20 arm combinations. The key holder can check a file against it.
     op.audit(
         "unblind.all",
         subject=op.trial.id,
-        details={
-            "participants": count,
-            "file_mac": op.vault.mac(data).hex(),
-            "files_mac": {name: op.vault.mac(content).hex() for name, content in files.items()},
-        },
+        details={"participants": count, "file_mac": data_mac, "files_mac": file_macs},
     )
-    return Export(csv=data, sha256=digest, participants=count, files=files)
+    return Export(
+        csv=data,
+        sha256=digest,
+        participants=count,
+        files=contents,
+        file_sha256=sha256s,
+        written={} if files is None else {name: str(path) for name, path in files.final.items()},
+    )
 
 
 def write_export(
     op: Operation, batches: Iterable[tuple[Sequence[Sequence[Any]], Sequence[str]]], dummy: bool
 ) -> tuple[bytes, int, dict[str, bytes]]:
-    """The export's CSV bytes, row count and analysis files: one line per participant row.
+    """The export's CSV bytes, row count and analysis files, built in memory:
+    :func:`write_export_to` into buffers."""
+    buffers = {name: io.BytesIO() for name in (LEGACY_FILE, *ANALYSIS_FILES)}
+    count = write_export_to(op, batches, dummy, buffers)
+    contents = {name: buffer.getvalue() for name, buffer in buffers.items()}
+    return contents.pop(LEGACY_FILE), count, contents
+
+
+def write_export_to(
+    op: Operation,
+    batches: Iterable[tuple[Sequence[Sequence[Any]], Sequence[str]]],
+    dummy: bool,
+    out: Mapping[str, BinaryIO],
+) -> int:
+    """Write the export's CSV and analysis files into ``out`` (a binary stream by file
+    name: :data:`LEGACY_FILE` and :data:`ANALYSIS_FILES`); the row count.
 
     ``batches`` yields rows of :data:`PARTICIPANT_COLUMNS` as the driver returns
-    them (:func:`driver_rows`), in :data:`EXPORT_ORDER`, with the arm id of each.
-    A dummy export marks every arm id and label as dummy and says ``yes`` in the
-    last column, which the real export fills with ``no``: both files have the
-    same columns, so an analysis written against the dummy runs on the real one.
-    The analysis files (:mod:`randomizer.unblinding.analysis`) have the same shape
-    in both, too.
+    them (:func:`driver_rows`), in :data:`EXPORT_ORDER`, with the arm id of each,
+    one line per participant row. Every kit issued is read here, its row MAC
+    checked in the same pass. A dummy export marks every arm id and label as dummy
+    and says ``yes`` in the last column, which the real export fills with ``no``:
+    both files have the same columns, so an analysis written against the dummy runs
+    on the real one. The analysis files (:mod:`randomizer.unblinding.analysis`)
+    have the same shape in both, too.
     """
     connection = op.session.connection()
     # the stored naive UTC time as SQLAlchemy would read it (without UTCDateTime's zone,
@@ -199,25 +251,37 @@ def write_export(
     kits: defaultdict[int, list[str]] = defaultdict(list)
     kit_facts: defaultdict[int, list[KitFacts]] = defaultdict(list)
     replaced_by: dict[int, str] = {}
-    for batch in driver_rows(
+    kit_check = row_macs.DriverCheck(op.vault, "kits", connection.dialect)
+    kit_names = [c.key for c in kit_check.columns]
+    kit_fields = itemgetter(
+        *[
+            kit_names.index(name)
+            for name in (
+                "participant_id",
+                "visit",
+                "code",
+                "status",
+                "dispensed_at",
+                "visit_date",
+                "prepared_at",
+                "prepared_by",
+                "void_reason",
+                "id",
+                "replaces_kit_id",
+            )
+        ]
+    )
+    for batch in row_macs.driver_batches(
         connection,
-        select(
-            Kit.participant_id,
-            Kit.visit,
-            Kit.code,
-            Kit.status,
-            Kit.dispensed_at,
-            Kit.visit_date,
-            Kit.prepared_at,
-            Kit.prepared_by,
-            Kit.void_reason,
-            Kit.id,
-            Kit.replaces_kit_id,
-        )
+        select(*kit_check.columns)
         .where(Kit.participant_id.is_not(None))
         .order_by(Kit.visit, Kit.id),
+        "randomizer_export_kits",
     ):
-        for pid, visit, code, status, requested, dosing, prepared, by, why, kit_id, old in batch:
+        kit_check.check_batch(batch)
+        for pid, visit, code, status, requested, dosing, prepared, by, why, kit_id, old in map(
+            kit_fields, batch
+        ):
             kits[pid or 0].append(
                 f"{visit}:{code}(voided)" if status == "voided" else f"{visit}:{code}"
             )
@@ -249,8 +313,8 @@ def write_export(
     ):
         # the first unblinding's reason: the participant's unblinding columns are the first's
         reasons.update(dict(batch))
-    buffer = io.BytesIO()  # UTF-8 from the start, never a second copy of the file as text
-    text = io.TextIOWrapper(buffer, encoding="utf-8", newline="")
+    # UTF-8 from the start, never a copy of the file as text
+    text = io.TextIOWrapper(out[LEGACY_FILE], encoding="utf-8", newline="")
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     labels = {arm.id: arm.label for arm in op.design.arms}
@@ -260,9 +324,10 @@ def write_export(
     }
     flag = "yes" if dummy else "no"
     count = 0
-    analysis = AnalysisFiles(op.design, marked, dummy, kit_facts, replaced_by, reasons)
+    answers: dict[Any, Any] = {}  # answer texts parsed (_facts)
+    analysis = AnalysisFiles(op.design, marked, dummy, kit_facts, replaced_by, reasons, out)
     for rows, arms in batches:
-        facts = [_facts(row, time_text, date_text) for row in rows]
+        facts = [_facts(row, time_text, date_text, answers) for row in rows]
         writer.writerows(
             [
                 fact.participant,
@@ -289,19 +354,33 @@ def write_export(
         analysis.add(facts, arms)
         count += len(rows)
     text.flush()
-    data = buffer.getvalue()
-    text.detach()
-    return data, count, analysis.finish(LEGACY_FILE)
+    text.detach()  # the stream stays open: its owner closes it
+    analysis.finish(LEGACY_FILE)
+    return count
+
+
+_ANSWERS_KEPT = 4096
+"""At most this many distinct answer texts are kept parsed during one export."""
 
 
 def _facts(
-    row: Sequence[Any], time_text: Callable[[Any], str], date_text: Callable[[Any], str]
+    row: Sequence[Any],
+    time_text: Callable[[Any], str],
+    date_text: Callable[[Any], str],
+    parsed: dict[Any, Any],
 ) -> ParticipantFacts:
     """One driver row of :data:`PARTICIPANT_COLUMNS` as the analysis files need it."""
     pid, code, site, stratum, number, entered, unblinded_at, on, by, answers, unblinder = row[:11]
     voided_at, voided_by, void_reason, randomization_meaning, void_meaning = row[11:16]
     if isinstance(answers, str | bytes):
-        answers = json.loads(answers)  # SQLite's driver gives the JSON text, psycopg the value
+        # SQLite's driver gives the JSON text, psycopg the value; the same text (answers
+        # repeat) is parsed once, its mapping shared (only ever read)
+        known = parsed.get(answers)
+        if known is None:
+            if len(parsed) >= _ANSWERS_KEPT:
+                parsed.clear()
+            known = parsed[answers] = json.loads(answers)
+        answers = known
     return ParticipantFacts(  # positional, in the field order: one per participant
         pid,
         code,
@@ -323,23 +402,9 @@ def _facts(
 
 
 def driver_rows(connection: Connection, statement: ClauseElement) -> Iterator[Sequence[Any]]:
-    """The rows of ``statement`` (without parameters) as the driver returns them, in batches.
-
-    No SQLAlchemy rows and no type processing: the caller converts the values it needs.
-    The driver's cursor is the session's connection's, in its transaction; on PostgreSQL
-    a server-side (named) cursor, so that the client holds one batch, not every row.
-    """
-    compiled = statement.compile(dialect=connection.dialect)
-    if compiled.params:
-        raise ValueError("driver_rows runs statements without parameters only")
-    named = {"name": "randomizer_export"} if connection.dialect.name == "postgresql" else {}
-    cursor = connection.connection.cursor(**named)
-    try:
-        cursor.execute(str(compiled))
-        while rows := cursor.fetchmany(_EXPORT_BATCH):
-            yield rows
-    finally:
-        cursor.close()
+    """The rows of ``statement`` (without parameters) as the driver returns them, in batches:
+    :func:`randomizer.rows.driver_batches` with the exports' cursor name."""
+    return row_macs.driver_batches(connection, statement, "randomizer_export")
 
 
 def _utc(value: Any) -> str:

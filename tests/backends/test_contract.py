@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -35,6 +36,7 @@ from randomizer.errors import (
     TooManyAttempts,
 )
 from randomizer.logins import LoginUnlock
+from randomizer.results import LEGACY_FILE
 from randomizer.sessions import LOCK_AFTER, check_throttle, record_failure
 from randomizer.signatures import MEANINGS, Signature
 from randomizer.store import Store
@@ -164,7 +166,7 @@ def test_emergency_unblinding(trial: ContractTrial) -> None:
     assert [(e.subject, e.reason, e.user) for e in recorded] == [("P-001", "anaphylaxis", "ivan")]
 
 
-def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
+def test_lock_then_full_unblinding(trial: ContractTrial, tmp_path: Path) -> None:
     _randomize(trial, "P-001")
     stan = trial.as_user("stan")
     assert (
@@ -188,6 +190,29 @@ def test_lock_then_full_unblinding(trial: ContractTrial) -> None:
     )
     [kit] = csv.DictReader(export.files["kits.csv"].decode().splitlines())
     assert (kit["participant"], kit["visit"], kit["status"]) == ("P-001", "1", "dispensed")
+    assert export.file_sha256 == {
+        name: hashlib.sha256(content).hexdigest() for name, content in export.files.items()
+    }
+    # to disk: the same bytes in the file and its companions, kept only when whole
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "final.csv"
+    written = stan.unblind_all(signature=trial.signed("stan", "unblind.all"), out=out)
+    assert (written.csv, written.files, written.sha256) == (b"", {}, export.sha256)
+    assert written.file_sha256 == export.file_sha256
+    contents = {LEGACY_FILE: export.csv, **export.files}
+    assert {name: Path(path).read_bytes() for name, path in written.written.items()} == contents
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        ["final.csv", *(f"final.{name}" for name in export.files)]
+    )
+    assert (
+        _refusal(
+            InvalidInput,
+            lambda: stan.unblind_all(signature=trial.signed("stan", "unblind.all"), out=out),
+        )
+        == f"{out} already exists: refusing to overwrite it"
+    )
+    assert out.read_bytes() == export.csv
+    assert len(list(out.parent.iterdir())) == 5
     assert (
         _refusal(StateError, lambda: _randomize(trial, "P-002"))
         == "the database is locked: no more randomization"

@@ -317,7 +317,7 @@ def test_the_export_never_overwrites(run: Run, trial: TrialFiles, locked: dict[s
         str(missing),
         user="stan",
         code=2,
-        fragments=("cannot create",),
+        fragments=(f"cannot create {missing}: No such file or directory",),
     )
 
 
@@ -345,6 +345,7 @@ def test_an_export_whose_audit_write_fails_reveals_nothing(
     assert_no_arm(result, "failed export")
     assert not out.exists()
     assert list(trial.directory.glob("final.csv*")) == []
+    assert list(trial.directory.glob(".final.csv*")) == []  # no temporary file either
     assert without_audit(dump_database(trial.db_url)) == without_audit(before)
     assert [e for e in audit_rows(trial.db_url) if e["action"] == "unblind.all"] == []
 
