@@ -34,8 +34,12 @@ def companion(out: Path, name: str) -> Path:
     return out.with_name(f"{base}.{name}")
 
 
-def _create_private(path: Path, shown: Path) -> int:
-    """Create ``path`` exclusively, mode 0600; refusals name ``shown`` (the file asked for)."""
+def create_private(path: Path, shown: Path | None = None) -> int:
+    """Create ``path`` exclusively with mode 0600 and return its descriptor; never overwrite.
+
+    Refusals name ``shown`` (the file asked for, when ``path`` is a temporary one).
+    """
+    shown = path if shown is None else shown
     try:
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -69,7 +73,7 @@ class ExportFiles:
         try:
             for name, path in self.final.items():
                 temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-                descriptor = _create_private(temporary, path)
+                descriptor = create_private(temporary, path)
                 self.temporary[name] = temporary
                 self._streams[name] = os.fdopen(descriptor, "wb")
         except BaseException:

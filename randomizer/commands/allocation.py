@@ -26,6 +26,7 @@ from randomizer.commands.base import (
 )
 from randomizer.design import Criterion, TrialDesign
 from randomizer.errors import InvalidInput
+from randomizer.exportfiles import create_private
 from randomizer.results import PharmacyKit
 
 date_option = click.option(
@@ -343,13 +344,3 @@ def pharmacy_list(settings: Settings, csv_path: Path | None) -> None:
             ["kit", "content", "status", "spare", "participant", "visit"],
         ),
     )
-
-
-def create_private(path: Path) -> int:
-    """Create ``path`` exclusively with mode 0600 and return its descriptor; never overwrite."""
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise InvalidInput(f"{path} already exists: refusing to overwrite it") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot create {path}: {exc.strerror}") from None

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from randomizer.commands.allocation import create_private
 from randomizer.commands.base import Settings, emit, json_option, pass_settings
 from randomizer.errors import Hint, IntegrityFailure, InvalidInput
+from randomizer.exportfiles import create_private
 from randomizer.results import AuditEvent, Checkpoint
 
 SEQ_MAX = 2**31 - 1

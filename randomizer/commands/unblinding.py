@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from randomizer.commands.allocation import create_private
 from randomizer.commands.base import (
     Settings,
     emit,
@@ -19,7 +18,7 @@ from randomizer.commands.base import (
 )
 from randomizer.errors import InvalidInput
 from randomizer.exportfiles import ANALYSIS_FILES as ANALYSIS_FILES
-from randomizer.exportfiles import ExportFiles
+from randomizer.exportfiles import ExportFiles, create_private
 from randomizer.exportfiles import companion as companion
 from randomizer.results import LEGACY_FILE, Export, Report, ReviewItem
 
