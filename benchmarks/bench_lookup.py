@@ -15,7 +15,8 @@ Timed, through :class:`~randomizer.backends.local.LocalBackend` as a logged-in p
 unissued one):
 
 - **before**: ``pharmacy_list()`` and the kit picked from it, as the lookup page did;
-- **after**: ``lookup_kit(code)``, one kit by its code.
+- **after**: ``lookup_kit(code)``, one kit by its code; and the pharmacist's queue,
+  ``pharmacy_queue()`` against the same whole list filtered as the queue page did.
 
 Each is one audited operation (its own transaction and ``pharmacy.list`` event). The
 before figure is one run (it takes seconds); the after figure is the median and the
@@ -131,6 +132,23 @@ def main() -> None:
                     before / statistics.median(after),
                 )
             )
+        queue = petra.pharmacy_queue()  # warm
+        assert [k.kit for k in queue] == [
+            k.kit
+            for k in sorted(kits, key=lambda k: (k.requested_at, k.kit))
+            if k.status == "requested"
+        ]
+        queued = [timed(petra.pharmacy_queue)[1] for _ in range(repeat)]
+        rows.append(
+            (
+                f"the queue ({len(queue)} kits)",
+                "-",
+                1000 * before,
+                1000 * statistics.median(queued),
+                1000 * max(queued),
+                before / statistics.median(queued),
+            )
+        )
         petra.close()
         print(
             f"\n{participants:,} participants, {len(kits):,} kits (list generated in "
@@ -144,7 +162,7 @@ def main() -> None:
                     "kit",
                     "code",
                     "before ms (pharmacy_list)",
-                    f"after ms (lookup_kit, median of {repeat})",
+                    f"after ms (lookup_kit or pharmacy_queue, median of {repeat})",
                     "after ms, slowest",
                     "times faster",
                 ),

@@ -527,6 +527,33 @@ def pharmacy_list(op: Operation) -> list[PharmacyKit]:
     ]
 
 
+def pharmacy_queue(op: Operation) -> list[PharmacyKit]:
+    """The kits requested and not yet prepared, oldest request first (pharmacist).
+
+    Only those kits are read (by their status), with their participants and who
+    requested each (:func:`_requester`, through the trail's subject index), so the
+    queue costs what it holds, not the trial's size. Audited as the pharmacy list is.
+    A requested kit has not been replaced (a replaced kit is voided).
+    """
+    op.audit("pharmacy.list")
+    kits = list(
+        op.session.scalars(
+            select(Kit)
+            .where(kit_in_scope(op), Kit.status == "dispensed")
+            .order_by(Kit.dispensed_at, Kit.code)
+        )
+    )
+    issued = {kit.participant_id for kit in kits if kit.participant_id is not None}
+    participants = {
+        p.id: p for p in op.session.scalars(select(Participant).where(Participant.id.in_(issued)))
+    }
+    queue = []
+    for kit in kits:
+        participant = participants.get(kit.participant_id or -1)
+        queue.append(_pharmacy_kit(op, kit, participant, _requester(op, kit, participant), ""))
+    return queue
+
+
 def lookup_kit(op: Operation, code: str) -> PharmacyKit:
     """One kit of :func:`pharmacy_list`, found by its typed or scanned code (pharmacist).
 

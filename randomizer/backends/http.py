@@ -571,6 +571,10 @@ class HttpBackend:
         body = {"checkpoint": asdict(checkpoint) if checkpoint is not None else None}
         return self._call(results.IntegrityReport, "POST", "/verify", body)
 
+    def pharmacy_queue(self) -> list[results.PharmacyKit]:
+        """Kits requested and not yet prepared, oldest request first (pharmacist)."""
+        return self._call(list[results.PharmacyKit], "GET", "/pharmacy/queue")
+
     def lookup_kit(self, code: str) -> results.PharmacyKit:
         """One kit with content, status and history, by its code (pharmacist)."""
         return self._call(results.PharmacyKit, "GET", f"/pharmacy/kits/{_segment(code)}")

@@ -173,6 +173,10 @@ class Backend(Protocol):
         """Check every row MAC, the audit chain, the rows the trail records and the list
         (admin, monitor); problems are reported, not raised."""
 
+    def pharmacy_queue(self) -> list[service.PharmacyKit]:
+        """Kits requested and not yet prepared, oldest request first (pharmacist);
+        audited as the pharmacy list is."""
+
     def lookup_kit(self, code: str) -> service.PharmacyKit:
         """One kit with content, status and history, by its typed or scanned code
         (pharmacist); audited as the pharmacy list is."""

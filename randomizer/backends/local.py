@@ -437,6 +437,11 @@ class LocalBackend:
             Permission.PREPARE, "pharmacy.label", lambda op: service.kit_label(op, code), code
         )
 
+    def pharmacy_queue(self) -> list[service.PharmacyKit]:
+        """Kits requested and not yet prepared, oldest request first (pharmacist);
+        audited as the pharmacy list is."""
+        return self._run(Permission.LIST_KITS, "pharmacy.list", service.pharmacy_queue)
+
     def lookup_kit(self, code: str) -> service.PharmacyKit:
         """One kit with content, status and history, by its typed or scanned code
         (pharmacist); audited as the pharmacy list is."""

@@ -746,6 +746,13 @@ def verify_database(body: VerifyRequest, acting: Acting) -> integrity.IntegrityR
     return acting.verify_database(checkpoint)
 
 
+@router.get("/pharmacy/queue", response_model=list[service.PharmacyKit])
+def pharmacy_queue(acting: Acting) -> JSONResponse:
+    """Kits requested and not yet prepared, oldest request first (pharmacist); never cached."""
+    kits: list[service.PharmacyKit] = acting.pharmacy_queue()
+    return JSONResponse(to_wire(kits), headers={"Cache-Control": "no-store"})
+
+
 @router.get("/pharmacy/kits/{code:path}", response_model=service.PharmacyKit)
 def lookup_kit(code: Name, acting: Acting) -> JSONResponse:
     """One kit with content, status and history, by its code (pharmacist); never cached."""

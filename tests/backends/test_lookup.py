@@ -130,3 +130,37 @@ def test_a_lookup_is_audited_exactly_as_the_pharmacy_list(trial: ContractTrial) 
     shape = ("action", "user", "role", "subject", "reason", "details")
     assert [looked[k] for k in shape] == [listed[k] for k in shape]
     assert (looked["action"], looked["subject"]) == ("pharmacy.list", "")
+
+
+def test_the_queue_is_the_list_s_requested_kits_oldest_first(trial: ContractTrial) -> None:
+    """``pharmacy_queue`` reads only the requested kits, and gives what filtering the whole
+    pharmacy list gave the page: requested and not prepared, oldest request first."""
+    first = _randomize(trial, "P-001")
+    ivan = trial.as_user("ivan")
+    replaced = ivan.replace_kit(first, "bag damaged")  # the first leaves the queue, voided
+    second = _randomize(trial, "P-002")
+    visit_2 = ivan.request_kit("P-002", 2, START + timedelta(days=84)).kit
+    third = _randomize(trial, "P-003")
+    petra = trial.as_user("petra")
+    petra.prepare_kit(second)  # prepared: out of the queue
+    listed = petra.pharmacy_list()
+    expected = sorted(
+        (k for k in listed if k.status == "requested"), key=lambda k: (k.requested_at, k.kit)
+    )
+    queue = petra.pharmacy_queue()
+    assert queue == expected
+    assert [k.kit for k in queue] == [replaced.kit, visit_2, third]
+    assert all(k.requested_by == "ivan" for k in queue)
+
+
+def test_the_queue_is_refused_and_audited_as_the_pharmacy_list(trial: ContractTrial) -> None:
+    _randomize(trial, "P-001")
+    message = "role investigator may not see the pharmacy's list of kit contents"
+    assert str(refused(NotAuthorized, trial.as_user("ivan").pharmacy_queue)) == message
+    petra = trial.as_user("petra")
+    petra.pharmacy_list()
+    listed = audit_rows(trial.files.db_url)[-1]
+    petra.pharmacy_queue()
+    queued = audit_rows(trial.files.db_url)[-1]
+    shape = ("action", "user", "role", "subject", "reason", "details")
+    assert [queued[k] for k in shape] == [listed[k] for k in shape]

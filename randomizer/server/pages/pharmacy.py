@@ -36,10 +36,8 @@ def _kits(state: ServerState, who: Visitor) -> list[service.PharmacyKit]:
 @pages.get("/pharmacy")
 def pharmacy_queue(request: Request, state: State, who: Signed) -> HTMLResponse:
     """Kits requested and not yet prepared, oldest request first."""
-    queue = sorted(
-        (k for k in _kits(state, who) if k.status == "requested"),
-        key=lambda k: (k.requested_at, k.kit),
-    )
+    with acting(state, who) as backend:
+        queue = backend.pharmacy_queue()
     return render(request, "pharmacy_queue.html", who, title="Kits to prepare", queue=queue)
 
 
