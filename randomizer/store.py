@@ -134,6 +134,10 @@ class Store:
         try:
             parsed = make_url(url)
             shown = parsed.render_as_string(hide_password=True)  # never echo a password
+            if parsed.host:
+                # the driver would ask the resolver, which raises UnicodeError for a host
+                # no name can encode ("@\xad": an empty label once IDNA drops the character)
+                parsed.host.encode("idna")
             with warnings.catch_warnings():
                 # e.g. "?mode=ro" on SQLite, silently ignored: refuse it, not warn on stderr
                 warnings.simplefilter("error", SAWarning)
