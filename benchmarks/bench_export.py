@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import pstats
 import shutil
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from common import (
     load_average,
     machine,
     max_rss_mib,
+    print_profile,
     table,
     timed,
 )
@@ -269,10 +269,8 @@ def main() -> None:
                 signature=Signature(PASSWORDS[STATISTICIAN], meaning_of("unblind.all")), out=out
             )
             profiler.disable()
-            print("\ncProfile of one export, top functions by own time:")
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
-            print("by cumulative time:")
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+            print()
+            print_profile(profiler, "one export")
             statistician.close()
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import pstats
 import time
 
 from common import (
@@ -32,6 +31,7 @@ from common import (
     create_trial,
     load_average,
     machine,
+    print_profile,
     table,
     timed,
 )
@@ -80,10 +80,7 @@ def measure(db: str, workdir: str | None, participants: int, profile: bool) -> l
             profiler.enable()
             checker.verify_database()
             profiler.disable()
-            print("cProfile of one whole verify, top functions by own time:")
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
-            print("by cumulative time:")
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+            print_profile(profiler, "one whole verify")
         checker.close()
         return [
             place.engine,

@@ -10,11 +10,13 @@ what they mean to measure themselves.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib
 import json
 import math
 import os
 import platform
+import pstats
 import random
 import resource
 import shutil
@@ -179,6 +181,14 @@ def design_toml(
 
 
 # timing and reporting -------------------------------------------------------------------
+
+
+def print_profile(profiler: cProfile.Profile, what: str) -> None:
+    """Print a cProfile of ``what``: the top functions by own time, then by cumulative time."""
+    print(f"cProfile of {what}, top functions by own time:")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+    print("by cumulative time:")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
 def timed(run: Callable[[], T]) -> tuple[T, float]:
